@@ -1,0 +1,62 @@
+//! The browser side (`inject/`), compiled into the binary and served under
+//! the reserved prefix with ETags so browsers cache them.
+
+use http::{Method, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::config::Config;
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+    etag: String,
+}
+
+pub struct Assets {
+    files: Vec<Asset>,
+}
+
+/// The files of `inject/`, by the route they are served on.
+const FILES: &[(&str, &str, &str)] = &[
+    ("agent.js", "text/javascript; charset=utf-8", include_str!("../inject/agent.js")),
+    ("console", "text/html; charset=utf-8", include_str!("../inject/console.html")),
+    ("console.js", "text/javascript; charset=utf-8", include_str!("../inject/console.js")),
+];
+
+impl Assets {
+    pub fn new(config: &Config) -> Assets {
+        let files = FILES
+            .iter()
+            .map(|&(name, content_type, text)| {
+                // The prefix is configurable: files refer to it as `/__cobrowse/`.
+                let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
+                let etag = format!("\"{:016x}\"", fnv1a(&bytes));
+                Asset { name, content_type, bytes, etag }
+            })
+            .collect();
+        Assets { files }
+    }
+
+    pub fn serve(&self, name: &str, method: &Method) -> Option<Response<Body>> {
+        let asset = self.files.iter().find(|a| a.name == name)?;
+        if method != Method::GET && method != Method::HEAD {
+            return Some(crate::server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+        }
+        Some(
+            Response::builder()
+                .header(header::CONTENT_TYPE, asset.content_type)
+                .header(header::ETAG, &asset.etag)
+                .header(header::CACHE_CONTROL, "no-cache")
+                .header("x-content-type-options", "nosniff")
+                .body(body::full(asset.bytes.clone()))
+                .expect("static response parts are valid"),
+        )
+    }
+}
+
+/// A content hash for ETags; not cryptographic, only needs to change when the
+/// file does.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}

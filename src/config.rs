@@ -1,0 +1,579 @@
+//! The configuration: `proxy.toml` read raw (unknown keys are errors), then
+//! resolved and validated into [`Config`], the form the program uses.
+//!
+//! Every error names the field, and the line when it came from a file, so
+//! `cobrowse check` can point at the mistake.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// Flags given on the command line; each overrides the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the one listening port binds.
+    pub listen: SocketAddr,
+    /// The reserved path prefix for the proxy's own routes, with a leading
+    /// and a trailing slash. Default `/__cobrowse/`.
+    pub prefix: String,
+    /// The sites fronted. A request's `Host` picks one; the first site is the
+    /// fallback for hosts no site names.
+    pub sites: Vec<Site>,
+    /// Start the bundled demo site and front it (the default proxy.toml).
+    pub demo: bool,
+    pub tls: Option<Tls>,
+    /// An extra PEM CA bundle trusted for upstream HTTPS, beside the system's
+    /// and the webpki roots.
+    pub upstream_ca: Option<PathBuf>,
+    pub operators: Vec<Operator>,
+    pub privacy: Privacy,
+    pub hub: HubLimits,
+    pub proxy: ProxyLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Host names (without port) this site answers on; empty: any host.
+    pub hosts: Vec<String>,
+    /// The upstream origin, `http(s)://host[:port]`, no path.
+    pub upstream: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub user: String,
+    /// An argon2id PHC string, as printed by `cobrowse hash-password`.
+    pub password_hash: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Privacy {
+    /// CSS selectors whose fields are masked, beside passwords and payment
+    /// fields, which always are.
+    pub mask: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    /// Largest WebSocket message accepted. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Messages per second per connection (burst twice that). Default 200.
+    pub messages_per_second: u32,
+    /// Keys stored per session. Default 10,000.
+    pub max_keys_per_session: usize,
+    /// Bytes of stored commands per session. Default 8 MiB.
+    pub max_bytes_per_session: usize,
+    /// A session nobody is connected to ends after this. Default 30 min.
+    pub idle_session: Duration,
+    /// An offer not answered in this time goes to the next operator. Default 30 s.
+    pub offer_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyLimits {
+    /// lol_html's memory limit per document; past it the rest of the document
+    /// passes through unmodified. Default 1 MiB.
+    pub html_memory_limit: usize,
+    /// Connecting to the upstream. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Waiting for the upstream's response headers. Default 30 s.
+    pub response_timeout: Duration,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 200,
+            max_keys_per_session: 10_000,
+            max_bytes_per_session: 8 * 1024 * 1024,
+            idle_session: Duration::from_secs(30 * 60),
+            offer_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        ProxyLimits {
+            html_memory_limit: 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_PREFIX: &str = "/__cobrowse/";
+
+/// A configuration error: which field, where, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub field: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{line}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, _) => {}
+        }
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the raw file -------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    upstream_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    sites: Vec<RawSite>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    operators: Vec<RawOperator>,
+    demo: Option<RawDemo>,
+    privacy: Option<RawPrivacy>,
+    hub: Option<RawHub>,
+    proxy: Option<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    upstream: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    user: Spanned<String>,
+    password_hash: Spanned<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    #[serde(default)]
+    mask: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHub {
+    max_message_bytes: Option<Spanned<usize>>,
+    messages_per_second: Option<Spanned<u32>>,
+    max_keys_per_session: Option<Spanned<usize>>,
+    max_bytes_per_session: Option<Spanned<usize>>,
+    idle_session_secs: Option<Spanned<u64>>,
+    offer_timeout_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    html_memory_limit: Option<Spanned<usize>>,
+    connect_timeout_secs: Option<Spanned<u64>>,
+    response_timeout_secs: Option<Spanned<u64>>,
+}
+
+// ---- resolving ----------------------------------------------------------
+
+/// Turns byte spans into line numbers and builds errors naming the field.
+struct Source<'a> {
+    file: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn error(&self, field: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            field: field.to_string(),
+            line: span.map(|s| self.line_of(s.start)),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, field: &str, value: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.error(field, Some(value.span()), message)
+    }
+}
+
+impl Config {
+    /// The configuration with no file: defaults, then the flags.
+    pub fn from_overrides(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::parse("", None, overrides)
+    }
+
+    /// Reads and resolves a file, with the flags applied over it.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            field: "--config".into(),
+            line: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(&text, Some(path), overrides)
+    }
+
+    /// Parses TOML text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let src = Source { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let field = toml_error_field(e.message());
+            src.error(&field, e.span(), e.message().trim().to_string())
+        })?;
+        resolve(raw, &src, overrides)
+    }
+
+    /// The site for a request's host (port stripped); the first site when
+    /// no site names the host.
+    pub fn site_for_host(&self, host: &str) -> Option<&Site> {
+        let host = strip_port(host);
+        self.sites
+            .iter()
+            .find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+            .or_else(|| self.sites.iter().find(|s| s.hosts.is_empty()))
+            .or_else(|| self.sites.first())
+    }
+
+    /// Points the demo site (started by the binary) as the upstream.
+    pub fn use_demo_upstream(&mut self, addr: SocketAddr) {
+        let upstream = Url::parse(&format!("http://{addr}")).expect("a socket address is a valid URL host");
+        self.sites = vec![Site { hosts: vec![], upstream }];
+    }
+}
+
+/// Host without its port; IPv6 literals keep their brackets.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// toml's messages name unknown and missing fields in backticks; pull the
+/// name out so the error's field is right even for those.
+fn toml_error_field(message: &str) -> String {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            if let Some(name) = rest.split('`').next() {
+                return name.to_string();
+            }
+        }
+    }
+    "proxy.toml".to_string()
+}
+
+fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let flag_error = |flag: &str, message: String| ConfigError {
+        file: None,
+        field: flag.to_string(),
+        line: None,
+        message,
+    };
+
+    let listen = match (&overrides.listen, &raw.listen) {
+        (Some(flag), _) => flag
+            .parse()
+            .map_err(|e| flag_error("--listen", format!("`{flag}` is not an address:port ({e})")))?,
+        (None, Some(v)) => v
+            .get_ref()
+            .parse()
+            .map_err(|e| src.at("listen", v, format!("`{}` is not an address:port ({e})", v.get_ref())))?,
+        (None, None) => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+    };
+
+    let prefix = match &raw.prefix {
+        Some(v) => {
+            let p = v.get_ref();
+            let valid = p.len() > 2
+                && p.starts_with('/')
+                && p.ends_with('/')
+                && p[1..p.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b))
+                && !p.contains("//");
+            if !valid {
+                return Err(src.at("prefix", v, "must be a path like `/__cobrowse/`: a leading and trailing slash, letters, digits, `_`, `-`, `.` between"));
+            }
+            p.clone()
+        }
+        None => DEFAULT_PREFIX.to_string(),
+    };
+
+    let mut demo = raw.demo.as_ref().is_some_and(|d| d.enabled);
+    let mut sites = Vec::new();
+    if let Some(flag) = &overrides.upstream {
+        // A flag fronts that upstream instead of whatever the file names.
+        let upstream = parse_upstream(flag).map_err(|m| flag_error("--upstream", m))?;
+        sites.push(Site { hosts: vec![], upstream });
+        demo = false;
+    } else {
+        if let Some(v) = &raw.upstream {
+            let upstream = parse_upstream(v.get_ref()).map_err(|m| src.at("upstream", v, m))?;
+            sites.push(Site { hosts: vec![], upstream });
+        }
+        for (i, site) in raw.sites.iter().enumerate() {
+            let field = format!("sites[{i}].upstream");
+            let upstream = parse_upstream(site.upstream.get_ref()).map_err(|m| src.at(&field, &site.upstream, m))?;
+            let mut hosts = Vec::new();
+            for (j, h) in site.hosts.iter().enumerate() {
+                let name = h.get_ref().trim().to_ascii_lowercase();
+                if name.is_empty() || name.contains('/') || name.contains(' ') {
+                    return Err(src.at(&format!("sites[{i}].hosts[{j}]"), h, "must be a host name like `shop.example.com`"));
+                }
+                hosts.push(strip_port(&name).to_string());
+            }
+            sites.push(Site { hosts, upstream });
+        }
+        if demo && !sites.is_empty() {
+            return Err(src.error("demo.enabled", None, "the demo site is the upstream when enabled: remove `upstream`/`sites`, or set `enabled = false`"));
+        }
+    }
+    if sites.is_empty() && !demo {
+        return Err(ConfigError {
+            file: src.file.map(Path::to_path_buf),
+            field: "upstream".into(),
+            line: None,
+            message: "no upstream: set `upstream = \"http://host:port\"` (or `[[sites]]`), pass --upstream, or enable `[demo]`".into(),
+        });
+    }
+
+    let tls = raw.tls.as_ref().map(|t| Tls {
+        cert: PathBuf::from(t.cert.get_ref()),
+        key: PathBuf::from(t.key.get_ref()),
+    });
+    if let Some(t) = &raw.tls {
+        for (field, v) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+            if !Path::new(v.get_ref()).is_file() {
+                return Err(src.at(field, v, format!("no such file: `{}`", v.get_ref())));
+            }
+        }
+    }
+    let upstream_ca = match &raw.upstream_ca {
+        Some(v) if !Path::new(v.get_ref()).is_file() => {
+            return Err(src.at("upstream_ca", v, format!("no such file: `{}`", v.get_ref())));
+        }
+        Some(v) => Some(PathBuf::from(v.get_ref())),
+        None => None,
+    };
+
+    let mut operators: Vec<Operator> = Vec::new();
+    for (i, op) in raw.operators.iter().enumerate() {
+        let user = op.user.get_ref().trim();
+        if user.is_empty() {
+            return Err(src.at(&format!("operators[{i}].user"), &op.user, "must not be empty"));
+        }
+        if operators.iter().any(|o| o.user == user) {
+            return Err(src.at(&format!("operators[{i}].user"), &op.user, format!("`{user}` is listed twice")));
+        }
+        let hash = op.password_hash.get_ref();
+        if let Err(e) = crate::password::is_valid_hash(hash) {
+            return Err(src.at(
+                &format!("operators[{i}].password_hash"),
+                &op.password_hash,
+                format!("not a PHC hash string ({e}); make one with `cobrowse hash-password`"),
+            ));
+        }
+        operators.push(Operator {
+            user: user.to_string(),
+            password_hash: hash.clone(),
+            name: op.name.clone().unwrap_or_else(|| user.to_string()),
+        });
+    }
+
+    let mut privacy = Privacy::default();
+    if let Some(p) = &raw.privacy {
+        for (i, sel) in p.mask.iter().enumerate() {
+            let s = sel.get_ref().trim();
+            if s.is_empty() || s.contains(['{', '}', ';']) {
+                return Err(src.at(&format!("privacy.mask[{i}]"), sel, "must be a CSS selector like `#ssn` or `.secret`"));
+            }
+            privacy.mask.push(s.to_string());
+        }
+    }
+
+    let mut hub = HubLimits::default();
+    if let Some(h) = &raw.hub {
+        let positive = |field: &str, v: &Option<Spanned<usize>>, slot: &mut usize| -> Result<(), ConfigError> {
+            if let Some(v) = v {
+                if *v.get_ref() == 0 {
+                    return Err(src.at(field, v, "must be greater than 0"));
+                }
+                *slot = *v.get_ref();
+            }
+            Ok(())
+        };
+        positive("hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
+        positive("hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
+        positive("hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
+        if let Some(v) = &h.messages_per_second {
+            if *v.get_ref() == 0 {
+                return Err(src.at("hub.messages_per_second", v, "must be greater than 0"));
+            }
+            hub.messages_per_second = *v.get_ref();
+        }
+        if let Some(v) = &h.idle_session_secs {
+            hub.idle_session = secs(src, "hub.idle_session_secs", v)?;
+        }
+        if let Some(v) = &h.offer_timeout_secs {
+            hub.offer_timeout = secs(src, "hub.offer_timeout_secs", v)?;
+        }
+    }
+
+    let mut proxy = ProxyLimits::default();
+    if let Some(p) = &raw.proxy {
+        if let Some(v) = &p.html_memory_limit {
+            if *v.get_ref() < 1024 {
+                return Err(src.at("proxy.html_memory_limit", v, "must be at least 1024 bytes"));
+            }
+            proxy.html_memory_limit = *v.get_ref();
+        }
+        if let Some(v) = &p.connect_timeout_secs {
+            proxy.connect_timeout = secs(src, "proxy.connect_timeout_secs", v)?;
+        }
+        if let Some(v) = &p.response_timeout_secs {
+            proxy.response_timeout = secs(src, "proxy.response_timeout_secs", v)?;
+        }
+    }
+
+    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, operators, privacy, hub, proxy })
+}
+
+fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, ConfigError> {
+    match *v.get_ref() {
+        0 => Err(src.at(field, v, "must be greater than 0")),
+        n => Ok(Duration::from_secs(n)),
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}`: the upstream must be http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("`{text}` has no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}`: an upstream is an origin, without a path, query or fragment"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Some(Path::new("proxy.toml")), &Overrides::default())
+    }
+
+    #[test]
+    fn single_site_needs_only_upstream() {
+        let c = parse("upstream = \"http://127.0.0.1:9000\"").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.prefix, DEFAULT_PREFIX);
+        assert_eq!(c.sites[0].upstream.as_str(), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn unknown_key_names_field_and_line() {
+        let e = parse("upstream = \"http://a\"\n\n[hub]\nmax_mesage_bytes = 3\n").unwrap_err();
+        assert_eq!(e.field, "max_mesage_bytes");
+        assert_eq!(e.line, Some(4));
+        assert!(e.to_string().starts_with("proxy.toml:4: "), "{e}");
+    }
+
+    #[test]
+    fn bad_upstream_names_field_and_line() {
+        let e = parse("listen = \"127.0.0.1:1\"\n[[sites]]\nhosts = [\"a.test\"]\nupstream = \"ftp://x\"\n").unwrap_err();
+        assert_eq!(e.field, "sites[0].upstream");
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let text = "upstream = \"http://a.test\"\nlisten = \"127.0.0.1:1\"\n";
+        let o = Overrides { listen: Some("127.0.0.1:9999".into()), upstream: Some("http://127.0.0.1:9000".into()) };
+        let c = Config::parse(text, None, &o).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(c.sites.len(), 1);
+        assert_eq!(c.sites[0].upstream.as_str(), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn upstream_flag_replaces_demo() {
+        let o = Overrides { listen: None, upstream: Some("http://127.0.0.1:9000".into()) };
+        let c = Config::parse("[demo]\nenabled = true\n", None, &o).unwrap();
+        assert!(!c.demo);
+    }
+
+    #[test]
+    fn bad_password_hash_is_refused() {
+        let e = parse("upstream = \"http://a\"\n[[operators]]\nuser = \"x\"\npassword_hash = \"plain\"\n").unwrap_err();
+        assert_eq!(e.field, "operators[0].password_hash");
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn no_upstream_is_an_error() {
+        assert_eq!(parse("").unwrap_err().field, "upstream");
+    }
+
+    #[test]
+    fn host_picks_site() {
+        let c = parse("[[sites]]\nhosts=[\"a.test\"]\nupstream=\"http://a:1\"\n[[sites]]\nhosts=[\"b.test\"]\nupstream=\"http://b:2\"\n").unwrap();
+        assert_eq!(c.site_for_host("b.test:8080").unwrap().upstream.as_str(), "http://b:2/");
+        assert_eq!(c.site_for_host("zzz").unwrap().upstream.as_str(), "http://a:1/");
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need and is missing
+# (Debian's chromium for the browser tests), then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing ${missing[*]} with apt-get"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "tests/run.sh: the tests need: ${missing[*]}" >&2
+        echo "install them with:  sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --locked "$@"
