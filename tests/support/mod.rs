@@ -1,0 +1,164 @@
+//! Fixtures shared by every integration test: the real binary on an
+//! ephemeral port, and waiting for conditions with a timeout.
+
+#![allow(dead_code)]
+
+pub mod origin;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// The operator account every test config carries: user `op`, password
+/// `op-password`.
+pub const OPERATOR_USER: &str = "op";
+pub const OPERATOR_PASSWORD: &str = "op-password";
+/// argon2id of `op-password`, made with `cobrowse hash-password`.
+pub const OPERATOR_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$fFU60TuR/LwNrJDlOoUW8A$VUpwlx3CTImGVMJQkARh2bjct8C5dFZmLRrccJ5nr/Q";
+
+/// A running `cobrowse` binary; killed on drop.
+pub struct Cobrowse {
+    child: Child,
+    pub addr: SocketAddr,
+    output: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+impl Cobrowse {
+    /// Starts the binary with `args`, listening on an ephemeral loopback
+    /// port, and waits until it says where it listens.
+    pub async fn start(args: &[&str]) -> Cobrowse {
+        Self::start_in(TempDir::new(), args).await
+    }
+
+    /// Starts the binary with a config file holding `toml` (its `listen` is
+    /// replaced by an ephemeral port). `{dir}` in `toml` names a scratch
+    /// directory for files the config refers to.
+    pub async fn with_config(toml: &str) -> Cobrowse {
+        let dir = TempDir::new();
+        let path = dir.path.join("proxy.toml");
+        std::fs::write(&path, toml.replace("{dir}", dir.path.to_str().unwrap())).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        Self::start_in(dir, &["--config", &path]).await
+    }
+
+    /// A config for one upstream, with the test operator account.
+    pub fn config_for(upstream: &str, extra: &str) -> String {
+        format!(
+            "upstream = \"{upstream}\"\n{extra}\n[[operators]]\nuser = \"{OPERATOR_USER}\"\nname = \"Olivia Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n"
+        )
+    }
+
+    async fn start_in(dir: TempDir, args: &[&str]) -> Cobrowse {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cobrowse"));
+        cmd.args(args);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.current_dir(&dir.path)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,cobrowse=debug".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn the cobrowse binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
+        collect(child.stderr.take().unwrap(), output.clone(), None);
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = rx.recv().await {
+                if let Some(url) = line.strip_prefix("cobrowse listening on ") {
+                    let hostport = url.split("://").nth(1).unwrap();
+                    return Some(hostport.parse::<SocketAddr>().unwrap());
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(addr)) => Cobrowse { child, addr, output, _dir: dir },
+            _ => panic!("cobrowse did not start; it printed:\n{}", output.lock().unwrap()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Everything the binary printed so far (for failure messages).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Arc<Mutex<String>>, lines: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            {
+                let mut out = output.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+            if let Some(tx) = &lines {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+/// Waits until `check` returns `Some`, polling every 50 ms; panics with
+/// `what` and `context()` (what the page and the server saw) after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F, context: impl FnOnce() -> String) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n---- context ----\n{}", context());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!("cobrowse-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
