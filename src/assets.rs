@@ -17,18 +17,25 @@ pub struct Assets {
     files: Vec<Asset>,
 }
 
+/// The parts of `agent.js`, in the order they run. The agent is one
+/// synchronous script, first in `<head>`: the run-time URL patches must be in
+/// place before the site's own scripts run.
+const AGENT_PARTS: &[&str] = &[include_str!("../inject/patch-urls.js"), include_str!("../inject/agent.js")];
+
 /// The files of `inject/`, by the route they are served on.
 const FILES: &[(&str, &str, &str)] = &[
-    ("agent.js", "text/javascript; charset=utf-8", include_str!("../inject/agent.js")),
     ("console", "text/html; charset=utf-8", include_str!("../inject/console.html")),
     ("console.js", "text/javascript; charset=utf-8", include_str!("../inject/console.js")),
 ];
 
 impl Assets {
     pub fn new(config: &Config) -> Assets {
+        let agent = ("agent.js", "text/javascript; charset=utf-8", agent_source(config));
         let files = FILES
             .iter()
-            .map(|&(name, content_type, text)| {
+            .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
+            .chain(std::iter::once(agent))
+            .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
                 let etag = format!("\"{:016x}\"", fnv1a(&bytes));
@@ -53,6 +60,25 @@ impl Assets {
                 .expect("static response parts are valid"),
         )
     }
+}
+
+/// `agent.js`: its parts in one function scope, so the page gets no global
+/// names but the one the agent chooses, with `CONFIG` (the prefix, the
+/// upstream origins, the mask selectors) in scope.
+fn agent_source(config: &Config) -> String {
+    let upstreams: Vec<String> = config.sites.iter().map(|s| s.upstream.origin().ascii_serialization()).collect();
+    let agent_config = serde_json::json!({
+        "prefix": config.prefix,
+        "upstreams": upstreams,
+        "mask": config.privacy.mask,
+    });
+    let mut source = format!("(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n");
+    for part in AGENT_PARTS {
+        source.push_str(part);
+        source.push('\n');
+    }
+    source.push_str("})();\n");
+    source
 }
 
 /// A content hash for ETags; not cryptographic, only needs to change when the

@@ -1,0 +1,1 @@
+// Run-time URL patches: see docs (placeholder until written).
