@@ -40,6 +40,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub hub: HubLimits,
     pub proxy: ProxyLimits,
+    pub driver: crate::driver::documents::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +122,16 @@ impl Default for ProxyLimits {
     }
 }
 
+impl Default for crate::driver::documents::Limits {
+    fn default() -> Self {
+        crate::driver::documents::Limits {
+            documents_per_session: 32,
+            bytes_per_session: 16 * 1024 * 1024,
+            max_age: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_PREFIX: &str = "/__cobrowse/";
 
@@ -164,6 +175,15 @@ struct RawConfig {
     privacy: Option<RawPrivacy>,
     hub: Option<RawHub>,
     proxy: Option<RawProxy>,
+    driver: Option<RawDriver>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDriver {
+    documents_per_session: Option<Spanned<usize>>,
+    bytes_per_session: Option<Spanned<usize>>,
+    document_max_age_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -435,8 +455,10 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     if let Some(p) = &raw.privacy {
         for (i, sel) in p.mask.iter().enumerate() {
             let s = sel.get_ref().trim();
-            if s.is_empty() || s.contains(['{', '}', ';']) {
-                return Err(src.at(&format!("privacy.mask[{i}]"), sel, "must be a CSS selector like `#ssn` or `.secret`"));
+            if let Err(e) = crate::driver::mask::check_selector(s).and_then(|()| {
+                if s.contains(['{', '}', ';']) { Err("not a selector".into()) } else { Ok(()) }
+            }) {
+                return Err(src.at(&format!("privacy.mask[{i}]"), sel, format!("must be a CSS selector like `#ssn` or `.secret` ({e})")));
             }
             privacy.mask.push(s.to_string());
         }
@@ -486,7 +508,25 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
-    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, operators, privacy, hub, proxy })
+    let mut driver = crate::driver::documents::Limits::default();
+    if let Some(d) = &raw.driver {
+        for (field, v, slot) in [
+            ("driver.documents_per_session", &d.documents_per_session, &mut driver.documents_per_session),
+            ("driver.bytes_per_session", &d.bytes_per_session, &mut driver.bytes_per_session),
+        ] {
+            if let Some(v) = v {
+                if *v.get_ref() == 0 {
+                    return Err(src.at(field, v, "must be greater than 0"));
+                }
+                *slot = *v.get_ref();
+            }
+        }
+        if let Some(v) = &d.document_max_age_secs {
+            driver.max_age = secs(src, "driver.document_max_age_secs", v)?;
+        }
+    }
+
+    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, operators, privacy, hub, proxy, driver })
 }
 
 fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, ConfigError> {
@@ -563,6 +603,20 @@ mod tests {
         let e = parse("upstream = \"http://a\"\n[[operators]]\nuser = \"x\"\npassword_hash = \"plain\"\n").unwrap_err();
         assert_eq!(e.field, "operators[0].password_hash");
         assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn bad_mask_selector_is_refused() {
+        let e = parse("upstream = \"http://a\"\n[privacy]\nmask = [\"#ok\", \"input[\"]\n").unwrap_err();
+        assert_eq!(e.field, "privacy.mask[1]");
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn driver_limits() {
+        let c = parse("upstream = \"http://a\"\n[driver]\ndocuments_per_session = 4\n").unwrap();
+        assert_eq!(c.driver.documents_per_session, 4);
+        assert_eq!(parse("upstream = \"http://a\"\n[driver]\nbytes_per_session = 0\n").unwrap_err().field, "driver.bytes_per_session");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod driver;
 pub mod hub;
 pub mod password;
 pub mod proxy;
