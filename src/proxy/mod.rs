@@ -1,112 +1,251 @@
-//! The reverse proxy: every request that is not under the reserved prefix is
-//! forwarded to the configured upstream, and HTML responses are rewritten in
-//! a stream to carry the sharing agent.
+//! The reverse proxy: every request that is not under the reserved prefix
+//! is forwarded to the site its `Host` picks, and HTML and CSS responses are
+//! rewritten in a stream (see docs/proxy.md).
 //!
-//! Phases, in the order they run for one request:
-//! 1. [`Proxy::handle`] picks the site by `Host` and builds the upstream URI;
-//! 2. request headers are translated for the upstream;
-//! 3. the upstream's response headers are translated for the client;
-//! 4. an HTML body is rewritten by [`rewrite`] as it streams through.
+//! # Phases
+//!
+//! [`Proxy::handle`] runs these in order for one request; each is a
+//! function of its own so that per-session rules (the driver's stored
+//! documents, refusing a follower's state-changing request) slot in between.
+//!
+//! 1. **route** ([`site`]): the site by `Host`, and the [`site::Mapper`]
+//!    from its upstream URLs to the proxy's own.
+//! 2. **request headers** ([`request`]): readdressed to the upstream.
+//! 3. **forward** ([`client`]): sent upstream; failures and timeouts become
+//!    [`error`] pages (502, 504). Upgrades go through [`tunnel`].
+//! 4. **response headers** ([`response`], [`csp`]): URLs, cookies, policies.
+//! 5. **body**: HTML ([`html`]) and CSS ([`css`]) are decoded
+//!    ([`compress`]), rewritten and encoded again as a [`stream`]; every
+//!    other body passes through untouched.
+//!
+//! # Layout
+//!
+//! `site` URL mapping · `client` upstream connections · `request`,
+//! `response`, `csp` header phases · `html`, `css` body rewrites ·
+//! `compress` codecs · `stream` the body pipeline · `tunnel` upgrades ·
+//! `error` pages.
 
-pub mod rewrite;
+pub mod client;
+pub mod compress;
+pub mod csp;
+pub mod css;
+pub mod error;
+pub mod html;
+pub mod request;
+pub mod response;
+pub mod site;
+pub mod stream;
+pub mod tunnel;
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use encoding_rs::Encoding;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tracing::warn;
 
+use self::compress::{Codec, Coding};
+use self::site::{Mapper, Sites, StreamMapper};
+use self::stream::Pipeline;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::server::Ctx;
 
+pub use self::error::page as error_page;
+
 pub struct Proxy {
     config: Arc<Config>,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    sites: Arc<Sites>,
+    client: client::Upstream,
+    /// HTTP/1.1 only, for upgrades.
+    client_h1: client::Upstream,
 }
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// What a request's route phase decided.
+pub struct Route {
+    /// Index of the site (and its upstream) in the config.
+    pub site: usize,
+    pub mapper: Mapper,
+}
+
+/// What the body phase needs to know about the request.
+struct Want {
+    method: Method,
+    /// The encoding a rewritten body may be sent in.
+    coding: Option<Coding>,
+}
 
 impl Proxy {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Proxy> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.proxy.connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(Proxy { config, client })
+        let (client, client_h1) = client::build(&config)?;
+        Ok(Proxy { sites: Arc::new(Sites::new(&config)), config, client, client_h1 })
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, _ctx: Ctx) -> Response<Body> {
-        let host = request_host(&req).unwrap_or_default();
-        let Some(site) = self.config.site_for_host(&host) else {
-            return error_page(StatusCode::MISDIRECTED_REQUEST, "No site is configured for this host.");
+    pub async fn handle(&self, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+        let route = match self.route(&req, &ctx) {
+            Ok(route) => route,
+            Err(refusal) => return refusal,
         };
-        let upstream = &site.upstream;
-        let authority = upstream_authority(upstream);
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = match format!("{}://{authority}{path}", upstream.scheme()).parse() {
-            Ok(u) => u,
-            Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request path is not valid."),
-        };
+        let want = Want { method: req.method().clone(), coding: compress::choose(req.headers()) };
+        let upgrade = tunnel::requested(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
         let (mut parts, incoming) = req.into_parts();
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.insert(header::HOST, HeaderValue::from_str(&authority).expect("a URL authority is a valid header"));
-        // The rewrite needs a body it can read; compressed upstream bodies are
-        // decoded in a stream by the rewriting phase.
-        parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        let upstream_req = Request::from_parts(parts, body::boxed(incoming));
-
-        let response = match tokio::time::timeout(self.config.proxy.response_timeout, self.client.request(upstream_req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                warn!(error = %e, %upstream, "upstream request failed");
-                return error_page(StatusCode::BAD_GATEWAY, "The site behind this proxy could not be reached.");
+        if request::translate(&mut parts, &route.mapper, route.site, &ctx).is_err() {
+            return error::page(StatusCode::BAD_REQUEST, "The request path is not valid.");
+        }
+        let (upgrade, client) = match upgrade {
+            Some((protocol, on)) => {
+                tunnel::keep(&mut parts.headers, protocol);
+                (Some(on), &self.client_h1)
             }
-            Err(_) => {
-                warn!(%upstream, "upstream response timed out");
-                return error_page(StatusCode::GATEWAY_TIMEOUT, "The site behind this proxy did not answer in time.");
-            }
+            None => (None, &self.client),
         };
+        let response = match self.forward(client, Request::from_parts(parts, body::boxed(incoming)), &route).await {
+            Ok(response) => response,
+            Err(page) => return page,
+        };
+        if let Some(on) = upgrade {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return tunnel::splice(response, on);
+            }
+        }
 
         let (mut parts, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if is_html(&parts.headers) {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            let rewritten = rewrite::inject_agent(body::boxed(incoming), &self.config.prefix, self.config.proxy.html_memory_limit);
-            return Response::from_parts(parts, rewritten);
-        }
-        Response::from_parts(parts, body::boxed(incoming))
+        let nonce = nonce();
+        let allow = csp::Allowance { origin: route.mapper.proxy_origin(route.site).unwrap_or_default(), prefix: self.config.prefix.clone() };
+        response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
+        let body = self.body(&want, parts.status, &mut parts.headers, body::boxed(incoming), html::Options {
+            mapper: route.mapper,
+            prefix: self.config.prefix.clone(),
+            nonce,
+            csp: allow,
+            memory_limit: self.config.proxy.html_memory_limit,
+            declared: None,
+        });
+        Response::from_parts(parts, body)
     }
+
+    /// Phase 1: the site for the request's `Host`. Requests the proxy must
+    /// not pass on are answered here.
+    fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
+        let host = request_host(req).unwrap_or_default();
+        let Some(site) = self.sites.for_host(&host) else {
+            return Err(error::page(StatusCode::MISDIRECTED_REQUEST, "No site is configured for this host."));
+        };
+        if req.headers().get("service-worker").is_some_and(|v| v == "script") {
+            // A service worker of the site would take over the proxy host's
+            // pages and outlive the session; the browser asks for its script
+            // with this header, so refusing it here refuses the registration.
+            metrics::counter!("cobrowse_proxy_service_workers_refused_total").increment(1);
+            return Err(error::page(StatusCode::FORBIDDEN, "Service workers are not available through the co-browsing proxy."));
+        }
+        Ok(Route { site, mapper: self.sites.mapper(site, &host, ctx.tls) })
+    }
+
+    /// Phase 3: the upstream's response headers, or the page that says why
+    /// there are none.
+    async fn forward(&self, client: &client::Upstream, req: Request<Body>, route: &Route) -> Result<Response<Incoming>, Response<Body>> {
+        let upstream = &self.sites.upstreams[route.site].origin;
+        match tokio::time::timeout(self.config.proxy.response_timeout, client.request(req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                warn!(error = %e, %cause, %upstream, "upstream request failed");
+                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
+                let message = if e.is_connect() {
+                    format!("The site behind this proxy ({upstream}) could not be reached.")
+                } else {
+                    format!("The site behind this proxy ({upstream}) failed to answer.")
+                };
+                Err(error::page(StatusCode::BAD_GATEWAY, &message))
+            }
+            Err(_) => {
+                warn!(%upstream, timeout = ?self.config.proxy.response_timeout, "upstream response timed out");
+                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "timeout").increment(1);
+                Err(error::page(StatusCode::GATEWAY_TIMEOUT, &format!("The site behind this proxy ({upstream}) did not answer in time.")))
+            }
+        }
+    }
+
+    /// Phase 5: how the body goes to the client. HTML and CSS are rewritten
+    /// (decoded and encoded again around the rewrite); every other body,
+    /// partial content, and bodies in an unknown encoding pass untouched.
+    fn body(&self, want: &Want, status: StatusCode, headers: &mut HeaderMap, incoming: Body, mut options: html::Options) -> Body {
+        let (kind, declared) = kind(headers);
+        if kind == Kind::Other {
+            return incoming;
+        }
+        if want.method == Method::HEAD {
+            // What a GET would send differs in length from the upstream's.
+            headers.remove(header::CONTENT_LENGTH);
+            return incoming;
+        }
+        if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
+            return incoming;
+        }
+        let Ok(codings) = compress::parse_content_encoding(headers) else {
+            warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
+            return incoming;
+        };
+        let mut pipeline = Pipeline::default();
+        for coding in codings.iter().rev() {
+            pipeline = pipeline.then(Codec::decoder(*coding));
+        }
+        pipeline = match kind {
+            Kind::Html => {
+                options.declared = declared;
+                pipeline.then(html::Html::new(options))
+            }
+            _ => pipeline.then(StreamMapper::new(options.mapper)),
+        };
+        match want.coding {
+            Some(coding) => {
+                pipeline = pipeline.then(Codec::encoder(coding));
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
+            }
+            None => {
+                headers.remove(header::CONTENT_ENCODING);
+            }
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::ACCEPT_RANGES);
+        headers.remove("content-md5");
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()).filter(|e| !e.starts_with("W/")) {
+            // The bytes differ from the upstream's; the meaning does not.
+            if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
+                headers.insert(header::ETAG, weak);
+            }
+        }
+        pipeline.apply(incoming)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Html,
+    Css,
+    Other,
+}
+
+/// The kind of body and the charset its `Content-Type` declares.
+fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return (Kind::Other, None);
+    };
+    let mut parts = ct.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let charset = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .and_then(|(_, v)| Encoding::for_label(v.trim().trim_matches('"').as_bytes()));
+    let kind = match essence.as_str() {
+        "text/html" => Kind::Html,
+        "text/css" => Kind::Css,
+        _ => Kind::Other,
+    };
+    (kind, charset)
 }
 
 fn request_host<B>(req: &Request<B>) -> Option<String> {
@@ -117,48 +256,8 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
-fn upstream_authority(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    }
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
-fn is_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"))
-}
-
-/// A readable page for a failure on our side of the upstream.
-pub fn error_page(status: StatusCode, message: &str) -> Response<Body> {
-    let title = status.canonical_reason().unwrap_or("Error");
-    let html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{code} {title}</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>{code} {title}</h1><p>{message}</p><p><small>cobrowse proxy</small></p></body></html>",
-        code = status.as_u16(),
-    );
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(body::full(html))
-        .expect("static response parts are valid")
+/// A fresh CSP nonce per response: 128 random bits.
+fn nonce() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

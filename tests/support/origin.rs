@@ -92,3 +92,79 @@ pub fn full(bytes: impl Into<Bytes>) -> OriginBody {
     use http_body_util::BodyExt;
     http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
+
+/// A body the test feeds piece by piece: each `send` is one chunk on the
+/// wire (chunked encoding), and the body ends when the sender is dropped.
+pub fn channel_body() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, OriginBody) {
+    use http_body_util::{BodyExt, StreamBody};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)))));
+    (tx, StreamBody::new(stream).map_err(|never| match never {}).boxed_unsync())
+}
+
+/// A body sent as the given chunks, each its own write on the wire.
+pub fn chunked(chunks: Vec<Bytes>) -> OriginBody {
+    let (tx, body) = channel_body();
+    for c in chunks {
+        let _ = tx.send(c);
+    }
+    body
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1: `(cert PEM, key PEM)`.
+pub fn self_signed() -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    (cert.cert.pem(), cert.signing_key.serialize_pem())
+}
+
+impl Origin {
+    /// Like [`Origin::start`], over TLS with `cert`/`key` (PEM), offering
+    /// HTTP/2 and HTTP/1.1 by ALPN. Records the protocol of each request.
+    pub async fn start_tls<F, Fut>(cert: &str, key: &str, handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<OriginBody>> + Send + 'static,
+    {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let handler: Arc<Handler> = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let handler = handler.clone();
+                let counter = counter.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, requests, task }
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+}

@@ -1,0 +1,63 @@
+//! The upstream client: HTTPS with the webpki roots, the system's roots and
+//! the optional extra CA (`upstream_ca`); HTTP/1.1 and HTTP/2 (by ALPN).
+//! Upgrades (WebSocket) need HTTP/1.1, so they get a client of their own.
+
+use anyhow::Context;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tracing::{debug, warn};
+
+use crate::body::Body;
+use crate::config::Config;
+
+pub type Upstream = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// `(any protocol, HTTP/1.1 only)`.
+pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        debug!(error = %e, "a system root certificate could not be loaded");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    debug!(added, ignored, "system root certificates");
+    if let Some(path) = &config.upstream_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading upstream_ca {}", path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing upstream_ca {}", path.display()))?;
+        anyhow::ensure!(!certs.is_empty(), "upstream_ca {}: no certificate in the file", path.display());
+        for cert in certs {
+            roots.add(cert).with_context(|| format!("upstream_ca {}: a certificate rustls cannot use", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        warn!("no root certificates: HTTPS upstreams will fail");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.proxy.connect_timeout));
+    http.set_nodelay(true);
+    let any = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http.clone());
+    let h1 = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok((Client::builder(TokioExecutor::new()).build(any), Client::builder(TokioExecutor::new()).build(h1)))
+}

@@ -1,0 +1,527 @@
+//! The streaming HTML rewrite (lol_html, non-strict, with a memory limit):
+//! the agent goes first in `<head>`, links to configured upstreams are
+//! mapped to the proxy, `<meta>` refresh and CSP are translated, and CSS in
+//! `<style>` is mapped like a stylesheet.
+//!
+//! Cost is per element a handler is called for, so every handler's selector
+//! is as narrow as the job allows: link mapping matches only attributes that
+//! contain an upstream's `//host` (a substring selector), injection only the
+//! elements that can come first in a document.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use encoding_rs::Encoding;
+use lol_html::errors::RewritingError;
+use lol_html::html_content::ContentType;
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element, end, text};
+use tracing::warn;
+
+use super::csp;
+use super::site::{Mapper, StreamMapper};
+use super::stream::Stage;
+use crate::body::BoxError;
+
+/// Attributes that hold URLs (or, for `style` and `srcdoc`, text with URLs).
+const URL_ATTRIBUTES: &[&str] = &[
+    "href", "src", "action", "formaction", "srcset", "imagesrcset", "poster", "data", "background", "ping", "cite", "style", "srcdoc",
+    "xlink:href",
+];
+
+/// What one HTML response is rewritten with.
+#[derive(Clone)]
+pub struct Options {
+    pub mapper: Mapper,
+    /// The reserved prefix, `/__cobrowse/`.
+    pub prefix: String,
+    /// The nonce the response's CSP (if any) allows the agent by.
+    pub nonce: String,
+    pub csp: csp::Allowance,
+    pub memory_limit: usize,
+    /// The charset the `Content-Type` header declared.
+    pub declared: Option<&'static Encoding>,
+}
+
+impl Options {
+    pub fn agent_tag(&self) -> String {
+        format!("<script src=\"{}agent.js\" nonce=\"{}\"></script>", self.prefix, self.nonce)
+    }
+}
+
+type Sink = Box<dyn FnMut(&[u8]) + Send>;
+
+/// The HTML rewrite as a pipeline stage.
+pub struct Html {
+    options: Options,
+    state: State,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+enum State {
+    /// Waiting for the first bytes: a byte order mark decides the charset.
+    Sniffing(Vec<u8>),
+    Rewriting(HtmlRewriter<'static, Sink>),
+    /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
+    /// stopped: bytes go through untouched.
+    Passing,
+}
+
+impl Html {
+    pub fn new(options: Options) -> Html {
+        Html { options, state: State::Sniffing(Vec::new()), out: Arc::default() }
+    }
+
+    fn start(&mut self, head: &[u8]) -> Option<HtmlRewriter<'static, Sink>> {
+        let (encoding, from_meta) = match Encoding::for_bom(head) {
+            Some((bom, _)) => (bom, false),
+            None => match self.options.declared {
+                Some(declared) => (declared, false),
+                // Undeclared: windows-1252 reads every byte and writes it
+                // back unchanged; a `<meta charset>` switches it.
+                None => (encoding_rs::WINDOWS_1252, true),
+            },
+        };
+        let Some(encoding) = AsciiCompatibleEncoding::new(encoding) else {
+            warn!(charset = encoding.name(), "HTML in a charset the rewriter cannot parse; passed through without the agent");
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "charset").increment(1);
+            return None;
+        };
+        let sink_out = self.out.clone();
+        let sink: Sink = Box::new(move |chunk: &[u8]| sink_out.lock().expect("sink lock").extend_from_slice(chunk));
+        Some(HtmlRewriter::new(settings(&self.options, encoding, from_meta), sink))
+    }
+
+    fn drain(&self, out: &mut Vec<u8>) {
+        out.append(&mut self.out.lock().expect("sink lock"));
+    }
+}
+
+impl Stage for Html {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        match &mut self.state {
+            State::Sniffing(head) => {
+                head.extend_from_slice(input);
+                if head.len() < 3 {
+                    return Ok(());
+                }
+                let head = std::mem::take(head);
+                self.begin(&head, out);
+            }
+            State::Rewriting(rewriter) => {
+                if rewriter.write(input).is_err() {
+                    // Every error bails out gracefully (logged by the
+                    // bail-out handler): lol_html has already flushed what
+                    // it held and this chunk, untouched.
+                    self.state = State::Passing;
+                }
+                self.drain(out);
+            }
+            State::Passing => out.extend_from_slice(input),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        if let State::Sniffing(head) = &mut self.state {
+            let head = std::mem::take(head);
+            self.begin(&head, out);
+        }
+        if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
+            if let Err(e) = rewriter.end() {
+                warn!(error = %e, "HTML rewrite failed at the end of the document");
+            }
+            self.drain(out);
+        }
+        Ok(())
+    }
+}
+
+impl Html {
+    fn begin(&mut self, head: &[u8], out: &mut Vec<u8>) {
+        match self.start(head) {
+            Some(mut rewriter) => {
+                // On an error the bail-out has flushed `head` untouched.
+                self.state = if rewriter.write(head).is_ok() { State::Rewriting(rewriter) } else { State::Passing };
+                self.drain(out);
+            }
+            None => {
+                out.extend_from_slice(head);
+                self.state = State::Passing;
+            }
+        }
+    }
+}
+
+fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: bool) -> Settings<'static, 'static> {
+    let tag = options.agent_tag();
+    let srcdoc_tag = format!("<script src={}agent.js></script>", options.prefix);
+    // Shared by the element handler and the end-of-document handler.
+    let injection = Arc::new(Mutex::new(false));
+    let injection_end = injection.clone();
+
+    let mut settings = Settings::new_send()
+        .with_encoding(encoding)
+        .with_adjust_charset_on_meta_tag(from_meta)
+        .with_strict(false)
+        .with_graceful_bail_out_on_content_handler_error(true)
+        .with_memory_settings(
+            // Past the limit lol_html stops rewriting and passes the rest of
+            // the document through as it came.
+            MemorySettings::new()
+                .with_max_allowed_memory_usage(options.memory_limit)
+                .with_graceful_bail_out_on_memory_limit_exceeded(true),
+        )
+        .append_bail_out_handler(bail_out!(|err, _| {
+            let reason = match err {
+                RewritingError::MemoryLimitExceeded(_) => "memory",
+                RewritingError::ParsingAmbiguity(_) => "ambiguity",
+                _ => "handler",
+            };
+            warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified");
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => reason).increment(1);
+        }));
+
+    // The agent must run before any script of the site: it goes first in
+    // `<head>`, or, without one, before the first element that belongs in a
+    // head or starts the body. Before, never inside, noscript, template and
+    // foreign content.
+    let first = "head, body, frameset, title, meta, link, base, style, script, noscript, template, svg, math";
+    settings = settings.append_element_content_handler(element!(first, move |el| {
+        let mut done = injection.lock().expect("injection lock");
+        if !*done {
+            *done = true;
+            if el.tag_name() == "head" {
+                el.prepend(&tag, ContentType::Html);
+            } else {
+                el.before(&tag, ContentType::Html);
+            }
+        }
+        Ok(())
+    }));
+    let end_tag = options.agent_tag();
+    settings = settings.append_document_content_handler(end!(move |end| {
+        // A document with no element that could start it (text only, or a
+        // bare `<html>`): the agent still comes once, at the end.
+        if !*injection_end.lock().expect("injection lock") {
+            end.append(&end_tag, ContentType::Html);
+        }
+        Ok(())
+    }));
+
+    // Links: one selector per (attribute, upstream), so only elements that
+    // name an upstream are handled at all.
+    let mut selectors = Vec::new();
+    for upstream in options.mapper.upstreams() {
+        for attr in URL_ATTRIBUTES {
+            // Without the `//`, so `https:&#x2F;&#x2F;host` is selected too.
+            let name = attr.replace(':', "\\:");
+            selectors.push(format!("[{name}*=\"{}\"]", upstream.authority));
+        }
+    }
+    if !selectors.is_empty() {
+        let mapper = options.mapper.clone();
+        let selector = selectors.join(", ");
+        settings = settings.append_element_content_handler(element!(selector, move |el| {
+            for attr in URL_ATTRIBUTES {
+                let Some(raw) = el.get_attribute(attr) else { continue };
+                let mut mapped = match map_attribute(&mapper, &raw) {
+                    Cow::Borrowed(_) => continue,
+                    Cow::Owned(v) => v,
+                };
+                if *attr == "srcdoc" {
+                    // A srcdoc frame is a document of its own: it gets the
+                    // agent too (unquoted attribute: no quote to escape).
+                    mapped.insert_str(0, &srcdoc_tag);
+                }
+                el.set_attribute(attr, &mapped)?;
+            }
+            Ok(())
+        }));
+    }
+    let srcdoc_only = format!("<script src={}agent.js></script>", options.prefix);
+    settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
+        if let Some(doc) = el.get_attribute("srcdoc") {
+            if !doc.contains(&srcdoc_only) {
+                el.set_attribute("srcdoc", &format!("{srcdoc_only}{doc}"))?;
+            }
+        }
+        Ok(())
+    }));
+
+    // A stylesheet whose bytes the proxy may rewrite can no longer match its
+    // integrity hash; scripts pass untouched and keep theirs.
+    settings = settings.append_element_content_handler(element!("link[integrity]", |el| {
+        let is_script = el.get_attribute("as").is_some_and(|a| a.eq_ignore_ascii_case("script"))
+            || el.get_attribute("rel").is_some_and(|r| r.to_ascii_lowercase().contains("modulepreload"));
+        if !is_script {
+            el.remove_attribute("integrity");
+        }
+        Ok(())
+    }));
+
+    let mapper = options.mapper.clone();
+    let allowance = options.csp.clone();
+    let nonce = options.nonce.clone();
+    settings = settings.append_element_content_handler(element!("meta[http-equiv][content]", move |el| {
+        let equiv = el.get_attribute("http-equiv").unwrap_or_default().to_ascii_lowercase();
+        let Some(content) = el.get_attribute("content") else { return Ok(()) };
+        let rewritten = match equiv.as_str() {
+            "refresh" => map_attribute(&mapper, &content).into_owned(),
+            "content-security-policy" => csp::rewrite(&decode_entities(&content), &allowance, &nonce, true),
+            _ => return Ok(()),
+        };
+        if rewritten != content {
+            el.set_attribute("content", &rewritten)?;
+        }
+        Ok(())
+    }));
+
+    let mut style = StreamMapper::new(options.mapper.clone());
+    settings = settings.append_element_content_handler(text!("style", move |chunk| {
+        let mut out = Vec::new();
+        style.push(chunk.as_str().as_bytes(), &mut out);
+        if chunk.last_in_text_node() {
+            style.finish(&mut out);
+        }
+        // Mapping replaces ASCII with ASCII, so the text stays UTF-8.
+        let text = String::from_utf8(out).expect("mapped text is UTF-8");
+        chunk.replace(&text, ContentType::Html);
+        Ok(())
+    }));
+    settings
+}
+
+/// Maps the URLs in one attribute value as the browser would see it:
+/// character references are decoded first, so `https:&#x2F;&#x2F;host` is
+/// found too, and `&` is escaped again after.
+fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
+    let scheme = raw.trim_start().get(..11).unwrap_or(raw).to_ascii_lowercase();
+    if ["data:", "blob:", "javascript:"].iter().any(|s| scheme.starts_with(s)) {
+        return Cow::Borrowed(raw);
+    }
+    if !raw.contains('&') {
+        return mapper.map_str(raw);
+    }
+    let decoded = decode_entities(raw);
+    match mapper.map_str(&decoded) {
+        Cow::Borrowed(_) => Cow::Borrowed(raw),
+        Cow::Owned(mapped) => Cow::Owned(mapped.replace('&', "&amp;")),
+    }
+}
+
+/// Decodes numeric character references and the named ones that can occur
+/// in URLs. Others are left as they are (and then escaped, which a browser
+/// reads back as the same text only for the decoded ones: good enough for
+/// the URLs this is used on).
+pub fn decode_entities(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('&') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '#')).map_or(rest.len(), |e| e + 1);
+        let name = &rest[1..end];
+        let decoded = if let Some(num) = name.strip_prefix('#') {
+            let n = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => num.parse().ok(),
+            };
+            n.and_then(char::from_u32)
+        } else {
+            match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "sol" => Some('/'),
+                "colon" => Some(':'),
+                "period" => Some('.'),
+                "quest" => Some('?'),
+                "equals" => Some('='),
+                "num" => Some('#'),
+                _ => None,
+            }
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end..];
+                rest = rest.strip_prefix(';').unwrap_or(rest);
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::site::tests::mapper;
+    use crate::proxy::stream::Pipeline;
+    use crate::proxy::stream::tests::run_chunked;
+
+    pub fn options() -> Options {
+        Options {
+            mapper: mapper(false),
+            prefix: "/__cobrowse/".into(),
+            nonce: "N0NCE".into(),
+            csp: csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into() },
+            memory_limit: 64 * 1024,
+            declared: None,
+        }
+    }
+
+    fn rewrite(input: &[u8]) -> Vec<u8> {
+        run_chunked(Pipeline::default().then(Html::new(options())), input, input.len())
+    }
+
+    fn rewrite_str(input: &str) -> String {
+        String::from_utf8(rewrite(input.as_bytes())).unwrap()
+    }
+
+    const TAG: &str = "<script src=\"/__cobrowse/agent.js\" nonce=\"N0NCE\"></script>";
+
+    #[test]
+    fn agent_goes_first_in_head_whatever_the_document_looks_like() {
+        let cases = [
+            ("<!doctype html><html><head><title>t</title></head><body>x</body></html>", "<!doctype html><html><head>{TAG}<title>t</title>"),
+            ("<!doctype html><html lang=en><body><p>x", "<!doctype html><html lang=en>{TAG}<body>"),
+            ("<!DOCTYPE html><title>t</title><p>x", "<!DOCTYPE html>{TAG}<title>"),
+            ("<!-- c --><meta charset=utf-8><script>1</script>", "<!-- c -->{TAG}<meta charset=utf-8>"),
+            ("<noscript><link rel=stylesheet href=a.css></noscript><head></head>", "{TAG}<noscript>"),
+            ("<template><script>1</script></template>", "{TAG}<template>"),
+            ("<svg><script>1</script></svg>", "{TAG}<svg>"),
+            ("<html><head><noscript><style>a{}</style></noscript>", "<html><head>{TAG}<noscript>"),
+            ("plain text only", "plain text only{TAG}"),
+        ];
+        for (input, expected) in cases {
+            let out = rewrite_str(input);
+            let expected = expected.replace("{TAG}", TAG);
+            assert!(out.starts_with(&expected), "input {input:?}\n   got {out:?}\nwanted {expected:?}");
+            assert_eq!(out.matches("agent.js").count(), 1, "injected more than once: {out}");
+        }
+    }
+
+    #[test]
+    fn bytes_around_the_injection_are_untouched_in_every_charset() {
+        // windows-1252, Shift_JIS, EUC-KR and UTF-8 text, declared in every
+        // way a page can; the output is the input plus the agent tag.
+        let pages: Vec<(Vec<u8>, Option<&'static Encoding>)> = vec![
+            (encoding_rs::WINDOWS_1252.encode("<html><head><meta charset=windows-1252><title>Café €</title></head><body>naïve “quotes”</body></html>").0.into_owned(), None),
+            (encoding_rs::SHIFT_JIS.encode("<html><head><meta charset=shift_jis><title>日本語のページ</title></head><body>表示ソ能</body></html>").0.into_owned(), None),
+            (encoding_rs::EUC_KR.encode("<html><head><title>한국어 페이지</title></head><body>안녕하세요</body></html>").0.into_owned(), Some(encoding_rs::EUC_KR)),
+            ("\u{feff}<html><head><title>ünïcödé ✓</title></head><body>😀</body></html>".as_bytes().to_vec(), Some(encoding_rs::WINDOWS_1252)),
+            ("<html><head><meta http-equiv=content-type content='text/html; charset=utf-8'><title>ünï</title></head></html>".as_bytes().to_vec(), None),
+        ];
+        for (page, declared) in pages {
+            let mut opts = options();
+            opts.declared = declared;
+            let at = memchr::memmem::find(&page, b"<head>").unwrap() + b"<head>".len();
+            let mut expected = page[..at].to_vec();
+            expected.extend_from_slice(TAG.as_bytes());
+            expected.extend_from_slice(&page[at..]);
+            for size in [1, 2, 3, 7, 64, page.len()] {
+                let out = run_chunked(Pipeline::default().then(Html::new(opts.clone())), &page, size);
+                assert_eq!(out, expected, "chunk size {size}, page {:?}", String::from_utf8_lossy(&page));
+            }
+        }
+    }
+
+    #[test]
+    fn links_to_upstreams_are_mapped_and_others_kept() {
+        let out = rewrite_str(concat!(
+            "<head><base href=\"https://shop.example/\"></head>",
+            "<a href=\"https://shop.example/a?x=1&amp;y=2\" target=_top>a</a>",
+            "<a href='https://cdn.test/x'>b</a><a href=\"/rel\">c</a><a href=\"#f\">d</a>",
+            "<img src=\"//shop.example/i.png\" srcset=\"https://shop.example/1x.png 1x, http://127.0.0.1:9000/2x.png 2x\">",
+            "<form action=\"https://shop.example/buy\"><button formaction=\"https://shop.example/b2\">b</button></form>",
+            "<video poster=\"https://shop.example/p.jpg\"></video><object data=\"https://shop.example/o\"></object>",
+            "<svg><use xlink:href=\"https://shop.example/s.svg#i\"/></svg>",
+            "<div style=\"background:url(https://shop.example/bg.png)\">s</div>",
+            "<a href=\"https:&#x2F;&#x2F;shop.example/enc?a&amp;b\">e</a>",
+            "<img src=\"data:image/svg+xml,//shop.example\"><a href=\"javascript:go('//shop.example/')\">j</a>",
+            "<iframe srcdoc=\"&lt;a href=&quot;https://shop.example/in&quot;&gt;x&lt;/a&gt;\"></iframe>",
+            "<meta http-equiv=refresh content=\"5; url=https://shop.example/next\">",
+            "<style>@import 'https://shop.example/s.css'; p{background:url(\"https://shop.example/p.png\")}</style>",
+            "<p>text mentioning https://shop.example/ stays</p><script>var u='https://shop.example/api'</script>",
+        ));
+        for want in [
+            "<base href=\"http://a.test:8080/\">",
+            "<a href=\"http://a.test:8080/a?x=1&amp;y=2\" target=_top>",
+            "<a href='https://cdn.test/x'>",
+            "<a href=\"/rel\">",
+            "src=\"//a.test:8080/i.png\"",
+            "srcset=\"http://a.test:8080/1x.png 1x, http://b.test:8080/2x.png 2x\"",
+            "action=\"http://a.test:8080/buy\"",
+            "formaction=\"http://a.test:8080/b2\"",
+            "poster=\"http://a.test:8080/p.jpg\"",
+            "data=\"http://a.test:8080/o\"",
+            "xlink:href=\"http://a.test:8080/s.svg#i\"",
+            "url(http://a.test:8080/bg.png)",
+            "href=\"http://a.test:8080/enc?a&amp;b\"",
+            "<a href=&quot;http://a.test:8080/in&quot;>x</a>",
+            "<img src=\"data:image/svg+xml,//shop.example\"><a href=\"javascript:go('//shop.example/')\">j</a>",
+            "content=\"5; url=http://a.test:8080/next\"",
+            "@import 'http://a.test:8080/s.css'; p{background:url(\"http://a.test:8080/p.png\")}",
+            "<p>text mentioning https://shop.example/ stays</p><script>var u='https://shop.example/api'</script>",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js></script>"), "srcdoc frame gets the agent: {out}");
+    }
+
+    #[test]
+    fn stylesheet_integrity_is_dropped_script_integrity_kept() {
+        let out = rewrite_str("<head><link rel=stylesheet href=a.css integrity=sha384-x><script src=a.js integrity=sha384-y></script>");
+        assert!(!out.contains("sha384-x"), "{out}");
+        assert!(out.contains("integrity=sha384-y"), "{out}");
+    }
+
+    #[test]
+    fn meta_csp_allows_the_agent() {
+        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'nonce-abc' 'strict-dynamic'\">");
+        assert!(out.contains("'nonce-N0NCE'"), "{out}");
+        assert!(out.contains("'nonce-abc'"), "{out}");
+    }
+
+    #[test]
+    fn rewriter_at_random_chunk_boundaries() {
+        let page = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proxy/catalogue.html")).unwrap();
+        let whole = rewrite(&page);
+        assert!(String::from_utf8_lossy(&whole).contains("http://a.test:8080/product/1"));
+        let seed: u64 = std::env::var("CHUNK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        for _ in 0..40 {
+            let size = rand::Rng::random_range(&mut rng, 1..=512);
+            let out = run_chunked(Pipeline::default().then(Html::new(options())), &page, size);
+            assert!(out == whole, "output differs with chunk size {size} (CHUNK_SEED={seed})");
+        }
+    }
+
+    #[test]
+    fn a_huge_attribute_passes_through_past_the_memory_limit() {
+        let mut opts = options();
+        opts.memory_limit = 4096;
+        let huge = "x".repeat(200_000);
+        let page = format!("<html><head><title>t</title></head><body><div data-x=\"{huge}\">after</div><a href=\"https://shop.example/z\">z</a></body></html>");
+        let out = run_chunked(Pipeline::default().then(Html::new(opts)), page.as_bytes(), 1024);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with(&format!("<html><head>{TAG}<title>")), "{}", &out[..200]);
+        assert!(out.ends_with(&page[page.find("<title>").unwrap()..]), "the rest is passed through as it came");
+    }
+
+    #[test]
+    fn entities() {
+        assert_eq!(decode_entities("a&amp;b&#47;&#x2F;&copy;&"), "a&b//&copy;&");
+    }
+}
