@@ -43,7 +43,7 @@ fn blank(el: &mut Element<'_, '_>) {
 pub fn mask_document(document: &[u8], encoding: &'static encoding_rs::Encoding, configured: &[String]) -> Option<Vec<u8>> {
     let encoding = AsciiCompatibleEncoding::new(encoding)
         .unwrap_or_else(|| AsciiCompatibleEncoding::new(encoding_rs::UTF_8).expect("UTF-8 is ASCII-compatible"));
-    let mut settings = Settings::new().with_encoding(encoding).with_strict(false);
+    let mut settings = Settings::new().with_encoding(encoding).with_strict(false).with_adjust_charset_on_meta_tag(true);
     for selector in selectors(configured) {
         // Configured selectors were checked at start; a combination that
         // still fails to parse is skipped rather than failing the page.

@@ -17,9 +17,11 @@ pub mod mask;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use tracing::warn;
 
-use self::documents::{Documents, Limits};
+use self::documents::{Documents, Limits, Recording};
+use crate::body::{self, Body};
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -109,6 +111,109 @@ impl Driver {
     }
 }
 
+/// What the proxy does with a request, decided before it goes upstream.
+pub enum Decision {
+    /// Send it upstream. `record` names the session whose driver is
+    /// navigating, so the document it gets back is kept for followers.
+    Forward { record: Option<String> },
+    /// Answer it here: a kept document for a follower, or a refusal.
+    Answer(Response<Body>),
+}
+
+/// Whether the browser is loading a document (a page or a frame), as opposed
+/// to a subresource or a scripted request.
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    let mode = headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok());
+    let dest = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    mode == Some("navigate") || matches!(dest, Some("document" | "iframe" | "frame"))
+}
+
+impl Driver {
+    /// The request phase for shared sessions. Runs after the participant
+    /// cookie was taken out and before the request goes upstream.
+    pub fn before_upstream(&self, standing: &Standing, parts: &mut http::request::Parts, mask: &[String]) -> Decision {
+        match standing {
+            Standing::Alone => Decision::Forward { record: None },
+            Standing::Driver { session } => {
+                self.record_credentials(session, &parts.headers);
+                let record = (parts.method == Method::GET && is_navigation(&parts.headers)).then(|| session.clone());
+                Decision::Forward { record }
+            }
+            Standing::Follower { session } => {
+                if !is_safe(&parts.method) {
+                    metrics::counter!("cobrowse_driver_follower_refusals_total").increment(1);
+                    warn!(%session, method = %parts.method, uri = %parts.uri, "refused a follower request that would change state");
+                    return Decision::Answer(refusal(&parts.method));
+                }
+                if is_navigation(&parts.headers) {
+                    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                    if let Some(response) = self.kept_document(session, target, mask) {
+                        metrics::counter!("cobrowse_driver_documents_served_total").increment(1);
+                        return Decision::Answer(response);
+                    }
+                }
+                // A read the driver has not made for us: make it with the
+                // driver's credentials, never the follower's own.
+                self.apply_credentials(session, &mut parts.headers);
+                Decision::Forward { record: None }
+            }
+        }
+    }
+
+    /// Wraps the driver's document body so a copy is kept for followers.
+    pub fn record(&self, session: String, target: String, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
+        let mut kept = HeaderMap::new();
+        for name in [header::CONTENT_TYPE, header::CONTENT_LANGUAGE, header::CONTENT_SECURITY_POLICY] {
+            for value in headers.get_all(&name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        body::boxed(Recording::new(body, self.documents.clone(), session, target, status, kept))
+    }
+
+    fn kept_document(&self, session: &str, target: &str, mask: &[String]) -> Option<Response<Body>> {
+        let doc = self.documents.lookup(session, target)?;
+        let encoding = doc
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| ct.split(';').find_map(|p| p.trim().strip_prefix("charset=")))
+            .and_then(|label| encoding_rs::Encoding::for_label(label.trim_matches('"').as_bytes()))
+            .unwrap_or(encoding_rs::UTF_8);
+        let masked = mask::mask_document(&doc.body, encoding, mask)?;
+        let mut response = Response::builder().status(doc.status);
+        for (name, value) in &doc.headers {
+            response = response.header(name, value);
+        }
+        Some(
+            response
+                .header(header::CACHE_CONTROL, "no-store")
+                .header("x-cobrowse-document", "driver")
+                .body(body::full(masked))
+                .expect("parts copied from a valid response"),
+        )
+    }
+}
+
+/// The answer to a follower's request that would change the site's state.
+fn refusal(method: &Method) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>403 Not performed</title></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
+         <h1>Not performed</h1><p>This {method} request was not sent to the site. \
+         In a shared session only the customer's browser makes requests that change the site's state \
+         (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>\
+         <p><small>cobrowse proxy</small></p></body></html>"
+    );
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-cobrowse-refused", "one-driver")
+        .body(body::full(html))
+        .expect("static response parts are valid")
+}
+
 /// All `Cookie` headers as one (HTTP/2 clients send one per cookie).
 fn join_cookies(headers: &HeaderMap) -> Option<HeaderValue> {
     let parts: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -145,5 +250,44 @@ mod tests {
         d.end_session("s");
         d.apply_credentials("s", &mut follower);
         assert!(follower.get(header::COOKIE).is_none());
+    }
+
+    fn request(method: Method, target: &str, navigate: bool) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(target).header(header::COOKIE, "sid=operator");
+        if navigate {
+            b = b.header("sec-fetch-mode", "navigate").header("sec-fetch-dest", "iframe");
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_drivers_document_masked_and_never_post() {
+        use http_body_util::BodyExt;
+        let d = Driver::new(Limits { documents_per_session: 4, bytes_per_session: 1 << 20, max_age: std::time::Duration::from_secs(60) });
+        let driver = Standing::Driver { session: "s".into() };
+        let follower = Standing::Follower { session: "s".into() };
+
+        let mut parts = request(Method::GET, "/account?tab=1", true);
+        parts.headers.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
+        let Decision::Forward { record: Some(session) } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        let page = body::full(r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#);
+        let recorded = d.record(session, "/account?tab=1".into(), StatusCode::OK, &headers, page);
+        recorded.collect().await.unwrap();
+
+        let mut parts = request(Method::GET, "/account?tab=1", true);
+        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &["#pin".into()]) else { panic!("follower navigation must be served the kept document") };
+        let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(text.contains("Balance 12"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("9999"), "masked values leaked: {text}");
+
+        let mut parts = request(Method::GET, "/img.png", false);
+        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None }));
+        assert_eq!(parts.headers.get(header::COOKIE).unwrap(), "sid=customer", "follower reads use the driver's cookies");
+
+        let mut parts = request(Method::POST, "/order", true);
+        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &[]) else { panic!("follower POST must be refused") };
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -1,0 +1,171 @@
+//! A small real shop for the one-driver tests: a login with an HttpOnly
+//! session cookie, a cart, and an order form posting to an endpoint that
+//! counts orders. Pages carry per-request content (a token and a serial), so
+//! a follower that fetched its own copy would visibly differ.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::origin::{Origin, OriginBody, full};
+
+/// The card number the server renders into the order form: a masked field
+/// whose value must never reach an operator.
+pub const CARD_ON_FILE: &str = "4111111111111111";
+/// A PIN the server renders into a password field.
+pub const PIN_ON_FILE: &str = "7351";
+
+#[derive(Default)]
+pub struct ShopState {
+    pub orders: AtomicUsize,
+    /// Requests seen, as "METHOD path".
+    pub log: Mutex<Vec<String>>,
+    serial: AtomicUsize,
+    /// session id -> (user, cart items)
+    sessions: Mutex<HashMap<String, (String, Vec<String>)>>,
+}
+
+pub struct Shop {
+    pub origin: Origin,
+    pub state: Arc<ShopState>,
+}
+
+impl Shop {
+    pub async fn start() -> Shop {
+        let state = Arc::new(ShopState::default());
+        let s = state.clone();
+        let origin = Origin::start(move |req| {
+            let s = s.clone();
+            async move { handle(&s, req).await }
+        })
+        .await;
+        Shop { origin, state }
+    }
+
+    pub fn orders(&self) -> usize {
+        self.state.orders.load(Ordering::SeqCst)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.state.log.lock().unwrap().clone()
+    }
+}
+
+fn page(title: &str, body: &str, serial: usize) -> Response<OriginBody> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{title}</title><link rel=stylesheet href=/shop.css></head>\
+         <body><h1>{title}</h1>{body}<footer>page serial <span id=serial>{serial}</span></footer></body></html>"
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full(html))
+        .unwrap()
+}
+
+fn redirect(to: &str) -> Response<OriginBody> {
+    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, to).body(full("")).unwrap()
+}
+
+fn session_of(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix("sid=").map(str::to_string))
+}
+
+async fn form_fields(req: Request<Incoming>) -> HashMap<String, String> {
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    url::form_urlencoded::parse(&bytes).into_owned().collect()
+}
+
+async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
+    let path = req.uri().path().to_string();
+    s.log.lock().unwrap().push(format!("{} {}", req.method(), path));
+    let serial = s.serial.fetch_add(1, Ordering::SeqCst);
+    let sid = session_of(&req);
+    let user = sid.as_ref().and_then(|id| s.sessions.lock().unwrap().get(id).map(|(u, _)| u.clone()));
+
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/") | (Method::GET, "/login") => page(
+            "Sign in",
+            "<form method=post action=/login><label>User <input name=user></label>\
+             <label>Password <input name=password type=password></label><button>Sign in</button></form>",
+            serial,
+        ),
+        (Method::POST, "/login") => {
+            let fields = form_fields(req).await;
+            let name = fields.get("user").cloned().unwrap_or_default();
+            let id = format!("{:032x}", rand_id());
+            s.sessions.lock().unwrap().insert(id.clone(), (name, vec![]));
+            let mut r = redirect("/account");
+            r.headers_mut().insert(header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly; SameSite=Lax").parse().unwrap());
+            r
+        }
+        (Method::GET, "/shop.css") if user.is_some() => Response::builder()
+            .header(header::CONTENT_TYPE, "text/css")
+            .body(full("body { background: rgb(250, 250, 240); }"))
+            .unwrap(),
+        (_, _) if user.is_none() => Response::builder().status(StatusCode::FORBIDDEN).body(full("sign in first")).unwrap(),
+        (Method::GET, "/account") => page(
+            "Account",
+            &format!("<p id=welcome>Welcome, {}</p><p><a id=to-cart href=/cart>Your cart</a></p>", user.unwrap()),
+            serial,
+        ),
+        (Method::GET, "/cart") => {
+            let items = s.sessions.lock().unwrap().get(sid.as_ref().unwrap()).map(|(_, c)| c.clone()).unwrap_or_default();
+            let list: String = items.iter().map(|i| format!("<li>{i}</li>")).collect();
+            page(
+                "Cart",
+                &format!(
+                    "<ul id=items>{list}</ul><form method=post action=/cart/add><input type=hidden name=item value=Teapot>\
+                     <button id=add>Add a teapot</button></form><p><a id=to-order href=/order>Check out</a></p>"
+                ),
+                serial,
+            )
+        }
+        (Method::POST, "/cart/add") => {
+            let fields = form_fields(req).await;
+            if let Some((_, cart)) = s.sessions.lock().unwrap().get_mut(sid.as_ref().unwrap()) {
+                cart.push(fields.get("item").cloned().unwrap_or_default());
+            }
+            redirect("/cart")
+        }
+        (Method::GET, "/order") => page(
+            "Order",
+            &format!(
+                "<form id=order method=post action=/order>\
+                 <label>Name on card <input name=holder id=holder></label>\
+                 <label>Card <input name=card autocomplete=cc-number value={CARD_ON_FILE}></label>\
+                 <label>PIN <input name=pin type=password value={PIN_ON_FILE}></label>\
+                 <button id=place>Place order</button></form>"
+            ),
+            serial,
+        ),
+        (Method::POST, "/order") => {
+            let fields = form_fields(req).await;
+            let n = s.orders.fetch_add(1, Ordering::SeqCst) + 1;
+            page(
+                "Order confirmed",
+                &format!("<p id=confirmation>Order {n} for {} confirmed</p>", fields.get("holder").cloned().unwrap_or_default()),
+                serial,
+            )
+        }
+        _ => Response::builder().status(StatusCode::NOT_FOUND).body(full("not found")).unwrap(),
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = RandomState::new().hash_one(a);
+    (u128::from(a) << 64) | u128::from(b)
+}
