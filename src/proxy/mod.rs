@@ -130,6 +130,10 @@ impl Proxy {
     /// not pass on are answered here.
     fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
         let host = request_host(req).unwrap_or_default();
+        if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+            // The host is written into pages, URLs and policies.
+            return Err(error::page(StatusCode::BAD_REQUEST, "The Host header is not a host name."));
+        }
         let Some(site) = self.sites.for_host(&host) else {
             return Err(error::page(StatusCode::MISDIRECTED_REQUEST, "No site is configured for this host."));
         };
