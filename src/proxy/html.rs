@@ -160,7 +160,7 @@ impl Html {
 
 fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: bool) -> Settings<'static, 'static> {
     let tag = options.agent_tag();
-    let srcdoc_tag = format!("<script src={}agent.js></script>", options.prefix);
+    let srcdoc_tag = format!("<script src={}agent.js nonce={}></script>", options.prefix, options.nonce);
     // Shared by the element handler and the end-of-document handler.
     let injection = Arc::new(Mutex::new(false));
     let injection_end = injection.clone();
@@ -227,6 +227,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
     if !selectors.is_empty() {
         let mapper = options.mapper.clone();
         let selector = selectors.join(", ");
+        let srcdoc_tag = srcdoc_tag.clone();
         settings = settings.append_element_content_handler(element!(selector, move |el| {
             for attr in URL_ATTRIBUTES {
                 let Some(raw) = el.get_attribute(attr) else { continue };
@@ -244,7 +245,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
             Ok(())
         }));
     }
-    let srcdoc_only = format!("<script src={}agent.js></script>", options.prefix);
+    let srcdoc_only = srcdoc_tag.clone();
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
         if let Some(doc) = el.get_attribute("srcdoc") {
             if !doc.contains(&srcdoc_only) {
@@ -482,7 +483,7 @@ mod tests {
         ] {
             assert!(out.contains(want), "missing {want:?} in\n{out}");
         }
-        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js></script>"), "srcdoc frame gets the agent: {out}");
+        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js nonce=N0NCE></script>"), "srcdoc frame gets the agent: {out}");
     }
 
     #[test]

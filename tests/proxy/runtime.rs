@@ -113,3 +113,51 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
     let _ = browser.close().await;
     task.abort();
 }
+
+#[tokio::test]
+async fn links_and_forms_aimed_at_top_stay_inside_the_console_frame() {
+    let origin = Origin::start(|req| async move {
+        let body = match req.uri().path() {
+            "/framed" => "<html><head><title>framed</title></head><body>\
+                <a id=top href=/next-link target=_top>top</a>\
+                <form id=form action=/next-form target=_parent><button id=go>go</button></form></body></html>",
+            _ => "<html><head><title>page</title></head><body>page</body></html>",
+        };
+        Response::builder().header("content-type", "text/html").body(full(body)).unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    let (mut browser, task, _profile) = browser().await;
+    let page = browser.new_page(proxy.url("/start")).await.unwrap();
+    // The console is the top document at `{prefix}console`, framing the site.
+    page.evaluate(
+        "history.replaceState(null, '', '/__cobrowse/console'); \
+         const f = document.createElement('iframe'); f.id = 'content'; f.src = '/framed'; document.body.appendChild(f); true",
+    )
+    .await
+    .unwrap();
+    let frame_path = |page: &chromiumoxide::Page| {
+        let page = page.clone();
+        async move {
+            page.evaluate("(() => { try { const d = document.getElementById('content').contentDocument; return d.readyState === 'complete' ? d.location.pathname : ''; } catch (e) { return 'error ' + e; } })()")
+                .await
+                .ok()?
+                .into_value::<String>()
+                .ok()
+        }
+    };
+    wait_for("the framed page", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
+    page.evaluate("document.getElementById('content').contentDocument.getElementById('top').click(); true").await.unwrap();
+    wait_for("the link to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-link") }, || proxy.output()).await;
+    let top: String = page.evaluate("location.pathname").await.unwrap().into_value().unwrap();
+    assert_eq!(top, "/__cobrowse/console", "a link aimed at _top replaced the console");
+
+    page.evaluate("document.getElementById('content').src = '/framed'; true").await.unwrap();
+    wait_for("the framed page again", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
+    page.evaluate("document.getElementById('content').contentDocument.getElementById('go').click(); true").await.unwrap();
+    wait_for("the form to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-form") }, || proxy.output()).await;
+    let top: String = page.evaluate("location.pathname").await.unwrap().into_value().unwrap();
+    assert_eq!(top, "/__cobrowse/console", "a form aimed at _parent replaced the console");
+    let _ = browser.close().await;
+    task.abort();
+}
