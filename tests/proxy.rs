@@ -5,6 +5,7 @@ mod encoding;
 mod headers;
 mod html;
 mod links;
+mod runtime;
 mod upstreams;
 
 use bytes::Bytes;

@@ -44,8 +44,13 @@ pub struct Options {
 }
 
 impl Options {
+    /// The agent's tag. `data-cobrowse-map` tells the run-time URL patches
+    /// which proxy origin stands for which upstream on this page.
     pub fn agent_tag(&self) -> String {
-        format!("<script src=\"{}agent.js\" nonce=\"{}\"></script>", self.prefix, self.nonce)
+        let map: Vec<String> = (0..self.mapper.upstreams().len())
+            .filter_map(|i| Some(format!("{} {}", self.mapper.upstreams()[i].origin.origin().ascii_serialization(), self.mapper.proxy_origin(i)?)))
+            .collect();
+        format!("<script src=\"{}agent.js\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>", self.prefix, self.nonce, map.join(" "))
     }
 }
 
@@ -389,7 +394,7 @@ mod tests {
         String::from_utf8(rewrite(input.as_bytes())).unwrap()
     }
 
-    const TAG: &str = "<script src=\"/__cobrowse/agent.js\" nonce=\"N0NCE\"></script>";
+    const TAG: &str = "<script src=\"/__cobrowse/agent.js\" nonce=\"N0NCE\" data-cobrowse-map=\"https://shop.example http://a.test:8080 http://127.0.0.1:9000 http://b.test:8080\"></script>";
 
     #[test]
     fn agent_goes_first_in_head_whatever_the_document_looks_like() {
