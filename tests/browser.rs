@@ -6,6 +6,7 @@
 pub mod harness;
 
 mod call;
+mod fidelity;
 
 use std::time::Duration;
 
