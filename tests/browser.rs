@@ -7,13 +7,18 @@ pub mod harness;
 
 mod call;
 mod fidelity;
+mod forms;
+mod frames;
+mod navigation;
+mod pointer;
+mod privacy;
+mod scroll;
 
-use std::time::Duration;
+
 
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 use harness::{Browser, Tab, until, until_on};
 
-pub const WIDGET: &str = r#"[data-cobrowse="widget"]"#;
 pub const CALL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="call"]"#;
 pub const CONTROL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="control"]"#;
 pub const CONTENT: &str = r#"iframe[data-cobrowse="content"]"#;
@@ -121,4 +126,3 @@ pub async fn operator_responds(operator: &Tab, server: &Cobrowse, others: &[&Tab
     until_on(operator, "the customer's page with its agent in the content frame", CONTENT, &in_frame("!!(window.__cobrowse && window.__cobrowse.engine)"), &all, server).await;
 }
 
-pub const SETTLE: Duration = Duration::from_millis(300);
