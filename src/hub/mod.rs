@@ -2,32 +2,176 @@
 //! their store, the call and operator allocation, operator login.
 //!
 //! The protocol is written down in `docs/protocol.md`.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the messages clients send and the hub answers, and the
+//!   error codes.
+//! - [`store`]: the interface of the command store; [`memory`]: the
+//!   in-memory store, the default.
+//! - [`session`]: sessions and participants.
+//! - [`state`]: the shared state and every operation on it (the call, the
+//!   queue and its offers, joining, control, hang-up, resume).
+//! - [`connection`]: one participant's WebSocket, against a generic
+//!   `Sink`/`Stream`.
+//! - [`ws`]: the handshake (Origin, role, operator cookie).
+//! - [`auth`]: operator login, logout and `me`.
+
+pub mod auth;
+pub mod connection;
+pub mod memory;
+pub mod protocol;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod ws;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::Config;
 use crate::server::Ctx;
 
+pub use auth::Account;
+pub use protocol::Role;
+use state::Shared;
+use store::{Bounds, Store};
+
+/// Commands a participant's connection may fall behind the live feed by
+/// before it is resynchronised from the store.
+const FEED_BACKLOG: usize = 512;
+
+/// The hub: a cloneable handle on the shared state.
+#[derive(Clone)]
 pub struct Hub {
-    #[allow(dead_code)]
-    config: Arc<Config>,
+    shared: Arc<Shared>,
+}
+
+/// A session as the rest of the program may ask about it (the proxy, to
+/// tell a follower's request from the driver's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    pub id: String,
+    pub control: bool,
+    /// In the order they joined; the customer who called comes first.
+    pub participants: Vec<ParticipantView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantView {
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+    /// The operator account, for operators.
+    pub user: Option<String>,
+    pub connected: bool,
+}
+
+impl SessionView {
+    /// The participant whose browser performs requests that change state:
+    /// the first connected customer tab, else the first customer.
+    pub fn driver(&self) -> Option<&ParticipantView> {
+        let customers = || self.participants.iter().filter(|p| p.role == Role::Customer);
+        customers().find(|p| p.connected).or_else(|| customers().next())
+    }
+
+    /// Whether `participant` follows the driver rather than driving.
+    pub fn is_follower(&self, participant: &str) -> bool {
+        self.driver().is_some_and(|d| d.id != participant) && self.participants.iter().any(|p| p.id == participant)
+    }
 }
 
 impl Hub {
     pub fn new(config: Arc<Config>) -> Hub {
-        Hub { config }
+        let bounds = Bounds { max_keys: config.hub.max_keys_per_session, max_bytes: config.hub.max_bytes_per_session };
+        Self::with_store(config, Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG)))
+    }
+
+    /// A hub over any store (the in-memory one, or a shared one).
+    pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Hub {
+        let hub = Hub { shared: Arc::new(Shared::new(config, store)) };
+        // Without a runtime (a unit test building a hub) nothing expires.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&hub.shared);
+            let idle = hub.shared.config.hub.idle_session;
+            let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = weak.upgrade() else { break };
+                    shared.expire_idle(Instant::now());
+                    shared.logins.tidy();
+                }
+            });
+        }
+        hub
     }
 
     /// Handles the hub's routes under the prefix (`ws`, `login`, `logout`,
     /// `me`); `None` for any other route.
-    pub async fn handle(&self, _route: &str, _req: Request<Incoming>, _ctx: Ctx) -> Option<Response<Body>> {
-        None
+    pub async fn handle(&self, route: &str, req: Request<Incoming>, ctx: Ctx) -> Option<Response<Body>> {
+        let shared = &self.shared;
+        Some(match route {
+            "ws" => ws::upgrade(shared, req, ctx),
+            "login" => auth::login(&shared.config, &shared.logins, req, ctx).await,
+            "logout" => auth::logout(&shared.config, &shared.logins, &req, ctx),
+            "me" => auth::me(&shared.logins, &req),
+            _ => return None,
+        })
     }
 
     /// Tells every participant the server is going away.
-    pub fn shutdown(&self) {}
+    pub fn shutdown(&self) {
+        self.shared.close_all(1001, "server shutting down");
+    }
+
+    /// The logged-in operator a request's cookies belong to.
+    pub fn operator(&self, headers: &HeaderMap) -> Option<Account> {
+        self.shared.logins.account(headers)
+    }
+
+    pub fn session(&self, id: &str) -> Option<SessionView> {
+        let st = self.shared.lock();
+        view(&st, id)
+    }
+
+    /// The session and participant a `resume` secret belongs to.
+    pub fn participant(&self, session: &str, resume: &str) -> Option<(SessionView, ParticipantView)> {
+        let st = self.shared.lock();
+        let s = st.sessions.get(session)?;
+        let pid = s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| p.resume == resume))?;
+        let v = view(&st, session)?;
+        let p = v.participants.iter().find(|p| &p.id == pid)?.clone();
+        Some((v, p))
+    }
+
+    /// The sessions an operator account takes part in.
+    pub fn sessions_of_operator(&self, user: &str) -> Vec<SessionView> {
+        let st = self.shared.lock();
+        let mut ids: Vec<&String> =
+            st.participants.values().filter(|p| p.user.as_deref() == Some(user)).map(|p| &p.session).collect();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| view(&st, id)).collect()
+    }
+
+    /// The shared state, for tests that drive connections over channels.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+fn view(st: &state::State, id: &str) -> Option<SessionView> {
+    let s = st.sessions.get(id)?;
+    let participants = s
+        .participants
+        .iter()
+        .filter_map(|p| st.participants.get(p))
+        .map(|p| ParticipantView { id: p.id.clone(), role: p.role, name: p.name.clone(), user: p.user.clone(), connected: p.conn.is_some() })
+        .collect();
+    Some(SessionView { id: s.id.clone(), control: s.control, participants })
 }

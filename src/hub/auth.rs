@@ -1,0 +1,254 @@
+//! Operator login: accounts from the config, checked against their argon2id
+//! hashes, a random token in an HttpOnly SameSite=Strict cookie, and login
+//! attempts rate-limited per account and per address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::server::Ctx;
+
+pub const COOKIE: &str = "cobrowse_operator";
+
+/// How long a login lasts.
+const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The largest login body read.
+const MAX_LOGIN_BODY: usize = 8 * 1024;
+/// Attempts per account: a burst of 10, then one every 6 s.
+const PER_ACCOUNT_BURST: u32 = 10;
+const PER_ACCOUNT_EVERY: Duration = Duration::from_secs(6);
+/// Attempts per client address: a burst of 30, then one every 2 s.
+const PER_ADDRESS_BURST: u32 = 30;
+const PER_ADDRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A logged-in operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: String,
+    pub name: String,
+}
+
+pub struct Logins {
+    tokens: Mutex<HashMap<String, (Account, Instant)>>,
+    per_account: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn quota(burst: u32, every: Duration) -> Quota {
+    Quota::with_period(every).expect("a non-zero period").allow_burst(NonZeroU32::new(burst).expect("a non-zero burst"))
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Logins {
+    pub fn new() -> Logins {
+        Logins {
+            tokens: Mutex::new(HashMap::new()),
+            per_account: RateLimiter::keyed(quota(PER_ACCOUNT_BURST, PER_ACCOUNT_EVERY)),
+            per_address: RateLimiter::keyed(quota(PER_ADDRESS_BURST, PER_ADDRESS_EVERY)),
+        }
+    }
+
+    /// The operator a request's cookie belongs to.
+    pub fn account(&self, headers: &HeaderMap) -> Option<Account> {
+        let token = cookie(headers, COOKIE)?;
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let (account, issued) = tokens.get(token)?;
+        (issued.elapsed() < LOGIN_LIFETIME).then(|| account.clone())
+    }
+
+    /// Drops expired logins and forgotten rate-limit entries.
+    pub fn tidy(&self) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
+        self.per_account.retain_recent();
+        self.per_address.retain_recent();
+    }
+
+    fn issue(&self, account: Account) -> String {
+        let token = super::state::new_secret();
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), (account, Instant::now()));
+        token
+    }
+
+    fn revoke(&self, headers: &HeaderMap) {
+        if let Some(token) = cookie(headers, COOKIE) {
+            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(value.to_string()))
+        .expect("static response parts are valid")
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+fn cookie_header(config: &Config, ctx: &Ctx, value: &str, max_age: Option<u64>) -> String {
+    let mut c = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}", config.prefix);
+    if ctx.tls {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let bytes = Limited::new(req.into_body(), MAX_LOGIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| "the login body is unreadable or too large")?
+        .to_bytes();
+    if is_json {
+        return serde_json::from_slice(&bytes).map_err(|_| "expected a JSON object with string fields `user` and `password`");
+    }
+    let mut user = None;
+    let mut password = None;
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        match &*k {
+            "user" => user = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    match (user, password) {
+        (Some(user), Some(password)) => Ok(Credentials { user, password }),
+        _ => Err("expected form fields `user` and `password`"),
+    }
+}
+
+/// `POST {prefix}login`.
+pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if req.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
+    }
+    let creds = match credentials(req).await {
+        Ok(c) => c,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let addr = ctx.remote.ip();
+    let limited = logins.per_address.check_key(&addr).is_err() || logins.per_account.check_key(&creds.user).is_err();
+    if limited {
+        warn!(user = %creds.user, %addr, "login rate-limited");
+        metrics::counter!("cobrowse_hub_logins_total", "outcome" => "rate_limited").increment(1);
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many login attempts; wait a little and try again");
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        return r;
+    }
+    let operator = config.operators.iter().find(|o| o.user == creds.user).cloned();
+    // An unknown user costs the same hash as a known one, so response times
+    // do not tell which accounts exist.
+    let hash = operator.as_ref().map_or(DUMMY_HASH.to_string(), |o| o.password_hash.clone());
+    let password = creds.password;
+    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash)).await.unwrap_or(false);
+    match operator {
+        Some(o) if matches => {
+            info!(target: "audit", event = "login", user = %o.user, %addr);
+            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "ok").increment(1);
+            let token = logins.issue(Account { user: o.user.clone(), name: o.name.clone() });
+            let mut r = Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(body::empty())
+                .expect("static response parts are valid");
+            let c = cookie_header(config, &ctx, &token, None);
+            r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
+            r
+        }
+        _ => {
+            info!(target: "audit", event = "login_failed", user = %creds.user, %addr);
+            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "bad_credentials").increment(1);
+            error(StatusCode::UNAUTHORIZED, "wrong user or password")
+        }
+    }
+}
+
+/// `POST {prefix}logout`.
+pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if req.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
+    }
+    if let Some(a) = logins.account(req.headers()) {
+        info!(target: "audit", event = "logout", user = %a.user);
+    }
+    logins.revoke(req.headers());
+    let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("static response parts are valid");
+    let c = cookie_header(config, &ctx, "", Some(0));
+    r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
+    r
+}
+
+/// `GET {prefix}me`.
+pub fn me(logins: &Logins, req: &Request<Incoming>) -> Response<Body> {
+    match logins.account(req.headers()) {
+        Some(a) => json(StatusCode::OK, serde_json::json!({ "user": a.user, "name": a.name })),
+        None => error(StatusCode::UNAUTHORIZED, "not logged in"),
+    }
+}
+
+/// argon2id of a random password nobody knows, with the default parameters.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| crate::password::hash(&super::state::new_secret()).expect("hashing a fresh secret succeeds"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_finds_its_value_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1; cobrowse_operator=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, COOKIE), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1".parse().unwrap());
+        h.append(header::COOKIE, "cobrowse_operator=xyz".parse().unwrap());
+        assert_eq!(cookie(&h, COOKIE), Some("xyz"));
+        assert_eq!(cookie(&HeaderMap::new(), COOKIE), None);
+    }
+}

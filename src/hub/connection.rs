@@ -1,0 +1,248 @@
+//! One participant's WebSocket, written against a generic `Sink`/`Stream`
+//! of messages so it runs on a real socket or on channels in tests.
+//!
+//! Two tasks per connection that end each other: the reader parses, checks
+//! and dispatches what the client sends; the writer delivers what the hub
+//! queued for it and, once the connection joined a session, the session's
+//! commands from the store's feed, resynchronising from the store when it
+//! falls behind.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::auth::Account;
+use super::protocol::{self, ClientMessage, ErrorCode, Refusal, Role};
+use super::session::ConnId;
+use super::state::Shared;
+use super::store::Subscription;
+
+/// How often an idle connection is pinged, so dead peers are noticed.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// What the hub queues for a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message, already serialised.
+    Text(String),
+    /// Start delivering the session's commands to this participant; with
+    /// `replay`, first send what the store holds.
+    Follow { session: String, participant: String, replay: bool },
+    /// Stop delivering commands (left or ended).
+    Unfollow,
+    Close { code: u16, reason: &'static str },
+}
+
+struct Following {
+    session: String,
+    participant: String,
+    feed: Subscription,
+    /// Commands up to this one were delivered or replayed.
+    last_seq: u64,
+}
+
+/// Serves one connection until either side ends it.
+pub async fn serve<Si, St, E>(shared: Arc<Shared>, sink: Si, stream: St, role: Role, account: Option<Account>)
+where
+    Si: Sink<Message> + Send + Unpin + 'static,
+    St: Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let (conn, outbound, cancel) = shared.connect(role, account);
+    debug!(conn, role = role.as_str(), "participant connection opened");
+    let mut writer = tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()));
+    let mut reader = tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()));
+    tokio::select! {
+        _ = &mut writer => reader.abort(),
+        _ = &mut reader => {
+            // Let the writer flush what is queued (a close frame, an error),
+            // but not forever.
+            cancel.cancel();
+            if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+    }
+    shared.disconnect(conn);
+    debug!(conn, "participant connection closed");
+}
+
+async fn read<St, E>(shared: Arc<Shared>, conn: ConnId, mut stream: St, cancel: CancellationToken)
+where
+    St: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let limits = &shared.config.hub;
+    let rate = NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"));
+    let limiter: DefaultDirectRateLimiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+    // One `rate_limited` per run of refused messages: answering every one
+    // would let a flood grow our outbound queue instead.
+    let mut throttled = false;
+    loop {
+        let message = tokio::select! {
+            () = cancel.cancelled() => break,
+            m = stream.next() => m,
+        };
+        let text = match message {
+            None => break,
+            Some(Err(e)) => {
+                debug!(conn, error = %e, "connection read failed");
+                break;
+            }
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                refuse(&shared, conn, Refusal::new(ErrorCode::BadMessage, "binary frames are not part of the protocol; send JSON text"));
+                continue;
+            }
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(_)) => continue,
+        };
+        if limiter.check().is_err() {
+            if !throttled {
+                throttled = true;
+                refuse(&shared, conn, Refusal::new(ErrorCode::RateLimited, format!("more than {} messages per second; slow down", limits.messages_per_second)));
+            }
+            continue;
+        }
+        throttled = false;
+        if text.len() > limits.max_message_bytes {
+            refuse(&shared, conn, Refusal::new(ErrorCode::TooLarge, format!("{} bytes is over the limit of {}", text.len(), limits.max_message_bytes)));
+            continue;
+        }
+        let message = match protocol::parse(&text) {
+            Ok(m) => m,
+            Err(r) => {
+                refuse(&shared, conn, r);
+                continue;
+            }
+        };
+        let name = message.name();
+        if let Err(r) = dispatch(&shared, conn, message).await {
+            refuse(&shared, conn, r.to(name));
+        }
+    }
+}
+
+fn refuse(shared: &Shared, conn: ConnId, refusal: Refusal) {
+    info!(conn, code = refusal.code.as_str(), request = refusal.request.as_deref().unwrap_or(""), message = %refusal.message, "message refused");
+    shared.refuse(conn, &refusal);
+}
+
+async fn dispatch(shared: &Arc<Shared>, conn: ConnId, message: ClientMessage) -> Result<(), Refusal> {
+    match message {
+        ClientMessage::Call => shared.call(conn).await,
+        ClientMessage::Resume { session, resume } => shared.resume(conn, &session, &resume),
+        ClientMessage::Join { session, resume } => shared.join(conn, &session, &resume),
+        ClientMessage::Command(c) => shared.command(conn, c).await,
+        ClientMessage::Control { granted } => shared.control(conn, granted),
+        ClientMessage::Hangup => shared.hangup(conn),
+        ClientMessage::Ready => shared.ready(conn),
+        ClientMessage::Away => shared.away(conn),
+        ClientMessage::Respond { session } => shared.respond(conn, &session),
+        ClientMessage::Decline { session } => shared.decline(conn, &session),
+        ClientMessage::Invite => shared.invite(conn),
+    }
+}
+
+/// The next command from the feed, or never when not following.
+async fn next_command(following: &mut Option<Following>) -> Result<Arc<super::store::Stamped>, broadcast::error::RecvError> {
+    match following {
+        Some(f) => f.feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write<Si>(shared: Arc<Shared>, mut outbound: mpsc::Receiver<Outbound>, mut sink: Si, cancel: CancellationToken)
+where
+    Si: Sink<Message> + Unpin,
+{
+    let mut following: Option<Following> = None;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                // Flush what was queued before the end (errors, `ended`).
+                while let Ok(out) = outbound.try_recv() {
+                    if let Outbound::Text(t) = out && sink.send(Message::text(t)).await.is_err() {
+                        break;
+                    }
+                }
+                break;
+            }
+            out = outbound.recv() => {
+                let Some(out) = out else { break };
+                match out {
+                    Outbound::Text(t) => {
+                        if sink.send(Message::text(t)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outbound::Follow { session, participant, replay } => {
+                        match shared.store.follow(&session).await {
+                            Ok((feed, snapshot)) => {
+                                if replay && sink.send(Message::text(snapshot.replay_json(&session))).await.is_err() {
+                                    break;
+                                }
+                                following = Some(Following { session, participant, feed, last_seq: snapshot.last_seq });
+                            }
+                            Err(e) => debug!(session, error = %e, "not following a session gone from the store"),
+                        }
+                    }
+                    Outbound::Unfollow => following = None,
+                    Outbound::Close { code, reason } => {
+                        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                }
+            }
+            next = next_command(&mut following) => {
+                let f = following.as_mut().expect("only polled while following");
+                match next {
+                    Ok(c) => {
+                        // At or below `last_seq`: already in the replay.
+                        if c.seq > f.last_seq {
+                            f.last_seq = c.seq;
+                            if c.is_for(&f.participant) && sink.send(Message::text(c.json.clone())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Too slow for the live feed: what the feed dropped
+                        // is replaced by the state it led to.
+                        metrics::counter!("cobrowse_hub_resyncs_total").increment(1);
+                        info!(session = %f.session, participant = %f.participant, missed, "receiver fell behind; resynchronising from the store");
+                        match shared.store.snapshot(&f.session).await {
+                            Ok(snapshot) => {
+                                f.last_seq = snapshot.last_seq;
+                                if sink.send(Message::text(snapshot.replay_json(&f.session))).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(_) => following = None,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => following = None,
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+}

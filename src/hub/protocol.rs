@@ -1,0 +1,326 @@
+//! The messages of the hub protocol, as `docs/protocol.md` writes them down:
+//! what clients send, what the hub answers, and the error codes.
+//!
+//! Parsing goes in two steps so a client learns which of its mistakes it
+//! made: text that is not JSON is `bad_json`; JSON that is not a message we
+//! know, or lacks a field, is `bad_message`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Who a participant is in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// Who receives a difference command besides the other participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attribute {
+    /// The other participants only.
+    Others,
+    /// The others and the sender (local echo).
+    All,
+}
+
+/// A difference command as a client sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub key: String,
+    pub attribute: Attribute,
+    #[serde(rename = "fn")]
+    pub function: String,
+    #[serde(default)]
+    pub args: Vec<Value>,
+}
+
+/// The function whose command is a frame's URL key.
+pub const NAVIGATE: &str = "navigate";
+
+/// Functions an operator may send without remote control: they show, they
+/// do not act on the page.
+pub const ALWAYS_ALLOWED: [&str; 3] = ["pointer", "draw", "clear"];
+
+impl Command {
+    /// Whether this command is the URL key of the frame its key names.
+    pub fn is_frame_url(&self) -> bool {
+        self.function == NAVIGATE
+    }
+
+    /// Keys are frame paths then parts: non-empty `/`-separated levels.
+    pub fn check(&self) -> Result<(), String> {
+        if self.key.is_empty() {
+            return Err("`key` must not be empty".into());
+        }
+        if self.key.split('/').any(str::is_empty) {
+            return Err("`key` has an empty level (a leading, trailing or doubled `/`)".into());
+        }
+        if self.function.is_empty() {
+            return Err("`fn` must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// A message from a client.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Call,
+    Resume { session: String, resume: String },
+    Join { session: String, resume: String },
+    Command(Command),
+    Control { granted: bool },
+    Hangup,
+    Ready,
+    Away,
+    Respond { session: String },
+    Decline { session: String },
+    Invite,
+}
+
+impl ClientMessage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMessage::Call => "call",
+            ClientMessage::Resume { .. } => "resume",
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Command(_) => "command",
+            ClientMessage::Control { .. } => "control",
+            ClientMessage::Hangup => "hangup",
+            ClientMessage::Ready => "ready",
+            ClientMessage::Away => "away",
+            ClientMessage::Respond { .. } => "respond",
+            ClientMessage::Decline { .. } => "decline",
+            ClientMessage::Invite => "invite",
+        }
+    }
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    BadMessage,
+    TooLarge,
+    RateLimited,
+    NotInSession,
+    InSession,
+    NoControl,
+    UnknownSession,
+    NotOffered,
+    Limit,
+    Forbidden,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotInSession => "not_in_session",
+            ErrorCode::InSession => "in_session",
+            ErrorCode::NoControl => "no_control",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::NotOffered => "not_offered",
+            ErrorCode::Limit => "limit",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A refusal: the code, a sentence for people, and which request it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub request: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal { code, message: message.into(), request: None }
+    }
+
+    pub fn to(mut self, request: &str) -> Refusal {
+        self.request = Some(request.to_string());
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        ServerMessage::Error { code: self.code, message: &self.message, request: self.request.as_deref() }.to_json()
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// Parses one text frame into a client message.
+pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Refusal::new(ErrorCode::BadJson, format!("not JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(Refusal::new(ErrorCode::BadMessage, "a message is a JSON object"));
+    };
+    let request = match object.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(Refusal::new(ErrorCode::BadMessage, "`type` must be a string")),
+        None => return Err(Refusal::new(ErrorCode::BadMessage, "missing field `type`")),
+    };
+    let message: ClientMessage = serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        let text = if text.starts_with("unknown variant") { format!("unknown message type `{request}`") } else { text };
+        Refusal::new(ErrorCode::BadMessage, text).to(&request)
+    })?;
+    if let ClientMessage::Command(c) = &message {
+        c.check().map_err(|m| Refusal::new(ErrorCode::BadMessage, m).to("command"))?;
+    }
+    Ok(message)
+}
+
+/// One entry of a `status` message's participant list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantEntry {
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+    pub connected: bool,
+}
+
+/// One waiting call in a `queue` message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallEntry {
+    pub session: String,
+    /// Seconds since the Unix epoch when the customer called.
+    pub since: u64,
+    /// An operator in the session asks for another operator.
+    pub invite: bool,
+}
+
+/// Where a session is in its life, as `status` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    Queued,
+    Offered,
+    Connected,
+}
+
+/// A message from the hub. Commands and replays are serialised by the store
+/// once per command, not here per receiver.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    Joined {
+        session: &'a str,
+        participant: &'a str,
+        resume: &'a str,
+        role: Role,
+    },
+    Status {
+        session: &'a str,
+        state: SessionState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+        participants: &'a [ParticipantEntry],
+        control: bool,
+    },
+    Queue {
+        calls: &'a [CallEntry],
+        offer: Option<&'a str>,
+    },
+    Offer {
+        session: &'a str,
+        /// Seconds left to respond before the call goes to another operator.
+        expires_in: u64,
+    },
+    Left {
+        session: &'a str,
+    },
+    Ended {
+        session: &'a str,
+        reason: &'a str,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request: Option<&'a str>,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("hub messages always serialise")
+    }
+}
+
+/// A command as the hub delivers it: stamped with the session, the sender
+/// and the session's sequence number.
+#[derive(Debug, Serialize)]
+pub struct StampedOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub session: &'a str,
+    pub sender: &'a str,
+    pub seq: u64,
+    #[serde(flatten)]
+    pub command: &'a Command,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_sorts_mistakes() {
+        assert_eq!(parse("{").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadMessage);
+        assert_eq!(parse("{}").unwrap_err().code, ErrorCode::BadMessage);
+        let e = parse(r#"{"type":"fly"}"#).unwrap_err();
+        assert_eq!((e.code, e.request.as_deref()), (ErrorCode::BadMessage, Some("fly")));
+        assert!(e.message.contains("fly"), "{}", e.message);
+        let e = parse(r#"{"type":"respond"}"#).unwrap_err();
+        assert!(e.message.contains("session"), "{}", e.message);
+        let e = parse(r#"{"type":"command","key":"top//x","attribute":"others","fn":"value"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        let e = parse(r#"{"type":"command","key":"top","attribute":"some","fn":"value"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        assert_eq!(parse(r#"{"type":"call","extra":1}"#).unwrap(), ClientMessage::Call);
+        let c = parse(r#"{"type":"command","key":"top","attribute":"all","fn":"navigate","args":["/x"]}"#).unwrap();
+        assert!(matches!(c, ClientMessage::Command(Command { ref function, .. }) if function == "navigate"));
+    }
+
+    #[test]
+    fn stamped_commands_carry_every_field() {
+        let c = Command { key: "top/a".into(), attribute: Attribute::Others, function: "value".into(), args: vec![Value::from("x")] };
+        let json = serde_json::to_string(&StampedOut { kind: "command", session: "s", sender: "p1", seq: 7, command: &c }).unwrap();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["type"], "command");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["fn"], "value");
+        assert_eq!(v["attribute"], "others");
+        assert_eq!(v["args"][0], "x");
+    }
+}

@@ -1,0 +1,684 @@
+//! The hub's shared state and every operation on it: the call, the queue and
+//! its offers, joining, control, hanging up, reconnecting.
+//!
+//! One std `Mutex` guards connections, participants and sessions together,
+//! and is never held across an `.await`: an operation that needs the store
+//! does its store step before or after its locked step. Messages to a
+//! connection are queued under the lock, so every connection sees events in
+//! the order they happened.
+//!
+//! The life of a session (see also `docs/protocol.md`):
+//!
+//! ```text
+//!  call ──▶ queued ──offer──▶ offered ──respond──▶ connected ──invite──▶ connected + offered
+//!             ▲  ◀─decline/timeout─┘                  │  ◀────respond/decline/timeout─┘
+//!             │                                       ├─ operator hangup, others remain: connected
+//!  (call again)◀── ended: customer hangup, last operator left, idle expiry
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::auth::{Account, Logins};
+use super::connection::Outbound;
+use super::protocol::{
+    ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
+};
+use super::session::{self, ConnId, Offer, Participant, Session};
+use super::store::{Store, StoreError};
+use crate::config::Config;
+
+/// Messages queued to one connection before it counts as not reading and is
+/// closed. Commands do not count: they come from the store's feed, which
+/// resynchronises a slow reader instead.
+pub const OUTBOUND_CAPACITY: usize = 256;
+
+/// One WebSocket connection, participant or not.
+pub struct Conn {
+    tx: mpsc::Sender<Outbound>,
+    cancel: CancellationToken,
+    pub role: Role,
+    pub account: Option<Account>,
+    /// The participant this connection is, once it joined a session.
+    pub participant: Option<String>,
+    /// For operators waiting for calls: when they started waiting (smaller
+    /// waited longer).
+    pub ready: Option<u64>,
+    /// The session offered to this operator, if any.
+    pub offer: Option<String>,
+    /// Sessions this operator declined or let time out since its last
+    /// `ready`: not offered to it again.
+    pub passed: HashSet<String>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub conns: HashMap<ConnId, Conn>,
+    pub participants: HashMap<String, Participant>,
+    pub sessions: HashMap<String, Session>,
+    /// Sessions waiting for an operator, first come first served.
+    pub queue: Vec<String>,
+    counter: u64,
+}
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub logins: Logins,
+    state: Mutex<State>,
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+pub fn new_secret() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
+}
+
+fn store_refusal(e: StoreError) -> Refusal {
+    match e {
+        StoreError::Limit(m) => refuse(ErrorCode::Limit, m),
+        StoreError::UnknownSession => refuse(ErrorCode::NotInSession, "the session has ended"),
+        StoreError::Unavailable(m) => refuse(ErrorCode::Unavailable, m),
+    }
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Queues `out` for `conn`. A connection that lets its queue fill up is
+    /// not reading: it is closed rather than buffered without bound.
+    fn send(&self, conn: ConnId, out: Outbound) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        match c.tx.try_send(out) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                warn!(conn, "connection does not read its messages; closing it");
+                metrics::counter!("cobrowse_hub_slow_closed_total").increment(1);
+                c.cancel.cancel();
+            }
+        }
+    }
+
+    fn send_text(&self, conn: ConnId, text: String) {
+        self.send(conn, Outbound::Text(text));
+    }
+
+    fn has_operator(&self, s: &Session) -> bool {
+        s.participants.iter().any(|p| self.participants.get(p).is_some_and(|p| p.role == Role::Operator))
+    }
+
+    /// 1-based place among the calls that have no operator yet.
+    fn position(&self, sid: &str) -> Option<usize> {
+        let mut n = 0;
+        for q in &self.queue {
+            let Some(s) = self.sessions.get(q) else { continue };
+            if self.has_operator(s) {
+                continue;
+            }
+            n += 1;
+            if q == sid {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn status_json(&self, sid: &str) -> Option<String> {
+        let s = self.sessions.get(sid)?;
+        let participants: Vec<ParticipantEntry> =
+            s.participants.iter().filter_map(|p| self.participants.get(p)).map(session::entry).collect();
+        let has_operator = self.has_operator(s);
+        let state = session::state_of(has_operator, s.offer.is_some());
+        let position = if has_operator { None } else { self.position(sid) };
+        Some(ServerMessage::Status { session: sid, state, position, participants: &participants, control: s.control }.to_json())
+    }
+
+    /// Tells every connected participant of `sid` where the session stands.
+    fn status_to(&self, sid: &str) {
+        let Some(json) = self.status_json(sid) else { return };
+        for conn in self.connected(sid) {
+            self.send_text(conn, json.clone());
+        }
+    }
+
+    fn connected(&self, sid: &str) -> Vec<ConnId> {
+        self.sessions
+            .get(sid)
+            .map(|s| s.participants.iter().filter_map(|p| self.participants.get(p)?.conn).collect())
+            .unwrap_or_default()
+    }
+
+    fn waiting_operator(c: &Conn) -> bool {
+        c.role == Role::Operator && c.ready.is_some() && c.participant.is_none()
+    }
+
+    /// Sends `status` to every queued session (places move) and `queue` to
+    /// every waiting operator.
+    fn refresh(&self) {
+        for sid in &self.queue {
+            self.status_to(sid);
+        }
+        let calls: Vec<CallEntry> = self
+            .queue
+            .iter()
+            .filter_map(|q| self.sessions.get(q))
+            .map(|s| CallEntry { session: s.id.clone(), since: s.since, invite: self.has_operator(s) })
+            .collect();
+        for (id, c) in &self.conns {
+            if Self::waiting_operator(c) {
+                self.send_text(*id, ServerMessage::Queue { calls: &calls, offer: c.offer.as_deref() }.to_json());
+            }
+        }
+    }
+
+    /// Takes back the offer `conn` holds; `passed` keeps it from coming back
+    /// to the same operator.
+    fn release_offer(&mut self, conn: ConnId, passed: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(sid) = c.offer.take() else { return };
+        if passed {
+            c.passed.insert(sid.clone());
+        }
+        if let Some(s) = self.sessions.get_mut(&sid)
+            && s.offer.is_some_and(|o| o.conn == conn)
+        {
+            s.offer = None;
+        }
+    }
+
+    fn gauges(&self) {
+        metrics::gauge!("cobrowse_hub_sessions").set(self.sessions.len() as f64);
+        metrics::gauge!("cobrowse_hub_participants").set(self.participants.len() as f64);
+        metrics::gauge!("cobrowse_hub_connections").set(self.conns.len() as f64);
+        metrics::gauge!("cobrowse_hub_queued_calls").set(self.queue.len() as f64);
+    }
+}
+
+/// What the connection needs to know about the participant it became.
+fn joined(p: &Participant) -> String {
+    ServerMessage::Joined { session: &p.session, participant: &p.id, resume: &p.resume, role: p.role }.to_json()
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
+        Shared { config, store, logins: Logins::new(), state: Mutex::new(State::default()) }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new connection; its messages arrive on the receiver.
+    pub fn connect(&self, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let cancel = CancellationToken::new();
+        let mut st = self.lock();
+        let id = st.next();
+        st.conns.insert(
+            id,
+            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, passed: HashSet::new() },
+        );
+        st.gauges();
+        (id, rx, cancel)
+    }
+
+    /// The connection is gone. Its participant stays in the session,
+    /// detached, so a reload or blip can `resume` it.
+    pub fn disconnect(self: &Arc<Self>, conn: ConnId) {
+        let mut st = self.lock();
+        st.release_offer(conn, false);
+        let Some(c) = st.conns.remove(&conn) else { return };
+        if let Some(pid) = c.participant
+            && let Some(p) = st.participants.get_mut(&pid)
+            && p.conn == Some(conn)
+        {
+            p.conn = None;
+            let sid = p.session.clone();
+            if st.connected(&sid).is_empty()
+                && let Some(s) = st.sessions.get_mut(&sid)
+            {
+                s.idle_since = Some(Instant::now());
+            }
+            st.status_to(&sid);
+        }
+        self.allocate(&mut st);
+        st.refresh();
+        st.gauges();
+    }
+
+    /// Queues a refusal for the connection that caused it.
+    pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
+        metrics::counter!("cobrowse_hub_errors_total", "code" => refusal.code.as_str()).increment(1);
+        self.lock().send_text(conn, refusal.to_json());
+    }
+
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let st = self.lock();
+        for id in st.conns.keys() {
+            st.send(*id, Outbound::Close { code, reason });
+        }
+    }
+
+    /// Offers every call that has no open offer to the free operator who
+    /// has waited longest.
+    fn allocate(self: &Arc<Self>, st: &mut State) {
+        for sid in st.queue.clone() {
+            let Some(s) = st.sessions.get(&sid) else { continue };
+            if s.offer.is_some() {
+                continue;
+            }
+            let member_users: HashSet<&str> =
+                s.participants.iter().filter_map(|p| st.participants.get(p)?.user.as_deref()).collect();
+            let free = st
+                .conns
+                .iter()
+                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.passed.contains(&sid))
+                .filter(|(_, c)| c.account.as_ref().is_none_or(|a| !member_users.contains(a.user.as_str())))
+                .min_by_key(|(_, c)| c.ready)
+                .map(|(id, _)| *id);
+            let Some(op) = free else { continue };
+            let token = st.next();
+            st.sessions.get_mut(&sid).expect("checked above").offer = Some(Offer { conn: op, token });
+            st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
+            let timeout = self.config.hub.offer_timeout;
+            st.send_text(op, ServerMessage::Offer { session: &sid, expires_in: timeout.as_secs().max(1) }.to_json());
+            let shared = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                shared.offer_expired(&sid, token);
+            });
+        }
+    }
+
+    fn offer_expired(self: &Arc<Self>, sid: &str, token: u64) {
+        let mut st = self.lock();
+        let Some(offer) = st.sessions.get(sid).and_then(|s| s.offer) else { return };
+        if offer.token != token {
+            return;
+        }
+        info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
+        metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
+        st.release_offer(offer.conn, true);
+        self.allocate(&mut st);
+        st.refresh();
+    }
+
+    fn participant_of(st: &State, conn: ConnId) -> Result<(&Conn, Option<&Participant>), Refusal> {
+        let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        Ok((c, c.participant.as_ref().and_then(|p| st.participants.get(p))))
+    }
+
+    /// A customer calls: a new session, queued and offered.
+    pub async fn call(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
+        {
+            let st = self.lock();
+            let (c, p) = Self::participant_of(&st, conn)?;
+            if c.role != Role::Customer {
+                return Err(refuse(ErrorCode::Forbidden, "only customers call"));
+            }
+            if let Some(p) = p {
+                return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
+            }
+        }
+        let sid = new_secret();
+        // The store holds the page's state from the moment of the call.
+        self.store.open(&sid).await.map_err(store_refusal)?;
+        let taken = self.lock().conns.get(&conn).is_none_or(|c| c.participant.is_some());
+        if taken {
+            self.store.remove(&sid).await;
+            return Err(refuse(ErrorCode::InSession, "already in a session"));
+        }
+        let mut st = self.lock();
+        let pid = format!("p{}", st.next());
+        let p = Participant {
+            id: pid.clone(),
+            session: sid.clone(),
+            role: Role::Customer,
+            name: "Customer".into(),
+            user: None,
+            resume: new_secret(),
+            conn: Some(conn),
+        };
+        let mut s = Session::new(sid.clone(), now_secs());
+        s.participants.push(pid.clone());
+        st.send_text(conn, joined(&p));
+        st.send(conn, Outbound::Follow { session: sid.clone(), participant: pid.clone(), replay: false });
+        st.participants.insert(pid.clone(), p);
+        st.sessions.insert(sid.clone(), s);
+        st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
+        st.queue.push(sid.clone());
+        info!(target: "audit", event = "call", session = %sid, participant = %pid);
+        metrics::counter!("cobrowse_hub_calls_total").increment(1);
+        self.allocate(&mut st);
+        st.refresh();
+        st.gauges();
+        Ok(())
+    }
+
+    /// An operator starts waiting for calls.
+    pub fn ready(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let order = st.next();
+        let c = st.conns.get_mut(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        if c.role != Role::Operator {
+            return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
+        }
+        c.ready.get_or_insert(order);
+        c.passed.clear();
+        self.allocate(&mut st);
+        st.refresh();
+        Ok(())
+    }
+
+    /// An operator stops waiting; an offer it holds moves on.
+    pub fn away(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let c = st.conns.get_mut(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        if c.role != Role::Operator {
+            return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
+        }
+        c.ready = None;
+        st.release_offer(conn, false);
+        self.allocate(&mut st);
+        st.refresh();
+        Ok(())
+    }
+
+    pub fn respond(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        if c.offer.as_deref() != Some(sid) {
+            return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
+        }
+        let account = c.account.clone().ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
+        let pid = format!("p{}", st.next());
+        let p = Participant {
+            id: pid.clone(),
+            session: sid.to_string(),
+            role: Role::Operator,
+            name: account.name.clone(),
+            user: Some(account.user.clone()),
+            resume: new_secret(),
+            conn: Some(conn),
+        };
+        st.send_text(conn, joined(&p));
+        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.participants.insert(pid.clone(), p);
+        let c = st.conns.get_mut(&conn).expect("checked above");
+        c.offer = None;
+        c.participant = Some(pid.clone());
+        let s = st.sessions.get_mut(sid).expect("an offered session exists");
+        s.participants.push(pid.clone());
+        s.offer = None;
+        s.wants_operator = false;
+        s.idle_since = None;
+        st.queue.retain(|q| q != sid);
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user);
+        st.status_to(sid);
+        self.allocate(&mut st);
+        st.refresh();
+        st.gauges();
+        Ok(())
+    }
+
+    pub fn decline(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
+            return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
+        }
+        st.release_offer(conn, true);
+        self.allocate(&mut st);
+        st.refresh();
+        Ok(())
+    }
+
+    /// An operator in a session asks for another operator.
+    pub fn invite(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let (c, p) = Self::participant_of(&st, conn)?;
+        if c.role != Role::Operator {
+            return Err(refuse(ErrorCode::Forbidden, "only operators invite"));
+        }
+        let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
+        let sid = p.session.clone();
+        info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
+        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        s.wants_operator = true;
+        if !st.queue.contains(&sid) {
+            st.queue.push(sid.clone());
+        }
+        self.allocate(&mut st);
+        st.refresh();
+        Ok(())
+    }
+
+    /// A participant's connection comes back after a reload or a blip.
+    pub fn resume(self: &Arc<Self>, conn: ConnId, sid: &str, secret: &str) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let (c, current) = Self::participant_of(&st, conn)?;
+        let role = c.role;
+        let user = c.account.as_ref().map(|a| a.user.clone());
+        let pid = st
+            .sessions
+            .get(sid)
+            .and_then(|s| s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| same_secret(&p.resume, secret))))
+            .cloned()
+            .ok_or_else(|| refuse(ErrorCode::UnknownSession, "no such session, or it has ended"))?;
+        if current.is_some_and(|p| p.id != pid) {
+            return Err(refuse(ErrorCode::InSession, "this connection is in another session"));
+        }
+        let p = &st.participants[&pid];
+        if p.role != role || p.user != user {
+            return Err(refuse(ErrorCode::Forbidden, "that participant is not yours to resume"));
+        }
+        if let Some(old) = p.conn
+            && old != conn
+        {
+            // The same participant on two connections would see everything
+            // twice: the newer connection wins.
+            st.send(old, Outbound::Close { code: 4001, reason: "resumed on another connection" });
+            if let Some(o) = st.conns.get_mut(&old) {
+                o.participant = None;
+            }
+        }
+        st.release_offer(conn, false);
+        let p = st.participants.get_mut(&pid).expect("found above");
+        p.conn = Some(conn);
+        let json = joined(p);
+        st.send_text(conn, json);
+        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
+        st.sessions.get_mut(sid).expect("found above").idle_since = None;
+        info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str());
+        st.status_to(sid);
+        st.refresh();
+        st.gauges();
+        Ok(())
+    }
+
+    /// Another tab of the customer joins the customer's session, proving it
+    /// with a customer participant's resume secret.
+    pub fn join(self: &Arc<Self>, conn: ConnId, sid: &str, secret: &str) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let (c, current) = Self::participant_of(&st, conn)?;
+        if c.role != Role::Customer {
+            return Err(refuse(ErrorCode::Forbidden, "only customers' tabs join this way; operators respond or resume"));
+        }
+        if current.is_some() {
+            return Err(refuse(ErrorCode::InSession, "this connection is in a session already"));
+        }
+        let known = st.sessions.get(sid).is_some_and(|s| {
+            s.participants.iter().any(|p| {
+                st.participants.get(p).is_some_and(|p| p.role == Role::Customer && same_secret(&p.resume, secret))
+            })
+        });
+        if !known {
+            return Err(refuse(ErrorCode::UnknownSession, "no such session, or it has ended"));
+        }
+        let pid = format!("p{}", st.next());
+        let p = Participant {
+            id: pid.clone(),
+            session: sid.to_string(),
+            role: Role::Customer,
+            name: "Customer".into(),
+            user: None,
+            resume: new_secret(),
+            conn: Some(conn),
+        };
+        st.send_text(conn, joined(&p));
+        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.participants.insert(pid.clone(), p);
+        st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
+        let s = st.sessions.get_mut(sid).expect("found above");
+        s.participants.push(pid.clone());
+        s.idle_since = None;
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer");
+        st.status_to(sid);
+        st.refresh();
+        st.gauges();
+        Ok(())
+    }
+
+    /// A difference command: checked under the lock, stored and fanned out
+    /// by the store.
+    pub async fn command(&self, conn: ConnId, command: Command) -> Result<(), Refusal> {
+        let (sid, pid) = {
+            let st = self.lock();
+            let (_, p) = Self::participant_of(&st, conn)?;
+            let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "join a session before sending commands"))?;
+            let s = st.sessions.get(&p.session).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
+            if p.role == Role::Operator && !s.control && !ALWAYS_ALLOWED.contains(&command.function.as_str()) {
+                return Err(refuse(
+                    ErrorCode::NoControl,
+                    format!("the customer has not granted control; `{}` is not applied", command.function),
+                ));
+            }
+            (p.session.clone(), p.id.clone())
+        };
+        self.store.append(&sid, &pid, command).await.map_err(store_refusal)?;
+        metrics::counter!("cobrowse_hub_commands_total").increment(1);
+        Ok(())
+    }
+
+    /// The customer grants or revokes remote control.
+    pub fn control(&self, conn: ConnId, granted: bool) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let (c, p) = Self::participant_of(&st, conn)?;
+        if c.role != Role::Customer {
+            return Err(refuse(ErrorCode::Forbidden, "only the customer grants control"));
+        }
+        let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
+        let (sid, pid) = (p.session.clone(), p.id.clone());
+        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        if s.control != granted {
+            s.control = granted;
+            let event = if granted { "control_granted" } else { "control_revoked" };
+            info!(target: "audit", event, session = %sid, participant = %pid);
+        }
+        st.status_to(&sid);
+        Ok(())
+    }
+
+    /// The customer ends the session; an operator leaves it.
+    pub fn hangup(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let (c, p) = Self::participant_of(&st, conn)?;
+        let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
+        let (sid, pid, role) = (p.session.clone(), p.id.clone(), c.role);
+        if role == Role::Customer {
+            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "customer");
+            self.end(&mut st, &sid, "customer_hangup");
+        } else {
+            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator");
+            st.participants.remove(&pid);
+            st.conns.get_mut(&conn).expect("checked above").participant = None;
+            st.send_text(conn, ServerMessage::Left { session: &sid }.to_json());
+            st.send(conn, Outbound::Unfollow);
+            let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+            s.participants.retain(|p| *p != pid);
+            let remaining = s.participants.clone();
+            if remaining.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator)) {
+                st.status_to(&sid);
+            } else {
+                // The customer is alone again: the session is over and the
+                // customer may call anew.
+                self.end(&mut st, &sid, "operator_left");
+            }
+            self.allocate(&mut st);
+            st.refresh();
+        }
+        st.gauges();
+        Ok(())
+    }
+
+    /// Ends a session for everyone in it and forgets everything kept for it.
+    fn end(self: &Arc<Self>, st: &mut State, sid: &str, reason: &str) {
+        let Some(s) = st.sessions.remove(sid) else { return };
+        let ended = ServerMessage::Ended { session: sid, reason }.to_json();
+        for pid in &s.participants {
+            let Some(p) = st.participants.remove(pid) else { continue };
+            if let Some(conn) = p.conn {
+                st.send_text(conn, ended.clone());
+                st.send(conn, Outbound::Unfollow);
+                if let Some(c) = st.conns.get_mut(&conn) {
+                    c.participant = None;
+                }
+            }
+        }
+        if let Some(offer) = s.offer
+            && let Some(c) = st.conns.get_mut(&offer.conn)
+        {
+            c.offer = None;
+        }
+        for c in st.conns.values_mut() {
+            c.passed.remove(sid);
+        }
+        st.queue.retain(|q| q != sid);
+        info!(target: "audit", event = "ended", session = %sid, reason);
+        metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
+        let store = self.store.clone();
+        let sid = sid.to_string();
+        tokio::spawn(async move { store.remove(&sid).await });
+        self.allocate(st);
+        st.refresh();
+        st.gauges();
+    }
+
+    /// Ends every session nobody has been connected to for the configured
+    /// idle time.
+    pub fn expire_idle(self: &Arc<Self>, now: Instant) -> usize {
+        let idle = self.config.hub.idle_session;
+        let mut st = self.lock();
+        let expired: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| s.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= idle))
+            .map(|s| s.id.clone())
+            .collect();
+        for sid in &expired {
+            self.end(&mut st, sid, "expired");
+        }
+        expired.len()
+    }
+}

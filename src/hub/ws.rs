@@ -1,0 +1,137 @@
+//! The WebSocket handshake at `{prefix}ws`: checks Origin, role and the
+//! operator cookie, answers `101`, then hands the upgraded connection to
+//! [`super::connection::serve`].
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tracing::{debug, info};
+
+use super::protocol::Role;
+use super::state::Shared;
+use crate::body::{self, Body};
+use crate::server::Ctx;
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body::full(format!("{message}\n")))
+        .expect("static response parts are valid")
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the handshake comes from a page of our own origin: the scheme we
+/// were reached with and the `Host` the client asked for.
+pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(host) = host else { return false };
+    let ours = format!("{}://{}", ctx.scheme(), host);
+    let default_port = if ctx.tls { ":443" } else { ":80" };
+    let normal = |s: &str| s.trim_end_matches(default_port).to_ascii_lowercase();
+    normal(origin) == normal(&ours)
+}
+
+fn role_of(query: Option<&str>) -> Option<Role> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "role").and_then(|(_, v)| match &*v {
+        "customer" => Some(Role::Customer),
+        "operator" => Some(Role::Operator),
+        _ => None,
+    })
+}
+
+pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    let headers = req.headers();
+    if req.method() != Method::GET
+        || !has_token(headers, header::UPGRADE, "websocket")
+        || !has_token(headers, header::CONNECTION, "upgrade")
+        || headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13")
+    {
+        return plain(StatusCode::BAD_REQUEST, "this is the hub's WebSocket: open it with a WebSocket (version 13) GET");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    if !same_origin(headers, host, &ctx) {
+        info!(remote = %ctx.remote, origin = ?headers.get(header::ORIGIN), host, "WebSocket refused: foreign origin");
+        return plain(StatusCode::FORBIDDEN, "the Origin is not this proxy's own");
+    }
+    let Some(role) = role_of(req.uri().query()) else {
+        return plain(StatusCode::BAD_REQUEST, "say who you are: `?role=customer` or `?role=operator`");
+    };
+    let account = shared.logins.account(headers);
+    if role == Role::Operator && account.is_none() {
+        return plain(StatusCode::UNAUTHORIZED, "operators log in first");
+    }
+    let account = if role == Role::Operator { account } else { None };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let shared = shared.clone();
+    let limits = &shared.config.hub;
+    // Messages over the configured limit are refused with `too_large` and
+    // the connection stays; only far larger ones end it.
+    let hard_limit = limits.max_message_bytes.saturating_mul(4).max(1 << 20);
+    let ws_config = WebSocketConfig::default().max_message_size(Some(hard_limit)).max_frame_size(Some(hard_limit));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(ws_config)).await;
+                let (sink, stream) = ws.split();
+                super::connection::serve(shared, sink, stream, role, account).await;
+            }
+            Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(body::empty())
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(tls: bool) -> Ctx {
+        Ctx { remote: "127.0.0.1:1".parse().unwrap(), tls }
+    }
+
+    #[test]
+    fn origin_must_be_our_own() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, "http://proxy.example:8080".parse().unwrap());
+        assert!(same_origin(&h, Some("proxy.example:8080"), &ctx(false)));
+        assert!(!same_origin(&h, Some("proxy.example:8080"), &ctx(true)));
+        assert!(!same_origin(&h, Some("evil.example:8080"), &ctx(false)));
+        assert!(!same_origin(&h, None, &ctx(false)));
+        h.insert(header::ORIGIN, "https://Proxy.Example".parse().unwrap());
+        assert!(same_origin(&h, Some("proxy.example:443"), &ctx(true)));
+        assert!(!same_origin(&HeaderMap::new(), Some("proxy.example"), &ctx(false)));
+    }
+
+    #[test]
+    fn role_comes_from_the_query() {
+        assert_eq!(role_of(Some("role=operator")), Some(Role::Operator));
+        assert_eq!(role_of(Some("x=1&role=customer")), Some(Role::Customer));
+        assert_eq!(role_of(Some("role=admin")), None);
+        assert_eq!(role_of(None), None);
+    }
+}
