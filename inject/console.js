@@ -181,13 +181,22 @@
                 link.joined = true;
                 state.phase = 'connected';
                 state.offer = null;
+                state.queue = [];
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
                 break;
-            case 'replay':
+            case 'replay': {
+                // The session's current state, on joining or to resynchronise.
                 mirror.clear();
                 for (const c of msg.commands || []) put(c);
-                showPage(true);
+                const e = engine();
+                const nav = mirror.get('top');
+                if (e && nav && currentUrl() === nav.args[0]) {
+                    for (const c of mirror.values()) if (c.key === 'top/@viewport') fitViewport(c.args); else e.receive(c);
+                } else {
+                    showPage();
+                }
                 break;
+            }
             case 'command':
                 put(msg);
                 onCommand(msg);
@@ -221,25 +230,25 @@
         // Without an agent in the content frame (still loading, or blank),
         // the console loads the customer's page itself; the agent applies
         // the rest from the mirror once it is there.
-        if (cmd.key === 'top' && cmd.fn === 'navigate' && !e) return showPage(false);
+        if (cmd.key === 'top' && cmd.fn === 'navigate' && !e) return showPage();
         if (e) e.receive(cmd);
     }
 
+    function currentUrl() {
+        try { const l = ui.content.contentWindow.location; return l.pathname + l.search + l.hash; } catch (e) { return null; }
+    }
+
     // Loads the customer's current page into the content frame, unless it
-    // shows it already.
-    function showPage(force) {
+    // shows it already; its agent then applies what is stored for it.
+    function showPage() {
         const nav = mirror.get('top');
         const vp = mirror.get('top/@viewport');
         if (vp) fitViewport(vp.args);
         ui.idle.hidden = true;
         ui.viewport.hidden = false;
         if (!nav) return;
-        const url = nav.args[0];
-        let current = null;
-        try { const l = ui.content.contentWindow.location; current = l.pathname + l.search + l.hash; } catch (e) { /* loading */ }
-        if (current === url && !force) return;
-        if (current === url && engine()) return;
-        ui.content.contentWindow.location.replace(url);
+        if (currentUrl() === nav.args[0] && engine()) return;
+        ui.content.contentWindow.location.replace(nav.args[0]);
     }
 
     function clearSession(message) {

@@ -151,7 +151,8 @@
         // ---- what is shared ---------------------------------------------------
 
         const TEXTLESS = new Set(['button', 'submit', 'reset', 'image', 'hidden']);
-        const CARET_TYPES = new Set(['text', 'search', 'url', 'tel', 'email', 'password', 'number']);
+        // The input types with a selection API (email and number have none).
+        const CARET_TYPES = new Set(['text', 'search', 'url', 'tel', 'password']);
 
         function isControl(el) {
             if (!el || el.nodeType !== 1) return false;
@@ -299,6 +300,31 @@
             }
             const d = describe(el, path);
             send(d.key, d.fn, d.args);
+        }
+
+        // Puts back the shared state of a control the operator may not
+        // change: what the store holds for it, else its default.
+        function revert(el, path) {
+            const d = describe(el, path);
+            const stored = masked(el) ? null : link.stored(d.key).filter((c) => c.key === d.key).pop();
+            const w = el.ownerDocument.defaultView;
+            applying++;
+            try {
+                if (stored) {
+                    last.delete(d.key);
+                    apply(w, parseKey(d.key), el, stored);
+                } else if (el.type === 'checkbox' || el.type === 'radio') {
+                    for (const r of el.type === 'radio' && el.name ? radioGroup(el) : [el]) setNative(r, 'checked', r.defaultChecked);
+                    fire(el, 'change');
+                } else if (el.localName === 'select') {
+                    for (const o of el.options) o.selected = o.defaultSelected;
+                    fire(el, 'change');
+                } else if (isControl(el)) {
+                    applyValue(el, el.defaultValue);
+                }
+            } finally {
+                applying--;
+            }
         }
 
         function onComposition(e, R) {

@@ -89,10 +89,14 @@ impl Shared {
     }
 }
 
-/// `js` evaluated with `window`/`document` of the content frame (`el` is the
-/// iframe element).
+/// `js` evaluated with the content frame's `window`, `document`, `location`,
+/// `history`, `scrollY` (and the component page's `houseRoot`) in scope;
+/// `el` is the iframe element.
 pub fn in_frame(js: &str) -> String {
-    format!("el && el.contentWindow && (function (window, document) {{ try {{ return ({js}); }} catch (e) {{ return null; }} }}).call(el.contentWindow, el.contentWindow, el.contentDocument)")
+    format!(
+        "el && el.contentWindow && (function (window, document, location, history, scrollY, houseRoot) {{ try {{ return ({js}); }} catch (e) {{ return null; }} }})\
+         .call(el.contentWindow, el.contentWindow, el.contentDocument, el.contentWindow.location, el.contentWindow.history, el.contentWindow.scrollY, el.contentWindow.houseRoot)"
+    )
 }
 
 /// The operator opens the console, signs in and waits for calls.
