@@ -311,6 +311,22 @@ impl Tab {
     /// Types `text` into whatever has focus, one key at a time.
     pub async fn type_text(&self, text: &str) {
         for ch in text.chars() {
+            if ch == '\n' {
+                // Enter: the key that makes a line break, with its text.
+                let down = DispatchKeyEventParams::builder()
+                    .r#type(DispatchKeyEventType::KeyDown)
+                    .key("Enter")
+                    .code("Enter")
+                    .text("\r")
+                    .windows_virtual_key_code(13)
+                    .native_virtual_key_code(13)
+                    .build()
+                    .unwrap();
+                self.page.execute(down).await.expect("key down");
+                let up = DispatchKeyEventParams::builder().r#type(DispatchKeyEventType::KeyUp).key("Enter").code("Enter").build().unwrap();
+                self.page.execute(up).await.expect("key up");
+                continue;
+            }
             let s = ch.to_string();
             let down = DispatchKeyEventParams::builder()
                 .r#type(DispatchKeyEventType::KeyDown)
