@@ -199,8 +199,12 @@
                 if (el.type === 'checkbox') return { key, fn: 'check', args: [el.checked] };
                 if (el.type === 'radio') {
                     if (!el.name) return { key, fn: 'check', args: [el.checked] };
-                    const on = radioGroup(el).find((r) => r.checked);
-                    return { key, fn: 'radio', args: [on ? on.value : null] };
+                    // One key per group (its first radio's), naming the
+                    // checked one by value and by place: values need not be
+                    // unique (without a value attribute every radio says "on").
+                    const group = radioGroup(el);
+                    const i = group.findIndex((r) => r.checked);
+                    return { key: `${path}/${partKey(group[0])}`, fn: 'radio', args: [i >= 0 ? group[i].value : null, i] };
                 }
                 if (el.type === 'file') return { key, fn: 'files', args: [[...(el.files || [])].map((f) => f.name)] };
             }
@@ -346,6 +350,8 @@
         // handled. Today it is performed where it happened and the resulting
         // navigation is shared; a follower must not repeat side effects, so
         // this is where such actions will be forwarded to the driver instead.
+        // Each returns true when it took the action over (and prevented the
+        // local default).
         const driverActions = {
             follow(/* anchor, event */) { return false; },
             submit(/* form, event */) { return false; },
@@ -359,7 +365,21 @@
             const t = ownTarget(e, R);
             if (!t || t.nodeType !== 1 || ours(t)) return;
             const anchor = t.closest('a[href]');
-            if (anchor) { if (CB.operator) driverActions.follow(anchor, e); return; }
+            if (anchor) {
+                // A link the page's script handles itself (tabs, accordions:
+                // the default prevented, the URL unchanged) drives the page
+                // like a button; a link that navigates is shared by the
+                // navigation it makes.
+                if (CB.operator && driverActions.follow(anchor, e)) return;
+                const w = anchor.ownerDocument.defaultView;
+                const before = here(w);
+                setTimeout(() => {
+                    if (!e.defaultPrevented || here(w) !== before || stopped) return;
+                    const path = pathOf(anchor);
+                    if (path && mayAct()) send(`${path}/${partKey(t)}/@click`, 'click', [], true);
+                }, 0);
+                return;
+            }
             const submitter = t.closest('button, input[type="submit"], input[type="image"]');
             if (submitter && submitter.form && (submitter.type === 'submit' || submitter.type === 'image')) {
                 if (CB.operator) driverActions.submit(submitter.form, e);
@@ -370,6 +390,25 @@
             const path = pathOf(t);
             if (!path || !mayAct()) return;
             send(`${path}/${partKey(t)}/@click`, 'click', [], true);
+            sweepSoon(t.ownerDocument.defaultView);
+        }
+
+        // Widgets change values from their scripts without an input event (a
+        // spinner's buttons, a custom select menu). After a local click, the
+        // frame's controls are compared with what was last shared, so the
+        // store holds the result for those who join later.
+        function sweepSoon(w) {
+            setTimeout(() => {
+                const a = attached.get(w);
+                if (!a || stopped || !mayAct(true)) return;
+                for (const el of allControls(w)) {
+                    if (ours(el) || (CB.operator && masked(el))) continue;
+                    const d = describe(el, a.path);
+                    const was = last.get(d.key);
+                    if (was === undefined ? (masked(el) ? !isFilled(el) : isDefault(el)) : was === sig(d.fn, d.args)) continue;
+                    send(d.key, d.fn, d.args);
+                }
+            }, 50);
         }
 
         // Scroll fires many times a frame: one command per animation frame
@@ -656,7 +695,7 @@
             if (aspect === '@caret') return showCaret(k.aspect[1], args);
             if (aspect === '@pointer') return overlay().pointer(k.aspect[1], args);
             if (aspect === '@draw') return cmd.fn === 'clear' ? overlay().clear() : overlay().stroke(cmd.key, k.aspect[1], args);
-            if (aspect === '@click') { if (el) el.click(); return; }
+            if (aspect === '@click') { if (el) press(el); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
                 if (CB.operator) overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);
@@ -673,7 +712,8 @@
                     break;
                 case 'radio': {
                     const group = radioGroup(el);
-                    const on = group.find((r) => r.value === args[0]);
+                    let on = group[args[1]];
+                    if (!on || on.value !== args[0]) on = group.find((r) => r.value === args[0]);
                     if (on) { if (!on.checked) on.click(); } else {
                         for (const r of group) if (r.checked) { setNative(r, 'checked', false); fire(r, 'change'); }
                     }
@@ -696,6 +736,20 @@
                 default:
                     break;
             }
+        }
+
+        // A click as the page's scripts see one: widgets act on the press
+        // (spinners, drag handles) as often as on the click.
+        function press(el) {
+            const w = el.ownerDocument.defaultView;
+            const r = el.getBoundingClientRect();
+            const at = { bubbles: true, cancelable: true, composed: true, view: w, button: 0, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2 };
+            const Pointer = w.PointerEvent || w.MouseEvent;
+            el.dispatchEvent(new Pointer('pointerdown', { ...at, buttons: 1, pointerId: 1, isPrimary: true }));
+            el.dispatchEvent(new w.MouseEvent('mousedown', { ...at, buttons: 1 }));
+            el.dispatchEvent(new Pointer('pointerup', { ...at, pointerId: 1, isPrimary: true }));
+            el.dispatchEvent(new w.MouseEvent('mouseup', at));
+            el.click();
         }
 
         function applyNavigate(w, path, [url, how, state]) {

@@ -13,6 +13,7 @@ mod navigation;
 mod pointer;
 mod privacy;
 mod scroll;
+mod third_party;
 
 
 
@@ -56,7 +57,11 @@ pub struct Shared {
 
 impl Shared {
     pub async fn start(path: &str) -> Shared {
-        let server = demo_server().await;
+        Shared::on(demo_server().await, path).await
+    }
+
+    /// As [`Shared::start`], on `server` (which has the test operator).
+    pub async fn on(server: Cobrowse, path: &str) -> Shared {
         let browser = Browser::launch().await;
         let operator = browser.tab("operator", 1400, 1000).await;
         let customer = browser.tab("customer", 1000, 760).await;
