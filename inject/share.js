@@ -393,6 +393,31 @@
             sweepSoon(t.ownerDocument.defaultView);
         }
 
+        // Keyboard-driven apps act on Enter and Escape in a field (add the
+        // item, cancel the edit). The key goes after the value it acts on.
+        const DRIVING_KEYS = { Enter: 13, Escape: 27 };
+        function onKey(e, R) {
+            if (applying || stopped || !e.isTrusted || e.isComposing || !(e.key in DRIVING_KEYS)) return;
+            const el = controlOf(ownTarget(e, R));
+            if (!el || ours(el) || masked(el)) return;
+            const path = pathOf(el);
+            if (!path || !mayAct(true)) return;
+            const d = describe(el, path);
+            send(d.key, d.fn, d.args);
+            send(`${path}/${partKey(el)}/@key`, 'key', [e.key, e.code], true);
+            sweepSoon(el.ownerDocument.defaultView);
+        }
+
+        function replayKey(el, [key, code]) {
+            const w = el.ownerDocument.defaultView;
+            for (const type of ['keydown', 'keyup']) {
+                const ev = new w.KeyboardEvent(type, { key, code, bubbles: true, cancelable: true, composed: true });
+                // Older libraries read keyCode/which, which the constructor cannot set.
+                for (const prop of ['keyCode', 'which']) Object.defineProperty(ev, prop, { get: () => DRIVING_KEYS[key] || 0 });
+                el.dispatchEvent(ev);
+            }
+        }
+
         // Widgets change values from their scripts without an input event (a
         // spinner's buttons, a custom select menu). After a local click, the
         // frame's controls are compared with what was last shared, so the
@@ -509,6 +534,7 @@
             listen(R, 'compositionstart', (e) => onComposition(e, R), cap, off);
             listen(R, 'compositionend', (e) => onComposition(e, R), cap, off);
             listen(R, 'click', (e) => onClick(e, R), cap, off);
+            listen(R, 'keydown', (e) => onKey(e, R), cap, off);
             listen(R, 'scroll', (e) => onScroll(e, R), cap, off);
             for (const t of ['select', 'keyup', 'mouseup', 'focusin', 'focusout']) listen(R, t, onCaret, cap, off);
         }
@@ -696,6 +722,7 @@
             if (aspect === '@pointer') return overlay().pointer(k.aspect[1], args);
             if (aspect === '@draw') return cmd.fn === 'clear' ? overlay().clear() : overlay().stroke(cmd.key, k.aspect[1], args);
             if (aspect === '@click') { if (el) press(el); return; }
+            if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
                 if (CB.operator) overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);

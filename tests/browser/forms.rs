@@ -65,6 +65,12 @@ async fn every_control_type_is_shared_both_ways() {
     c.click("#menu-button").await;
     s.on_operator("the menu open on the operator's side", "!document.querySelector('#menu').hidden").await;
 
+    // Keyboard-driven: Enter adds the note on both sides.
+    c.type_into("#quick", "call back").await;
+    c.press("Enter", 13).await;
+    s.on_customer("the customer's note added", "document.querySelector('#quick-list').textContent === 'call back' && document.querySelector('#quick').value === ''").await;
+    s.on_operator("the note added on the operator's side", "document.querySelector('#quick-list').textContent === 'call back' && document.querySelector('#quick').value === ''").await;
+
     // The operator, with control, changes things; the customer sees them.
     s.grant_control().await;
     o.type_into(&content("#full"), " Jr").await;
