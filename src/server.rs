@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -190,11 +190,13 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
             None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed in this process\n"),
         },
         _ => {
+            let method = req.method().clone();
+            let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
             if let Some(response) = app.hub.handle(&rest, req, ctx).await {
                 return response;
             }
             // Remaining routes are the assets, read-only.
-            app.assets.serve(&rest, &Method::GET).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+            app.assets.serve(&rest, &method, if_none_match.as_ref()).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
 }
