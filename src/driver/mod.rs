@@ -215,8 +215,10 @@ fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Bo
 /// What the proxy does with a request, decided before it goes upstream.
 pub enum Decision {
     /// Send it upstream. `record` names the session whose driver is
-    /// navigating, so the document it gets back is kept for followers.
-    Forward { record: Option<String> },
+    /// navigating, so the document it gets back is kept for followers;
+    /// `mask` says an HTML answer goes to a follower and has its masked
+    /// fields blanked.
+    Forward { record: Option<String>, mask: bool },
     /// Answer it here: a kept document for a follower, or a refusal.
     Answer(Response<Body>),
 }
@@ -234,11 +236,11 @@ impl Driver {
     /// cookie was taken out and before the request goes upstream.
     pub fn before_upstream(&self, standing: &Standing, parts: &mut http::request::Parts, mask: &[String]) -> Decision {
         match standing {
-            Standing::Alone => Decision::Forward { record: None },
+            Standing::Alone => Decision::Forward { record: None, mask: false },
             Standing::Driver { session } => {
                 self.record_credentials(session, &parts.headers);
                 let record = (parts.method == Method::GET && is_navigation(&parts.headers)).then(|| session.clone());
-                Decision::Forward { record }
+                Decision::Forward { record, mask: false }
             }
             Standing::Follower { session } => {
                 if !is_safe(&parts.method) {
@@ -256,7 +258,7 @@ impl Driver {
                 // A read the driver has not made for us: make it with the
                 // driver's credentials, never the follower's own.
                 self.apply_credentials(session, &mut parts.headers);
-                Decision::Forward { record: None }
+                Decision::Forward { record: None, mask: true }
             }
         }
     }
@@ -371,7 +373,7 @@ mod tests {
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
         parts.headers.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
-        let Decision::Forward { record: Some(session) } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
+        let Decision::Forward { record: Some(session), mask: false } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
         let page = r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#;
@@ -387,7 +389,7 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("9999"), "masked values leaked: {text}");
 
         let mut parts = request(Method::GET, "/img.png", false);
-        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None }));
+        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None, mask: true }));
         assert_eq!(parts.headers.get(header::COOKIE).unwrap(), "sid=customer", "follower reads use the driver's cookies");
 
         let mut parts = request(Method::POST, "/order", true);

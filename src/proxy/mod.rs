@@ -103,15 +103,18 @@ impl Proxy {
         // Phase 1b: where the request stands in a shared session. A
         // follower's request may be answered here and never reach upstream.
         let mut record = None;
+        let mut mask = Vec::new();
         if let Some(sessions) = &self.sessions {
             let standing = sessions.standing(&mut parts.headers);
             match sessions.driver.before_upstream(&standing, &mut parts, &self.config.privacy.mask) {
                 Decision::Answer(response) => return response,
-                Decision::Forward { record: Some(session) } => {
+                Decision::Forward { record: session, mask: follower } => {
                     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-                    record = Some((session, target));
+                    record = session.map(|s| (s, target));
+                    if follower {
+                        mask = crate::driver::mask::selectors(&self.config.privacy.mask);
+                    }
                 }
-                Decision::Forward { record: None } => {}
             }
         }
         if request::translate(&mut parts, &route.mapper, route.site, &ctx).is_err() {
@@ -151,6 +154,7 @@ impl Proxy {
             csp: allow,
             memory_limit: self.config.proxy.html_memory_limit,
             declared: None,
+            mask,
         });
         Response::from_parts(parts, body)
     }
