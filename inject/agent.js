@@ -1,1 +1,431 @@
-/* cobrowse agent: placeholder */
+// The synchronous part of the sharing agent. It runs first in every proxied
+// document (top page and every same-origin frame), before the site's own
+// scripts, so it only does what must happen that early:
+//   - patch history.pushState/replaceState and attachShadow (the site may call
+//     them at once, and no event reveals either);
+//   - find the frame's place: its frame path, the root of the shared page tree
+//     (the customer's top window, or the operator console's content frame);
+//   - in the customer's top window: the widget with the call button and the
+//     link to the hub, opened only when the customer calls.
+// Everything that compares and applies page state lives in share.js, loaded
+// only when a session starts, so pages without a call pay for little more
+// than this file. The one global name is `__cobrowse`.
+(function agent() {
+    const W = window;
+    const NS = '__cobrowse';
+    if (W[NS]) return; // the agent is injected once per document, but be safe
+
+    const CB = {
+        config: CONFIG,
+        // Open and closed shadow roots seen since the document started, in
+        // creation order: closed ones are reachable nowhere else.
+        shadows: [],
+        shadowOf: new WeakMap(),
+        // Hooks filled in by share.js once a session starts.
+        engine: null,
+    };
+    Object.defineProperty(W, NS, { value: CB, configurable: false, enumerable: false, writable: false });
+
+    // ---- early patches ----------------------------------------------------
+
+    // A Proxy keeps the original's name, length and native toString, so sites
+    // that inspect these functions see nothing unusual.
+    function wrap(owner, name, after) {
+        const orig = owner[name];
+        if (typeof orig !== 'function') return orig;
+        const patched = new Proxy(orig, {
+            apply(target, self, args) {
+                const result = Reflect.apply(target, self, args);
+                try { after(self, args, result); } catch (e) { /* never break the site */ }
+                return result;
+            },
+        });
+        const desc = Object.getOwnPropertyDescriptor(owner, name);
+        Object.defineProperty(owner, name, { ...desc, value: patched });
+        return orig;
+    }
+
+    const nativeAttachShadow = wrap(Element.prototype, 'attachShadow', (host, _args, root) => {
+        CB.shadows.push(root);
+        CB.shadowOf.set(host, root);
+        notify('shadow', root);
+    });
+    CB.nativeAttachShadow = nativeAttachShadow;
+    CB.nativePushState = wrap(History.prototype, 'pushState', () => notify('history', 'push'));
+    CB.nativeReplaceState = wrap(History.prototype, 'replaceState', () => notify('history', 'replace'));
+    W.addEventListener('popstate', () => notify('history', 'pop'), true);
+    W.addEventListener('hashchange', () => notify('history', 'hash'), true);
+
+    // ---- where this document sits -----------------------------------------
+
+    const CONTENT_FRAME = 'iframe[data-cobrowse="content"]';
+
+    // The operator's console shows the shared page in its content frame; the
+    // window loaded there is the operator's root of the page tree.
+    function operatorRoot() {
+        try {
+            for (let cur = W; ;) {
+                const fe = cur.frameElement;
+                if (!fe) return null;
+                if (fe.matches(CONTENT_FRAME)) return cur;
+                cur = cur.parent;
+            }
+        } catch (e) {
+            return null;
+        }
+    }
+
+    // The highest same-origin ancestor carrying the agent.
+    function customerRoot() {
+        let root = W;
+        try {
+            while (root.parent !== root && root.frameElement && root.parent[NS]) root = root.parent;
+        } catch (e) { /* cross-origin parent: stop here */ }
+        return root;
+    }
+
+    const opRoot = operatorRoot();
+    CB.operator = !!opRoot;
+    CB.root = opRoot || customerRoot();
+    CB.isRoot = CB.root === W;
+
+    function rootCB() {
+        try { return CB.root[NS]; } catch (e) { return null; }
+    }
+
+    function notify(kind, detail) {
+        const r = rootCB();
+        if (r && r.engine) r.engine.event(W, kind, detail);
+    }
+
+    // Each frame tells the root it exists; the root's engine (if a session is
+    // on) starts sharing it. Frames are kept as windows; closed ones drop out.
+    if (CB.isRoot) {
+        CB.frames = new Set([W]);
+    } else {
+        const r = rootCB();
+        if (r) {
+            r.frames.add(W);
+            if (r.engine) {
+                if (document.readyState === 'loading') {
+                    document.addEventListener('DOMContentLoaded', () => r.engine && r.engine.attach(W));
+                } else {
+                    r.engine.attach(W);
+                }
+            }
+        }
+    }
+
+    // ---- loading the rest -------------------------------------------------
+
+    let loading = null;
+    function loadEngine() {
+        if (CB.engineFactory) return Promise.resolve();
+        if (loading) return loading;
+        loading = new Promise((resolve, reject) => {
+            const s = document.createElement('script');
+            s.src = CONFIG.prefix + 'share.js';
+            s.onload = () => { s.remove(); resolve(); };
+            s.onerror = () => { s.remove(); loading = null; reject(new Error('share.js did not load')); };
+            (document.head || document.documentElement).appendChild(s);
+        });
+        return loading;
+    }
+    CB.loadEngine = loadEngine;
+
+    function whenReady(fn) {
+        if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', fn, { once: true });
+        else fn();
+    }
+
+    // The operator's content frame: the console holds the hub link.
+    if (CB.operator && CB.isRoot) {
+        whenReady(() => {
+            loadEngine().then(() => {
+                const link = W.parent[NS] && W.parent[NS].console;
+                if (link) CB.engine = CB.engineFactory(W, link);
+            }).catch((e) => console.warn('cobrowse:', e.message));
+        });
+        return;
+    }
+    if (CB.operator || !CB.isRoot) return;
+
+    // ---- the customer's link to the hub -----------------------------------
+
+    const STORE = 'cobrowse.session';
+    const KNOWN = 'cobrowse.known';
+
+    function readJSON(name) {
+        try { return JSON.parse(sessionStorage.getItem(name) || 'null'); } catch (e) { return null; }
+    }
+    function writeJSON(name, value) {
+        try {
+            if (value == null) sessionStorage.removeItem(name);
+            else sessionStorage.setItem(name, JSON.stringify(value));
+        } catch (e) { /* storage disabled: the session ends with the page */ }
+    }
+
+    const link = {
+        role: 'customer',
+        me: null,
+        participants: [],
+        state: 'idle',
+        position: 0,
+        control: false,
+        ws: null,
+        queue: [],
+        joined: false,
+        retries: 0,
+        // Received this page: what a frame that loads later still needs.
+        mirror: new Map(),
+        tools: { pointer: false, draw: false },
+        // The customer drives: the operators act only when granted.
+        mayAct() { return true; },
+        send(cmd) {
+            const msg = JSON.stringify({ type: 'command', attribute: 'others', ...cmd });
+            if (this.joined && this.ws && this.ws.readyState === 1) this.ws.send(msg);
+            else this.queue.push(msg);
+        },
+        sendRaw(msg) {
+            if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(msg));
+        },
+        known(path) { return (readJSON(KNOWN) || {})[path]; },
+        setKnown(path, url) {
+            const k = readJSON(KNOWN) || {};
+            k[path] = url;
+            writeJSON(KNOWN, k);
+        },
+        stored(prefix) {
+            return [...this.mirror.values()].filter((c) => c.key === prefix || c.key.startsWith(prefix + '/'));
+        },
+        nameOf(id) {
+            const p = this.participants.find((x) => x.id === id);
+            return p ? (p.name || p.role) : 'Operator';
+        },
+        notice(text) { widget.notice(text); },
+    };
+    CB.link = link;
+
+    function connect(first) {
+        const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+        const ws = new WebSocket(`${proto}//${location.host}${CONFIG.prefix}ws?role=customer`);
+        link.ws = ws;
+        ws.onopen = () => {
+            link.retries = 0;
+            const saved = readJSON(STORE);
+            if (first === 'resume' && saved) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
+            else ws.send(JSON.stringify({ type: 'call' }));
+            first = 'resume';
+        };
+        ws.onmessage = (ev) => {
+            let msg;
+            try { msg = JSON.parse(ev.data); } catch (e) { return; }
+            onMessage(msg);
+        };
+        ws.onclose = () => {
+            if (link.ws !== ws) return;
+            link.ws = null;
+            link.joined = false;
+            // A network blip or a server restart: come back as the same
+            // participant while the session may still exist.
+            if (readJSON(STORE) && link.retries < 8) {
+                const delay = Math.min(8000, 250 * 2 ** link.retries++);
+                setTimeout(() => { if (readJSON(STORE) && !link.ws) connect('resume'); }, delay);
+                widget.render();
+            } else {
+                end();
+            }
+        };
+    }
+
+    function onMessage(msg) {
+        switch (msg.type) {
+            case 'joined':
+                writeJSON(STORE, { session: msg.session, resume: msg.resume });
+                link.me = msg.participant;
+                link.joined = true;
+                for (const m of link.queue.splice(0)) link.ws.send(m);
+                // The customer's page is the truth: publish all of it.
+                if (CB.engine) CB.engine.publish();
+                break;
+            case 'replay':
+                // The customer drives; what is stored came from this tab
+                // (an earlier page) or was applied here already.
+                break;
+            case 'status':
+                link.state = msg.state;
+                link.position = msg.position || 0;
+                link.participants = msg.participants || [];
+                link.control = !!msg.control;
+                if (CB.engine) CB.engine.status();
+                widget.render();
+                break;
+            case 'command':
+                link.mirror.set(msg.key, msg);
+                if (msg.fn === 'navigate') {
+                    for (const k of [...link.mirror.keys()]) if (k.startsWith(msg.key + '/')) link.mirror.delete(k);
+                }
+                if (CB.engine) CB.engine.receive(msg);
+                break;
+            case 'ended':
+                end();
+                break;
+            case 'error':
+                if (msg.code === 'unknown_session') end();
+                else console.warn('cobrowse:', msg.code, msg.message);
+                break;
+            default:
+                break;
+        }
+    }
+
+    function start(how) {
+        link.state = 'calling';
+        widget.render();
+        loadEngine().then(() => {
+            if (!CB.engine) CB.engine = CB.engineFactory(W, link);
+            connect(how);
+        }).catch((e) => {
+            link.state = 'idle';
+            widget.notice('Could not start sharing: ' + e.message);
+        });
+    }
+
+    function end() {
+        writeJSON(STORE, null);
+        writeJSON(KNOWN, null);
+        const ws = link.ws;
+        link.ws = null;
+        link.joined = false;
+        link.queue = [];
+        link.mirror.clear();
+        link.state = 'idle';
+        link.participants = [];
+        link.control = false;
+        link.tools.pointer = link.tools.draw = false;
+        if (ws) try { ws.close(); } catch (e) { /* closed already */ }
+        if (CB.engine) { CB.engine.stop(); CB.engine = null; }
+        widget.render();
+    }
+
+    function hangup() {
+        if (link.ws && link.ws.readyState === 1) link.ws.send(JSON.stringify({ type: 'hangup' }));
+        end();
+    }
+
+    // ---- the widget -------------------------------------------------------
+
+    const widget = (() => {
+        let host = null;
+        let ui = null;
+        let noticeText = '';
+
+        const CSS = `
+:host { all: initial; position: fixed; right: 16px; bottom: 16px; z-index: 2147483647; }
+.box { font: 14px/1.4 system-ui, sans-serif; color: #1b2330; background: #fff; border: 1px solid #9aa5b8;
+  border-radius: 10px; box-shadow: 0 4px 16px rgba(20,30,50,.18); padding: 10px 12px; max-width: 260px;
+  display: flex; flex-direction: column; gap: 8px; }
+.row { display: flex; gap: 6px; flex-wrap: wrap; }
+button { font: inherit; border-radius: 6px; border: 1px solid #2a5bd7; background: #fff; color: #1f47a8;
+  padding: 6px 10px; cursor: pointer; }
+button.primary { background: #1f47a8; color: #fff; }
+button[aria-pressed="true"] { background: #e3ebff; }
+button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
+[hidden] { display: none !important; }
+.status { margin: 0; }
+.notice { margin: 0; color: #8a3b00; }
+`;
+
+        function build() {
+            host = document.createElement('cobrowse-widget');
+            host.setAttribute('data-cobrowse', 'widget');
+            const root = nativeAttachShadow.call(host, { mode: 'open' });
+            root.innerHTML = `<style>${CSS}</style>
+<div class="box" role="region" aria-label="Co-browsing">
+  <p class="status" data-cobrowse="status" role="status" aria-live="polite"></p>
+  <p class="notice" data-cobrowse="notice" role="alert" hidden></p>
+  <div class="row">
+    <button type="button" class="primary" data-cobrowse="call"></button>
+  </div>
+  <div class="row" data-cobrowse="tools" hidden>
+    <button type="button" data-cobrowse="control" aria-pressed="false">Give control</button>
+    <button type="button" data-cobrowse="pointer" aria-pressed="false">Pointer</button>
+    <button type="button" data-cobrowse="draw" aria-pressed="false">Draw</button>
+  </div>
+</div>`;
+            ui = {
+                status: root.querySelector('[data-cobrowse="status"]'),
+                notice: root.querySelector('[data-cobrowse="notice"]'),
+                call: root.querySelector('[data-cobrowse="call"]'),
+                tools: root.querySelector('[data-cobrowse="tools"]'),
+                control: root.querySelector('[data-cobrowse="control"]'),
+                pointer: root.querySelector('[data-cobrowse="pointer"]'),
+                draw: root.querySelector('[data-cobrowse="draw"]'),
+            };
+            ui.call.addEventListener('click', () => {
+                if (link.state === 'idle') start('call');
+                else hangup();
+            });
+            ui.control.addEventListener('click', () => {
+                link.sendRaw({ type: 'control', granted: !link.control });
+            });
+            ui.pointer.addEventListener('click', () => {
+                link.tools.pointer = !link.tools.pointer;
+                if (CB.engine) CB.engine.tools();
+                render();
+            });
+            ui.draw.addEventListener('click', () => {
+                link.tools.draw = !link.tools.draw;
+                if (CB.engine) CB.engine.tools();
+                render();
+            });
+            document.documentElement.appendChild(host);
+            render();
+        }
+
+        function ordinal(n) {
+            return n === 1 ? 'next' : `number ${n}`;
+        }
+
+        function render() {
+            if (!ui) return;
+            const s = link.state;
+            const operators = link.participants.filter((p) => p.role === 'operator').map((p) => p.name || 'an operator');
+            let text;
+            if (s === 'idle') text = 'Need help? Call an operator to look at this page with you.';
+            else if (s === 'calling') text = 'Calling…';
+            else if (!link.ws && readJSON(STORE)) text = 'Reconnecting…';
+            else if (s === 'queued') text = link.position ? `Waiting for an operator: you are ${ordinal(link.position)} in the queue.` : 'Waiting for an operator…';
+            else if (s === 'offered') text = 'An operator is being connected…';
+            else if (s === 'connected') text = operators.length ? `Connected with ${operators.join(', ')}.` : 'Connected.';
+            else text = s;
+            if (s === 'connected' && link.control) text += ' They can act on this page.';
+            ui.status.textContent = text;
+            ui.call.textContent = s === 'idle' ? 'Call operator' : 'Hang up';
+            ui.call.setAttribute('aria-label', s === 'idle' ? 'Call an operator to share this page' : 'Hang up and stop sharing');
+            ui.tools.hidden = s !== 'connected';
+            ui.control.textContent = link.control ? 'Take back control' : 'Give control';
+            ui.control.setAttribute('aria-pressed', String(link.control));
+            ui.pointer.setAttribute('aria-pressed', String(link.tools.pointer));
+            ui.draw.setAttribute('aria-pressed', String(link.tools.draw));
+            ui.notice.hidden = !noticeText;
+            ui.notice.textContent = noticeText;
+        }
+
+        return {
+            build,
+            render,
+            notice(text) {
+                noticeText = text;
+                render();
+                setTimeout(() => { if (noticeText === text) { noticeText = ''; render(); } }, 6000);
+            },
+        };
+    })();
+
+    whenReady(() => {
+        widget.build();
+        // A session survives reloads and navigations of the tab that called.
+        if (readJSON(STORE)) start('resume');
+    });
+})();

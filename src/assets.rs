@@ -1,7 +1,7 @@
 //! The browser side (`inject/`), compiled into the binary and served under
 //! the reserved prefix with ETags so browsers cache them.
 
-use http::{Method, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -22,10 +22,14 @@ pub struct Assets {
 /// place before the site's own scripts run.
 const AGENT_PARTS: &[&str] = &[include_str!("../inject/patch-urls.js"), include_str!("../inject/agent.js")];
 
-/// The files of `inject/`, by the route they are served on.
+/// The files of `inject/`, by the route they are served on. `share.js` is
+/// the sharing engine, loaded by the agent only when a session starts, so
+/// pages without a call carry only the small synchronous part.
 const FILES: &[(&str, &str, &str)] = &[
     ("console", "text/html; charset=utf-8", include_str!("../inject/console.html")),
     ("console.js", "text/javascript; charset=utf-8", include_str!("../inject/console.js")),
+    ("console.css", "text/css; charset=utf-8", include_str!("../inject/console.css")),
+    ("share.js", "text/javascript; charset=utf-8", include_str!("../inject/share.js")),
 ];
 
 impl Assets {
@@ -45,20 +49,27 @@ impl Assets {
         Assets { files }
     }
 
-    pub fn serve(&self, name: &str, method: &Method) -> Option<Response<Body>> {
+    /// Serves the asset called `name`, or `None` when there is none. A
+    /// request whose `If-None-Match` names the current ETag gets `304`.
+    pub fn serve(&self, name: &str, method: &Method, if_none_match: Option<&HeaderValue>) -> Option<Response<Body>> {
         let asset = self.files.iter().find(|a| a.name == name)?;
         if method != Method::GET && method != Method::HEAD {
             return Some(crate::server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
         }
-        Some(
-            Response::builder()
-                .header(header::CONTENT_TYPE, asset.content_type)
-                .header(header::ETAG, &asset.etag)
-                .header(header::CACHE_CONTROL, "no-cache")
-                .header("x-content-type-options", "nosniff")
-                .body(body::full(asset.bytes.clone()))
-                .expect("static response parts are valid"),
-        )
+        let fresh = if_none_match
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|tag| tag.trim() == asset.etag || tag.trim() == "*"));
+        let builder = Response::builder()
+            .header(header::ETAG, &asset.etag)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header("x-content-type-options", "nosniff");
+        let response = if fresh {
+            builder.status(StatusCode::NOT_MODIFIED).body(body::empty())
+        } else {
+            let bytes = if method == Method::HEAD { Vec::new() } else { asset.bytes.clone() };
+            builder.header(header::CONTENT_TYPE, asset.content_type).body(body::full(bytes))
+        };
+        Some(response.expect("static response parts are valid"))
     }
 }
 

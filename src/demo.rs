@@ -14,12 +14,32 @@ use tokio::net::TcpListener;
 
 use crate::body::{self, Body};
 
-/// The demo site's files: path, content type, contents.
+/// The demo site's files: path, content type, contents. Besides the store
+/// pages, some are built for the browser tests: every kind of form control
+/// and masked fields (`controls.html`), nested frames (`frames.html`), a
+/// long page with a scrollable pane (`long.html`), web components with open
+/// and closed shadow roots (`component.html`) and a single-page app with
+/// history routing (`app.html`, served for every path under `/app/`).
 const PAGES: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../examples/demo-site/index.html")),
-    ("/form.html", "text/html; charset=utf-8", include_str!("../examples/demo-site/form.html")),
+    ("/", HTML, include_str!("../examples/demo-site/index.html")),
+    ("/form.html", HTML, include_str!("../examples/demo-site/form.html")),
+    ("/controls.html", HTML, include_str!("../examples/demo-site/controls.html")),
+    ("/frames.html", HTML, include_str!("../examples/demo-site/frames.html")),
+    ("/frame-pay.html", HTML, include_str!("../examples/demo-site/frame-pay.html")),
+    ("/frame-inner.html", HTML, include_str!("../examples/demo-site/frame-inner.html")),
+    ("/long.html", HTML, include_str!("../examples/demo-site/long.html")),
+    ("/component.html", HTML, include_str!("../examples/demo-site/component.html")),
+    ("/app/", HTML, include_str!("../examples/demo-site/app.html")),
     ("/style.css", "text/css; charset=utf-8", include_str!("../examples/demo-site/style.css")),
 ];
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The page for `path`: the single-page app owns every path under `/app/`.
+fn page(path: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    let path = if path.starts_with("/app/") { "/app/" } else { path };
+    PAGES.iter().find(|(p, _, _)| *p == path)
+}
 
 /// Serves the demo site on `listener` until the process ends.
 pub async fn serve(listener: TcpListener) {
@@ -39,7 +59,7 @@ fn respond(req: &Request<Incoming>) -> Response<Body> {
             .body(body::full("method not allowed\n"))
             .expect("static response parts are valid");
     }
-    match PAGES.iter().find(|(path, _, _)| *path == req.uri().path()) {
+    match page(req.uri().path()) {
         Some((_, content_type, text)) => Response::builder()
             .header(header::CONTENT_TYPE, *content_type)
             .body(body::full(*text))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::assets::Assets;
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::driver::{Driver, Sessions};
 use crate::hub::Hub;
 use crate::proxy::Proxy;
 
@@ -55,9 +56,11 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
+        let hub = Hub::new(config.clone());
+        let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
         Ok(App {
-            proxy: Proxy::new(config.clone()).context("building the upstream client")?,
-            hub: Hub::new(config.clone()),
+            proxy: Proxy::new(config.clone()).context("building the upstream client")?.with_sessions(sessions),
+            hub,
             assets: Assets::new(&config),
             metrics: install_metrics(),
             config,
@@ -178,6 +181,7 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let rest = rest.to_string();
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
+        "bind" => crate::driver::bind(&app.hub, req, ctx).await,
         "metrics" => match &app.metrics {
             Some(handle) => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
@@ -186,11 +190,13 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
             None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed in this process\n"),
         },
         _ => {
+            let method = req.method().clone();
+            let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
             if let Some(response) = app.hub.handle(&rest, req, ctx).await {
                 return response;
             }
             // Remaining routes are the assets, read-only.
-            app.assets.serve(&rest, &Method::GET).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+            app.assets.serve(&rest, &method, if_none_match.as_ref()).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
 }

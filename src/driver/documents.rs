@@ -7,16 +7,14 @@
 //! session is dropped when the session ends.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::body::BoxError;
+use crate::proxy::stream::Stage;
 
 /// Bounds on what is kept per session.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +98,11 @@ impl Documents {
         self.inner.lock().expect("documents lock").remove(session);
     }
 
+    /// Keeps only the sessions `alive` says are still going.
+    pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
+        self.inner.lock().expect("documents lock").retain(|session, _| alive(session));
+    }
+
     /// How many documents and bytes are kept for `session`.
     pub fn usage(&self, session: &str) -> (usize, usize) {
         let sessions = self.inner.lock().expect("documents lock");
@@ -107,11 +110,12 @@ impl Documents {
     }
 }
 
-/// Passes a body through unchanged while keeping a copy; when the body ends
-/// complete and within the byte bound, the copy is recorded for the session.
-pub struct Recording {
-    inner: Body,
-    copy: BytesMut,
+/// A body stage that passes HTML through unchanged while keeping a copy;
+/// when the document ends complete and within the byte bound, the copy is
+/// recorded for the session. It sits after the rewrite and before the
+/// encoder, so what is kept is the document as the driver's browser read it.
+pub struct Recorder {
+    copy: Vec<u8>,
     pending: Option<Pending>,
 }
 
@@ -123,63 +127,40 @@ struct Pending {
     headers: HeaderMap,
 }
 
-impl Recording {
-    pub fn new(inner: Body, documents: Documents, session: String, target: String, status: StatusCode, headers: HeaderMap) -> Recording {
-        Recording {
-            inner,
-            copy: BytesMut::new(),
-            pending: Some(Pending { documents, session, target, status, headers }),
-        }
+impl Recorder {
+    pub fn new(documents: Documents, session: String, target: String, status: StatusCode, headers: HeaderMap) -> Recorder {
+        Recorder { copy: Vec::new(), pending: Some(Pending { documents, session, target, status, headers }) }
     }
 }
 
-impl HttpBody for Recording {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let (Some(data), Some(p)) = (f.data_ref(), &this.pending) {
-                    if this.copy.len() + data.len() > p.documents.limits.bytes_per_session {
-                        // Too big to keep: stop copying, followers will get
-                        // the upstream's answer instead.
-                        this.pending = None;
-                        this.copy = BytesMut::new();
-                        metrics::counter!("cobrowse_driver_documents_too_large_total").increment(1);
-                    } else {
-                        this.copy.extend_from_slice(data);
-                    }
-                }
-            }
-            Some(Err(_)) => this.pending = None,
-            None => {
-                if let Some(p) = this.pending.take() {
-                    let body = std::mem::take(&mut this.copy).freeze();
-                    p.documents.record(&p.session, p.target, p.status, p.headers, body);
-                }
+impl Stage for Recorder {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        out.extend_from_slice(input);
+        if let Some(p) = &self.pending {
+            if self.copy.len() + input.len() > p.documents.limits.bytes_per_session {
+                // Too big to keep: followers will load it themselves.
+                self.pending = None;
+                self.copy = Vec::new();
+                metrics::counter!("cobrowse_driver_documents_too_large_total").increment(1);
+            } else {
+                self.copy.extend_from_slice(input);
             }
         }
-        Poll::Ready(frame)
+        Ok(())
     }
 
-    fn is_end_stream(&self) -> bool {
-        // Never report the end early: the copy is recorded when the inner
-        // body yields its final `None`.
-        false
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), BoxError> {
+        if let Some(p) = self.pending.take() {
+            let body = Bytes::from(std::mem::take(&mut self.copy));
+            p.documents.record(&p.session, p.target, p.status, p.headers, body);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     fn limits() -> Limits {
         Limits { documents_per_session: 2, bytes_per_session: 10, max_age: Duration::from_secs(60) }
@@ -225,13 +206,16 @@ mod tests {
         assert!(d.lookup("other", "/a").is_none());
     }
 
-    #[tokio::test]
-    async fn recording_passes_through_and_keeps_a_copy() {
+    #[test]
+    fn recorder_passes_through_and_keeps_a_copy() {
         let d = Documents::new(Limits { bytes_per_session: 1000, ..limits() });
-        let body = crate::body::full("<html>hello</html>");
-        let rec = Recording::new(body, d.clone(), "s".into(), "/p".into(), StatusCode::OK, HeaderMap::new());
-        let out = rec.collect().await.unwrap().to_bytes();
-        assert_eq!(out, "<html>hello</html>");
+        let mut rec = Recorder::new(d.clone(), "s".into(), "/p".into(), StatusCode::OK, HeaderMap::new());
+        let mut out = Vec::new();
+        rec.push(b"<html>hel", &mut out).unwrap();
+        assert!(d.lookup("s", "/p").is_none(), "kept only once complete");
+        rec.push(b"lo</html>", &mut out).unwrap();
+        rec.finish(&mut out).unwrap();
+        assert_eq!(out, b"<html>hello</html>");
         assert_eq!(d.lookup("s", "/p").unwrap().body, "<html>hello</html>");
     }
 }

@@ -18,7 +18,7 @@ pub fn check_selector(selector: &str) -> Result<(), String> {
 }
 
 /// Selectors for the masked elements and the fields inside them.
-fn selectors(configured: &[String]) -> Vec<String> {
+pub fn selectors(configured: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for base in ALWAYS_MASKED.iter().map(|s| s.to_string()).chain(configured.iter().cloned()) {
         for inside in ["", " input", " textarea", " option"] {
@@ -28,7 +28,8 @@ fn selectors(configured: &[String]) -> Vec<String> {
     out
 }
 
-fn blank(el: &mut Element<'_, '_>) {
+/// Removes the value a masked field carries in the document.
+pub fn blank<H: lol_html::HandlerTypes>(el: &mut Element<'_, '_, H>) {
     match el.tag_name().as_str() {
         "input" => el.remove_attribute("value"),
         "textarea" => el.set_inner_content("", lol_html::html_content::ContentType::Text),

@@ -16,12 +16,18 @@ pub mod mask;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use tracing::warn;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tracing::{info, warn};
 
-use self::documents::{Documents, Limits, Recording};
+use self::documents::{Documents, Limits, Recorder};
 use crate::body::{self, Body};
+use crate::hub::Hub;
+use crate::server::Ctx;
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -109,13 +115,110 @@ impl Driver {
         self.documents.drop_session(session);
         self.credentials.lock().expect("credentials lock").remove(session);
     }
+
+    /// Drops everything kept for sessions `alive` says have ended.
+    pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
+        self.documents.retain(&mut alive);
+        self.credentials.lock().expect("credentials lock").retain(|s, _| alive(s));
+    }
+}
+
+/// The proxy's view of shared sessions: the hub says which participant a
+/// request comes from, the driver keeps what followers are served.
+#[derive(Clone)]
+pub struct Sessions {
+    pub hub: Hub,
+    pub driver: Driver,
+}
+
+impl Sessions {
+    /// Starts the sweep that drops what was kept for ended sessions.
+    pub fn new(hub: Hub, driver: Driver) -> Sessions {
+        let sessions = Sessions { hub, driver };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let s = sessions.clone();
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    s.driver.retain(|id| s.hub.session(id).is_some());
+                }
+            });
+        }
+        sessions
+    }
+
+    /// Where the request with these headers stands; takes the participant
+    /// cookie out of them either way.
+    pub fn standing(&self, headers: &mut HeaderMap) -> Standing {
+        let Some(cookie) = take_participant_cookie(headers) else { return Standing::Alone };
+        let Some((session, resume)) = cookie.split_once('.') else { return Standing::Alone };
+        let Some((view, participant)) = self.hub.participant(session, resume) else {
+            // The session ended: what was kept for it goes too.
+            self.driver.end_session(session);
+            return Standing::Alone;
+        };
+        let session = session.to_string();
+        if view.is_follower(&participant.id) {
+            Standing::Follower { session }
+        } else {
+            Standing::Driver { session }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BindRequest {
+    session: String,
+    resume: String,
+}
+
+/// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
+/// cookie, so the proxy knows which participant this browser's requests come
+/// from. An empty body clears it.
+pub async fn bind(hub: &Hub, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if req.method() != Method::POST {
+        return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
+    }
+    let bytes = match Limited::new(req.into_body(), 4096).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
+    };
+    let secure = if ctx.tls { "; Secure" } else { "" };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        let clear = format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+        return json(StatusCode::OK, r#"{"bound":false}"#.into(), Some(clear));
+    }
+    let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
+        return json(StatusCode::BAD_REQUEST, r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(), None);
+    };
+    let Some((view, participant)) = hub.participant(&bind.session, &bind.resume) else {
+        return json(StatusCode::FORBIDDEN, r#"{"error":"no such participant in a live session"}"#.into(), None);
+    };
+    let driving = !view.is_follower(&participant.id);
+    info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
+    let cookie = format!("{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}", bind.session, bind.resume);
+    json(StatusCode::OK, serde_json::json!({ "bound": true, "driver": driving }).to_string(), Some(cookie))
+}
+
+fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Body> {
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store");
+    if let Some(c) = cookie {
+        r = r.header(header::SET_COOKIE, c);
+    }
+    r.body(body::full(text)).expect("static response parts are valid")
 }
 
 /// What the proxy does with a request, decided before it goes upstream.
 pub enum Decision {
     /// Send it upstream. `record` names the session whose driver is
-    /// navigating, so the document it gets back is kept for followers.
-    Forward { record: Option<String> },
+    /// navigating, so the document it gets back is kept for followers;
+    /// `mask` says an HTML answer goes to a follower and has its masked
+    /// fields blanked.
+    Forward { record: Option<String>, mask: bool },
     /// Answer it here: a kept document for a follower, or a refusal.
     Answer(Response<Body>),
 }
@@ -133,11 +236,11 @@ impl Driver {
     /// cookie was taken out and before the request goes upstream.
     pub fn before_upstream(&self, standing: &Standing, parts: &mut http::request::Parts, mask: &[String]) -> Decision {
         match standing {
-            Standing::Alone => Decision::Forward { record: None },
+            Standing::Alone => Decision::Forward { record: None, mask: false },
             Standing::Driver { session } => {
                 self.record_credentials(session, &parts.headers);
                 let record = (parts.method == Method::GET && is_navigation(&parts.headers)).then(|| session.clone());
-                Decision::Forward { record }
+                Decision::Forward { record, mask: false }
             }
             Standing::Follower { session } => {
                 if !is_safe(&parts.method) {
@@ -155,20 +258,21 @@ impl Driver {
                 // A read the driver has not made for us: make it with the
                 // driver's credentials, never the follower's own.
                 self.apply_credentials(session, &mut parts.headers);
-                Decision::Forward { record: None }
+                Decision::Forward { record: None, mask: true }
             }
         }
     }
 
-    /// Wraps the driver's document body so a copy is kept for followers.
-    pub fn record(&self, session: String, target: String, status: StatusCode, headers: &HeaderMap, body: Body) -> Body {
+    /// The body stage that keeps a copy of the driver's document for
+    /// followers.
+    pub fn recorder(&self, session: String, target: String, status: StatusCode, headers: &HeaderMap) -> Recorder {
         let mut kept = HeaderMap::new();
         for name in [header::CONTENT_TYPE, header::CONTENT_LANGUAGE, header::CONTENT_SECURITY_POLICY] {
             for value in headers.get_all(&name) {
                 kept.append(name.clone(), value.clone());
             }
         }
-        body::boxed(Recording::new(body, self.documents.clone(), session, target, status, kept))
+        Recorder::new(self.documents.clone(), session, target, status, kept)
     }
 
     fn kept_document(&self, session: &str, target: &str, mask: &[String]) -> Option<Response<Body>> {
@@ -269,12 +373,14 @@ mod tests {
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
         parts.headers.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
-        let Decision::Forward { record: Some(session) } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
+        let Decision::Forward { record: Some(session), mask: false } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        let page = body::full(r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#);
-        let recorded = d.record(session, "/account?tab=1".into(), StatusCode::OK, &headers, page);
-        recorded.collect().await.unwrap();
+        let page = r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#;
+        let mut recorder = d.recorder(session, "/account?tab=1".into(), StatusCode::OK, &headers);
+        let mut out = Vec::new();
+        crate::proxy::stream::Stage::push(&mut recorder, page.as_bytes(), &mut out).unwrap();
+        crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
         let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &["#pin".into()]) else { panic!("follower navigation must be served the kept document") };
@@ -283,7 +389,7 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("9999"), "masked values leaked: {text}");
 
         let mut parts = request(Method::GET, "/img.png", false);
-        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None }));
+        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None, mask: true }));
         assert_eq!(parts.headers.get(header::COOKIE).unwrap(), "sid=customer", "follower reads use the driver's cookies");
 
         let mut parts = request(Method::POST, "/order", true);

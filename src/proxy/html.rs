@@ -41,6 +41,9 @@ pub struct Options {
     pub memory_limit: usize,
     /// The charset the `Content-Type` header declared.
     pub declared: Option<&'static Encoding>,
+    /// Selectors whose fields' values are blanked: set for documents served
+    /// to a follower, empty otherwise (see `driver::mask`).
+    pub mask: Vec<String>,
 }
 
 impl Options {
@@ -186,6 +189,17 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
             warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified");
             metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => reason).increment(1);
         }));
+
+    for selector in &options.mask {
+        let Ok(parsed) = selector.parse::<lol_html::Selector>() else { continue };
+        settings = settings.append_element_content_handler((
+            std::borrow::Cow::Owned(parsed),
+            lol_html::send::ElementContentHandlers::default().element(|el: &mut lol_html::send::Element<'_, '_>| {
+                crate::driver::mask::blank(el);
+                Ok(())
+            }),
+        ));
+    }
 
     // The agent must run before any script of the site: it goes first in
     // `<head>`, or, without one, before the first element that belongs in a
@@ -384,6 +398,7 @@ mod tests {
             csp: csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into() },
             memory_limit: 64 * 1024,
             declared: None,
+            mask: Vec::new(),
         }
     }
 

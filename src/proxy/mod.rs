@@ -50,6 +50,7 @@ use self::site::{Mapper, Sites, StreamMapper};
 use self::stream::Pipeline;
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::driver::{Decision, Sessions};
 use crate::server::Ctx;
 
 pub use self::error::page as error_page;
@@ -60,6 +61,8 @@ pub struct Proxy {
     client: client::Upstream,
     /// HTTP/1.1 only, for upgrades.
     client_h1: client::Upstream,
+    /// Shared sessions: one driver, followers served what it received.
+    sessions: Option<Sessions>,
 }
 
 /// What a request's route phase decided.
@@ -79,7 +82,13 @@ struct Want {
 impl Proxy {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Proxy> {
         let (client, client_h1) = client::build(&config)?;
-        Ok(Proxy { sites: Arc::new(Sites::new(&config)), config, client, client_h1 })
+        Ok(Proxy { sites: Arc::new(Sites::new(&config)), config, client, client_h1, sessions: None })
+    }
+
+    /// Applies the one-driver rules of shared sessions to every request.
+    pub fn with_sessions(mut self, sessions: Sessions) -> Proxy {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
@@ -91,6 +100,23 @@ impl Proxy {
         let upgrade = tunnel::requested(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
         let (mut parts, incoming) = req.into_parts();
+        // Phase 1b: where the request stands in a shared session. A
+        // follower's request may be answered here and never reach upstream.
+        let mut record = None;
+        let mut mask = Vec::new();
+        if let Some(sessions) = &self.sessions {
+            let standing = sessions.standing(&mut parts.headers);
+            match sessions.driver.before_upstream(&standing, &mut parts, &self.config.privacy.mask) {
+                Decision::Answer(response) => return response,
+                Decision::Forward { record: session, mask: follower } => {
+                    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                    record = session.map(|s| (s, target));
+                    if follower {
+                        mask = crate::driver::mask::selectors(&self.config.privacy.mask);
+                    }
+                }
+            }
+        }
         if request::translate(&mut parts, &route.mapper, route.site, &ctx).is_err() {
             return error::page(StatusCode::BAD_REQUEST, "The request path is not valid.");
         }
@@ -115,13 +141,20 @@ impl Proxy {
         let nonce = nonce();
         let allow = csp::Allowance { origin: route.mapper.proxy_origin(route.site).unwrap_or_default(), prefix: self.config.prefix.clone() };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
-        let body = self.body(&want, parts.status, &mut parts.headers, body::boxed(incoming), html::Options {
+        // The driver's document is kept as its browser reads it: after the
+        // rewrite, before the encoder.
+        let recorder = match (&self.sessions, record) {
+            (Some(sessions), Some((session, target))) => Some(sessions.driver.recorder(session, target, parts.status, &parts.headers)),
+            _ => None,
+        };
+        let body = self.body(&want, parts.status, &mut parts.headers, body::boxed(incoming), recorder, html::Options {
             mapper: route.mapper,
             prefix: self.config.prefix.clone(),
             nonce,
             csp: allow,
             memory_limit: self.config.proxy.html_memory_limit,
             declared: None,
+            mask,
         });
         Response::from_parts(parts, body)
     }
@@ -175,7 +208,15 @@ impl Proxy {
     /// Phase 5: how the body goes to the client. HTML and CSS are rewritten
     /// (decoded and encoded again around the rewrite); every other body,
     /// partial content, and bodies in an unknown encoding pass untouched.
-    fn body(&self, want: &Want, status: StatusCode, headers: &mut HeaderMap, incoming: Body, mut options: html::Options) -> Body {
+    fn body(
+        &self,
+        want: &Want,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+        incoming: Body,
+        recorder: Option<crate::driver::documents::Recorder>,
+        mut options: html::Options,
+    ) -> Body {
         let (kind, declared) = kind(headers);
         if kind == Kind::Other {
             return incoming;
@@ -199,7 +240,11 @@ impl Proxy {
         pipeline = match kind {
             Kind::Html => {
                 options.declared = declared;
-                pipeline.then(html::Html::new(options))
+                let pipeline = pipeline.then(html::Html::new(options));
+                match recorder {
+                    Some(recorder) => pipeline.then(recorder),
+                    None => pipeline,
+                }
             }
             _ => pipeline.then(StreamMapper::new(options.mapper)),
         };

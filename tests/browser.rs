@@ -1,0 +1,137 @@
+//! Browser tests: the real binary, the bundled demo site, and Debian's
+//! Chromium with one isolated context per participant. Each test asserts what
+//! a customer or an operator would notice on their screen.
+
+#[path = "support/browser.rs"]
+pub mod harness;
+
+mod call;
+mod fidelity;
+mod forms;
+mod frames;
+mod navigation;
+mod pointer;
+mod privacy;
+mod scroll;
+mod third_party;
+
+
+
+use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
+use harness::{Browser, Tab, until, until_on};
+
+pub const CALL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="call"]"#;
+pub const CONTROL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="control"]"#;
+pub const CONTENT: &str = r#"iframe[data-cobrowse="content"]"#;
+
+/// The widget's status line, as the customer reads it.
+pub const WIDGET_STATUS: &str =
+    r#"(document.querySelector('[data-cobrowse="widget"]')?.shadowRoot?.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
+/// The console's status line.
+pub const CONSOLE_STATUS: &str = r#"(document.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
+
+/// Selector chain for an element of the page shown in the console's content
+/// frame.
+pub fn content(selector: &str) -> String {
+    format!("{CONTENT} | {selector}")
+}
+
+/// The binary fronting the bundled demo site, with two operator accounts
+/// (`op` and `op2`, both with the test password) and mask selectors.
+pub async fn demo_server() -> Cobrowse {
+    Cobrowse::with_config(&format!(
+        "[demo]\nenabled = true\n\n[privacy]\nmask = [\"#ssn\", \".private\"]\n\n\
+         [[operators]]\nuser = \"{OPERATOR_USER}\"\nname = \"Olivia Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n\n\
+         [[operators]]\nuser = \"op2\"\nname = \"Oscar Second\"\npassword_hash = \"{OPERATOR_HASH}\"\n"
+    ))
+    .await
+}
+
+/// A customer and an operator in one session, on `path` of the demo site.
+pub struct Shared {
+    pub server: Cobrowse,
+    pub browser: Browser,
+    pub customer: Tab,
+    pub operator: Tab,
+}
+
+impl Shared {
+    pub async fn start(path: &str) -> Shared {
+        Shared::on(demo_server().await, path).await
+    }
+
+    /// As [`Shared::start`], on `server` (which has the test operator).
+    pub async fn on(server: Cobrowse, path: &str) -> Shared {
+        let browser = Browser::launch().await;
+        let operator = browser.tab("operator", 1400, 1000).await;
+        let customer = browser.tab("customer", 1000, 760).await;
+        operator_waits(&operator, &server, OPERATOR_USER, &[&customer]).await;
+        customer.goto(&server.url(path)).await;
+        customer_calls(&customer, &server, &[&operator]).await;
+        operator_responds(&operator, &server, &[&customer]).await;
+        Shared { server, browser, customer, operator }
+    }
+
+    pub fn tabs(&self) -> [&Tab; 2] {
+        [&self.customer, &self.operator]
+    }
+
+    /// Waits until `js` is truthy in the customer's top document.
+    pub async fn on_customer(&self, what: &str, js: &str) -> serde_json::Value {
+        until(&self.customer, what, js, &self.tabs(), &self.server).await
+    }
+
+    /// Waits until `js` is truthy in the operator's content frame (the
+    /// shared page as the operator sees it).
+    pub async fn on_operator(&self, what: &str, js: &str) -> serde_json::Value {
+        until_on(&self.operator, what, CONTENT, &in_frame(js), &self.tabs(), &self.server).await
+    }
+
+    /// The customer grants remote control; waits until the console says so.
+    pub async fn grant_control(&self) {
+        self.customer.click(CONTROL).await;
+        until(&self.operator, "the console to say the operator has control", &format!("{CONSOLE_STATUS}.includes('You have control')"), &self.tabs(), &self.server).await;
+    }
+}
+
+/// `js` evaluated with the content frame's `window`, `document`, `location`,
+/// `history`, `scrollY` (and the component page's `houseRoot`) in scope;
+/// `el` is the iframe element.
+pub fn in_frame(js: &str) -> String {
+    format!(
+        "el && el.contentWindow && (function (window, document, location, history, scrollY, houseRoot) {{ try {{ return ({js}); }} catch (e) {{ return null; }} }})\
+         .call(el.contentWindow, el.contentWindow, el.contentDocument, el.contentWindow.location, el.contentWindow.history, el.contentWindow.scrollY, el.contentWindow.houseRoot)"
+    )
+}
+
+/// The operator opens the console, signs in and waits for calls.
+pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, others: &[&Tab]) {
+    let mut all = vec![operator];
+    all.extend_from_slice(others);
+    operator.goto(&server.url("/__cobrowse/console")).await;
+    operator.type_into(r#"form[data-cobrowse="login"] input[name="user"]"#, user).await;
+    operator.type_into(r#"form[data-cobrowse="login"] input[name="password"]"#, OPERATOR_PASSWORD).await;
+    operator.click(r#"form[data-cobrowse="login"] button[type="submit"]"#).await;
+    until(operator, "the console to wait for calls", &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"), &all, server).await;
+}
+
+/// The customer presses the call button and waits to be queued or offered.
+pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) {
+    let mut all = vec![customer];
+    all.extend_from_slice(others);
+    until_on(customer, "the widget's call button", CALL, "el && el.textContent === 'Call operator'", &all, server).await;
+    customer.click(CALL).await;
+    until(customer, "the widget to show the call waiting", &format!("/Waiting|being connected|Connected/.test({WIDGET_STATUS})"), &all, server).await;
+}
+
+/// The operator presses Respond once it is enabled and waits for the
+/// customer's page in the content frame, with its agent sharing it.
+pub async fn operator_responds(operator: &Tab, server: &Cobrowse, others: &[&Tab]) {
+    let mut all = vec![operator];
+    all.extend_from_slice(others);
+    until_on(operator, "Respond to be enabled", r#"[data-cobrowse="respond"]"#, "el && !el.disabled", &all, server).await;
+    operator.click(r#"[data-cobrowse="respond"]"#).await;
+    until(operator, "the console to be connected", &format!("{CONSOLE_STATUS}.startsWith('Connected')"), &all, server).await;
+    until_on(operator, "the customer's page with its agent in the content frame", CONTENT, &in_frame("!!(window.__cobrowse && window.__cobrowse.engine)"), &all, server).await;
+}
+

@@ -1,0 +1,460 @@
+//! The Chromium harness for browser tests: Debian's Chromium, headless,
+//! driven over CDP, with one isolated browser context per participant
+//! (customer, operators), so cookies and storage are separate as in
+//! different browsers.
+//!
+//! Elements are named by a *chain* of CSS selectors separated by ` | `: each
+//! step after the first looks inside the previous element's frame document
+//! (for an iframe) or its shadow root (for any other element). For example
+//! `iframe[data-cobrowse="content"] | #name` or
+//! `[data-cobrowse="widget"] | [data-cobrowse="call"]`.
+//!
+//! Input is real: clicks are CDP mouse events at the element's place on the
+//! screen and typing is CDP key events, so the page's listeners see what a
+//! user's actions would make them see.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser as Cdp, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
+};
+use chromiumoxide::cdp::browser_protocol::network::{
+    EnableParams as NetworkEnable, EventWebSocketFrameReceived, EventWebSocketFrameSent,
+};
+use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, CreateTargetParams};
+use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, EventConsoleApiCalled, EventExceptionThrown};
+use chromiumoxide::page::Page;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::support::{Cobrowse, TempDir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Browser tests share two cores with everything else: one Chromium at a
+/// time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A headless Chromium; killed on drop.
+pub struct Browser {
+    cdp: Cdp,
+    handler: tokio::task::JoinHandle<()>,
+    _turn: MutexGuard<'static, ()>,
+    _dir: TempDir,
+}
+
+impl Browser {
+    /// Launches Chromium. Fails (never skips) when it is not installed.
+    pub async fn launch() -> Browser {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !Path::new(CHROMIUM).exists() {
+            panic!(
+                "this test needs Chromium at {CHROMIUM}. Install it with `sudo apt-get install -y chromium` \
+                 (Debian/Ubuntu), or run tests/run.sh, which installs it when run as root."
+            );
+        }
+        let dir = TempDir::new();
+        let config = BrowserConfig::builder()
+            .chrome_executable(CHROMIUM)
+            .no_sandbox()
+            .user_data_dir(dir.path.join("profile"))
+            .window_size(1400, 1000)
+            .viewport(None)
+            .launch_timeout(Duration::from_secs(30))
+            .request_timeout(Duration::from_secs(20))
+            .args([
+                "disable-gpu",
+                "disable-quic",
+                "no-first-run",
+                "disable-background-networking",
+                "disable-component-update",
+                "disable-sync",
+                "disable-dev-shm-usage",
+            ])
+            .build()
+            .expect("a valid browser config");
+        let (cdp, mut handler) = Cdp::launch(config)
+            .await
+            .unwrap_or_else(|e| panic!("could not launch {CHROMIUM}: {e}. Is it installed (`sudo apt-get install -y chromium`)?"));
+        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        Browser { cdp, handler, _turn: turn, _dir: dir }
+    }
+
+    /// A new page in a new isolated browser context (its own cookies and
+    /// storage), with a viewport of `width` x `height`.
+    pub async fn tab(&self, name: &str, width: i64, height: i64) -> Tab {
+        let context = self
+            .cdp
+            .create_browser_context(CreateBrowserContextParams::default())
+            .await
+            .expect("create a browser context");
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context)
+            .build()
+            .expect("target params");
+        let page = self.cdp.new_page(params).await.expect("open a page");
+        page.execute(SetDeviceMetricsOverrideParams::new(width, height, 1.0, false))
+            .await
+            .expect("set the viewport");
+        page.execute(NetworkEnable::default()).await.expect("enable network events");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let mut console = page.event_listener::<EventConsoleApiCalled>().await.expect("console events");
+        let mut errors = page.event_listener::<EventExceptionThrown>().await.expect("exception events");
+        let mut sent = page.event_listener::<EventWebSocketFrameSent>().await.expect("websocket events");
+        let mut received = page.event_listener::<EventWebSocketFrameReceived>().await.expect("websocket events");
+        {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = console.next().await {
+                    let args: Vec<String> = ev
+                        .args
+                        .iter()
+                        .map(|a| match (&a.value, &a.description) {
+                            (Some(Value::String(s)), _) => s.clone(),
+                            (Some(v), _) => v.to_string(),
+                            (None, Some(d)) => d.clone(),
+                            _ => String::new(),
+                        })
+                        .collect();
+                    log.lock().unwrap().push(format!("console.{:?}: {}", ev.r#type, args.join(" ")));
+                }
+            });
+        }
+        {
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = errors.next().await {
+                    let d = &ev.exception_details;
+                    let what = d.exception.as_ref().and_then(|e| e.description.clone()).unwrap_or_else(|| d.text.clone());
+                    log.lock().unwrap().push(format!("uncaught: {what} at {}:{}", d.url.clone().unwrap_or_default(), d.line_number));
+                }
+            });
+        }
+        {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = sent.next().await {
+                    frames.lock().unwrap().push(format!("sent {}", ev.response.payload_data));
+                }
+            });
+        }
+        {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = received.next().await {
+                    frames.lock().unwrap().push(format!("received {}", ev.response.payload_data));
+                }
+            });
+        }
+        Tab { name: name.to_string(), page, log, frames }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(child) = self.cdp.get_mut_child() {
+            let _ = child.as_mut_inner().start_kill();
+        }
+        self.handler.abort();
+    }
+}
+
+/// One participant's page.
+pub struct Tab {
+    pub name: String,
+    pub page: Page,
+    log: Arc<Mutex<Vec<String>>>,
+    frames: Arc<Mutex<Vec<String>>>,
+}
+
+/// The JavaScript that finds an element by a selector chain (see the module
+/// docs) and its centre in the top page's viewport, through frames (scaled
+/// or not) and shadow roots.
+const FIND: &str = r#"
+const __find = (chain) => {
+  const steps = chain.split(' | ');
+  let root = document, x0 = 0, y0 = 0, s0 = 1, el = null;
+  for (let i = 0; i < steps.length; i++) {
+    el = root.querySelector(steps[i]);
+    if (!el) return null;
+    if (i === steps.length - 1) break;
+    if (el.localName === 'iframe' || el.localName === 'frame') {
+      const r = el.getBoundingClientRect();
+      const s = el.offsetWidth ? r.width / el.offsetWidth : 1;
+      x0 += s0 * (r.left + s * el.clientLeft);
+      y0 += s0 * (r.top + s * el.clientTop);
+      s0 *= s;
+      root = el.contentDocument;
+      if (!root) return null;
+    } else {
+      root = el.shadowRoot;
+      if (!root) return null;
+    }
+  }
+  return { el, x0, y0, s0 };
+};
+"#;
+
+impl Tab {
+    /// Evaluates `js` (an expression; a promise is awaited) in the top
+    /// document and returns its JSON value.
+    pub async fn eval(&self, js: &str) -> Value {
+        let params = EvaluateParams::builder()
+            .expression(js)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .expect("evaluate params");
+        match self.page.evaluate_expression(params).await {
+            Ok(r) => r.value().cloned().unwrap_or(Value::Null),
+            Err(e) => Value::String(format!("evaluation failed: {e}")),
+        }
+    }
+
+    /// Evaluates `body` with `el` bound to the element named by `chain` (or
+    /// null) and returns its JSON value.
+    pub async fn eval_on(&self, chain: &str, body: &str) -> Value {
+        let chain = serde_json::to_string(chain).unwrap();
+        self.eval(&format!("(() => {{ {FIND} const f = __find({chain}); const el = f && f.el; return ({body}); }})()"))
+            .await
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.page.goto(url).await.unwrap_or_else(|e| panic!("{}: navigate to {url}: {e}", self.name));
+    }
+
+    /// The screen point at the centre of the element, scrolled into view.
+    async fn point(&self, chain: &str) -> Option<(f64, f64)> {
+        let v = self
+            .eval_on(
+                chain,
+                "el && (el.scrollIntoView({block: 'nearest', inline: 'nearest'}), (() => { const r = el.getBoundingClientRect(); \
+                 return [f.x0 + f.s0 * (r.left + r.width / 2), f.y0 + f.s0 * (r.top + r.height / 2)]; })())",
+            )
+            .await;
+        let a = v.as_array()?;
+        Some((a[0].as_f64()?, a[1].as_f64()?))
+    }
+
+    /// Waits for the element to exist (up to `timeout`) and clicks its
+    /// centre with the mouse.
+    pub async fn click(&self, chain: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let (x, y) = loop {
+            if let Some(p) = self.point(chain).await {
+                break p;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{}: no element `{chain}` to click\n{}", self.name, self.dump().await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.mouse_at(x, y).await;
+    }
+
+    pub async fn mouse_at(&self, x: f64, y: f64) {
+        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1).await;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1).await;
+    }
+
+    pub async fn mouse(&self, kind: DispatchMouseEventType, x: f64, y: f64, clicks: i64) {
+        let mut p = DispatchMouseEventParams::builder().r#type(kind.clone()).x(x).y(y);
+        if kind != DispatchMouseEventType::MouseMoved || clicks > 0 {
+            p = p.button(MouseButton::Left).click_count(clicks.max(1)).buttons(1);
+        }
+        self.page.execute(p.build().unwrap()).await.expect("mouse event");
+    }
+
+    /// A mouse drag along `points` (screen coordinates) with the button down.
+    pub async fn drag(&self, points: &[(f64, f64)]) {
+        let (x, y) = points[0];
+        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1).await;
+        for &(x, y) in &points[1..] {
+            let p = DispatchMouseEventParams::builder()
+                .r#type(DispatchMouseEventType::MouseMoved)
+                .x(x)
+                .y(y)
+                .button(MouseButton::Left)
+                .buttons(1)
+                .build()
+                .unwrap();
+            self.page.execute(p).await.expect("mouse event");
+        }
+        let (x, y) = *points.last().unwrap();
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1).await;
+    }
+
+    /// The element's centre on screen (for drags and pointer moves).
+    pub async fn center(&self, chain: &str) -> (f64, f64) {
+        match self.point(chain).await {
+            Some(p) => p,
+            None => panic!("{}: no element `{chain}`\n{}", self.name, self.dump().await),
+        }
+    }
+
+    /// Clicks into the field and types `text` with key events.
+    pub async fn type_into(&self, chain: &str, text: &str) {
+        self.click(chain).await;
+        self.type_text(text).await;
+    }
+
+    /// Types `text` into whatever has focus, one key at a time.
+    pub async fn type_text(&self, text: &str) {
+        for ch in text.chars() {
+            if ch == '\n' {
+                // Enter: the key that makes a line break, with its text.
+                let down = DispatchKeyEventParams::builder()
+                    .r#type(DispatchKeyEventType::KeyDown)
+                    .key("Enter")
+                    .code("Enter")
+                    .text("\r")
+                    .windows_virtual_key_code(13)
+                    .native_virtual_key_code(13)
+                    .build()
+                    .unwrap();
+                self.page.execute(down).await.expect("key down");
+                let up = DispatchKeyEventParams::builder().r#type(DispatchKeyEventType::KeyUp).key("Enter").code("Enter").build().unwrap();
+                self.page.execute(up).await.expect("key up");
+                continue;
+            }
+            let s = ch.to_string();
+            let down = DispatchKeyEventParams::builder()
+                .r#type(DispatchKeyEventType::KeyDown)
+                .key(s.clone())
+                .text(s.clone())
+                .unmodified_text(s.clone())
+                .build()
+                .unwrap();
+            self.page.execute(down).await.expect("key down");
+            let up = DispatchKeyEventParams::builder().r#type(DispatchKeyEventType::KeyUp).key(s).build().unwrap();
+            self.page.execute(up).await.expect("key up");
+        }
+    }
+
+    /// Presses a named key (`Backspace`, `Enter`, `Tab`, `ArrowLeft`...).
+    pub async fn press(&self, key: &str, code: i64) {
+        let down = DispatchKeyEventParams::builder()
+            .r#type(DispatchKeyEventType::RawKeyDown)
+            .key(key)
+            .code(key)
+            .windows_virtual_key_code(code)
+            .native_virtual_key_code(code)
+            .build()
+            .unwrap();
+        self.page.execute(down).await.expect("key down");
+        let up = DispatchKeyEventParams::builder()
+            .r#type(DispatchKeyEventType::KeyUp)
+            .key(key)
+            .code(key)
+            .windows_virtual_key_code(code)
+            .native_virtual_key_code(code)
+            .build()
+            .unwrap();
+        self.page.execute(up).await.expect("key up");
+    }
+
+    /// What the page shows and logged, for failure messages: each frame's
+    /// URL and text (through same-origin frames and open shadow roots), the
+    /// console log and the WebSocket frames.
+    pub async fn dump(&self) -> String {
+        let pages = self
+            .eval(
+                r#"(() => {
+  const out = [];
+  const walk = (doc, depth) => {
+    out.push(`${'  '.repeat(depth)}[${doc.location ? doc.location.href : '?'}] ${(doc.body ? doc.body.innerText : '').replace(/\s+/g, ' ').slice(0, 1500)}`);
+    for (const host of doc.querySelectorAll('*')) if (host.shadowRoot) out.push(`${'  '.repeat(depth + 1)}<${host.localName} shadow> ${host.shadowRoot.textContent.replace(/\s+/g, ' ').slice(0, 400)}`);
+    for (const f of doc.querySelectorAll('iframe, frame')) { try { if (f.contentDocument) walk(f.contentDocument, depth + 1); } catch (e) { out.push('  (cross-origin frame)'); } }
+  };
+  walk(document, 0);
+  return out.join('\n');
+})()"#,
+            )
+            .await;
+        let log = self.log.lock().unwrap().join("\n");
+        let frames = self.frames.lock().unwrap();
+        let tail: Vec<&String> = frames.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        format!(
+            "==== {} ====\n{}\n-- console --\n{}\n-- last websocket frames ({} in all) --\n{}\n",
+            self.name,
+            pages.as_str().unwrap_or(&pages.to_string()),
+            log,
+            frames.len(),
+            tail.iter().map(|s| s.chars().take(300).collect::<String>()).collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// Every WebSocket frame this page sent or received so far.
+    pub fn websocket_frames(&self) -> Vec<String> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    pub fn console_log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Dumps every tab and the server's output, for failure messages.
+pub async fn context(tabs: &[&Tab], server: &Cobrowse) -> String {
+    let mut out = String::new();
+    for t in tabs {
+        out.push_str(&t.dump().await);
+    }
+    out.push_str("==== server ====\n");
+    let log = server.output();
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines.len().saturating_sub(80);
+    out.push_str(&lines[start..].join("\n"));
+    out
+}
+
+/// Waits until `js` (evaluated in `tab`'s top document) returns something
+/// truthy, and returns it; fails with what every tab and the server saw.
+pub async fn until(tab: &Tab, what: &str, js: &str, all: &[&Tab], server: &Cobrowse) -> Value {
+    until_for(tab, what, js, Duration::from_secs(15), all, server).await
+}
+
+pub async fn until_for(tab: &Tab, what: &str, js: &str, timeout: Duration, all: &[&Tab], server: &Cobrowse) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = tab.eval(js).await;
+        if truthy(&last) {
+            return last;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{}: timed out after {timeout:?} waiting for {what}\n(last value: {last})\n{}",
+                tab.name,
+                context(all, server).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`until`], with `el` bound to the element named by `chain`.
+pub async fn until_on(tab: &Tab, what: &str, chain: &str, body: &str, all: &[&Tab], server: &Cobrowse) -> Value {
+    let chain = serde_json::to_string(chain).unwrap();
+    until(tab, what, &format!("(() => {{ {FIND} const f = __find({chain}); const el = f && f.el; return ({body}); }})()"), all, server)
+        .await
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty() && !s.starts_with("evaluation failed"),
+        _ => true,
+    }
+}
