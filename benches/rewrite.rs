@@ -29,6 +29,7 @@ fn options(upstream: &str) -> Options {
         csp: Allowance { origin: "http://127.0.0.1:8080".into(), prefix: "/__cobrowse/".into() },
         memory_limit: 1 << 20,
         declared: None,
+        mask: Vec::new(),
     }
 }
 
