@@ -9,6 +9,7 @@
 # release binary. Not a test: numbers depend on the machine and its load.
 #
 #   benches/vs-nginx.sh [seconds per run, default 5] [runs, default 3]
+#   COBROWSE_BIN=path/to/cobrowse benches/vs-nginx.sh   (skip the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,12 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --quiet --bin cobrowse
+# COBROWSE_BIN: a binary already built, to skip the release build.
+COBROWSE_BIN=${COBROWSE_BIN:-}
+if [ -z "$COBROWSE_BIN" ]; then
+    cargo build --release --quiet --bin cobrowse
+    COBROWSE_BIN=target/release/cobrowse
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -46,7 +52,13 @@ trap cleanup EXIT
 
 mkdir -p "$work/www" "$work/logs"
 sed "s#https://shop.example#http://127.0.0.1:$UPSTREAM_PORT#g" tests/fixtures/proxy/catalogue.html > "$work/www/index.html"
+chmod -R a+rX "$work"
+# As root, nginx's workers would run as nobody and could not use the
+# scratch directory.
+run_as=""
+[ "$(id -u)" = 0 ] && run_as="user root;"
 cat > "$work/nginx.conf" <<CONF
+$run_as
 worker_processes auto;
 pid $work/nginx.pid;
 error_log $work/logs/error.log warn;
@@ -80,7 +92,7 @@ http {
 CONF
 "$NGINX" -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
-RUST_LOG=warn target/release/cobrowse --upstream "http://127.0.0.1:$UPSTREAM_PORT" --listen "127.0.0.1:$COBROWSE_PORT" >"$work/logs/cobrowse.log" 2>&1 &
+RUST_LOG=warn "$COBROWSE_BIN" --upstream "http://127.0.0.1:$UPSTREAM_PORT" --listen "127.0.0.1:$COBROWSE_PORT" >"$work/logs/cobrowse.log" 2>&1 &
 pids+=($!)
 
 for port in $UPSTREAM_PORT $NGINX_PORT $COBROWSE_PORT; do
