@@ -288,7 +288,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
         let Some(content) = el.get_attribute("content") else { return Ok(()) };
         let rewritten = match equiv.as_str() {
             "refresh" => map_attribute(&mapper, &content).into_owned(),
-            "content-security-policy" => csp::rewrite(&decode_entities(&content), &allowance, &nonce, true),
+            "content-security-policy" => csp::rewrite(&mapper.map_str(&decode_entities(&content)), &allowance, &nonce, true),
             _ => return Ok(()),
         };
         if rewritten != content {
@@ -510,7 +510,8 @@ mod tests {
 
     #[test]
     fn meta_csp_allows_the_agent() {
-        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'nonce-abc' 'strict-dynamic'\">");
+        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"img-src https://shop.example; script-src 'nonce-abc' 'strict-dynamic'\">");
+        assert!(out.contains("img-src http://a.test:8080;"), "{out}");
         assert!(out.contains("'nonce-N0NCE'"), "{out}");
         assert!(out.contains("'nonce-abc'"), "{out}");
     }
