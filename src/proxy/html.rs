@@ -3,10 +3,11 @@
 //! mapped to the proxy, `<meta>` refresh and CSP are translated, and CSS in
 //! `<style>` is mapped like a stylesheet.
 //!
-//! Cost is per element a handler is called for, so every handler's selector
-//! is as narrow as the job allows: link mapping matches only attributes that
-//! contain an upstream's `//host` (a substring selector), injection only the
-//! elements that can come first in a document.
+//! Cost is per element a handler is called for (and attribute selectors
+//! cost on every element), so lol_html does only what needs the document's
+//! structure, with selectors naming few elements: the injection, `<meta>`,
+//! srcdoc frames, integrity. Links in attributes and `<style>` are mapped on
+//! its output by [`Links`], on the byte stream.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -15,19 +16,15 @@ use encoding_rs::Encoding;
 use lol_html::errors::RewritingError;
 use lol_html::html_content::ContentType;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element, end, text};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element, end};
 use tracing::warn;
 
 use super::csp;
-use super::site::{Mapper, StreamMapper};
+use super::links::Links;
+use super::site::Mapper;
 use super::stream::Stage;
 use crate::body::BoxError;
 
-/// Attributes that hold URLs (or, for `style` and `srcdoc`, text with URLs).
-const URL_ATTRIBUTES: &[&str] = &[
-    "href", "src", "action", "formaction", "srcset", "imagesrcset", "poster", "data", "background", "ping", "cite", "style", "srcdoc",
-    "xlink:href",
-];
 
 /// What one HTML response is rewritten with.
 #[derive(Clone)]
@@ -64,6 +61,7 @@ pub struct Html {
     options: Options,
     state: State,
     out: Arc<Mutex<Vec<u8>>>,
+    links: Links,
 }
 
 enum State {
@@ -73,11 +71,14 @@ enum State {
     /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
     /// stopped: bytes go through untouched.
     Passing,
+    /// The document ended.
+    Ended,
 }
 
 impl Html {
     pub fn new(options: Options) -> Html {
-        Html { options, state: State::Sniffing(Vec::new()), out: Arc::default() }
+        let links = Links::new(options.mapper.clone(), options.memory_limit);
+        Html { options, state: State::Sniffing(Vec::new()), out: Arc::default(), links }
     }
 
     fn start(&mut self, head: &[u8]) -> Option<HtmlRewriter<'static, Sink>> {
@@ -100,8 +101,17 @@ impl Html {
         Some(HtmlRewriter::new(settings(&self.options, encoding, from_meta), sink))
     }
 
-    fn drain(&self, out: &mut Vec<u8>) {
-        out.append(&mut self.out.lock().expect("sink lock"));
+    /// Moves the rewriter's output on, through the link mapping while the
+    /// rewrite is on.
+    fn drain(&mut self, out: &mut Vec<u8>) {
+        let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        if matches!(self.state, State::Passing) {
+            // Gave up: what lol_html flushed is the input, untouched.
+            self.links.stop(out);
+            out.extend_from_slice(&done);
+        } else {
+            self.links.push(&done, out);
+        }
     }
 }
 
@@ -125,7 +135,7 @@ impl Stage for Html {
                 }
                 self.drain(out);
             }
-            State::Passing => out.extend_from_slice(input),
+            State::Passing | State::Ended => out.extend_from_slice(input),
         }
         Ok(())
     }
@@ -136,11 +146,11 @@ impl Stage for Html {
             self.begin(&head, out);
         }
         if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
-            if let Err(e) = rewriter.end() {
-                warn!(error = %e, "HTML rewrite failed at the end of the document");
-            }
+            let ended = rewriter.end();
+            self.state = if ended.is_ok() { State::Ended } else { State::Passing };
             self.drain(out);
         }
+        self.links.finish(out);
         Ok(())
     }
 }
@@ -228,38 +238,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
         Ok(())
     }));
 
-    // Links: one selector per (attribute, upstream), so only elements that
-    // name an upstream are handled at all.
-    let mut selectors = Vec::new();
-    for upstream in options.mapper.upstreams() {
-        for attr in URL_ATTRIBUTES {
-            // Without the `//`, so `https:&#x2F;&#x2F;host` is selected too.
-            let name = attr.replace(':', "\\:");
-            selectors.push(format!("[{name}*=\"{}\"]", upstream.authority));
-        }
-    }
-    if !selectors.is_empty() {
-        let mapper = options.mapper.clone();
-        let selector = selectors.join(", ");
-        let srcdoc_tag = srcdoc_tag.clone();
-        settings = settings.append_element_content_handler(element!(selector, move |el| {
-            for attr in URL_ATTRIBUTES {
-                let Some(raw) = el.get_attribute(attr) else { continue };
-                let mut mapped = match map_attribute(&mapper, &raw) {
-                    Cow::Borrowed(_) => continue,
-                    Cow::Owned(v) => v,
-                };
-                if *attr == "srcdoc" {
-                    // A srcdoc frame is a document of its own: it gets the
-                    // agent too (unquoted attribute: no quote to escape).
-                    mapped.insert_str(0, &srcdoc_tag);
-                }
-                el.set_attribute(attr, &mapped)?;
-            }
-            Ok(())
-        }));
-    }
-    let srcdoc_only = srcdoc_tag.clone();
+    let srcdoc_only = srcdoc_tag;
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
         if let Some(doc) = el.get_attribute("srcdoc") {
             if !doc.contains(&srcdoc_only) {
@@ -297,25 +276,13 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
         Ok(())
     }));
 
-    let mut style = StreamMapper::new(options.mapper.clone());
-    settings = settings.append_element_content_handler(text!("style", move |chunk| {
-        let mut out = Vec::new();
-        style.push(chunk.as_str().as_bytes(), &mut out);
-        if chunk.last_in_text_node() {
-            style.finish(&mut out);
-        }
-        // Mapping replaces ASCII with ASCII, so the text stays UTF-8.
-        let text = String::from_utf8(out).expect("mapped text is UTF-8");
-        chunk.replace(&text, ContentType::Html);
-        Ok(())
-    }));
     settings
 }
 
 /// Maps the URLs in one attribute value as the browser would see it:
 /// character references are decoded first, so `https:&#x2F;&#x2F;host` is
 /// found too, and `&` is escaped again after.
-fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
+pub(crate) fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
     let scheme = raw.trim_start().get(..11).unwrap_or(raw).to_ascii_lowercase();
     if ["data:", "blob:", "javascript:"].iter().any(|s| scheme.starts_with(s)) {
         return Cow::Borrowed(raw);

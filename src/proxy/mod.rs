@@ -14,14 +14,14 @@
 //! 3. **forward** ([`client`]): sent upstream; failures and timeouts become
 //!    [`error`] pages (502, 504). Upgrades go through [`tunnel`].
 //! 4. **response headers** ([`response`], [`csp`]): URLs, cookies, policies.
-//! 5. **body**: HTML ([`html`]) and CSS ([`css`]) are decoded
+//! 5. **body**: HTML ([`html`], [`links`]) and CSS ([`css`]) are decoded
 //!    ([`compress`]), rewritten and encoded again as a [`stream`]; every
 //!    other body passes through untouched.
 //!
 //! # Layout
 //!
 //! `site` URL mapping · `client` upstream connections · `request`,
-//! `response`, `csp` header phases · `html`, `css` body rewrites ·
+//! `response`, `csp` header phases · `html`, `links`, `css` body rewrites ·
 //! `compress` codecs · `stream` the body pipeline · `tunnel` upgrades ·
 //! `error` pages.
 
@@ -31,6 +31,7 @@ pub mod csp;
 pub mod css;
 pub mod error;
 pub mod html;
+pub mod links;
 pub mod request;
 pub mod response;
 pub mod site;

@@ -29,6 +29,8 @@ pub struct Upstream {
     /// `//authority`, what is searched for in text.
     marker: Finder<'static>,
     marker_len: usize,
+    /// `authority` alone: also found in `https:&#x2F;&#x2F;host`.
+    host: Finder<'static>,
     /// Host names the proxy answers on for this site; empty: any.
     pub hosts: Vec<String>,
 }
@@ -50,6 +52,7 @@ impl Sites {
                     origin: s.upstream.clone(),
                     marker_len: marker.len(),
                     marker: Finder::new(&marker).into_owned(),
+                    host: Finder::new(authority.as_bytes()).into_owned(),
                     authority,
                     hosts: s.hosts.clone(),
                 }
@@ -139,6 +142,12 @@ impl Mapper {
     /// Whether `text` mentions an upstream at all (cheap pre-check).
     pub fn mentions(&self, text: &[u8]) -> bool {
         self.sites.upstreams.iter().any(|u| u.marker.find(text).is_some())
+    }
+
+    /// Whether `text` names an upstream's host at all, however its URL is
+    /// written (cheap pre-check for attribute values).
+    pub fn names_upstream(&self, text: &[u8]) -> bool {
+        self.sites.upstreams.iter().any(|u| u.host.find(text).is_some())
     }
 
     /// Replaces every upstream origin in `text`.

@@ -1,0 +1,380 @@
+//! Link mapping in HTML on the byte stream. Handing every element to a
+//! lol_html handler (or even matching attribute selectors against every
+//! element) halves the rewrite's throughput; finding tags with memchr and
+//! looking inside only those that name an upstream costs little. This scanner
+//! knows just enough of HTML's tokenizer to tell tags from text: comments,
+//! doctypes, quoted attribute values, and the raw-text elements (`script`,
+//! `style`, `textarea`, `title`, ...) whose content is not markup. Text and
+//! scripts are never touched; `<style>` content is mapped as CSS.
+//!
+//! Bytes it does not edit come out exactly as they went in, in any
+//! ASCII-compatible charset.
+
+use std::borrow::Cow;
+
+use memchr::{memchr, memchr2, memmem};
+use tracing::warn;
+
+use super::html::map_attribute;
+use super::site::Mapper;
+
+/// Attributes that hold URLs (or, for `style` and `srcdoc`, text with URLs).
+pub const URL_ATTRIBUTES: &[&str] = &[
+    "href", "src", "action", "formaction", "srcset", "imagesrcset", "poster", "data", "background", "ping", "cite", "style", "srcdoc",
+    "xlink:href",
+];
+
+/// Elements whose content is text up to their end tag.
+const RAW_TEXT: &[&str] = &["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "plaintext"];
+
+pub struct Links {
+    mapper: Mapper,
+    /// Bytes not yet scanned: an unfinished tag, comment, or end tag.
+    carry: Vec<u8>,
+    /// Inside a raw-text element: its name.
+    raw: Option<&'static str>,
+    limit: usize,
+    /// Past the limit everything passes through untouched.
+    stopped: bool,
+}
+
+impl Links {
+    pub fn new(mapper: Mapper, limit: usize) -> Links {
+        Links { mapper, carry: Vec::new(), raw: None, limit, stopped: false }
+    }
+
+    /// Stops mapping: what is held and everything after passes untouched.
+    pub fn stop(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.carry);
+        self.stopped = true;
+    }
+
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.stopped {
+            out.extend_from_slice(input);
+            return;
+        }
+        let owned;
+        let buf: &[u8] = if self.carry.is_empty() {
+            input
+        } else {
+            self.carry.extend_from_slice(input);
+            owned = std::mem::take(&mut self.carry);
+            &owned
+        };
+        let consumed = self.scan(buf, false, out);
+        self.carry = buf[consumed..].to_vec();
+        if self.carry.len() > self.limit {
+            warn!(held = self.carry.len(), reason = "memory", "HTML rewrite gave up (a tag or comment past the memory limit); the rest of the document passes through unmodified");
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "memory").increment(1);
+            self.stop(out);
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.stopped {
+            return;
+        }
+        let buf = std::mem::take(&mut self.carry);
+        let consumed = self.scan(&buf, true, out);
+        out.extend_from_slice(&buf[consumed..]);
+    }
+
+    /// Scans `buf`, writing what it can decide to `out`; returns how much of
+    /// `buf` that covers (the rest is carried to the next chunk).
+    fn scan(&mut self, buf: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
+        let mut at = 0;
+        let mut written = 0;
+        let hold = |out: &mut Vec<u8>, written: usize, upto: usize| {
+            out.extend_from_slice(&buf[written..upto]);
+            upto
+        };
+        loop {
+            if let Some(name) = self.raw {
+                match find_end_tag(buf, at, name) {
+                    Some(end) => {
+                        written = self.raw_text(name, buf, written, end, true, out);
+                        at = end;
+                        self.raw = None;
+                    }
+                    None if last => return self.raw_text(name, buf, written, buf.len(), true, out),
+                    None => {
+                        // Keep what could be the start of the end tag.
+                        let safe = buf.len().saturating_sub(name.len() + 2).max(written);
+                        return self.raw_text(name, buf, written, safe, false, out);
+                    }
+                }
+            }
+            let Some(lt) = memchr(b'<', &buf[at..]).map(|i| at + i) else {
+                return hold(out, written, buf.len());
+            };
+            let rest = &buf[lt..];
+            if rest.len() < 4 && !last {
+                return hold(out, written, lt);
+            }
+            if rest.starts_with(b"<!--") {
+                match memmem::find(&rest[4..], b"-->") {
+                    Some(e) => at = lt + 4 + e + 3,
+                    None if last => return hold(out, written, buf.len()),
+                    None => return hold(out, written, lt),
+                }
+                continue;
+            }
+            match rest.get(1) {
+                Some(b'!' | b'?') => match memchr(b'>', rest) {
+                    Some(e) => at = lt + e + 1,
+                    None if last => return hold(out, written, buf.len()),
+                    None => return hold(out, written, lt),
+                },
+                Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => match tag_end(rest) {
+                    Some(e) => at = lt + e,
+                    None if last => return hold(out, written, buf.len()),
+                    None => return hold(out, written, lt),
+                },
+                Some(c) if c.is_ascii_alphabetic() => match tag_end(rest) {
+                    Some(e) => {
+                        let tag = &rest[..e];
+                        out.extend_from_slice(&buf[written..lt]);
+                        self.tag(tag, out);
+                        written = lt + e;
+                        at = written;
+                        let name_len = tag[1..].iter().position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>').unwrap_or(tag.len() - 1);
+                        let name = &tag[1..1 + name_len];
+                        self.raw = RAW_TEXT.iter().copied().find(|r| r.as_bytes().eq_ignore_ascii_case(name));
+                    }
+                    None if last => return hold(out, written, buf.len()),
+                    None => return hold(out, written, lt),
+                },
+                _ => at = lt + 1,
+            }
+        }
+    }
+
+    /// Writes raw text `buf[from..to]`: mapped when it is CSS, as it is
+    /// otherwise. Returns how far it wrote.
+    fn raw_text(&self, name: &str, buf: &[u8], from: usize, to: usize, last: bool, out: &mut Vec<u8>) -> usize {
+        if name != "style" {
+            out.extend_from_slice(&buf[from..to]);
+            return to;
+        }
+        let text = &buf[from..to];
+        match self.mapper.map_into(text, out, last) {
+            Some(n) => from + n,
+            None => {
+                out.extend_from_slice(text);
+                to
+            }
+        }
+    }
+
+    /// Writes a start tag, with the URL attributes that name an upstream
+    /// mapped.
+    fn tag(&self, tag: &[u8], out: &mut Vec<u8>) {
+        if !self.mapper.names_upstream(tag) {
+            out.extend_from_slice(tag);
+            return;
+        }
+        let mut written = 0;
+        for attr in attributes(tag) {
+            let name = &tag[attr.name.clone()];
+            if !URL_ATTRIBUTES.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let raw = &tag[attr.value.clone()];
+            let Some(mapped) = map_value(&self.mapper, raw) else { continue };
+            out.extend_from_slice(&tag[written..attr.value.start]);
+            match attr.quote {
+                Some(q) => out.extend_from_slice(&escape_quote(&mapped, q)),
+                // An unquoted value is written quoted: mapping may add
+                // nothing that needs it, but decoding may have.
+                None => {
+                    out.push(b'"');
+                    out.extend_from_slice(&escape_quote(&mapped, b'"'));
+                    out.push(b'"');
+                }
+            }
+            written = attr.value.end;
+        }
+        out.extend_from_slice(&tag[written..]);
+    }
+}
+
+fn map_value(mapper: &Mapper, raw: &[u8]) -> Option<Vec<u8>> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => match map_attribute(mapper, text) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(m) => Some(m.into_bytes()),
+        },
+        // Not UTF-8 (another charset): mapped as bytes, entities and all.
+        Err(_) => {
+            let mut out = Vec::new();
+            mapper.map_into(raw, &mut out, true).map(|_| out)
+        }
+    }
+}
+
+fn escape_quote(value: &[u8], quote: u8) -> Cow<'_, [u8]> {
+    if memchr(quote, value).is_none() {
+        return Cow::Borrowed(value);
+    }
+    let entity: &[u8] = if quote == b'"' { b"&quot;" } else { b"&#39;" };
+    let mut out = Vec::with_capacity(value.len() + 8);
+    for &b in value {
+        if b == quote {
+            out.extend_from_slice(entity);
+        } else {
+            out.push(b);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The length of the tag starting at `rest[0] == b'<'`, up to and including
+/// its `>`; `None` when it does not end in `rest`. Quotes only delimit a
+/// value after `=`, as in the tokenizer.
+fn tag_end(rest: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    let mut after_eq = false;
+    while i < rest.len() {
+        match rest[i] {
+            b'>' => return Some(i + 1),
+            b'=' => after_eq = true,
+            q @ (b'"' | b'\'') if after_eq => {
+                i += 1 + memchr(q, &rest[i + 1..])?;
+                after_eq = false;
+            }
+            b if b.is_ascii_whitespace() => {}
+            _ => after_eq = false,
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Where the end tag `</name` (followed by whitespace, `/` or `>`) starts,
+/// searching from `from`.
+fn find_end_tag(buf: &[u8], from: usize, name: &str) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = memchr2(b'<', b'<', &buf[at..]) {
+        let p = at + i;
+        let rest = &buf[p..];
+        if rest.len() >= name.len() + 3
+            && rest[1] == b'/'
+            && rest[2..2 + name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && matches!(rest[2 + name.len()], b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
+        {
+            return Some(p);
+        }
+        at = p + 1;
+    }
+    None
+}
+
+struct Attribute {
+    name: std::ops::Range<usize>,
+    /// The value without its quotes.
+    value: std::ops::Range<usize>,
+    quote: Option<u8>,
+}
+
+/// The attributes with values of a complete start tag.
+fn attributes(tag: &[u8]) -> Vec<Attribute> {
+    let mut found = Vec::new();
+    let end = tag.len() - 1;
+    let mut i = 1 + tag[1..].iter().position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>').unwrap_or(end);
+    loop {
+        while i < end && (tag[i].is_ascii_whitespace() || tag[i] == b'/') {
+            i += 1;
+        }
+        if i >= end {
+            return found;
+        }
+        let start = i;
+        i += 1;
+        while i < end && !(tag[i].is_ascii_whitespace() || tag[i] == b'/' || tag[i] == b'=') {
+            i += 1;
+        }
+        let name = start..i;
+        while i < end && tag[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= end || tag[i] != b'=' {
+            continue;
+        }
+        i += 1;
+        while i < end && tag[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= end {
+            return found;
+        }
+        match tag[i] {
+            q @ (b'"' | b'\'') => {
+                let close = i + 1 + memchr(q, &tag[i + 1..]).unwrap_or(end - i - 1);
+                found.push(Attribute { name, value: i + 1..close, quote: Some(q) });
+                i = close + 1;
+            }
+            _ => {
+                let v = i;
+                while i < end && !tag[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                found.push(Attribute { name, value: v..i, quote: None });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::site::tests::mapper;
+
+    fn run(input: &[u8], size: usize) -> Vec<u8> {
+        let mut links = Links::new(mapper(false), 1 << 20);
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            links.push(chunk, &mut out);
+        }
+        links.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn tags_are_mapped_text_scripts_and_comments_are_not() {
+        let input = concat!(
+            "<!doctype html><!-- <a href=\"https://shop.example/c\"> --><a HREF=https://shop.example/u title=\"https://shop.example/t\">https://shop.example/text</a>",
+            "<script>if (a<b) x = '<a href=\"https://shop.example/s\">'</script>",
+            "<textarea><img src=https://shop.example/ta></textarea><title>https://shop.example/</title>",
+            "<style>p{background:url(https://shop.example/p.png)} </style >",
+            "<img alt='a>b' src='https://shop.example/q.png?a=\"1\"' srcset=\"https://shop.example/1x.png 1x, //127.0.0.1:9000/2x.png 2x\">",
+            "<iframe srcdoc=\"&lt;a href=&quot;https://shop.example/in&quot;&gt;\"></iframe><p>a < b and c<d</p>",
+        );
+        let expected = concat!(
+            "<!doctype html><!-- <a href=\"https://shop.example/c\"> --><a HREF=\"http://a.test:8080/u\" title=\"https://shop.example/t\">https://shop.example/text</a>",
+            "<script>if (a<b) x = '<a href=\"https://shop.example/s\">'</script>",
+            "<textarea><img src=https://shop.example/ta></textarea><title>https://shop.example/</title>",
+            "<style>p{background:url(http://a.test:8080/p.png)} </style >",
+            "<img alt='a>b' src='http://a.test:8080/q.png?a=\"1\"' srcset=\"http://a.test:8080/1x.png 1x, //b.test:8080/2x.png 2x\">",
+            "<iframe srcdoc=\"<a href=&quot;http://a.test:8080/in&quot;>\"></iframe><p>a < b and c<d</p>",
+        );
+        for size in 1..=input.len() {
+            assert_eq!(String::from_utf8(run(input.as_bytes(), size)).unwrap(), expected, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn an_endless_tag_stops_mapping_at_the_limit() {
+        let mut links = Links::new(mapper(false), 1000);
+        let mut out = Vec::new();
+        let input = format!("<a href=\"https://shop.example/x\">a</a><div data-x=\"{}\"><a href=\"https://shop.example/y\">", "x".repeat(5000));
+        for chunk in input.as_bytes().chunks(100) {
+            links.push(chunk, &mut out);
+        }
+        links.finish(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("<a href=\"http://a.test:8080/x\">a</a><div data-x=\"xxx"), "{}", &out[..80]);
+        assert!(out.ends_with("<a href=\"https://shop.example/y\">"), "after the limit nothing is changed");
+        assert_eq!(out.len(), input.len() - "https://shop.example".len() + "http://a.test:8080".len());
+    }
+}
