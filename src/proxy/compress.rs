@@ -97,21 +97,22 @@ pub fn upstream_accept(request: &HeaderMap) -> HeaderValue {
 }
 
 /// The Content-Encoding header's codings, in the order they were applied;
-/// `Err` when one of them is unknown.
-pub fn parse_content_encoding(headers: &HeaderMap) -> Result<Vec<Coding>, ()> {
+/// `None` when one of them is unknown.
+pub fn parse_content_encoding(headers: &HeaderMap) -> Option<Vec<Coding>> {
     let mut codings = Vec::new();
     for value in headers.get_all(http::header::CONTENT_ENCODING) {
-        for item in value.to_str().map_err(|_| ())?.split(',') {
+        for item in value.to_str().ok()?.split(',') {
             let item = item.trim();
             if item.is_empty() || item.eq_ignore_ascii_case("identity") {
                 continue;
             }
-            codings.push(Coding::parse(item).ok_or(())?);
+            codings.push(Coding::parse(item)?);
         }
     }
-    Ok(codings)
+    Some(codings)
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per body, never moved once built")]
 enum Writer {
     GzipD(codec::GzipDecoder<Vec<u8>>),
     ZlibD(codec::ZlibDecoder<Vec<u8>>),

@@ -68,10 +68,8 @@ fn rewrite_one(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> Stri
         values.retain(|v| !v.eq_ignore_ascii_case("'none'"));
         values.extend(allow.hub_sources());
     }
-    if !meta {
-        if let Some(i) = has(&directives, "frame-ancestors") {
-            directives[i].1 = vec!["'self'".into()];
-        }
+    if let Some(i) = has(&directives, "frame-ancestors").filter(|_| !meta) {
+        directives[i].1 = vec!["'self'".into()];
     }
     if !allow.tls() {
         // Served over plain HTTP, the proxy's own URLs must not be upgraded

@@ -67,7 +67,7 @@ pub struct Html {
 enum State {
     /// Waiting for the first bytes: a byte order mark decides the charset.
     Sniffing(Vec<u8>),
-    Rewriting(HtmlRewriter<'static, Sink>),
+    Rewriting(Box<HtmlRewriter<'static, Sink>>),
     /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
     /// stopped: bytes go through untouched.
     Passing,
@@ -81,7 +81,7 @@ impl Html {
         Html { options, state: State::Sniffing(Vec::new()), out: Arc::default(), links }
     }
 
-    fn start(&mut self, head: &[u8]) -> Option<HtmlRewriter<'static, Sink>> {
+    fn start(&mut self, head: &[u8]) -> Option<Box<HtmlRewriter<'static, Sink>>> {
         let (encoding, from_meta) = match Encoding::for_bom(head) {
             Some((bom, _)) => (bom, false),
             None => match self.options.declared {
@@ -98,7 +98,7 @@ impl Html {
         };
         let sink_out = self.out.clone();
         let sink: Sink = Box::new(move |chunk: &[u8]| sink_out.lock().expect("sink lock").extend_from_slice(chunk));
-        Some(HtmlRewriter::new(settings(&self.options, encoding, from_meta), sink))
+        Some(Box::new(HtmlRewriter::new(settings(&self.options, encoding, from_meta), sink)))
     }
 
     /// Moves the rewriter's output on, through the link mapping while the
@@ -240,10 +240,8 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
 
     let srcdoc_only = srcdoc_tag;
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
-        if let Some(doc) = el.get_attribute("srcdoc") {
-            if !doc.contains(&srcdoc_only) {
-                el.set_attribute("srcdoc", &format!("{srcdoc_only}{doc}"))?;
-            }
+        if let Some(doc) = el.get_attribute("srcdoc").filter(|d| !d.contains(&srcdoc_only)) {
+            el.set_attribute("srcdoc", &format!("{srcdoc_only}{doc}"))?;
         }
         Ok(())
     }));

@@ -132,10 +132,8 @@ impl Proxy {
             Ok(response) => response,
             Err(page) => return page,
         };
-        if let Some(on) = upgrade {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return tunnel::splice(response, on);
-            }
+        if let Some(on) = upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
+            return tunnel::splice(response, on);
         }
 
         let (mut parts, incoming) = response.into_parts();
@@ -162,6 +160,7 @@ impl Proxy {
 
     /// Phase 1: the site for the request's `Host`. Requests the proxy must
     /// not pass on are answered here.
+    #[allow(clippy::result_large_err, reason = "the refusal is the response itself, built once per refused request")]
     fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
         let host = request_host(req).unwrap_or_default();
         if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
@@ -183,6 +182,7 @@ impl Proxy {
 
     /// Phase 3: the upstream's response headers, or the page that says why
     /// there are none.
+    #[allow(clippy::result_large_err, reason = "the error is the response itself, built once per failed request")]
     async fn forward(&self, client: &client::Upstream, req: Request<Body>, route: &Route) -> Result<Response<Incoming>, Response<Body>> {
         let upstream = &self.sites.upstreams[route.site].origin;
         let (parts, body) = req.into_parts();
@@ -243,7 +243,7 @@ impl Proxy {
         if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
             return incoming;
         }
-        let Ok(codings) = compress::parse_content_encoding(headers) else {
+        let Some(codings) = compress::parse_content_encoding(headers) else {
             warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
             return incoming;
         };

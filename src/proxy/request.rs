@@ -37,12 +37,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Readdresses `parts` to upstream `current`. `Err` when the path cannot be
-/// put in a URI.
-pub fn translate(parts: &mut Parts, mapper: &Mapper, current: usize, ctx: &Ctx) -> Result<(), ()> {
+/// The request path cannot be put in a URI for the upstream.
+#[derive(Debug)]
+pub struct BadPath;
+
+/// Readdresses `parts` to upstream `current`.
+pub fn translate(parts: &mut Parts, mapper: &Mapper, current: usize, ctx: &Ctx) -> Result<(), BadPath> {
     let upstream = &mapper.upstreams()[current];
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!("{}://{}{path}", upstream.origin.scheme(), upstream.authority).parse::<Uri>().map_err(|_| ())?;
+    parts.uri = format!("{}://{}{path}", upstream.origin.scheme(), upstream.authority).parse::<Uri>().map_err(|_| BadPath)?;
     // The upstream client picks HTTP/1.1 or HTTP/2 per connection by ALPN.
     parts.version = Version::HTTP_11;
     let client_host = parts.headers.get(header::HOST).cloned();

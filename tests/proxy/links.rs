@@ -49,5 +49,5 @@ async fn attributes_and_stylesheets_point_into_the_proxy() {
     assert_eq!(format!("{before}{after}"), expected, "\n{}", proxy.output());
 
     let css = get(&proxy.url("/s.css")).await.text();
-    assert_eq!(css, CSS.replace("UP", &me).replace("https://elsewhere.test", "https://elsewhere.test"));
+    assert_eq!(css, CSS.replace("UP", &me), "other origins stay");
 }
