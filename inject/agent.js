@@ -206,6 +206,15 @@
     };
     CB.link = link;
 
+    // Tells the proxy which participant this browser is, so it can apply
+    // the one-driver rules to the page's own requests (docs/driver.md); no
+    // session clears it.
+    function bindBrowser(session, resume) {
+        const body = session ? JSON.stringify({ session, resume }) : '';
+        return fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
+            .catch(() => { /* sharing still works; the proxy sees an unbound browser */ });
+    }
+
     function connect(first) {
         const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
         const ws = new WebSocket(`${proto}//${location.host}${CONFIG.prefix}ws?role=customer`);
@@ -242,6 +251,7 @@
         switch (msg.type) {
             case 'joined':
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
+                bindBrowser(msg.session, msg.resume);
                 link.me = msg.participant;
                 link.joined = true;
                 for (const m of link.queue.splice(0)) link.ws.send(m);
@@ -292,6 +302,7 @@
     }
 
     function end() {
+        if (readJSON(STORE)) bindBrowser(null);
         writeJSON(STORE, null);
         writeJSON(KNOWN, null);
         const ws = link.ws;

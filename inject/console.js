@@ -16,6 +16,16 @@
     };
     const SAVED = 'cobrowse.console.session';
 
+    // Tells the proxy this browser follows a session, so the content frame
+    // is served the customer's documents and never repeats a side effect
+    // (docs/driver.md). Resolves once the cookie is set; no session clears it.
+    function bindBrowser(session, resume) {
+        const body = session ? JSON.stringify({ session, resume }) : '';
+        return fetch(PREFIX + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
+            .catch(() => { /* the page still works, as an unbound follower */ });
+    }
+    let bound = Promise.resolve();
+
     // The store as this operator knows it: the latest command per key, in the
     // order keys were last written, with a navigation dropping what was below
     // its frame (the hub's rules, docs/protocol.md). A content frame that
@@ -183,6 +193,7 @@
                 state.offer = null;
                 state.queue = [];
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
+                bound = bindBrowser(msg.session, msg.resume);
                 break;
             case 'replay': {
                 // The session's current state, on joining or to resynchronise.
@@ -248,7 +259,9 @@
         ui.viewport.hidden = false;
         if (!nav) return;
         if (currentUrl() === nav.args[0] && engine()) return;
-        ui.content.contentWindow.location.replace(nav.args[0]);
+        // Loaded only once the proxy knows this browser follows the session.
+        const url = nav.args[0];
+        bound.then(() => { if (state.session) ui.content.contentWindow.location.replace(url); });
     }
 
     function clearSession(message) {
@@ -260,6 +273,7 @@
         link.tools.pointer = link.tools.draw = false;
         state.session = null;
         sessionStorage.removeItem(SAVED);
+        bound = bindBrowser(null);
         ui.content.src = 'about:blank';
         ui.viewport.hidden = true;
         ui.idle.hidden = false;

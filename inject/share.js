@@ -346,16 +346,65 @@
         const composing = new WeakSet();
         const deferred = new WeakMap();
 
-        // The place where an operator's link click or form submission is
-        // handled. Today it is performed where it happened and the resulting
-        // navigation is shared; a follower must not repeat side effects, so
-        // this is where such actions will be forwarded to the driver instead.
-        // Each returns true when it took the action over (and prevented the
-        // local default).
+        // One driver: an operator's link clicks and form submissions are not
+        // performed where they happen (a second browser would repeat the
+        // customer's side effects: the POST, the order). They are sent to the
+        // customer's browser, which performs them; the navigation that
+        // follows reaches everyone. Each returns true when it took the action
+        // over (and prevented the local default).
         const driverActions = {
-            follow(/* anchor, event */) { return false; },
-            submit(/* form, event */) { return false; },
+            follow(anchor, e) {
+                if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return false;
+                if (anchor.hasAttribute('download') || (anchor.target || '').toLowerCase() === '_blank') return false;
+                const raw = (anchor.getAttribute('href') || '').trim();
+                // In-page anchors and script URLs navigate nowhere.
+                if (raw.startsWith('#') || /^javascript:/i.test(raw)) return false;
+                e.preventDefault();
+                const path = pathOf(anchor);
+                if (path && mayAct()) send(`${path}/${partKey(anchor)}/@follow`, 'follow', [anchor.href], true);
+                return true;
+            },
+            submit(form, submitter, e) {
+                e.preventDefault();
+                const path = pathOf(form);
+                const index = submitter ? [...form.elements].indexOf(submitter) : -1;
+                if (path && mayAct()) send(`${path}/${partKey(form)}/@submit`, 'submit', [index], true);
+                return true;
+            },
         };
+
+        // Whether this browser is the driver: the customer's tab that joined
+        // first (other tabs of the customer follow, like operators).
+        function drives() {
+            if (CB.operator) return false;
+            const first = (link.participants || []).find((p) => p.role === 'customer');
+            return !first || first.id === link.me;
+        }
+
+        // The driver performs what an operator asked for, as if clicked here.
+        function perform(el, aspect, [arg]) {
+            if (aspect === '@follow') {
+                if (el.localName === 'a' || el.localName === 'area') el.click();
+                return;
+            }
+            if (el.localName !== 'form') return;
+            const submitter = arg >= 0 ? el.elements[arg] : null;
+            if (typeof el.requestSubmit === 'function') el.requestSubmit(submitter && submitter.form === el ? submitter : undefined);
+            else el.submit();
+        }
+
+        // Submissions without a click (Enter in a lone field, a script's
+        // requestSubmit) are the operator's too.
+        function onSubmit(e, R) {
+            if (stopped || !CB.operator) return;
+            const form = ownTarget(e, R);
+            if (!form || form.localName !== 'form' || ours(form)) return;
+            // A follower never submits. A script's submission here mirrors
+            // one the driver's script makes itself, so only the operator's
+            // own is forwarded.
+            if (applying || !e.isTrusted) return e.preventDefault();
+            driverActions.submit(form, e.submitter || null, e);
+        }
 
         // Clicks that drive the page's own scripts (menus, tabs, toggles).
         // Form controls, links and submissions are shared by their effect
@@ -382,7 +431,7 @@
             }
             const submitter = t.closest('button, input[type="submit"], input[type="image"]');
             if (submitter && submitter.form && (submitter.type === 'submit' || submitter.type === 'image')) {
-                if (CB.operator) driverActions.submit(submitter.form, e);
+                if (CB.operator) driverActions.submit(submitter.form, submitter, e);
                 return;
             }
             if (t.closest('input, select, textarea, label, option, [contenteditable=""], [contenteditable="true"]')) return;
@@ -533,7 +582,10 @@
             listen(R, 'change', (e) => onControl(e, R), cap, off);
             listen(R, 'compositionstart', (e) => onComposition(e, R), cap, off);
             listen(R, 'compositionend', (e) => onComposition(e, R), cap, off);
-            listen(R, 'click', (e) => onClick(e, R), cap, off);
+            // An operator's clicks and submissions may be taken over for the
+            // driver, which needs a listener that can prevent the default.
+            listen(R, 'click', (e) => onClick(e, R), CB.operator ? { capture: true } : cap, off);
+            if (CB.operator) listen(R, 'submit', (e) => onSubmit(e, R), { capture: true }, off);
             listen(R, 'keydown', (e) => onKey(e, R), cap, off);
             listen(R, 'scroll', (e) => onScroll(e, R), cap, off);
             for (const t of ['select', 'keyup', 'mouseup', 'focusin', 'focusout']) listen(R, t, onCaret, cap, off);
@@ -545,7 +597,9 @@
             if (!path) return;
             const doc = w.document;
             const off = [];
-            attached.set(w, { path, off });
+            // Names this document instance: a reload, or a page reached by
+            // POST at the same URL, is a new document followers must load.
+            attached.set(w, { path, off, doc: Math.random().toString(36).slice(2) });
             listenRoot(doc, off);
             listen(doc, 'selectionchange', onCaret, { passive: true }, off);
             listen(w, 'pagehide', () => detach(w), {}, off);
@@ -569,6 +623,9 @@
                     }
                     return;
                 }
+                // The document shown is the one the stored navigation named.
+                const nav = link.stored(path).find((c) => c.key === path && c.fn === 'navigate');
+                if (nav && nav.args[3]) shownDocs().set(path, nav.args[3]);
                 applyStored(path);
                 markMasked(w);
             } else {
@@ -619,7 +676,7 @@
             const url = here(w);
             link.setKnown(path, url);
             forget(path);
-            send(path, 'navigate', [url, 'load', historyState(w)], true);
+            send(path, 'navigate', [url, 'load', historyState(w), a.doc], true);
             const radios = new Set();
             for (const el of allControls(w)) {
                 if (ours(el)) continue;
@@ -722,6 +779,7 @@
             if (aspect === '@pointer') return overlay().pointer(k.aspect[1], args);
             if (aspect === '@draw') return cmd.fn === 'clear' ? overlay().clear() : overlay().stroke(cmd.key, k.aspect[1], args);
             if (aspect === '@click') { if (el) press(el); return; }
+            if (aspect === '@follow' || aspect === '@submit') { if (el && drives()) perform(el, aspect, args); return; }
             if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
@@ -779,10 +837,24 @@
             el.click();
         }
 
-        function applyNavigate(w, path, [url, how, state]) {
+        // Which document each frame shows, kept on the link so it outlives
+        // this page's agent.
+        function shownDocs() {
+            if (!link.shownDocs) link.shownDocs = new Map();
+            return link.shownDocs;
+        }
+
+        function applyNavigate(w, path, [url, how, state, doc]) {
             link.setKnown(path, url);
             forget(path);
-            if (here(w) === url) return;
+            const fresh = how === 'load' && doc && shownDocs().get(path) !== doc;
+            if (doc) shownDocs().set(path, doc);
+            if (here(w) === url) {
+                // Same URL, new document: load it again (a follower's load is
+                // a GET, answered with the driver's kept document).
+                if (fresh) w.location.reload();
+                return;
+            }
             const cb = cbOf(w);
             const base = (u) => u.split('#')[0];
             if (how === 'load' || !cb) { w.location.replace(url); return; }

@@ -6,6 +6,7 @@
 pub mod harness;
 
 mod call;
+mod driver;
 mod fidelity;
 mod forms;
 mod frames;

@@ -176,11 +176,12 @@ struct BindRequest {
 /// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
 /// cookie, so the proxy knows which participant this browser's requests come
 /// from. An empty body clears it.
-pub async fn bind(hub: &Hub, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     if req.method() != Method::POST {
         return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
     }
-    let bytes = match Limited::new(req.into_body(), 4096).collect().await {
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
     };
@@ -192,10 +193,17 @@ pub async fn bind(hub: &Hub, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
     let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
         return json(StatusCode::BAD_REQUEST, r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(), None);
     };
-    let Some((view, participant)) = hub.participant(&bind.session, &bind.resume) else {
+    let Some((view, participant)) = sessions.hub.participant(&bind.session, &bind.resume) else {
         return json(StatusCode::FORBIDDEN, r#"{"error":"no such participant in a live session"}"#.into(), None);
     };
     let driving = !view.is_follower(&participant.id);
+    if driving {
+        // The bind request carries the site's cookies too: followers can load
+        // the customer's current page with them before it navigates again.
+        let mut headers = parts.headers;
+        take_participant_cookie(&mut headers);
+        sessions.driver.record_credentials(&bind.session, &headers);
+    }
     info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
     let cookie = format!("{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}", bind.session, bind.resume);
     json(StatusCode::OK, serde_json::json!({ "bound": true, "driver": driving }).to_string(), Some(cookie))
@@ -239,7 +247,9 @@ impl Driver {
             Standing::Alone => Decision::Forward { record: None, mask: false },
             Standing::Driver { session } => {
                 self.record_credentials(session, &parts.headers);
-                let record = (parts.method == Method::GET && is_navigation(&parts.headers)).then(|| session.clone());
+                // A page reached by POST is kept too: followers load its URL
+                // with a GET and must see what the customer saw.
+                let record = is_navigation(&parts.headers).then(|| session.clone());
                 Decision::Forward { record, mask: false }
             }
             Standing::Follower { session } => {
