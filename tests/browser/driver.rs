@@ -12,6 +12,15 @@ async fn customer_serial(s: &Shared) -> String {
     s.customer.eval("document.querySelector('#serial')?.textContent || ''").await.as_str().unwrap_or_default().to_string()
 }
 
+/// The operator's page reads exactly as the customer's does.
+async fn same_text(s: &Shared, step: &str) {
+    let text = s.customer.eval("document.body.innerText").await;
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert!(!text.is_empty());
+    let js = format!("document.body.innerText === {}", serde_json::to_string(&text).unwrap());
+    s.on_operator(&format!("the operator's page to read as the customer's ({step})"), &js).await;
+}
+
 fn count(shop: &Shop, line: &str) -> usize {
     shop.log().iter().filter(|l| *l == line).count()
 }
@@ -50,6 +59,7 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     s.on_customer("a teapot in the cart", "document.querySelectorAll('#items li').length === 1").await;
     let serial = customer_serial(&s).await;
     s.on_operator("the cart with the teapot, as the customer got it", &format!("document.querySelectorAll('#items li').length === 1 && document.querySelector('#serial')?.textContent === '{serial}'")).await;
+    same_text(&s, "cart").await;
     assert_eq!(count(&shop, "POST /cart/add"), 1, "{}", context());
 
     // The order form: the shop renders a card number and a PIN into masked
@@ -93,6 +103,7 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
         &format!("document.querySelector('#confirmation')?.textContent === 'Order 1 for Alice Liddell confirmed' && document.querySelector('#serial')?.textContent === '{serial}'"),
     )
     .await;
+    same_text(&s, "confirmation").await;
     assert_eq!(shop.orders(), 1, "{}", context());
     assert_eq!(count(&shop, "POST /order"), 1, "{}", context());
 
