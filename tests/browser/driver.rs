@@ -37,16 +37,16 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // The customer signs in before calling: the operator has no account at
     // the shop and must still see the pages behind the customer's login.
     customer.goto(&server.url("/login")).await;
-    customer.type_into("input[name=user]", "alice").await;
-    customer.type_into("input[name=password]", "wonderland").await;
+    customer.type_into("input[name=user]", "pat").await;
+    customer.type_into("input[name=password]", "correct-horse").await;
     customer.click("form button").await;
-    until(&customer, "the account page", "document.querySelector('#welcome')?.textContent === 'Welcome, alice'", &[&customer, &operator], &server).await;
+    until(&customer, "the account page", "document.querySelector('#welcome')?.textContent === 'Welcome, pat'", &[&customer, &operator], &server).await;
     customer_calls(&customer, &server, &[&operator]).await;
     operator_responds(&operator, &server, &[&customer]).await;
     let s = Shared { server, browser, customer, operator };
     let context = || format!("shop saw: {:#?}", shop.log());
 
-    s.on_operator("the account page behind the customer's login", "document.querySelector('#welcome')?.textContent === 'Welcome, alice'").await;
+    s.on_operator("the account page behind the customer's login", "document.querySelector('#welcome')?.textContent === 'Welcome, pat'").await;
 
     // A navigation: the operator is served the document the customer got.
     s.customer.click("#to-cart").await;
@@ -93,14 +93,14 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // The operator, with control, fills in the form and presses "Place
     // order": the customer's browser performs it, once.
     s.grant_control().await;
-    s.operator.type_into(&content("#holder"), "Alice Liddell").await;
-    s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Alice Liddell'").await;
+    s.operator.type_into(&content("#holder"), "Pat Example").await;
+    s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Pat Example'").await;
     s.operator.click(&content("#place")).await;
-    s.on_customer("the confirmation", "document.querySelector('#confirmation')?.textContent === 'Order 1 for Alice Liddell confirmed'").await;
+    s.on_customer("the confirmation", "document.querySelector('#confirmation')?.textContent === 'Order 1 for Pat Example confirmed'").await;
     let serial = customer_serial(&s).await;
     s.on_operator(
         "the confirmation page reached by the customer's POST",
-        &format!("document.querySelector('#confirmation')?.textContent === 'Order 1 for Alice Liddell confirmed' && document.querySelector('#serial')?.textContent === '{serial}'"),
+        &format!("document.querySelector('#confirmation')?.textContent === 'Order 1 for Pat Example confirmed' && document.querySelector('#serial')?.textContent === '{serial}'"),
     )
     .await;
     same_text(&s, "confirmation").await;
