@@ -312,6 +312,22 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     back.send(command("top/a", "value", json!("after"))).await;
     op.expect_where(&proxy, "command", |v| v["args"][0] == "after").await;
 
+    // The same participant resumed elsewhere: the older connection is
+    // closed with 4001 and the newer one receives.
+    let mut third = Client::customer(&proxy, "customer on a third connection").await;
+    third.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
+    third.expect_next(&proxy, "joined").await;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, back.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}\n{}", proxy.output()),
+        }
+    };
+    assert_eq!(u16::from(closed.expect("a close frame with a code").code), 4001);
+    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [9, 9]})).await;
+    third.expect_where(&proxy, "command", |c| c["args"][0] == 9).await;
+
     // A wrong secret or an unknown session learns nothing.
     let mut stranger = Client::customer(&proxy, "stranger").await;
     stranger.send(json!({"type": "resume", "session": session, "resume": "0".repeat(32)})).await;

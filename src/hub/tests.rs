@@ -143,7 +143,7 @@ async fn a_slow_receiver_is_resynchronised_from_the_store() {
             replays += 1;
         }
         apply(&mut state, &v);
-        if state.get("top/done").is_some() {
+        if state.contains_key("top/done") {
             break;
         }
     }
