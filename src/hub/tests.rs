@@ -216,3 +216,25 @@ async fn the_query_api_names_the_driver() {
     assert_eq!(hub.sessions_of_operator("op").len(), 1);
     assert!(hub.sessions_of_operator("other").is_empty());
 }
+
+#[tokio::test]
+async fn a_participant_gone_past_the_grace_is_taken_out() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (mut customer, op, session) = connected(&hub, 64).await;
+    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let mut tab = Peer::connect(&hub, "tab", Role::Customer, 64);
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    tab.expect("replay").await;
+    drop(tab);
+    drop(op);
+    let shared = hub.shared().clone();
+    let detached = |hub: &Hub| hub.session(&session).is_some_and(|s| s.participants.iter().filter(|p| !p.connected).count() == 2);
+    wait_until(|| detached(&hub)).await;
+    assert_eq!(shared.drop_detached(Instant::now()), 0, "within the grace they may still resume");
+    let later = Instant::now() + super::state::reconnect_grace(&hub.shared().config) + Duration::from_secs(1);
+    assert_eq!(shared.drop_detached(later), 2);
+    // The operator was the last one: the customer is told the session is over.
+    let ended = customer.expect("ended").await;
+    assert_eq!(ended["reason"], "operator_left");
+    assert!(hub.session(&session).is_none());
+}
