@@ -376,7 +376,7 @@ impl Shared {
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.queue.push(sid.clone());
-        info!(target: "audit", event = "call", session = %sid, participant = %pid);
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer", via = "call");
         metrics::counter!("cobrowse_hub_calls_total").increment(1);
         self.allocate(&mut st);
         st.refresh();

@@ -238,3 +238,47 @@ async fn a_participant_gone_past_the_grace_is_taken_out() {
     assert_eq!(ended["reason"], "operator_left");
     assert!(hub.session(&session).is_none());
 }
+
+/// A store that accepts sessions but fails every write, as a shared store
+/// does when it is unreachable.
+struct Unreachable(MemoryStore);
+
+impl Store for Unreachable {
+    fn open<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<(), super::store::StoreError>> {
+        self.0.open(session)
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: super::protocol::Command,
+    ) -> futures_util::future::BoxFuture<'a, Result<Arc<super::store::Stamped>, super::store::StoreError>> {
+        Box::pin(async { Err(super::store::StoreError::Unavailable("connection refused".into())) })
+    }
+    fn snapshot<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<super::store::Snapshot, super::store::StoreError>> {
+        self.0.snapshot(session)
+    }
+    fn follow<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(super::store::Subscription, super::store::Snapshot), super::store::StoreError>> {
+        self.0.follow(session)
+    }
+    fn remove<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        self.0.remove(session)
+    }
+}
+
+#[tokio::test]
+async fn any_store_fits_and_its_failures_are_reported() {
+    let config = config("");
+    let store = Unreachable(MemoryStore::new(Bounds { max_keys: 10, max_bytes: 10_000 }, 16));
+    let hub = Hub::with_store(config, Arc::new(store));
+    let (mut customer, _op, _) = connected(&hub, 64).await;
+    customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("unavailable"), Some("command")));
+    // The session is still there.
+    customer.send(json!({"type": "control", "granted": true})).await;
+    customer.expect_where("status", |s| s["control"] == true).await;
+}
