@@ -282,3 +282,61 @@ async fn any_store_fits_and_its_failures_are_reported() {
     customer.send(json!({"type": "control", "granted": true})).await;
     customer.expect_where("status", |s| s["control"] == true).await;
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 6] = ["top", "top/a", "top/f", "top/f/x", "top/f/g/y", "topx"];
+
+    /// Customer and operator send interleaved, without waiting for each
+    /// other; a tab that saw everything live and a tab that joins at the end
+    /// hold the same state, and the live one saw every `seq` once, in order.
+    fn run(ops: Vec<(bool, usize, bool, u16)>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (hub, _) = hub_with_backlog(config(""), 4096);
+            let (mut customer, op, session) = connected(&hub, 4096).await;
+            let secret = customer.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
+            customer.send(json!({"type": "control", "granted": true})).await;
+            customer.expect_where("status", |s| s["control"] == true).await;
+            let mut live = Peer::connect(&hub, "live tab", Role::Customer, 4096);
+            live.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = live.expect("replay").await;
+            let mut live_state = BTreeMap::new();
+            apply(&mut live_state, &replay);
+            let mut last_seq = replay["last_seq"].as_u64().unwrap();
+
+            let total = ops.len();
+            for (from_customer, k, navigate, v) in ops {
+                let f = if navigate { "navigate" } else { "value" };
+                let c = json!({"type": "command", "key": KEYS[k], "attribute": "others", "fn": f, "args": [v]});
+                if from_customer { customer.send(c).await } else { op.send(c).await }
+            }
+            for _ in 0..total {
+                let c = live.expect("command").await;
+                let seq = c["seq"].as_u64().unwrap();
+                prop_assert_eq!(seq, last_seq + 1, "a gap or a duplicate");
+                last_seq = seq;
+                apply(&mut live_state, &c);
+            }
+
+            let mut late = Peer::connect(&hub, "late tab", Role::Customer, 4096);
+            late.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = late.expect("replay").await;
+            prop_assert_eq!(replay["last_seq"].as_u64(), Some(last_seq));
+            let mut late_state = BTreeMap::new();
+            apply(&mut late_state, &replay);
+            prop_assert_eq!(late_state, live_state);
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn late_and_live_participants_agree(ops in prop::collection::vec((any::<bool>(), 0..KEYS.len(), prop::bool::weighted(0.25), any::<u16>()), 0..60)) {
+            run(ops)?;
+        }
+    }
+}
