@@ -164,7 +164,8 @@ impl Hub {
     }
 
     /// The shared state, for tests that drive connections over channels.
-    pub fn shared(&self) -> &Arc<Shared> {
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }
