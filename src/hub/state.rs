@@ -416,7 +416,7 @@ impl Shared {
     pub fn respond(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
-        if c.offer.as_deref() != Some(sid) {
+        if c.offer.as_deref() != Some(sid) || !st.sessions.contains_key(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
         let account = c.account.clone().ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
@@ -437,7 +437,7 @@ impl Shared {
         let c = st.conns.get_mut(&conn).expect("checked above");
         c.offer = None;
         c.participant = Some(pid.clone());
-        let s = st.sessions.get_mut(sid).expect("an offered session exists");
+        let s = st.sessions.get_mut(sid).expect("checked above");
         s.participants.push(pid.clone());
         s.offer = None;
         s.wants_operator = false;
@@ -472,7 +472,7 @@ impl Shared {
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
         info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         s.wants_operator = true;
         if !st.queue.contains(&sid) {
             st.queue.push(sid.clone());
@@ -601,7 +601,7 @@ impl Shared {
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let (sid, pid) = (p.session.clone(), p.id.clone());
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         if s.control != granted {
             s.control = granted;
             let event = if granted { "control_granted" } else { "control_revoked" };
