@@ -372,15 +372,18 @@ async fn an_unanswered_offer_moves_to_the_next_operator() {
     // The first can no longer respond to it.
     first.send(json!({"type": "respond", "session": session})).await;
     first.error(&proxy, "not_offered").await;
-    // The second declines: nobody left who has not passed; the call waits.
+    // The second declines: the call is never offered to it again, and a new
+    // round starts with the first.
     second.send(json!({"type": "decline", "session": session})).await;
-    customer.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
-    // Ready again: the first operator is offered it anew and responds.
-    first.send(json!({"type": "ready"})).await;
     first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    // The first lets it lapse again: with nobody else, it stays with the
+    // first, in round after round.
+    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    second.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
     first.send(json!({"type": "respond", "session": session})).await;
     first.expect(&proxy, "joined").await;
     customer.expect_where(&proxy, "status", |s| s["state"] == "connected").await;
+    assert!(second.seen.iter().filter(|v| v["type"] == "offer").count() == 1, "a declined call came back: {:#?}", second.seen);
 }
 
 #[tokio::test]

@@ -39,6 +39,17 @@ use crate::config::Config;
 /// resynchronises a slow reader instead.
 pub const OUTBOUND_CAPACITY: usize = 256;
 
+/// Why an operator no longer holds an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Declined: not offered that call again until the operator is `ready` again.
+    Declined,
+    /// Timed out: others get it first.
+    Lapsed,
+    /// Gone away, resumed into a session, or disconnected.
+    Withdrawn,
+}
+
 /// One WebSocket connection, participant or not.
 pub struct Conn {
     tx: mpsc::Sender<Outbound>,
@@ -52,9 +63,9 @@ pub struct Conn {
     pub ready: Option<u64>,
     /// The session offered to this operator, if any.
     pub offer: Option<String>,
-    /// Sessions this operator declined or let time out since its last
-    /// `ready`: not offered to it again.
-    pub passed: HashSet<String>,
+    /// Sessions this operator declined since its last `ready`: not offered
+    /// to it again.
+    pub declined: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -198,18 +209,21 @@ impl State {
         }
     }
 
-    /// Takes back the offer `conn` holds; `passed` keeps it from coming back
-    /// to the same operator.
-    fn release_offer(&mut self, conn: ConnId, passed: bool) {
+    /// Takes back the offer `conn` holds, remembering why so the call goes
+    /// to someone else next.
+    fn release_offer(&mut self, conn: ConnId, why: Release) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let Some(sid) = c.offer.take() else { return };
-        if passed {
-            c.passed.insert(sid.clone());
+        if why == Release::Declined {
+            c.declined.insert(sid.clone());
         }
         if let Some(s) = self.sessions.get_mut(&sid)
             && s.offer.is_some_and(|o| o.conn == conn)
         {
             s.offer = None;
+            if why == Release::Lapsed {
+                s.lapsed.insert(conn);
+            }
         }
     }
 
@@ -243,7 +257,7 @@ impl Shared {
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, passed: HashSet::new() },
+            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
         );
         st.gauges();
         (id, rx, cancel)
@@ -253,7 +267,7 @@ impl Shared {
     /// detached, so a reload or blip can `resume` it.
     pub fn disconnect(self: &Arc<Self>, conn: ConnId) {
         let mut st = self.lock();
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let Some(c) = st.conns.remove(&conn) else { return };
         if let Some(pid) = c.participant
             && let Some(p) = st.participants.get_mut(&pid)
@@ -288,7 +302,9 @@ impl Shared {
     }
 
     /// Offers every call that has no open offer to the free operator who
-    /// has waited longest.
+    /// has waited longest, among those who have not let it lapse this round;
+    /// when all have, a new round starts, so a call is never left unoffered
+    /// while an operator is free.
     fn allocate(self: &Arc<Self>, st: &mut State) {
         for sid in st.queue.clone() {
             let Some(s) = st.sessions.get(&sid) else { continue };
@@ -297,14 +313,23 @@ impl Shared {
             }
             let member_users: HashSet<&str> =
                 s.participants.iter().filter_map(|p| st.participants.get(p)?.user.as_deref()).collect();
-            let free = st
+            let mut free: Vec<(ConnId, u64)> = st
                 .conns
                 .iter()
-                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.passed.contains(&sid))
+                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.declined.contains(&sid))
                 .filter(|(_, c)| c.account.as_ref().is_none_or(|a| !member_users.contains(a.user.as_str())))
-                .min_by_key(|(_, c)| c.ready)
-                .map(|(id, _)| *id);
-            let Some(op) = free else { continue };
+                .map(|(id, c)| (*id, c.ready.unwrap_or(u64::MAX)))
+                .collect();
+            free.sort_by_key(|(_, ready)| *ready);
+            let fresh = free.iter().find(|(id, _)| !s.lapsed.contains(id)).map(|(id, _)| *id);
+            let op = match (fresh, free.first()) {
+                (Some(op), _) => op,
+                (None, Some((op, _))) => {
+                    st.sessions.get_mut(&sid).expect("checked above").lapsed.clear();
+                    *op
+                }
+                (None, None) => continue,
+            };
             let token = st.next();
             st.sessions.get_mut(&sid).expect("checked above").offer = Some(Offer { conn: op, token });
             st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
@@ -326,7 +351,7 @@ impl Shared {
         }
         info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
         metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
-        st.release_offer(offer.conn, true);
+        st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
         st.refresh();
     }
@@ -393,7 +418,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready.get_or_insert(order);
-        c.passed.clear();
+        c.declined.clear();
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -407,7 +432,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready = None;
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -456,7 +481,7 @@ impl Shared {
         if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
-        st.release_offer(conn, true);
+        st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -511,7 +536,7 @@ impl Shared {
                 o.participant = None;
             }
         }
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let p = st.participants.get_mut(&pid).expect("found above");
         p.conn = Some(conn);
         p.detached_since = None;
@@ -713,7 +738,7 @@ impl Shared {
             c.offer = None;
         }
         for c in st.conns.values_mut() {
-            c.passed.remove(sid);
+            c.declined.remove(sid);
         }
         st.queue.retain(|q| q != sid);
         info!(target: "audit", event = "ended", session = %sid, reason);
