@@ -17,9 +17,12 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +57,8 @@ enum Release {
 pub struct Conn {
     tx: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    /// The client's address, for the per-address call limit.
+    pub remote: IpAddr,
     pub role: Role,
     pub account: Option<Account>,
     /// The participant this connection is, once it joined a session.
@@ -82,8 +87,14 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub logins: Logins,
+    /// Calls per client address, so nobody floods the operators' queue.
+    calls: DefaultKeyedRateLimiter<IpAddr>,
     state: Mutex<State>,
 }
+
+/// Calls per client address: a burst of 30, then one every 2 s.
+pub const CALLS_BURST: u32 = 30;
+const CALLS_EVERY: Duration = Duration::from_secs(2);
 
 /// 128 random bits as 32 lowercase hex digits.
 pub fn new_secret() -> String {
@@ -242,7 +253,10 @@ fn joined(p: &Participant) -> String {
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
-        Shared { config, store, logins: Logins::new(), state: Mutex::new(State::default()) }
+        let quota = Quota::with_period(CALLS_EVERY)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
+        Shared { config, store, logins: Logins::new(), calls: RateLimiter::keyed(quota), state: Mutex::new(State::default()) }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -250,14 +264,14 @@ impl Shared {
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
-    pub fn connect(&self, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
+    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
+            Conn { tx, cancel: cancel.clone(), remote, role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
         );
         st.gauges();
         (id, rx, cancel)
@@ -371,6 +385,9 @@ impl Shared {
             }
             if let Some(p) = p {
                 return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
+            }
+            if self.calls.check_key(&c.remote).is_err() {
+                return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
             }
         }
         let sid = new_secret();

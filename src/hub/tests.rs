@@ -52,7 +52,8 @@ impl Peer {
         let incoming = Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }));
         let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move { tx.send(m).await.map(|()| tx) }));
         let account = (role == Role::Operator).then(|| Account { user: name.to_string(), name: name.to_string() });
-        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, role, account));
+        let peer = connection::Peer { remote: std::net::Ipv4Addr::LOCALHOST.into(), role, account };
+        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, peer));
         Peer { name, to_hub, from_hub, seen: Vec::new() }
     }
 
@@ -381,4 +382,20 @@ mod properties {
             run(ops)?;
         }
     }
+}
+
+#[tokio::test]
+async fn one_address_cannot_flood_the_queue_with_calls() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
+    for _ in 0..super::state::CALLS_BURST {
+        customer.send(json!({"type": "call"})).await;
+        customer.expect("joined").await;
+        customer.send(json!({"type": "hangup"})).await;
+        customer.expect("ended").await;
+    }
+    customer.send(json!({"type": "call"})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("rate_limited"), Some("call")));
+    assert!(hub.shared().lock().sessions.is_empty());
 }
