@@ -109,7 +109,7 @@ impl Hub {
                     let Some(shared) = weak.upgrade() else { break };
                     shared.drop_detached(Instant::now());
                     shared.expire_idle(Instant::now());
-                    shared.logins.tidy();
+                    shared.tidy();
                 }
             });
         }

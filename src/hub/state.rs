@@ -259,6 +259,12 @@ impl Shared {
         Shared { config, store, logins: Logins::new(), calls: RateLimiter::keyed(quota), state: Mutex::new(State::default()) }
     }
 
+    /// Forgets rate-limit entries of addresses gone quiet.
+    pub fn tidy(&self) {
+        self.calls.retain_recent();
+        self.logins.tidy();
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
