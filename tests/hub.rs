@@ -446,12 +446,24 @@ async fn another_customer_tab_joins_the_session() {
     op.send(command("top/x", "value", json!("from the operator"))).await;
     customer.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
     tab.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
-    // A wrong secret does not let a stranger's tab in.
+    // A wrong secret does not let a stranger's tab in, nor does an
+    // operator's secret make a customer's tab.
     let mut stranger = Client::customer(&proxy, "stranger").await;
-    // (an operator's secret does not make a customer's tab either)
+    stranger.send(json!({"type": "join", "session": session, "resume": "f".repeat(32)})).await;
+    stranger.error(&proxy, "unknown_session").await;
     let op_resume = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
     stranger.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
-    stranger.error(&proxy, "unknown_session").await;
+    stranger.error(&proxy, "forbidden").await;
+
+    // The operator's console may join a second connection of its own.
+    let mut frame = Client::operator(&proxy, "operator's second frame", OPERATOR_USER).await;
+    frame.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    let frame_joined = frame.expect_next(&proxy, "joined").await;
+    assert_eq!(frame_joined["role"], "operator");
+    frame.expect_next(&proxy, "replay").await;
+    customer.send(command("top/y", "value", json!("to every frame"))).await;
+    frame.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
 }
 
 #[tokio::test]

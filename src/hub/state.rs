@@ -575,36 +575,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Another tab of the customer joins the customer's session, proving it
-    /// with a customer participant's resume secret.
+    /// Another connection of a participant's side joins its session as a
+    /// participant of its own: a customer's second tab, or an operator
+    /// console's second frame. It proves itself with the resume secret of a
+    /// participant of the same role (and, for operators, the same account).
     pub fn join(self: &Arc<Self>, conn: ConnId, sid: &str, secret: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let (c, current) = Self::participant_of(&st, conn)?;
-        if c.role != Role::Customer {
-            return Err(refuse(ErrorCode::Forbidden, "only customers' tabs join this way; operators respond or resume"));
-        }
         if current.is_some() {
             return Err(refuse(ErrorCode::InSession, "this connection is in a session already"));
         }
-        let known = st.sessions.get(sid).is_some_and(|s| {
-            s.participants.iter().any(|p| {
-                st.participants.get(p).is_some_and(|p| p.role == Role::Customer && same_secret(&p.resume, secret))
-            })
+        let (role, account) = (c.role, c.account.clone());
+        let user = account.as_ref().map(|a| a.user.clone());
+        let voucher = st.sessions.get(sid).and_then(|s| {
+            s.participants.iter().filter_map(|p| st.participants.get(p)).find(|p| same_secret(&p.resume, secret))
         });
-        if !known {
+        let Some(voucher) = voucher else {
             return Err(refuse(ErrorCode::UnknownSession, "no such session, or it has ended"));
+        };
+        if voucher.role != role || voucher.user != user {
+            return Err(refuse(ErrorCode::Forbidden, "that secret belongs to another kind of participant"));
         }
+        let name = voucher.name.clone();
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
             session: sid.to_string(),
-            role: Role::Customer,
-            name: "Customer".into(),
-            user: None,
+            role,
+            name,
+            user: user.clone(),
             resume: new_secret(),
             conn: Some(conn),
             detached_since: None,
         };
+        st.release_offer(conn, Release::Withdrawn);
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
         st.participants.insert(pid.clone(), p);
@@ -612,7 +616,7 @@ impl Shared {
         let s = st.sessions.get_mut(sid).expect("found above");
         s.participants.push(pid.clone());
         s.idle_since = None;
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer");
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = role.as_str(), user = user.as_deref().unwrap_or(""), via = "join");
         st.status_to(sid);
         st.refresh();
         st.gauges();
