@@ -513,6 +513,13 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 401, "a logged-out cookie is worth nothing");
     let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], "{\"user\":1}").await;
     assert_eq!(status, 400, "{text}");
+    // A foreign page cannot log anyone in.
+    let foreign = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://evil.example")];
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &foreign, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    assert_eq!(status, 403);
+    let ours = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin.as_str())];
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &ours, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    assert_eq!(status, 204);
 
     // Wrong passwords: 401 with a clear error, then 429 for the account.
     let form = [("Content-Type", "application/x-www-form-urlencoded")];

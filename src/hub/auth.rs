@@ -164,10 +164,25 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     }
 }
 
+/// A browser says where a form or script posting to us came from; a
+/// foreign page must not log an operator in or out (login CSRF). Clients
+/// that send no `Origin` (scripts, tests) are not browsers on a foreign page.
+fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx) -> bool {
+    let headers = req.headers();
+    if !headers.contains_key(header::ORIGIN) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    super::ws::same_origin(headers, host, ctx)
+}
+
 /// `POST {prefix}login`.
 pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
+    }
+    if !from_our_pages(&req, &ctx) {
+        return error(StatusCode::FORBIDDEN, "log in from this proxy's own console");
     }
     let creds = match credentials(req).await {
         Ok(c) => c,
@@ -223,6 +238,9 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
 pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
+    }
+    if !from_our_pages(req, &ctx) {
+        return error(StatusCode::FORBIDDEN, "log out from this proxy's own console");
     }
     if let Some(a) = logins.account(req.headers()) {
         info!(target: "audit", event = "logout", user = %a.user);
