@@ -312,7 +312,9 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     drop(customer);
     op.expect_where(&proxy, "status", |v| v["participants"][0]["connected"] == false).await;
     // While the customer is away the operator's pointer moves on.
-    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [3, 4]})).await;
+    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "all", "fn": "pointer", "args": [3, 4]})).await;
+    // Its echo says it is stored.
+    op.expect_where(&proxy, "command", |c| c["fn"] == "pointer").await;
 
     let mut back = Client::customer(&proxy, "customer again").await;
     back.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
@@ -331,6 +333,8 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     let mut third = Client::customer(&proxy, "customer on a third connection").await;
     third.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
     third.expect_next(&proxy, "joined").await;
+    // After its replay, everything else reaches it live.
+    third.expect_next(&proxy, "replay").await;
     let closed = loop {
         match tokio::time::timeout(WAIT, back.ws.next()).await {
             Ok(Some(Ok(Message::Close(frame)))) => break frame,
