@@ -269,6 +269,8 @@
                 break;
             case 'ended':
                 end();
+                widget.notice(msg.reason === 'operator_left' ? 'The operator has left; sharing has stopped.'
+                    : msg.reason === 'expired' ? 'The session expired; sharing has stopped.' : 'Sharing has stopped.');
                 break;
             case 'error':
                 if (msg.code === 'unknown_session') end();

@@ -13,6 +13,7 @@ mod navigation;
 mod pointer;
 mod privacy;
 mod scroll;
+mod session;
 mod third_party;
 
 
