@@ -247,8 +247,11 @@
         ui.idle.hidden = true;
         ui.viewport.hidden = false;
         if (!nav) return;
-        if (currentUrl() === nav.args[0] && engine()) return;
-        ui.content.contentWindow.location.replace(nav.args[0]);
+        const url = nav.args[0];
+        // Only paths on the proxy's origin are loaded into the content frame.
+        if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
+        if (currentUrl() === url && engine()) return;
+        ui.content.contentWindow.location.replace(url);
     }
 
     function clearSession(message) {

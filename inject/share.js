@@ -780,6 +780,9 @@
         }
 
         function applyNavigate(w, path, [url, how, state]) {
+            // Only paths on this origin: never a `javascript:` URL or another
+            // site, whoever sent it.
+            if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
             link.setKnown(path, url);
             forget(path);
             if (here(w) === url) return;

@@ -77,3 +77,26 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;
     super::harness::until_for(c, "the fading stroke gone, the other kept", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1", std::time::Duration::from_secs(10), &s.tabs(), &s.server).await;
 }
+
+#[tokio::test]
+async fn reloads_on_either_side_keep_the_session() {
+    let s = Shared::start("/form.html").await;
+    let (c, o) = (&s.customer, &s.operator);
+    c.type_into("#name", "Ada").await;
+    s.on_operator("the name", "document.querySelector('#name').value === 'Ada'").await;
+
+    // The customer reloads: the same session resumes and sharing goes on.
+    c.page.reload().await.expect("reload");
+    until(c, "the widget connected after the reload", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &s.tabs(), &s.server).await;
+    c.type_into("#email", "ada@example.org").await;
+    s.on_operator("the e-mail typed after the customer's reload", "document.querySelector('#email').value === 'ada@example.org'").await;
+
+    // The operator reloads the console: it resumes and shows the same state.
+    o.page.reload().await.expect("reload");
+    until(o, "the console connected after its reload", &format!("{CONSOLE_STATUS}.startsWith('Connected')"), &s.tabs(), &s.server).await;
+    s.on_operator("the state replayed after the console's reload", "!!window.__cobrowse.engine && document.querySelector('#email').value === 'ada@example.org'").await;
+    c.type_into("#notes", "hi").await;
+    s.on_operator("live typing after the console's reload", "document.querySelector('#notes').value === 'hi'").await;
+    let participants = o.eval(r#"document.querySelector('[data-cobrowse="participants"]').children.length"#).await;
+    assert_eq!(participants, serde_json::json!(2), "still one customer and one operator");
+}
