@@ -158,13 +158,6 @@ impl Client {
         }
     }
 
-    /// Nothing at all arrives for a while.
-    async fn expect_silence(&mut self, proxy: &Cobrowse, wait: Duration) {
-        if let Some(v) = self.next_within(wait).await {
-            panic!("{} expected nothing, got {v}; it received:\n{}\n---- server output ----\n{}", self.name, self.log, proxy.output());
-        }
-    }
-
     async fn error(&mut self, proxy: &Cobrowse, code: &str) -> Value {
         self.expect_where(proxy, "error", |v| v["code"] == code).await
     }
@@ -319,10 +312,286 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     back.send(command("top/a", "value", json!("after"))).await;
     op.expect_where(&proxy, "command", |v| v["args"][0] == "after").await;
 
+    // The same participant resumed elsewhere: the older connection is
+    // closed with 4001 and the newer one receives.
+    let mut third = Client::customer(&proxy, "customer on a third connection").await;
+    third.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
+    third.expect_next(&proxy, "joined").await;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, back.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}\n{}", proxy.output()),
+        }
+    };
+    assert_eq!(u16::from(closed.expect("a close frame with a code").code), 4001);
+    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [9, 9]})).await;
+    third.expect_where(&proxy, "command", |c| c["args"][0] == 9).await;
+
     // A wrong secret or an unknown session learns nothing.
     let mut stranger = Client::customer(&proxy, "stranger").await;
     stranger.send(json!({"type": "resume", "session": session, "resume": "0".repeat(32)})).await;
     stranger.error(&proxy, "unknown_session").await;
     stranger.send(command("top/a", "value", json!("intruder"))).await;
     stranger.error(&proxy, "not_in_session").await;
+}
+
+#[tokio::test]
+async fn an_unanswered_offer_moves_to_the_next_operator() {
+    let proxy = start(&format!("[hub]\noffer_timeout_secs = 1\n{}", second_operator())).await;
+    let mut first = Client::operator(&proxy, "first operator", OPERATOR_USER).await;
+    first.send(json!({"type": "ready"})).await;
+    first.expect(&proxy, "queue").await;
+    let mut second = Client::operator(&proxy, "second operator", "op2").await;
+    second.send(json!({"type": "ready"})).await;
+    second.expect(&proxy, "queue").await;
+
+    let mut customer = Client::customer(&proxy, "customer").await;
+    customer.send(json!({"type": "call"})).await;
+    let session = customer.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    // The operator who waited longest gets it first, and lets it lapse.
+    let offer = first.expect(&proxy, "offer").await;
+    assert_eq!((offer["session"].as_str(), offer["expires_in"].as_u64()), (Some(session.as_str()), Some(1)));
+    let offer = second.expect(&proxy, "offer").await;
+    assert_eq!(offer["session"], session.as_str());
+    first.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
+    // The first can no longer respond to it.
+    first.send(json!({"type": "respond", "session": session})).await;
+    first.error(&proxy, "not_offered").await;
+    // The second declines: nobody left who has not passed; the call waits.
+    second.send(json!({"type": "decline", "session": session})).await;
+    customer.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    // Ready again: the first operator is offered it anew and responds.
+    first.send(json!({"type": "ready"})).await;
+    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    first.send(json!({"type": "respond", "session": session})).await;
+    first.expect(&proxy, "joined").await;
+    customer.expect_where(&proxy, "status", |s| s["state"] == "connected").await;
+}
+
+#[tokio::test]
+async fn an_invited_operator_joins_with_the_same_replay() {
+    let proxy = start(&second_operator()).await;
+    let (mut customer, mut op, session) = connected_call(&proxy).await;
+    customer.send(json!({"type": "command", "key": "top", "attribute": "others", "fn": "navigate", "args": ["/cart"]})).await;
+    customer.send(json!({"type": "command", "key": "top/qty", "attribute": "all", "fn": "value", "args": ["2"]})).await;
+    customer.expect(&proxy, "command").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/qty").await;
+
+    let mut second = Client::operator(&proxy, "second operator", "op2").await;
+    second.send(json!({"type": "ready"})).await;
+    second.expect(&proxy, "queue").await;
+    op.send(json!({"type": "invite"})).await;
+    let queue = second.expect_where(&proxy, "queue", |q| q["offer"] == session.as_str()).await;
+    assert_eq!(queue["calls"][0]["invite"], true);
+    second.send(json!({"type": "respond", "session": session})).await;
+    second.expect(&proxy, "joined").await;
+    let replay = second.expect_next(&proxy, "replay").await;
+    let got: Vec<(&str, &str)> =
+        replay["commands"].as_array().unwrap().iter().map(|c| (c["key"].as_str().unwrap(), c["args"][0].as_str().unwrap())).collect();
+    assert_eq!(got, [("top", "/cart"), ("top/qty", "2")]);
+    let status = customer.expect_where(&proxy, "status", |s| s["participants"].as_array().unwrap().len() == 3).await;
+    assert_eq!(status["state"], "connected");
+
+    // Live commands reach both operators.
+    customer.send(command("top/qty", "value", json!("3"))).await;
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "3").await;
+    second.expect_where(&proxy, "command", |c| c["args"][0] == "3").await;
+
+    // One operator leaving keeps the session for the others.
+    second.send(json!({"type": "hangup"})).await;
+    second.expect(&proxy, "left").await;
+    customer.expect_where(&proxy, "status", |s| s["participants"].as_array().unwrap().len() == 2).await;
+    customer.send(command("top/qty", "value", json!("4"))).await;
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "4").await;
+    // Invite by a customer makes no sense.
+    customer.send(json!({"type": "invite"})).await;
+    customer.error(&proxy, "forbidden").await;
+}
+
+#[tokio::test]
+async fn another_customer_tab_joins_the_session() {
+    let proxy = start("").await;
+    let (mut customer, mut op, session) = connected_call(&proxy).await;
+    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
+    customer.expect(&proxy, "command").await;
+
+    let mut tab = Client::customer(&proxy, "second tab").await;
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    let tab_joined = tab.expect_next(&proxy, "joined").await;
+    assert_ne!(tab_joined["participant"], joined["participant"]);
+    assert_ne!(tab_joined["resume"], joined["resume"]);
+    let replay = tab.expect_next(&proxy, "replay").await;
+    assert_eq!(replay["commands"][0]["args"][0], "/");
+    customer.send(json!({"type": "control", "granted": true})).await;
+    op.expect_where(&proxy, "status", |s| s["control"] == true).await;
+    op.send(command("top/x", "value", json!("from the operator"))).await;
+    customer.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
+    tab.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
+    // A wrong secret does not let a stranger's tab in.
+    let mut stranger = Client::customer(&proxy, "stranger").await;
+    // (an operator's secret does not make a customer's tab either)
+    let op_resume = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
+    stranger.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    stranger.error(&proxy, "unknown_session").await;
+}
+
+#[tokio::test]
+async fn operators_must_log_in_and_logins_are_rate_limited() {
+    let proxy = start("").await;
+    let ws = proxy.ws_url("/__cobrowse/ws?role=operator");
+    let origin = format!("http://{}", proxy.addr);
+
+    // The handshake: no cookie, a foreign origin, no role.
+    let refused = |status: u16, req: http::Request<()>| async move {
+        match connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), status),
+            other => panic!("expected {status}, got {:?}", other.map(|(_, r)| r.status())),
+        }
+    };
+    let mut req = ws.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    refused(401, req).await;
+    let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+    req.headers_mut().insert("Origin", "http://evil.example".parse().unwrap());
+    refused(403, req).await;
+    let req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+    refused(403, req).await;
+    let mut req = proxy.ws_url("/__cobrowse/ws").into_client_request().unwrap();
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    refused(400, req).await;
+    let mut req = ws.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    req.headers_mut().insert("Cookie", "cobrowse_operator=00000000000000000000000000000000".parse().unwrap());
+    refused(401, req).await;
+
+    // Login: JSON works too; the cookie is HttpOnly and SameSite=Strict.
+    let body = json!({"user": OPERATOR_USER, "password": OPERATOR_PASSWORD}).to_string();
+    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], &body).await;
+    assert_eq!(status, 204);
+    let set = header(&headers, "set-cookie").unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/__cobrowse/"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (status, _, me) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&me).unwrap()["user"], OPERATOR_USER);
+    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
+    assert_eq!(status, 401);
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/logout", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 204);
+    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 401, "a logged-out cookie is worth nothing");
+    let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], "{\"user\":1}").await;
+    assert_eq!(status, 400, "{text}");
+
+    // Wrong passwords: 401 with a clear error, then 429 for the account.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &form, "user=op&password=wrong").await;
+    assert_eq!(status, 401);
+    assert!(text.contains("wrong user or password"), "{text}");
+    let mut last = 0;
+    for _ in 0..12 {
+        last = http(&proxy, "POST", "/__cobrowse/login", &form, "user=op&password=wrong").await.0;
+        if last == 429 {
+            break;
+        }
+        assert_eq!(last, 401);
+    }
+    assert_eq!(last, 429, "wrong passwords are rate-limited per account");
+    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &form, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    assert_eq!(status, 429, "even the right password waits");
+    assert!(header(&headers, "retry-after").is_some());
+    assert!(proxy.output().contains("login_failed"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_and_keeps_the_session() {
+    let proxy = start("[hub]\nmax_message_bytes = 1024\nmessages_per_second = 20\nmax_keys_per_session = 5\n").await;
+    let (mut customer, mut op, _session) = connected_call(&proxy).await;
+    let cases: [(&str, &str, Option<&str>); 8] = [
+        ("{not json", "bad_json", None),
+        ("[1,2]", "bad_message", None),
+        ("{\"no\":\"type\"}", "bad_message", None),
+        ("{\"type\":7}", "bad_message", None),
+        ("{\"type\":\"teleport\"}", "bad_message", Some("teleport")),
+        ("{\"type\":\"control\",\"granted\":\"yes\"}", "bad_message", Some("control")),
+        ("{\"type\":\"command\",\"key\":\"/top\",\"attribute\":\"others\",\"fn\":\"value\"}", "bad_message", Some("command")),
+        ("{\"type\":\"command\",\"key\":\"top\",\"attribute\":\"me\",\"fn\":\"value\"}", "bad_message", Some("command")),
+    ];
+    for (text, code, request) in cases {
+        customer.send_text(text).await;
+        let e = customer.error(&proxy, code).await;
+        assert_eq!(e["request"].as_str(), request, "{text} -> {e}");
+        assert!(!e["message"].as_str().unwrap().is_empty());
+    }
+    customer.ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    customer.error(&proxy, "bad_message").await;
+    customer.send_text(&format!("{{\"type\":\"command\",\"key\":\"top\",\"attribute\":\"others\",\"fn\":\"value\",\"args\":[\"{}\"]}}", "x".repeat(2000))).await;
+    customer.error(&proxy, "too_large").await;
+
+    // Messages for another role or another state.
+    customer.send(json!({"type": "ready"})).await;
+    customer.error(&proxy, "forbidden").await;
+    customer.send(json!({"type": "call"})).await;
+    customer.error(&proxy, "in_session").await;
+    op.send(json!({"type": "call"})).await;
+    op.error(&proxy, "forbidden").await;
+    op.send(json!({"type": "control", "granted": true})).await;
+    op.error(&proxy, "forbidden").await;
+    op.send(json!({"type": "respond", "session": "0".repeat(32)})).await;
+    op.error(&proxy, "not_offered").await;
+
+    // The store's bound: five keys.
+    for i in 0..5 {
+        customer.send(command(&format!("top/k{i}"), "value", json!(i))).await;
+    }
+    customer.send(command("top/k5", "value", json!(5))).await;
+    let e = customer.error(&proxy, "limit").await;
+    assert!(e["message"].as_str().unwrap().contains("keys"), "{e}");
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/k4").await;
+
+    // A flood: one `rate_limited`, and the connection stays.
+    for i in 0..100 {
+        customer.send(command("top/k0", "value", json!(i))).await;
+    }
+    customer.error(&proxy, "rate_limited").await;
+    // The bucket refills: keep trying (each try waits for its echo) until
+    // one is accepted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let echoed = loop {
+        assert!(tokio::time::Instant::now() < deadline, "nothing accepted after the flood:\n{}\n{}", customer.log, proxy.output());
+        customer.send(json!({"type": "command", "key": "top/k1", "attribute": "all", "fn": "value", "args": ["after"]})).await;
+        if let Some(v) = customer.next_within(Duration::from_millis(300)).await
+            && v["type"] == "command"
+            && v["args"][0] == "after"
+        {
+            break v;
+        }
+    };
+    assert_eq!(echoed["key"], "top/k1");
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "after").await;
+    // Every refusal was logged.
+    assert!(proxy.output().contains("message refused"));
+}
+
+#[tokio::test]
+async fn an_abandoned_session_expires() {
+    let proxy = start("[hub]\nidle_session_secs = 1\n").await;
+    let mut customer = Client::customer(&proxy, "customer").await;
+    customer.send(json!({"type": "call"})).await;
+    let joined = customer.expect(&proxy, "joined").await;
+    drop(customer);
+    crate::support::wait_for(
+        "the session to expire",
+        Duration::from_secs(10),
+        || async { proxy.output().lines().any(|l| l.contains("audit") && l.contains("\"expired\"")).then_some(()) },
+        || proxy.output(),
+    )
+    .await;
+    let mut back = Client::customer(&proxy, "customer again").await;
+    back.send(json!({"type": "resume", "session": joined["session"], "resume": joined["resume"]})).await;
+    back.error(&proxy, "unknown_session").await;
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.contains("cobrowse_hub_sessions_ended_total"), "{metrics}");
 }

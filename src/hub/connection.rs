@@ -191,6 +191,9 @@ where
                     Outbound::Follow { session, participant, replay } => {
                         match shared.store.follow(&session).await {
                             Ok((feed, snapshot)) => {
+                                // A new session's own first commands may have
+                                // raced ahead of this: then they are replayed too.
+                                let replay = replay || snapshot.last_seq > 0;
                                 if replay && sink.send(Message::text(snapshot.replay_json(&session))).await.is_err() {
                                     break;
                                 }

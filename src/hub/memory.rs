@@ -300,4 +300,58 @@ mod tests {
         assert_eq!(v["commands"].as_array().unwrap().len(), 5);
         assert_eq!(v["last_seq"], 5);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const KEYS: [&str; 8] = ["top", "top/a", "top/f", "top/f/x", "top/f/g", "top/f/g/y", "topx", "top/b"];
+
+        /// What a terminal holds after applying commands in order.
+        fn apply(state: &mut BTreeMap<String, (String, Value)>, c: &Stamped) {
+            if c.command.is_frame_url() {
+                let below = format!("{}/", c.command.key);
+                state.retain(|k, _| !k.starts_with(&below));
+            }
+            state.insert(c.command.key.clone(), (c.command.function.clone(), c.command.args[0].clone()));
+        }
+
+        fn commands() -> impl Strategy<Value = Vec<(usize, bool, u16)>> {
+            prop::collection::vec((0..KEYS.len(), prop::bool::weighted(0.3), any::<u16>()), 0..80)
+        }
+
+        proptest! {
+            #[test]
+            fn a_fresh_joiner_ends_where_a_live_participant_does(ops in commands(), max_keys in 1usize..12, tight in any::<bool>()) {
+                let bounds = Bounds { max_keys, max_bytes: if tight { 900 } else { 1 << 20 } };
+                let mut store = Commands::default();
+                let mut live = BTreeMap::new();
+                let mut accepted = 0;
+                for (k, navigate, v) in ops {
+                    let c = cmd(KEYS[k], if navigate { "navigate" } else { "value" }, &v.to_string());
+                    if let Ok(stamped) = store.append("s", "p1", c, bounds) {
+                        accepted += 1;
+                        prop_assert_eq!(stamped.seq, accepted);
+                        apply(&mut live, &stamped);
+                    }
+                    prop_assert!(store.len() <= bounds.max_keys);
+                    prop_assert!(store.bytes() <= bounds.max_bytes);
+                }
+                let snapshot = store.snapshot();
+                prop_assert_eq!(snapshot.last_seq, accepted);
+                let mut joiner = BTreeMap::new();
+                for c in &snapshot.commands {
+                    apply(&mut joiner, c);
+                }
+                prop_assert_eq!(&joiner, &live);
+                // Frame URLs shallow to deep, then parts oldest first.
+                let frames: Vec<_> = snapshot.commands.iter().take_while(|c| c.command.is_frame_url()).collect();
+                prop_assert!(frames.windows(2).all(|w| w[0].command.key.matches('/').count() <= w[1].command.key.matches('/').count()));
+                let parts = &snapshot.commands[frames.len()..];
+                prop_assert!(parts.iter().all(|c| !c.command.is_frame_url()));
+                prop_assert!(parts.windows(2).all(|w| w[0].seq < w[1].seq));
+            }
+        }
+    }
 }

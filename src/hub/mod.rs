@@ -26,6 +26,9 @@ pub mod state;
 pub mod store;
 pub mod ws;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,7 +147,8 @@ impl Hub {
     pub fn participant(&self, session: &str, resume: &str) -> Option<(SessionView, ParticipantView)> {
         let st = self.shared.lock();
         let s = st.sessions.get(session)?;
-        let pid = s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| p.resume == resume))?;
+        let pid =
+            s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| state::same_secret(&p.resume, resume)))?;
         let v = view(&st, session)?;
         let p = v.participants.iter().find(|p| &p.id == pid)?.clone();
         Some((v, p))
@@ -153,9 +157,8 @@ impl Hub {
     /// The sessions an operator account takes part in.
     pub fn sessions_of_operator(&self, user: &str) -> Vec<SessionView> {
         let st = self.shared.lock();
-        let mut ids: Vec<&String> =
+        let ids: std::collections::BTreeSet<&String> =
             st.participants.values().filter(|p| p.user.as_deref() == Some(user)).map(|p| &p.session).collect();
-        ids.dedup();
         ids.into_iter().filter_map(|id| view(&st, id)).collect()
     }
 

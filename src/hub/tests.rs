@@ -1,0 +1,218 @@
+//! The hub driven over channels instead of sockets: the connection logic,
+//! the queue, resynchronisation of slow receivers, idle expiry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{sink, stream};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::memory::MemoryStore;
+use super::store::{Bounds, Store};
+use super::{Account, Hub, Role, connection};
+use crate::config::{Config, Overrides};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn config(extra: &str) -> Arc<Config> {
+    let text = format!("upstream = \"http://127.0.0.1:9\"\n{extra}");
+    Arc::new(Config::parse(&text, None, &Overrides::default()).unwrap())
+}
+
+fn hub_with_backlog(config: Arc<Config>, backlog: usize) -> (Hub, Arc<MemoryStore>) {
+    let bounds = Bounds { max_keys: config.hub.max_keys_per_session, max_bytes: config.hub.max_bytes_per_session };
+    let store = Arc::new(MemoryStore::new(bounds, backlog));
+    (Hub::with_store(config, store.clone()), store)
+}
+
+/// Polls `check` until it holds, for at most `WAIT`.
+async fn wait_until(mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "condition not reached in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One end of a connection served by the hub over channels.
+struct Peer {
+    name: &'static str,
+    to_hub: mpsc::Sender<Result<Message, String>>,
+    from_hub: mpsc::Receiver<Message>,
+    seen: Vec<Value>,
+}
+
+impl Peer {
+    fn connect(hub: &Hub, name: &'static str, role: Role, outbound: usize) -> Peer {
+        let (to_hub, rx) = mpsc::channel::<Result<Message, String>>(1024);
+        let (tx, from_hub) = mpsc::channel::<Message>(outbound);
+        let incoming = Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }));
+        let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move { tx.send(m).await.map(|()| tx) }));
+        let account = (role == Role::Operator).then(|| Account { user: name.to_string(), name: name.to_string() });
+        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, role, account));
+        Peer { name, to_hub, from_hub, seen: Vec::new() }
+    }
+
+    async fn send(&self, v: Value) {
+        self.to_hub.send(Ok(Message::text(v.to_string()))).await.unwrap();
+    }
+
+    async fn next(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.from_hub.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{} got nothing more; it saw {:#?}", self.name, self.seen))
+                .unwrap_or_else(|| panic!("{}: connection closed; it saw {:#?}", self.name, self.seen));
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                self.seen.push(v.clone());
+                return v;
+            }
+        }
+    }
+
+    async fn expect(&mut self, kind: &str) -> Value {
+        self.expect_where(kind, |_| true).await
+    }
+
+    async fn expect_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next().await;
+            if v["type"] == kind && pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+/// A customer who called and an operator who responded.
+async fn connected(hub: &Hub, operator_outbound: usize) -> (Peer, Peer, String) {
+    let mut op = Peer::connect(hub, "op", Role::Operator, operator_outbound);
+    op.send(json!({"type": "ready"})).await;
+    op.expect("queue").await;
+    let mut customer = Peer::connect(hub, "customer", Role::Customer, 4096);
+    customer.send(json!({"type": "call"})).await;
+    let session = customer.expect("joined").await["session"].as_str().unwrap().to_string();
+    op.expect("offer").await;
+    op.send(json!({"type": "respond", "session": session})).await;
+    op.expect("joined").await;
+    op.expect("replay").await;
+    customer.expect("status").await;
+    (customer, op, session)
+}
+
+/// What a terminal holds after applying what it received: the latest
+/// arguments per key.
+fn apply(state: &mut BTreeMap<String, Value>, v: &Value) {
+    match v["type"].as_str() {
+        Some("command") => {
+            let key = v["key"].as_str().unwrap().to_string();
+            if v["fn"] == "navigate" {
+                let below = format!("{key}/");
+                state.retain(|k, _| !k.starts_with(&below));
+            }
+            state.insert(key, v["args"].clone());
+        }
+        Some("replay") => {
+            for c in v["commands"].as_array().unwrap() {
+                apply(state, c);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_slow_receiver_is_resynchronised_from_the_store() {
+    let (hub, store) = hub_with_backlog(config(""), 4);
+    // The operator's link holds one message: it falls behind at once.
+    let (customer, mut op, session) = connected(&hub, 1).await;
+    for i in 0..200 {
+        let key = format!("top/k{}", i % 17);
+        customer.send(json!({"type": "command", "key": key, "attribute": "others", "fn": "value", "args": [i]})).await;
+    }
+    customer.send(json!({"type": "command", "key": "top/done", "attribute": "others", "fn": "value", "args": ["done"]})).await;
+    let mut state = BTreeMap::new();
+    let mut replays = 0;
+    loop {
+        let v = op.next().await;
+        if v["type"] == "replay" {
+            replays += 1;
+        }
+        apply(&mut state, &v);
+        if state.contains_key("top/done") {
+            break;
+        }
+    }
+    assert!(replays >= 1, "the operator fell behind but was never resynchronised: {:#?}", op.seen);
+    let mut expected = BTreeMap::new();
+    for c in store.snapshot(&session).await.unwrap().commands {
+        expected.insert(c.command.key.clone(), Value::from(c.command.args.clone()));
+    }
+    assert_eq!(state, expected);
+}
+
+#[tokio::test]
+async fn calls_wait_in_order_and_learn_their_place() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customers = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        let status = c.expect("status").await;
+        assert_eq!((status["state"].as_str(), status["position"].as_u64()), (Some("queued"), Some(i as u64 + 1)));
+        customers.push(c);
+    }
+    let mut op = Peer::connect(&hub, "op", Role::Operator, 64);
+    op.send(json!({"type": "ready"})).await;
+    let offer = op.expect("offer").await;
+    let first = customers[0].seen[0]["session"].clone();
+    assert_eq!(offer["session"], first);
+    let queue = op.expect("queue").await;
+    assert_eq!(queue["calls"].as_array().unwrap().len(), 3);
+    assert_eq!(queue["offer"], first);
+    // The first caller gives up: the others move up.
+    customers[0].send(json!({"type": "hangup"})).await;
+    assert_eq!(customers[0].expect("ended").await["reason"], "customer_hangup");
+    customers[1].expect_where("status", |s| s["position"] == 1).await;
+    customers[2].expect_where("status", |s| s["position"] == 2).await;
+    // ...and the operator is offered the next call.
+    let offer = op.expect("offer").await;
+    assert_eq!(offer["session"], customers[1].seen[0]["session"]);
+}
+
+#[tokio::test]
+async fn a_session_nobody_is_connected_to_expires() {
+    let (hub, store) = hub_with_backlog(config("[hub]\nidle_session_secs = 60\n"), 64);
+    let (customer, op, session) = connected(&hub, 64).await;
+    drop(customer);
+    drop(op);
+    let shared = hub.shared().clone();
+    wait_until(|| hub.session(&session).is_some_and(|s| s.participants.iter().all(|p| !p.connected))).await;
+    assert_eq!(shared.expire_idle(Instant::now()), 0, "not idle long enough yet");
+    assert_eq!(shared.expire_idle(Instant::now() + Duration::from_secs(61)), 1);
+    assert!(hub.session(&session).is_none());
+    wait_until(|| futures_util::FutureExt::now_or_never(store.snapshot(&session)).is_some_and(|r| r.is_err())).await;
+}
+
+#[tokio::test]
+async fn the_query_api_names_the_driver() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (customer, _op, session) = connected(&hub, 64).await;
+    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let view = hub.session(&session).unwrap();
+    let driver = view.driver().unwrap();
+    assert_eq!((driver.role, driver.id.as_str()), (Role::Customer, joined["participant"].as_str().unwrap()));
+    let operator = view.participants.iter().find(|p| p.role == Role::Operator).unwrap();
+    assert!(view.is_follower(&operator.id));
+    assert!(!view.is_follower(&driver.id));
+    let (v, p) = hub.participant(&session, joined["resume"].as_str().unwrap()).unwrap();
+    assert_eq!((v.id, p.id), (session.clone(), driver.id.clone()));
+    assert!(hub.participant(&session, "nope").is_none());
+    assert_eq!(hub.sessions_of_operator("op").len(), 1);
+    assert!(hub.sessions_of_operator("other").is_empty());
+}
