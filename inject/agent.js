@@ -222,10 +222,17 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
+        ws.onclose = (ev) => {
             if (link.ws !== ws) return;
             link.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Another tab with a copy of this tab's session storage took
+                // the session over; it goes on there.
+                end();
+                widget.notice('Sharing continues in another tab.');
+                return;
+            }
             // A network blip or a server restart: come back as the same
             // participant while the session may still exist.
             if (readJSON(STORE) && link.retries < 8) {

@@ -149,10 +149,18 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
+        ws.onclose = (ev) => {
             if (state.ws !== ws) return;
             state.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Resumed in another console window: this one steps back.
+                clearSession('This session continues in another console window.');
+                state.phase = 'signed-out';
+                ui.status.textContent = 'This session continues in another console window. Reload to wait for calls here.';
+                ui.respond.disabled = ui.hangup.disabled = ui.invite.disabled = true;
+                return;
+            }
             state.phase = 'reconnecting';
             render();
             const delay = Math.min(8000, 250 * 2 ** state.retries++);
