@@ -223,7 +223,9 @@
             onMessage(msg);
         };
         ws.onclose = (ev) => {
-            if (link.ws !== ws) return;
+            // Leaving the page: the next page of this tab resumes; nothing
+            // here may touch the session storage it will read.
+            if (link.ws !== ws || leaving) return;
             link.ws = null;
             link.joined = false;
             if (ev.code === 4001) {
@@ -244,6 +246,10 @@
             }
         };
     }
+
+    let leaving = false;
+    W.addEventListener('pagehide', () => { leaving = true; });
+    W.addEventListener('pageshow', (e) => { if (e.persisted) { leaving = false; if (readJSON(STORE) && !link.ws) connect('resume'); } });
 
     function onMessage(msg) {
         switch (msg.type) {
