@@ -336,11 +336,11 @@
             if (!el) return;
             if (e.type === 'compositionstart') composing.add(el);
             else {
+                // The committed text is the latest change to the field: it
+                // wins over a remote value that arrived during composition.
                 composing.delete(el);
-                const waiting = deferred.get(el);
                 deferred.delete(el);
-                if (waiting) receive(waiting);
-                else onControl(e, R);
+                onControl(e, R);
             }
         }
         const composing = new WeakSet();
