@@ -19,6 +19,11 @@ async fn single_page_app_routes_follow_both_ways() {
     c.click(r##"a[href="#faq"]"##).await;
     s.on_operator("the hash link", "location.hash === '#faq'").await;
 
+    // Without control, the operator's route change is put back.
+    o.click(&content(r#"a[href="/app/help"]"#)).await;
+    s.on_operator("the operator's view back on the customer's route", "location.pathname === '/app/' && location.hash === '#faq' && document.querySelector('#view h2').textContent === 'Products'").await;
+    assert_eq!(c.eval("location.pathname").await, serde_json::json!("/app/"));
+
     // The operator navigates (with control): the customer follows.
     s.grant_control().await;
     o.click(&content(r#"a[href="/app/help"]"#)).await;

@@ -236,7 +236,7 @@ impl Tab {
         let v = self
             .eval_on(
                 chain,
-                "el && (el.scrollIntoView({block: 'nearest', inline: 'nearest'}), (() => { const r = el.getBoundingClientRect(); \
+                "el && (el.scrollIntoView({block: 'nearest', inline: 'nearest', behavior: 'instant'}), (() => { const r = el.getBoundingClientRect(); \
                  return [f.x0 + f.s0 * (r.left + r.width / 2), f.y0 + f.s0 * (r.top + r.height / 2)]; })())",
             )
             .await;
