@@ -88,6 +88,18 @@ impl Shared {
         until_on(&self.operator, what, CONTENT, &in_frame(js), &self.tabs(), &self.server).await
     }
 
+    /// Neither page threw, logged an error, or failed to apply a command.
+    pub fn assert_no_errors(&self) {
+        for tab in self.tabs() {
+            let bad: Vec<String> = tab
+                .console_log()
+                .into_iter()
+                .filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error") || l.contains("cobrowse:"))
+                .collect();
+            assert!(bad.is_empty(), "{}: errors in the console: {bad:#?}", tab.name);
+        }
+    }
+
     /// The customer grants remote control; waits until the console says so.
     pub async fn grant_control(&self) {
         self.customer.click(CONTROL).await;

@@ -85,8 +85,8 @@ async fn every_control_type_is_shared_both_ways() {
     o.type_text("!").await;
     s.on_customer("the operator's rich text", "document.querySelector('#rich').textContent.includes('!')").await;
     until_on(c, "the customer's own values intact", "#bio", "el.value === 'Two floors,\\nnear a river'", &s.tabs(), &s.server).await;
+    s.assert_no_errors();
 }
-
 /// Input method composition (Japanese, Chinese...): a remote value never
 /// overwrites the field in the middle of it, and the committed text is shared.
 #[tokio::test]
@@ -109,4 +109,5 @@ async fn composition_is_never_interrupted_and_its_result_is_shared() {
     c.page.execute(InsertTextParams::new("日本")).await.expect("commit");
     s.on_customer("the committed text", "document.querySelector('#name').value === '日本'").await;
     s.on_operator("the committed text on the operator's side", "document.querySelector('#name').value === '日本'").await;
+    s.assert_no_errors();
 }

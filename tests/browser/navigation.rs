@@ -30,6 +30,7 @@ async fn single_page_app_routes_follow_both_ways() {
     s.on_customer("the operator's route on the customer's side", "location.pathname === '/app/help' && document.querySelector('#view h2').textContent === 'Help'").await;
     // The patched pushState still works for the app itself.
     assert_eq!(c.eval("history.state && history.state.route").await, serde_json::json!("/app/help"));
+    s.assert_no_errors();
 }
 
 #[tokio::test]
@@ -49,4 +50,5 @@ async fn full_page_loads_follow_both_ways() {
     c.click(r#"button[type="submit"]"#).await;
     s.on_operator("the submitted form's page", "location.search.includes('name=Lin')").await;
     super::harness::until(c, "the widget still connected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
+    s.assert_no_errors();
 }

@@ -43,4 +43,5 @@ async fn window_and_pane_scroll_follow_and_the_viewport_is_outlined() {
     o.eval_on(CONTENT, &in_frame("document.querySelector('#cond-70').scrollIntoView({behavior: 'instant'})")).await;
     let oy = o.eval_on(CONTENT, &in_frame("Math.round(scrollY)")).await;
     s.on_customer("the operator's scroll on the customer's side", &format!("Math.round(scrollY) === {oy}")).await;
+    s.assert_no_errors();
 }

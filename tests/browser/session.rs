@@ -76,6 +76,7 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     o.drag(&[(fx - 60.0, fy + 30.0), (fx, fy + 40.0), (fx + 60.0, fy + 30.0)]).await;
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;
     super::harness::until_for(c, "the fading stroke gone, the other kept", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1", std::time::Duration::from_secs(10), &s.tabs(), &s.server).await;
+    s.assert_no_errors();
 }
 
 #[tokio::test]
@@ -99,4 +100,5 @@ async fn reloads_on_either_side_keep_the_session() {
     s.on_operator("live typing after the console's reload", "document.querySelector('#notes').value === 'hi'").await;
     let participants = o.eval(r#"document.querySelector('[data-cobrowse="participants"]').children.length"#).await;
     assert_eq!(participants, serde_json::json!(2), "still one customer and one operator");
+    s.assert_no_errors();
 }
