@@ -65,6 +65,11 @@ async fn every_control_type_is_shared_both_ways() {
     c.click("#menu-button").await;
     s.on_operator("the menu open on the operator's side", "!document.querySelector('#menu').hidden").await;
 
+    // A React-style controlled input: its state follows only a value set
+    // through the native setter.
+    c.type_into("#promo", "SAVE10").await;
+    s.on_operator("the controlled input's state on the operator's side", "document.querySelector('#promo-state').textContent === 'SAVE10'").await;
+
     // Keyboard-driven: Enter adds the note on both sides.
     c.type_into("#quick", "call back").await;
     c.press("Enter", 13).await;
