@@ -109,7 +109,10 @@ impl Client {
             match m {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(&t).expect("the hub sends JSON");
-                    self.log.push_str(&format!("  {}\n", t));
+                    // Long messages are cut so a failure stays readable.
+                    let shown: String = t.chars().take(400).collect();
+                    let cut = if shown.len() < t.len() { " …" } else { "" };
+                    self.log.push_str(&format!("  {shown}{cut}\n"));
                     self.seen.push(v.clone());
                     return Some(v);
                 }
@@ -218,6 +221,11 @@ async fn the_whole_call() {
     op.send(json!({"type": "respond", "session": session})).await;
     let joined_op = op.expect(&proxy, "joined").await;
     assert_eq!(joined_op["role"], "operator");
+    assert!(
+        op.seen.iter().all(|v| v["type"] != "command"),
+        "an operator who had not joined received the session's commands: {:#?}",
+        op.seen
+    );
     let replay = op.expect_next(&proxy, "replay").await;
     let commands = replay["commands"].as_array().unwrap();
     assert_eq!(commands.len(), 2, "{replay}");
@@ -594,4 +602,57 @@ async fn an_abandoned_session_expires() {
     back.error(&proxy, "unknown_session").await;
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
     assert!(metrics.contains("cobrowse_hub_sessions_ended_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
+    let proxy = start("[hub]\nmessages_per_second = 1000000\n").await;
+    let (customer, mut op, _session) = connected_call(&proxy).await;
+    // The operator reads nothing while the customer sends far more than the
+    // socket buffers and the feed's backlog hold.
+    let filler = "x".repeat(4000);
+    let mut customer = customer;
+    let sends = 6000;
+    for i in 0..sends {
+        let key = format!("top/k{}", i % 50);
+        customer.send(json!({"type": "command", "key": key, "attribute": "others", "fn": "value", "args": [i, filler]})).await;
+    }
+    customer.send(json!({"type": "command", "key": "top/done", "attribute": "all", "fn": "value", "args": [sends, ""]})).await;
+    // The echo says everything was accepted. It may come inside a replay:
+    // a sender is a receiver too, and one this fast may fall behind as well.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = customer.next_within(left).await.unwrap_or_else(|| panic!("no echo of the last command\n{}", proxy.output()));
+        let done = |c: &Value| c["key"] == "top/done";
+        if (v["type"] == "command" && done(&v)) || (v["type"] == "replay" && v["commands"].as_array().unwrap().iter().any(done)) {
+            break;
+        }
+    }
+
+    // Now it reads: live commands and fresh replays add up to the latest
+    // state, the same as the customer's.
+    let mut state = std::collections::BTreeMap::new();
+    let mut replays = 0;
+    while !state.contains_key("top/done") {
+        let v = op.next_within(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("the operator stopped receiving\n{}", proxy.output()));
+        let commands = match v["type"].as_str() {
+            Some("command") => vec![v.clone()],
+            Some("replay") => {
+                replays += 1;
+                v["commands"].as_array().unwrap().clone()
+            }
+            _ => continue,
+        };
+        for c in commands {
+            state.insert(c["key"].as_str().unwrap().to_string(), c["args"][0].as_u64().unwrap());
+        }
+    }
+    assert!(replays >= 1, "the operator was never resynchronised");
+    for k in 0..50u64 {
+        let last = (0..sends as u64).filter(|i| i % 50 == k).max().unwrap();
+        assert_eq!(state.get(&format!("top/k{k}")), Some(&last), "key top/k{k}");
+    }
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.lines().any(|l| l.starts_with("cobrowse_hub_resyncs_total") && !l.ends_with(" 0")), "{metrics}");
 }

@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -173,20 +174,29 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let addr = ctx.remote.ip();
-    let limited = logins.per_address.check_key(&addr).is_err() || logins.per_account.check_key(&creds.user).is_err();
-    if limited {
+    let clock = DefaultClock::default();
+    let limited = logins
+        .per_address
+        .check_key(&addr)
+        .and_then(|_| logins.per_account.check_key(&creds.user))
+        .err()
+        .map(|not_until| not_until.wait_time_from(clock.now()));
+    if let Some(wait) = limited {
         warn!(user = %creds.user, %addr, "login rate-limited");
         metrics::counter!("cobrowse_hub_logins_total", "outcome" => "rate_limited").increment(1);
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many login attempts; wait a little and try again");
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        let secs = wait.as_secs() + 1;
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, &format!("too many login attempts; try again in {secs} s"));
+        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return r;
     }
     let operator = config.operators.iter().find(|o| o.user == creds.user).cloned();
     // An unknown user costs the same hash as a known one, so response times
     // do not tell which accounts exist.
-    let hash = operator.as_ref().map_or(DUMMY_HASH.to_string(), |o| o.password_hash.clone());
+    let hash = operator.as_ref().map(|o| o.password_hash.clone());
     let password = creds.password;
-    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash)).await.unwrap_or(false);
+    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH)))
+        .await
+        .unwrap_or(false);
     match operator {
         Some(o) if matches => {
             info!(target: "audit", event = "login", user = %o.user, %addr);

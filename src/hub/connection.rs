@@ -191,10 +191,19 @@ where
                     Outbound::Follow { session, participant, replay } => {
                         match shared.store.follow(&session).await {
                             Ok((feed, snapshot)) => {
-                                // A new session's own first commands may have
-                                // raced ahead of this: then they are replayed too.
-                                let replay = replay || snapshot.last_seq > 0;
-                                if replay && sink.send(Message::text(snapshot.replay_json(&session))).await.is_err() {
+                                // Without a replay, commands that raced ahead of
+                                // this (a new session's first ones) still reach
+                                // the participant, as they would have live.
+                                let text = if replay {
+                                    Some(snapshot.replay_json(&session))
+                                } else if snapshot.last_seq > 0 {
+                                    Some(snapshot.replay_json_for(&session, Some(&participant)))
+                                } else {
+                                    None
+                                };
+                                if let Some(text) = text
+                                    && sink.send(Message::text(text)).await.is_err()
+                                {
                                     break;
                                 }
                                 following = Some(Following { session, participant, feed, last_seq: snapshot.last_seq });
@@ -230,7 +239,8 @@ where
                         match shared.store.snapshot(&f.session).await {
                             Ok(snapshot) => {
                                 f.last_seq = snapshot.last_seq;
-                                if sink.send(Message::text(snapshot.replay_json(&f.session))).await.is_err() {
+                                let replay = snapshot.replay_json_for(&f.session, Some(&f.participant));
+                                if sink.send(Message::text(replay)).await.is_err() {
                                     break;
                                 }
                             }

@@ -107,6 +107,7 @@ impl Hub {
                 loop {
                     tick.tick().await;
                     let Some(shared) = weak.upgrade() else { break };
+                    shared.drop_detached(Instant::now());
                     shared.expire_idle(Instant::now());
                     shared.logins.tidy();
                 }

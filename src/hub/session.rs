@@ -21,6 +21,8 @@ pub struct Participant {
     /// The secret that lets a new connection become this participant.
     pub resume: String,
     pub conn: Option<ConnId>,
+    /// Since when it has had no connection.
+    pub detached_since: Option<Instant>,
 }
 
 /// An offer of a session to one operator, until answered or timed out.

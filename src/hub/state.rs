@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -82,6 +82,12 @@ pub fn new_secret() -> String {
 /// Compares secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How long a participant whose connection dropped stays in its session
+/// waiting for a `resume`: two minutes, or the idle expiry if shorter.
+pub fn reconnect_grace(config: &Config) -> Duration {
+    config.hub.idle_session.min(Duration::from_secs(120))
 }
 
 fn now_secs() -> u64 {
@@ -254,6 +260,7 @@ impl Shared {
             && p.conn == Some(conn)
         {
             p.conn = None;
+            p.detached_since = Some(Instant::now());
             let sid = p.session.clone();
             if st.connected(&sid).is_empty()
                 && let Some(s) = st.sessions.get_mut(&sid)
@@ -359,6 +366,7 @@ impl Shared {
             user: None,
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
         let mut s = Session::new(sid.clone(), now_secs());
         s.participants.push(pid.clone());
@@ -368,7 +376,7 @@ impl Shared {
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.queue.push(sid.clone());
-        info!(target: "audit", event = "call", session = %sid, participant = %pid);
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer", via = "call");
         metrics::counter!("cobrowse_hub_calls_total").increment(1);
         self.allocate(&mut st);
         st.refresh();
@@ -421,6 +429,7 @@ impl Shared {
             user: Some(account.user.clone()),
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
@@ -505,6 +514,7 @@ impl Shared {
         st.release_offer(conn, false);
         let p = st.participants.get_mut(&pid).expect("found above");
         p.conn = Some(conn);
+        p.detached_since = None;
         let json = joined(p);
         st.send_text(conn, json);
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
@@ -545,6 +555,7 @@ impl Shared {
             user: None,
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
@@ -611,25 +622,75 @@ impl Shared {
             self.end(&mut st, &sid, "customer_hangup");
         } else {
             info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator");
-            st.participants.remove(&pid);
             st.conns.get_mut(&conn).expect("checked above").participant = None;
             st.send_text(conn, ServerMessage::Left { session: &sid }.to_json());
             st.send(conn, Outbound::Unfollow);
-            let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
-            s.participants.retain(|p| *p != pid);
-            let remaining = s.participants.clone();
-            if remaining.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator)) {
-                st.status_to(&sid);
-            } else {
-                // The customer is alone again: the session is over and the
-                // customer may call anew.
-                self.end(&mut st, &sid, "operator_left");
-            }
+            self.leave(&mut st, &sid, &pid);
             self.allocate(&mut st);
             st.refresh();
         }
         st.gauges();
         Ok(())
+    }
+
+    /// Takes a participant out of its session. When no operator remains the
+    /// customer is alone again: the session is over and the customer may
+    /// call anew.
+    fn leave(self: &Arc<Self>, st: &mut State, sid: &str, pid: &str) {
+        st.participants.remove(pid);
+        let Some(s) = st.sessions.get_mut(sid) else { return };
+        s.participants.retain(|p| p != pid);
+        let operators_remain = s.participants.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator));
+        if operators_remain {
+            st.status_to(sid);
+        } else {
+            self.end(st, sid, "operator_left");
+        }
+    }
+
+    /// Takes out participants whose connection has been gone longer than
+    /// the reconnect grace, so the others are not left waiting for them:
+    /// operators, and customer tabs other than the session's last one (the
+    /// session itself ends by hang-up or idle expiry).
+    pub fn drop_detached(self: &Arc<Self>, now: Instant) -> usize {
+        let grace = reconnect_grace(&self.config);
+        let mut st = self.lock();
+        let mut gone: Vec<(String, String, Role)> = st
+            .participants
+            .values()
+            .filter(|p| p.conn.is_none() && p.detached_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .map(|p| (p.id.clone(), p.session.clone(), p.role))
+            .collect();
+        // Tabs before operators: an operator leaving may end the session.
+        gone.sort_by(|a, b| (a.2 == Role::Operator, &a.0).cmp(&(b.2 == Role::Operator, &b.0)));
+        let mut dropped = 0;
+        for (pid, sid, role) in gone {
+            let Some(s) = st.sessions.get(&sid) else { continue };
+            match role {
+                Role::Operator => {
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", reason = "connection lost");
+                    self.leave(&mut st, &sid, &pid);
+                }
+                Role::Customer => {
+                    let customers =
+                        s.participants.iter().filter(|p| st.participants.get(*p).is_some_and(|p| p.role == Role::Customer)).count();
+                    if customers < 2 {
+                        continue;
+                    }
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "customer", reason = "connection lost");
+                    st.participants.remove(&pid);
+                    st.sessions.get_mut(&sid).expect("found above").participants.retain(|p| *p != pid);
+                    st.status_to(&sid);
+                }
+            }
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.allocate(&mut st);
+            st.refresh();
+            st.gauges();
+        }
+        dropped
     }
 
     /// Ends a session for everyone in it and forgets everything kept for it.

@@ -216,3 +216,127 @@ async fn the_query_api_names_the_driver() {
     assert_eq!(hub.sessions_of_operator("op").len(), 1);
     assert!(hub.sessions_of_operator("other").is_empty());
 }
+
+#[tokio::test]
+async fn a_participant_gone_past_the_grace_is_taken_out() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (mut customer, op, session) = connected(&hub, 64).await;
+    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let mut tab = Peer::connect(&hub, "tab", Role::Customer, 64);
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    tab.expect("replay").await;
+    drop(tab);
+    drop(op);
+    let shared = hub.shared().clone();
+    let detached = |hub: &Hub| hub.session(&session).is_some_and(|s| s.participants.iter().filter(|p| !p.connected).count() == 2);
+    wait_until(|| detached(&hub)).await;
+    assert_eq!(shared.drop_detached(Instant::now()), 0, "within the grace they may still resume");
+    let later = Instant::now() + super::state::reconnect_grace(&hub.shared().config) + Duration::from_secs(1);
+    assert_eq!(shared.drop_detached(later), 2);
+    // The operator was the last one: the customer is told the session is over.
+    let ended = customer.expect("ended").await;
+    assert_eq!(ended["reason"], "operator_left");
+    assert!(hub.session(&session).is_none());
+}
+
+/// A store that accepts sessions but fails every write, as a shared store
+/// does when it is unreachable.
+struct Unreachable(MemoryStore);
+
+impl Store for Unreachable {
+    fn open<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<(), super::store::StoreError>> {
+        self.0.open(session)
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: super::protocol::Command,
+    ) -> futures_util::future::BoxFuture<'a, Result<Arc<super::store::Stamped>, super::store::StoreError>> {
+        Box::pin(async { Err(super::store::StoreError::Unavailable("connection refused".into())) })
+    }
+    fn snapshot<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<super::store::Snapshot, super::store::StoreError>> {
+        self.0.snapshot(session)
+    }
+    fn follow<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(super::store::Subscription, super::store::Snapshot), super::store::StoreError>> {
+        self.0.follow(session)
+    }
+    fn remove<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        self.0.remove(session)
+    }
+}
+
+#[tokio::test]
+async fn any_store_fits_and_its_failures_are_reported() {
+    let config = config("");
+    let store = Unreachable(MemoryStore::new(Bounds { max_keys: 10, max_bytes: 10_000 }, 16));
+    let hub = Hub::with_store(config, Arc::new(store));
+    let (mut customer, _op, _) = connected(&hub, 64).await;
+    customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("unavailable"), Some("command")));
+    // The session is still there.
+    customer.send(json!({"type": "control", "granted": true})).await;
+    customer.expect_where("status", |s| s["control"] == true).await;
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 6] = ["top", "top/a", "top/f", "top/f/x", "top/f/g/y", "topx"];
+
+    /// Customer and operator send interleaved, without waiting for each
+    /// other; a tab that saw everything live and a tab that joins at the end
+    /// hold the same state, and the live one saw every `seq` once, in order.
+    fn run(ops: Vec<(bool, usize, bool, u16)>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (hub, _) = hub_with_backlog(config(""), 4096);
+            let (mut customer, op, session) = connected(&hub, 4096).await;
+            let secret = customer.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
+            customer.send(json!({"type": "control", "granted": true})).await;
+            customer.expect_where("status", |s| s["control"] == true).await;
+            let mut live = Peer::connect(&hub, "live tab", Role::Customer, 4096);
+            live.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = live.expect("replay").await;
+            let mut live_state = BTreeMap::new();
+            apply(&mut live_state, &replay);
+            let mut last_seq = replay["last_seq"].as_u64().unwrap();
+
+            let total = ops.len();
+            for (from_customer, k, navigate, v) in ops {
+                let f = if navigate { "navigate" } else { "value" };
+                let c = json!({"type": "command", "key": KEYS[k], "attribute": "others", "fn": f, "args": [v]});
+                if from_customer { customer.send(c).await } else { op.send(c).await }
+            }
+            for _ in 0..total {
+                let c = live.expect("command").await;
+                let seq = c["seq"].as_u64().unwrap();
+                prop_assert_eq!(seq, last_seq + 1, "a gap or a duplicate");
+                last_seq = seq;
+                apply(&mut live_state, &c);
+            }
+
+            let mut late = Peer::connect(&hub, "late tab", Role::Customer, 4096);
+            late.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = late.expect("replay").await;
+            prop_assert_eq!(replay["last_seq"].as_u64(), Some(last_seq));
+            let mut late_state = BTreeMap::new();
+            apply(&mut late_state, &replay);
+            prop_assert_eq!(late_state, live_state);
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn late_and_live_participants_agree(ops in prop::collection::vec((any::<bool>(), 0..KEYS.len(), prop::bool::weighted(0.25), any::<u16>()), 0..60)) {
+            run(ops)?;
+        }
+    }
+}
