@@ -185,6 +185,7 @@
                 break;
             case 'joined':
                 state.session = msg.session;
+                state.fresh = true;
                 link.me = msg.participant;
                 link.joined = true;
                 state.phase = 'connected';
@@ -193,8 +194,11 @@
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
                 break;
             case 'replay': {
-                // The session's current state, on joining or to resynchronise.
-                mirror.clear();
+                // The session's current state, on joining; or, to
+                // resynchronise a slow link, the state without this
+                // operator's own commands, which the mirror keeps.
+                if (state.fresh) mirror.clear();
+                state.fresh = false;
                 for (const c of msg.commands || []) put(c);
                 const e = engine();
                 const nav = mirror.get('top');
