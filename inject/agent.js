@@ -257,13 +257,18 @@
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
                 link.me = msg.participant;
                 link.joined = true;
+                link.fresh = true;
                 for (const m of link.queue.splice(0)) link.ws.send(m);
                 // The customer's page is the truth: publish all of it.
                 if (CB.engine) CB.engine.publish();
                 break;
             case 'replay':
-                // The customer drives; what is stored came from this tab
-                // (an earlier page) or was applied here already.
+                // Right after joining: the customer drives, and this page
+                // publishes its own state, so the stored one is not applied.
+                // Later, a replay resynchronises a slow link: it carries what
+                // the others did meanwhile.
+                if (link.fresh) { link.fresh = false; break; }
+                for (const c of msg.commands || []) onMessage(c);
                 break;
             case 'status':
                 link.state = msg.state;
