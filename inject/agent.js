@@ -213,7 +213,9 @@
         ws.onopen = () => {
             link.retries = 0;
             const saved = readJSON(STORE);
-            if (first === 'resume' && saved) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
+            // A resume is answered with a replay; a new call is not.
+            link.resuming = !!(first === 'resume' && saved);
+            if (link.resuming) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
             else ws.send(JSON.stringify({ type: 'call' }));
             first = 'resume';
         };
@@ -257,7 +259,7 @@
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
                 link.me = msg.participant;
                 link.joined = true;
-                link.fresh = true;
+                link.fresh = link.resuming;
                 for (const m of link.queue.splice(0)) link.ws.send(m);
                 // The customer's page is the truth: publish all of it.
                 if (CB.engine) CB.engine.publish();
