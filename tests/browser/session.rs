@@ -23,6 +23,12 @@ async fn customers_see_their_place_in_the_queue_and_operators_the_calls() {
     until(&first, "first in the queue", &format!("{WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
     until(&second, "second in the queue", &format!("{WIDGET_STATUS}.includes('you are number 2 in the queue')"), &all, &server).await;
 
+    // Waiting customers may browse on: the call keeps its place, and the
+    // page the operator gets is the one the customer is on.
+    first.click(r#"ul a[href="/form.html"]"#).await;
+    until(&first, "the first customer still first after navigating", &format!("location.pathname === '/form.html' && {WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
+    first.type_into("#name", "Queued Quentin").await;
+
     operator.goto(&server.url("/__cobrowse/console")).await;
     operator.type_into(r#"input[name="user"]"#, "op").await;
     operator.type_into(r#"input[name="password"]"#, crate::support::OPERATOR_PASSWORD).await;
@@ -30,6 +36,7 @@ async fn customers_see_their_place_in_the_queue_and_operators_the_calls() {
     until(&operator, "the console to list both calls", r#"document.querySelectorAll('[data-cobrowse="queue"] li').length === 2 && document.querySelector('[data-cobrowse="queue"]').textContent.includes('offered to you')"#, &all, &server).await;
     operator_responds(&operator, &server, &[&first, &second]).await;
     until(&first, "the first customer connected", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &all, &server).await;
+    until_on(&operator, "the page the customer is on, with what they typed while waiting", CONTENT, &in_frame("location.pathname === '/form.html' && document.querySelector('#name').value === 'Queued Quentin'"), &all, &server).await;
     until(&second, "the second customer now next", &format!("{WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
 
     // The operator hangs up: the customer is told, the console clears and
