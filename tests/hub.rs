@@ -265,6 +265,11 @@ async fn the_whole_call() {
     op.expect_where(&proxy, "status", |v| v["control"] == true).await;
     op.send(command("top/form#f/input[name=q]", "value", json!("boots"))).await;
     customer.expect_where(&proxy, "command", |v| v["args"][0] == "boots").await;
+    // ...and takes it back.
+    customer.send(json!({"type": "control", "granted": false})).await;
+    op.expect_where(&proxy, "status", |v| v["control"] == false).await;
+    op.send(command("top/form#f/input[name=q]", "value", json!("sandals"))).await;
+    op.error(&proxy, "no_control").await;
 
     // Operator hangs up: it leaves, the customer alone again: ended.
     op.send(json!({"type": "hangup"})).await;
@@ -277,7 +282,8 @@ async fn the_whole_call() {
     assert_ne!(again["session"], session.as_str());
     // The operator is waiting again and gets the new call.
     op.expect_where(&proxy, "offer", |v| v["session"] == again["session"]).await;
-    assert!(proxy.output().contains("control_granted"), "the audit log records control grants");
+    let out = proxy.output();
+    assert!(out.contains("control_granted") && out.contains("control_revoked"), "the audit log records control changes");
 }
 
 #[tokio::test]
@@ -366,15 +372,18 @@ async fn an_unanswered_offer_moves_to_the_next_operator() {
     // The first can no longer respond to it.
     first.send(json!({"type": "respond", "session": session})).await;
     first.error(&proxy, "not_offered").await;
-    // The second declines: nobody left who has not passed; the call waits.
+    // The second declines: the call is never offered to it again, and a new
+    // round starts with the first.
     second.send(json!({"type": "decline", "session": session})).await;
-    customer.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
-    // Ready again: the first operator is offered it anew and responds.
-    first.send(json!({"type": "ready"})).await;
     first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    // The first lets it lapse again: with nobody else, it stays with the
+    // first, in round after round.
+    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    second.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
     first.send(json!({"type": "respond", "session": session})).await;
     first.expect(&proxy, "joined").await;
     customer.expect_where(&proxy, "status", |s| s["state"] == "connected").await;
+    assert!(second.seen.iter().filter(|v| v["type"] == "offer").count() == 1, "a declined call came back: {:#?}", second.seen);
 }
 
 #[tokio::test]
@@ -437,12 +446,24 @@ async fn another_customer_tab_joins_the_session() {
     op.send(command("top/x", "value", json!("from the operator"))).await;
     customer.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
     tab.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
-    // A wrong secret does not let a stranger's tab in.
+    // A wrong secret does not let a stranger's tab in, nor does an
+    // operator's secret make a customer's tab.
     let mut stranger = Client::customer(&proxy, "stranger").await;
-    // (an operator's secret does not make a customer's tab either)
+    stranger.send(json!({"type": "join", "session": session, "resume": "f".repeat(32)})).await;
+    stranger.error(&proxy, "unknown_session").await;
     let op_resume = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
     stranger.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
-    stranger.error(&proxy, "unknown_session").await;
+    stranger.error(&proxy, "forbidden").await;
+
+    // The operator's console may join a second connection of its own.
+    let mut frame = Client::operator(&proxy, "operator's second frame", OPERATOR_USER).await;
+    frame.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    let frame_joined = frame.expect_next(&proxy, "joined").await;
+    assert_eq!(frame_joined["role"], "operator");
+    frame.expect_next(&proxy, "replay").await;
+    customer.send(command("top/y", "value", json!("to every frame"))).await;
+    frame.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
 }
 
 #[tokio::test]
@@ -655,4 +676,34 @@ async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
     }
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
     assert!(metrics.lines().any(|l| l.starts_with("cobrowse_hub_resyncs_total") && !l.ends_with(" 0")), "{metrics}");
+}
+
+#[tokio::test]
+async fn calls_are_served_first_come_first_served() {
+    let proxy = start("").await;
+    let mut first = Client::customer(&proxy, "first customer").await;
+    first.send(json!({"type": "call"})).await;
+    let first_session = first.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    first.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    let mut second = Client::customer(&proxy, "second customer").await;
+    second.send(json!({"type": "call"})).await;
+    let second_session = second.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 2).await;
+
+    let mut op = Client::operator(&proxy, "operator", OPERATOR_USER).await;
+    op.send(json!({"type": "ready"})).await;
+    let offer = op.expect(&proxy, "offer").await;
+    assert_eq!(offer["session"], first_session.as_str());
+    let queue = op.expect(&proxy, "queue").await;
+    let calls: Vec<&str> = queue["calls"].as_array().unwrap().iter().map(|c| c["session"].as_str().unwrap()).collect();
+    assert_eq!(calls, [first_session.as_str(), second_session.as_str()]);
+    first.expect_where(&proxy, "status", |s| s["state"] == "offered").await;
+    op.send(json!({"type": "respond", "session": first_session})).await;
+    op.expect(&proxy, "joined").await;
+    // The second moves up, and waits: the only operator is busy.
+    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    // The operator's hang-up frees it for the second call.
+    op.send(json!({"type": "hangup"})).await;
+    first.expect(&proxy, "ended").await;
+    op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str()).await;
 }

@@ -7,6 +7,7 @@
 //! commands from the store's feed, resynchronising from the store when it
 //! falls behind.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,15 @@ pub enum Outbound {
     Close { code: u16, reason: &'static str },
 }
 
+/// Who is at the other end of a connection, as the handshake found out.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote: IpAddr,
+    pub role: Role,
+    /// The logged-in operator, for operators.
+    pub account: Option<Account>,
+}
+
 struct Following {
     session: String,
     participant: String,
@@ -51,14 +61,15 @@ struct Following {
 }
 
 /// Serves one connection until either side ends it.
-pub async fn serve<Si, St, E>(shared: Arc<Shared>, sink: Si, stream: St, role: Role, account: Option<Account>)
+pub async fn serve<Si, St, E>(shared: Arc<Shared>, sink: Si, stream: St, peer: Peer)
 where
     Si: Sink<Message> + Send + Unpin + 'static,
     St: Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let (conn, outbound, cancel) = shared.connect(role, account);
-    debug!(conn, role = role.as_str(), "participant connection opened");
+    let Peer { remote, role, account } = peer;
+    let (conn, outbound, cancel) = shared.connect(remote, role, account);
+    debug!(conn, %remote, role = role.as_str(), "participant connection opened");
     let mut writer = tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()));
     let mut reader = tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()));
     tokio::select! {

@@ -109,7 +109,7 @@ impl Hub {
                     let Some(shared) = weak.upgrade() else { break };
                     shared.drop_detached(Instant::now());
                     shared.expire_idle(Instant::now());
-                    shared.logins.tidy();
+                    shared.tidy();
                 }
             });
         }
@@ -164,7 +164,8 @@ impl Hub {
     }
 
     /// The shared state, for tests that drive connections over channels.
-    pub fn shared(&self) -> &Arc<Shared> {
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }

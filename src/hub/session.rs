@@ -1,6 +1,7 @@
 //! Sessions and their participants: who is in which session, on which
 //! connection, and what `status` tells them.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::protocol::{ParticipantEntry, Role, SessionState};
@@ -45,13 +46,15 @@ pub struct Session {
     /// Waiting for an operator: no operator yet, or an invite is open.
     pub wants_operator: bool,
     pub offer: Option<Offer>,
+    /// Operators who let this call's offer time out in the current round.
+    pub lapsed: HashSet<ConnId>,
     /// Since when no participant has been connected.
     pub idle_since: Option<Instant>,
 }
 
 impl Session {
     pub fn new(id: String, since: u64) -> Session {
-        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, idle_since: None }
+        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None }
     }
 }
 

@@ -17,9 +17,12 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +42,23 @@ use crate::config::Config;
 /// resynchronises a slow reader instead.
 pub const OUTBOUND_CAPACITY: usize = 256;
 
+/// Why an operator no longer holds an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Declined: not offered that call again until the operator is `ready` again.
+    Declined,
+    /// Timed out: others get it first.
+    Lapsed,
+    /// Gone away, resumed into a session, or disconnected.
+    Withdrawn,
+}
+
 /// One WebSocket connection, participant or not.
 pub struct Conn {
     tx: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    /// The client's address, for the per-address call limit.
+    pub remote: IpAddr,
     pub role: Role,
     pub account: Option<Account>,
     /// The participant this connection is, once it joined a session.
@@ -52,9 +68,9 @@ pub struct Conn {
     pub ready: Option<u64>,
     /// The session offered to this operator, if any.
     pub offer: Option<String>,
-    /// Sessions this operator declined or let time out since its last
-    /// `ready`: not offered to it again.
-    pub passed: HashSet<String>,
+    /// Sessions this operator declined since its last `ready`: not offered
+    /// to it again.
+    pub declined: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -71,8 +87,14 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub logins: Logins,
+    /// Calls per client address, so nobody floods the operators' queue.
+    calls: DefaultKeyedRateLimiter<IpAddr>,
     state: Mutex<State>,
 }
+
+/// Calls per client address: a burst of 30, then one every 2 s.
+pub const CALLS_BURST: u32 = 30;
+const CALLS_EVERY: Duration = Duration::from_secs(2);
 
 /// 128 random bits as 32 lowercase hex digits.
 pub fn new_secret() -> String {
@@ -198,18 +220,21 @@ impl State {
         }
     }
 
-    /// Takes back the offer `conn` holds; `passed` keeps it from coming back
-    /// to the same operator.
-    fn release_offer(&mut self, conn: ConnId, passed: bool) {
+    /// Takes back the offer `conn` holds, remembering why so the call goes
+    /// to someone else next.
+    fn release_offer(&mut self, conn: ConnId, why: Release) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let Some(sid) = c.offer.take() else { return };
-        if passed {
-            c.passed.insert(sid.clone());
+        if why == Release::Declined {
+            c.declined.insert(sid.clone());
         }
         if let Some(s) = self.sessions.get_mut(&sid)
             && s.offer.is_some_and(|o| o.conn == conn)
         {
             s.offer = None;
+            if why == Release::Lapsed {
+                s.lapsed.insert(conn);
+            }
         }
     }
 
@@ -228,7 +253,16 @@ fn joined(p: &Participant) -> String {
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
-        Shared { config, store, logins: Logins::new(), state: Mutex::new(State::default()) }
+        let quota = Quota::with_period(CALLS_EVERY)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
+        Shared { config, store, logins: Logins::new(), calls: RateLimiter::keyed(quota), state: Mutex::new(State::default()) }
+    }
+
+    /// Forgets rate-limit entries of addresses gone quiet.
+    pub fn tidy(&self) {
+        self.calls.retain_recent();
+        self.logins.tidy();
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -236,14 +270,14 @@ impl Shared {
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
-    pub fn connect(&self, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
+    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, passed: HashSet::new() },
+            Conn { tx, cancel: cancel.clone(), remote, role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
         );
         st.gauges();
         (id, rx, cancel)
@@ -253,7 +287,7 @@ impl Shared {
     /// detached, so a reload or blip can `resume` it.
     pub fn disconnect(self: &Arc<Self>, conn: ConnId) {
         let mut st = self.lock();
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let Some(c) = st.conns.remove(&conn) else { return };
         if let Some(pid) = c.participant
             && let Some(p) = st.participants.get_mut(&pid)
@@ -288,7 +322,9 @@ impl Shared {
     }
 
     /// Offers every call that has no open offer to the free operator who
-    /// has waited longest.
+    /// has waited longest, among those who have not let it lapse this round;
+    /// when all have, a new round starts, so a call is never left unoffered
+    /// while an operator is free.
     fn allocate(self: &Arc<Self>, st: &mut State) {
         for sid in st.queue.clone() {
             let Some(s) = st.sessions.get(&sid) else { continue };
@@ -297,14 +333,23 @@ impl Shared {
             }
             let member_users: HashSet<&str> =
                 s.participants.iter().filter_map(|p| st.participants.get(p)?.user.as_deref()).collect();
-            let free = st
+            let mut free: Vec<(ConnId, u64)> = st
                 .conns
                 .iter()
-                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.passed.contains(&sid))
+                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.declined.contains(&sid))
                 .filter(|(_, c)| c.account.as_ref().is_none_or(|a| !member_users.contains(a.user.as_str())))
-                .min_by_key(|(_, c)| c.ready)
-                .map(|(id, _)| *id);
-            let Some(op) = free else { continue };
+                .map(|(id, c)| (*id, c.ready.unwrap_or(u64::MAX)))
+                .collect();
+            free.sort_by_key(|(_, ready)| *ready);
+            let fresh = free.iter().find(|(id, _)| !s.lapsed.contains(id)).map(|(id, _)| *id);
+            let op = match (fresh, free.first()) {
+                (Some(op), _) => op,
+                (None, Some((op, _))) => {
+                    st.sessions.get_mut(&sid).expect("checked above").lapsed.clear();
+                    *op
+                }
+                (None, None) => continue,
+            };
             let token = st.next();
             st.sessions.get_mut(&sid).expect("checked above").offer = Some(Offer { conn: op, token });
             st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
@@ -326,7 +371,7 @@ impl Shared {
         }
         info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
         metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
-        st.release_offer(offer.conn, true);
+        st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
         st.refresh();
     }
@@ -346,6 +391,9 @@ impl Shared {
             }
             if let Some(p) = p {
                 return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
+            }
+            if self.calls.check_key(&c.remote).is_err() {
+                return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
             }
         }
         let sid = new_secret();
@@ -393,7 +441,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready.get_or_insert(order);
-        c.passed.clear();
+        c.declined.clear();
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -407,7 +455,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready = None;
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -416,7 +464,7 @@ impl Shared {
     pub fn respond(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
-        if c.offer.as_deref() != Some(sid) {
+        if c.offer.as_deref() != Some(sid) || !st.sessions.contains_key(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
         let account = c.account.clone().ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
@@ -437,7 +485,7 @@ impl Shared {
         let c = st.conns.get_mut(&conn).expect("checked above");
         c.offer = None;
         c.participant = Some(pid.clone());
-        let s = st.sessions.get_mut(sid).expect("an offered session exists");
+        let s = st.sessions.get_mut(sid).expect("checked above");
         s.participants.push(pid.clone());
         s.offer = None;
         s.wants_operator = false;
@@ -456,7 +504,7 @@ impl Shared {
         if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
-        st.release_offer(conn, true);
+        st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -472,7 +520,7 @@ impl Shared {
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
         info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         s.wants_operator = true;
         if !st.queue.contains(&sid) {
             st.queue.push(sid.clone());
@@ -511,7 +559,7 @@ impl Shared {
                 o.participant = None;
             }
         }
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let p = st.participants.get_mut(&pid).expect("found above");
         p.conn = Some(conn);
         p.detached_since = None;
@@ -527,36 +575,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Another tab of the customer joins the customer's session, proving it
-    /// with a customer participant's resume secret.
+    /// Another connection of a participant's side joins its session as a
+    /// participant of its own: a customer's second tab, or an operator
+    /// console's second frame. It proves itself with the resume secret of a
+    /// participant of the same role (and, for operators, the same account).
     pub fn join(self: &Arc<Self>, conn: ConnId, sid: &str, secret: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let (c, current) = Self::participant_of(&st, conn)?;
-        if c.role != Role::Customer {
-            return Err(refuse(ErrorCode::Forbidden, "only customers' tabs join this way; operators respond or resume"));
-        }
         if current.is_some() {
             return Err(refuse(ErrorCode::InSession, "this connection is in a session already"));
         }
-        let known = st.sessions.get(sid).is_some_and(|s| {
-            s.participants.iter().any(|p| {
-                st.participants.get(p).is_some_and(|p| p.role == Role::Customer && same_secret(&p.resume, secret))
-            })
+        let (role, account) = (c.role, c.account.clone());
+        let user = account.as_ref().map(|a| a.user.clone());
+        let voucher = st.sessions.get(sid).and_then(|s| {
+            s.participants.iter().filter_map(|p| st.participants.get(p)).find(|p| same_secret(&p.resume, secret))
         });
-        if !known {
+        let Some(voucher) = voucher else {
             return Err(refuse(ErrorCode::UnknownSession, "no such session, or it has ended"));
+        };
+        if voucher.role != role || voucher.user != user {
+            return Err(refuse(ErrorCode::Forbidden, "that secret belongs to another kind of participant"));
         }
+        let name = voucher.name.clone();
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
             session: sid.to_string(),
-            role: Role::Customer,
-            name: "Customer".into(),
-            user: None,
+            role,
+            name,
+            user: user.clone(),
             resume: new_secret(),
             conn: Some(conn),
             detached_since: None,
         };
+        st.release_offer(conn, Release::Withdrawn);
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
         st.participants.insert(pid.clone(), p);
@@ -564,7 +616,7 @@ impl Shared {
         let s = st.sessions.get_mut(sid).expect("found above");
         s.participants.push(pid.clone());
         s.idle_since = None;
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer");
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = role.as_str(), user = user.as_deref().unwrap_or(""), via = "join");
         st.status_to(sid);
         st.refresh();
         st.gauges();
@@ -601,7 +653,7 @@ impl Shared {
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let (sid, pid) = (p.session.clone(), p.id.clone());
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         if s.control != granted {
             s.control = granted;
             let event = if granted { "control_granted" } else { "control_revoked" };
@@ -713,7 +765,7 @@ impl Shared {
             c.offer = None;
         }
         for c in st.conns.values_mut() {
-            c.passed.remove(sid);
+            c.declined.remove(sid);
         }
         st.queue.retain(|q| q != sid);
         info!(target: "audit", event = "ended", session = %sid, reason);

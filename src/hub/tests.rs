@@ -52,7 +52,8 @@ impl Peer {
         let incoming = Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }));
         let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move { tx.send(m).await.map(|()| tx) }));
         let account = (role == Role::Operator).then(|| Account { user: name.to_string(), name: name.to_string() });
-        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, role, account));
+        let peer = connection::Peer { remote: std::net::Ipv4Addr::LOCALHOST.into(), role, account };
+        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, peer));
         Peer { name, to_hub, from_hub, seen: Vec::new() }
     }
 
@@ -332,6 +333,48 @@ mod properties {
         })
     }
 
+    /// Any text at all: the hub answers and the connection stays.
+    fn garbage_keeps_the_connection(texts: Vec<String>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (hub, _) = hub_with_backlog(config(""), 64);
+            let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
+            for t in &texts {
+                customer.to_hub.send(Ok(Message::text(t.clone()))).await.unwrap();
+            }
+            // A customer's `away` is always refused, and nothing above sends
+            // one: its refusal is the answer to the last message.
+            customer.send(json!({"type": "away"})).await;
+            loop {
+                let v = customer.next().await;
+                if v["type"] == "error" && v["request"] == "away" {
+                    prop_assert_eq!(&v["code"], "forbidden");
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn message_like() -> impl Strategy<Value = String> {
+        let kinds = prop::sample::select(vec!["call", "resume", "join", "command", "control", "hangup", "ready", "respond", "decline", "invite", "x"]);
+        let values = prop::sample::select(vec!["null", "1", "\"s\"", "[]", "{}", "true", "\"top//x\"", "\"others\""]);
+        prop_oneof![
+            any::<String>(),
+            (kinds, values.clone(), values).prop_map(|(k, a, b)| format!(
+                "{{\"type\":\"{k}\",\"session\":{a},\"resume\":{b},\"key\":{a},\"attribute\":{b},\"fn\":{a},\"granted\":{b}}}"
+            )),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn bad_input_never_ends_a_connection(texts in prop::collection::vec(message_like(), 0..40)) {
+            garbage_keeps_the_connection(texts)?;
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
         #[test]
@@ -339,4 +382,20 @@ mod properties {
             run(ops)?;
         }
     }
+}
+
+#[tokio::test]
+async fn one_address_cannot_flood_the_queue_with_calls() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
+    for _ in 0..super::state::CALLS_BURST {
+        customer.send(json!({"type": "call"})).await;
+        customer.expect("joined").await;
+        customer.send(json!({"type": "hangup"})).await;
+        customer.expect("ended").await;
+    }
+    customer.send(json!({"type": "call"})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("rate_limited"), Some("call")));
+    assert!(hub.shared().lock().sessions.is_empty());
 }

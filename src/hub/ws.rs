@@ -92,7 +92,8 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(ws_config)).await;
                 let (sink, stream) = ws.split();
-                super::connection::serve(shared, sink, stream, role, account).await;
+                let peer = super::connection::Peer { remote: ctx.remote.ip(), role, account };
+                super::connection::serve(shared, sink, stream, peer).await;
             }
             Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
         }
