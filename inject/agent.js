@@ -222,7 +222,9 @@
         ws.onopen = () => {
             link.retries = 0;
             const saved = readJSON(STORE);
-            if (first === 'resume' && saved) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
+            // A resume is answered with a replay; a new call is not.
+            link.resuming = !!(first === 'resume' && saved);
+            if (link.resuming) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
             else ws.send(JSON.stringify({ type: 'call' }));
             first = 'resume';
         };
@@ -231,10 +233,19 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
-            if (link.ws !== ws) return;
+        ws.onclose = (ev) => {
+            // Leaving the page: the next page of this tab resumes; nothing
+            // here may touch the session storage it will read.
+            if (link.ws !== ws || leaving) return;
             link.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Another tab with a copy of this tab's session storage took
+                // the session over; it goes on there.
+                end();
+                widget.notice('Sharing continues in another tab.');
+                return;
+            }
             // A network blip or a server restart: come back as the same
             // participant while the session may still exist.
             if (readJSON(STORE) && link.retries < 8) {
@@ -247,6 +258,10 @@
         };
     }
 
+    let leaving = false;
+    W.addEventListener('pagehide', () => { leaving = true; });
+    W.addEventListener('pageshow', (e) => { if (e.persisted) { leaving = false; if (readJSON(STORE) && !link.ws) connect('resume'); } });
+
     function onMessage(msg) {
         switch (msg.type) {
             case 'joined':
@@ -254,13 +269,18 @@
                 bindBrowser(msg.session, msg.resume);
                 link.me = msg.participant;
                 link.joined = true;
+                link.fresh = link.resuming;
                 for (const m of link.queue.splice(0)) link.ws.send(m);
                 // The customer's page is the truth: publish all of it.
                 if (CB.engine) CB.engine.publish();
                 break;
             case 'replay':
-                // The customer drives; what is stored came from this tab
-                // (an earlier page) or was applied here already.
+                // Right after joining: the customer drives, and this page
+                // publishes its own state, so the stored one is not applied.
+                // Later, a replay resynchronises a slow link: it carries what
+                // the others did meanwhile.
+                if (link.fresh) { link.fresh = false; break; }
+                for (const c of msg.commands || []) onMessage(c);
                 break;
             case 'status':
                 link.state = msg.state;
@@ -279,6 +299,8 @@
                 break;
             case 'ended':
                 end();
+                widget.notice(msg.reason === 'operator_left' ? 'The operator has left; sharing has stopped.'
+                    : msg.reason === 'expired' ? 'The session expired; sharing has stopped.' : 'Sharing has stopped.');
                 break;
             case 'error':
                 if (msg.code === 'unknown_session') end();

@@ -159,10 +159,18 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
+        ws.onclose = (ev) => {
             if (state.ws !== ws) return;
             state.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Resumed in another console window: this one steps back.
+                clearSession('This session continues in another console window.');
+                state.phase = 'signed-out';
+                ui.status.textContent = 'This session continues in another console window. Reload to wait for calls here.';
+                ui.respond.disabled = ui.hangup.disabled = ui.invite.disabled = true;
+                return;
+            }
             state.phase = 'reconnecting';
             render();
             const delay = Math.min(8000, 250 * 2 ** state.retries++);
@@ -187,6 +195,7 @@
                 break;
             case 'joined':
                 state.session = msg.session;
+                state.fresh = true;
                 link.me = msg.participant;
                 link.joined = true;
                 state.phase = 'connected';
@@ -196,8 +205,11 @@
                 bound = bindBrowser(msg.session, msg.resume);
                 break;
             case 'replay': {
-                // The session's current state, on joining or to resynchronise.
-                mirror.clear();
+                // The session's current state, on joining; or, to
+                // resynchronise a slow link, the state without this
+                // operator's own commands, which the mirror keeps.
+                if (state.fresh) mirror.clear();
+                state.fresh = false;
                 for (const c of msg.commands || []) put(c);
                 const e = engine();
                 const nav = mirror.get('top');
@@ -258,9 +270,11 @@
         ui.idle.hidden = true;
         ui.viewport.hidden = false;
         if (!nav) return;
-        if (currentUrl() === nav.args[0] && engine()) return;
-        // Loaded only once the proxy knows this browser follows the session.
         const url = nav.args[0];
+        // Only paths on the proxy's origin are loaded into the content frame.
+        if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
+        if (currentUrl() === url && engine()) return;
+        // Loaded only once the proxy knows this browser follows the session.
         bound.then(() => { if (state.session) ui.content.contentWindow.location.replace(url); });
     }
 

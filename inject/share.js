@@ -336,11 +336,11 @@
             if (!el) return;
             if (e.type === 'compositionstart') composing.add(el);
             else {
+                // The committed text is the latest change to the field: it
+                // wins over a remote value that arrived during composition.
                 composing.delete(el);
-                const waiting = deferred.get(el);
                 deferred.delete(el);
-                if (waiting) receive(waiting);
-                else onControl(e, R);
+                onControl(e, R);
             }
         }
         const composing = new WeakSet();
@@ -558,8 +558,13 @@
             const a = attached.get(w);
             if (!a || stopped) return;
             const url = here(w);
-            if (link.known(a.path) === url) return;
-            if (!mayAct()) return;
+            const known = link.known(a.path);
+            if (known === url) return;
+            if (!mayAct()) {
+                // View only: back to the shared page.
+                if (known) applyNavigate(w, a.path, [known, 'replace', null]);
+                return;
+            }
             link.setKnown(a.path, url);
             forget(a.path);
             send(a.path, 'navigate', [url, kind, historyState(w)], true);
@@ -771,7 +776,10 @@
             const args = cmd.args || [];
             if (cmd.fn === 'navigate' && !k.part.length) return applyNavigate(w, a.path, args);
             if (aspect === '@scroll' && cmd.fn === 'scroll') {
-                if (k.part.length) { if (el) { el.scrollLeft = args[0]; el.scrollTop = args[1]; } } else w.scrollTo(args[0], args[1]);
+                // Instant even where the site asks for smooth scrolling: the
+                // positions an animation passes through would be shared back.
+                const to = { left: args[0], top: args[1], behavior: 'instant' };
+                if (k.part.length) { if (el) el.scrollTo(to); } else w.scrollTo(to);
                 return;
             }
             if (aspect === '@viewport') return;
@@ -845,6 +853,9 @@
         }
 
         function applyNavigate(w, path, [url, how, state, doc]) {
+            // Only paths on this origin: never a `javascript:` URL or another
+            // site, whoever sent it.
+            if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
             link.setKnown(path, url);
             forget(path);
             const fresh = how === 'load' && doc && shownDocs().get(path) !== doc;
@@ -1133,6 +1144,8 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
         for (const w of CB.frames) {
             try { if (!w.closed && cbOf(w)) engine.attach(w); } catch (e) { CB.frames.delete(w); }
         }
+        // Drawing stays on across the operator's page changes.
+        if (link.tools.draw) overlay().drawing(true);
         return engine;
     };
 })();

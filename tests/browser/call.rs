@@ -29,8 +29,11 @@ async fn customer_and_operator_type_into_the_same_form() {
     // The agent stays silent until the customer calls.
     assert!(customer.websocket_frames().is_empty(), "no WebSocket before the call: {:?}", customer.websocket_frames());
 
+    // What the customer typed before calling is part of the page they share.
+    customer.type_into("#notes", "early").await;
     customer_calls(&customer, &server, &[&operator]).await;
     operator_responds(&operator, &server, &[&customer]).await;
+    until_on(&operator, "what the customer typed before calling", CONTENT, &in_frame("document.querySelector('#notes').value === 'early'"), &all, &server).await;
     until(&customer, "the widget to say who is connected", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &all, &server).await;
     // The content frame's agent knows it runs for an operator.
     let op_role = operator.eval_on(CONTENT, &in_frame("window.__cobrowse.operator")).await;
@@ -52,7 +55,7 @@ async fn customer_and_operator_type_into_the_same_form() {
     // not applied on the customer's side, and the console says why.
     operator.type_into(&content("#notes"), "x").await;
     until(&operator, "the console to explain view-only", r#"document.querySelector('[data-cobrowse="notice"]').textContent.includes('has not given you control')"#, &all, &server).await;
-    until_on(&operator, "the operator's keystroke reverted", CONTENT, &in_frame("document.querySelector('#notes').value === ''"), &all, &server).await;
+    until_on(&operator, "the operator's keystroke reverted", CONTENT, &in_frame("document.querySelector('#notes').value === 'early'"), &all, &server).await;
 
     customer.click(CONTROL).await;
     until(&operator, "control granted", &format!("{CONSOLE_STATUS}.includes('You have control')"), &all, &server).await;
@@ -60,8 +63,8 @@ async fn customer_and_operator_type_into_the_same_form() {
     // The operator types; the customer sees it.
     operator.type_into(&content("#name"), " King").await;
     until(&customer, "the operator's typing on the customer's page", "document.querySelector('#name').value === 'Ada Lovelace King'", &all, &server).await;
-    customer.type_into("#notes", "ok").await;
-    until_on(&operator, "the notes in the operator's form", CONTENT, &in_frame("document.querySelector('#notes').value === 'ok'"), &all, &server).await;
+    customer.type_into("#notes", " ok").await;
+    until_on(&operator, "the notes in the operator's form", CONTENT, &in_frame("document.querySelector('#notes').value === 'early ok'"), &all, &server).await;
     assert_eq!(value_commands(&customer.websocket_frames(), "sent", "input#name"), "Ada Lovelace".len(), "the customer echoed the operator's typing");
     assert_eq!(value_commands(&operator.websocket_frames(), "sent", "input#name"), " King".len());
 

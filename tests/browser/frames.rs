@@ -31,6 +31,7 @@ async fn nested_frames_are_shared_by_frame_path() {
         "document.querySelector('iframe[name=pay]').contentDocument.querySelector('#inner').contentDocument.querySelector('#street').value === '1 Main St, Flat 2'",
     )
     .await;
+    s.assert_no_errors();
 }
 
 #[tokio::test]
@@ -51,4 +52,5 @@ async fn open_and_closed_shadow_roots_are_shared() {
     s.grant_control().await;
     o.type_into(&content(r#"#postcode | input[name="postcode"]"#), "!").await;
     s.on_customer("the operator's typing in the open root", "document.querySelector('#postcode').shadowRoot.querySelector('input').value === 'SW1A 1AA!'").await;
+    s.assert_no_errors();
 }

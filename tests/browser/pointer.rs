@@ -37,4 +37,5 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
     o.click(r#"[data-cobrowse="clear"]"#).await;
     s.on_customer("the drawing cleared", &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 0")).await;
     until(&late, "the drawing cleared for the late joiner", &format!("document.querySelector('{}').contentDocument.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
+    s.assert_no_errors();
 }
