@@ -2,6 +2,7 @@
 //! what a browser fetching through the proxy would notice.
 
 mod encoding;
+mod fidelity;
 mod headers;
 mod html;
 mod links;

@@ -61,3 +61,44 @@ pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
         .wrap_connector(http);
     Ok((Client::builder(TokioExecutor::new()).build(any), Client::builder(TokioExecutor::new()).build(h1)))
 }
+
+/// Wraps a request body so the caller learns when it has been sent whole
+/// (or dropped): the response timeout starts then, so a long upload is not
+/// cut short by a timer meant for a silent upstream.
+pub fn until_sent(body: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    if http_body::Body::is_end_stream(&body) {
+        let _ = tx.take().map(|tx| tx.send(()));
+    }
+    (crate::body::boxed(Sent { inner: body, tx }), rx)
+}
+
+struct Sent {
+    inner: Body,
+    tx: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl http_body::Body for Sent {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+            let _ = self.tx.take().map(|tx| tx.send(()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -163,7 +163,7 @@ impl Html {
 
 fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: bool) -> Settings<'static, 'static> {
     let tag = options.agent_tag();
-    let srcdoc_tag = format!("<script src={}agent.js></script>", options.prefix);
+    let srcdoc_tag = format!("<script src={}agent.js nonce={}></script>", options.prefix, options.nonce);
     // Shared by the element handler and the end-of-document handler.
     let injection = Arc::new(Mutex::new(false));
     let injection_end = injection.clone();
@@ -241,6 +241,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
     if !selectors.is_empty() {
         let mapper = options.mapper.clone();
         let selector = selectors.join(", ");
+        let srcdoc_tag = srcdoc_tag.clone();
         settings = settings.append_element_content_handler(element!(selector, move |el| {
             for attr in URL_ATTRIBUTES {
                 let Some(raw) = el.get_attribute(attr) else { continue };
@@ -258,7 +259,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
             Ok(())
         }));
     }
-    let srcdoc_only = format!("<script src={}agent.js></script>", options.prefix);
+    let srcdoc_only = srcdoc_tag.clone();
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
         if let Some(doc) = el.get_attribute("srcdoc") {
             if !doc.contains(&srcdoc_only) {
@@ -287,7 +288,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
         let Some(content) = el.get_attribute("content") else { return Ok(()) };
         let rewritten = match equiv.as_str() {
             "refresh" => map_attribute(&mapper, &content).into_owned(),
-            "content-security-policy" => csp::rewrite(&decode_entities(&content), &allowance, &nonce, true),
+            "content-security-policy" => csp::rewrite(&mapper.map_str(&decode_entities(&content)), &allowance, &nonce, true),
             _ => return Ok(()),
         };
         if rewritten != content {
@@ -497,7 +498,7 @@ mod tests {
         ] {
             assert!(out.contains(want), "missing {want:?} in\n{out}");
         }
-        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js></script>"), "srcdoc frame gets the agent: {out}");
+        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js nonce=N0NCE></script>"), "srcdoc frame gets the agent: {out}");
     }
 
     #[test]
@@ -509,7 +510,8 @@ mod tests {
 
     #[test]
     fn meta_csp_allows_the_agent() {
-        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'nonce-abc' 'strict-dynamic'\">");
+        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"img-src https://shop.example; script-src 'nonce-abc' 'strict-dynamic'\">");
+        assert!(out.contains("img-src http://a.test:8080;"), "{out}");
         assert!(out.contains("'nonce-N0NCE'"), "{out}");
         assert!(out.contains("'nonce-abc'"), "{out}");
     }

@@ -163,6 +163,10 @@ impl Proxy {
     /// not pass on are answered here.
     fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
         let host = request_host(req).unwrap_or_default();
+        if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+            // The host is written into pages, URLs and policies.
+            return Err(error::page(StatusCode::BAD_REQUEST, "The Host header is not a host name."));
+        }
         let Some(site) = self.sites.for_host(&host) else {
             return Err(error::page(StatusCode::MISDIRECTED_REQUEST, "No site is configured for this host."));
         };
@@ -180,7 +184,20 @@ impl Proxy {
     /// there are none.
     async fn forward(&self, client: &client::Upstream, req: Request<Body>, route: &Route) -> Result<Response<Incoming>, Response<Body>> {
         let upstream = &self.sites.upstreams[route.site].origin;
-        match tokio::time::timeout(self.config.proxy.response_timeout, client.request(req)).await {
+        let (parts, body) = req.into_parts();
+        let (body, sent) = client::until_sent(body);
+        let request = client.request(Request::from_parts(parts, body));
+        // Dropped without being sent whole (the request failed): the
+        // request's own error wins the race below anyway.
+        let deadline = async {
+            let _ = sent.await;
+            tokio::time::sleep(self.config.proxy.response_timeout).await;
+        };
+        let answer = tokio::select! {
+            r = request => Ok(r),
+            () = deadline => Err(()),
+        };
+        match answer {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();

@@ -196,3 +196,29 @@ async fn downloads_and_uploads_stream_without_being_held() {
     assert!(String::from_utf8_lossy(&text).starts_with("first chunk "), "{text:?}");
     drop(up_tx);
 }
+
+#[tokio::test]
+async fn an_upload_slower_than_the_response_timeout_still_goes_through() {
+    let origin = Origin::start(|req| async move {
+        let n = req.into_body().collect().await.unwrap().to_bytes().len();
+        Response::builder().body(full(format!("received {n} bytes"))).unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(&origin.url(), "[proxy]\nresponse_timeout_secs = 1\n")).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)))));
+    let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = Request::post(proxy.url("/upload")).body(StreamBody::new(stream)).unwrap();
+    let sending = tokio::spawn(async move {
+        for _ in 0..3 {
+            tx.send(Bytes::from(vec![0u8; 1000])).unwrap();
+            // Deliberately slower than the response timeout in total.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    });
+    let res = client.request(req).await.unwrap();
+    sending.await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{}", proxy.output());
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "received 3000 bytes");
+}

@@ -110,3 +110,13 @@ async fn service_worker_scripts_are_refused_before_the_upstream() {
     let plain = fetch("GET", &proxy.url("/sw.js"), &[]).await;
     assert_eq!(plain.status, StatusCode::OK, "the same file as a plain script is served");
 }
+
+#[tokio::test]
+async fn a_host_that_is_not_a_host_name_is_refused() {
+    let origin = Origin::pages(&[("/", "text/html", "<html><head></head></html>")]).await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    let got = fetch("GET", &proxy.url("/"), &[("host", "x\"><script>alert(1)</script>")]).await;
+    assert_eq!(got.status, StatusCode::BAD_REQUEST);
+    assert!(!got.text().contains("<script>alert"));
+    assert_eq!(origin.requests(), 0);
+}

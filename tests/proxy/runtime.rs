@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use futures_util::StreamExt;
 use http::Response;
 
+use crate::browser::harness::{Browser, Tab};
 use crate::support::origin::{Origin, full};
-use crate::support::{Cobrowse, TempDir, wait_for};
+use crate::support::{Cobrowse, wait_for};
 
 const SITE_SCRIPT: &str = r#"
 const UP = 'UPSTREAM';
@@ -40,21 +39,6 @@ results.identity = [fetch.name, fetch.length, String(fetch).includes('[native co
 results.relative = (() => { const i = document.createElement('img'); i.src = '/rel.png'; return i.getAttribute('src'); })();
 "#;
 
-async fn browser() -> (Browser, tokio::task::JoinHandle<()>, TempDir) {
-    let profile = TempDir::new();
-    let executable = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("chromium is installed");
-    let config = BrowserConfig::builder()
-        .chrome_executable(executable)
-        .no_sandbox()
-        .user_data_dir(&profile.path)
-        .args(["disable-gpu", "disable-quic", "no-first-run", "disable-background-networking", "disable-component-update", "disable-sync"])
-        .build()
-        .unwrap();
-    let (browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
-    let task = tokio::spawn(async move { while handler.next().await.is_some() {} });
-    (browser, task, profile)
-}
-
 #[tokio::test]
 async fn urls_built_in_script_stay_inside_the_proxy() {
     let beacons = Arc::new(AtomicUsize::new(0));
@@ -82,13 +66,14 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
-    let (mut browser, task, _profile) = browser().await;
-    let page = browser.new_page(proxy.url("/")).await.unwrap();
+    let browser = Browser::launch().await;
+    let tab = browser.tab("customer", 1000, 700).await;
+    tab.goto(&proxy.url("/")).await;
     let results: serde_json::Value = wait_for(
         "the page's script to finish",
         Duration::from_secs(20),
         || async {
-            let v: serde_json::Value = page.evaluate("JSON.stringify(window.results || {})").await.ok()?.into_value::<String>().ok().and_then(|s| serde_json::from_str(&s).ok())?;
+            let v = tab.eval("window.results || {}").await;
             ["fetch", "request", "xhr", "sse", "pushed"].iter().all(|k| v.get(k).is_some()).then_some(v)
         },
         || proxy.output(),
@@ -110,6 +95,46 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
         format!("port {proxy_port}\n{}", proxy.output())
     })
     .await;
-    let _ = browser.close().await;
-    task.abort();
+}
+
+#[tokio::test]
+async fn links_and_forms_aimed_at_top_stay_inside_the_console_frame() {
+    let origin = Origin::start(|req| async move {
+        let body = match req.uri().path() {
+            "/framed" => "<html><head><title>framed</title></head><body>\
+                <a id=top href=/next-link target=_top>top</a>\
+                <form id=form action=/next-form target=_parent><button id=go>go</button></form></body></html>",
+            _ => "<html><head><title>page</title></head><body>page</body></html>",
+        };
+        Response::builder().header("content-type", "text/html").body(full(body)).unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    let browser = Browser::launch().await;
+    let page = browser.tab("operator", 1000, 700).await;
+    page.goto(&proxy.url("/start")).await;
+    // The console is the top document at `{prefix}console`, framing the site.
+    page.eval(
+        "history.replaceState(null, '', '/__cobrowse/console'); \
+         const f = document.createElement('iframe'); f.id = 'content'; f.src = '/framed'; document.body.appendChild(f); true",
+    )
+    .await;
+    async fn frame_path(page: &Tab) -> Option<String> {
+        page.eval("(() => { try { const d = document.getElementById('content').contentDocument; return d.readyState === 'complete' ? d.location.pathname : ''; } catch (e) { return 'error ' + e; } })()")
+            .await
+            .as_str()
+            .map(str::to_string)
+    }
+    wait_for("the framed page", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
+    page.eval("document.getElementById('content').contentDocument.getElementById('top').click(); true").await;
+    wait_for("the link to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-link") }, || proxy.output()).await;
+    let top = page.eval("location.pathname").await;
+    assert_eq!(top, "/__cobrowse/console", "a link aimed at _top replaced the console");
+
+    page.eval("document.getElementById('content').src = '/framed'; true").await;
+    wait_for("the framed page again", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
+    page.eval("document.getElementById('content').contentDocument.getElementById('go').click(); true").await;
+    wait_for("the form to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-form") }, || proxy.output()).await;
+    let top = page.eval("location.pathname").await;
+    assert_eq!(top, "/__cobrowse/console", "a form aimed at _parent replaced the console");
 }
