@@ -11,12 +11,12 @@ async fn nested_frames_are_shared_by_frame_path() {
     let s = Shared::start("/frames.html").await;
     let (c, o) = (&s.customer, &s.operator);
     c.type_into("#ref", "NW-1").await;
-    c.type_into(&format!("{PAY} | #holder"), "G HOPPER").await;
+    c.type_into(&format!("{PAY} | #holder"), "P EXAMPLE").await;
     c.type_into(&format!("{INNER} | #street"), "1 Main St").await;
     s.on_operator(
         "values in the top page and both frames",
         "document.querySelector('#ref').value === 'NW-1' \
-         && document.querySelector('iframe[name=pay]').contentDocument.querySelector('#holder').value === 'G HOPPER' \
+         && document.querySelector('iframe[name=pay]').contentDocument.querySelector('#holder').value === 'P EXAMPLE' \
          && document.querySelector('iframe[name=pay]').contentDocument.querySelector('#inner').contentDocument.querySelector('#street').value === '1 Main St'",
     )
     .await;
