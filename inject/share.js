@@ -610,10 +610,10 @@
             listen(w, 'pagehide', () => detach(w), {}, off);
             const cb = cbOf(w);
             for (const R of cb ? cb.shadows : []) listenRoot(R, off);
-            if (w === ROOT) {
-                listen(doc, 'mousemove', onMouse, { capture: true, passive: true }, off);
-                if (!CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
-            }
+            // The pointer is followed in every frame, not only the root:
+            // a frame's document gets its own mouse events.
+            listen(doc, 'mousemove', (e) => onMouse(e, w), { capture: true, passive: true }, off);
+            if (w === ROOT && !CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
 
             if (CB.operator) {
                 const url = here(w);
@@ -920,21 +920,26 @@
             return p ? p.name || (p.role === 'customer' ? 'Customer' : 'Operator') : 'Someone';
         }
 
-        function docOffset(el) {
-            // Document coordinates of the root page, through frames.
-            let x = 0;
-            let y = 0;
-            let w = el.ownerDocument.defaultView;
-            const r = el.getBoundingClientRect();
-            x += r.left;
-            y += r.top;
+        // A point in frame `w`'s viewport in the root document's coordinates:
+        // each frame element's box (border and padding included) up to the
+        // root, then the root's scroll. Pointer and drawing keys stay in
+        // root coordinates, so every frame's pointer lands on the same spot.
+        function toRoot(w, x, y) {
             while (w !== ROOT && w.frameElement) {
-                const fr = w.frameElement.getBoundingClientRect();
-                x += fr.left + w.frameElement.clientLeft;
-                y += fr.top + w.frameElement.clientTop;
+                const fe = w.frameElement;
+                const fr = fe.getBoundingClientRect();
+                const cs = w.parent.getComputedStyle(fe);
+                x += fr.left + fe.clientLeft + (parseFloat(cs.paddingLeft) || 0);
+                y += fr.top + fe.clientTop + (parseFloat(cs.paddingTop) || 0);
                 w = w.parent;
             }
-            return { x: x + ROOT.scrollX, y: y + ROOT.scrollY, w: r.width, h: r.height };
+            return [x + ROOT.scrollX, y + ROOT.scrollY];
+        }
+
+        function docOffset(el) {
+            const r = el.getBoundingClientRect();
+            const [x, y] = toRoot(el.ownerDocument.defaultView, r.left, r.top);
+            return { x, y, w: r.width, h: r.height };
         }
 
         let ov = null;
@@ -1089,15 +1094,19 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
         let strokeN = 0;
 
         // The shared pointer: one command per animation frame while on.
+        // Moves in nested frames are mapped to root coordinates when sent
+        // (once per frame), not on every event.
         let mouse = null;
         let mouseFrame = 0;
-        function onMouse(e) {
+        function onMouse(e, w) {
             if (!link.tools.pointer || stopped) return;
-            mouse = [Math.round(e.clientX + ROOT.scrollX), Math.round(e.clientY + ROOT.scrollY)];
+            mouse = { w, x: e.clientX, y: e.clientY };
             if (!mouseFrame) {
                 mouseFrame = ROOT.requestAnimationFrame(() => {
                     mouseFrame = 0;
-                    send(`top/@pointer/${me()}`, 'pointer', mouse);
+                    let at;
+                    try { at = toRoot(mouse.w, mouse.x, mouse.y); } catch (err) { return; /* the frame went away */ }
+                    send(`top/@pointer/${me()}`, 'pointer', at.map(Math.round));
                 });
             }
         }
