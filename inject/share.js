@@ -30,22 +30,38 @@
             return parent && `${parent}/${frameSegment(fe)}`;
         }
 
+        // A frame inside a shadow root is named within that root, after its
+        // host's part and `#shadow`, so it resolves through the same host on
+        // every terminal (closed roots too: the agent recorded them).
         function frameSegment(fe) {
+            const R = fe.getRootNode();
+            const host = R.host ? `${partKey(R.host)}/#shadow/` : '';
             const tag = fe.localName;
-            if (fe.id) return `${tag}#${enc(fe.id)}`;
+            if (fe.id) return `${host}${tag}#${enc(fe.id)}`;
             const name = fe.getAttribute('name');
-            if (name) return `${tag}[name=${enc(name)}]`;
-            return `${tag}[${[...fe.ownerDocument.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
+            if (name) return `${host}${tag}[name=${enc(name)}]`;
+            return `${host}${tag}[${[...R.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
         }
 
         const FRAME_SEG = /^(iframe|frame)(#|\[)/;
+
+        // Where the next frame level of `segs` from `i` ends: right after a
+        // frame segment, or after a host's part, `#shadow` and a frame
+        // segment; -1 when the rest is not a frame level.
+        function frameLevelEnd(segs, i) {
+            if (i < segs.length && FRAME_SEG.test(segs[i])) return i + 1;
+            for (let j = i; j < segs.length - 1 && !segs[j].startsWith('@'); j++) {
+                if (segs[j] === '#shadow' && FRAME_SEG.test(segs[j + 1])) return j > i ? j + 2 : -1;
+            }
+            return -1;
+        }
 
         // Splits a key into frame path, part segments and aspect (`@scroll`,
         // `@caret/p3`...).
         function parseKey(key) {
             const segs = key.split('/');
             let i = 1;
-            while (i < segs.length && FRAME_SEG.test(segs[i])) i++;
+            for (let end; (end = frameLevelEnd(segs, i)) > 0;) i = end;
             const frame = segs.slice(0, i).join('/');
             let j = i;
             while (j < segs.length && !segs[j].startsWith('@')) j++;
@@ -135,15 +151,25 @@
         function frameWindow(path) {
             const segs = path.split('/');
             let w = ROOT;
-            for (const seg of segs.slice(1)) {
+            for (let i = 1; i < segs.length;) {
+                const end = frameLevelEnd(segs, i);
+                if (end < 0) return null;
+                let scope = w.document;
+                if (end - i > 1) {
+                    // A frame in a shadow root: find the host, then its root.
+                    const host = resolvePart(w.document, segs.slice(i, end - 2));
+                    scope = host && shadowRootOf(host);
+                    if (!scope) return null;
+                }
+                const seg = segs[end - 1];
                 let fe;
-                const doc = w.document;
                 let m;
-                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = doc.getElementById(dec(m[2]));
-                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = doc.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
-                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = doc.querySelectorAll('iframe,frame')[+m[2]];
+                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = scope.getElementById(dec(m[2]));
+                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = scope.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
+                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = scope.querySelectorAll('iframe,frame')[+m[2]];
                 if (!fe || !fe.contentWindow) return null;
                 w = fe.contentWindow;
+                i = end;
             }
             return w;
         }
