@@ -375,12 +375,12 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             const root = nativeAttachShadow.call(host, { mode: 'open' });
             root.innerHTML = `<style>${CSS}</style>
 <div class="box" role="region" aria-label="Co-browsing">
-  <p class="status" data-cobrowse="status" role="status" aria-live="polite"></p>
+  <p class="status" id="status" data-cobrowse="status" role="status" aria-live="polite"></p>
   <p class="notice" data-cobrowse="notice" role="alert" hidden></p>
   <div class="row">
-    <button type="button" class="primary" data-cobrowse="call"></button>
+    <button type="button" class="primary" data-cobrowse="call" aria-describedby="status"></button>
   </div>
-  <div class="row" data-cobrowse="tools" hidden>
+  <div class="row" data-cobrowse="tools" role="group" aria-label="Sharing tools" hidden>
     <button type="button" data-cobrowse="control" aria-pressed="false">Give control</button>
     <button type="button" data-cobrowse="pointer" aria-pressed="false">Pointer</button>
     <button type="button" data-cobrowse="draw" aria-pressed="false">Draw</button>
@@ -435,9 +435,14 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             if (s === 'connected' && link.control) text += ' They can act on this page.';
             ui.status.textContent = text;
             ui.call.textContent = s === 'idle' ? 'Call operator' : 'Hang up';
-            ui.call.setAttribute('aria-label', s === 'idle' ? 'Call an operator to share this page' : 'Hang up and stop sharing');
+            // Each accessible name starts with the visible text, so someone
+            // who speaks the label they see (voice control) reaches the button.
+            ui.call.setAttribute('aria-label', s === 'idle' ? 'Call operator to share this page' : 'Hang up and stop sharing this page');
             ui.tools.hidden = s !== 'connected';
             ui.control.textContent = link.control ? 'Take back control' : 'Give control';
+            ui.control.setAttribute('aria-label', link.control ? 'Take back control: the operator can only watch' : 'Give control: let the operator act on this page');
+            ui.pointer.setAttribute('aria-label', 'Pointer: show the operator where your mouse is');
+            ui.draw.setAttribute('aria-label', 'Draw over the page for the operator');
             ui.control.setAttribute('aria-pressed', String(link.control));
             ui.pointer.setAttribute('aria-pressed', String(link.tools.pointer));
             ui.draw.setAttribute('aria-pressed', String(link.tools.draw));

@@ -9,7 +9,7 @@
     const $ = (name) => document.querySelector(`[data-cobrowse="${name}"]`);
     const ui = {
         login: $('login'), loginError: $('login-error'), desk: $('desk'), me: $('me'), logout: $('logout'),
-        status: $('status'), notice: $('notice'), respond: $('respond'), hangup: $('hangup'), invite: $('invite'),
+        status: $('status'), notice: $('notice'), respond: $('respond'), decline: $('decline'), hangup: $('hangup'), invite: $('invite'),
         tools: $('tools'), pointer: $('pointer'), draw: $('draw'), fade: $('fade'), clear: $('clear'),
         participants: $('participants'), queue: $('queue'), stage: $('stage'), viewport: $('viewport'),
         content: $('content'), idle: $('idle'),
@@ -168,7 +168,7 @@
                 clearSession('This session continues in another console window.');
                 state.phase = 'signed-out';
                 ui.status.textContent = 'This session continues in another console window. Reload to wait for calls here.';
-                ui.respond.disabled = ui.hangup.disabled = ui.invite.disabled = true;
+                ui.respond.disabled = ui.decline.disabled = ui.hangup.disabled = ui.invite.disabled = true;
                 return;
             }
             state.phase = 'reconnecting';
@@ -316,6 +316,14 @@
         if (!state.offer) return;
         send({ type: 'respond', session: state.offer });
     });
+    // Passes the offered call on: the hub offers it to the next free
+    // operator and not to this one again until it is ready anew.
+    ui.decline.addEventListener('click', () => {
+        if (!state.offer) return;
+        send({ type: 'decline', session: state.offer });
+        state.offer = null;
+        render();
+    });
     ui.hangup.addEventListener('click', () => send({ type: 'hangup' }));
     ui.invite.addEventListener('click', () => {
         send({ type: 'invite' });
@@ -361,6 +369,7 @@
         else text = state.queue.length ? `${state.queue.length} call(s) waiting.` : 'Waiting for calls.';
         ui.status.textContent = text;
         ui.respond.disabled = connected || !state.offer;
+        ui.decline.disabled = ui.respond.disabled;
         ui.hangup.disabled = !connected;
         ui.invite.disabled = !connected;
         ui.tools.disabled = !connected;

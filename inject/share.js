@@ -30,22 +30,38 @@
             return parent && `${parent}/${frameSegment(fe)}`;
         }
 
+        // A frame inside a shadow root is named within that root, after its
+        // host's part and `#shadow`, so it resolves through the same host on
+        // every terminal (closed roots too: the agent recorded them).
         function frameSegment(fe) {
+            const R = fe.getRootNode();
+            const host = R.host ? `${partKey(R.host)}/#shadow/` : '';
             const tag = fe.localName;
-            if (fe.id) return `${tag}#${enc(fe.id)}`;
+            if (fe.id) return `${host}${tag}#${enc(fe.id)}`;
             const name = fe.getAttribute('name');
-            if (name) return `${tag}[name=${enc(name)}]`;
-            return `${tag}[${[...fe.ownerDocument.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
+            if (name) return `${host}${tag}[name=${enc(name)}]`;
+            return `${host}${tag}[${[...R.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
         }
 
         const FRAME_SEG = /^(iframe|frame)(#|\[)/;
+
+        // Where the next frame level of `segs` from `i` ends: right after a
+        // frame segment, or after a host's part, `#shadow` and a frame
+        // segment; -1 when the rest is not a frame level.
+        function frameLevelEnd(segs, i) {
+            if (i < segs.length && FRAME_SEG.test(segs[i])) return i + 1;
+            for (let j = i; j < segs.length - 1 && !segs[j].startsWith('@'); j++) {
+                if (segs[j] === '#shadow' && FRAME_SEG.test(segs[j + 1])) return j > i ? j + 2 : -1;
+            }
+            return -1;
+        }
 
         // Splits a key into frame path, part segments and aspect (`@scroll`,
         // `@caret/p3`...).
         function parseKey(key) {
             const segs = key.split('/');
             let i = 1;
-            while (i < segs.length && FRAME_SEG.test(segs[i])) i++;
+            for (let end; (end = frameLevelEnd(segs, i)) > 0;) i = end;
             const frame = segs.slice(0, i).join('/');
             let j = i;
             while (j < segs.length && !segs[j].startsWith('@')) j++;
@@ -135,15 +151,25 @@
         function frameWindow(path) {
             const segs = path.split('/');
             let w = ROOT;
-            for (const seg of segs.slice(1)) {
+            for (let i = 1; i < segs.length;) {
+                const end = frameLevelEnd(segs, i);
+                if (end < 0) return null;
+                let scope = w.document;
+                if (end - i > 1) {
+                    // A frame in a shadow root: find the host, then its root.
+                    const host = resolvePart(w.document, segs.slice(i, end - 2));
+                    scope = host && shadowRootOf(host);
+                    if (!scope) return null;
+                }
+                const seg = segs[end - 1];
                 let fe;
-                const doc = w.document;
                 let m;
-                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = doc.getElementById(dec(m[2]));
-                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = doc.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
-                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = doc.querySelectorAll('iframe,frame')[+m[2]];
+                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = scope.getElementById(dec(m[2]));
+                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = scope.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
+                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = scope.querySelectorAll('iframe,frame')[+m[2]];
                 if (!fe || !fe.contentWindow) return null;
                 w = fe.contentWindow;
+                i = end;
             }
             return w;
         }
@@ -610,10 +636,10 @@
             listen(w, 'pagehide', () => detach(w), {}, off);
             const cb = cbOf(w);
             for (const R of cb ? cb.shadows : []) listenRoot(R, off);
-            if (w === ROOT) {
-                listen(doc, 'mousemove', onMouse, { capture: true, passive: true }, off);
-                if (!CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
-            }
+            // The pointer is followed in every frame, not only the root:
+            // a frame's document gets its own mouse events.
+            listen(doc, 'mousemove', (e) => onMouse(e, w), { capture: true, passive: true }, off);
+            if (w === ROOT && !CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
 
             if (CB.operator) {
                 const url = here(w);
@@ -920,21 +946,26 @@
             return p ? p.name || (p.role === 'customer' ? 'Customer' : 'Operator') : 'Someone';
         }
 
-        function docOffset(el) {
-            // Document coordinates of the root page, through frames.
-            let x = 0;
-            let y = 0;
-            let w = el.ownerDocument.defaultView;
-            const r = el.getBoundingClientRect();
-            x += r.left;
-            y += r.top;
+        // A point in frame `w`'s viewport in the root document's coordinates:
+        // each frame element's box (border and padding included) up to the
+        // root, then the root's scroll. Pointer and drawing keys stay in
+        // root coordinates, so every frame's pointer lands on the same spot.
+        function toRoot(w, x, y) {
             while (w !== ROOT && w.frameElement) {
-                const fr = w.frameElement.getBoundingClientRect();
-                x += fr.left + w.frameElement.clientLeft;
-                y += fr.top + w.frameElement.clientTop;
+                const fe = w.frameElement;
+                const fr = fe.getBoundingClientRect();
+                const cs = w.parent.getComputedStyle(fe);
+                x += fr.left + fe.clientLeft + (parseFloat(cs.paddingLeft) || 0);
+                y += fr.top + fe.clientTop + (parseFloat(cs.paddingTop) || 0);
                 w = w.parent;
             }
-            return { x: x + ROOT.scrollX, y: y + ROOT.scrollY, w: r.width, h: r.height };
+            return [x + ROOT.scrollX, y + ROOT.scrollY];
+        }
+
+        function docOffset(el) {
+            const r = el.getBoundingClientRect();
+            const [x, y] = toRoot(el.ownerDocument.defaultView, r.left, r.top);
+            return { x, y, w: r.width, h: r.height };
         }
 
         let ov = null;
@@ -1089,15 +1120,19 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
         let strokeN = 0;
 
         // The shared pointer: one command per animation frame while on.
+        // Moves in nested frames are mapped to root coordinates when sent
+        // (once per frame), not on every event.
         let mouse = null;
         let mouseFrame = 0;
-        function onMouse(e) {
+        function onMouse(e, w) {
             if (!link.tools.pointer || stopped) return;
-            mouse = [Math.round(e.clientX + ROOT.scrollX), Math.round(e.clientY + ROOT.scrollY)];
+            mouse = { w, x: e.clientX, y: e.clientY };
             if (!mouseFrame) {
                 mouseFrame = ROOT.requestAnimationFrame(() => {
                     mouseFrame = 0;
-                    send(`top/@pointer/${me()}`, 'pointer', mouse);
+                    let at;
+                    try { at = toRoot(mouse.w, mouse.x, mouse.y); } catch (err) { return; /* the frame went away */ }
+                    send(`top/@pointer/${me()}`, 'pointer', at.map(Math.round));
                 });
             }
         }

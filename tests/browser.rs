@@ -16,6 +16,7 @@ mod privacy;
 mod scroll;
 mod session;
 mod third_party;
+mod widget;
 
 
 

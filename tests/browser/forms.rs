@@ -20,7 +20,7 @@ async fn every_control_type_is_shared_both_ways() {
     let (c, o) = (&s.customer, &s.operator);
 
     // Typed by the customer with real keys.
-    for (id, text) in [("#full", "Grace Hopper"), ("#search", "flood"), ("#site", "https://example.org"), ("#phone", "+44 20 7946 0000"), ("#mail", "grace@example.org"), ("#age", "45"), ("#bio", "Two floors,\nnear a river")] {
+    for (id, text) in [("#full", "Pat Example"), ("#search", "flood"), ("#site", "https://example.org"), ("#phone", "+44 20 7946 0000"), ("#mail", "pat@example.org"), ("#age", "45"), ("#bio", "Two floors,\nnear a river")] {
         c.type_into(id, text).await;
         let js = format!("document.querySelector('{id}').value === {}", serde_json::to_string(text).unwrap());
         s.on_operator(&format!("{id} on the operator's side"), &js).await;
@@ -79,7 +79,7 @@ async fn every_control_type_is_shared_both_ways() {
     // The operator, with control, changes things; the customer sees them.
     s.grant_control().await;
     o.type_into(&content("#full"), " Jr").await;
-    s.on_customer("the operator's typing", "document.querySelector('#full').value === 'Grace Hopper Jr'").await;
+    s.on_customer("the operator's typing", "document.querySelector('#full').value === 'Pat Example Jr'").await;
     o.click(&content("#flood")).await;
     s.on_customer("the operator's checkbox", "!document.querySelector('#flood').checked").await;
     o.click(&content(r#"input[name="pay"][value="monthly"]"#)).await;
