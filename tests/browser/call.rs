@@ -23,6 +23,9 @@ async fn customer_and_operator_type_into_the_same_form() {
     operator_waits(&operator, &server, "op", &[&customer]).await;
     let respond_disabled = operator.eval_on(r#"[data-cobrowse="respond"]"#, "el.disabled").await;
     assert_eq!(respond_disabled, serde_json::json!(true), "Respond must be disabled while no call waits");
+    // Nothing stands over the waiting message until there is a page to show.
+    let viewport_hidden = operator.eval_on(r#"[data-cobrowse="viewport"]"#, "el.hidden && el.getBoundingClientRect().width === 0").await;
+    assert_eq!(viewport_hidden, serde_json::json!(true), "the empty content frame must not cover the waiting console");
 
     customer.goto(&server.url("/form.html")).await;
     until_on(&customer, "the widget", CALL, "el && el.textContent === 'Call operator'", &all, &server).await;
