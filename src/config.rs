@@ -36,6 +36,12 @@ pub struct Config {
     /// An extra PEM CA bundle trusted for upstream HTTPS, beside the system's
     /// and the webpki roots.
     pub upstream_ca: Option<PathBuf>,
+    /// The origins browsers see the proxy at, `https://host[:port]`, each
+    /// serialised as a browser sends it in `Origin`. Behind a load balancer
+    /// that terminates TLS the request's own scheme and `Host` are not what
+    /// the browser sees, so when this is set it replaces them in the Origin
+    /// checks. Empty (the default): the request's own scheme and `Host`.
+    pub public_origins: Vec<String>,
     pub operators: Vec<Operator>,
     pub privacy: Privacy,
     pub hub: HubLimits,
@@ -166,6 +172,8 @@ struct RawConfig {
     upstream: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     upstream_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    public_origins: Vec<Spanned<String>>,
     #[serde(default)]
     sites: Vec<RawSite>,
     tls: Option<RawTls>,
@@ -427,6 +435,14 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         None => None,
     };
 
+    let mut public_origins: Vec<String> = Vec::new();
+    for (i, v) in raw.public_origins.iter().enumerate() {
+        let origin = parse_public_origin(v.get_ref()).map_err(|m| src.at(&format!("public_origins[{i}]"), v, m))?;
+        if !public_origins.contains(&origin) {
+            public_origins.push(origin);
+        }
+    }
+
     let mut operators: Vec<Operator> = Vec::new();
     for (i, op) in raw.operators.iter().enumerate() {
         let user = op.user.get_ref().trim();
@@ -526,7 +542,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
-    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, operators, privacy, hub, proxy, driver })
+    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver })
 }
 
 fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, ConfigError> {
@@ -534,6 +550,26 @@ fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, Con
         0 => Err(src.at(field, v, "must be greater than 0")),
         n => Ok(Duration::from_secs(n)),
     }
+}
+
+/// An origin as browsers serialise it in `Origin`: lowercase scheme and
+/// host, no default port, no trailing slash.
+fn parse_public_origin(text: &str) -> Result<String, String> {
+    let example = "an origin like `https://support.example.com`";
+    let url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not {example} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}`: a public origin is http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{text}`: a public origin has no user or password"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` is not {example}: no path, query or fragment"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn parse_upstream(text: &str) -> Result<Url, String> {
@@ -617,6 +653,21 @@ mod tests {
         let c = parse("upstream = \"http://a\"\n[driver]\ndocuments_per_session = 4\n").unwrap();
         assert_eq!(c.driver.documents_per_session, 4);
         assert_eq!(parse("upstream = \"http://a\"\n[driver]\nbytes_per_session = 0\n").unwrap_err().field, "driver.bytes_per_session");
+    }
+
+    #[test]
+    fn public_origins_are_exact_origins() {
+        assert!(parse("upstream = \"http://a\"\n").unwrap().public_origins.is_empty());
+        let c = parse("upstream = \"http://a\"\npublic_origins = [\"https://Support.Example.com:443/\", \"http://b.test:8080\"]\n").unwrap();
+        assert_eq!(c.public_origins, ["https://support.example.com", "http://b.test:8080"]);
+        for bad in ["support.example.com", "wss://a.test", "https://a.test/console", "https://a.test?x=1", "https://u:p@a.test", "null", ""] {
+            let text = format!("upstream = \"http://a\"\n\npublic_origins = [\n  \"https://ok.test\",\n  \"{bad}\",\n]\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, "public_origins[1]", "{bad}: {e}");
+            assert_eq!(e.line, Some(5), "{bad}: {e}");
+        }
+        // A key of the top level: inside a table it is unknown there.
+        assert_eq!(parse("upstream = \"http://a\"\n[hub]\npublic_origins = []\n").unwrap_err().field, "public_origins");
     }
 
     #[test]
