@@ -92,6 +92,11 @@ pub struct HubLimits {
     pub idle_session: Duration,
     /// An offer not answered in this time goes to the next operator. Default 30 s.
     pub offer_timeout: Duration,
+    /// How long a participant whose connection dropped stays in its session
+    /// waiting to resume; the idle expiry caps it. Default 2 min.
+    pub reconnect_grace: Duration,
+    /// Sessions the hub holds at once; a call beyond is refused. Default 10,000.
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +119,8 @@ impl Default for HubLimits {
             max_bytes_per_session: 8 * 1024 * 1024,
             idle_session: Duration::from_secs(30 * 60),
             offer_timeout: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(120),
+            max_sessions: 10_000,
         }
     }
 }
@@ -239,6 +246,8 @@ struct RawHub {
     max_bytes_per_session: Option<Spanned<usize>>,
     idle_session_secs: Option<Spanned<u64>>,
     offer_timeout_secs: Option<Spanned<u64>>,
+    reconnect_grace_secs: Option<Spanned<u64>>,
+    max_sessions: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -298,7 +307,7 @@ impl Config {
     pub fn parse(text: &str, file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let src = Source { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let field = toml_error_field(e.message());
+            let field = toml_error_field(e.message()).or_else(|| e.span().and_then(|s| field_at(text, s.start))).unwrap_or_else(|| "proxy.toml".to_string());
             src.error(&field, e.span(), e.message().trim().to_string())
         })?;
         resolve(raw, &src, overrides)
@@ -332,15 +341,37 @@ pub fn strip_port(host: &str) -> &str {
 
 /// toml's messages name unknown and missing fields in backticks; pull the
 /// name out so the error's field is right even for those.
-fn toml_error_field(message: &str) -> String {
+fn toml_error_field(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.split(marker).nth(1) {
             if let Some(name) = rest.split('`').next() {
-                return name.to_string();
+                return Some(name.to_string());
             }
         }
     }
-    "proxy.toml".to_string()
+    None
+}
+
+/// The dotted name of the `key = value` line holding `offset`, for errors
+/// whose message names no field (a value of the wrong type): the key, after
+/// the name of the table above it.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset.min(text.len()))?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -494,6 +525,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         positive("hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
         positive("hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
         positive("hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
+        positive("hub.max_sessions", &h.max_sessions, &mut hub.max_sessions)?;
         if let Some(v) = &h.messages_per_second {
             if *v.get_ref() == 0 {
                 return Err(src.at("hub.messages_per_second", v, "must be greater than 0"));
@@ -505,6 +537,9 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
         if let Some(v) = &h.offer_timeout_secs {
             hub.offer_timeout = secs(src, "hub.offer_timeout_secs", v)?;
+        }
+        if let Some(v) = &h.reconnect_grace_secs {
+            hub.reconnect_grace = secs(src, "hub.reconnect_grace_secs", v)?;
         }
     }
 
@@ -668,6 +703,25 @@ mod tests {
         }
         // A key of the top level: inside a table it is unknown there.
         assert_eq!(parse("upstream = \"http://a\"\n[hub]\npublic_origins = []\n").unwrap_err().field, "public_origins");
+    }
+
+    #[test]
+    fn hub_sessions_and_reconnect_grace() {
+        let c = parse("upstream = \"http://a\"\n").unwrap();
+        assert_eq!(c.hub.reconnect_grace, Duration::from_secs(120));
+        assert_eq!(c.hub.max_sessions, 10_000);
+        let c = parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\n").unwrap();
+        assert_eq!(c.hub.reconnect_grace, Duration::from_secs(15));
+        assert_eq!(c.hub.max_sessions, 3);
+        for (text, field, line) in [
+            ("[hub]\nreconnect_grace_secs = 0\n", "hub.reconnect_grace_secs", 3),
+            ("[hub]\n\nmax_sessions = 0\n", "hub.max_sessions", 4),
+            ("[hub]\nmax_sessions = -1\n", "hub.max_sessions", 3),
+            ("[hub]\nreconnect_grace_secs = \"2m\"\n", "hub.reconnect_grace_secs", 3),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, Some(line)), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -689,6 +689,35 @@ async fn an_abandoned_session_expires() {
 }
 
 #[tokio::test]
+async fn a_call_beyond_max_sessions_is_refused_and_counted() {
+    let proxy = start("[hub]\nmax_sessions = 1\n").await;
+    let mut first = Client::customer(&proxy, "first").await;
+    first.send(json!({"type": "call"})).await;
+    first.expect_next(&proxy, "joined").await;
+    let mut second = Client::customer(&proxy, "second").await;
+    second.send(json!({"type": "call"})).await;
+    let e = second.expect_next(&proxy, "error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("maximum of 1 sessions"), "{e}");
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.contains("cobrowse_hub_calls_refused_total{reason=\"max_sessions\"} 1"), "{metrics}");
+    first.send(json!({"type": "hangup"})).await;
+    first.expect(&proxy, "ended").await;
+    second.send(json!({"type": "call"})).await;
+    second.expect_next(&proxy, "joined").await;
+}
+
+#[tokio::test]
+async fn an_operator_gone_past_the_configured_grace_leaves() {
+    let proxy = start("[hub]\nreconnect_grace_secs = 1\n").await;
+    let (mut customer, op, _session) = connected_call(&proxy).await;
+    drop(op);
+    customer.expect_where(&proxy, "status", |s| s["participants"][1]["connected"] == false).await;
+    let ended = customer.expect(&proxy, "ended").await;
+    assert_eq!(ended["reason"], "operator_left");
+}
+
+#[tokio::test]
 async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
     let proxy = start("[hub]\nmessages_per_second = 1000000\n").await;
     let (customer, mut op, _session) = connected_call(&proxy).await;

@@ -100,8 +100,10 @@ impl Hub {
         // Without a runtime (a unit test building a hub) nothing expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&hub.shared);
-            let idle = hub.shared.config.hub.idle_session;
-            let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+            // Often enough that neither the idle expiry nor the reconnect
+            // grace is overrun by more than a quarter of itself.
+            let soonest = state::reconnect_grace(&hub.shared.config);
+            let every = (soonest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {

@@ -107,9 +107,10 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// How long a participant whose connection dropped stays in its session
-/// waiting for a `resume`: two minutes, or the idle expiry if shorter.
+/// waiting for a `resume`: the configured grace, or the idle expiry if
+/// shorter (a session nobody is connected to is gone by then anyway).
 pub fn reconnect_grace(config: &Config) -> Duration {
-    config.hub.idle_session.min(Duration::from_secs(120))
+    config.hub.idle_session.min(config.hub.reconnect_grace)
 }
 
 fn now_secs() -> u64 {
@@ -395,6 +396,7 @@ impl Shared {
             if self.calls.check_key(&c.remote).is_err() {
                 return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
             }
+            self.room_for_a_session(&st)?;
         }
         let sid = new_secret();
         // The store holds the page's state from the moment of the call.
@@ -405,6 +407,12 @@ impl Shared {
             return Err(refuse(ErrorCode::InSession, "already in a session"));
         }
         let mut st = self.lock();
+        // Other calls may have taken the last room while the store opened.
+        if let Err(refusal) = self.room_for_a_session(&st) {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.remove(&sid).await });
+            return Err(refusal);
+        }
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
@@ -430,6 +438,19 @@ impl Shared {
         st.refresh();
         st.gauges();
         Ok(())
+    }
+
+    /// Refuses a new session when the hub holds `hub.max_sessions`: each
+    /// costs memory and operators' attention, and a flood of calls from many
+    /// addresses must not take the process down.
+    fn room_for_a_session(&self, st: &State) -> Result<(), Refusal> {
+        let max = self.config.hub.max_sessions;
+        if st.sessions.len() < max {
+            return Ok(());
+        }
+        warn!(sessions = st.sessions.len(), max, "call refused: the hub holds its maximum of sessions");
+        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions").increment(1);
+        Err(refuse(ErrorCode::Limit, format!("the hub holds its maximum of {max} sessions (hub.max_sessions); try again later")))
     }
 
     /// An operator starts waiting for calls.

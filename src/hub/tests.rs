@@ -240,6 +240,37 @@ async fn a_participant_gone_past_the_grace_is_taken_out() {
     assert!(hub.session(&session).is_none());
 }
 
+#[tokio::test]
+async fn calls_beyond_max_sessions_are_refused_with_no_session() {
+    let (hub, _) = hub_with_backlog(config("[hub]\nmax_sessions = 2\n"), 64);
+    let mut callers = Vec::new();
+    for name in ["first", "second"] {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        callers.push(c);
+    }
+    let mut third = Peer::connect(&hub, "third", Role::Customer, 64);
+    third.send(json!({"type": "call"})).await;
+    let e = third.next().await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["request"].as_str()), (Some("error"), Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_sessions"), "{e}");
+    assert_eq!(hub.shared().lock().sessions.len(), 2, "a refused call leaves no session");
+    // Room again once a session ends.
+    callers[0].send(json!({"type": "hangup"})).await;
+    callers[0].expect("ended").await;
+    third.send(json!({"type": "call"})).await;
+    third.expect("joined").await;
+}
+
+#[test]
+fn the_reconnect_grace_is_configured_and_capped_by_the_idle_expiry() {
+    let grace = |extra: &str| super::state::reconnect_grace(&config(extra));
+    assert_eq!(grace(""), Duration::from_secs(120));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 5\n"), Duration::from_secs(5));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 500\nidle_session_secs = 60\n"), Duration::from_secs(60));
+}
+
 /// A store that accepts sessions but fails every write, as a shared store
 /// does when it is unreachable.
 struct Unreachable(MemoryStore);
