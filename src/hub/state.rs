@@ -5,7 +5,9 @@
 //! and is never held across an `.await`: an operation that needs the store
 //! does its store step before or after its locked step. Messages to a
 //! connection are queued under the lock, so every connection sees events in
-//! the order they happened.
+//! the order they happened. Sessions ended under the lock are announced to
+//! the rest of the program ([`Shared::on_session_end`]) once it is released,
+//! so a callback may ask the hub anything without deadlocking.
 //!
 //! The life of a session (see also `docs/protocol.md`):
 //!
@@ -19,6 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::ops::{Deref, DerefMut};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +85,12 @@ pub struct State {
     /// Sessions waiting for an operator, first come first served.
     pub queue: Vec<String>,
     counter: u64,
+    /// Sessions ended while the lock is held, announced when it is released.
+    ended: Vec<String>,
 }
+
+/// Called with the id of every session that ends.
+type EndHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct Shared {
     pub config: Arc<Config>,
@@ -90,6 +99,47 @@ pub struct Shared {
     /// Calls per client address, so nobody floods the operators' queue.
     calls: DefaultKeyedRateLimiter<IpAddr>,
     state: Mutex<State>,
+    end_hooks: Mutex<Vec<EndHook>>,
+}
+
+/// The state, locked. Releasing it announces the sessions that ended while
+/// it was held, after the lock itself is gone.
+pub struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+    hooks: &'a Mutex<Vec<EndHook>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        let ended = std::mem::take(&mut guard.ended);
+        drop(guard);
+        if ended.is_empty() {
+            return;
+        }
+        let hooks: Vec<EndHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for sid in &ended {
+            for hook in &hooks {
+                // A failing callback must not take the hub's caller with it.
+                if catch_unwind(AssertUnwindSafe(|| hook(sid))).is_err() {
+                    warn!(session = %sid, "a session end callback panicked");
+                }
+            }
+        }
+    }
 }
 
 /// Calls per client address: a burst of 30, then one every 2 s.
@@ -257,7 +307,20 @@ impl Shared {
         let quota = Quota::with_period(CALLS_EVERY)
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
-        Shared { config, store, logins: Logins::new(), calls: RateLimiter::keyed(quota), state: Mutex::new(State::default()) }
+        Shared {
+            config,
+            store,
+            logins: Logins::new(),
+            calls: RateLimiter::keyed(quota),
+            state: Mutex::new(State::default()),
+            end_hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `hook` with the id of every session that ends from now on,
+    /// however it ends, after the state lock is released.
+    pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.end_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(hook));
     }
 
     /// Forgets rate-limit entries of addresses gone quiet.
@@ -266,8 +329,9 @@ impl Shared {
         self.logins.tidy();
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn lock(&self) -> Locked<'_> {
+        let guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked { guard: Some(guard), hooks: &self.end_hooks }
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
@@ -789,6 +853,7 @@ impl Shared {
             c.declined.remove(sid);
         }
         st.queue.retain(|q| q != sid);
+        st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
         metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
         let store = self.store.clone();
@@ -797,6 +862,17 @@ impl Shared {
         self.allocate(st);
         st.refresh();
         st.gauges();
+    }
+
+    /// The process stops serving: every session it holds ends with it (its
+    /// connections are told `1001` by [`Self::close_all`] first).
+    pub fn end_all(self: &Arc<Self>, reason: &str) -> usize {
+        let mut st = self.lock();
+        let all: Vec<String> = st.sessions.keys().cloned().collect();
+        for sid in &all {
+            self.end(&mut st, sid, reason);
+        }
+        all.len()
     }
 
     /// Ends every session nobody has been connected to for the configured
