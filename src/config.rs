@@ -343,10 +343,10 @@ pub fn strip_port(host: &str) -> &str {
 /// name out so the error's field is right even for those.
 fn toml_error_field(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            if let Some(name) = rest.split('`').next() {
-                return Some(name.to_string());
-            }
+        if let Some(rest) = message.split(marker).nth(1)
+            && let Some(name) = rest.split('`').next()
+        {
+            return Some(name.to_string());
         }
     }
     None
