@@ -16,7 +16,10 @@
 //!             ▲  ◀─decline/timeout─┘                  │  ◀────respond/decline/timeout─┘
 //!             │                                       ├─ operator hangup, others remain: connected
 //!  (call again)◀── ended: customer hangup, last operator left, idle expiry
+//!                  (and, for every session, the hub shutting down)
 //! ```
+//!
+//! A call while `hub.max_sessions` sessions exist starts nothing (`limit`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
