@@ -76,8 +76,13 @@ struct Client {
 
 impl Client {
     async fn open(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>) -> Client {
+        Self::open_from(proxy, name, role, cookie, &format!("http://{}", proxy.addr)).await
+    }
+
+    /// Opens the WebSocket as a page of `origin` would.
+    async fn open_from(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>, origin: &str) -> Client {
         let mut req = proxy.ws_url(&format!("/__cobrowse/ws?role={role}")).into_client_request().unwrap();
-        req.headers_mut().insert("Origin", format!("http://{}", proxy.addr).parse().unwrap());
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
         if let Some(c) = cookie {
             req.headers_mut().insert("Cookie", c.parse().unwrap());
         }
@@ -546,6 +551,53 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
+    let public = "https://support.example.com";
+    let proxy = start(&format!("public_origins = [\"{public}\"]\n")).await;
+    let own = format!("http://{}", proxy.addr);
+    let handshake = |origin: &str| {
+        let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        async move {
+            match connect_async(req).await {
+                Ok((_, r)) => r.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    };
+    assert_eq!(handshake(public).await, 101);
+    // The request as it reaches us (plain HTTP, our own Host) is not what a
+    // browser behind the load balancer sends, and is refused like any other.
+    assert_eq!(handshake(&own).await, 403);
+    assert_eq!(handshake("http://support.example.com").await, 403);
+    assert_eq!(handshake("https://evil.example").await, 403);
+
+    // Login from the public origin works, and its cookie is Secure since the
+    // browser speaks HTTPS; a foreign page and our own plain origin cannot.
+    let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
+    let from = |origin: &'static str| [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin)];
+    let (status, headers, text) = http(&proxy, "POST", "/__cobrowse/login", &from("https://support.example.com"), &form).await;
+    assert_eq!(status, 204, "{text}");
+    let set = header(&headers, "set-cookie").unwrap();
+    assert!(set.contains("; Secure"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("https://evil.example"), &form).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("http://support.example.com"), &form).await;
+    assert_eq!(status, 403);
+
+    // The whole call works from the public origin.
+    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), public).await;
+    op.send(json!({"type": "ready"})).await;
+    op.expect(&proxy, "queue").await;
+    let mut customer = Client::open_from(&proxy, "customer", "customer", None, public).await;
+    customer.send(json!({"type": "call"})).await;
+    let session = customer.expect_next(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    op.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_an_error_and_keeps_the_session() {
     let proxy = start("[hub]\nmax_message_bytes = 1024\nmessages_per_second = 20\nmax_keys_per_session = 5\n").await;
     let (mut customer, mut op, _session) = connected_call(&proxy).await;
@@ -634,6 +686,35 @@ async fn an_abandoned_session_expires() {
     back.error(&proxy, "unknown_session").await;
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
     assert!(metrics.contains("cobrowse_hub_sessions_ended_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_call_beyond_max_sessions_is_refused_and_counted() {
+    let proxy = start("[hub]\nmax_sessions = 1\n").await;
+    let mut first = Client::customer(&proxy, "first").await;
+    first.send(json!({"type": "call"})).await;
+    first.expect_next(&proxy, "joined").await;
+    let mut second = Client::customer(&proxy, "second").await;
+    second.send(json!({"type": "call"})).await;
+    let e = second.expect_next(&proxy, "error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("maximum of 1 sessions"), "{e}");
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.contains("cobrowse_hub_calls_refused_total{reason=\"max_sessions\"} 1"), "{metrics}");
+    first.send(json!({"type": "hangup"})).await;
+    first.expect(&proxy, "ended").await;
+    second.send(json!({"type": "call"})).await;
+    second.expect_next(&proxy, "joined").await;
+}
+
+#[tokio::test]
+async fn an_operator_gone_past_the_configured_grace_leaves() {
+    let proxy = start("[hub]\nreconnect_grace_secs = 1\n").await;
+    let (mut customer, op, _session) = connected_call(&proxy).await;
+    drop(op);
+    customer.expect_where(&proxy, "status", |s| s["participants"][1]["connected"] == false).await;
+    let ended = customer.expect(&proxy, "ended").await;
+    assert_eq!(ended["reason"], "operator_left");
 }
 
 #[tokio::test]

@@ -132,8 +132,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts the sweep that drops what was kept for ended sessions.
+    /// Drops what was kept for a session as soon as the hub ends it, and
+    /// starts the sweep that catches anything kept after that (a document
+    /// still streaming in when the session ended).
     pub fn new(hub: Hub, driver: Driver) -> Sessions {
+        let on_end = driver.clone();
+        hub.on_session_end(move |id| on_end.end_session(id));
         let sessions = Sessions { hub, driver };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let s = sessions.clone();
@@ -349,6 +353,27 @@ mod tests {
         assert_eq!(take_participant_cookie(&mut h).as_deref(), Some("s.r"));
         let left: Vec<_> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
         assert_eq!(left, ["a=1; b=2", "c=3"]);
+    }
+
+    #[tokio::test]
+    async fn what_was_kept_goes_when_the_session_ends() {
+        use crate::hub::Role;
+        let config = crate::config::Config::parse("upstream = \"http://127.0.0.1:9\"\n", None, &Default::default()).unwrap();
+        let hub = Hub::new(std::sync::Arc::new(config));
+        let d = Driver::new(Limits { documents_per_session: 1, bytes_per_session: 1, max_age: std::time::Duration::from_secs(1) });
+        let _sessions = Sessions::new(hub.clone(), d.clone());
+        let shared = hub.shared().clone();
+        let (conn, _rx, _cancel) = shared.connect(std::net::Ipv4Addr::LOCALHOST.into(), Role::Customer, None);
+        shared.call(conn).await.unwrap();
+        let session = shared.lock().sessions.keys().next().unwrap().clone();
+        let mut driver = HeaderMap::new();
+        driver.append(header::COOKIE, HeaderValue::from_static("sid=customer"));
+        d.record_credentials(&session, &driver);
+        shared.hangup(conn).unwrap();
+        // At once, not at the next sweep.
+        let mut follower = HeaderMap::new();
+        d.apply_credentials(&session, &mut follower);
+        assert!(follower.get(header::COOKIE).is_none());
     }
 
     #[test]

@@ -124,9 +124,9 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, serde_json::json!({ "error": message }))
 }
 
-fn cookie_header(config: &Config, ctx: &Ctx, value: &str, max_age: Option<u64>) -> String {
+fn cookie_header(config: &Config, secure: bool, value: &str, max_age: Option<u64>) -> String {
     let mut c = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}", config.prefix);
-    if ctx.tls {
+    if secure {
         c.push_str("; Secure");
     }
     if let Some(age) = max_age {
@@ -167,13 +167,13 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
 /// A browser says where a form or script posting to us came from; a
 /// foreign page must not log an operator in or out (login CSRF). Clients
 /// that send no `Origin` (scripts, tests) are not browsers on a foreign page.
-fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx) -> bool {
+fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
     let headers = req.headers();
     if !headers.contains_key(header::ORIGIN) {
         return true;
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
-    super::ws::same_origin(headers, host, ctx)
+    super::ws::same_origin(headers, host, ctx, &config.public_origins)
 }
 
 /// `POST {prefix}login`.
@@ -181,9 +181,10 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
-    if !from_our_pages(&req, &ctx) {
+    if !from_our_pages(&req, &ctx, config) {
         return error(StatusCode::FORBIDDEN, "log in from this proxy's own console");
     }
+    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
     let creds = match credentials(req).await {
         Ok(c) => c,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -222,7 +223,7 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
                 .header(header::CACHE_CONTROL, "no-store")
                 .body(body::empty())
                 .expect("static response parts are valid");
-            let c = cookie_header(config, &ctx, &token, None);
+            let c = cookie_header(config, secure, &token, None);
             r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
             r
         }
@@ -239,7 +240,7 @@ pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ct
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
-    if !from_our_pages(req, &ctx) {
+    if !from_our_pages(req, &ctx, config) {
         return error(StatusCode::FORBIDDEN, "log out from this proxy's own console");
     }
     if let Some(a) = logins.account(req.headers()) {
@@ -247,7 +248,8 @@ pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ct
     }
     logins.revoke(req.headers());
     let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("static response parts are valid");
-    let c = cookie_header(config, &ctx, "", Some(0));
+    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    let c = cookie_header(config, secure, "", Some(0));
     r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
     r
 }

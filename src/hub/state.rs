@@ -5,7 +5,9 @@
 //! and is never held across an `.await`: an operation that needs the store
 //! does its store step before or after its locked step. Messages to a
 //! connection are queued under the lock, so every connection sees events in
-//! the order they happened.
+//! the order they happened. Sessions ended under the lock are announced to
+//! the rest of the program ([`Shared::on_session_end`]) once it is released,
+//! so a callback may ask the hub anything without deadlocking.
 //!
 //! The life of a session (see also `docs/protocol.md`):
 //!
@@ -14,11 +16,16 @@
 //!             ▲  ◀─decline/timeout─┘                  │  ◀────respond/decline/timeout─┘
 //!             │                                       ├─ operator hangup, others remain: connected
 //!  (call again)◀── ended: customer hangup, last operator left, idle expiry
+//!                  (and, for every session, the hub shutting down)
 //! ```
+//!
+//! A call while `hub.max_sessions` sessions exist starts nothing (`limit`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::ops::{Deref, DerefMut};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +88,12 @@ pub struct State {
     /// Sessions waiting for an operator, first come first served.
     pub queue: Vec<String>,
     counter: u64,
+    /// Sessions ended while the lock is held, announced when it is released.
+    ended: Vec<String>,
 }
+
+/// Called with the id of every session that ends.
+type EndHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct Shared {
     pub config: Arc<Config>,
@@ -90,6 +102,47 @@ pub struct Shared {
     /// Calls per client address, so nobody floods the operators' queue.
     calls: DefaultKeyedRateLimiter<IpAddr>,
     state: Mutex<State>,
+    end_hooks: Mutex<Vec<EndHook>>,
+}
+
+/// The state, locked. Releasing it announces the sessions that ended while
+/// it was held, after the lock itself is gone.
+pub struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+    hooks: &'a Mutex<Vec<EndHook>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        let ended = std::mem::take(&mut guard.ended);
+        drop(guard);
+        if ended.is_empty() {
+            return;
+        }
+        let hooks: Vec<EndHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for sid in &ended {
+            for hook in &hooks {
+                // A failing callback must not take the hub's caller with it.
+                if catch_unwind(AssertUnwindSafe(|| hook(sid))).is_err() {
+                    warn!(session = %sid, "a session end callback panicked");
+                }
+            }
+        }
+    }
 }
 
 /// Calls per client address: a burst of 30, then one every 2 s.
@@ -107,9 +160,10 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// How long a participant whose connection dropped stays in its session
-/// waiting for a `resume`: two minutes, or the idle expiry if shorter.
+/// waiting for a `resume`: the configured grace, or the idle expiry if
+/// shorter (a session nobody is connected to is gone by then anyway).
 pub fn reconnect_grace(config: &Config) -> Duration {
-    config.hub.idle_session.min(Duration::from_secs(120))
+    config.hub.idle_session.min(config.hub.reconnect_grace)
 }
 
 fn now_secs() -> u64 {
@@ -256,7 +310,20 @@ impl Shared {
         let quota = Quota::with_period(CALLS_EVERY)
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
-        Shared { config, store, logins: Logins::new(), calls: RateLimiter::keyed(quota), state: Mutex::new(State::default()) }
+        Shared {
+            config,
+            store,
+            logins: Logins::new(),
+            calls: RateLimiter::keyed(quota),
+            state: Mutex::new(State::default()),
+            end_hooks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `hook` with the id of every session that ends from now on,
+    /// however it ends, after the state lock is released.
+    pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.end_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(hook));
     }
 
     /// Forgets rate-limit entries of addresses gone quiet.
@@ -265,8 +332,9 @@ impl Shared {
         self.logins.tidy();
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn lock(&self) -> Locked<'_> {
+        let guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked { guard: Some(guard), hooks: &self.end_hooks }
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
@@ -395,6 +463,7 @@ impl Shared {
             if self.calls.check_key(&c.remote).is_err() {
                 return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
             }
+            self.room_for_a_session(&st)?;
         }
         let sid = new_secret();
         // The store holds the page's state from the moment of the call.
@@ -405,6 +474,12 @@ impl Shared {
             return Err(refuse(ErrorCode::InSession, "already in a session"));
         }
         let mut st = self.lock();
+        // Other calls may have taken the last room while the store opened.
+        if let Err(refusal) = self.room_for_a_session(&st) {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.remove(&sid).await });
+            return Err(refusal);
+        }
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
@@ -430,6 +505,19 @@ impl Shared {
         st.refresh();
         st.gauges();
         Ok(())
+    }
+
+    /// Refuses a new session when the hub holds `hub.max_sessions`: each
+    /// costs memory and operators' attention, and a flood of calls from many
+    /// addresses must not take the process down.
+    fn room_for_a_session(&self, st: &State) -> Result<(), Refusal> {
+        let max = self.config.hub.max_sessions;
+        if st.sessions.len() < max {
+            return Ok(());
+        }
+        warn!(sessions = st.sessions.len(), max, "call refused: the hub holds its maximum of sessions");
+        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions").increment(1);
+        Err(refuse(ErrorCode::Limit, format!("the hub holds its maximum of {max} sessions (hub.max_sessions); try again later")))
     }
 
     /// An operator starts waiting for calls.
@@ -768,6 +856,7 @@ impl Shared {
             c.declined.remove(sid);
         }
         st.queue.retain(|q| q != sid);
+        st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
         metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
         let store = self.store.clone();
@@ -776,6 +865,17 @@ impl Shared {
         self.allocate(st);
         st.refresh();
         st.gauges();
+    }
+
+    /// The process stops serving: every session it holds ends with it (its
+    /// connections are told `1001` by [`Self::close_all`] first).
+    pub fn end_all(self: &Arc<Self>, reason: &str) -> usize {
+        let mut st = self.lock();
+        let all: Vec<String> = st.sessions.keys().cloned().collect();
+        for sid in &all {
+            self.end(&mut st, sid, reason);
+        }
+        all.len()
     }
 
     /// Ends every session nobody has been connected to for the configured

@@ -240,6 +240,106 @@ async fn a_participant_gone_past_the_grace_is_taken_out() {
     assert!(hub.session(&session).is_none());
 }
 
+#[tokio::test]
+async fn calls_beyond_max_sessions_are_refused_with_no_session() {
+    let (hub, _) = hub_with_backlog(config("[hub]\nmax_sessions = 2\n"), 64);
+    let mut callers = Vec::new();
+    for name in ["first", "second"] {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        callers.push(c);
+    }
+    let mut third = Peer::connect(&hub, "third", Role::Customer, 64);
+    third.send(json!({"type": "call"})).await;
+    let e = third.next().await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["request"].as_str()), (Some("error"), Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_sessions"), "{e}");
+    assert_eq!(hub.shared().lock().sessions.len(), 2, "a refused call leaves no session");
+    // Room again once a session ends.
+    callers[0].send(json!({"type": "hangup"})).await;
+    callers[0].expect("ended").await;
+    third.send(json!({"type": "call"})).await;
+    third.expect("joined").await;
+}
+
+#[test]
+fn the_reconnect_grace_is_configured_and_capped_by_the_idle_expiry() {
+    let grace = |extra: &str| super::state::reconnect_grace(&config(extra));
+    assert_eq!(grace(""), Duration::from_secs(120));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 5\n"), Duration::from_secs(5));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 500\nidle_session_secs = 60\n"), Duration::from_secs(60));
+}
+
+/// Records every session end the hub announces, and whether the session was
+/// gone from the hub's state when it did (taking the lock in the callback
+/// also proves the lock is released by then: it would deadlock otherwise).
+fn record_ends(hub: &Hub) -> Arc<std::sync::Mutex<Vec<(String, bool)>>> {
+    let ends = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = Arc::downgrade(hub.shared());
+    let seen = ends.clone();
+    hub.on_session_end(move |sid| {
+        let gone = shared.upgrade().is_some_and(|s| !s.lock().sessions.contains_key(sid));
+        seen.lock().unwrap().push((sid.to_string(), gone));
+    });
+    ends
+}
+
+async fn call(hub: &Hub, name: &'static str) -> (Peer, String) {
+    let mut c = Peer::connect(hub, name, Role::Customer, 64);
+    c.send(json!({"type": "call"})).await;
+    let session = c.expect("joined").await["session"].as_str().unwrap().to_string();
+    (c, session)
+}
+
+#[tokio::test]
+async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
+    let (hub, _) = hub_with_backlog(config("[hub]\nidle_session_secs = 60\n"), 64);
+    // A callback that fails does not keep the others from running.
+    hub.on_session_end(|_| panic!("a broken callback"));
+    let ends = record_ends(&hub);
+    let ended = |sid: &str| ends.lock().unwrap().iter().filter(|(s, _)| s == sid).map(|(_, gone)| *gone).collect::<Vec<_>>();
+
+    // The customer hangs up.
+    let (customer, by_customer) = call(&hub, "hangs up").await;
+    customer.send(json!({"type": "hangup"})).await;
+    wait_until(|| !ended(&by_customer).is_empty()).await;
+
+    // The last operator leaves.
+    let (mut customer, op, by_operator) = connected(&hub, 64).await;
+    // Not waiting for calls any more, so later calls go to later operators.
+    op.send(json!({"type": "away"})).await;
+    op.send(json!({"type": "hangup"})).await;
+    customer.expect("ended").await;
+    wait_until(|| !ended(&by_operator).is_empty()).await;
+
+    // The last operator is gone past the reconnect grace.
+    let (mut customer, op, by_grace) = connected(&hub, 64).await;
+    drop(op);
+    wait_until(|| hub.session(&by_grace).is_some_and(|s| s.participants.iter().any(|p| !p.connected))).await;
+    hub.shared().drop_detached(Instant::now() + Duration::from_secs(61));
+    customer.expect("ended").await;
+    assert_eq!(ended(&by_grace), [true]);
+
+    // Nobody is connected past the idle expiry.
+    let (customer, by_expiry) = call(&hub, "leaves").await;
+    drop(customer);
+    wait_until(|| hub.session(&by_expiry).is_some_and(|s| s.participants.iter().all(|p| !p.connected))).await;
+    hub.shared().expire_idle(Instant::now() + Duration::from_secs(61));
+    assert_eq!(ended(&by_expiry), [true]);
+
+    // The hub shuts down with sessions open.
+    let (_c, _o, connected_at_shutdown) = connected(&hub, 64).await;
+    let (_waiting, by_shutdown) = call(&hub, "waits").await;
+    hub.shutdown();
+    assert!(hub.session(&by_shutdown).is_none() && hub.session(&connected_at_shutdown).is_none());
+    // Once each, with the session gone from the state.
+    for sid in [&by_customer, &by_operator, &by_grace, &by_expiry, &by_shutdown, &connected_at_shutdown] {
+        assert_eq!(ended(sid), [true], "{sid}");
+    }
+    assert_eq!(ends.lock().unwrap().len(), 6);
+}
+
 /// A store that accepts sessions but fails every write, as a shared store
 /// does when it is unreachable.
 struct Unreachable(MemoryStore);
