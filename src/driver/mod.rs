@@ -185,11 +185,14 @@ pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx) -> Resp
         return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
     }
     let (parts, body) = req.into_parts();
+    // Behind a load balancer that terminates TLS the request arrives as
+    // plain HTTP, but the browser says which scheme it is on.
+    let https = ctx.tls || parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
     let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
     };
-    let secure = if ctx.tls { "; Secure" } else { "" };
+    let secure = if https { "; Secure" } else { "" };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         let clear = format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
         return json(StatusCode::OK, r#"{"bound":false}"#.into(), Some(clear));
