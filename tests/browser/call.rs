@@ -104,10 +104,14 @@ async fn a_declined_call_goes_to_the_next_free_operator() {
 
     op.click(DECLINE).await;
     until_on(&op2, "the next free operator offered the call", RESPOND, "el && !el.disabled", &all, &server).await;
-    assert!(
-        op.websocket_frames().iter().any(|f| f.starts_with("sent") && f.contains(r#""type":"decline""#)),
-        "the console sends the documented decline message"
-    );
+    // The browser reports a sent frame a moment after the page sends it.
+    crate::support::wait_for(
+        "the console to send the documented decline message",
+        std::time::Duration::from_secs(5),
+        || async { op.websocket_frames().iter().any(|f| f.starts_with("sent") && f.contains(r#""type":"decline""#)).then_some(()) },
+        || format!("{:#?}", op.websocket_frames()),
+    )
+    .await;
     until_on(&op, "the declining operator's buttons disabled", DECLINE, &format!("el && el.disabled && document.querySelector('{RESPOND}').disabled"), &all, &server).await;
 
     operator_responds(&op2, &server, &[&customer, &op]).await;
