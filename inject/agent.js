@@ -206,6 +206,15 @@
     };
     CB.link = link;
 
+    // Tells the proxy which participant this browser is, so it can apply
+    // the one-driver rules to the page's own requests (docs/driver.md); no
+    // session clears it.
+    function bindBrowser(session, resume) {
+        const body = session ? JSON.stringify({ session, resume }) : '';
+        return fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
+            .catch(() => { /* sharing still works; the proxy sees an unbound browser */ });
+    }
+
     function connect(first) {
         const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
         const ws = new WebSocket(`${proto}//${location.host}${CONFIG.prefix}ws?role=customer`);
@@ -213,7 +222,9 @@
         ws.onopen = () => {
             link.retries = 0;
             const saved = readJSON(STORE);
-            if (first === 'resume' && saved) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
+            // A resume is answered with a replay; a new call is not.
+            link.resuming = !!(first === 'resume' && saved);
+            if (link.resuming) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
             else ws.send(JSON.stringify({ type: 'call' }));
             first = 'resume';
         };
@@ -222,10 +233,19 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
-            if (link.ws !== ws) return;
+        ws.onclose = (ev) => {
+            // Leaving the page: the next page of this tab resumes; nothing
+            // here may touch the session storage it will read.
+            if (link.ws !== ws || leaving) return;
             link.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Another tab with a copy of this tab's session storage took
+                // the session over; it goes on there.
+                end();
+                widget.notice('Sharing continues in another tab.');
+                return;
+            }
             // A network blip or a server restart: come back as the same
             // participant while the session may still exist.
             if (readJSON(STORE) && link.retries < 8) {
@@ -238,19 +258,29 @@
         };
     }
 
+    let leaving = false;
+    W.addEventListener('pagehide', () => { leaving = true; });
+    W.addEventListener('pageshow', (e) => { if (e.persisted) { leaving = false; if (readJSON(STORE) && !link.ws) connect('resume'); } });
+
     function onMessage(msg) {
         switch (msg.type) {
             case 'joined':
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
+                bindBrowser(msg.session, msg.resume);
                 link.me = msg.participant;
                 link.joined = true;
+                link.fresh = link.resuming;
                 for (const m of link.queue.splice(0)) link.ws.send(m);
                 // The customer's page is the truth: publish all of it.
                 if (CB.engine) CB.engine.publish();
                 break;
             case 'replay':
-                // The customer drives; what is stored came from this tab
-                // (an earlier page) or was applied here already.
+                // Right after joining: the customer drives, and this page
+                // publishes its own state, so the stored one is not applied.
+                // Later, a replay resynchronises a slow link: it carries what
+                // the others did meanwhile.
+                if (link.fresh) { link.fresh = false; break; }
+                for (const c of msg.commands || []) onMessage(c);
                 break;
             case 'status':
                 link.state = msg.state;
@@ -269,6 +299,8 @@
                 break;
             case 'ended':
                 end();
+                widget.notice(msg.reason === 'operator_left' ? 'The operator has left; sharing has stopped.'
+                    : msg.reason === 'expired' ? 'The session expired; sharing has stopped.' : 'Sharing has stopped.');
                 break;
             case 'error':
                 if (msg.code === 'unknown_session') end();
@@ -292,6 +324,7 @@
     }
 
     function end() {
+        if (readJSON(STORE)) bindBrowser(null);
         writeJSON(STORE, null);
         writeJSON(KNOWN, null);
         const ws = link.ws;
@@ -342,12 +375,12 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             const root = nativeAttachShadow.call(host, { mode: 'open' });
             root.innerHTML = `<style>${CSS}</style>
 <div class="box" role="region" aria-label="Co-browsing">
-  <p class="status" data-cobrowse="status" role="status" aria-live="polite"></p>
+  <p class="status" id="status" data-cobrowse="status" role="status" aria-live="polite"></p>
   <p class="notice" data-cobrowse="notice" role="alert" hidden></p>
   <div class="row">
-    <button type="button" class="primary" data-cobrowse="call"></button>
+    <button type="button" class="primary" data-cobrowse="call" aria-describedby="status"></button>
   </div>
-  <div class="row" data-cobrowse="tools" hidden>
+  <div class="row" data-cobrowse="tools" role="group" aria-label="Sharing tools" hidden>
     <button type="button" data-cobrowse="control" aria-pressed="false">Give control</button>
     <button type="button" data-cobrowse="pointer" aria-pressed="false">Pointer</button>
     <button type="button" data-cobrowse="draw" aria-pressed="false">Draw</button>
@@ -402,9 +435,14 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             if (s === 'connected' && link.control) text += ' They can act on this page.';
             ui.status.textContent = text;
             ui.call.textContent = s === 'idle' ? 'Call operator' : 'Hang up';
-            ui.call.setAttribute('aria-label', s === 'idle' ? 'Call an operator to share this page' : 'Hang up and stop sharing');
+            // Each accessible name starts with the visible text, so someone
+            // who speaks the label they see (voice control) reaches the button.
+            ui.call.setAttribute('aria-label', s === 'idle' ? 'Call operator to share this page' : 'Hang up and stop sharing this page');
             ui.tools.hidden = s !== 'connected';
             ui.control.textContent = link.control ? 'Take back control' : 'Give control';
+            ui.control.setAttribute('aria-label', link.control ? 'Take back control: the operator can only watch' : 'Give control: let the operator act on this page');
+            ui.pointer.setAttribute('aria-label', 'Pointer: show the operator where your mouse is');
+            ui.draw.setAttribute('aria-label', 'Draw over the page for the operator');
             ui.control.setAttribute('aria-pressed', String(link.control));
             ui.pointer.setAttribute('aria-pressed', String(link.tools.pointer));
             ui.draw.setAttribute('aria-pressed', String(link.tools.draw));

@@ -9,12 +9,22 @@
     const $ = (name) => document.querySelector(`[data-cobrowse="${name}"]`);
     const ui = {
         login: $('login'), loginError: $('login-error'), desk: $('desk'), me: $('me'), logout: $('logout'),
-        status: $('status'), notice: $('notice'), respond: $('respond'), hangup: $('hangup'), invite: $('invite'),
+        status: $('status'), notice: $('notice'), respond: $('respond'), decline: $('decline'), hangup: $('hangup'), invite: $('invite'),
         tools: $('tools'), pointer: $('pointer'), draw: $('draw'), fade: $('fade'), clear: $('clear'),
         participants: $('participants'), queue: $('queue'), stage: $('stage'), viewport: $('viewport'),
         content: $('content'), idle: $('idle'),
     };
     const SAVED = 'cobrowse.console.session';
+
+    // Tells the proxy this browser follows a session, so the content frame
+    // is served the customer's documents and never repeats a side effect
+    // (docs/driver.md). Resolves once the cookie is set; no session clears it.
+    function bindBrowser(session, resume) {
+        const body = session ? JSON.stringify({ session, resume }) : '';
+        return fetch(PREFIX + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
+            .catch(() => { /* the page still works, as an unbound follower */ });
+    }
+    let bound = Promise.resolve();
 
     // The store as this operator knows it: the latest command per key, in the
     // order keys were last written, with a navigation dropping what was below
@@ -149,10 +159,18 @@
             try { msg = JSON.parse(ev.data); } catch (e) { return; }
             onMessage(msg);
         };
-        ws.onclose = () => {
+        ws.onclose = (ev) => {
             if (state.ws !== ws) return;
             state.ws = null;
             link.joined = false;
+            if (ev.code === 4001) {
+                // Resumed in another console window: this one steps back.
+                clearSession('This session continues in another console window.');
+                state.phase = 'signed-out';
+                ui.status.textContent = 'This session continues in another console window. Reload to wait for calls here.';
+                ui.respond.disabled = ui.decline.disabled = ui.hangup.disabled = ui.invite.disabled = true;
+                return;
+            }
             state.phase = 'reconnecting';
             render();
             const delay = Math.min(8000, 250 * 2 ** state.retries++);
@@ -177,16 +195,21 @@
                 break;
             case 'joined':
                 state.session = msg.session;
+                state.fresh = true;
                 link.me = msg.participant;
                 link.joined = true;
                 state.phase = 'connected';
                 state.offer = null;
                 state.queue = [];
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
+                bound = bindBrowser(msg.session, msg.resume);
                 break;
             case 'replay': {
-                // The session's current state, on joining or to resynchronise.
-                mirror.clear();
+                // The session's current state, on joining; or, to
+                // resynchronise a slow link, the state without this
+                // operator's own commands, which the mirror keeps.
+                if (state.fresh) mirror.clear();
+                state.fresh = false;
                 for (const c of msg.commands || []) put(c);
                 const e = engine();
                 const nav = mirror.get('top');
@@ -247,8 +270,12 @@
         ui.idle.hidden = true;
         ui.viewport.hidden = false;
         if (!nav) return;
-        if (currentUrl() === nav.args[0] && engine()) return;
-        ui.content.contentWindow.location.replace(nav.args[0]);
+        const url = nav.args[0];
+        // Only paths on the proxy's origin are loaded into the content frame.
+        if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
+        if (currentUrl() === url && engine()) return;
+        // Loaded only once the proxy knows this browser follows the session.
+        bound.then(() => { if (state.session) ui.content.contentWindow.location.replace(url); });
     }
 
     function clearSession(message) {
@@ -260,6 +287,7 @@
         link.tools.pointer = link.tools.draw = false;
         state.session = null;
         sessionStorage.removeItem(SAVED);
+        bound = bindBrowser(null);
         ui.content.src = 'about:blank';
         ui.viewport.hidden = true;
         ui.idle.hidden = false;
@@ -287,6 +315,14 @@
     ui.respond.addEventListener('click', () => {
         if (!state.offer) return;
         send({ type: 'respond', session: state.offer });
+    });
+    // Passes the offered call on: the hub offers it to the next free
+    // operator and not to this one again until it is ready anew.
+    ui.decline.addEventListener('click', () => {
+        if (!state.offer) return;
+        send({ type: 'decline', session: state.offer });
+        state.offer = null;
+        render();
     });
     ui.hangup.addEventListener('click', () => send({ type: 'hangup' }));
     ui.invite.addEventListener('click', () => {
@@ -333,6 +369,7 @@
         else text = state.queue.length ? `${state.queue.length} call(s) waiting.` : 'Waiting for calls.';
         ui.status.textContent = text;
         ui.respond.disabled = connected || !state.offer;
+        ui.decline.disabled = ui.respond.disabled;
         ui.hangup.disabled = !connected;
         ui.invite.disabled = !connected;
         ui.tools.disabled = !connected;

@@ -30,22 +30,38 @@
             return parent && `${parent}/${frameSegment(fe)}`;
         }
 
+        // A frame inside a shadow root is named within that root, after its
+        // host's part and `#shadow`, so it resolves through the same host on
+        // every terminal (closed roots too: the agent recorded them).
         function frameSegment(fe) {
+            const R = fe.getRootNode();
+            const host = R.host ? `${partKey(R.host)}/#shadow/` : '';
             const tag = fe.localName;
-            if (fe.id) return `${tag}#${enc(fe.id)}`;
+            if (fe.id) return `${host}${tag}#${enc(fe.id)}`;
             const name = fe.getAttribute('name');
-            if (name) return `${tag}[name=${enc(name)}]`;
-            return `${tag}[${[...fe.ownerDocument.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
+            if (name) return `${host}${tag}[name=${enc(name)}]`;
+            return `${host}${tag}[${[...R.querySelectorAll('iframe,frame')].indexOf(fe)}]`;
         }
 
         const FRAME_SEG = /^(iframe|frame)(#|\[)/;
+
+        // Where the next frame level of `segs` from `i` ends: right after a
+        // frame segment, or after a host's part, `#shadow` and a frame
+        // segment; -1 when the rest is not a frame level.
+        function frameLevelEnd(segs, i) {
+            if (i < segs.length && FRAME_SEG.test(segs[i])) return i + 1;
+            for (let j = i; j < segs.length - 1 && !segs[j].startsWith('@'); j++) {
+                if (segs[j] === '#shadow' && FRAME_SEG.test(segs[j + 1])) return j > i ? j + 2 : -1;
+            }
+            return -1;
+        }
 
         // Splits a key into frame path, part segments and aspect (`@scroll`,
         // `@caret/p3`...).
         function parseKey(key) {
             const segs = key.split('/');
             let i = 1;
-            while (i < segs.length && FRAME_SEG.test(segs[i])) i++;
+            for (let end; (end = frameLevelEnd(segs, i)) > 0;) i = end;
             const frame = segs.slice(0, i).join('/');
             let j = i;
             while (j < segs.length && !segs[j].startsWith('@')) j++;
@@ -135,15 +151,25 @@
         function frameWindow(path) {
             const segs = path.split('/');
             let w = ROOT;
-            for (const seg of segs.slice(1)) {
+            for (let i = 1; i < segs.length;) {
+                const end = frameLevelEnd(segs, i);
+                if (end < 0) return null;
+                let scope = w.document;
+                if (end - i > 1) {
+                    // A frame in a shadow root: find the host, then its root.
+                    const host = resolvePart(w.document, segs.slice(i, end - 2));
+                    scope = host && shadowRootOf(host);
+                    if (!scope) return null;
+                }
+                const seg = segs[end - 1];
                 let fe;
-                const doc = w.document;
                 let m;
-                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = doc.getElementById(dec(m[2]));
-                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = doc.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
-                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = doc.querySelectorAll('iframe,frame')[+m[2]];
+                if ((m = /^(\w+)#(.+)$/.exec(seg))) fe = scope.getElementById(dec(m[2]));
+                else if ((m = /^(\w+)\[name=(.*)\]$/.exec(seg))) fe = scope.querySelector(`${m[1]}[name="${CSS.escape(dec(m[2]))}"]`);
+                else if ((m = /^(\w+)\[(\d+)\]$/.exec(seg))) fe = scope.querySelectorAll('iframe,frame')[+m[2]];
                 if (!fe || !fe.contentWindow) return null;
                 w = fe.contentWindow;
+                i = end;
             }
             return w;
         }
@@ -336,26 +362,75 @@
             if (!el) return;
             if (e.type === 'compositionstart') composing.add(el);
             else {
+                // The committed text is the latest change to the field: it
+                // wins over a remote value that arrived during composition.
                 composing.delete(el);
-                const waiting = deferred.get(el);
                 deferred.delete(el);
-                if (waiting) receive(waiting);
-                else onControl(e, R);
+                onControl(e, R);
             }
         }
         const composing = new WeakSet();
         const deferred = new WeakMap();
 
-        // The place where an operator's link click or form submission is
-        // handled. Today it is performed where it happened and the resulting
-        // navigation is shared; a follower must not repeat side effects, so
-        // this is where such actions will be forwarded to the driver instead.
-        // Each returns true when it took the action over (and prevented the
-        // local default).
+        // One driver: an operator's link clicks and form submissions are not
+        // performed where they happen (a second browser would repeat the
+        // customer's side effects: the POST, the order). They are sent to the
+        // customer's browser, which performs them; the navigation that
+        // follows reaches everyone. Each returns true when it took the action
+        // over (and prevented the local default).
         const driverActions = {
-            follow(/* anchor, event */) { return false; },
-            submit(/* form, event */) { return false; },
+            follow(anchor, e) {
+                if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return false;
+                if (anchor.hasAttribute('download') || (anchor.target || '').toLowerCase() === '_blank') return false;
+                const raw = (anchor.getAttribute('href') || '').trim();
+                // In-page anchors and script URLs navigate nowhere.
+                if (raw.startsWith('#') || /^javascript:/i.test(raw)) return false;
+                e.preventDefault();
+                const path = pathOf(anchor);
+                if (path && mayAct()) send(`${path}/${partKey(anchor)}/@follow`, 'follow', [anchor.href], true);
+                return true;
+            },
+            submit(form, submitter, e) {
+                e.preventDefault();
+                const path = pathOf(form);
+                const index = submitter ? [...form.elements].indexOf(submitter) : -1;
+                if (path && mayAct()) send(`${path}/${partKey(form)}/@submit`, 'submit', [index], true);
+                return true;
+            },
         };
+
+        // Whether this browser is the driver: the customer's tab that joined
+        // first (other tabs of the customer follow, like operators).
+        function drives() {
+            if (CB.operator) return false;
+            const first = (link.participants || []).find((p) => p.role === 'customer');
+            return !first || first.id === link.me;
+        }
+
+        // The driver performs what an operator asked for, as if clicked here.
+        function perform(el, aspect, [arg]) {
+            if (aspect === '@follow') {
+                if (el.localName === 'a' || el.localName === 'area') el.click();
+                return;
+            }
+            if (el.localName !== 'form') return;
+            const submitter = arg >= 0 ? el.elements[arg] : null;
+            if (typeof el.requestSubmit === 'function') el.requestSubmit(submitter && submitter.form === el ? submitter : undefined);
+            else el.submit();
+        }
+
+        // Submissions without a click (Enter in a lone field, a script's
+        // requestSubmit) are the operator's too.
+        function onSubmit(e, R) {
+            if (stopped || !CB.operator) return;
+            const form = ownTarget(e, R);
+            if (!form || form.localName !== 'form' || ours(form)) return;
+            // A follower never submits. A script's submission here mirrors
+            // one the driver's script makes itself, so only the operator's
+            // own is forwarded.
+            if (applying || !e.isTrusted) return e.preventDefault();
+            driverActions.submit(form, e.submitter || null, e);
+        }
 
         // Clicks that drive the page's own scripts (menus, tabs, toggles).
         // Form controls, links and submissions are shared by their effect
@@ -382,7 +457,7 @@
             }
             const submitter = t.closest('button, input[type="submit"], input[type="image"]');
             if (submitter && submitter.form && (submitter.type === 'submit' || submitter.type === 'image')) {
-                if (CB.operator) driverActions.submit(submitter.form, e);
+                if (CB.operator) driverActions.submit(submitter.form, submitter, e);
                 return;
             }
             if (t.closest('input, select, textarea, label, option, [contenteditable=""], [contenteditable="true"]')) return;
@@ -509,8 +584,13 @@
             const a = attached.get(w);
             if (!a || stopped) return;
             const url = here(w);
-            if (link.known(a.path) === url) return;
-            if (!mayAct()) return;
+            const known = link.known(a.path);
+            if (known === url) return;
+            if (!mayAct()) {
+                // View only: back to the shared page.
+                if (known) applyNavigate(w, a.path, [known, 'replace', null]);
+                return;
+            }
             link.setKnown(a.path, url);
             forget(a.path);
             send(a.path, 'navigate', [url, kind, historyState(w)], true);
@@ -533,7 +613,10 @@
             listen(R, 'change', (e) => onControl(e, R), cap, off);
             listen(R, 'compositionstart', (e) => onComposition(e, R), cap, off);
             listen(R, 'compositionend', (e) => onComposition(e, R), cap, off);
-            listen(R, 'click', (e) => onClick(e, R), cap, off);
+            // An operator's clicks and submissions may be taken over for the
+            // driver, which needs a listener that can prevent the default.
+            listen(R, 'click', (e) => onClick(e, R), CB.operator ? { capture: true } : cap, off);
+            if (CB.operator) listen(R, 'submit', (e) => onSubmit(e, R), { capture: true }, off);
             listen(R, 'keydown', (e) => onKey(e, R), cap, off);
             listen(R, 'scroll', (e) => onScroll(e, R), cap, off);
             for (const t of ['select', 'keyup', 'mouseup', 'focusin', 'focusout']) listen(R, t, onCaret, cap, off);
@@ -545,16 +628,18 @@
             if (!path) return;
             const doc = w.document;
             const off = [];
-            attached.set(w, { path, off });
+            // Names this document instance: a reload, or a page reached by
+            // POST at the same URL, is a new document followers must load.
+            attached.set(w, { path, off, doc: Math.random().toString(36).slice(2) });
             listenRoot(doc, off);
             listen(doc, 'selectionchange', onCaret, { passive: true }, off);
             listen(w, 'pagehide', () => detach(w), {}, off);
             const cb = cbOf(w);
             for (const R of cb ? cb.shadows : []) listenRoot(R, off);
-            if (w === ROOT) {
-                listen(doc, 'mousemove', onMouse, { capture: true, passive: true }, off);
-                if (!CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
-            }
+            // The pointer is followed in every frame, not only the root:
+            // a frame's document gets its own mouse events.
+            listen(doc, 'mousemove', (e) => onMouse(e, w), { capture: true, passive: true }, off);
+            if (w === ROOT && !CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
 
             if (CB.operator) {
                 const url = here(w);
@@ -569,6 +654,9 @@
                     }
                     return;
                 }
+                // The document shown is the one the stored navigation named.
+                const nav = link.stored(path).find((c) => c.key === path && c.fn === 'navigate');
+                if (nav && nav.args[3]) shownDocs().set(path, nav.args[3]);
                 applyStored(path);
                 markMasked(w);
             } else {
@@ -619,7 +707,7 @@
             const url = here(w);
             link.setKnown(path, url);
             forget(path);
-            send(path, 'navigate', [url, 'load', historyState(w)], true);
+            send(path, 'navigate', [url, 'load', historyState(w), a.doc], true);
             const radios = new Set();
             for (const el of allControls(w)) {
                 if (ours(el)) continue;
@@ -714,7 +802,10 @@
             const args = cmd.args || [];
             if (cmd.fn === 'navigate' && !k.part.length) return applyNavigate(w, a.path, args);
             if (aspect === '@scroll' && cmd.fn === 'scroll') {
-                if (k.part.length) { if (el) { el.scrollLeft = args[0]; el.scrollTop = args[1]; } } else w.scrollTo(args[0], args[1]);
+                // Instant even where the site asks for smooth scrolling: the
+                // positions an animation passes through would be shared back.
+                const to = { left: args[0], top: args[1], behavior: 'instant' };
+                if (k.part.length) { if (el) el.scrollTo(to); } else w.scrollTo(to);
                 return;
             }
             if (aspect === '@viewport') return;
@@ -722,6 +813,7 @@
             if (aspect === '@pointer') return overlay().pointer(k.aspect[1], args);
             if (aspect === '@draw') return cmd.fn === 'clear' ? overlay().clear() : overlay().stroke(cmd.key, k.aspect[1], args);
             if (aspect === '@click') { if (el) press(el); return; }
+            if (aspect === '@follow' || aspect === '@submit') { if (el && drives()) perform(el, aspect, args); return; }
             if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
@@ -779,10 +871,27 @@
             el.click();
         }
 
-        function applyNavigate(w, path, [url, how, state]) {
+        // Which document each frame shows, kept on the link so it outlives
+        // this page's agent.
+        function shownDocs() {
+            if (!link.shownDocs) link.shownDocs = new Map();
+            return link.shownDocs;
+        }
+
+        function applyNavigate(w, path, [url, how, state, doc]) {
+            // Only paths on this origin: never a `javascript:` URL or another
+            // site, whoever sent it.
+            if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
             link.setKnown(path, url);
             forget(path);
-            if (here(w) === url) return;
+            const fresh = how === 'load' && doc && shownDocs().get(path) !== doc;
+            if (doc) shownDocs().set(path, doc);
+            if (here(w) === url) {
+                // Same URL, new document: load it again (a follower's load is
+                // a GET, answered with the driver's kept document).
+                if (fresh) w.location.reload();
+                return;
+            }
             const cb = cbOf(w);
             const base = (u) => u.split('#')[0];
             if (how === 'load' || !cb) { w.location.replace(url); return; }
@@ -837,21 +946,26 @@
             return p ? p.name || (p.role === 'customer' ? 'Customer' : 'Operator') : 'Someone';
         }
 
-        function docOffset(el) {
-            // Document coordinates of the root page, through frames.
-            let x = 0;
-            let y = 0;
-            let w = el.ownerDocument.defaultView;
-            const r = el.getBoundingClientRect();
-            x += r.left;
-            y += r.top;
+        // A point in frame `w`'s viewport in the root document's coordinates:
+        // each frame element's box (border and padding included) up to the
+        // root, then the root's scroll. Pointer and drawing keys stay in
+        // root coordinates, so every frame's pointer lands on the same spot.
+        function toRoot(w, x, y) {
             while (w !== ROOT && w.frameElement) {
-                const fr = w.frameElement.getBoundingClientRect();
-                x += fr.left + w.frameElement.clientLeft;
-                y += fr.top + w.frameElement.clientTop;
+                const fe = w.frameElement;
+                const fr = fe.getBoundingClientRect();
+                const cs = w.parent.getComputedStyle(fe);
+                x += fr.left + fe.clientLeft + (parseFloat(cs.paddingLeft) || 0);
+                y += fr.top + fe.clientTop + (parseFloat(cs.paddingTop) || 0);
                 w = w.parent;
             }
-            return { x: x + ROOT.scrollX, y: y + ROOT.scrollY, w: r.width, h: r.height };
+            return [x + ROOT.scrollX, y + ROOT.scrollY];
+        }
+
+        function docOffset(el) {
+            const r = el.getBoundingClientRect();
+            const [x, y] = toRoot(el.ownerDocument.defaultView, r.left, r.top);
+            return { x, y, w: r.width, h: r.height };
         }
 
         let ov = null;
@@ -1006,15 +1120,19 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
         let strokeN = 0;
 
         // The shared pointer: one command per animation frame while on.
+        // Moves in nested frames are mapped to root coordinates when sent
+        // (once per frame), not on every event.
         let mouse = null;
         let mouseFrame = 0;
-        function onMouse(e) {
+        function onMouse(e, w) {
             if (!link.tools.pointer || stopped) return;
-            mouse = [Math.round(e.clientX + ROOT.scrollX), Math.round(e.clientY + ROOT.scrollY)];
+            mouse = { w, x: e.clientX, y: e.clientY };
             if (!mouseFrame) {
                 mouseFrame = ROOT.requestAnimationFrame(() => {
                     mouseFrame = 0;
-                    send(`top/@pointer/${me()}`, 'pointer', mouse);
+                    let at;
+                    try { at = toRoot(mouse.w, mouse.x, mouse.y); } catch (err) { return; /* the frame went away */ }
+                    send(`top/@pointer/${me()}`, 'pointer', at.map(Math.round));
                 });
             }
         }
@@ -1061,6 +1179,8 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
         for (const w of CB.frames) {
             try { if (!w.closed && cbOf(w)) engine.attach(w); } catch (e) { CB.frames.delete(w); }
         }
+        // Drawing stays on across the operator's page changes.
+        if (link.tools.draw) overlay().drawing(true);
         return engine;
     };
 })();

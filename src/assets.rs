@@ -97,3 +97,42 @@ fn agent_source(config: &Config) -> String {
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assets() -> Assets {
+        let config = Config::parse("upstream = \"http://127.0.0.1:9\"\n", None, &Default::default()).expect("a valid config");
+        Assets::new(&config)
+    }
+
+    #[test]
+    fn a_matching_if_none_match_gets_not_modified() {
+        let a = assets();
+        for name in ["agent.js", "share.js", "console", "console.js", "console.css"] {
+            let first = a.serve(name, &Method::GET, None).expect(name);
+            assert_eq!(first.status(), StatusCode::OK, "{name}");
+            let etag = first.headers()[header::ETAG].clone();
+            let again = a.serve(name, &Method::GET, Some(&etag)).unwrap();
+            assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
+            assert_eq!(again.headers()[header::ETAG], etag);
+            let listed = HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
+            assert_eq!(a.serve(name, &Method::GET, Some(&listed)).unwrap().status(), StatusCode::NOT_MODIFIED);
+            let stale = HeaderValue::from_static("\"0000000000000000\"");
+            assert_eq!(a.serve(name, &Method::GET, Some(&stale)).unwrap().status(), StatusCode::OK);
+        }
+        assert!(a.serve("nothing.js", &Method::GET, None).is_none());
+        assert_eq!(a.serve("agent.js", &Method::POST, None).unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn the_agent_is_one_scope_with_its_config() {
+        let a = assets();
+        let agent = &a.files.iter().find(|f| f.name == "agent.js").unwrap().bytes;
+        let text = std::str::from_utf8(agent).unwrap();
+        assert!(text.starts_with("(function () {\n'use strict';\nconst CONFIG = {"));
+        assert!(text.trim_end().ends_with("})();"));
+        assert!(text.contains("\"upstreams\":[\"http://127.0.0.1:9\"]"));
+    }
+}

@@ -36,6 +36,12 @@ pub struct Config {
     /// An extra PEM CA bundle trusted for upstream HTTPS, beside the system's
     /// and the webpki roots.
     pub upstream_ca: Option<PathBuf>,
+    /// The origins browsers see the proxy at, `https://host[:port]`, each
+    /// serialised as a browser sends it in `Origin`. Behind a load balancer
+    /// that terminates TLS the request's own scheme and `Host` are not what
+    /// the browser sees, so when this is set it replaces them in the Origin
+    /// checks. Empty (the default): the request's own scheme and `Host`.
+    pub public_origins: Vec<String>,
     pub operators: Vec<Operator>,
     pub privacy: Privacy,
     pub hub: HubLimits,
@@ -86,6 +92,11 @@ pub struct HubLimits {
     pub idle_session: Duration,
     /// An offer not answered in this time goes to the next operator. Default 30 s.
     pub offer_timeout: Duration,
+    /// How long a participant whose connection dropped stays in its session
+    /// waiting to resume; the idle expiry caps it. Default 2 min.
+    pub reconnect_grace: Duration,
+    /// Sessions the hub holds at once; a call beyond is refused. Default 10,000.
+    pub max_sessions: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +119,8 @@ impl Default for HubLimits {
             max_bytes_per_session: 8 * 1024 * 1024,
             idle_session: Duration::from_secs(30 * 60),
             offer_timeout: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(120),
+            max_sessions: 10_000,
         }
     }
 }
@@ -166,6 +179,8 @@ struct RawConfig {
     upstream: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     upstream_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    public_origins: Vec<Spanned<String>>,
     #[serde(default)]
     sites: Vec<RawSite>,
     tls: Option<RawTls>,
@@ -231,6 +246,8 @@ struct RawHub {
     max_bytes_per_session: Option<Spanned<usize>>,
     idle_session_secs: Option<Spanned<u64>>,
     offer_timeout_secs: Option<Spanned<u64>>,
+    reconnect_grace_secs: Option<Spanned<u64>>,
+    max_sessions: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +307,7 @@ impl Config {
     pub fn parse(text: &str, file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let src = Source { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let field = toml_error_field(e.message());
+            let field = toml_error_field(e.message()).or_else(|| e.span().and_then(|s| field_at(text, s.start))).unwrap_or_else(|| "proxy.toml".to_string());
             src.error(&field, e.span(), e.message().trim().to_string())
         })?;
         resolve(raw, &src, overrides)
@@ -324,15 +341,37 @@ pub fn strip_port(host: &str) -> &str {
 
 /// toml's messages name unknown and missing fields in backticks; pull the
 /// name out so the error's field is right even for those.
-fn toml_error_field(message: &str) -> String {
+fn toml_error_field(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            if let Some(name) = rest.split('`').next() {
-                return name.to_string();
-            }
+        if let Some(rest) = message.split(marker).nth(1)
+            && let Some(name) = rest.split('`').next()
+        {
+            return Some(name.to_string());
         }
     }
-    "proxy.toml".to_string()
+    None
+}
+
+/// The dotted name of the `key = value` line holding `offset`, for errors
+/// whose message names no field (a value of the wrong type): the key, after
+/// the name of the table above it.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset.min(text.len()))?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -427,6 +466,14 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         None => None,
     };
 
+    let mut public_origins: Vec<String> = Vec::new();
+    for (i, v) in raw.public_origins.iter().enumerate() {
+        let origin = parse_public_origin(v.get_ref()).map_err(|m| src.at(&format!("public_origins[{i}]"), v, m))?;
+        if !public_origins.contains(&origin) {
+            public_origins.push(origin);
+        }
+    }
+
     let mut operators: Vec<Operator> = Vec::new();
     for (i, op) in raw.operators.iter().enumerate() {
         let user = op.user.get_ref().trim();
@@ -478,6 +525,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         positive("hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
         positive("hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
         positive("hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
+        positive("hub.max_sessions", &h.max_sessions, &mut hub.max_sessions)?;
         if let Some(v) = &h.messages_per_second {
             if *v.get_ref() == 0 {
                 return Err(src.at("hub.messages_per_second", v, "must be greater than 0"));
@@ -489,6 +537,9 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
         if let Some(v) = &h.offer_timeout_secs {
             hub.offer_timeout = secs(src, "hub.offer_timeout_secs", v)?;
+        }
+        if let Some(v) = &h.reconnect_grace_secs {
+            hub.reconnect_grace = secs(src, "hub.reconnect_grace_secs", v)?;
         }
     }
 
@@ -526,7 +577,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
-    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, operators, privacy, hub, proxy, driver })
+    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver })
 }
 
 fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, ConfigError> {
@@ -534,6 +585,26 @@ fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, Con
         0 => Err(src.at(field, v, "must be greater than 0")),
         n => Ok(Duration::from_secs(n)),
     }
+}
+
+/// An origin as browsers serialise it in `Origin`: lowercase scheme and
+/// host, no default port, no trailing slash.
+fn parse_public_origin(text: &str) -> Result<String, String> {
+    let example = "an origin like `https://support.example.com`";
+    let url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not {example} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}`: a public origin is http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{text}`: a public origin has no user or password"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` is not {example}: no path, query or fragment"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn parse_upstream(text: &str) -> Result<Url, String> {
@@ -617,6 +688,40 @@ mod tests {
         let c = parse("upstream = \"http://a\"\n[driver]\ndocuments_per_session = 4\n").unwrap();
         assert_eq!(c.driver.documents_per_session, 4);
         assert_eq!(parse("upstream = \"http://a\"\n[driver]\nbytes_per_session = 0\n").unwrap_err().field, "driver.bytes_per_session");
+    }
+
+    #[test]
+    fn public_origins_are_exact_origins() {
+        assert!(parse("upstream = \"http://a\"\n").unwrap().public_origins.is_empty());
+        let c = parse("upstream = \"http://a\"\npublic_origins = [\"https://Support.Example.com:443/\", \"http://b.test:8080\"]\n").unwrap();
+        assert_eq!(c.public_origins, ["https://support.example.com", "http://b.test:8080"]);
+        for bad in ["support.example.com", "wss://a.test", "https://a.test/console", "https://a.test?x=1", "https://u:p@a.test", "null", ""] {
+            let text = format!("upstream = \"http://a\"\n\npublic_origins = [\n  \"https://ok.test\",\n  \"{bad}\",\n]\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, "public_origins[1]", "{bad}: {e}");
+            assert_eq!(e.line, Some(5), "{bad}: {e}");
+        }
+        // A key of the top level: inside a table it is unknown there.
+        assert_eq!(parse("upstream = \"http://a\"\n[hub]\npublic_origins = []\n").unwrap_err().field, "public_origins");
+    }
+
+    #[test]
+    fn hub_sessions_and_reconnect_grace() {
+        let c = parse("upstream = \"http://a\"\n").unwrap();
+        assert_eq!(c.hub.reconnect_grace, Duration::from_secs(120));
+        assert_eq!(c.hub.max_sessions, 10_000);
+        let c = parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\n").unwrap();
+        assert_eq!(c.hub.reconnect_grace, Duration::from_secs(15));
+        assert_eq!(c.hub.max_sessions, 3);
+        for (text, field, line) in [
+            ("[hub]\nreconnect_grace_secs = 0\n", "hub.reconnect_grace_secs", 3),
+            ("[hub]\n\nmax_sessions = 0\n", "hub.max_sessions", 4),
+            ("[hub]\nmax_sessions = -1\n", "hub.max_sessions", 3),
+            ("[hub]\nreconnect_grace_secs = \"2m\"\n", "hub.reconnect_grace_secs", 3),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, Some(line)), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::body::{self, Body};
 /// pages, some are built for the browser tests: every kind of form control
 /// and masked fields (`controls.html`), nested frames (`frames.html`), a
 /// long page with a scrollable pane (`long.html`), web components with open
-/// and closed shadow roots (`component.html`) and a single-page app with
+/// and closed shadow roots (`component.html`), frames inside shadow roots
+/// (`shadow-frames.html`) and a single-page app with
 /// history routing (`app.html`, served for every path under `/app/`).
 const PAGES: &[(&str, &str, &str)] = &[
     ("/", HTML, include_str!("../examples/demo-site/index.html")),
@@ -29,6 +30,7 @@ const PAGES: &[(&str, &str, &str)] = &[
     ("/frame-inner.html", HTML, include_str!("../examples/demo-site/frame-inner.html")),
     ("/long.html", HTML, include_str!("../examples/demo-site/long.html")),
     ("/component.html", HTML, include_str!("../examples/demo-site/component.html")),
+    ("/shadow-frames.html", HTML, include_str!("../examples/demo-site/shadow-frames.html")),
     ("/app/", HTML, include_str!("../examples/demo-site/app.html")),
     ("/style.css", "text/css; charset=utf-8", include_str!("../examples/demo-site/style.css")),
 ];

@@ -1,7 +1,7 @@
 //! The `cobrowse` binary: parse the command line, load the configuration,
 //! start tracing, run the server until Ctrl-C or SIGTERM.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -54,6 +54,10 @@ fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     tracing_subscriber::fmt()
+        // Logs go to standard error, coloured only on a terminal; standard
+        // output carries the lines that say where to go.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

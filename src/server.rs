@@ -49,6 +49,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub proxy: Proxy,
     pub hub: Hub,
+    /// Shared sessions as the proxy applies them (one driver).
+    pub sessions: Sessions,
     pub assets: Assets,
     pub metrics: Option<PrometheusHandle>,
 }
@@ -59,7 +61,8 @@ impl App {
         let hub = Hub::new(config.clone());
         let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
         Ok(App {
-            proxy: Proxy::new(config.clone()).context("building the upstream client")?.with_sessions(sessions),
+            proxy: Proxy::new(config.clone()).context("building the upstream client")?.with_sessions(sessions.clone()),
+            sessions,
             hub,
             assets: Assets::new(&config),
             metrics: install_metrics(),
@@ -181,7 +184,7 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let rest = rest.to_string();
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
-        "bind" => crate::driver::bind(&app.hub, req, ctx).await,
+        "bind" => crate::driver::bind(&app.sessions, req, ctx).await,
         "metrics" => match &app.metrics {
             Some(handle) => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

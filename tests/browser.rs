@@ -6,6 +6,7 @@
 pub mod harness;
 
 mod call;
+mod driver;
 mod fidelity;
 mod forms;
 mod frames;
@@ -13,7 +14,9 @@ mod navigation;
 mod pointer;
 mod privacy;
 mod scroll;
+mod session;
 mod third_party;
+mod widget;
 
 
 
@@ -85,6 +88,18 @@ impl Shared {
     /// shared page as the operator sees it).
     pub async fn on_operator(&self, what: &str, js: &str) -> serde_json::Value {
         until_on(&self.operator, what, CONTENT, &in_frame(js), &self.tabs(), &self.server).await
+    }
+
+    /// Neither page threw, logged an error, or failed to apply a command.
+    pub fn assert_no_errors(&self) {
+        for tab in self.tabs() {
+            let bad: Vec<String> = tab
+                .console_log()
+                .into_iter()
+                .filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error") || l.contains("cobrowse:"))
+                .collect();
+            assert!(bad.is_empty(), "{}: errors in the console: {bad:#?}", tab.name);
+        }
     }
 
     /// The customer grants remote control; waits until the console says so.

@@ -76,8 +76,13 @@ struct Client {
 
 impl Client {
     async fn open(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>) -> Client {
+        Self::open_from(proxy, name, role, cookie, &format!("http://{}", proxy.addr)).await
+    }
+
+    /// Opens the WebSocket as a page of `origin` would.
+    async fn open_from(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>, origin: &str) -> Client {
         let mut req = proxy.ws_url(&format!("/__cobrowse/ws?role={role}")).into_client_request().unwrap();
-        req.headers_mut().insert("Origin", format!("http://{}", proxy.addr).parse().unwrap());
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
         if let Some(c) = cookie {
             req.headers_mut().insert("Cookie", c.parse().unwrap());
         }
@@ -109,7 +114,10 @@ impl Client {
             match m {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(&t).expect("the hub sends JSON");
-                    self.log.push_str(&format!("  {}\n", t));
+                    // Long messages are cut so a failure stays readable.
+                    let shown: String = t.chars().take(400).collect();
+                    let cut = if shown.len() < t.len() { " …" } else { "" };
+                    self.log.push_str(&format!("  {shown}{cut}\n"));
                     self.seen.push(v.clone());
                     return Some(v);
                 }
@@ -218,6 +226,11 @@ async fn the_whole_call() {
     op.send(json!({"type": "respond", "session": session})).await;
     let joined_op = op.expect(&proxy, "joined").await;
     assert_eq!(joined_op["role"], "operator");
+    assert!(
+        op.seen.iter().all(|v| v["type"] != "command"),
+        "an operator who had not joined received the session's commands: {:#?}",
+        op.seen
+    );
     let replay = op.expect_next(&proxy, "replay").await;
     let commands = replay["commands"].as_array().unwrap();
     assert_eq!(commands.len(), 2, "{replay}");
@@ -257,6 +270,11 @@ async fn the_whole_call() {
     op.expect_where(&proxy, "status", |v| v["control"] == true).await;
     op.send(command("top/form#f/input[name=q]", "value", json!("boots"))).await;
     customer.expect_where(&proxy, "command", |v| v["args"][0] == "boots").await;
+    // ...and takes it back.
+    customer.send(json!({"type": "control", "granted": false})).await;
+    op.expect_where(&proxy, "status", |v| v["control"] == false).await;
+    op.send(command("top/form#f/input[name=q]", "value", json!("sandals"))).await;
+    op.error(&proxy, "no_control").await;
 
     // Operator hangs up: it leaves, the customer alone again: ended.
     op.send(json!({"type": "hangup"})).await;
@@ -269,7 +287,8 @@ async fn the_whole_call() {
     assert_ne!(again["session"], session.as_str());
     // The operator is waiting again and gets the new call.
     op.expect_where(&proxy, "offer", |v| v["session"] == again["session"]).await;
-    assert!(proxy.output().contains("control_granted"), "the audit log records control grants");
+    let out = proxy.output();
+    assert!(out.contains("control_granted") && out.contains("control_revoked"), "the audit log records control changes");
 }
 
 #[tokio::test]
@@ -298,7 +317,9 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     drop(customer);
     op.expect_where(&proxy, "status", |v| v["participants"][0]["connected"] == false).await;
     // While the customer is away the operator's pointer moves on.
-    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [3, 4]})).await;
+    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "all", "fn": "pointer", "args": [3, 4]})).await;
+    // Its echo says it is stored.
+    op.expect_where(&proxy, "command", |c| c["fn"] == "pointer").await;
 
     let mut back = Client::customer(&proxy, "customer again").await;
     back.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
@@ -311,6 +332,24 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     op.expect_where(&proxy, "status", |v| v["participants"][0]["connected"] == true).await;
     back.send(command("top/a", "value", json!("after"))).await;
     op.expect_where(&proxy, "command", |v| v["args"][0] == "after").await;
+
+    // The same participant resumed elsewhere: the older connection is
+    // closed with 4001 and the newer one receives.
+    let mut third = Client::customer(&proxy, "customer on a third connection").await;
+    third.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
+    third.expect_next(&proxy, "joined").await;
+    // After its replay, everything else reaches it live.
+    third.expect_next(&proxy, "replay").await;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, back.ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}\n{}", proxy.output()),
+        }
+    };
+    assert_eq!(u16::from(closed.expect("a close frame with a code").code), 4001);
+    op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [9, 9]})).await;
+    third.expect_where(&proxy, "command", |c| c["args"][0] == 9).await;
 
     // A wrong secret or an unknown session learns nothing.
     let mut stranger = Client::customer(&proxy, "stranger").await;
@@ -342,15 +381,18 @@ async fn an_unanswered_offer_moves_to_the_next_operator() {
     // The first can no longer respond to it.
     first.send(json!({"type": "respond", "session": session})).await;
     first.error(&proxy, "not_offered").await;
-    // The second declines: nobody left who has not passed; the call waits.
+    // The second declines: the call is never offered to it again, and a new
+    // round starts with the first.
     second.send(json!({"type": "decline", "session": session})).await;
-    customer.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
-    // Ready again: the first operator is offered it anew and responds.
-    first.send(json!({"type": "ready"})).await;
     first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    // The first lets it lapse again: with nobody else, it stays with the
+    // first, in round after round.
+    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    second.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
     first.send(json!({"type": "respond", "session": session})).await;
     first.expect(&proxy, "joined").await;
     customer.expect_where(&proxy, "status", |s| s["state"] == "connected").await;
+    assert!(second.seen.iter().filter(|v| v["type"] == "offer").count() == 1, "a declined call came back: {:#?}", second.seen);
 }
 
 #[tokio::test]
@@ -413,12 +455,24 @@ async fn another_customer_tab_joins_the_session() {
     op.send(command("top/x", "value", json!("from the operator"))).await;
     customer.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
     tab.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
-    // A wrong secret does not let a stranger's tab in.
+    // A wrong secret does not let a stranger's tab in, nor does an
+    // operator's secret make a customer's tab.
     let mut stranger = Client::customer(&proxy, "stranger").await;
-    // (an operator's secret does not make a customer's tab either)
+    stranger.send(json!({"type": "join", "session": session, "resume": "f".repeat(32)})).await;
+    stranger.error(&proxy, "unknown_session").await;
     let op_resume = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
     stranger.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
-    stranger.error(&proxy, "unknown_session").await;
+    stranger.error(&proxy, "forbidden").await;
+
+    // The operator's console may join a second connection of its own.
+    let mut frame = Client::operator(&proxy, "operator's second frame", OPERATOR_USER).await;
+    frame.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    let frame_joined = frame.expect_next(&proxy, "joined").await;
+    assert_eq!(frame_joined["role"], "operator");
+    frame.expect_next(&proxy, "replay").await;
+    customer.send(command("top/y", "value", json!("to every frame"))).await;
+    frame.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
 }
 
 #[tokio::test]
@@ -468,6 +522,13 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 401, "a logged-out cookie is worth nothing");
     let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], "{\"user\":1}").await;
     assert_eq!(status, 400, "{text}");
+    // A foreign page cannot log anyone in.
+    let foreign = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://evil.example")];
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &foreign, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    assert_eq!(status, 403);
+    let ours = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin.as_str())];
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &ours, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    assert_eq!(status, 204);
 
     // Wrong passwords: 401 with a clear error, then 429 for the account.
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
@@ -487,6 +548,53 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 429, "even the right password waits");
     assert!(header(&headers, "retry-after").is_some());
     assert!(proxy.output().contains("login_failed"));
+}
+
+#[tokio::test]
+async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
+    let public = "https://support.example.com";
+    let proxy = start(&format!("public_origins = [\"{public}\"]\n")).await;
+    let own = format!("http://{}", proxy.addr);
+    let handshake = |origin: &str| {
+        let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        async move {
+            match connect_async(req).await {
+                Ok((_, r)) => r.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+                Err(e) => panic!("handshake failed: {e}"),
+            }
+        }
+    };
+    assert_eq!(handshake(public).await, 101);
+    // The request as it reaches us (plain HTTP, our own Host) is not what a
+    // browser behind the load balancer sends, and is refused like any other.
+    assert_eq!(handshake(&own).await, 403);
+    assert_eq!(handshake("http://support.example.com").await, 403);
+    assert_eq!(handshake("https://evil.example").await, 403);
+
+    // Login from the public origin works, and its cookie is Secure since the
+    // browser speaks HTTPS; a foreign page and our own plain origin cannot.
+    let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
+    let from = |origin: &'static str| [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin)];
+    let (status, headers, text) = http(&proxy, "POST", "/__cobrowse/login", &from("https://support.example.com"), &form).await;
+    assert_eq!(status, 204, "{text}");
+    let set = header(&headers, "set-cookie").unwrap();
+    assert!(set.contains("; Secure"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("https://evil.example"), &form).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("http://support.example.com"), &form).await;
+    assert_eq!(status, 403);
+
+    // The whole call works from the public origin.
+    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), public).await;
+    op.send(json!({"type": "ready"})).await;
+    op.expect(&proxy, "queue").await;
+    let mut customer = Client::open_from(&proxy, "customer", "customer", None, public).await;
+    customer.send(json!({"type": "call"})).await;
+    let session = customer.expect_next(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    op.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
 }
 
 #[tokio::test]
@@ -578,4 +686,116 @@ async fn an_abandoned_session_expires() {
     back.error(&proxy, "unknown_session").await;
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
     assert!(metrics.contains("cobrowse_hub_sessions_ended_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_call_beyond_max_sessions_is_refused_and_counted() {
+    let proxy = start("[hub]\nmax_sessions = 1\n").await;
+    let mut first = Client::customer(&proxy, "first").await;
+    first.send(json!({"type": "call"})).await;
+    first.expect_next(&proxy, "joined").await;
+    let mut second = Client::customer(&proxy, "second").await;
+    second.send(json!({"type": "call"})).await;
+    let e = second.expect_next(&proxy, "error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("maximum of 1 sessions"), "{e}");
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.contains("cobrowse_hub_calls_refused_total{reason=\"max_sessions\"} 1"), "{metrics}");
+    first.send(json!({"type": "hangup"})).await;
+    first.expect(&proxy, "ended").await;
+    second.send(json!({"type": "call"})).await;
+    second.expect_next(&proxy, "joined").await;
+}
+
+#[tokio::test]
+async fn an_operator_gone_past_the_configured_grace_leaves() {
+    let proxy = start("[hub]\nreconnect_grace_secs = 1\n").await;
+    let (mut customer, op, _session) = connected_call(&proxy).await;
+    drop(op);
+    customer.expect_where(&proxy, "status", |s| s["participants"][1]["connected"] == false).await;
+    let ended = customer.expect(&proxy, "ended").await;
+    assert_eq!(ended["reason"], "operator_left");
+}
+
+#[tokio::test]
+async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
+    let proxy = start("[hub]\nmessages_per_second = 1000000\n").await;
+    let (customer, mut op, _session) = connected_call(&proxy).await;
+    // The operator reads nothing while the customer sends far more than the
+    // socket buffers and the feed's backlog hold.
+    let filler = "x".repeat(4000);
+    let mut customer = customer;
+    let sends = 6000;
+    for i in 0..sends {
+        let key = format!("top/k{}", i % 50);
+        customer.send(json!({"type": "command", "key": key, "attribute": "others", "fn": "value", "args": [i, filler]})).await;
+    }
+    customer.send(json!({"type": "command", "key": "top/done", "attribute": "all", "fn": "value", "args": [sends, ""]})).await;
+    // The echo says everything was accepted. It may come inside a replay:
+    // a sender is a receiver too, and one this fast may fall behind as well.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = customer.next_within(left).await.unwrap_or_else(|| panic!("no echo of the last command\n{}", proxy.output()));
+        let done = |c: &Value| c["key"] == "top/done";
+        if (v["type"] == "command" && done(&v)) || (v["type"] == "replay" && v["commands"].as_array().unwrap().iter().any(done)) {
+            break;
+        }
+    }
+
+    // Now it reads: live commands and fresh replays add up to the latest
+    // state, the same as the customer's.
+    let mut state = std::collections::BTreeMap::new();
+    let mut replays = 0;
+    while !state.contains_key("top/done") {
+        let v = op.next_within(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("the operator stopped receiving\n{}", proxy.output()));
+        let commands = match v["type"].as_str() {
+            Some("command") => vec![v.clone()],
+            Some("replay") => {
+                replays += 1;
+                v["commands"].as_array().unwrap().clone()
+            }
+            _ => continue,
+        };
+        for c in commands {
+            state.insert(c["key"].as_str().unwrap().to_string(), c["args"][0].as_u64().unwrap());
+        }
+    }
+    assert!(replays >= 1, "the operator was never resynchronised");
+    for k in 0..50u64 {
+        let last = (0..sends as u64).filter(|i| i % 50 == k).max().unwrap();
+        assert_eq!(state.get(&format!("top/k{k}")), Some(&last), "key top/k{k}");
+    }
+    let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
+    assert!(metrics.lines().any(|l| l.starts_with("cobrowse_hub_resyncs_total") && !l.ends_with(" 0")), "{metrics}");
+}
+
+#[tokio::test]
+async fn calls_are_served_first_come_first_served() {
+    let proxy = start("").await;
+    let mut first = Client::customer(&proxy, "first customer").await;
+    first.send(json!({"type": "call"})).await;
+    let first_session = first.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    first.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    let mut second = Client::customer(&proxy, "second customer").await;
+    second.send(json!({"type": "call"})).await;
+    let second_session = second.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 2).await;
+
+    let mut op = Client::operator(&proxy, "operator", OPERATOR_USER).await;
+    op.send(json!({"type": "ready"})).await;
+    let offer = op.expect(&proxy, "offer").await;
+    assert_eq!(offer["session"], first_session.as_str());
+    let queue = op.expect(&proxy, "queue").await;
+    let calls: Vec<&str> = queue["calls"].as_array().unwrap().iter().map(|c| c["session"].as_str().unwrap()).collect();
+    assert_eq!(calls, [first_session.as_str(), second_session.as_str()]);
+    first.expect_where(&proxy, "status", |s| s["state"] == "offered").await;
+    op.send(json!({"type": "respond", "session": first_session})).await;
+    op.expect(&proxy, "joined").await;
+    // The second moves up, and waits: the only operator is busy.
+    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    // The operator's hang-up frees it for the second call.
+    op.send(json!({"type": "hangup"})).await;
+    first.expect(&proxy, "ended").await;
+    op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str()).await;
 }

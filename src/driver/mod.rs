@@ -132,8 +132,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts the sweep that drops what was kept for ended sessions.
+    /// Drops what was kept for a session as soon as the hub ends it, and
+    /// starts the sweep that catches anything kept after that (a document
+    /// still streaming in when the session ended).
     pub fn new(hub: Hub, driver: Driver) -> Sessions {
+        let on_end = driver.clone();
+        hub.on_session_end(move |id| on_end.end_session(id));
         let sessions = Sessions { hub, driver };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let s = sessions.clone();
@@ -176,15 +180,19 @@ struct BindRequest {
 /// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
 /// cookie, so the proxy knows which participant this browser's requests come
 /// from. An empty body clears it.
-pub async fn bind(hub: &Hub, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     if req.method() != Method::POST {
         return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
     }
-    let bytes = match Limited::new(req.into_body(), 4096).collect().await {
+    let (parts, body) = req.into_parts();
+    // Behind a load balancer that terminates TLS the request arrives as
+    // plain HTTP, but the browser says which scheme it is on.
+    let https = ctx.tls || parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
+    let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
     };
-    let secure = if ctx.tls { "; Secure" } else { "" };
+    let secure = if https { "; Secure" } else { "" };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         let clear = format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
         return json(StatusCode::OK, r#"{"bound":false}"#.into(), Some(clear));
@@ -192,10 +200,17 @@ pub async fn bind(hub: &Hub, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
     let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
         return json(StatusCode::BAD_REQUEST, r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(), None);
     };
-    let Some((view, participant)) = hub.participant(&bind.session, &bind.resume) else {
+    let Some((view, participant)) = sessions.hub.participant(&bind.session, &bind.resume) else {
         return json(StatusCode::FORBIDDEN, r#"{"error":"no such participant in a live session"}"#.into(), None);
     };
     let driving = !view.is_follower(&participant.id);
+    if driving {
+        // The bind request carries the site's cookies too: followers can load
+        // the customer's current page with them before it navigates again.
+        let mut headers = parts.headers;
+        take_participant_cookie(&mut headers);
+        sessions.driver.record_credentials(&bind.session, &headers);
+    }
     info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
     let cookie = format!("{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}", bind.session, bind.resume);
     json(StatusCode::OK, serde_json::json!({ "bound": true, "driver": driving }).to_string(), Some(cookie))
@@ -239,7 +254,9 @@ impl Driver {
             Standing::Alone => Decision::Forward { record: None, mask: false },
             Standing::Driver { session } => {
                 self.record_credentials(session, &parts.headers);
-                let record = (parts.method == Method::GET && is_navigation(&parts.headers)).then(|| session.clone());
+                // A page reached by POST is kept too: followers load its URL
+                // with a GET and must see what the customer saw.
+                let record = is_navigation(&parts.headers).then(|| session.clone());
                 Decision::Forward { record, mask: false }
             }
             Standing::Follower { session } => {
@@ -339,6 +356,27 @@ mod tests {
         assert_eq!(take_participant_cookie(&mut h).as_deref(), Some("s.r"));
         let left: Vec<_> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
         assert_eq!(left, ["a=1; b=2", "c=3"]);
+    }
+
+    #[tokio::test]
+    async fn what_was_kept_goes_when_the_session_ends() {
+        use crate::hub::Role;
+        let config = crate::config::Config::parse("upstream = \"http://127.0.0.1:9\"\n", None, &Default::default()).unwrap();
+        let hub = Hub::new(std::sync::Arc::new(config));
+        let d = Driver::new(Limits { documents_per_session: 1, bytes_per_session: 1, max_age: std::time::Duration::from_secs(1) });
+        let _sessions = Sessions::new(hub.clone(), d.clone());
+        let shared = hub.shared().clone();
+        let (conn, _rx, _cancel) = shared.connect(std::net::Ipv4Addr::LOCALHOST.into(), Role::Customer, None);
+        shared.call(conn).await.unwrap();
+        let session = shared.lock().sessions.keys().next().unwrap().clone();
+        let mut driver = HeaderMap::new();
+        driver.append(header::COOKIE, HeaderValue::from_static("sid=customer"));
+        d.record_credentials(&session, &driver);
+        shared.hangup(conn).unwrap();
+        // At once, not at the next sweep.
+        let mut follower = HeaderMap::new();
+        d.apply_credentials(&session, &mut follower);
+        assert!(follower.get(header::COOKIE).is_none());
     }
 
     #[test]

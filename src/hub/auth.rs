@@ -8,6 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -123,9 +124,9 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, serde_json::json!({ "error": message }))
 }
 
-fn cookie_header(config: &Config, ctx: &Ctx, value: &str, max_age: Option<u64>) -> String {
+fn cookie_header(config: &Config, secure: bool, value: &str, max_age: Option<u64>) -> String {
     let mut c = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}", config.prefix);
-    if ctx.tls {
+    if secure {
         c.push_str("; Secure");
     }
     if let Some(age) = max_age {
@@ -163,30 +164,55 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     }
 }
 
+/// A browser says where a form or script posting to us came from; a
+/// foreign page must not log an operator in or out (login CSRF). Clients
+/// that send no `Origin` (scripts, tests) are not browsers on a foreign page.
+fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
+    let headers = req.headers();
+    if !headers.contains_key(header::ORIGIN) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    super::ws::same_origin(headers, host, ctx, &config.public_origins)
+}
+
 /// `POST {prefix}login`.
 pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
+    if !from_our_pages(&req, &ctx, config) {
+        return error(StatusCode::FORBIDDEN, "log in from this proxy's own console");
+    }
+    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
     let creds = match credentials(req).await {
         Ok(c) => c,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let addr = ctx.remote.ip();
-    let limited = logins.per_address.check_key(&addr).is_err() || logins.per_account.check_key(&creds.user).is_err();
-    if limited {
+    let clock = DefaultClock::default();
+    let limited = logins
+        .per_address
+        .check_key(&addr)
+        .and_then(|_| logins.per_account.check_key(&creds.user))
+        .err()
+        .map(|not_until| not_until.wait_time_from(clock.now()));
+    if let Some(wait) = limited {
         warn!(user = %creds.user, %addr, "login rate-limited");
         metrics::counter!("cobrowse_hub_logins_total", "outcome" => "rate_limited").increment(1);
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too many login attempts; wait a little and try again");
-        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        let secs = wait.as_secs() + 1;
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, &format!("too many login attempts; try again in {secs} s"));
+        r.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return r;
     }
     let operator = config.operators.iter().find(|o| o.user == creds.user).cloned();
     // An unknown user costs the same hash as a known one, so response times
     // do not tell which accounts exist.
-    let hash = operator.as_ref().map_or(DUMMY_HASH.to_string(), |o| o.password_hash.clone());
+    let hash = operator.as_ref().map(|o| o.password_hash.clone());
     let password = creds.password;
-    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash)).await.unwrap_or(false);
+    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH)))
+        .await
+        .unwrap_or(false);
     match operator {
         Some(o) if matches => {
             info!(target: "audit", event = "login", user = %o.user, %addr);
@@ -197,7 +223,7 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
                 .header(header::CACHE_CONTROL, "no-store")
                 .body(body::empty())
                 .expect("static response parts are valid");
-            let c = cookie_header(config, &ctx, &token, None);
+            let c = cookie_header(config, secure, &token, None);
             r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
             r
         }
@@ -214,12 +240,16 @@ pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ct
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
+    if !from_our_pages(req, &ctx, config) {
+        return error(StatusCode::FORBIDDEN, "log out from this proxy's own console");
+    }
     if let Some(a) = logins.account(req.headers()) {
         info!(target: "audit", event = "logout", user = %a.user);
     }
     logins.revoke(req.headers());
     let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("static response parts are valid");
-    let c = cookie_header(config, &ctx, "", Some(0));
+    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    let c = cookie_header(config, secure, "", Some(0));
     r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
     r
 }

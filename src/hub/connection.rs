@@ -7,6 +7,7 @@
 //! commands from the store's feed, resynchronising from the store when it
 //! falls behind.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,15 @@ pub enum Outbound {
     Close { code: u16, reason: &'static str },
 }
 
+/// Who is at the other end of a connection, as the handshake found out.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote: IpAddr,
+    pub role: Role,
+    /// The logged-in operator, for operators.
+    pub account: Option<Account>,
+}
+
 struct Following {
     session: String,
     participant: String,
@@ -51,14 +61,15 @@ struct Following {
 }
 
 /// Serves one connection until either side ends it.
-pub async fn serve<Si, St, E>(shared: Arc<Shared>, sink: Si, stream: St, role: Role, account: Option<Account>)
+pub async fn serve<Si, St, E>(shared: Arc<Shared>, sink: Si, stream: St, peer: Peer)
 where
     Si: Sink<Message> + Send + Unpin + 'static,
     St: Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let (conn, outbound, cancel) = shared.connect(role, account);
-    debug!(conn, role = role.as_str(), "participant connection opened");
+    let Peer { remote, role, account } = peer;
+    let (conn, outbound, cancel) = shared.connect(remote, role, account);
+    debug!(conn, %remote, role = role.as_str(), "participant connection opened");
     let mut writer = tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()));
     let mut reader = tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()));
     tokio::select! {
@@ -191,7 +202,19 @@ where
                     Outbound::Follow { session, participant, replay } => {
                         match shared.store.follow(&session).await {
                             Ok((feed, snapshot)) => {
-                                if replay && sink.send(Message::text(snapshot.replay_json(&session))).await.is_err() {
+                                // Without a replay, commands that raced ahead of
+                                // this (a new session's first ones) still reach
+                                // the participant, as they would have live.
+                                let text = if replay {
+                                    Some(snapshot.replay_json(&session))
+                                } else if snapshot.last_seq > 0 {
+                                    Some(snapshot.replay_json_for(&session, Some(&participant)))
+                                } else {
+                                    None
+                                };
+                                if let Some(text) = text
+                                    && sink.send(Message::text(text)).await.is_err()
+                                {
                                     break;
                                 }
                                 following = Some(Following { session, participant, feed, last_seq: snapshot.last_seq });
@@ -227,7 +250,8 @@ where
                         match shared.store.snapshot(&f.session).await {
                             Ok(snapshot) => {
                                 f.last_seq = snapshot.last_seq;
-                                if sink.send(Message::text(snapshot.replay_json(&f.session))).await.is_err() {
+                                let replay = snapshot.replay_json_for(&f.session, Some(&f.participant));
+                                if sink.send(Message::text(replay)).await.is_err() {
                                     break;
                                 }
                             }

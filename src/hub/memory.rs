@@ -270,6 +270,23 @@ mod tests {
         assert_eq!(c.len(), 2);
     }
 
+    #[test]
+    fn a_resynchronising_replay_leaves_out_the_receivers_own_commands() {
+        let mut c = Commands::default();
+        c.append("s", "p1", cmd("top/mine", "value", "1"), ROOMY).unwrap();
+        c.append("s", "p2", cmd("top/theirs", "value", "2"), ROOMY).unwrap();
+        let echoed = Command { attribute: Attribute::All, ..cmd("top/echoed", "pointer", "3") };
+        c.append("s", "p1", echoed, ROOMY).unwrap();
+        let snapshot = c.snapshot();
+        let keys_in = |json: String| -> Vec<String> {
+            let v: Value = serde_json::from_str(&json).unwrap();
+            v["commands"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(keys_in(snapshot.replay_json("s")), ["top/mine", "top/theirs", "top/echoed"]);
+        assert_eq!(keys_in(snapshot.replay_json_for("s", Some("p1"))), ["top/theirs", "top/echoed"]);
+        assert_eq!(keys_in(snapshot.replay_json_for("s", Some("p3"))), ["top/mine", "top/theirs", "top/echoed"]);
+    }
+
     #[tokio::test]
     async fn follow_then_live_has_no_gap_and_no_duplicate() {
         let store = MemoryStore::new(ROOMY, 16);

@@ -100,15 +100,18 @@ impl Hub {
         // Without a runtime (a unit test building a hub) nothing expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&hub.shared);
-            let idle = hub.shared.config.hub.idle_session;
-            let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+            // Often enough that neither the idle expiry nor the reconnect
+            // grace is overrun by more than a quarter of itself.
+            let soonest = state::reconnect_grace(&hub.shared.config);
+            let every = (soonest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
                     let Some(shared) = weak.upgrade() else { break };
+                    shared.drop_detached(Instant::now());
                     shared.expire_idle(Instant::now());
-                    shared.logins.tidy();
+                    shared.tidy();
                 }
             });
         }
@@ -128,9 +131,21 @@ impl Hub {
         })
     }
 
-    /// Tells every participant the server is going away.
+    /// Tells every participant the server is going away; the sessions end
+    /// with the process.
     pub fn shutdown(&self) {
         self.shared.close_all(1001, "server shutting down");
+        self.shared.end_all("shutdown");
+    }
+
+    /// Calls `hook` with a session's id whenever one ends: the customer
+    /// hangs up, the last operator leaves or is gone past the reconnect
+    /// grace, the session expires, or the hub shuts down. The hook runs once
+    /// per session, after the hub's state lock is released (it may query the
+    /// hub), on the thread that ended the session: keep it short and do not
+    /// block in it.
+    pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.shared.on_session_end(hook);
     }
 
     /// The logged-in operator a request's cookies belong to.
@@ -163,7 +178,8 @@ impl Hub {
     }
 
     /// The shared state, for tests that drive connections over channels.
-    pub fn shared(&self) -> &Arc<Shared> {
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }

@@ -1,6 +1,7 @@
 //! Sessions and their participants: who is in which session, on which
 //! connection, and what `status` tells them.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::protocol::{ParticipantEntry, Role, SessionState};
@@ -21,6 +22,8 @@ pub struct Participant {
     /// The secret that lets a new connection become this participant.
     pub resume: String,
     pub conn: Option<ConnId>,
+    /// Since when it has had no connection.
+    pub detached_since: Option<Instant>,
 }
 
 /// An offer of a session to one operator, until answered or timed out.
@@ -43,13 +46,15 @@ pub struct Session {
     /// Waiting for an operator: no operator yet, or an invite is open.
     pub wants_operator: bool,
     pub offer: Option<Offer>,
+    /// Operators who let this call's offer time out in the current round.
+    pub lapsed: HashSet<ConnId>,
     /// Since when no participant has been connected.
     pub idle_since: Option<Instant>,
 }
 
 impl Session {
     pub fn new(id: String, since: u64) -> Session {
-        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, idle_since: None }
+        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None }
     }
 }
 

@@ -5,7 +5,9 @@
 //! and is never held across an `.await`: an operation that needs the store
 //! does its store step before or after its locked step. Messages to a
 //! connection are queued under the lock, so every connection sees events in
-//! the order they happened.
+//! the order they happened. Sessions ended under the lock are announced to
+//! the rest of the program ([`Shared::on_session_end`]) once it is released,
+//! so a callback may ask the hub anything without deadlocking.
 //!
 //! The life of a session (see also `docs/protocol.md`):
 //!
@@ -14,12 +16,20 @@
 //!             ▲  ◀─decline/timeout─┘                  │  ◀────respond/decline/timeout─┘
 //!             │                                       ├─ operator hangup, others remain: connected
 //!  (call again)◀── ended: customer hangup, last operator left, idle expiry
+//!                  (and, for every session, the hub shutting down)
 //! ```
+//!
+//! A call while `hub.max_sessions` sessions exist starts nothing (`limit`).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::ops::{Deref, DerefMut};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +49,23 @@ use crate::config::Config;
 /// resynchronises a slow reader instead.
 pub const OUTBOUND_CAPACITY: usize = 256;
 
+/// Why an operator no longer holds an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Declined: not offered that call again until the operator is `ready` again.
+    Declined,
+    /// Timed out: others get it first.
+    Lapsed,
+    /// Gone away, resumed into a session, or disconnected.
+    Withdrawn,
+}
+
 /// One WebSocket connection, participant or not.
 pub struct Conn {
     tx: mpsc::Sender<Outbound>,
     cancel: CancellationToken,
+    /// The client's address, for the per-address call limit.
+    pub remote: IpAddr,
     pub role: Role,
     pub account: Option<Account>,
     /// The participant this connection is, once it joined a session.
@@ -52,9 +75,9 @@ pub struct Conn {
     pub ready: Option<u64>,
     /// The session offered to this operator, if any.
     pub offer: Option<String>,
-    /// Sessions this operator declined or let time out since its last
-    /// `ready`: not offered to it again.
-    pub passed: HashSet<String>,
+    /// Sessions this operator declined since its last `ready`: not offered
+    /// to it again.
+    pub declined: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -65,14 +88,66 @@ pub struct State {
     /// Sessions waiting for an operator, first come first served.
     pub queue: Vec<String>,
     counter: u64,
+    /// Sessions ended while the lock is held, announced when it is released.
+    ended: Vec<String>,
 }
+
+/// Called with the id of every session that ends.
+type EndHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub logins: Logins,
+    /// Calls per client address, so nobody floods the operators' queue.
+    calls: DefaultKeyedRateLimiter<IpAddr>,
     state: Mutex<State>,
+    end_hooks: Mutex<Vec<EndHook>>,
 }
+
+/// The state, locked. Releasing it announces the sessions that ended while
+/// it was held, after the lock itself is gone.
+pub struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+    hooks: &'a Mutex<Vec<EndHook>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        let ended = std::mem::take(&mut guard.ended);
+        drop(guard);
+        if ended.is_empty() {
+            return;
+        }
+        let hooks: Vec<EndHook> = self.hooks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for sid in &ended {
+            for hook in &hooks {
+                // A failing callback must not take the hub's caller with it.
+                if catch_unwind(AssertUnwindSafe(|| hook(sid))).is_err() {
+                    warn!(session = %sid, "a session end callback panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Calls per client address: a burst of 30, then one every 2 s.
+pub const CALLS_BURST: u32 = 30;
+const CALLS_EVERY: Duration = Duration::from_secs(2);
 
 /// 128 random bits as 32 lowercase hex digits.
 pub fn new_secret() -> String {
@@ -82,6 +157,13 @@ pub fn new_secret() -> String {
 /// Compares secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How long a participant whose connection dropped stays in its session
+/// waiting for a `resume`: the configured grace, or the idle expiry if
+/// shorter (a session nobody is connected to is gone by then anyway).
+pub fn reconnect_grace(config: &Config) -> Duration {
+    config.hub.idle_session.min(config.hub.reconnect_grace)
 }
 
 fn now_secs() -> u64 {
@@ -192,18 +274,21 @@ impl State {
         }
     }
 
-    /// Takes back the offer `conn` holds; `passed` keeps it from coming back
-    /// to the same operator.
-    fn release_offer(&mut self, conn: ConnId, passed: bool) {
+    /// Takes back the offer `conn` holds, remembering why so the call goes
+    /// to someone else next.
+    fn release_offer(&mut self, conn: ConnId, why: Release) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let Some(sid) = c.offer.take() else { return };
-        if passed {
-            c.passed.insert(sid.clone());
+        if why == Release::Declined {
+            c.declined.insert(sid.clone());
         }
         if let Some(s) = self.sessions.get_mut(&sid)
             && s.offer.is_some_and(|o| o.conn == conn)
         {
             s.offer = None;
+            if why == Release::Lapsed {
+                s.lapsed.insert(conn);
+            }
         }
     }
 
@@ -222,22 +307,45 @@ fn joined(p: &Participant) -> String {
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
-        Shared { config, store, logins: Logins::new(), state: Mutex::new(State::default()) }
+        let quota = Quota::with_period(CALLS_EVERY)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
+        Shared {
+            config,
+            store,
+            logins: Logins::new(),
+            calls: RateLimiter::keyed(quota),
+            state: Mutex::new(State::default()),
+            end_hooks: Mutex::new(Vec::new()),
+        }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Calls `hook` with the id of every session that ends from now on,
+    /// however it ends, after the state lock is released.
+    pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.end_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(hook));
+    }
+
+    /// Forgets rate-limit entries of addresses gone quiet.
+    pub fn tidy(&self) {
+        self.calls.retain_recent();
+        self.logins.tidy();
+    }
+
+    pub fn lock(&self) -> Locked<'_> {
+        let guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked { guard: Some(guard), hooks: &self.end_hooks }
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
-    pub fn connect(&self, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
+    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), role, account, participant: None, ready: None, offer: None, passed: HashSet::new() },
+            Conn { tx, cancel: cancel.clone(), remote, role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
         );
         st.gauges();
         (id, rx, cancel)
@@ -247,13 +355,14 @@ impl Shared {
     /// detached, so a reload or blip can `resume` it.
     pub fn disconnect(self: &Arc<Self>, conn: ConnId) {
         let mut st = self.lock();
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let Some(c) = st.conns.remove(&conn) else { return };
         if let Some(pid) = c.participant
             && let Some(p) = st.participants.get_mut(&pid)
             && p.conn == Some(conn)
         {
             p.conn = None;
+            p.detached_since = Some(Instant::now());
             let sid = p.session.clone();
             if st.connected(&sid).is_empty()
                 && let Some(s) = st.sessions.get_mut(&sid)
@@ -281,7 +390,9 @@ impl Shared {
     }
 
     /// Offers every call that has no open offer to the free operator who
-    /// has waited longest.
+    /// has waited longest, among those who have not let it lapse this round;
+    /// when all have, a new round starts, so a call is never left unoffered
+    /// while an operator is free.
     fn allocate(self: &Arc<Self>, st: &mut State) {
         for sid in st.queue.clone() {
             let Some(s) = st.sessions.get(&sid) else { continue };
@@ -290,14 +401,23 @@ impl Shared {
             }
             let member_users: HashSet<&str> =
                 s.participants.iter().filter_map(|p| st.participants.get(p)?.user.as_deref()).collect();
-            let free = st
+            let mut free: Vec<(ConnId, u64)> = st
                 .conns
                 .iter()
-                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.passed.contains(&sid))
+                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.declined.contains(&sid))
                 .filter(|(_, c)| c.account.as_ref().is_none_or(|a| !member_users.contains(a.user.as_str())))
-                .min_by_key(|(_, c)| c.ready)
-                .map(|(id, _)| *id);
-            let Some(op) = free else { continue };
+                .map(|(id, c)| (*id, c.ready.unwrap_or(u64::MAX)))
+                .collect();
+            free.sort_by_key(|(_, ready)| *ready);
+            let fresh = free.iter().find(|(id, _)| !s.lapsed.contains(id)).map(|(id, _)| *id);
+            let op = match (fresh, free.first()) {
+                (Some(op), _) => op,
+                (None, Some((op, _))) => {
+                    st.sessions.get_mut(&sid).expect("checked above").lapsed.clear();
+                    *op
+                }
+                (None, None) => continue,
+            };
             let token = st.next();
             st.sessions.get_mut(&sid).expect("checked above").offer = Some(Offer { conn: op, token });
             st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
@@ -319,7 +439,7 @@ impl Shared {
         }
         info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
         metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
-        st.release_offer(offer.conn, true);
+        st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
         st.refresh();
     }
@@ -340,6 +460,10 @@ impl Shared {
             if let Some(p) = p {
                 return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
             }
+            if self.calls.check_key(&c.remote).is_err() {
+                return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
+            }
+            self.room_for_a_session(&st)?;
         }
         let sid = new_secret();
         // The store holds the page's state from the moment of the call.
@@ -350,6 +474,12 @@ impl Shared {
             return Err(refuse(ErrorCode::InSession, "already in a session"));
         }
         let mut st = self.lock();
+        // Other calls may have taken the last room while the store opened.
+        if let Err(refusal) = self.room_for_a_session(&st) {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.remove(&sid).await });
+            return Err(refusal);
+        }
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
@@ -359,6 +489,7 @@ impl Shared {
             user: None,
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
         let mut s = Session::new(sid.clone(), now_secs());
         s.participants.push(pid.clone());
@@ -368,12 +499,25 @@ impl Shared {
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.queue.push(sid.clone());
-        info!(target: "audit", event = "call", session = %sid, participant = %pid);
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer", via = "call");
         metrics::counter!("cobrowse_hub_calls_total").increment(1);
         self.allocate(&mut st);
         st.refresh();
         st.gauges();
         Ok(())
+    }
+
+    /// Refuses a new session when the hub holds `hub.max_sessions`: each
+    /// costs memory and operators' attention, and a flood of calls from many
+    /// addresses must not take the process down.
+    fn room_for_a_session(&self, st: &State) -> Result<(), Refusal> {
+        let max = self.config.hub.max_sessions;
+        if st.sessions.len() < max {
+            return Ok(());
+        }
+        warn!(sessions = st.sessions.len(), max, "call refused: the hub holds its maximum of sessions");
+        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions").increment(1);
+        Err(refuse(ErrorCode::Limit, format!("the hub holds its maximum of {max} sessions (hub.max_sessions); try again later")))
     }
 
     /// An operator starts waiting for calls.
@@ -385,7 +529,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready.get_or_insert(order);
-        c.passed.clear();
+        c.declined.clear();
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -399,7 +543,7 @@ impl Shared {
             return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
         }
         c.ready = None;
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -408,7 +552,7 @@ impl Shared {
     pub fn respond(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
-        if c.offer.as_deref() != Some(sid) {
+        if c.offer.as_deref() != Some(sid) || !st.sessions.contains_key(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
         let account = c.account.clone().ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
@@ -421,6 +565,7 @@ impl Shared {
             user: Some(account.user.clone()),
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
@@ -428,7 +573,7 @@ impl Shared {
         let c = st.conns.get_mut(&conn).expect("checked above");
         c.offer = None;
         c.participant = Some(pid.clone());
-        let s = st.sessions.get_mut(sid).expect("an offered session exists");
+        let s = st.sessions.get_mut(sid).expect("checked above");
         s.participants.push(pid.clone());
         s.offer = None;
         s.wants_operator = false;
@@ -447,7 +592,7 @@ impl Shared {
         if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
-        st.release_offer(conn, true);
+        st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
         st.refresh();
         Ok(())
@@ -463,7 +608,7 @@ impl Shared {
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
         info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         s.wants_operator = true;
         if !st.queue.contains(&sid) {
             st.queue.push(sid.clone());
@@ -502,9 +647,10 @@ impl Shared {
                 o.participant = None;
             }
         }
-        st.release_offer(conn, false);
+        st.release_offer(conn, Release::Withdrawn);
         let p = st.participants.get_mut(&pid).expect("found above");
         p.conn = Some(conn);
+        p.detached_since = None;
         let json = joined(p);
         st.send_text(conn, json);
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
@@ -517,35 +663,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Another tab of the customer joins the customer's session, proving it
-    /// with a customer participant's resume secret.
+    /// Another connection of a participant's side joins its session as a
+    /// participant of its own: a customer's second tab, or an operator
+    /// console's second frame. It proves itself with the resume secret of a
+    /// participant of the same role (and, for operators, the same account).
     pub fn join(self: &Arc<Self>, conn: ConnId, sid: &str, secret: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         let (c, current) = Self::participant_of(&st, conn)?;
-        if c.role != Role::Customer {
-            return Err(refuse(ErrorCode::Forbidden, "only customers' tabs join this way; operators respond or resume"));
-        }
         if current.is_some() {
             return Err(refuse(ErrorCode::InSession, "this connection is in a session already"));
         }
-        let known = st.sessions.get(sid).is_some_and(|s| {
-            s.participants.iter().any(|p| {
-                st.participants.get(p).is_some_and(|p| p.role == Role::Customer && same_secret(&p.resume, secret))
-            })
+        let (role, account) = (c.role, c.account.clone());
+        let user = account.as_ref().map(|a| a.user.clone());
+        let voucher = st.sessions.get(sid).and_then(|s| {
+            s.participants.iter().filter_map(|p| st.participants.get(p)).find(|p| same_secret(&p.resume, secret))
         });
-        if !known {
+        let Some(voucher) = voucher else {
             return Err(refuse(ErrorCode::UnknownSession, "no such session, or it has ended"));
+        };
+        if voucher.role != role || voucher.user != user {
+            return Err(refuse(ErrorCode::Forbidden, "that secret belongs to another kind of participant"));
         }
+        let name = voucher.name.clone();
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
             session: sid.to_string(),
-            role: Role::Customer,
-            name: "Customer".into(),
-            user: None,
+            role,
+            name,
+            user: user.clone(),
             resume: new_secret(),
             conn: Some(conn),
+            detached_since: None,
         };
+        st.release_offer(conn, Release::Withdrawn);
         st.send_text(conn, joined(&p));
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
         st.participants.insert(pid.clone(), p);
@@ -553,7 +704,7 @@ impl Shared {
         let s = st.sessions.get_mut(sid).expect("found above");
         s.participants.push(pid.clone());
         s.idle_since = None;
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer");
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = role.as_str(), user = user.as_deref().unwrap_or(""), via = "join");
         st.status_to(sid);
         st.refresh();
         st.gauges();
@@ -590,7 +741,7 @@ impl Shared {
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let (sid, pid) = (p.session.clone(), p.id.clone());
-        let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
+        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         if s.control != granted {
             s.control = granted;
             let event = if granted { "control_granted" } else { "control_revoked" };
@@ -611,25 +762,75 @@ impl Shared {
             self.end(&mut st, &sid, "customer_hangup");
         } else {
             info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator");
-            st.participants.remove(&pid);
             st.conns.get_mut(&conn).expect("checked above").participant = None;
             st.send_text(conn, ServerMessage::Left { session: &sid }.to_json());
             st.send(conn, Outbound::Unfollow);
-            let s = st.sessions.get_mut(&sid).expect("a participant's session exists");
-            s.participants.retain(|p| *p != pid);
-            let remaining = s.participants.clone();
-            if remaining.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator)) {
-                st.status_to(&sid);
-            } else {
-                // The customer is alone again: the session is over and the
-                // customer may call anew.
-                self.end(&mut st, &sid, "operator_left");
-            }
+            self.leave(&mut st, &sid, &pid);
             self.allocate(&mut st);
             st.refresh();
         }
         st.gauges();
         Ok(())
+    }
+
+    /// Takes a participant out of its session. When no operator remains the
+    /// customer is alone again: the session is over and the customer may
+    /// call anew.
+    fn leave(self: &Arc<Self>, st: &mut State, sid: &str, pid: &str) {
+        st.participants.remove(pid);
+        let Some(s) = st.sessions.get_mut(sid) else { return };
+        s.participants.retain(|p| p != pid);
+        let operators_remain = s.participants.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator));
+        if operators_remain {
+            st.status_to(sid);
+        } else {
+            self.end(st, sid, "operator_left");
+        }
+    }
+
+    /// Takes out participants whose connection has been gone longer than
+    /// the reconnect grace, so the others are not left waiting for them:
+    /// operators, and customer tabs other than the session's last one (the
+    /// session itself ends by hang-up or idle expiry).
+    pub fn drop_detached(self: &Arc<Self>, now: Instant) -> usize {
+        let grace = reconnect_grace(&self.config);
+        let mut st = self.lock();
+        let mut gone: Vec<(String, String, Role)> = st
+            .participants
+            .values()
+            .filter(|p| p.conn.is_none() && p.detached_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .map(|p| (p.id.clone(), p.session.clone(), p.role))
+            .collect();
+        // Tabs before operators: an operator leaving may end the session.
+        gone.sort_by(|a, b| (a.2 == Role::Operator, &a.0).cmp(&(b.2 == Role::Operator, &b.0)));
+        let mut dropped = 0;
+        for (pid, sid, role) in gone {
+            let Some(s) = st.sessions.get(&sid) else { continue };
+            match role {
+                Role::Operator => {
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", reason = "connection lost");
+                    self.leave(&mut st, &sid, &pid);
+                }
+                Role::Customer => {
+                    let customers =
+                        s.participants.iter().filter(|p| st.participants.get(*p).is_some_and(|p| p.role == Role::Customer)).count();
+                    if customers < 2 {
+                        continue;
+                    }
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "customer", reason = "connection lost");
+                    st.participants.remove(&pid);
+                    st.sessions.get_mut(&sid).expect("found above").participants.retain(|p| *p != pid);
+                    st.status_to(&sid);
+                }
+            }
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.allocate(&mut st);
+            st.refresh();
+            st.gauges();
+        }
+        dropped
     }
 
     /// Ends a session for everyone in it and forgets everything kept for it.
@@ -652,9 +853,10 @@ impl Shared {
             c.offer = None;
         }
         for c in st.conns.values_mut() {
-            c.passed.remove(sid);
+            c.declined.remove(sid);
         }
         st.queue.retain(|q| q != sid);
+        st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
         metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
         let store = self.store.clone();
@@ -663,6 +865,17 @@ impl Shared {
         self.allocate(st);
         st.refresh();
         st.gauges();
+    }
+
+    /// The process stops serving: every session it holds ends with it (its
+    /// connections are told `1001` by [`Self::close_all`] first).
+    pub fn end_all(self: &Arc<Self>, reason: &str) -> usize {
+        let mut st = self.lock();
+        let all: Vec<String> = st.sessions.keys().cloned().collect();
+        for sid in &all {
+            self.end(&mut st, sid, reason);
+        }
+        all.len()
     }
 
     /// Ends every session nobody has been connected to for the configured

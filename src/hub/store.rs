@@ -55,15 +55,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The `replay` message for this snapshot.
+    /// The `replay` message for this snapshot: everything, for a joiner.
     pub fn replay_json(&self, session: &str) -> String {
-        let mut out = String::with_capacity(64 + self.commands.iter().map(|c| c.json.len() + 1).sum::<usize>());
+        self.replay_json_for(session, None)
+    }
+
+    /// The `replay` message; with `receiver`, only what that participant
+    /// would have received live (a resynchronisation must not hand a sender
+    /// back its own `others` commands, which could undo newer local input).
+    pub fn replay_json_for(&self, session: &str, receiver: Option<&str>) -> String {
+        let commands: Vec<&Arc<Stamped>> = self.commands.iter().filter(|c| receiver.is_none_or(|r| c.is_for(r))).collect();
+        let mut out = String::with_capacity(64 + commands.iter().map(|c| c.json.len() + 1).sum::<usize>());
         out.push_str("{\"type\":\"replay\",\"session\":");
         out.push_str(&serde_json::to_string(session).expect("strings serialise"));
         out.push_str(",\"last_seq\":");
         out.push_str(&self.last_seq.to_string());
         out.push_str(",\"commands\":[");
-        for (i, c) in self.commands.iter().enumerate() {
+        for (i, c) in commands.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }

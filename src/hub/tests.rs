@@ -52,7 +52,8 @@ impl Peer {
         let incoming = Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }));
         let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move { tx.send(m).await.map(|()| tx) }));
         let account = (role == Role::Operator).then(|| Account { user: name.to_string(), name: name.to_string() });
-        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, role, account));
+        let peer = connection::Peer { remote: std::net::Ipv4Addr::LOCALHOST.into(), role, account };
+        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, peer));
         Peer { name, to_hub, from_hub, seen: Vec::new() }
     }
 
@@ -143,7 +144,7 @@ async fn a_slow_receiver_is_resynchronised_from_the_store() {
             replays += 1;
         }
         apply(&mut state, &v);
-        if state.get("top/done").is_some() {
+        if state.contains_key("top/done") {
             break;
         }
     }
@@ -215,4 +216,286 @@ async fn the_query_api_names_the_driver() {
     assert!(hub.participant(&session, "nope").is_none());
     assert_eq!(hub.sessions_of_operator("op").len(), 1);
     assert!(hub.sessions_of_operator("other").is_empty());
+}
+
+#[tokio::test]
+async fn a_participant_gone_past_the_grace_is_taken_out() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (mut customer, op, session) = connected(&hub, 64).await;
+    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let mut tab = Peer::connect(&hub, "tab", Role::Customer, 64);
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    tab.expect("replay").await;
+    drop(tab);
+    drop(op);
+    let shared = hub.shared().clone();
+    let detached = |hub: &Hub| hub.session(&session).is_some_and(|s| s.participants.iter().filter(|p| !p.connected).count() == 2);
+    wait_until(|| detached(&hub)).await;
+    assert_eq!(shared.drop_detached(Instant::now()), 0, "within the grace they may still resume");
+    let later = Instant::now() + super::state::reconnect_grace(&hub.shared().config) + Duration::from_secs(1);
+    assert_eq!(shared.drop_detached(later), 2);
+    // The operator was the last one: the customer is told the session is over.
+    let ended = customer.expect("ended").await;
+    assert_eq!(ended["reason"], "operator_left");
+    assert!(hub.session(&session).is_none());
+}
+
+#[tokio::test]
+async fn calls_beyond_max_sessions_are_refused_with_no_session() {
+    let (hub, _) = hub_with_backlog(config("[hub]\nmax_sessions = 2\n"), 64);
+    let mut callers = Vec::new();
+    for name in ["first", "second"] {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        callers.push(c);
+    }
+    let mut third = Peer::connect(&hub, "third", Role::Customer, 64);
+    third.send(json!({"type": "call"})).await;
+    let e = third.next().await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["request"].as_str()), (Some("error"), Some("limit"), Some("call")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_sessions"), "{e}");
+    assert_eq!(hub.shared().lock().sessions.len(), 2, "a refused call leaves no session");
+    // Room again once a session ends.
+    callers[0].send(json!({"type": "hangup"})).await;
+    callers[0].expect("ended").await;
+    third.send(json!({"type": "call"})).await;
+    third.expect("joined").await;
+}
+
+#[test]
+fn the_reconnect_grace_is_configured_and_capped_by_the_idle_expiry() {
+    let grace = |extra: &str| super::state::reconnect_grace(&config(extra));
+    assert_eq!(grace(""), Duration::from_secs(120));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 5\n"), Duration::from_secs(5));
+    assert_eq!(grace("[hub]\nreconnect_grace_secs = 500\nidle_session_secs = 60\n"), Duration::from_secs(60));
+}
+
+/// Records every session end the hub announces, and whether the session was
+/// gone from the hub's state when it did (taking the lock in the callback
+/// also proves the lock is released by then: it would deadlock otherwise).
+fn record_ends(hub: &Hub) -> Arc<std::sync::Mutex<Vec<(String, bool)>>> {
+    let ends = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = Arc::downgrade(hub.shared());
+    let seen = ends.clone();
+    hub.on_session_end(move |sid| {
+        let gone = shared.upgrade().is_some_and(|s| !s.lock().sessions.contains_key(sid));
+        seen.lock().unwrap().push((sid.to_string(), gone));
+    });
+    ends
+}
+
+async fn call(hub: &Hub, name: &'static str) -> (Peer, String) {
+    let mut c = Peer::connect(hub, name, Role::Customer, 64);
+    c.send(json!({"type": "call"})).await;
+    let session = c.expect("joined").await["session"].as_str().unwrap().to_string();
+    (c, session)
+}
+
+#[tokio::test]
+async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
+    let (hub, _) = hub_with_backlog(config("[hub]\nidle_session_secs = 60\n"), 64);
+    // A callback that fails does not keep the others from running.
+    hub.on_session_end(|_| panic!("a broken callback"));
+    let ends = record_ends(&hub);
+    let ended = |sid: &str| ends.lock().unwrap().iter().filter(|(s, _)| s == sid).map(|(_, gone)| *gone).collect::<Vec<_>>();
+
+    // The customer hangs up.
+    let (customer, by_customer) = call(&hub, "hangs up").await;
+    customer.send(json!({"type": "hangup"})).await;
+    wait_until(|| !ended(&by_customer).is_empty()).await;
+
+    // The last operator leaves.
+    let (mut customer, op, by_operator) = connected(&hub, 64).await;
+    // Not waiting for calls any more, so later calls go to later operators.
+    op.send(json!({"type": "away"})).await;
+    op.send(json!({"type": "hangup"})).await;
+    customer.expect("ended").await;
+    wait_until(|| !ended(&by_operator).is_empty()).await;
+
+    // The last operator is gone past the reconnect grace.
+    let (mut customer, op, by_grace) = connected(&hub, 64).await;
+    drop(op);
+    wait_until(|| hub.session(&by_grace).is_some_and(|s| s.participants.iter().any(|p| !p.connected))).await;
+    hub.shared().drop_detached(Instant::now() + Duration::from_secs(61));
+    customer.expect("ended").await;
+    assert_eq!(ended(&by_grace), [true]);
+
+    // Nobody is connected past the idle expiry.
+    let (customer, by_expiry) = call(&hub, "leaves").await;
+    drop(customer);
+    wait_until(|| hub.session(&by_expiry).is_some_and(|s| s.participants.iter().all(|p| !p.connected))).await;
+    hub.shared().expire_idle(Instant::now() + Duration::from_secs(61));
+    assert_eq!(ended(&by_expiry), [true]);
+
+    // The hub shuts down with sessions open.
+    let (_c, _o, connected_at_shutdown) = connected(&hub, 64).await;
+    let (_waiting, by_shutdown) = call(&hub, "waits").await;
+    hub.shutdown();
+    assert!(hub.session(&by_shutdown).is_none() && hub.session(&connected_at_shutdown).is_none());
+    // Once each, with the session gone from the state.
+    for sid in [&by_customer, &by_operator, &by_grace, &by_expiry, &by_shutdown, &connected_at_shutdown] {
+        assert_eq!(ended(sid), [true], "{sid}");
+    }
+    assert_eq!(ends.lock().unwrap().len(), 6);
+}
+
+/// A store that accepts sessions but fails every write, as a shared store
+/// does when it is unreachable.
+struct Unreachable(MemoryStore);
+
+impl Store for Unreachable {
+    fn open<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<(), super::store::StoreError>> {
+        self.0.open(session)
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: super::protocol::Command,
+    ) -> futures_util::future::BoxFuture<'a, Result<Arc<super::store::Stamped>, super::store::StoreError>> {
+        Box::pin(async { Err(super::store::StoreError::Unavailable("connection refused".into())) })
+    }
+    fn snapshot<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<super::store::Snapshot, super::store::StoreError>> {
+        self.0.snapshot(session)
+    }
+    fn follow<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(super::store::Subscription, super::store::Snapshot), super::store::StoreError>> {
+        self.0.follow(session)
+    }
+    fn remove<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
+        self.0.remove(session)
+    }
+}
+
+#[tokio::test]
+async fn any_store_fits_and_its_failures_are_reported() {
+    let config = config("");
+    let store = Unreachable(MemoryStore::new(Bounds { max_keys: 10, max_bytes: 10_000 }, 16));
+    let hub = Hub::with_store(config, Arc::new(store));
+    let (mut customer, _op, _) = connected(&hub, 64).await;
+    customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("unavailable"), Some("command")));
+    // The session is still there.
+    customer.send(json!({"type": "control", "granted": true})).await;
+    customer.expect_where("status", |s| s["control"] == true).await;
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 6] = ["top", "top/a", "top/f", "top/f/x", "top/f/g/y", "topx"];
+
+    /// Customer and operator send interleaved, without waiting for each
+    /// other; a tab that saw everything live and a tab that joins at the end
+    /// hold the same state, and the live one saw every `seq` once, in order.
+    fn run(ops: Vec<(bool, usize, bool, u16)>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (hub, _) = hub_with_backlog(config(""), 4096);
+            let (mut customer, op, session) = connected(&hub, 4096).await;
+            let secret = customer.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
+            customer.send(json!({"type": "control", "granted": true})).await;
+            customer.expect_where("status", |s| s["control"] == true).await;
+            let mut live = Peer::connect(&hub, "live tab", Role::Customer, 4096);
+            live.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = live.expect("replay").await;
+            let mut live_state = BTreeMap::new();
+            apply(&mut live_state, &replay);
+            let mut last_seq = replay["last_seq"].as_u64().unwrap();
+
+            let total = ops.len();
+            for (from_customer, k, navigate, v) in ops {
+                let f = if navigate { "navigate" } else { "value" };
+                let c = json!({"type": "command", "key": KEYS[k], "attribute": "others", "fn": f, "args": [v]});
+                if from_customer { customer.send(c).await } else { op.send(c).await }
+            }
+            for _ in 0..total {
+                let c = live.expect("command").await;
+                let seq = c["seq"].as_u64().unwrap();
+                prop_assert_eq!(seq, last_seq + 1, "a gap or a duplicate");
+                last_seq = seq;
+                apply(&mut live_state, &c);
+            }
+
+            let mut late = Peer::connect(&hub, "late tab", Role::Customer, 4096);
+            late.send(json!({"type": "join", "session": session, "resume": secret})).await;
+            let replay = late.expect("replay").await;
+            prop_assert_eq!(replay["last_seq"].as_u64(), Some(last_seq));
+            let mut late_state = BTreeMap::new();
+            apply(&mut late_state, &replay);
+            prop_assert_eq!(late_state, live_state);
+            Ok(())
+        })
+    }
+
+    /// Any text at all: the hub answers and the connection stays.
+    fn garbage_keeps_the_connection(texts: Vec<String>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (hub, _) = hub_with_backlog(config(""), 64);
+            let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
+            for t in &texts {
+                customer.to_hub.send(Ok(Message::text(t.clone()))).await.unwrap();
+            }
+            // A customer's `away` is always refused, and nothing above sends
+            // one: its refusal is the answer to the last message.
+            customer.send(json!({"type": "away"})).await;
+            loop {
+                let v = customer.next().await;
+                if v["type"] == "error" && v["request"] == "away" {
+                    prop_assert_eq!(&v["code"], "forbidden");
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn message_like() -> impl Strategy<Value = String> {
+        let kinds = prop::sample::select(vec!["call", "resume", "join", "command", "control", "hangup", "ready", "respond", "decline", "invite", "x"]);
+        let values = prop::sample::select(vec!["null", "1", "\"s\"", "[]", "{}", "true", "\"top//x\"", "\"others\""]);
+        prop_oneof![
+            any::<String>(),
+            (kinds, values.clone(), values).prop_map(|(k, a, b)| format!(
+                "{{\"type\":\"{k}\",\"session\":{a},\"resume\":{b},\"key\":{a},\"attribute\":{b},\"fn\":{a},\"granted\":{b}}}"
+            )),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn bad_input_never_ends_a_connection(texts in prop::collection::vec(message_like(), 0..40)) {
+            garbage_keeps_the_connection(texts)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn late_and_live_participants_agree(ops in prop::collection::vec((any::<bool>(), 0..KEYS.len(), prop::bool::weighted(0.25), any::<u16>()), 0..60)) {
+            run(ops)?;
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_address_cannot_flood_the_queue_with_calls() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
+    for _ in 0..super::state::CALLS_BURST {
+        customer.send(json!({"type": "call"})).await;
+        customer.expect("joined").await;
+        customer.send(json!({"type": "hangup"})).await;
+        customer.expect("ended").await;
+    }
+    customer.send(json!({"type": "call"})).await;
+    let e = customer.expect("error").await;
+    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("rate_limited"), Some("call")));
+    assert!(hub.shared().lock().sessions.is_empty());
 }

@@ -35,15 +35,34 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Whether the handshake comes from a page of our own origin: the scheme we
-/// were reached with and the `Host` the client asked for.
-pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx) -> bool {
+/// Whether the handshake comes from a page of our own origin. With
+/// `public` origins configured (a load balancer in front terminates TLS, so
+/// the request's own scheme is not the one the browser used) the `Origin`
+/// must be one of them; otherwise it must be the scheme we were reached with
+/// and the `Host` the client asked for.
+pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx, public: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    if !public.is_empty() {
+        // `null` and other opaque origins do not parse, and match nothing.
+        return url::Url::parse(origin.trim()).is_ok_and(|u| public.contains(&u.origin().ascii_serialization()));
+    }
     let Some(host) = host else { return false };
     let ours = format!("{}://{}", ctx.scheme(), host);
     let default_port = if ctx.tls { ":443" } else { ":80" };
     let normal = |s: &str| s.trim_end_matches(default_port).to_ascii_lowercase();
     normal(origin) == normal(&ours)
+}
+
+/// Whether the browser reached us over HTTPS: our own TLS, or a request
+/// from one of the configured public `https://` origins (TLS ended in
+/// front of us). Cookies set for such a browser get `Secure`.
+pub fn browser_over_https(headers: &HeaderMap, ctx: &Ctx, public: &[String]) -> bool {
+    ctx.tls
+        || headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|o| url::Url::parse(o.trim()).ok())
+            .is_some_and(|u| u.scheme() == "https" && public.contains(&u.origin().ascii_serialization()))
 }
 
 fn role_of(query: Option<&str>) -> Option<Role> {
@@ -67,7 +86,7 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
-    if !same_origin(headers, host, &ctx) {
+    if !same_origin(headers, host, &ctx, &shared.config.public_origins) {
         info!(remote = %ctx.remote, origin = ?headers.get(header::ORIGIN), host, "WebSocket refused: foreign origin");
         return plain(StatusCode::FORBIDDEN, "the Origin is not this proxy's own");
     }
@@ -92,7 +111,8 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(ws_config)).await;
                 let (sink, stream) = ws.split();
-                super::connection::serve(shared, sink, stream, role, account).await;
+                let peer = super::connection::Peer { remote: ctx.remote.ip(), role, account };
+                super::connection::serve(shared, sink, stream, peer).await;
             }
             Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -118,13 +138,37 @@ mod tests {
     fn origin_must_be_our_own() {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, "http://proxy.example:8080".parse().unwrap());
-        assert!(same_origin(&h, Some("proxy.example:8080"), &ctx(false)));
-        assert!(!same_origin(&h, Some("proxy.example:8080"), &ctx(true)));
-        assert!(!same_origin(&h, Some("evil.example:8080"), &ctx(false)));
-        assert!(!same_origin(&h, None, &ctx(false)));
+        assert!(same_origin(&h, Some("proxy.example:8080"), &ctx(false), &[]));
+        assert!(!same_origin(&h, Some("proxy.example:8080"), &ctx(true), &[]));
+        assert!(!same_origin(&h, Some("evil.example:8080"), &ctx(false), &[]));
+        assert!(!same_origin(&h, None, &ctx(false), &[]));
         h.insert(header::ORIGIN, "https://Proxy.Example".parse().unwrap());
-        assert!(same_origin(&h, Some("proxy.example:443"), &ctx(true)));
-        assert!(!same_origin(&HeaderMap::new(), Some("proxy.example"), &ctx(false)));
+        assert!(same_origin(&h, Some("proxy.example:443"), &ctx(true), &[]));
+        assert!(!same_origin(&HeaderMap::new(), Some("proxy.example"), &ctx(false), &[]));
+    }
+
+    #[test]
+    fn public_origins_replace_our_own() {
+        let public = ["https://support.example.com".to_string(), "http://b.test:8080".to_string()];
+        let check = |origin: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, origin.parse().unwrap());
+            same_origin(&h, Some("support.example.com"), &ctx(false), &public)
+        };
+        assert!(check("https://support.example.com"));
+        assert!(check("https://Support.Example.com:443"));
+        assert!(check("http://b.test:8080"));
+        // What the request itself looks like behind the load balancer.
+        assert!(!check("http://support.example.com"));
+        assert!(!check("https://support.example.com:8443"));
+        assert!(!check("https://evil.example"));
+        assert!(!check("null"));
+        assert!(!same_origin(&HeaderMap::new(), Some("support.example.com"), &ctx(false), &public));
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, "https://support.example.com".parse().unwrap());
+        assert!(browser_over_https(&h, &ctx(false), &public));
+        assert!(!browser_over_https(&h, &ctx(false), &[]));
+        assert!(browser_over_https(&HeaderMap::new(), &ctx(true), &[]));
     }
 
     #[test]

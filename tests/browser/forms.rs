@@ -20,7 +20,7 @@ async fn every_control_type_is_shared_both_ways() {
     let (c, o) = (&s.customer, &s.operator);
 
     // Typed by the customer with real keys.
-    for (id, text) in [("#full", "Grace Hopper"), ("#search", "flood"), ("#site", "https://example.org"), ("#phone", "+44 20 7946 0000"), ("#mail", "grace@example.org"), ("#age", "45"), ("#bio", "Two floors,\nnear a river")] {
+    for (id, text) in [("#full", "Pat Example"), ("#search", "flood"), ("#site", "https://example.org"), ("#phone", "+44 20 7946 0000"), ("#mail", "pat@example.org"), ("#age", "45"), ("#bio", "Two floors,\nnear a river")] {
         c.type_into(id, text).await;
         let js = format!("document.querySelector('{id}').value === {}", serde_json::to_string(text).unwrap());
         s.on_operator(&format!("{id} on the operator's side"), &js).await;
@@ -65,6 +65,11 @@ async fn every_control_type_is_shared_both_ways() {
     c.click("#menu-button").await;
     s.on_operator("the menu open on the operator's side", "!document.querySelector('#menu').hidden").await;
 
+    // A React-style controlled input: its state follows only a value set
+    // through the native setter.
+    c.type_into("#promo", "SAVE10").await;
+    s.on_operator("the controlled input's state on the operator's side", "document.querySelector('#promo-state').textContent === 'SAVE10'").await;
+
     // Keyboard-driven: Enter adds the note on both sides.
     c.type_into("#quick", "call back").await;
     c.press("Enter", 13).await;
@@ -74,7 +79,7 @@ async fn every_control_type_is_shared_both_ways() {
     // The operator, with control, changes things; the customer sees them.
     s.grant_control().await;
     o.type_into(&content("#full"), " Jr").await;
-    s.on_customer("the operator's typing", "document.querySelector('#full').value === 'Grace Hopper Jr'").await;
+    s.on_customer("the operator's typing", "document.querySelector('#full').value === 'Pat Example Jr'").await;
     o.click(&content("#flood")).await;
     s.on_customer("the operator's checkbox", "!document.querySelector('#flood').checked").await;
     o.click(&content(r#"input[name="pay"][value="monthly"]"#)).await;
@@ -85,4 +90,29 @@ async fn every_control_type_is_shared_both_ways() {
     o.type_text("!").await;
     s.on_customer("the operator's rich text", "document.querySelector('#rich').textContent.includes('!')").await;
     until_on(c, "the customer's own values intact", "#bio", "el.value === 'Two floors,\\nnear a river'", &s.tabs(), &s.server).await;
+    s.assert_no_errors();
+}
+/// Input method composition (Japanese, Chinese...): a remote value never
+/// overwrites the field in the middle of it, and the committed text is shared.
+#[tokio::test]
+async fn composition_is_never_interrupted_and_its_result_is_shared() {
+    use chromiumoxide::cdp::browser_protocol::input::{ImeSetCompositionParams, InsertTextParams};
+    let s = Shared::start("/form.html").await;
+    let (c, o) = (&s.customer, &s.operator);
+    s.grant_control().await;
+    c.click("#name").await;
+    c.page.execute(ImeSetCompositionParams::new("にほ", 2, 2)).await.expect("composition");
+    s.on_customer("the composition in progress", "document.querySelector('#name').value === 'にほ'").await;
+
+    // The operator types into the same field meanwhile, then into another;
+    // when the second arrives, the first has too.
+    o.type_into(&content("#name"), "X").await;
+    o.type_into(&content("#notes"), "y").await;
+    s.on_customer("the operator's later typing", "document.querySelector('#notes').value === 'y'").await;
+    assert_eq!(c.eval("document.querySelector('#name').value").await, serde_json::json!("にほ"), "a remote value broke the composition");
+
+    c.page.execute(InsertTextParams::new("日本")).await.expect("commit");
+    s.on_customer("the committed text", "document.querySelector('#name').value === '日本'").await;
+    s.on_operator("the committed text on the operator's side", "document.querySelector('#name').value === '日本'").await;
+    s.assert_no_errors();
 }

@@ -19,12 +19,18 @@ async fn single_page_app_routes_follow_both_ways() {
     c.click(r##"a[href="#faq"]"##).await;
     s.on_operator("the hash link", "location.hash === '#faq'").await;
 
+    // Without control, the operator's route change is put back.
+    o.click(&content(r#"a[href="/app/help"]"#)).await;
+    s.on_operator("the operator's view back on the customer's route", "location.pathname === '/app/' && location.hash === '#faq' && document.querySelector('#view h2').textContent === 'Products'").await;
+    assert_eq!(c.eval("location.pathname").await, serde_json::json!("/app/"));
+
     // The operator navigates (with control): the customer follows.
     s.grant_control().await;
     o.click(&content(r#"a[href="/app/help"]"#)).await;
     s.on_customer("the operator's route on the customer's side", "location.pathname === '/app/help' && document.querySelector('#view h2').textContent === 'Help'").await;
     // The patched pushState still works for the app itself.
     assert_eq!(c.eval("history.state && history.state.route").await, serde_json::json!("/app/help"));
+    s.assert_no_errors();
 }
 
 #[tokio::test]
@@ -44,4 +50,5 @@ async fn full_page_loads_follow_both_ways() {
     c.click(r#"button[type="submit"]"#).await;
     s.on_operator("the submitted form's page", "location.search.includes('name=Lin')").await;
     super::harness::until(c, "the widget still connected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
+    s.assert_no_errors();
 }

@@ -49,4 +49,5 @@ async fn masked_values_never_leave_the_customers_browser() {
         }
     }
     assert!(c.websocket_frames().iter().any(|f| f.contains("visible")), "the frames were observed");
+    s.assert_no_errors();
 }

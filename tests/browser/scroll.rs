@@ -32,7 +32,7 @@ async fn window_and_pane_scroll_follow_and_the_viewport_is_outlined() {
     let y = c.eval("Math.round(scrollY)").await;
     s.on_operator("the operator's window at the customer's position", &format!("Math.round(scrollY) === {y}")).await;
 
-    c.eval("document.querySelector('#definitions').scrollIntoView({block: 'center'})").await;
+    c.eval("document.querySelector('#definitions').scrollIntoView({block: 'center', behavior: 'instant'})").await;
     let pane = c.center("#definitions").await;
     wheel(c, pane, 300.0).await;
     s.on_customer("the pane scrolled", "document.querySelector('#definitions').scrollTop > 100").await;
@@ -40,7 +40,8 @@ async fn window_and_pane_scroll_follow_and_the_viewport_is_outlined() {
     s.on_operator("the operator's pane at the customer's position", &format!("Math.round(document.querySelector('#definitions').scrollTop) === {top}")).await;
 
     s.grant_control().await;
-    o.eval_on(CONTENT, &in_frame("document.querySelector('#cond-70').scrollIntoView()")).await;
+    o.eval_on(CONTENT, &in_frame("document.querySelector('#cond-70').scrollIntoView({behavior: 'instant'})")).await;
     let oy = o.eval_on(CONTENT, &in_frame("Math.round(scrollY)")).await;
     s.on_customer("the operator's scroll on the customer's side", &format!("Math.round(scrollY) === {oy}")).await;
+    s.assert_no_errors();
 }

@@ -80,4 +80,5 @@ async fn jquery_ui_widgets_are_shared_both_ways() {
     for tab in [c, o] {
         assert!(!tab.websocket_frames().iter().any(|f| f.contains("4242")), "{}: the masked value in a WebSocket frame", tab.name);
     }
+    s.assert_no_errors();
 }

@@ -16,7 +16,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chromiumoxide::browser::{Browser as Cdp, BrowserConfig};
@@ -38,21 +38,22 @@ use crate::support::{Cobrowse, TempDir};
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Browser tests share two cores with everything else: one Chromium at a
-/// time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// time (a semaphore, not a mutex: each test has its own runtime, and the
+/// turn is held across awaits for the whole test).
+static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// A headless Chromium; killed on drop.
 pub struct Browser {
     cdp: Cdp,
     handler: tokio::task::JoinHandle<()>,
-    _turn: MutexGuard<'static, ()>,
+    _turn: tokio::sync::SemaphorePermit<'static>,
     _dir: TempDir,
 }
 
 impl Browser {
     /// Launches Chromium. Fails (never skips) when it is not installed.
     pub async fn launch() -> Browser {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = ONE_AT_A_TIME.acquire().await.expect("the semaphore is never closed");
         if !Path::new(CHROMIUM).exists() {
             panic!(
                 "this test needs Chromium at {CHROMIUM}. Install it with `sudo apt-get install -y chromium` \
@@ -236,7 +237,7 @@ impl Tab {
         let v = self
             .eval_on(
                 chain,
-                "el && (el.scrollIntoView({block: 'nearest', inline: 'nearest'}), (() => { const r = el.getBoundingClientRect(); \
+                "el && (el.scrollIntoView({block: 'nearest', inline: 'nearest', behavior: 'instant'}), (() => { const r = el.getBoundingClientRect(); \
                  return [f.x0 + f.s0 * (r.left + r.width / 2), f.y0 + f.s0 * (r.top + r.height / 2)]; })())",
             )
             .await;

@@ -155,7 +155,10 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
             let n = s.orders.fetch_add(1, Ordering::SeqCst) + 1;
             page(
                 "Order confirmed",
-                &format!("<p id=confirmation>Order {n} for {} confirmed</p>", fields.get("holder").cloned().unwrap_or_default()),
+                &format!(
+                    "<p id=confirmation>Order {n} for {} confirmed</p><p><a id=to-order-again href=/order>Order again</a></p>",
+                    fields.get("holder").cloned().unwrap_or_default()
+                ),
                 serial,
             )
         }
