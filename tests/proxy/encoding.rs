@@ -170,7 +170,7 @@ async fn downloads_and_uploads_stream_without_being_held() {
     let res = client.get(proxy.url("/big").parse().unwrap()).await.unwrap();
     let mut body = res.into_body();
     let mut seen = 0;
-    tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(30), async {
         while seen < megabyte.len() {
             seen += body.frame().await.unwrap().unwrap().into_data().unwrap().len();
         }
@@ -188,7 +188,7 @@ async fn downloads_and_uploads_stream_without_being_held() {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     up_tx.send(Bytes::from(vec![1u8; 65536])).unwrap();
     let req = Request::post(proxy.url("/upload")).body(StreamBody::new(stream)).unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(10), upload.request(req))
+    let res = tokio::time::timeout(Duration::from_secs(30), upload.request(req))
         .await
         .unwrap_or_else(|_| panic!("the upload was held by the proxy instead of streamed\n{}", proxy.output()))
         .unwrap();

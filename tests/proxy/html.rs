@@ -110,7 +110,7 @@ async fn a_page_streams_through_as_the_upstream_sends_it() {
     let mut body = res.into_body();
     let mut seen = Vec::new();
     // The rest has not been sent: everything before it must arrive anyway.
-    tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(30), async {
         while !String::from_utf8_lossy(&seen).contains("<p>first</p>") {
             let frame = body.frame().await.expect("body ended early").unwrap();
             seen.extend_from_slice(frame.data_ref().unwrap());

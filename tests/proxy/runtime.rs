@@ -91,7 +91,7 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
     assert_eq!(results["beacon"], true, "{results}");
     assert_eq!(results["relative"], "/rel.png", "relative URLs are left alone: {results}");
     assert_eq!(results["identity"], "fetch 1 true WebSocket 1 open 2 true undefined undefined", "patched functions look native, no globals: {results}");
-    wait_for("the beacon to reach the upstream through the proxy", Duration::from_secs(10), || async { (beacons.load(Ordering::SeqCst) > 0).then_some(()) }, || {
+    wait_for("the beacon to reach the upstream through the proxy", Duration::from_secs(30), || async { (beacons.load(Ordering::SeqCst) > 0).then_some(()) }, || {
         format!("port {proxy_port}\n{}", proxy.output())
     })
     .await;

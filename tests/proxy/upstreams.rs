@@ -128,7 +128,7 @@ async fn site_websockets_are_tunnelled_both_ways() {
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(proxy.ws_url("/live")))
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async(proxy.ws_url("/live")))
         .await
         .expect("handshake timed out")
         .unwrap_or_else(|e| panic!("{e}\n{}", proxy.output()));
@@ -136,7 +136,7 @@ async fn site_websockets_are_tunnelled_both_ways() {
     assert_eq!(hello.to_text().unwrap(), format!("hello from {}", origin.addr), "the upstream sees its own host");
     for i in 0..3 {
         ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        let echo = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(echo.to_text().unwrap(), format!("echo m{i}"));
     }
 }
@@ -159,7 +159,7 @@ async fn server_sent_events_arrive_one_by_one() {
     for i in 0..3 {
         let event = format!("data: event {i}\n\n");
         tx.send(Bytes::from(event.clone())).unwrap();
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
             .await
             .unwrap_or_else(|_| panic!("event {i} was held back\n{}", proxy.output()))
             .unwrap()
