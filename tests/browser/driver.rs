@@ -93,6 +93,7 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // The operator, with control, fills in the form and presses "Place
     // order": the customer's browser performs it, once.
     s.grant_control().await;
+    s.on_operator("the order form, shared", "!!(window.__cobrowse && window.__cobrowse.engine)").await;
     s.operator.type_into(&content("#holder"), "Pat Example").await;
     s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Pat Example'").await;
     s.operator.click(&content("#place")).await;
@@ -110,7 +111,8 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // A second press is a second order, still performed once.
     s.customer.click("#to-order-again").await;
     s.on_customer("the order form again", "!!document.querySelector('#place')").await;
-    s.on_operator("the order form again", "!!document.querySelector('#place')").await;
+    // Typed only once the page's agent is sharing it.
+    s.on_operator("the order form again, shared", "!!document.querySelector('#place') && !!(window.__cobrowse && window.__cobrowse.engine)").await;
     s.operator.type_into(&content("#holder"), "Bob").await;
     s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Bob'").await;
     s.operator.click(&content("#place")).await;
