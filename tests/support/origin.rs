@@ -36,7 +36,12 @@ impl Origin {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<OriginBody>> + Send + 'static,
     {
-        let handler: Arc<Handler> = Arc::new(move |req| Box::pin(handler(req)));
+        Origin::serve(Arc::new(move |req| Box::pin(handler(req))), None).await
+    }
+
+    /// Accepts connections (over TLS when `tls` is given) and answers them
+    /// with `handler`, counting requests.
+    async fn serve(handler: Arc<Handler>, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -46,15 +51,21 @@ impl Origin {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let handler = handler.clone();
                 let counter = counter.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+                        }
+                        None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                    };
                 });
             }
         });
@@ -137,31 +148,7 @@ impl Origin {
             .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let handler: Arc<Handler> = Arc::new(move |req| Box::pin(handler(req)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let handler = handler.clone();
-                let counter = counter.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else { return };
-                    let service = service_fn(move |req| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let fut = handler(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Origin { addr, requests, task }
+        Origin::serve(Arc::new(move |req| Box::pin(handler(req))), Some(acceptor)).await
     }
 
     pub fn https_url(&self) -> String {
