@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::page::ScreenshotParams;
 use http::Response;
 
 use crate::browser::harness::{Browser, Tab, until};
@@ -69,12 +71,55 @@ const LOOK: &str = r#"(() => ({
   font: getComputedStyle(document.body).fontFamily,
 }))()"#;
 
-async fn look(tab: &Tab, url: &str, proxy: &Cobrowse) -> (serde_json::Value, Vec<String>) {
+/// What a page looks like: its text and styles, the console errors it
+/// caused, and its pixels.
+struct Look {
+    page: serde_json::Value,
+    errors: Vec<String>,
+    screenshot: Screenshot,
+}
+
+async fn look(tab: &Tab, url: &str, proxy: &Cobrowse) -> Look {
     let before = tab.console_log().len();
     tab.goto(url).await;
     until(tab, "the page to settle", "document.readyState === 'complete' && !document.body.innerText.includes('waiting for the script')", &[tab], proxy).await;
     let errors = tab.console_log()[before..].iter().filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error")).cloned().collect();
-    (tab.eval(LOOK).await, errors)
+    let page = tab.eval(LOOK).await;
+    // The idle widget is the agent's only visible mark; the page under it
+    // must look the same.
+    tab.eval("document.querySelectorAll('cobrowse-widget, cobrowse-overlay').forEach((e) => e.style.setProperty('display', 'none', 'important')); document.activeElement && document.activeElement.blur(); true").await;
+    let png = tab.page.screenshot(ScreenshotParams::builder().format(CaptureScreenshotFormat::Png).build()).await.expect("a screenshot");
+    Look { page, errors, screenshot: Screenshot::decode(&png) }
+}
+
+/// Decoded pixels of a PNG screenshot.
+struct Screenshot {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+impl Screenshot {
+    fn decode(png_bytes: &[u8]) -> Screenshot {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes)).read_info().expect("a PNG");
+        let mut pixels = vec![0; reader.output_buffer_size().expect("a bounded PNG")];
+        let info = reader.next_frame(&mut pixels).expect("PNG pixels");
+        pixels.truncate(info.buffer_size());
+        Screenshot { width: info.width, height: info.height, pixels }
+    }
+
+    /// The share of pixels that differ visibly (any channel by more than 16).
+    fn difference(&self, other: &Screenshot) -> f64 {
+        assert_eq!((self.width, self.height), (other.width, other.height), "screenshots of different sizes");
+        let channels = self.pixels.len() / (self.width * self.height) as usize;
+        let differing = self
+            .pixels
+            .chunks(channels)
+            .zip(other.pixels.chunks(channels))
+            .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 16))
+            .count();
+        differing as f64 / f64::from(self.width * self.height)
+    }
 }
 
 #[tokio::test]
@@ -91,11 +136,13 @@ async fn pages_read_the_same_direct_and_through_the_proxy() {
         "/tabs.html",
         "/controlgroup.html",
     ] {
-        let (direct, direct_errors) = look(&tab, &format!("{}{path}", origin.url()), &proxy).await;
-        let (proxied, proxied_errors) = look(&tab, &proxy.url(path), &proxy).await;
-        assert_eq!(direct, proxied, "{path} reads differently through the proxy\n{}", proxy.output());
-        let new: Vec<&String> = proxied_errors.iter().filter(|e| !direct_errors.contains(e)).collect();
+        let direct = look(&tab, &format!("{}{path}", origin.url()), &proxy).await;
+        let proxied = look(&tab, &proxy.url(path), &proxy).await;
+        assert_eq!(direct.page, proxied.page, "{path} reads differently through the proxy\n{}", proxy.output());
+        let new: Vec<&String> = proxied.errors.iter().filter(|e| !direct.errors.contains(e)).collect();
         assert!(new.is_empty(), "{path}: console errors only through the proxy: {new:#?}");
+        let differ = direct.screenshot.difference(&proxied.screenshot);
+        assert!(differ < 0.005, "{path}: {:.2}% of the pixels differ through the proxy", differ * 100.0);
         let agent = tab.eval("!!document.querySelector('script[src$=\"agent.js\"]')").await;
         assert_eq!(agent, serde_json::json!(true), "{path}: no agent");
     }
