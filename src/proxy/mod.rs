@@ -177,7 +177,16 @@ impl Proxy {
             metrics::counter!("cobrowse_proxy_service_workers_refused_total").increment(1);
             return Err(error::page(StatusCode::FORBIDDEN, "Service workers are not available through the co-browsing proxy."));
         }
-        Ok(Route { site, mapper: self.sites.mapper(site, &host, ctx.tls) })
+        Ok(Route { site, mapper: self.sites.mapper(site, &host, self.browser_on_https(&host, ctx)) })
+    }
+
+    /// Whether the browser reached us over HTTPS: our own TLS, or a
+    /// configured public `https://` origin for this host (a load balancer in
+    /// front terminates TLS). Links, cookies and policies follow it, so the
+    /// browser gets no mixed content and keeps its `Secure` cookies.
+    fn browser_on_https(&self, host: &str, ctx: &Ctx) -> bool {
+        let host = host.strip_suffix(":443").unwrap_or(host);
+        ctx.tls || self.config.public_origins.iter().any(|o| o.strip_prefix("https://").is_some_and(|h| h.eq_ignore_ascii_case(host)))
     }
 
     /// Phase 3: the upstream's response headers, or the page that says why

@@ -120,3 +120,26 @@ async fn a_host_that_is_not_a_host_name_is_refused() {
     assert!(!got.text().contains("<script>alert"));
     assert_eq!(origin.requests(), 0);
 }
+
+#[tokio::test]
+async fn behind_a_tls_terminating_balancer_the_browser_sees_https() {
+    let origin = Origin::start(|req| async move {
+        let up = format!("http://{}", req.headers()["host"].to_str().unwrap());
+        Response::builder()
+            .status(302)
+            .header("location", format!("{up}/cart"))
+            .header("set-cookie", "sid=abc; Path=/; Secure; HttpOnly")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(&origin.url(), "public_origins = [\"https://support.example\"]")).await;
+    // The balancer forwards plain HTTP with the browser's Host.
+    let got = fetch("GET", &proxy.url("/"), &[("host", "support.example")]).await;
+    assert_eq!(got.header("location"), "https://support.example/cart", "{}", proxy.output());
+    assert!(got.header("set-cookie").contains("Secure"), "a Secure cookie must survive for an https browser: {}", got.header("set-cookie"));
+    // Another host on the same proxy is still plain HTTP.
+    let plain = fetch("GET", &proxy.url("/"), &[]).await;
+    assert_eq!(plain.header("location"), format!("http://{}/cart", proxy.addr));
+    assert!(!plain.header("set-cookie").contains("Secure"), "{}", plain.header("set-cookie"));
+}
