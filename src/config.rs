@@ -513,25 +513,11 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
 
     let mut hub = HubLimits::default();
     if let Some(h) = &raw.hub {
-        let positive = |field: &str, v: &Option<Spanned<usize>>, slot: &mut usize| -> Result<(), ConfigError> {
-            if let Some(v) = v {
-                if *v.get_ref() == 0 {
-                    return Err(src.at(field, v, "must be greater than 0"));
-                }
-                *slot = *v.get_ref();
-            }
-            Ok(())
-        };
-        positive("hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
-        positive("hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
-        positive("hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
-        positive("hub.max_sessions", &h.max_sessions, &mut hub.max_sessions)?;
-        if let Some(v) = &h.messages_per_second {
-            if *v.get_ref() == 0 {
-                return Err(src.at("hub.messages_per_second", v, "must be greater than 0"));
-            }
-            hub.messages_per_second = *v.get_ref();
-        }
+        positive(src, "hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
+        positive(src, "hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
+        positive(src, "hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
+        positive(src, "hub.max_sessions", &h.max_sessions, &mut hub.max_sessions)?;
+        positive(src, "hub.messages_per_second", &h.messages_per_second, &mut hub.messages_per_second)?;
         if let Some(v) = &h.idle_session_secs {
             hub.idle_session = secs(src, "hub.idle_session_secs", v)?;
         }
@@ -561,23 +547,25 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
 
     let mut driver = crate::driver::documents::Limits::default();
     if let Some(d) = &raw.driver {
-        for (field, v, slot) in [
-            ("driver.documents_per_session", &d.documents_per_session, &mut driver.documents_per_session),
-            ("driver.bytes_per_session", &d.bytes_per_session, &mut driver.bytes_per_session),
-        ] {
-            if let Some(v) = v {
-                if *v.get_ref() == 0 {
-                    return Err(src.at(field, v, "must be greater than 0"));
-                }
-                *slot = *v.get_ref();
-            }
-        }
+        positive(src, "driver.documents_per_session", &d.documents_per_session, &mut driver.documents_per_session)?;
+        positive(src, "driver.bytes_per_session", &d.bytes_per_session, &mut driver.bytes_per_session)?;
         if let Some(v) = &d.document_max_age_secs {
             driver.max_age = secs(src, "driver.document_max_age_secs", v)?;
         }
     }
 
     Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver })
+}
+
+/// Sets `slot` from a count that must not be zero, when the file gives one.
+fn positive<T: Copy + Default + PartialEq>(src: &Source<'_>, field: &str, v: &Option<Spanned<T>>, slot: &mut T) -> Result<(), ConfigError> {
+    if let Some(v) = v {
+        if *v.get_ref() == T::default() {
+            return Err(src.at(field, v, "must be greater than 0"));
+        }
+        *slot = *v.get_ref();
+    }
+    Ok(())
 }
 
 fn secs(src: &Source<'_>, field: &str, v: &Spanned<u64>) -> Result<Duration, ConfigError> {
