@@ -184,7 +184,7 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let rest = rest.to_string();
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
-        "bind" => crate::driver::bind(&app.sessions, req, ctx).await,
+        "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
             Some(handle) => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -180,14 +180,13 @@ struct BindRequest {
 /// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
 /// cookie, so the proxy knows which participant this browser's requests come
 /// from. An empty body clears it.
-pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx, public_origins: &[String]) -> Response<Body> {
     if req.method() != Method::POST {
         return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
     }
     let (parts, body) = req.into_parts();
-    // Behind a load balancer that terminates TLS the request arrives as
-    // plain HTTP, but the browser says which scheme it is on.
-    let https = ctx.tls || parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
+    // The same rule as the operator cookie's, for TLS ended in front of us.
+    let https = crate::hub::ws::browser_over_https(&parts.headers, &ctx, public_origins);
     let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
