@@ -344,24 +344,17 @@ impl Tab {
 
     /// Presses a named key (`Backspace`, `Enter`, `Tab`, `ArrowLeft`...).
     pub async fn press(&self, key: &str, code: i64) {
-        let down = DispatchKeyEventParams::builder()
-            .r#type(DispatchKeyEventType::RawKeyDown)
-            .key(key)
-            .code(key)
-            .windows_virtual_key_code(code)
-            .native_virtual_key_code(code)
-            .build()
-            .unwrap();
-        self.page.execute(down).await.expect("key down");
-        let up = DispatchKeyEventParams::builder()
-            .r#type(DispatchKeyEventType::KeyUp)
-            .key(key)
-            .code(key)
-            .windows_virtual_key_code(code)
-            .native_virtual_key_code(code)
-            .build()
-            .unwrap();
-        self.page.execute(up).await.expect("key up");
+        for kind in [DispatchKeyEventType::RawKeyDown, DispatchKeyEventType::KeyUp] {
+            let event = DispatchKeyEventParams::builder()
+                .r#type(kind)
+                .key(key)
+                .code(key)
+                .windows_virtual_key_code(code)
+                .native_virtual_key_code(code)
+                .build()
+                .unwrap();
+            self.page.execute(event).await.expect("key event");
+        }
     }
 
     /// What the page shows and logged, for failure messages: each frame's
