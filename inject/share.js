@@ -1048,20 +1048,31 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
                 el.style.top = `${y}px`;
             }
 
+            // The mark `map` keeps for `id` (a pointer, a caret, a badge),
+            // made the first time it is needed.
+            function mark(map, id, className, hook, inner) {
+                let m = map.get(id);
+                if (!m) {
+                    m = doc.createElement('div');
+                    m.className = className;
+                    m.setAttribute('data-cobrowse', hook);
+                    m.innerHTML = inner;
+                    root.appendChild(m);
+                    map.set(id, m);
+                }
+                return m;
+            }
+            function unmark(map, id) {
+                const m = map.get(id);
+                if (m) { m.remove(); map.delete(id); }
+            }
+
             ov = {
                 host,
                 drawing(on) { capture.hidden = !on; },
                 pointer(id, [x, y]) {
-                    let p = pointers.get(id);
-                    if (x == null) { if (p) { p.remove(); pointers.delete(id); } return; }
-                    if (!p) {
-                        p = doc.createElement('div');
-                        p.className = 'pointer';
-                        p.setAttribute('data-cobrowse', 'remote-pointer');
-                        p.innerHTML = '<i></i><span></span>';
-                        root.appendChild(p);
-                        pointers.set(id, p);
-                    }
+                    if (x == null) return unmark(pointers, id);
+                    const p = mark(pointers, id, 'pointer', 'remote-pointer', '<i></i><span></span>');
                     const color = colorOf(id);
                     p.dataset.participant = id;
                     p.querySelector('i').style.background = color;
@@ -1080,16 +1091,8 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
                 clear() { svg.replaceChildren(); },
                 strokes() { return svg.children.length; },
                 caret(id, el, start, end) {
-                    let c = carets.get(id);
-                    if (!el) { if (c) { c.remove(); carets.delete(id); } return; }
-                    if (!c) {
-                        c = doc.createElement('div');
-                        c.className = 'caret';
-                        c.setAttribute('data-cobrowse', 'remote-caret');
-                        c.innerHTML = '<span></span>';
-                        root.appendChild(c);
-                        carets.set(id, c);
-                    }
+                    if (!el) return unmark(carets, id);
+                    const c = mark(carets, id, 'caret', 'remote-caret', '<span></span>');
                     const r = docOffset(el);
                     const color = colorOf(id);
                     c.style.borderColor = color;
@@ -1100,15 +1103,8 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
                     c.style.height = `${r.h + 2}px`;
                 },
                 badge(el, text, key) {
-                    let b = badges.get(key);
-                    if (!text) { if (b) { b.remove(); badges.delete(key); } return; }
-                    if (!b) {
-                        b = doc.createElement('div');
-                        b.className = 'badge';
-                        b.setAttribute('data-cobrowse', 'badge');
-                        root.appendChild(b);
-                        badges.set(key, b);
-                    }
+                    if (!text) return unmark(badges, key);
+                    const b = mark(badges, key, 'badge', 'badge', '');
                     b.textContent = text;
                     const r = docOffset(el);
                     place(b, r.x + r.w + 6, r.y);
