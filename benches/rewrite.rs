@@ -20,13 +20,21 @@ use cobrowse::proxy::stream::Pipeline;
 const PAGE: &[u8] = include_bytes!("../tests/fixtures/proxy/catalogue.html");
 
 fn options(upstream: &str) -> Options {
-    let config = Config::parse(&format!("upstream = \"{upstream}\""), None, &Overrides::default()).unwrap();
+    let config = Config::parse(
+        &format!("upstream = \"{upstream}\""),
+        None,
+        &Overrides::default(),
+    )
+    .unwrap();
     let mapper = Arc::new(Sites::new(&config)).mapper(0, "127.0.0.1:8080", false);
     Options {
         mapper,
         prefix: "/__cobrowse/".into(),
         nonce: "0123456789abcdef0123456789abcdef".into(),
-        csp: Allowance { origin: "http://127.0.0.1:8080".into(), prefix: "/__cobrowse/".into() },
+        csp: Allowance {
+            origin: "http://127.0.0.1:8080".into(),
+            prefix: "/__cobrowse/".into(),
+        },
         memory_limit: 1 << 20,
         declared: None,
         mask: Vec::new(),
@@ -58,7 +66,10 @@ fn measure(name: &str, input: &[u8], make: &dyn Fn() -> Pipeline) {
     }
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
-    println!("{name:<44} {median:>8.0} pages/s  {:>6.0} MB/s", median * PAGE.len() as f64 / 1e6);
+    println!(
+        "{name:<44} {median:>8.0} pages/s  {:>6.0} MB/s",
+        median * PAGE.len() as f64 / 1e6
+    );
 }
 
 fn main() {
@@ -68,10 +79,21 @@ fn main() {
         out.extend(p.finish().unwrap());
         out
     };
-    println!("catalogue page: {} bytes, {} bytes gzipped", PAGE.len(), gz.len());
-    measure("injection only (no upstream links)", PAGE, &|| Pipeline::default().then(Html::new(options("http://elsewhere.test"))));
-    measure("injection + link mapping", PAGE, &|| Pipeline::default().then(Html::new(options("https://shop.example"))));
+    println!(
+        "catalogue page: {} bytes, {} bytes gzipped",
+        PAGE.len(),
+        gz.len()
+    );
+    measure("injection only (no upstream links)", PAGE, &|| {
+        Pipeline::default().then(Html::new(options("http://elsewhere.test")))
+    });
+    measure("injection + link mapping", PAGE, &|| {
+        Pipeline::default().then(Html::new(options("https://shop.example")))
+    });
     measure("gzip in, injection + mapping, gzip out", &gz, &|| {
-        Pipeline::default().then(Codec::decoder(Coding::Gzip)).then(Html::new(options("https://shop.example"))).then(Codec::encoder(Coding::Gzip))
+        Pipeline::default()
+            .then(Codec::decoder(Coding::Gzip))
+            .then(Html::new(options("https://shop.example")))
+            .then(Codec::encoder(Coding::Gzip))
     });
 }

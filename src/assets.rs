@@ -20,21 +20,44 @@ pub struct Assets {
 /// The parts of `agent.js`, in the order they run. The agent is one
 /// synchronous script, first in `<head>`: the run-time URL patches must be in
 /// place before the site's own scripts run.
-const AGENT_PARTS: &[&str] = &[include_str!("../inject/patch-urls.js"), include_str!("../inject/agent.js")];
+const AGENT_PARTS: &[&str] = &[
+    include_str!("../inject/patch-urls.js"),
+    include_str!("../inject/agent.js"),
+];
 
 /// The files of `inject/`, by the route they are served on. `share.js` is
 /// the sharing engine, loaded by the agent only when a session starts, so
 /// pages without a call carry only the small synchronous part.
 const FILES: &[(&str, &str, &str)] = &[
-    ("console", "text/html; charset=utf-8", include_str!("../inject/console.html")),
-    ("console.js", "text/javascript; charset=utf-8", include_str!("../inject/console.js")),
-    ("console.css", "text/css; charset=utf-8", include_str!("../inject/console.css")),
-    ("share.js", "text/javascript; charset=utf-8", include_str!("../inject/share.js")),
+    (
+        "console",
+        "text/html; charset=utf-8",
+        include_str!("../inject/console.html"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../inject/console.js"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../inject/console.css"),
+    ),
+    (
+        "share.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../inject/share.js"),
+    ),
 ];
 
 impl Assets {
     pub fn new(config: &Config) -> Assets {
-        let agent = ("agent.js", "text/javascript; charset=utf-8", agent_source(config));
+        let agent = (
+            "agent.js",
+            "text/javascript; charset=utf-8",
+            agent_source(config),
+        );
         let files = FILES
             .iter()
             .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
@@ -43,7 +66,12 @@ impl Assets {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
                 let etag = format!("\"{:016x}\"", fnv1a(&bytes));
-                Asset { name, content_type, bytes, etag }
+                Asset {
+                    name,
+                    content_type,
+                    bytes,
+                    etag,
+                }
             })
             .collect();
         Assets { files }
@@ -51,14 +79,25 @@ impl Assets {
 
     /// Serves the asset called `name`, or `None` when there is none. A
     /// request whose `If-None-Match` names the current ETag gets `304`.
-    pub fn serve(&self, name: &str, method: &Method, if_none_match: Option<&HeaderValue>) -> Option<Response<Body>> {
+    pub fn serve(
+        &self,
+        name: &str,
+        method: &Method,
+        if_none_match: Option<&HeaderValue>,
+    ) -> Option<Response<Body>> {
         let asset = self.files.iter().find(|a| a.name == name)?;
         if method != Method::GET && method != Method::HEAD {
-            return Some(crate::server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+            return Some(crate::server::text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+            ));
         }
         let fresh = if_none_match
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|tag| tag.trim() == asset.etag || tag.trim() == "*"));
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
+            });
         let builder = Response::builder()
             .header(header::ETAG, &asset.etag)
             .header(header::CACHE_CONTROL, "no-cache")
@@ -66,8 +105,14 @@ impl Assets {
         let response = if fresh {
             builder.status(StatusCode::NOT_MODIFIED).body(body::empty())
         } else {
-            let bytes = if method == Method::HEAD { Vec::new() } else { asset.bytes.clone() };
-            builder.header(header::CONTENT_TYPE, asset.content_type).body(body::full(bytes))
+            let bytes = if method == Method::HEAD {
+                Vec::new()
+            } else {
+                asset.bytes.clone()
+            };
+            builder
+                .header(header::CONTENT_TYPE, asset.content_type)
+                .body(body::full(bytes))
         };
         Some(response.expect("static response parts are valid"))
     }
@@ -77,7 +122,11 @@ impl Assets {
 /// names but the one the agent chooses, with `CONFIG` (the prefix, the
 /// upstream origins, the mask selectors) in scope.
 fn agent_source(config: &Config) -> String {
-    let upstreams: Vec<String> = config.sites.iter().map(|s| s.upstream.origin().ascii_serialization()).collect();
+    let upstreams: Vec<String> = config
+        .sites
+        .iter()
+        .map(|s| s.upstream.origin().ascii_serialization())
+        .collect();
     let agent_config = serde_json::json!({
         "prefix": config.prefix,
         "upstreams": upstreams,
@@ -95,7 +144,9 @@ fn agent_source(config: &Config) -> String {
 /// A content hash for ETags; not cryptographic, only needs to change when the
 /// file does.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[cfg(test)]
@@ -103,27 +154,48 @@ mod tests {
     use super::*;
 
     fn assets() -> Assets {
-        let config = Config::parse("upstream = \"http://127.0.0.1:9\"\n", None, &Default::default()).expect("a valid config");
+        let config = Config::parse(
+            "upstream = \"http://127.0.0.1:9\"\n",
+            None,
+            &Default::default(),
+        )
+        .expect("a valid config");
         Assets::new(&config)
     }
 
     #[test]
     fn a_matching_if_none_match_gets_not_modified() {
         let a = assets();
-        for name in ["agent.js", "share.js", "console", "console.js", "console.css"] {
+        for name in [
+            "agent.js",
+            "share.js",
+            "console",
+            "console.js",
+            "console.css",
+        ] {
             let first = a.serve(name, &Method::GET, None).expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
             let etag = first.headers()[header::ETAG].clone();
             let again = a.serve(name, &Method::GET, Some(&etag)).unwrap();
             assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
             assert_eq!(again.headers()[header::ETAG], etag);
-            let listed = HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
-            assert_eq!(a.serve(name, &Method::GET, Some(&listed)).unwrap().status(), StatusCode::NOT_MODIFIED);
+            let listed =
+                HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
+            assert_eq!(
+                a.serve(name, &Method::GET, Some(&listed)).unwrap().status(),
+                StatusCode::NOT_MODIFIED
+            );
             let stale = HeaderValue::from_static("\"0000000000000000\"");
-            assert_eq!(a.serve(name, &Method::GET, Some(&stale)).unwrap().status(), StatusCode::OK);
+            assert_eq!(
+                a.serve(name, &Method::GET, Some(&stale)).unwrap().status(),
+                StatusCode::OK
+            );
         }
         assert!(a.serve("nothing.js", &Method::GET, None).is_none());
-        assert_eq!(a.serve("agent.js", &Method::POST, None).unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            a.serve("agent.js", &Method::POST, None).unwrap().status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body that is all in memory already (pages of our own, error pages).
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> Body {

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Overrides;
 
 #[derive(Debug, Parser)]
-#[command(name = "cobrowse", version, about = "A co-browsing reverse proxy: customers and operators see and work on the same page, live.")]
+#[command(
+    name = "cobrowse",
+    version,
+    about = "A co-browsing reverse proxy: customers and operators see and work on the same page, live."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -46,6 +50,9 @@ pub enum Command {
 
 impl RunArgs {
     pub fn overrides(&self) -> Overrides {
-        Overrides { listen: self.listen.clone(), upstream: self.upstream.clone() }
+        Overrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+        }
     }
 }

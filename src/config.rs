@@ -269,10 +269,19 @@ struct Source<'a> {
 impl Source<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn error(&self, field: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> ConfigError {
+    fn error(
+        &self,
+        field: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.map(Path::to_path_buf),
             field: field.to_string(),
@@ -304,10 +313,16 @@ impl Config {
     }
 
     /// Parses TOML text; `file` is only used in error messages.
-    pub fn parse(text: &str, file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let src = Source { file, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let field = toml_error_field(e.message()).or_else(|| e.span().and_then(|s| field_at(text, s.start))).unwrap_or_else(|| "proxy.toml".to_string());
+            let field = toml_error_field(e.message())
+                .or_else(|| e.span().and_then(|s| field_at(text, s.start)))
+                .unwrap_or_else(|| "proxy.toml".to_string());
             src.error(&field, e.span(), e.message().trim().to_string())
         })?;
         resolve(raw, &src, overrides)
@@ -326,8 +341,12 @@ impl Config {
 
     /// Points the demo site (started by the binary) as the upstream.
     pub fn use_demo_upstream(&mut self, addr: SocketAddr) {
-        let upstream = Url::parse(&format!("http://{addr}")).expect("a socket address is a valid URL host");
-        self.sites = vec![Site { hosts: vec![], upstream }];
+        let upstream =
+            Url::parse(&format!("http://{addr}")).expect("a socket address is a valid URL host");
+        self.sites = vec![Site {
+            hosts: vec![],
+            upstream,
+        }];
     }
 }
 
@@ -356,7 +375,10 @@ fn toml_error_field(message: &str) -> Option<String> {
 /// whose message names no field (a value of the wrong type): the key, after
 /// the name of the table above it.
 fn field_at(text: &str, offset: usize) -> Option<String> {
-    let start = text.get(..offset.min(text.len()))?.rfind('\n').map_or(0, |i| i + 1);
+    let start = text
+        .get(..offset.min(text.len()))?
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
     let key = line.split_once('=')?.0.trim().trim_matches('"');
     if key.is_empty() || key.starts_with('[') {
@@ -367,7 +389,14 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string());
+        .map(|l| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        });
     Some(match table {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),
         _ => key.to_string(),
@@ -383,14 +412,19 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     };
 
     let listen = match (&overrides.listen, &raw.listen) {
-        (Some(flag), _) => flag
+        (Some(flag), _) => flag.parse().map_err(|e| {
+            flag_error("--listen", format!("`{flag}` is not an address:port ({e})"))
+        })?,
+        (None, Some(v)) => v.get_ref().parse().map_err(|e| {
+            src.at(
+                "listen",
+                v,
+                format!("`{}` is not an address:port ({e})", v.get_ref()),
+            )
+        })?,
+        (None, None) => DEFAULT_LISTEN
             .parse()
-            .map_err(|e| flag_error("--listen", format!("`{flag}` is not an address:port ({e})")))?,
-        (None, Some(v)) => v
-            .get_ref()
-            .parse()
-            .map_err(|e| src.at("listen", v, format!("`{}` is not an address:port ({e})", v.get_ref())))?,
-        (None, None) => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+            .expect("default listen address parses"),
     };
 
     let prefix = match &raw.prefix {
@@ -399,7 +433,9 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
             let valid = p.len() > 2
                 && p.starts_with('/')
                 && p.ends_with('/')
-                && p[1..p.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b))
+                && p[1..p.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b))
                 && !p.contains("//");
             if !valid {
                 return Err(src.at("prefix", v, "must be a path like `/__cobrowse/`: a leading and trailing slash, letters, digits, `_`, `-`, `.` between"));
@@ -414,21 +450,32 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     if let Some(flag) = &overrides.upstream {
         // A flag fronts that upstream instead of whatever the file names.
         let upstream = parse_upstream(flag).map_err(|m| flag_error("--upstream", m))?;
-        sites.push(Site { hosts: vec![], upstream });
+        sites.push(Site {
+            hosts: vec![],
+            upstream,
+        });
         demo = false;
     } else {
         if let Some(v) = &raw.upstream {
             let upstream = parse_upstream(v.get_ref()).map_err(|m| src.at("upstream", v, m))?;
-            sites.push(Site { hosts: vec![], upstream });
+            sites.push(Site {
+                hosts: vec![],
+                upstream,
+            });
         }
         for (i, site) in raw.sites.iter().enumerate() {
             let field = format!("sites[{i}].upstream");
-            let upstream = parse_upstream(site.upstream.get_ref()).map_err(|m| src.at(&field, &site.upstream, m))?;
+            let upstream = parse_upstream(site.upstream.get_ref())
+                .map_err(|m| src.at(&field, &site.upstream, m))?;
             let mut hosts = Vec::new();
             for (j, h) in site.hosts.iter().enumerate() {
                 let name = h.get_ref().trim().to_ascii_lowercase();
                 if name.is_empty() || name.contains('/') || name.contains(' ') {
-                    return Err(src.at(&format!("sites[{i}].hosts[{j}]"), h, "must be a host name like `shop.example.com`"));
+                    return Err(src.at(
+                        &format!("sites[{i}].hosts[{j}]"),
+                        h,
+                        "must be a host name like `shop.example.com`",
+                    ));
                 }
                 hosts.push(strip_port(&name).to_string());
             }
@@ -468,7 +515,8 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
 
     let mut public_origins: Vec<String> = Vec::new();
     for (i, v) in raw.public_origins.iter().enumerate() {
-        let origin = parse_public_origin(v.get_ref()).map_err(|m| src.at(&format!("public_origins[{i}]"), v, m))?;
+        let origin = parse_public_origin(v.get_ref())
+            .map_err(|m| src.at(&format!("public_origins[{i}]"), v, m))?;
         if !public_origins.contains(&origin) {
             public_origins.push(origin);
         }
@@ -478,10 +526,18 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     for (i, op) in raw.operators.iter().enumerate() {
         let user = op.user.get_ref().trim();
         if user.is_empty() {
-            return Err(src.at(&format!("operators[{i}].user"), &op.user, "must not be empty"));
+            return Err(src.at(
+                &format!("operators[{i}].user"),
+                &op.user,
+                "must not be empty",
+            ));
         }
         if operators.iter().any(|o| o.user == user) {
-            return Err(src.at(&format!("operators[{i}].user"), &op.user, format!("`{user}` is listed twice")));
+            return Err(src.at(
+                &format!("operators[{i}].user"),
+                &op.user,
+                format!("`{user}` is listed twice"),
+            ));
         }
         let hash = op.password_hash.get_ref();
         if let Err(e) = crate::password::is_valid_hash(hash) {
@@ -503,9 +559,17 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         for (i, sel) in p.mask.iter().enumerate() {
             let s = sel.get_ref().trim();
             if let Err(e) = crate::driver::mask::check_selector(s).and_then(|()| {
-                if s.contains(['{', '}', ';']) { Err("not a selector".into()) } else { Ok(()) }
+                if s.contains(['{', '}', ';']) {
+                    Err("not a selector".into())
+                } else {
+                    Ok(())
+                }
             }) {
-                return Err(src.at(&format!("privacy.mask[{i}]"), sel, format!("must be a CSS selector like `#ssn` or `.secret` ({e})")));
+                return Err(src.at(
+                    &format!("privacy.mask[{i}]"),
+                    sel,
+                    format!("must be a CSS selector like `#ssn` or `.secret` ({e})"),
+                ));
             }
             privacy.mask.push(s.to_string());
         }
@@ -513,11 +577,36 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
 
     let mut hub = HubLimits::default();
     if let Some(h) = &raw.hub {
-        positive(src, "hub.max_message_bytes", &h.max_message_bytes, &mut hub.max_message_bytes)?;
-        positive(src, "hub.max_keys_per_session", &h.max_keys_per_session, &mut hub.max_keys_per_session)?;
-        positive(src, "hub.max_bytes_per_session", &h.max_bytes_per_session, &mut hub.max_bytes_per_session)?;
-        positive(src, "hub.max_sessions", &h.max_sessions, &mut hub.max_sessions)?;
-        positive(src, "hub.messages_per_second", &h.messages_per_second, &mut hub.messages_per_second)?;
+        positive(
+            src,
+            "hub.max_message_bytes",
+            &h.max_message_bytes,
+            &mut hub.max_message_bytes,
+        )?;
+        positive(
+            src,
+            "hub.max_keys_per_session",
+            &h.max_keys_per_session,
+            &mut hub.max_keys_per_session,
+        )?;
+        positive(
+            src,
+            "hub.max_bytes_per_session",
+            &h.max_bytes_per_session,
+            &mut hub.max_bytes_per_session,
+        )?;
+        positive(
+            src,
+            "hub.max_sessions",
+            &h.max_sessions,
+            &mut hub.max_sessions,
+        )?;
+        positive(
+            src,
+            "hub.messages_per_second",
+            &h.messages_per_second,
+            &mut hub.messages_per_second,
+        )?;
         if let Some(v) = &h.idle_session_secs {
             hub.idle_session = secs(src, "hub.idle_session_secs", v)?;
         }
@@ -547,18 +636,46 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
 
     let mut driver = crate::driver::documents::Limits::default();
     if let Some(d) = &raw.driver {
-        positive(src, "driver.documents_per_session", &d.documents_per_session, &mut driver.documents_per_session)?;
-        positive(src, "driver.bytes_per_session", &d.bytes_per_session, &mut driver.bytes_per_session)?;
+        positive(
+            src,
+            "driver.documents_per_session",
+            &d.documents_per_session,
+            &mut driver.documents_per_session,
+        )?;
+        positive(
+            src,
+            "driver.bytes_per_session",
+            &d.bytes_per_session,
+            &mut driver.bytes_per_session,
+        )?;
         if let Some(v) = &d.document_max_age_secs {
             driver.max_age = secs(src, "driver.document_max_age_secs", v)?;
         }
     }
 
-    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver })
+    Ok(Config {
+        listen,
+        prefix,
+        sites,
+        demo,
+        tls,
+        upstream_ca,
+        public_origins,
+        operators,
+        privacy,
+        hub,
+        proxy,
+        driver,
+    })
 }
 
 /// Sets `slot` from a count that must not be zero, when the file gives one.
-fn positive<T: Copy + Default + PartialEq>(src: &Source<'_>, field: &str, v: &Option<Spanned<T>>, slot: &mut T) -> Result<(), ConfigError> {
+fn positive<T: Copy + Default + PartialEq>(
+    src: &Source<'_>,
+    field: &str,
+    v: &Option<Spanned<T>>,
+    slot: &mut T,
+) -> Result<(), ConfigError> {
     if let Some(v) = v {
         if *v.get_ref() == T::default() {
             return Err(src.at(field, v, "must be greater than 0"));
@@ -590,7 +707,9 @@ fn parse_public_origin(text: &str) -> Result<String, String> {
         return Err(format!("`{text}`: a public origin has no user or password"));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{text}` is not {example}: no path, query or fragment"));
+        return Err(format!(
+            "`{text}` is not {example}: no path, query or fragment"
+        ));
     }
     Ok(url.origin().ascii_serialization())
 }
@@ -598,13 +717,17 @@ fn parse_public_origin(text: &str) -> Result<String, String> {
 fn parse_upstream(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}`: the upstream must be http:// or https://"));
+        return Err(format!(
+            "`{text}`: the upstream must be http:// or https://"
+        ));
     }
     if url.host_str().is_none() {
         return Err(format!("`{text}` has no host"));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("`{text}`: an upstream is an origin, without a path, query or fragment"));
+        return Err(format!(
+            "`{text}`: an upstream is an origin, without a path, query or fragment"
+        ));
     }
     Ok(url)
 }
@@ -635,7 +758,10 @@ mod tests {
 
     #[test]
     fn bad_upstream_names_field_and_line() {
-        let e = parse("listen = \"127.0.0.1:1\"\n[[sites]]\nhosts = [\"a.test\"]\nupstream = \"ftp://x\"\n").unwrap_err();
+        let e = parse(
+            "listen = \"127.0.0.1:1\"\n[[sites]]\nhosts = [\"a.test\"]\nupstream = \"ftp://x\"\n",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "sites[0].upstream");
         assert_eq!(e.line, Some(4));
     }
@@ -643,7 +769,10 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let text = "upstream = \"http://a.test\"\nlisten = \"127.0.0.1:1\"\n";
-        let o = Overrides { listen: Some("127.0.0.1:9999".into()), upstream: Some("http://127.0.0.1:9000".into()) };
+        let o = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            upstream: Some("http://127.0.0.1:9000".into()),
+        };
         let c = Config::parse(text, None, &o).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(c.sites.len(), 1);
@@ -652,21 +781,28 @@ mod tests {
 
     #[test]
     fn upstream_flag_replaces_demo() {
-        let o = Overrides { listen: None, upstream: Some("http://127.0.0.1:9000".into()) };
+        let o = Overrides {
+            listen: None,
+            upstream: Some("http://127.0.0.1:9000".into()),
+        };
         let c = Config::parse("[demo]\nenabled = true\n", None, &o).unwrap();
         assert!(!c.demo);
     }
 
     #[test]
     fn bad_password_hash_is_refused() {
-        let e = parse("upstream = \"http://a\"\n[[operators]]\nuser = \"x\"\npassword_hash = \"plain\"\n").unwrap_err();
+        let e = parse(
+            "upstream = \"http://a\"\n[[operators]]\nuser = \"x\"\npassword_hash = \"plain\"\n",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "operators[0].password_hash");
         assert_eq!(e.line, Some(4));
     }
 
     #[test]
     fn bad_mask_selector_is_refused() {
-        let e = parse("upstream = \"http://a\"\n[privacy]\nmask = [\"#ok\", \"input[\"]\n").unwrap_err();
+        let e = parse("upstream = \"http://a\"\n[privacy]\nmask = [\"#ok\", \"input[\"]\n")
+            .unwrap_err();
         assert_eq!(e.field, "privacy.mask[1]");
         assert_eq!(e.line, Some(3));
     }
@@ -675,22 +811,50 @@ mod tests {
     fn driver_limits() {
         let c = parse("upstream = \"http://a\"\n[driver]\ndocuments_per_session = 4\n").unwrap();
         assert_eq!(c.driver.documents_per_session, 4);
-        assert_eq!(parse("upstream = \"http://a\"\n[driver]\nbytes_per_session = 0\n").unwrap_err().field, "driver.bytes_per_session");
+        assert_eq!(
+            parse("upstream = \"http://a\"\n[driver]\nbytes_per_session = 0\n")
+                .unwrap_err()
+                .field,
+            "driver.bytes_per_session"
+        );
     }
 
     #[test]
     fn public_origins_are_exact_origins() {
-        assert!(parse("upstream = \"http://a\"\n").unwrap().public_origins.is_empty());
+        assert!(
+            parse("upstream = \"http://a\"\n")
+                .unwrap()
+                .public_origins
+                .is_empty()
+        );
         let c = parse("upstream = \"http://a\"\npublic_origins = [\"https://Support.Example.com:443/\", \"http://b.test:8080\"]\n").unwrap();
-        assert_eq!(c.public_origins, ["https://support.example.com", "http://b.test:8080"]);
-        for bad in ["support.example.com", "wss://a.test", "https://a.test/console", "https://a.test?x=1", "https://u:p@a.test", "null", ""] {
-            let text = format!("upstream = \"http://a\"\n\npublic_origins = [\n  \"https://ok.test\",\n  \"{bad}\",\n]\n");
+        assert_eq!(
+            c.public_origins,
+            ["https://support.example.com", "http://b.test:8080"]
+        );
+        for bad in [
+            "support.example.com",
+            "wss://a.test",
+            "https://a.test/console",
+            "https://a.test?x=1",
+            "https://u:p@a.test",
+            "null",
+            "",
+        ] {
+            let text = format!(
+                "upstream = \"http://a\"\n\npublic_origins = [\n  \"https://ok.test\",\n  \"{bad}\",\n]\n"
+            );
             let e = parse(&text).unwrap_err();
             assert_eq!(e.field, "public_origins[1]", "{bad}: {e}");
             assert_eq!(e.line, Some(5), "{bad}: {e}");
         }
         // A key of the top level: inside a table it is unknown there.
-        assert_eq!(parse("upstream = \"http://a\"\n[hub]\npublic_origins = []\n").unwrap_err().field, "public_origins");
+        assert_eq!(
+            parse("upstream = \"http://a\"\n[hub]\npublic_origins = []\n")
+                .unwrap_err()
+                .field,
+            "public_origins"
+        );
     }
 
     #[test]
@@ -698,17 +862,31 @@ mod tests {
         let c = parse("upstream = \"http://a\"\n").unwrap();
         assert_eq!(c.hub.reconnect_grace, Duration::from_secs(120));
         assert_eq!(c.hub.max_sessions, 10_000);
-        let c = parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\n").unwrap();
+        let c =
+            parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\n")
+                .unwrap();
         assert_eq!(c.hub.reconnect_grace, Duration::from_secs(15));
         assert_eq!(c.hub.max_sessions, 3);
         for (text, field, line) in [
-            ("[hub]\nreconnect_grace_secs = 0\n", "hub.reconnect_grace_secs", 3),
+            (
+                "[hub]\nreconnect_grace_secs = 0\n",
+                "hub.reconnect_grace_secs",
+                3,
+            ),
             ("[hub]\n\nmax_sessions = 0\n", "hub.max_sessions", 4),
             ("[hub]\nmax_sessions = -1\n", "hub.max_sessions", 3),
-            ("[hub]\nreconnect_grace_secs = \"2m\"\n", "hub.reconnect_grace_secs", 3),
+            (
+                "[hub]\nreconnect_grace_secs = \"2m\"\n",
+                "hub.reconnect_grace_secs",
+                3,
+            ),
         ] {
             let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
-            assert_eq!((e.field.as_str(), e.line), (field, Some(line)), "{text}: {e}");
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                (field, Some(line)),
+                "{text}: {e}"
+            );
         }
     }
 
@@ -720,7 +898,13 @@ mod tests {
     #[test]
     fn host_picks_site() {
         let c = parse("[[sites]]\nhosts=[\"a.test\"]\nupstream=\"http://a:1\"\n[[sites]]\nhosts=[\"b.test\"]\nupstream=\"http://b:2\"\n").unwrap();
-        assert_eq!(c.site_for_host("b.test:8080").unwrap().upstream.as_str(), "http://b:2/");
-        assert_eq!(c.site_for_host("zzz").unwrap().upstream.as_str(), "http://a:1/");
+        assert_eq!(
+            c.site_for_host("b.test:8080").unwrap().upstream.as_str(),
+            "http://b:2/"
+        );
+        assert_eq!(
+            c.site_for_host("zzz").unwrap().upstream.as_str(),
+            "http://a:1/"
+        );
     }
 }

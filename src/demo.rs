@@ -23,33 +23,81 @@ use crate::body::{self, Body};
 /// history routing (`app.html`, served for every path under `/app/`).
 const PAGES: &[(&str, &str, &str)] = &[
     ("/", HTML, include_str!("../examples/demo-site/index.html")),
-    ("/form.html", HTML, include_str!("../examples/demo-site/form.html")),
-    ("/controls.html", HTML, include_str!("../examples/demo-site/controls.html")),
-    ("/frames.html", HTML, include_str!("../examples/demo-site/frames.html")),
-    ("/frame-pay.html", HTML, include_str!("../examples/demo-site/frame-pay.html")),
-    ("/frame-inner.html", HTML, include_str!("../examples/demo-site/frame-inner.html")),
-    ("/long.html", HTML, include_str!("../examples/demo-site/long.html")),
-    ("/component.html", HTML, include_str!("../examples/demo-site/component.html")),
-    ("/shadow-frames.html", HTML, include_str!("../examples/demo-site/shadow-frames.html")),
-    ("/app/", HTML, include_str!("../examples/demo-site/app.html")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../examples/demo-site/style.css")),
+    (
+        "/form.html",
+        HTML,
+        include_str!("../examples/demo-site/form.html"),
+    ),
+    (
+        "/controls.html",
+        HTML,
+        include_str!("../examples/demo-site/controls.html"),
+    ),
+    (
+        "/frames.html",
+        HTML,
+        include_str!("../examples/demo-site/frames.html"),
+    ),
+    (
+        "/frame-pay.html",
+        HTML,
+        include_str!("../examples/demo-site/frame-pay.html"),
+    ),
+    (
+        "/frame-inner.html",
+        HTML,
+        include_str!("../examples/demo-site/frame-inner.html"),
+    ),
+    (
+        "/long.html",
+        HTML,
+        include_str!("../examples/demo-site/long.html"),
+    ),
+    (
+        "/component.html",
+        HTML,
+        include_str!("../examples/demo-site/component.html"),
+    ),
+    (
+        "/shadow-frames.html",
+        HTML,
+        include_str!("../examples/demo-site/shadow-frames.html"),
+    ),
+    (
+        "/app/",
+        HTML,
+        include_str!("../examples/demo-site/app.html"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../examples/demo-site/style.css"),
+    ),
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
 
 /// The page for `path`: the single-page app owns every path under `/app/`.
 fn page(path: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
-    let path = if path.starts_with("/app/") { "/app/" } else { path };
+    let path = if path.starts_with("/app/") {
+        "/app/"
+    } else {
+        path
+    };
     PAGES.iter().find(|(p, _, _)| *p == path)
 }
 
 /// Serves the demo site on `listener` until the process ends.
 pub async fn serve(listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
             let service = service_fn(|req| async move { Ok::<_, Infallible>(respond(&req)) });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -69,7 +117,9 @@ fn respond(req: &Request<Incoming>) -> Response<Body> {
         None => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-            .body(body::full("<!doctype html><title>Not found</title><h1>Not found</h1>"))
+            .body(body::full(
+                "<!doctype html><title>Not found</title><h1>Not found</h1>",
+            ))
             .expect("static response parts are valid"),
     }
 }

@@ -28,16 +28,32 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path, &Default::default())?;
-    println!("{}: ok ({} site(s), {} operator(s))", path.display(), config.sites.len().max(config.demo as usize), config.operators.len());
+    println!(
+        "{}: ok ({} site(s), {} operator(s))",
+        path.display(),
+        config.sites.len().max(config.demo as usize),
+        config.operators.len()
+    );
     Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
-    let password = input.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&input);
-    anyhow::ensure!(!password.is_empty(), "the password on standard input is empty");
-    println!("{}", cobrowse::password::hash(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?);
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from standard input")?;
+    let password = input
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&input);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the password on standard input is empty"
+    );
+    println!(
+        "{}",
+        cobrowse::password::hash(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?
+    );
     Ok(())
 }
 
@@ -63,5 +79,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(cobrowse::server::launch(config, cobrowse::server::shutdown_signal()))
+    runtime.block_on(cobrowse::server::launch(
+        config,
+        cobrowse::server::shutdown_signal(),
+    ))
 }

@@ -7,18 +7,26 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
 /// An argon2id PHC string for `password`, with a fresh random salt.
 pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
-    Ok(Argon2::default().hash_password(password.as_bytes())?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes())?
+        .to_string())
 }
 
 /// Whether `phc` is a PHC string this module can verify against.
 pub fn is_valid_hash(phc: &str) -> Result<(), String> {
-    PasswordHash::new(phc).map(|_| ()).map_err(|e| e.to_string())
+    PasswordHash::new(phc)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `password` matches `phc`. A malformed hash never matches (config
 /// validation refuses those before the server starts).
 pub fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

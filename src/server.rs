@@ -61,7 +61,9 @@ impl App {
         let hub = Hub::new(config.clone());
         let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
         Ok(App {
-            proxy: Proxy::new(config.clone()).context("building the upstream client")?.with_sessions(sessions.clone()),
+            proxy: Proxy::new(config.clone())
+                .context("building the upstream client")?
+                .with_sessions(sessions.clone()),
             sessions,
             hub,
             assets: Assets::new(&config),
@@ -84,23 +86,38 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     if config.demo {
-        let demo_listener = TcpListener::bind("127.0.0.1:0").await.context("binding the demo site")?;
+        let demo_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the demo site")?;
         let addr = demo_listener.local_addr()?;
         tokio::spawn(crate::demo::serve(demo_listener));
         config.use_demo_upstream(addr);
         info!(%addr, "demo site started");
     }
     let local = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Tests and scripts read these lines to find the port.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
-    println!("  operator console:  {scheme}://{local}{}console", config.prefix);
+    println!(
+        "  operator console:  {scheme}://{local}{}console",
+        config.prefix
+    );
     if config.demo {
-        println!("  demo operator:     user `demo`, password `demo` (demo account from proxy.toml)");
+        println!(
+            "  demo operator:     user `demo`, password `demo` (demo account from proxy.toml)"
+        );
     }
     for site in &config.sites {
-        let hosts = if site.hosts.is_empty() { "*".to_string() } else { site.hosts.join(", ") };
+        let hosts = if site.hosts.is_empty() {
+            "*".to_string()
+        } else {
+            site.hosts.join(", ")
+        };
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
     let app = Arc::new(App::new(config)?);
@@ -109,7 +126,11 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
 
 /// Serves connections from `listener` until `shutdown` completes, then lets
 /// open connections finish for a bounded grace period.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let tls = match &app.config.tls {
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
@@ -131,7 +152,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let ctx = Ctx { remote, tls: tls.is_some() };
+        let ctx = Ctx {
+            remote,
+            tls: tls.is_some(),
+        };
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -139,7 +163,9 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         });
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -152,12 +178,18 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return debug!(error = %e, %remote, "TLS handshake failed"),
                         Err(_) => return debug!(%remote, "TLS handshake timed out"),
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         debug!(error = %e, %remote, "connection ended with an error");
                     }
@@ -190,7 +222,10 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(body::full(handle.render()))
                 .expect("static response parts are valid"),
-            None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed in this process\n"),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics recorder not installed in this process\n",
+            ),
         },
         _ => {
             let method = req.method().clone();
@@ -199,7 +234,9 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
                 return response;
             }
             // Remaining routes are the assets, read-only.
-            app.assets.serve(&rest, &method, if_none_match.as_ref()).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+            app.assets
+                .serve(&rest, &method, if_none_match.as_ref())
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
 }

@@ -21,8 +21,13 @@ pub fn acceptor(tls: &Tls) -> anyhow::Result<TlsAcceptor> {
         .with_context(|| format!("reading tls.cert {}", tls.cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("parsing tls.cert {}", tls.cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "tls.cert {}: no certificate in the file", tls.cert.display());
-    let key = PrivateKeyDer::from_pem_file(&tls.key).with_context(|| format!("reading tls.key {}", tls.key.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "tls.cert {}: no certificate in the file",
+        tls.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("reading tls.key {}", tls.key.display()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?

@@ -18,8 +18,6 @@ mod session;
 mod third_party;
 mod widget;
 
-
-
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 use harness::{Browser, Tab, until, until_on};
 
@@ -28,10 +26,10 @@ pub const CONTROL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="control"
 pub const CONTENT: &str = r#"iframe[data-cobrowse="content"]"#;
 
 /// The widget's status line, as the customer reads it.
-pub const WIDGET_STATUS: &str =
-    r#"(document.querySelector('[data-cobrowse="widget"]')?.shadowRoot?.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
+pub const WIDGET_STATUS: &str = r#"(document.querySelector('[data-cobrowse="widget"]')?.shadowRoot?.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
 /// The console's status line.
-pub const CONSOLE_STATUS: &str = r#"(document.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
+pub const CONSOLE_STATUS: &str =
+    r#"(document.querySelector('[data-cobrowse="status"]')?.textContent || '')"#;
 
 /// Selector chain for an element of the page shown in the console's content
 /// frame.
@@ -72,7 +70,12 @@ impl Shared {
         customer.goto(&server.url(path)).await;
         customer_calls(&customer, &server, &[&operator]).await;
         operator_responds(&operator, &server, &[&customer]).await;
-        Shared { server, browser, customer, operator }
+        Shared {
+            server,
+            browser,
+            customer,
+            operator,
+        }
     }
 
     pub fn tabs(&self) -> [&Tab; 2] {
@@ -87,7 +90,15 @@ impl Shared {
     /// Waits until `js` is truthy in the operator's content frame (the
     /// shared page as the operator sees it).
     pub async fn on_operator(&self, what: &str, js: &str) -> serde_json::Value {
-        until_on(&self.operator, what, CONTENT, &in_frame(js), &self.tabs(), &self.server).await
+        until_on(
+            &self.operator,
+            what,
+            CONTENT,
+            &in_frame(js),
+            &self.tabs(),
+            &self.server,
+        )
+        .await
     }
 
     /// Neither page threw, logged an error, or failed to apply a command.
@@ -96,16 +107,31 @@ impl Shared {
             let bad: Vec<String> = tab
                 .console_log()
                 .into_iter()
-                .filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error") || l.contains("cobrowse:"))
+                .filter(|l| {
+                    l.starts_with("uncaught")
+                        || l.starts_with("console.Error")
+                        || l.contains("cobrowse:")
+                })
                 .collect();
-            assert!(bad.is_empty(), "{}: errors in the console: {bad:#?}", tab.name);
+            assert!(
+                bad.is_empty(),
+                "{}: errors in the console: {bad:#?}",
+                tab.name
+            );
         }
     }
 
     /// The customer grants remote control; waits until the console says so.
     pub async fn grant_control(&self) {
         self.customer.click(CONTROL).await;
-        until(&self.operator, "the console to say the operator has control", &format!("{CONSOLE_STATUS}.includes('You have control')"), &self.tabs(), &self.server).await;
+        until(
+            &self.operator,
+            "the console to say the operator has control",
+            &format!("{CONSOLE_STATUS}.includes('You have control')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
     }
 }
 
@@ -124,19 +150,50 @@ pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, other
     let mut all = vec![operator];
     all.extend_from_slice(others);
     operator.goto(&server.url("/__cobrowse/console")).await;
-    operator.type_into(r#"form[data-cobrowse="login"] input[name="user"]"#, user).await;
-    operator.type_into(r#"form[data-cobrowse="login"] input[name="password"]"#, OPERATOR_PASSWORD).await;
-    operator.click(r#"form[data-cobrowse="login"] button[type="submit"]"#).await;
-    until(operator, "the console to wait for calls", &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"), &all, server).await;
+    operator
+        .type_into(r#"form[data-cobrowse="login"] input[name="user"]"#, user)
+        .await;
+    operator
+        .type_into(
+            r#"form[data-cobrowse="login"] input[name="password"]"#,
+            OPERATOR_PASSWORD,
+        )
+        .await;
+    operator
+        .click(r#"form[data-cobrowse="login"] button[type="submit"]"#)
+        .await;
+    until(
+        operator,
+        "the console to wait for calls",
+        &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"),
+        &all,
+        server,
+    )
+    .await;
 }
 
 /// The customer presses the call button and waits to be queued or offered.
 pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) {
     let mut all = vec![customer];
     all.extend_from_slice(others);
-    until_on(customer, "the widget's call button", CALL, "el && el.textContent === 'Call operator'", &all, server).await;
+    until_on(
+        customer,
+        "the widget's call button",
+        CALL,
+        "el && el.textContent === 'Call operator'",
+        &all,
+        server,
+    )
+    .await;
     customer.click(CALL).await;
-    until(customer, "the widget to show the call waiting", &format!("/Waiting|being connected|Connected/.test({WIDGET_STATUS})"), &all, server).await;
+    until(
+        customer,
+        "the widget to show the call waiting",
+        &format!("/Waiting|being connected|Connected/.test({WIDGET_STATUS})"),
+        &all,
+        server,
+    )
+    .await;
 }
 
 /// The operator presses Respond once it is enabled and waits for the
@@ -144,9 +201,31 @@ pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) 
 pub async fn operator_responds(operator: &Tab, server: &Cobrowse, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
-    until_on(operator, "Respond to be enabled", r#"[data-cobrowse="respond"]"#, "el && !el.disabled", &all, server).await;
+    until_on(
+        operator,
+        "Respond to be enabled",
+        r#"[data-cobrowse="respond"]"#,
+        "el && !el.disabled",
+        &all,
+        server,
+    )
+    .await;
     operator.click(r#"[data-cobrowse="respond"]"#).await;
-    until(operator, "the console to be connected", &format!("{CONSOLE_STATUS}.startsWith('Connected')"), &all, server).await;
-    until_on(operator, "the customer's page with its agent in the content frame", CONTENT, &in_frame("!!(window.__cobrowse && window.__cobrowse.engine)"), &all, server).await;
+    until(
+        operator,
+        "the console to be connected",
+        &format!("{CONSOLE_STATUS}.startsWith('Connected')"),
+        &all,
+        server,
+    )
+    .await;
+    until_on(
+        operator,
+        "the customer's page with its agent in the content frame",
+        CONTENT,
+        &in_frame("!!(window.__cobrowse && window.__cobrowse.engine)"),
+        &all,
+        server,
+    )
+    .await;
 }
-

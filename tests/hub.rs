@@ -26,13 +26,25 @@ async fn start(extra: &str) -> Cobrowse {
 
 /// A second operator account, `op2`, with the same password.
 fn second_operator() -> String {
-    format!("[[operators]]\nuser = \"op2\"\nname = \"Oscar Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n")
+    format!(
+        "[[operators]]\nuser = \"op2\"\nname = \"Oscar Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n"
+    )
 }
 
 /// A raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
-async fn http(proxy: &Cobrowse, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Vec<(String, String)>, String) {
+async fn http(
+    proxy: &Cobrowse,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", proxy.addr, body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        proxy.addr,
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -40,24 +52,46 @@ async fn http(proxy: &Cobrowse, method: &str, path: &str, headers: &[(&str, &str
     req.push_str(body);
     stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.expect("HTTP response in time").unwrap();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     (status, headers, body.to_string())
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Logs in and returns the `Cookie` header value to send.
 async fn login_as(proxy: &Cobrowse, user: &str) -> String {
     let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-    let (status, headers, text) =
-        http(proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/x-www-form-urlencoded")], &body).await;
+    let (status, headers, text) = http(
+        proxy,
+        "POST",
+        "/__cobrowse/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &body,
+    )
+    .await;
     assert_eq!(status, 204, "login failed: {text}\n{}", proxy.output());
     let set = header(&headers, "set-cookie").expect("a cookie");
     set.split(';').next().unwrap().to_string()
@@ -75,19 +109,40 @@ struct Client {
 }
 
 impl Client {
-    async fn open(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>) -> Client {
+    async fn open(
+        proxy: &Cobrowse,
+        name: &'static str,
+        role: &str,
+        cookie: Option<&str>,
+    ) -> Client {
         Self::open_from(proxy, name, role, cookie, &format!("http://{}", proxy.addr)).await
     }
 
     /// Opens the WebSocket as a page of `origin` would.
-    async fn open_from(proxy: &Cobrowse, name: &'static str, role: &str, cookie: Option<&str>, origin: &str) -> Client {
-        let mut req = proxy.ws_url(&format!("/__cobrowse/ws?role={role}")).into_client_request().unwrap();
+    async fn open_from(
+        proxy: &Cobrowse,
+        name: &'static str,
+        role: &str,
+        cookie: Option<&str>,
+        origin: &str,
+    ) -> Client {
+        let mut req = proxy
+            .ws_url(&format!("/__cobrowse/ws?role={role}"))
+            .into_client_request()
+            .unwrap();
         req.headers_mut().insert("Origin", origin.parse().unwrap());
         if let Some(c) = cookie {
             req.headers_mut().insert("Cookie", c.parse().unwrap());
         }
-        let (ws, _) = connect_async(req).await.unwrap_or_else(|e| panic!("{name} could not connect: {e}\n{}", proxy.output()));
-        Client { name, ws, seen: Vec::new(), log: String::new() }
+        let (ws, _) = connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("{name} could not connect: {e}\n{}", proxy.output()));
+        Client {
+            name,
+            ws,
+            seen: Vec::new(),
+            log: String::new(),
+        }
     }
 
     async fn customer(proxy: &Cobrowse, name: &'static str) -> Client {
@@ -104,13 +159,19 @@ impl Client {
     }
 
     async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap_or_else(|e| panic!("{} could not send: {e}", self.name));
+        self.ws
+            .send(Message::text(text))
+            .await
+            .unwrap_or_else(|e| panic!("{} could not send: {e}", self.name));
     }
 
     /// The next message, or `None` if none arrives within `wait`.
     async fn next_within(&mut self, wait: Duration) -> Option<Value> {
         loop {
-            let m = tokio::time::timeout(wait, self.ws.next()).await.ok()??.ok()?;
+            let m = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
             match m {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(&t).expect("the hub sends JSON");
@@ -132,7 +193,12 @@ impl Client {
 
     /// Waits for the next message of type `kind` matching `pred`, skipping
     /// others; panics with everything received and the server's output.
-    async fn expect_where(&mut self, proxy: &Cobrowse, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    async fn expect_where(
+        &mut self,
+        proxy: &Cobrowse,
+        kind: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -167,7 +233,8 @@ impl Client {
     }
 
     async fn error(&mut self, proxy: &Cobrowse, code: &str) -> Value {
-        self.expect_where(proxy, "error", |v| v["code"] == code).await
+        self.expect_where(proxy, "error", |v| v["code"] == code)
+            .await
     }
 }
 
@@ -186,10 +253,13 @@ async fn connected_call(proxy: &Cobrowse) -> (Client, Client, String) {
     let session = joined["session"].as_str().unwrap().to_string();
     let offer = op.expect(proxy, "offer").await;
     assert_eq!(offer["session"], session.as_str());
-    op.send(json!({"type": "respond", "session": session})).await;
+    op.send(json!({"type": "respond", "session": session}))
+        .await;
     op.expect(proxy, "joined").await;
     op.expect_next(proxy, "replay").await;
-    customer.expect_where(proxy, "status", |v| v["state"] == "connected").await;
+    customer
+        .expect_where(proxy, "status", |v| v["state"] == "connected")
+        .await;
     (customer, op, session)
 }
 
@@ -211,7 +281,10 @@ async fn the_whole_call() {
     assert_eq!(joined["role"], "customer");
     assert_eq!(joined["resume"].as_str().unwrap().len(), 32);
     let status = customer.expect_next(&proxy, "status").await;
-    assert!(status["state"] == "queued" || status["state"] == "offered", "{status}");
+    assert!(
+        status["state"] == "queued" || status["state"] == "offered",
+        "{status}"
+    );
     assert_eq!(status["position"], 1);
     assert_eq!(status["control"], false);
 
@@ -219,11 +292,14 @@ async fn the_whole_call() {
     customer.send(json!({"type": "command", "key": "top", "attribute": "others", "fn": "navigate", "args": ["/shop"]})).await;
     customer.send(json!({"type": "command", "key": "top/form#f/input[name=q]", "attribute": "all", "fn": "value", "args": ["shoes"]})).await;
     // The echo says both are stored.
-    customer.expect_where(&proxy, "command", |v| v["args"][0] == "shoes").await;
+    customer
+        .expect_where(&proxy, "command", |v| v["args"][0] == "shoes")
+        .await;
 
     let offer = op.expect(&proxy, "offer").await;
     assert_eq!(offer["session"], session.as_str());
-    op.send(json!({"type": "respond", "session": session})).await;
+    op.send(json!({"type": "respond", "session": session}))
+        .await;
     let joined_op = op.expect(&proxy, "joined").await;
     assert_eq!(joined_op["role"], "operator");
     assert!(
@@ -238,16 +314,32 @@ async fn the_whole_call() {
     assert_eq!(commands[1]["args"][0], "shoes");
     assert_eq!(commands[0]["session"], session.as_str());
     assert_eq!(commands[0]["sender"], joined["participant"]);
-    assert_eq!((commands[0]["seq"].as_u64(), commands[1]["seq"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (commands[0]["seq"].as_u64(), commands[1]["seq"].as_u64()),
+        (Some(1), Some(2))
+    );
     let status = op.expect_next(&proxy, "status").await;
     assert_eq!(status["state"], "connected");
-    let names: Vec<&str> = status["participants"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = status["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Customer", "Olivia Operator"]);
-    customer.expect_where(&proxy, "status", |v| v["state"] == "connected").await;
+    customer
+        .expect_where(&proxy, "status", |v| v["state"] == "connected")
+        .await;
 
     // Live: the customer's commands reach the operator, stamped, in order.
     for i in 0..20 {
-        customer.send(command("top/form#f/input[name=q]", "value", json!(format!("v{i}")))).await;
+        customer
+            .send(command(
+                "top/form#f/input[name=q]",
+                "value",
+                json!(format!("v{i}")),
+            ))
+            .await;
     }
     for i in 0..20 {
         let c = op.expect(&proxy, "command").await;
@@ -258,27 +350,48 @@ async fn the_whole_call() {
     customer.send(json!({"type": "command", "key": "top/draw", "attribute": "all", "fn": "pointer", "args": [1, 2]})).await;
     let echo = customer.expect(&proxy, "command").await;
     assert_eq!(echo["fn"], "pointer");
-    op.expect_where(&proxy, "command", |v| v["fn"] == "pointer").await;
+    op.expect_where(&proxy, "command", |v| v["fn"] == "pointer")
+        .await;
 
     // The operator is view-only until the customer grants control.
-    op.send(command("top/form#f/input[name=q]", "value", json!("boots"))).await;
+    op.send(command("top/form#f/input[name=q]", "value", json!("boots")))
+        .await;
     let e = op.error(&proxy, "no_control").await;
     assert_eq!(e["request"], "command");
     op.send(json!({"type": "command", "key": "top/pointer/op", "attribute": "others", "fn": "pointer", "args": [5, 5]})).await;
-    customer.expect_where(&proxy, "command", |v| v["fn"] == "pointer" && v["args"][0] == 5).await;
-    customer.send(json!({"type": "control", "granted": true})).await;
-    op.expect_where(&proxy, "status", |v| v["control"] == true).await;
-    op.send(command("top/form#f/input[name=q]", "value", json!("boots"))).await;
-    customer.expect_where(&proxy, "command", |v| v["args"][0] == "boots").await;
+    customer
+        .expect_where(&proxy, "command", |v| {
+            v["fn"] == "pointer" && v["args"][0] == 5
+        })
+        .await;
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    op.expect_where(&proxy, "status", |v| v["control"] == true)
+        .await;
+    op.send(command("top/form#f/input[name=q]", "value", json!("boots")))
+        .await;
+    customer
+        .expect_where(&proxy, "command", |v| v["args"][0] == "boots")
+        .await;
     // ...and takes it back.
-    customer.send(json!({"type": "control", "granted": false})).await;
-    op.expect_where(&proxy, "status", |v| v["control"] == false).await;
-    op.send(command("top/form#f/input[name=q]", "value", json!("sandals"))).await;
+    customer
+        .send(json!({"type": "control", "granted": false}))
+        .await;
+    op.expect_where(&proxy, "status", |v| v["control"] == false)
+        .await;
+    op.send(command(
+        "top/form#f/input[name=q]",
+        "value",
+        json!("sandals"),
+    ))
+    .await;
     op.error(&proxy, "no_control").await;
 
     // Operator hangs up: it leaves, the customer alone again: ended.
     op.send(json!({"type": "hangup"})).await;
-    op.expect_where(&proxy, "left", |v| v["session"] == session.as_str()).await;
+    op.expect_where(&proxy, "left", |v| v["session"] == session.as_str())
+        .await;
     let ended = customer.expect(&proxy, "ended").await;
     assert_eq!(ended["reason"], "operator_left");
     // ...and may call again: a new session.
@@ -286,9 +399,13 @@ async fn the_whole_call() {
     let again = customer.expect(&proxy, "joined").await;
     assert_ne!(again["session"], session.as_str());
     // The operator is waiting again and gets the new call.
-    op.expect_where(&proxy, "offer", |v| v["session"] == again["session"]).await;
+    op.expect_where(&proxy, "offer", |v| v["session"] == again["session"])
+        .await;
     let out = proxy.output();
-    assert!(out.contains("control_granted") && out.contains("control_revoked"), "the audit log records control changes");
+    assert!(
+        out.contains("control_granted") && out.contains("control_revoked"),
+        "the audit log records control changes"
+    );
 }
 
 #[tokio::test]
@@ -298,45 +415,74 @@ async fn customer_hangup_ends_the_session_for_everyone() {
     customer.send(json!({"type": "hangup"})).await;
     for c in [&mut customer, &mut op] {
         let e = c.expect(&proxy, "ended").await;
-        assert_eq!((e["reason"].as_str(), e["session"].as_str()), (Some("customer_hangup"), Some(session.as_str())));
+        assert_eq!(
+            (e["reason"].as_str(), e["session"].as_str()),
+            (Some("customer_hangup"), Some(session.as_str()))
+        );
     }
     // Nothing of the session is left to write into.
     op.send(command("top", "scroll", json!(1))).await;
     op.error(&proxy, "not_in_session").await;
     let out = proxy.output();
-    assert!(out.contains("customer_hangup") && out.contains("audit"), "{out}");
+    assert!(
+        out.contains("customer_hangup") && out.contains("audit"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
     let proxy = start("").await;
     let (mut customer, mut op, session) = connected_call(&proxy).await;
-    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
-    customer.send(command("top/a", "value", json!("before"))).await;
+    let joined = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()
+        .clone();
+    customer
+        .send(command("top/a", "value", json!("before")))
+        .await;
     op.expect(&proxy, "command").await;
     drop(customer);
-    op.expect_where(&proxy, "status", |v| v["participants"][0]["connected"] == false).await;
+    op.expect_where(&proxy, "status", |v| {
+        v["participants"][0]["connected"] == false
+    })
+    .await;
     // While the customer is away the operator's pointer moves on.
     op.send(json!({"type": "command", "key": "top/pointer", "attribute": "all", "fn": "pointer", "args": [3, 4]})).await;
     // Its echo says it is stored.
-    op.expect_where(&proxy, "command", |c| c["fn"] == "pointer").await;
+    op.expect_where(&proxy, "command", |c| c["fn"] == "pointer")
+        .await;
 
     let mut back = Client::customer(&proxy, "customer again").await;
-    back.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
+    back.send(json!({"type": "resume", "session": session, "resume": joined["resume"]}))
+        .await;
     let again = back.expect_next(&proxy, "joined").await;
     assert_eq!(again["participant"], joined["participant"]);
     let replay = back.expect_next(&proxy, "replay").await;
-    let fns: Vec<&str> = replay["commands"].as_array().unwrap().iter().map(|c| c["fn"].as_str().unwrap()).collect();
+    let fns: Vec<&str> = replay["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["fn"].as_str().unwrap())
+        .collect();
     assert_eq!(fns, ["value", "pointer"], "{replay}");
     back.expect_next(&proxy, "status").await;
-    op.expect_where(&proxy, "status", |v| v["participants"][0]["connected"] == true).await;
+    op.expect_where(&proxy, "status", |v| {
+        v["participants"][0]["connected"] == true
+    })
+    .await;
     back.send(command("top/a", "value", json!("after"))).await;
-    op.expect_where(&proxy, "command", |v| v["args"][0] == "after").await;
+    op.expect_where(&proxy, "command", |v| v["args"][0] == "after")
+        .await;
 
     // The same participant resumed elsewhere: the older connection is
     // closed with 4001 and the newer one receives.
     let mut third = Client::customer(&proxy, "customer on a third connection").await;
-    third.send(json!({"type": "resume", "session": session, "resume": joined["resume"]})).await;
+    third
+        .send(json!({"type": "resume", "session": session, "resume": joined["resume"]}))
+        .await;
     third.expect_next(&proxy, "joined").await;
     // After its replay, everything else reaches it live.
     third.expect_next(&proxy, "replay").await;
@@ -347,21 +493,34 @@ async fn resume_after_a_reconnect_brings_the_participant_up_to_date() {
             other => panic!("expected a close frame, got {other:?}\n{}", proxy.output()),
         }
     };
-    assert_eq!(u16::from(closed.expect("a close frame with a code").code), 4001);
+    assert_eq!(
+        u16::from(closed.expect("a close frame with a code").code),
+        4001
+    );
     op.send(json!({"type": "command", "key": "top/pointer", "attribute": "others", "fn": "pointer", "args": [9, 9]})).await;
-    third.expect_where(&proxy, "command", |c| c["args"][0] == 9).await;
+    third
+        .expect_where(&proxy, "command", |c| c["args"][0] == 9)
+        .await;
 
     // A wrong secret or an unknown session learns nothing.
     let mut stranger = Client::customer(&proxy, "stranger").await;
-    stranger.send(json!({"type": "resume", "session": session, "resume": "0".repeat(32)})).await;
+    stranger
+        .send(json!({"type": "resume", "session": session, "resume": "0".repeat(32)}))
+        .await;
     stranger.error(&proxy, "unknown_session").await;
-    stranger.send(command("top/a", "value", json!("intruder"))).await;
+    stranger
+        .send(command("top/a", "value", json!("intruder")))
+        .await;
     stranger.error(&proxy, "not_in_session").await;
 }
 
 #[tokio::test]
 async fn an_unanswered_offer_moves_to_the_next_operator() {
-    let proxy = start(&format!("[hub]\noffer_timeout_secs = 1\n{}", second_operator())).await;
+    let proxy = start(&format!(
+        "[hub]\noffer_timeout_secs = 1\n{}",
+        second_operator()
+    ))
+    .await;
     let mut first = Client::operator(&proxy, "first operator", OPERATOR_USER).await;
     first.send(json!({"type": "ready"})).await;
     first.expect(&proxy, "queue").await;
@@ -371,28 +530,54 @@ async fn an_unanswered_offer_moves_to_the_next_operator() {
 
     let mut customer = Client::customer(&proxy, "customer").await;
     customer.send(json!({"type": "call"})).await;
-    let session = customer.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
+    let session = customer.expect(&proxy, "joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The operator who waited longest gets it first, and lets it lapse.
     let offer = first.expect(&proxy, "offer").await;
-    assert_eq!((offer["session"].as_str(), offer["expires_in"].as_u64()), (Some(session.as_str()), Some(1)));
+    assert_eq!(
+        (offer["session"].as_str(), offer["expires_in"].as_u64()),
+        (Some(session.as_str()), Some(1))
+    );
     let offer = second.expect(&proxy, "offer").await;
     assert_eq!(offer["session"], session.as_str());
-    first.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
+    first
+        .expect_where(&proxy, "queue", |q| q["offer"].is_null())
+        .await;
     // The first can no longer respond to it.
-    first.send(json!({"type": "respond", "session": session})).await;
+    first
+        .send(json!({"type": "respond", "session": session}))
+        .await;
     first.error(&proxy, "not_offered").await;
     // The second declines: the call is never offered to it again, and a new
     // round starts with the first.
-    second.send(json!({"type": "decline", "session": session})).await;
-    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    second
+        .send(json!({"type": "decline", "session": session}))
+        .await;
+    first
+        .expect_where(&proxy, "offer", |o| o["session"] == session.as_str())
+        .await;
     // The first lets it lapse again: with nobody else, it stays with the
     // first, in round after round.
-    first.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
-    second.expect_where(&proxy, "queue", |q| q["offer"].is_null()).await;
-    first.send(json!({"type": "respond", "session": session})).await;
+    first
+        .expect_where(&proxy, "offer", |o| o["session"] == session.as_str())
+        .await;
+    second
+        .expect_where(&proxy, "queue", |q| q["offer"].is_null())
+        .await;
+    first
+        .send(json!({"type": "respond", "session": session}))
+        .await;
     first.expect(&proxy, "joined").await;
-    customer.expect_where(&proxy, "status", |s| s["state"] == "connected").await;
-    assert!(second.seen.iter().filter(|v| v["type"] == "offer").count() == 1, "a declined call came back: {:#?}", second.seen);
+    customer
+        .expect_where(&proxy, "status", |s| s["state"] == "connected")
+        .await;
+    assert!(
+        second.seen.iter().filter(|v| v["type"] == "offer").count() == 1,
+        "a declined call came back: {:#?}",
+        second.seen
+    );
 }
 
 #[tokio::test]
@@ -402,34 +587,55 @@ async fn an_invited_operator_joins_with_the_same_replay() {
     customer.send(json!({"type": "command", "key": "top", "attribute": "others", "fn": "navigate", "args": ["/cart"]})).await;
     customer.send(json!({"type": "command", "key": "top/qty", "attribute": "all", "fn": "value", "args": ["2"]})).await;
     customer.expect(&proxy, "command").await;
-    op.expect_where(&proxy, "command", |c| c["key"] == "top/qty").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/qty")
+        .await;
 
     let mut second = Client::operator(&proxy, "second operator", "op2").await;
     second.send(json!({"type": "ready"})).await;
     second.expect(&proxy, "queue").await;
     op.send(json!({"type": "invite"})).await;
-    let queue = second.expect_where(&proxy, "queue", |q| q["offer"] == session.as_str()).await;
+    let queue = second
+        .expect_where(&proxy, "queue", |q| q["offer"] == session.as_str())
+        .await;
     assert_eq!(queue["calls"][0]["invite"], true);
-    second.send(json!({"type": "respond", "session": session})).await;
+    second
+        .send(json!({"type": "respond", "session": session}))
+        .await;
     second.expect(&proxy, "joined").await;
     let replay = second.expect_next(&proxy, "replay").await;
-    let got: Vec<(&str, &str)> =
-        replay["commands"].as_array().unwrap().iter().map(|c| (c["key"].as_str().unwrap(), c["args"][0].as_str().unwrap())).collect();
+    let got: Vec<(&str, &str)> = replay["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["key"].as_str().unwrap(), c["args"][0].as_str().unwrap()))
+        .collect();
     assert_eq!(got, [("top", "/cart"), ("top/qty", "2")]);
-    let status = customer.expect_where(&proxy, "status", |s| s["participants"].as_array().unwrap().len() == 3).await;
+    let status = customer
+        .expect_where(&proxy, "status", |s| {
+            s["participants"].as_array().unwrap().len() == 3
+        })
+        .await;
     assert_eq!(status["state"], "connected");
 
     // Live commands reach both operators.
     customer.send(command("top/qty", "value", json!("3"))).await;
-    op.expect_where(&proxy, "command", |c| c["args"][0] == "3").await;
-    second.expect_where(&proxy, "command", |c| c["args"][0] == "3").await;
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "3")
+        .await;
+    second
+        .expect_where(&proxy, "command", |c| c["args"][0] == "3")
+        .await;
 
     // One operator leaving keeps the session for the others.
     second.send(json!({"type": "hangup"})).await;
     second.expect(&proxy, "left").await;
-    customer.expect_where(&proxy, "status", |s| s["participants"].as_array().unwrap().len() == 2).await;
+    customer
+        .expect_where(&proxy, "status", |s| {
+            s["participants"].as_array().unwrap().len() == 2
+        })
+        .await;
     customer.send(command("top/qty", "value", json!("4"))).await;
-    op.expect_where(&proxy, "command", |c| c["args"][0] == "4").await;
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "4")
+        .await;
     // Invite by a customer makes no sense.
     customer.send(json!({"type": "invite"})).await;
     customer.error(&proxy, "forbidden").await;
@@ -439,40 +645,64 @@ async fn an_invited_operator_joins_with_the_same_replay() {
 async fn another_customer_tab_joins_the_session() {
     let proxy = start("").await;
     let (mut customer, mut op, session) = connected_call(&proxy).await;
-    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let joined = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()
+        .clone();
     customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
     customer.expect(&proxy, "command").await;
 
     let mut tab = Client::customer(&proxy, "second tab").await;
-    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]}))
+        .await;
     let tab_joined = tab.expect_next(&proxy, "joined").await;
     assert_ne!(tab_joined["participant"], joined["participant"]);
     assert_ne!(tab_joined["resume"], joined["resume"]);
     let replay = tab.expect_next(&proxy, "replay").await;
     assert_eq!(replay["commands"][0]["args"][0], "/");
-    customer.send(json!({"type": "control", "granted": true})).await;
-    op.expect_where(&proxy, "status", |s| s["control"] == true).await;
-    op.send(command("top/x", "value", json!("from the operator"))).await;
-    customer.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
-    tab.expect_where(&proxy, "command", |c| c["key"] == "top/x").await;
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    op.expect_where(&proxy, "status", |s| s["control"] == true)
+        .await;
+    op.send(command("top/x", "value", json!("from the operator")))
+        .await;
+    customer
+        .expect_where(&proxy, "command", |c| c["key"] == "top/x")
+        .await;
+    tab.expect_where(&proxy, "command", |c| c["key"] == "top/x")
+        .await;
     // A wrong secret does not let a stranger's tab in, nor does an
     // operator's secret make a customer's tab.
     let mut stranger = Client::customer(&proxy, "stranger").await;
-    stranger.send(json!({"type": "join", "session": session, "resume": "f".repeat(32)})).await;
+    stranger
+        .send(json!({"type": "join", "session": session, "resume": "f".repeat(32)}))
+        .await;
     stranger.error(&proxy, "unknown_session").await;
     let op_resume = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["resume"].clone();
-    stranger.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    stranger
+        .send(json!({"type": "join", "session": session, "resume": op_resume}))
+        .await;
     stranger.error(&proxy, "forbidden").await;
 
     // The operator's console may join a second connection of its own.
     let mut frame = Client::operator(&proxy, "operator's second frame", OPERATOR_USER).await;
-    frame.send(json!({"type": "join", "session": session, "resume": op_resume})).await;
+    frame
+        .send(json!({"type": "join", "session": session, "resume": op_resume}))
+        .await;
     let frame_joined = frame.expect_next(&proxy, "joined").await;
     assert_eq!(frame_joined["role"], "operator");
     frame.expect_next(&proxy, "replay").await;
-    customer.send(command("top/y", "value", json!("to every frame"))).await;
-    frame.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
-    op.expect_where(&proxy, "command", |c| c["key"] == "top/y").await;
+    customer
+        .send(command("top/y", "value", json!("to every frame")))
+        .await;
+    frame
+        .expect_where(&proxy, "command", |c| c["key"] == "top/y")
+        .await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/y")
+        .await;
 }
 
 #[tokio::test]
@@ -484,67 +714,158 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     // The handshake: no cookie, a foreign origin, no role.
     let refused = |status: u16, req: http::Request<()>| async move {
         match connect_async(req).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), status),
-            other => panic!("expected {status}, got {:?}", other.map(|(_, r)| r.status())),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), status)
+            }
+            other => panic!(
+                "expected {status}, got {:?}",
+                other.map(|(_, r)| r.status())
+            ),
         }
     };
     let mut req = ws.as_str().into_client_request().unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     refused(401, req).await;
-    let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "http://evil.example".parse().unwrap());
+    let mut req = proxy
+        .ws_url("/__cobrowse/ws?role=customer")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
     refused(403, req).await;
-    let req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+    let req = proxy
+        .ws_url("/__cobrowse/ws?role=customer")
+        .into_client_request()
+        .unwrap();
     refused(403, req).await;
-    let mut req = proxy.ws_url("/__cobrowse/ws").into_client_request().unwrap();
+    let mut req = proxy
+        .ws_url("/__cobrowse/ws")
+        .into_client_request()
+        .unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     refused(400, req).await;
     let mut req = ws.as_str().into_client_request().unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
-    req.headers_mut().insert("Cookie", "cobrowse_operator=00000000000000000000000000000000".parse().unwrap());
+    req.headers_mut().insert(
+        "Cookie",
+        "cobrowse_operator=00000000000000000000000000000000"
+            .parse()
+            .unwrap(),
+    );
     refused(401, req).await;
 
     // Login: JSON works too; the cookie is HttpOnly and SameSite=Strict.
     let body = json!({"user": OPERATOR_USER, "password": OPERATOR_PASSWORD}).to_string();
-    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], &body).await;
+    let (status, headers, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await;
     assert_eq!(status, 204);
     let set = header(&headers, "set-cookie").unwrap().to_string();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/__cobrowse/"), "{set}");
+    assert!(
+        set.contains("HttpOnly")
+            && set.contains("SameSite=Strict")
+            && set.contains("Path=/__cobrowse/"),
+        "{set}"
+    );
     let cookie = set.split(';').next().unwrap().to_string();
     let (status, _, me) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&me).unwrap()["user"], OPERATOR_USER);
+    assert_eq!(
+        serde_json::from_str::<Value>(&me).unwrap()["user"],
+        OPERATOR_USER
+    );
     let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
     assert_eq!(status, 401);
-    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/logout", &[("Cookie", &cookie)], "").await;
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
     let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 401, "a logged-out cookie is worth nothing");
-    let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &[("Content-Type", "application/json")], "{\"user\":1}").await;
+    let (status, _, text) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &[("Content-Type", "application/json")],
+        "{\"user\":1}",
+    )
+    .await;
     assert_eq!(status, 400, "{text}");
     // A foreign page cannot log anyone in.
-    let foreign = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://evil.example")];
-    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &foreign, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    let foreign = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", "http://evil.example"),
+    ];
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &foreign,
+        &format!("user=op&password={OPERATOR_PASSWORD}"),
+    )
+    .await;
     assert_eq!(status, 403);
-    let ours = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin.as_str())];
-    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &ours, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    let ours = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &ours,
+        &format!("user=op&password={OPERATOR_PASSWORD}"),
+    )
+    .await;
     assert_eq!(status, 204);
 
     // Wrong passwords: 401 with a clear error, then 429 for the account.
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &form, "user=op&password=wrong").await;
+    let (status, _, text) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &form,
+        "user=op&password=wrong",
+    )
+    .await;
     assert_eq!(status, 401);
     assert!(text.contains("wrong user or password"), "{text}");
     let mut last = 0;
     for _ in 0..12 {
-        last = http(&proxy, "POST", "/__cobrowse/login", &form, "user=op&password=wrong").await.0;
+        last = http(
+            &proxy,
+            "POST",
+            "/__cobrowse/login",
+            &form,
+            "user=op&password=wrong",
+        )
+        .await
+        .0;
         if last == 429 {
             break;
         }
         assert_eq!(last, 401);
     }
     assert_eq!(last, 429, "wrong passwords are rate-limited per account");
-    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &form, &format!("user=op&password={OPERATOR_PASSWORD}")).await;
+    let (status, headers, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &form,
+        &format!("user=op&password={OPERATOR_PASSWORD}"),
+    )
+    .await;
     assert_eq!(status, 429, "even the right password waits");
     assert!(header(&headers, "retry-after").is_some());
     assert!(proxy.output().contains("login_failed"));
@@ -556,7 +877,10 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     let proxy = start(&format!("public_origins = [\"{public}\"]\n")).await;
     let own = format!("http://{}", proxy.addr);
     let handshake = |origin: &str| {
-        let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
+        let mut req = proxy
+            .ws_url("/__cobrowse/ws?role=customer")
+            .into_client_request()
+            .unwrap();
         req.headers_mut().insert("Origin", origin.parse().unwrap());
         async move {
             match connect_async(req).await {
@@ -576,15 +900,41 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     // Login from the public origin works, and its cookie is Secure since the
     // browser speaks HTTPS; a foreign page and our own plain origin cannot.
     let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
-    let from = |origin: &'static str| [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", origin)];
-    let (status, headers, text) = http(&proxy, "POST", "/__cobrowse/login", &from("https://support.example.com"), &form).await;
+    let from = |origin: &'static str| {
+        [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", origin),
+        ]
+    };
+    let (status, headers, text) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &from("https://support.example.com"),
+        &form,
+    )
+    .await;
     assert_eq!(status, 204, "{text}");
     let set = header(&headers, "set-cookie").unwrap();
     assert!(set.contains("; Secure"), "{set}");
     let cookie = set.split(';').next().unwrap().to_string();
-    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("https://evil.example"), &form).await;
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &from("https://evil.example"),
+        &form,
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _, _) = http(&proxy, "POST", "/__cobrowse/login", &from("http://support.example.com"), &form).await;
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &from("http://support.example.com"),
+        &form,
+    )
+    .await;
     assert_eq!(status, 403);
 
     // The whole call works from the public origin.
@@ -593,13 +943,20 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     op.expect(&proxy, "queue").await;
     let mut customer = Client::open_from(&proxy, "customer", "customer", None, public).await;
     customer.send(json!({"type": "call"})).await;
-    let session = customer.expect_next(&proxy, "joined").await["session"].as_str().unwrap().to_string();
-    op.expect_where(&proxy, "offer", |o| o["session"] == session.as_str()).await;
+    let session = customer.expect_next(&proxy, "joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    op.expect_where(&proxy, "offer", |o| o["session"] == session.as_str())
+        .await;
 }
 
 #[tokio::test]
 async fn bad_input_gets_an_error_and_keeps_the_session() {
-    let proxy = start("[hub]\nmax_message_bytes = 1024\nmessages_per_second = 20\nmax_keys_per_session = 5\n").await;
+    let proxy = start(
+        "[hub]\nmax_message_bytes = 1024\nmessages_per_second = 20\nmax_keys_per_session = 5\n",
+    )
+    .await;
     let (mut customer, mut op, _session) = connected_call(&proxy).await;
     let cases: [(&str, &str, Option<&str>); 8] = [
         ("{not json", "bad_json", None),
@@ -607,9 +964,21 @@ async fn bad_input_gets_an_error_and_keeps_the_session() {
         ("{\"no\":\"type\"}", "bad_message", None),
         ("{\"type\":7}", "bad_message", None),
         ("{\"type\":\"teleport\"}", "bad_message", Some("teleport")),
-        ("{\"type\":\"control\",\"granted\":\"yes\"}", "bad_message", Some("control")),
-        ("{\"type\":\"command\",\"key\":\"/top\",\"attribute\":\"others\",\"fn\":\"value\"}", "bad_message", Some("command")),
-        ("{\"type\":\"command\",\"key\":\"top\",\"attribute\":\"me\",\"fn\":\"value\"}", "bad_message", Some("command")),
+        (
+            "{\"type\":\"control\",\"granted\":\"yes\"}",
+            "bad_message",
+            Some("control"),
+        ),
+        (
+            "{\"type\":\"command\",\"key\":\"/top\",\"attribute\":\"others\",\"fn\":\"value\"}",
+            "bad_message",
+            Some("command"),
+        ),
+        (
+            "{\"type\":\"command\",\"key\":\"top\",\"attribute\":\"me\",\"fn\":\"value\"}",
+            "bad_message",
+            Some("command"),
+        ),
     ];
     for (text, code, request) in cases {
         customer.send_text(text).await;
@@ -617,7 +986,11 @@ async fn bad_input_gets_an_error_and_keeps_the_session() {
         assert_eq!(e["request"].as_str(), request, "{text} -> {e}");
         assert!(!e["message"].as_str().unwrap().is_empty());
     }
-    customer.ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    customer
+        .ws
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
     customer.error(&proxy, "bad_message").await;
     customer.send_text(&format!("{{\"type\":\"command\",\"key\":\"top\",\"attribute\":\"others\",\"fn\":\"value\",\"args\":[\"{}\"]}}", "x".repeat(2000))).await;
     customer.error(&proxy, "too_large").await;
@@ -631,17 +1004,21 @@ async fn bad_input_gets_an_error_and_keeps_the_session() {
     op.error(&proxy, "forbidden").await;
     op.send(json!({"type": "control", "granted": true})).await;
     op.error(&proxy, "forbidden").await;
-    op.send(json!({"type": "respond", "session": "0".repeat(32)})).await;
+    op.send(json!({"type": "respond", "session": "0".repeat(32)}))
+        .await;
     op.error(&proxy, "not_offered").await;
 
     // The store's bound: five keys.
     for i in 0..5 {
-        customer.send(command(&format!("top/k{i}"), "value", json!(i))).await;
+        customer
+            .send(command(&format!("top/k{i}"), "value", json!(i)))
+            .await;
     }
     customer.send(command("top/k5", "value", json!(5))).await;
     let e = customer.error(&proxy, "limit").await;
     assert!(e["message"].as_str().unwrap().contains("keys"), "{e}");
-    op.expect_where(&proxy, "command", |c| c["key"] == "top/k4").await;
+    op.expect_where(&proxy, "command", |c| c["key"] == "top/k4")
+        .await;
 
     // A flood: one `rate_limited`, and the connection stays.
     for i in 0..100 {
@@ -652,7 +1029,12 @@ async fn bad_input_gets_an_error_and_keeps_the_session() {
     // one is accepted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let echoed = loop {
-        assert!(tokio::time::Instant::now() < deadline, "nothing accepted after the flood:\n{}\n{}", customer.log, proxy.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing accepted after the flood:\n{}\n{}",
+            customer.log,
+            proxy.output()
+        );
         customer.send(json!({"type": "command", "key": "top/k1", "attribute": "all", "fn": "value", "args": ["after"]})).await;
         if let Some(v) = customer.next_within(Duration::from_millis(300)).await
             && v["type"] == "command"
@@ -662,7 +1044,8 @@ async fn bad_input_gets_an_error_and_keeps_the_session() {
         }
     };
     assert_eq!(echoed["key"], "top/k1");
-    op.expect_where(&proxy, "command", |c| c["args"][0] == "after").await;
+    op.expect_where(&proxy, "command", |c| c["args"][0] == "after")
+        .await;
     // Every refusal was logged.
     assert!(proxy.output().contains("message refused"));
 }
@@ -677,15 +1060,25 @@ async fn an_abandoned_session_expires() {
     crate::support::wait_for(
         "the session to expire",
         Duration::from_secs(10),
-        || async { proxy.output().lines().any(|l| l.contains("audit") && l.contains("\"expired\"")).then_some(()) },
+        || async {
+            proxy
+                .output()
+                .lines()
+                .any(|l| l.contains("audit") && l.contains("\"expired\""))
+                .then_some(())
+        },
         || proxy.output(),
     )
     .await;
     let mut back = Client::customer(&proxy, "customer again").await;
-    back.send(json!({"type": "resume", "session": joined["session"], "resume": joined["resume"]})).await;
+    back.send(json!({"type": "resume", "session": joined["session"], "resume": joined["resume"]}))
+        .await;
     back.error(&proxy, "unknown_session").await;
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
-    assert!(metrics.contains("cobrowse_hub_sessions_ended_total"), "{metrics}");
+    assert!(
+        metrics.contains("cobrowse_hub_sessions_ended_total"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -697,10 +1090,23 @@ async fn a_call_beyond_max_sessions_is_refused_and_counted() {
     let mut second = Client::customer(&proxy, "second").await;
     second.send(json!({"type": "call"})).await;
     let e = second.expect_next(&proxy, "error").await;
-    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("limit"), Some("call")), "{e}");
-    assert!(e["message"].as_str().unwrap().contains("maximum of 1 sessions"), "{e}");
+    assert_eq!(
+        (e["code"].as_str(), e["request"].as_str()),
+        (Some("limit"), Some("call")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum of 1 sessions"),
+        "{e}"
+    );
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
-    assert!(metrics.contains("cobrowse_hub_calls_refused_total{reason=\"max_sessions\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("cobrowse_hub_calls_refused_total{reason=\"max_sessions\"} 1"),
+        "{metrics}"
+    );
     first.send(json!({"type": "hangup"})).await;
     first.expect(&proxy, "ended").await;
     second.send(json!({"type": "call"})).await;
@@ -712,7 +1118,11 @@ async fn an_operator_gone_past_the_configured_grace_leaves() {
     let proxy = start("[hub]\nreconnect_grace_secs = 1\n").await;
     let (mut customer, op, _session) = connected_call(&proxy).await;
     drop(op);
-    customer.expect_where(&proxy, "status", |s| s["participants"][1]["connected"] == false).await;
+    customer
+        .expect_where(&proxy, "status", |s| {
+            s["participants"][1]["connected"] == false
+        })
+        .await;
     let ended = customer.expect(&proxy, "ended").await;
     assert_eq!(ended["reason"], "operator_left");
 }
@@ -736,9 +1146,14 @@ async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let v = customer.next_within(left).await.unwrap_or_else(|| panic!("no echo of the last command\n{}", proxy.output()));
+        let v = customer
+            .next_within(left)
+            .await
+            .unwrap_or_else(|| panic!("no echo of the last command\n{}", proxy.output()));
         let done = |c: &Value| c["key"] == "top/done";
-        if (v["type"] == "command" && done(&v)) || (v["type"] == "replay" && v["commands"].as_array().unwrap().iter().any(done)) {
+        if (v["type"] == "command" && done(&v))
+            || (v["type"] == "replay" && v["commands"].as_array().unwrap().iter().any(done))
+        {
             break;
         }
     }
@@ -748,7 +1163,10 @@ async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
     let mut state = std::collections::BTreeMap::new();
     let mut replays = 0;
     while !state.contains_key("top/done") {
-        let v = op.next_within(Duration::from_secs(20)).await.unwrap_or_else(|| panic!("the operator stopped receiving\n{}", proxy.output()));
+        let v = op
+            .next_within(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("the operator stopped receiving\n{}", proxy.output()));
         let commands = match v["type"].as_str() {
             Some("command") => vec![v.clone()],
             Some("replay") => {
@@ -758,7 +1176,10 @@ async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
             _ => continue,
         };
         for c in commands {
-            state.insert(c["key"].as_str().unwrap().to_string(), c["args"][0].as_u64().unwrap());
+            state.insert(
+                c["key"].as_str().unwrap().to_string(),
+                c["args"][0].as_u64().unwrap(),
+            );
         }
     }
     assert!(replays >= 1, "the operator was never resynchronised");
@@ -767,7 +1188,12 @@ async fn a_receiver_too_slow_for_the_feed_is_resynchronised() {
         assert_eq!(state.get(&format!("top/k{k}")), Some(&last), "key top/k{k}");
     }
     let (_, _, metrics) = http(&proxy, "GET", "/__cobrowse/metrics", &[], "").await;
-    assert!(metrics.lines().any(|l| l.starts_with("cobrowse_hub_resyncs_total") && !l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cobrowse_hub_resyncs_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -775,27 +1201,54 @@ async fn calls_are_served_first_come_first_served() {
     let proxy = start("").await;
     let mut first = Client::customer(&proxy, "first customer").await;
     first.send(json!({"type": "call"})).await;
-    let first_session = first.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
-    first.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    let first_session = first.expect(&proxy, "joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    first
+        .expect_where(&proxy, "status", |s| {
+            s["state"] == "queued" && s["position"] == 1
+        })
+        .await;
     let mut second = Client::customer(&proxy, "second customer").await;
     second.send(json!({"type": "call"})).await;
-    let second_session = second.expect(&proxy, "joined").await["session"].as_str().unwrap().to_string();
-    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 2).await;
+    let second_session = second.expect(&proxy, "joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    second
+        .expect_where(&proxy, "status", |s| {
+            s["state"] == "queued" && s["position"] == 2
+        })
+        .await;
 
     let mut op = Client::operator(&proxy, "operator", OPERATOR_USER).await;
     op.send(json!({"type": "ready"})).await;
     let offer = op.expect(&proxy, "offer").await;
     assert_eq!(offer["session"], first_session.as_str());
     let queue = op.expect(&proxy, "queue").await;
-    let calls: Vec<&str> = queue["calls"].as_array().unwrap().iter().map(|c| c["session"].as_str().unwrap()).collect();
+    let calls: Vec<&str> = queue["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["session"].as_str().unwrap())
+        .collect();
     assert_eq!(calls, [first_session.as_str(), second_session.as_str()]);
-    first.expect_where(&proxy, "status", |s| s["state"] == "offered").await;
-    op.send(json!({"type": "respond", "session": first_session})).await;
+    first
+        .expect_where(&proxy, "status", |s| s["state"] == "offered")
+        .await;
+    op.send(json!({"type": "respond", "session": first_session}))
+        .await;
     op.expect(&proxy, "joined").await;
     // The second moves up, and waits: the only operator is busy.
-    second.expect_where(&proxy, "status", |s| s["state"] == "queued" && s["position"] == 1).await;
+    second
+        .expect_where(&proxy, "status", |s| {
+            s["state"] == "queued" && s["position"] == 1
+        })
+        .await;
     // The operator's hang-up frees it for the second call.
     op.send(json!({"type": "hangup"})).await;
     first.expect(&proxy, "ended").await;
-    op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str()).await;
+    op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str())
+        .await;
 }

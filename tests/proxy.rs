@@ -28,7 +28,9 @@ impl Got {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", |v| v.to_str().unwrap_or("<binary>"))
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().unwrap_or("<binary>"))
     }
 }
 
@@ -40,10 +42,17 @@ pub async fn fetch(method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    let res = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Got { status: parts.status, headers: parts.headers, body }
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Got {

@@ -52,7 +52,10 @@ pub struct Documents {
 
 impl Documents {
     pub fn new(limits: Limits) -> Documents {
-        Documents { inner: Arc::default(), limits }
+        Documents {
+            inner: Arc::default(),
+            limits,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -61,7 +64,14 @@ impl Documents {
 
     /// Keeps `document` for `session`, evicting the oldest past the bounds.
     /// A document larger than the whole per-session budget is not kept.
-    pub fn record(&self, session: &str, target: String, status: StatusCode, headers: HeaderMap, body: Bytes) {
+    pub fn record(
+        &self,
+        session: &str,
+        target: String,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    ) {
         if body.len() > self.limits.bytes_per_session {
             metrics::counter!("cobrowse_driver_documents_too_large_total").increment(1);
             return;
@@ -73,9 +83,20 @@ impl Documents {
             docs.bytes -= old.body.len();
         }
         docs.bytes += body.len();
-        docs.documents.push_back(Document { target, status, headers, body, at: Instant::now() });
-        while docs.documents.len() > self.limits.documents_per_session || docs.bytes > self.limits.bytes_per_session {
-            let evicted = docs.documents.pop_front().expect("over a bound means not empty");
+        docs.documents.push_back(Document {
+            target,
+            status,
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        while docs.documents.len() > self.limits.documents_per_session
+            || docs.bytes > self.limits.bytes_per_session
+        {
+            let evicted = docs
+                .documents
+                .pop_front()
+                .expect("over a bound means not empty");
             docs.bytes -= evicted.body.len();
         }
     }
@@ -86,11 +107,19 @@ impl Documents {
         let mut sessions = self.inner.lock().expect("documents lock");
         let docs = sessions.get_mut(session)?;
         let max_age = self.limits.max_age;
-        while docs.documents.front().is_some_and(|d| d.at.elapsed() > max_age) {
+        while docs
+            .documents
+            .front()
+            .is_some_and(|d| d.at.elapsed() > max_age)
+        {
             let expired = docs.documents.pop_front().expect("front exists");
             docs.bytes -= expired.body.len();
         }
-        docs.documents.iter().rev().find(|d| d.target == target).cloned()
+        docs.documents
+            .iter()
+            .rev()
+            .find(|d| d.target == target)
+            .cloned()
     }
 
     /// Forgets everything kept for `session`.
@@ -100,13 +129,18 @@ impl Documents {
 
     /// Keeps only the sessions `alive` says are still going.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
-        self.inner.lock().expect("documents lock").retain(|session, _| alive(session));
+        self.inner
+            .lock()
+            .expect("documents lock")
+            .retain(|session, _| alive(session));
     }
 
     /// How many documents and bytes are kept for `session`.
     pub fn usage(&self, session: &str) -> (usize, usize) {
         let sessions = self.inner.lock().expect("documents lock");
-        sessions.get(session).map_or((0, 0), |d| (d.documents.len(), d.bytes))
+        sessions
+            .get(session)
+            .map_or((0, 0), |d| (d.documents.len(), d.bytes))
     }
 }
 
@@ -128,8 +162,23 @@ struct Pending {
 }
 
 impl Recorder {
-    pub fn new(documents: Documents, session: String, target: String, status: StatusCode, headers: HeaderMap) -> Recorder {
-        Recorder { copy: Vec::new(), pending: Some(Pending { documents, session, target, status, headers }) }
+    pub fn new(
+        documents: Documents,
+        session: String,
+        target: String,
+        status: StatusCode,
+        headers: HeaderMap,
+    ) -> Recorder {
+        Recorder {
+            copy: Vec::new(),
+            pending: Some(Pending {
+                documents,
+                session,
+                target,
+                status,
+                headers,
+            }),
+        }
     }
 }
 
@@ -152,7 +201,8 @@ impl Stage for Recorder {
     fn finish(&mut self, _out: &mut Vec<u8>) -> Result<(), BoxError> {
         if let Some(p) = self.pending.take() {
             let body = Bytes::from(std::mem::take(&mut self.copy));
-            p.documents.record(&p.session, p.target, p.status, p.headers, body);
+            p.documents
+                .record(&p.session, p.target, p.status, p.headers, body);
         }
         Ok(())
     }
@@ -163,11 +213,21 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { documents_per_session: 2, bytes_per_session: 10, max_age: Duration::from_secs(60) }
+        Limits {
+            documents_per_session: 2,
+            bytes_per_session: 10,
+            max_age: Duration::from_secs(60),
+        }
     }
 
     fn record(d: &Documents, target: &str, body: &'static str) {
-        d.record("s", target.into(), StatusCode::OK, HeaderMap::new(), Bytes::from_static(body.as_bytes()));
+        d.record(
+            "s",
+            target.into(),
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+        );
     }
 
     #[test]
@@ -178,7 +238,10 @@ mod tests {
         assert_eq!(d.lookup("s", "/a").unwrap().body, "22");
         record(&d, "/b", "3");
         record(&d, "/c", "4");
-        assert!(d.lookup("s", "/a").is_none(), "oldest evicted past two documents");
+        assert!(
+            d.lookup("s", "/a").is_none(),
+            "oldest evicted past two documents"
+        );
         assert_eq!(d.usage("s"), (2, 2));
     }
 
@@ -195,7 +258,10 @@ mod tests {
 
     #[test]
     fn age_bound_and_session_drop() {
-        let d = Documents::new(Limits { max_age: Duration::ZERO, ..limits() });
+        let d = Documents::new(Limits {
+            max_age: Duration::ZERO,
+            ..limits()
+        });
         record(&d, "/a", "1");
         std::thread::sleep(Duration::from_millis(2));
         assert!(d.lookup("s", "/a").is_none());
@@ -208,8 +274,17 @@ mod tests {
 
     #[test]
     fn recorder_passes_through_and_keeps_a_copy() {
-        let d = Documents::new(Limits { bytes_per_session: 1000, ..limits() });
-        let mut rec = Recorder::new(d.clone(), "s".into(), "/p".into(), StatusCode::OK, HeaderMap::new());
+        let d = Documents::new(Limits {
+            bytes_per_session: 1000,
+            ..limits()
+        });
+        let mut rec = Recorder::new(
+            d.clone(),
+            "s".into(),
+            "/p".into(),
+            StatusCode::OK,
+            HeaderMap::new(),
+        );
         let mut out = Vec::new();
         rec.push(b"<html>hel", &mut out).unwrap();
         assert!(d.lookup("s", "/p").is_none(), "kept only once complete");

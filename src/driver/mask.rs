@@ -14,13 +14,20 @@ pub const ALWAYS_MASKED: &[&str] = &["input[type=\"password\" i]", "[autocomplet
 /// Whether `selector` is one the document rewriter can match; configuration
 /// validation uses this so a bad selector is refused at start.
 pub fn check_selector(selector: &str) -> Result<(), String> {
-    selector.parse::<Selector>().map(|_| ()).map_err(|e| e.to_string())
+    selector
+        .parse::<Selector>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Selectors for the masked elements and the fields inside them.
 pub fn selectors(configured: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for base in ALWAYS_MASKED.iter().map(|s| s.to_string()).chain(configured.iter().cloned()) {
+    for base in ALWAYS_MASKED
+        .iter()
+        .map(|s| s.to_string())
+        .chain(configured.iter().cloned())
+    {
         for inside in ["", " input", " textarea", " option"] {
             out.push(format!("{base}{inside}"));
         }
@@ -41,19 +48,30 @@ pub fn blank<H: lol_html::HandlerTypes>(el: &mut Element<'_, '_, H>) {
 /// `document` (in `encoding`) with every masked field's value removed;
 /// `None` if it cannot be rewritten, which the caller treats as "cannot
 /// serve a kept copy".
-pub fn mask_document(document: &[u8], encoding: &'static encoding_rs::Encoding, configured: &[String]) -> Option<Vec<u8>> {
-    let encoding = AsciiCompatibleEncoding::new(encoding)
-        .unwrap_or_else(|| AsciiCompatibleEncoding::new(encoding_rs::UTF_8).expect("UTF-8 is ASCII-compatible"));
-    let mut settings = Settings::new().with_encoding(encoding).with_strict(false).with_adjust_charset_on_meta_tag(true);
+pub fn mask_document(
+    document: &[u8],
+    encoding: &'static encoding_rs::Encoding,
+    configured: &[String],
+) -> Option<Vec<u8>> {
+    let encoding = AsciiCompatibleEncoding::new(encoding).unwrap_or_else(|| {
+        AsciiCompatibleEncoding::new(encoding_rs::UTF_8).expect("UTF-8 is ASCII-compatible")
+    });
+    let mut settings = Settings::new()
+        .with_encoding(encoding)
+        .with_strict(false)
+        .with_adjust_charset_on_meta_tag(true);
     for selector in selectors(configured) {
         // Configured selectors were checked at start; a combination that
         // still fails to parse is skipped rather than failing the page.
-        let Ok(parsed) = selector.parse::<Selector>() else { continue };
+        let Ok(parsed) = selector.parse::<Selector>() else {
+            continue;
+        };
         let handlers = ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
             blank(el);
             Ok(())
         });
-        settings = settings.append_element_content_handler((std::borrow::Cow::Owned(parsed), handlers));
+        settings =
+            settings.append_element_content_handler((std::borrow::Cow::Owned(parsed), handlers));
     }
     let mut out = Vec::with_capacity(document.len());
     let mut rewriter = HtmlRewriter::new(settings, |chunk: &[u8]| out.extend_from_slice(chunk));
@@ -68,7 +86,8 @@ mod tests {
 
     fn mask(html: &str, configured: &[&str]) -> String {
         let configured: Vec<String> = configured.iter().map(|s| s.to_string()).collect();
-        String::from_utf8(mask_document(html.as_bytes(), encoding_rs::UTF_8, &configured).unwrap()).unwrap()
+        String::from_utf8(mask_document(html.as_bytes(), encoding_rs::UTF_8, &configured).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -87,7 +106,10 @@ mod tests {
             r#"<div class="secret"><textarea>diary</textarea><select><option selected>Blood type AB</option></select></div><input id="ssn" value="078-05-1120"><textarea>visible</textarea>"#,
             &[".secret", "#ssn"],
         );
-        assert!(!out.contains("diary") && !out.contains("078-05") && !out.contains("selected"), "{out}");
+        assert!(
+            !out.contains("diary") && !out.contains("078-05") && !out.contains("selected"),
+            "{out}"
+        );
         assert!(out.contains("visible"), "{out}");
     }
 

@@ -69,7 +69,9 @@ pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
             }
         }
         if !rest.is_empty() {
-            kept.push(HeaderValue::from_str(&rest.join("; ")).expect("parts of a valid header value"));
+            kept.push(
+                HeaderValue::from_str(&rest.join("; ")).expect("parts of a valid header value"),
+            );
         }
     }
     headers.remove(header::COOKIE);
@@ -89,7 +91,10 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(limits: Limits) -> Driver {
-        Driver { documents: Documents::new(limits), credentials: Arc::default() }
+        Driver {
+            documents: Documents::new(limits),
+            credentials: Arc::default(),
+        }
     }
 
     /// Remembers the cookies the driver sends upstream, so followers' reads
@@ -105,7 +110,12 @@ impl Driver {
     /// Replaces the follower's cookies with the driver's.
     pub fn apply_credentials(&self, session: &str, headers: &mut HeaderMap) {
         headers.remove(header::COOKIE);
-        if let Some(cookie) = self.credentials.lock().expect("credentials lock").get(session) {
+        if let Some(cookie) = self
+            .credentials
+            .lock()
+            .expect("credentials lock")
+            .get(session)
+        {
             headers.insert(header::COOKIE, cookie.clone());
         }
     }
@@ -113,13 +123,19 @@ impl Driver {
     /// Drops everything kept for a session that ended.
     pub fn end_session(&self, session: &str) {
         self.documents.drop_session(session);
-        self.credentials.lock().expect("credentials lock").remove(session);
+        self.credentials
+            .lock()
+            .expect("credentials lock")
+            .remove(session);
     }
 
     /// Drops everything kept for sessions `alive` says have ended.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
         self.documents.retain(&mut alive);
-        self.credentials.lock().expect("credentials lock").retain(|s, _| alive(s));
+        self.credentials
+            .lock()
+            .expect("credentials lock")
+            .retain(|s, _| alive(s));
     }
 }
 
@@ -155,8 +171,12 @@ impl Sessions {
     /// Where the request with these headers stands; takes the participant
     /// cookie out of them either way.
     pub fn standing(&self, headers: &mut HeaderMap) -> Standing {
-        let Some(cookie) = take_participant_cookie(headers) else { return Standing::Alone };
-        let Some((session, resume)) = cookie.split_once('.') else { return Standing::Alone };
+        let Some(cookie) = take_participant_cookie(headers) else {
+            return Standing::Alone;
+        };
+        let Some((session, resume)) = cookie.split_once('.') else {
+            return Standing::Alone;
+        };
         let Some((view, participant)) = self.hub.participant(session, resume) else {
             // The session ended: what was kept for it goes too.
             self.driver.end_session(session);
@@ -180,27 +200,51 @@ struct BindRequest {
 /// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
 /// cookie, so the proxy knows which participant this browser's requests come
 /// from. An empty body clears it.
-pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx, public_origins: &[String]) -> Response<Body> {
+pub async fn bind(
+    sessions: &Sessions,
+    req: Request<Incoming>,
+    ctx: Ctx,
+    public_origins: &[String],
+) -> Response<Body> {
     if req.method() != Method::POST {
-        return json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"use POST"}"#.into(), None);
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"use POST"}"#.into(),
+            None,
+        );
     }
     let (parts, body) = req.into_parts();
     // The same rule as the operator cookie's, for TLS ended in front of us.
     let https = crate::hub::ws::browser_over_https(&parts.headers, &ctx, public_origins);
     let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body larger than 4096 bytes"}"#.into(), None),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"body larger than 4096 bytes"}"#.into(),
+                None,
+            );
+        }
     };
     let secure = if https { "; Secure" } else { "" };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        let clear = format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+        let clear =
+            format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
         return json(StatusCode::OK, r#"{"bound":false}"#.into(), Some(clear));
     }
     let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
-        return json(StatusCode::BAD_REQUEST, r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(), None);
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(),
+            None,
+        );
     };
     let Some((view, participant)) = sessions.hub.participant(&bind.session, &bind.resume) else {
-        return json(StatusCode::FORBIDDEN, r#"{"error":"no such participant in a live session"}"#.into(), None);
+        return json(
+            StatusCode::FORBIDDEN,
+            r#"{"error":"no such participant in a live session"}"#.into(),
+            None,
+        );
     };
     let driving = !view.is_follower(&participant.id);
     if driving {
@@ -211,8 +255,15 @@ pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx, public_
         sessions.driver.record_credentials(&bind.session, &headers);
     }
     info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
-    let cookie = format!("{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}", bind.session, bind.resume);
-    json(StatusCode::OK, serde_json::json!({ "bound": true, "driver": driving }).to_string(), Some(cookie))
+    let cookie = format!(
+        "{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        bind.session, bind.resume
+    );
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "bound": true, "driver": driving }).to_string(),
+        Some(cookie),
+    )
 }
 
 fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Body> {
@@ -223,7 +274,8 @@ fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Bo
     if let Some(c) = cookie {
         r = r.header(header::SET_COOKIE, c);
     }
-    r.body(body::full(text)).expect("static response parts are valid")
+    r.body(body::full(text))
+        .expect("static response parts are valid")
 }
 
 /// What the proxy does with a request, decided before it goes upstream.
@@ -248,15 +300,26 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
 impl Driver {
     /// The request phase for shared sessions. Runs after the participant
     /// cookie was taken out and before the request goes upstream.
-    pub fn before_upstream(&self, standing: &Standing, parts: &mut http::request::Parts, mask: &[String]) -> Decision {
+    pub fn before_upstream(
+        &self,
+        standing: &Standing,
+        parts: &mut http::request::Parts,
+        mask: &[String],
+    ) -> Decision {
         match standing {
-            Standing::Alone => Decision::Forward { record: None, mask: false },
+            Standing::Alone => Decision::Forward {
+                record: None,
+                mask: false,
+            },
             Standing::Driver { session } => {
                 self.record_credentials(session, &parts.headers);
                 // A page reached by POST is kept too: followers load its URL
                 // with a GET and must see what the customer saw.
                 let record = is_navigation(&parts.headers).then(|| session.clone());
-                Decision::Forward { record, mask: false }
+                Decision::Forward {
+                    record,
+                    mask: false,
+                }
             }
             Standing::Follower { session } => {
                 if !is_safe(&parts.method) {
@@ -274,16 +337,29 @@ impl Driver {
                 // A read the driver has not made for us: make it with the
                 // driver's credentials, never the follower's own.
                 self.apply_credentials(session, &mut parts.headers);
-                Decision::Forward { record: None, mask: true }
+                Decision::Forward {
+                    record: None,
+                    mask: true,
+                }
             }
         }
     }
 
     /// The body stage that keeps a copy of the driver's document for
     /// followers.
-    pub fn recorder(&self, session: String, target: String, status: StatusCode, headers: &HeaderMap) -> Recorder {
+    pub fn recorder(
+        &self,
+        session: String,
+        target: String,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Recorder {
         let mut kept = HeaderMap::new();
-        for name in [header::CONTENT_TYPE, header::CONTENT_LANGUAGE, header::CONTENT_SECURITY_POLICY] {
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LANGUAGE,
+            header::CONTENT_SECURITY_POLICY,
+        ] {
             for value in headers.get_all(&name) {
                 kept.append(name.clone(), value.clone());
             }
@@ -291,13 +367,21 @@ impl Driver {
         Recorder::new(self.documents.clone(), session, target, status, kept)
     }
 
-    fn kept_document(&self, session: &str, target: &str, mask: &[String]) -> Option<Response<Body>> {
+    fn kept_document(
+        &self,
+        session: &str,
+        target: &str,
+        mask: &[String],
+    ) -> Option<Response<Body>> {
         let doc = self.documents.lookup(session, target)?;
         let encoding = doc
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|ct| ct.split(';').find_map(|p| p.trim().strip_prefix("charset=")))
+            .and_then(|ct| {
+                ct.split(';')
+                    .find_map(|p| p.trim().strip_prefix("charset="))
+            })
             .and_then(|label| encoding_rs::Encoding::for_label(label.trim_matches('"').as_bytes()))
             .unwrap_or(encoding_rs::UTF_8);
         let masked = mask::mask_document(&doc.body, encoding, mask)?;
@@ -336,7 +420,11 @@ fn refusal(method: &Method) -> Response<Body> {
 
 /// All `Cookie` headers as one (HTTP/2 clients send one per cookie).
 fn join_cookies(headers: &HeaderMap) -> Option<HeaderValue> {
-    let parts: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let parts: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     if parts.is_empty() {
         return None;
     }
@@ -350,22 +438,39 @@ mod tests {
     #[test]
     fn participant_cookie_is_taken_out() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; cobrowse_participant=s.r; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cobrowse_participant=s.r; b=2"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("c=3"));
         assert_eq!(take_participant_cookie(&mut h).as_deref(), Some("s.r"));
-        let left: Vec<_> = h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        let left: Vec<_> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
         assert_eq!(left, ["a=1; b=2", "c=3"]);
     }
 
     #[tokio::test]
     async fn what_was_kept_goes_when_the_session_ends() {
         use crate::hub::Role;
-        let config = crate::config::Config::parse("upstream = \"http://127.0.0.1:9\"\n", None, &Default::default()).unwrap();
+        let config = crate::config::Config::parse(
+            "upstream = \"http://127.0.0.1:9\"\n",
+            None,
+            &Default::default(),
+        )
+        .unwrap();
         let hub = Hub::new(std::sync::Arc::new(config));
-        let d = Driver::new(Limits { documents_per_session: 1, bytes_per_session: 1, max_age: std::time::Duration::from_secs(1) });
+        let d = Driver::new(Limits {
+            documents_per_session: 1,
+            bytes_per_session: 1,
+            max_age: std::time::Duration::from_secs(1),
+        });
         let _sessions = Sessions::new(hub.clone(), d.clone());
         let shared = hub.shared().clone();
-        let (conn, _rx, _cancel) = shared.connect(std::net::Ipv4Addr::LOCALHOST.into(), Role::Customer, None);
+        let (conn, _rx, _cancel) =
+            shared.connect(std::net::Ipv4Addr::LOCALHOST.into(), Role::Customer, None);
         shared.call(conn).await.unwrap();
         let session = shared.lock().sessions.keys().next().unwrap().clone();
         let mut driver = HeaderMap::new();
@@ -380,7 +485,11 @@ mod tests {
 
     #[test]
     fn follower_gets_the_drivers_cookies_only() {
-        let d = Driver::new(Limits { documents_per_session: 1, bytes_per_session: 1, max_age: std::time::Duration::from_secs(1) });
+        let d = Driver::new(Limits {
+            documents_per_session: 1,
+            bytes_per_session: 1,
+            max_age: std::time::Duration::from_secs(1),
+        });
         let mut driver = HeaderMap::new();
         driver.append(header::COOKIE, HeaderValue::from_static("sid=customer"));
         d.record_credentials("s", &driver);
@@ -394,9 +503,14 @@ mod tests {
     }
 
     fn request(method: Method, target: &str, navigate: bool) -> http::request::Parts {
-        let mut b = http::Request::builder().method(method).uri(target).header(header::COOKIE, "sid=operator");
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header(header::COOKIE, "sid=operator");
         if navigate {
-            b = b.header("sec-fetch-mode", "navigate").header("sec-fetch-dest", "iframe");
+            b = b
+                .header("sec-fetch-mode", "navigate")
+                .header("sec-fetch-dest", "iframe");
         }
         b.body(()).unwrap().into_parts().0
     }
@@ -404,33 +518,77 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_drivers_document_masked_and_never_post() {
         use http_body_util::BodyExt;
-        let d = Driver::new(Limits { documents_per_session: 4, bytes_per_session: 1 << 20, max_age: std::time::Duration::from_secs(60) });
-        let driver = Standing::Driver { session: "s".into() };
-        let follower = Standing::Follower { session: "s".into() };
+        let d = Driver::new(Limits {
+            documents_per_session: 4,
+            bytes_per_session: 1 << 20,
+            max_age: std::time::Duration::from_secs(60),
+        });
+        let driver = Standing::Driver {
+            session: "s".into(),
+        };
+        let follower = Standing::Follower {
+            session: "s".into(),
+        };
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
-        parts.headers.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
-        let Decision::Forward { record: Some(session), mask: false } = d.before_upstream(&driver, &mut parts, &[]) else { panic!("driver navigation must be recorded") };
+        parts
+            .headers
+            .insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
+        let Decision::Forward {
+            record: Some(session),
+            mask: false,
+        } = d.before_upstream(&driver, &mut parts, &[])
+        else {
+            panic!("driver navigation must be recorded")
+        };
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        let page = r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#;
+        let page =
+            r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#;
         let mut recorder = d.recorder(session, "/account?tab=1".into(), StatusCode::OK, &headers);
         let mut out = Vec::new();
         crate::proxy::stream::Stage::push(&mut recorder, page.as_bytes(), &mut out).unwrap();
         crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
-        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &["#pin".into()]) else { panic!("follower navigation must be served the kept document") };
-        let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &["#pin".into()])
+        else {
+            panic!("follower navigation must be served the kept document")
+        };
+        let text = String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
         assert!(text.contains("Balance 12"), "{text}");
-        assert!(!text.contains("hunter2") && !text.contains("9999"), "masked values leaked: {text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("9999"),
+            "masked values leaked: {text}"
+        );
 
         let mut parts = request(Method::GET, "/img.png", false);
-        assert!(matches!(d.before_upstream(&follower, &mut parts, &[]), Decision::Forward { record: None, mask: true }));
-        assert_eq!(parts.headers.get(header::COOKIE).unwrap(), "sid=customer", "follower reads use the driver's cookies");
+        assert!(matches!(
+            d.before_upstream(&follower, &mut parts, &[]),
+            Decision::Forward {
+                record: None,
+                mask: true
+            }
+        ));
+        assert_eq!(
+            parts.headers.get(header::COOKIE).unwrap(),
+            "sid=customer",
+            "follower reads use the driver's cookies"
+        );
 
         let mut parts = request(Method::POST, "/order", true);
-        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &[]) else { panic!("follower POST must be refused") };
+        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &[]) else {
+            panic!("follower POST must be refused")
+        };
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -47,7 +47,9 @@ pub struct Logins {
 }
 
 fn quota(burst: u32, every: Duration) -> Quota {
-    Quota::with_period(every).expect("a non-zero period").allow_burst(NonZeroU32::new(burst).expect("a non-zero burst"))
+    Quota::with_period(every)
+        .expect("a non-zero period")
+        .allow_burst(NonZeroU32::new(burst).expect("a non-zero burst"))
 }
 
 impl Default for Logins {
@@ -75,20 +77,29 @@ impl Logins {
 
     /// Drops expired logins and forgotten rate-limit entries.
     pub fn tidy(&self) {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
         self.per_account.retain_recent();
         self.per_address.retain_recent();
     }
 
     fn issue(&self, account: Account) -> String {
         let token = super::state::new_secret();
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), (account, Instant::now()));
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), (account, Instant::now()));
         token
     }
 
     fn revoke(&self, headers: &HeaderMap) {
         if let Some(token) = cookie(headers, COOKIE) {
-            self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(token);
         }
     }
 }
@@ -125,7 +136,10 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 fn cookie_header(config: &Config, secure: bool, value: &str, max_age: Option<u64>) -> String {
-    let mut c = format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}", config.prefix);
+    let mut c = format!(
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}",
+        config.prefix
+    );
     if secure {
         c.push_str("; Secure");
     }
@@ -140,14 +154,19 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     let bytes = Limited::new(req.into_body(), MAX_LOGIN_BODY)
         .collect()
         .await
         .map_err(|_| "the login body is unreadable or too large")?
         .to_bytes();
     if is_json {
-        return serde_json::from_slice(&bytes).map_err(|_| "expected a JSON object with string fields `user` and `password`");
+        return serde_json::from_slice(&bytes)
+            .map_err(|_| "expected a JSON object with string fields `user` and `password`");
     }
     let mut user = None;
     let mut password = None;
@@ -172,17 +191,28 @@ fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
     if !headers.contains_key(header::ORIGIN) {
         return true;
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()));
     super::ws::same_origin(headers, host, ctx, &config.public_origins)
 }
 
 /// `POST {prefix}login`.
-pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+pub async fn login(
+    config: &Config,
+    logins: &Logins,
+    req: Request<Incoming>,
+    ctx: Ctx,
+) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
     if !from_our_pages(&req, &ctx, config) {
-        return error(StatusCode::FORBIDDEN, "log in from this proxy's own console");
+        return error(
+            StatusCode::FORBIDDEN,
+            "log in from this proxy's own console",
+        );
     }
     let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
     let creds = match credentials(req).await {
@@ -201,70 +231,100 @@ pub async fn login(config: &Config, logins: &Logins, req: Request<Incoming>, ctx
         warn!(user = %creds.user, %addr, "login rate-limited");
         metrics::counter!("cobrowse_hub_logins_total", "outcome" => "rate_limited").increment(1);
         let secs = wait.as_secs() + 1;
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, &format!("too many login attempts; try again in {secs} s"));
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("too many login attempts; try again in {secs} s"),
+        );
         r.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return r;
     }
-    let operator = config.operators.iter().find(|o| o.user == creds.user).cloned();
+    let operator = config
+        .operators
+        .iter()
+        .find(|o| o.user == creds.user)
+        .cloned();
     // An unknown user costs the same hash as a known one, so response times
     // do not tell which accounts exist.
     let hash = operator.as_ref().map(|o| o.password_hash.clone());
     let password = creds.password;
-    let matches = tokio::task::spawn_blocking(move || crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH)))
-        .await
-        .unwrap_or(false);
+    let matches = tokio::task::spawn_blocking(move || {
+        crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH))
+    })
+    .await
+    .unwrap_or(false);
     match operator {
         Some(o) if matches => {
             info!(target: "audit", event = "login", user = %o.user, %addr);
             metrics::counter!("cobrowse_hub_logins_total", "outcome" => "ok").increment(1);
-            let token = logins.issue(Account { user: o.user.clone(), name: o.name.clone() });
+            let token = logins.issue(Account {
+                user: o.user.clone(),
+                name: o.name.clone(),
+            });
             let mut r = Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .header(header::CACHE_CONTROL, "no-store")
                 .body(body::empty())
                 .expect("static response parts are valid");
             let c = cookie_header(config, secure, &token, None);
-            r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
+            r.headers_mut()
+                .insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
             r
         }
         _ => {
             info!(target: "audit", event = "login_failed", user = %creds.user, %addr);
-            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "bad_credentials").increment(1);
+            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "bad_credentials")
+                .increment(1);
             error(StatusCode::UNAUTHORIZED, "wrong user or password")
         }
     }
 }
 
 /// `POST {prefix}logout`.
-pub fn logout(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -> Response<Body> {
+pub fn logout(
+    config: &Config,
+    logins: &Logins,
+    req: &Request<Incoming>,
+    ctx: Ctx,
+) -> Response<Body> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
     if !from_our_pages(req, &ctx, config) {
-        return error(StatusCode::FORBIDDEN, "log out from this proxy's own console");
+        return error(
+            StatusCode::FORBIDDEN,
+            "log out from this proxy's own console",
+        );
     }
     if let Some(a) = logins.account(req.headers()) {
         info!(target: "audit", event = "logout", user = %a.user);
     }
     logins.revoke(req.headers());
-    let mut r = Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).expect("static response parts are valid");
+    let mut r = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .expect("static response parts are valid");
     let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
     let c = cookie_header(config, secure, "", Some(0));
-    r.headers_mut().insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
+    r.headers_mut()
+        .insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
     r
 }
 
 /// `GET {prefix}me`.
 pub fn me(logins: &Logins, req: &Request<Incoming>) -> Response<Body> {
     match logins.account(req.headers()) {
-        Some(a) => json(StatusCode::OK, serde_json::json!({ "user": a.user, "name": a.name })),
+        Some(a) => json(
+            StatusCode::OK,
+            serde_json::json!({ "user": a.user, "name": a.name }),
+        ),
         None => error(StatusCode::UNAUTHORIZED, "not logged in"),
     }
 }
 
 /// argon2id of a random password nobody knows, with the default parameters.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| crate::password::hash(&super::state::new_secret()).expect("hashing a fresh secret succeeds"));
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    crate::password::hash(&super::state::new_secret()).expect("hashing a fresh secret succeeds")
+});
 
 #[cfg(test)]
 mod tests {
@@ -273,7 +333,10 @@ mod tests {
     #[test]
     fn cookie_finds_its_value_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "a=1; cobrowse_operator=abc; b=2".parse().unwrap());
+        h.append(
+            header::COOKIE,
+            "a=1; cobrowse_operator=abc; b=2".parse().unwrap(),
+        );
         assert_eq!(cookie(&h, COOKIE), Some("abc"));
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, "a=1".parse().unwrap());

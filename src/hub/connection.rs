@@ -37,10 +37,17 @@ pub enum Outbound {
     Text(String),
     /// Start delivering the session's commands to this participant; with
     /// `replay`, first send what the store holds.
-    Follow { session: String, participant: String, replay: bool },
+    Follow {
+        session: String,
+        participant: String,
+        replay: bool,
+    },
     /// Stop delivering commands (left or ended).
     Unfollow,
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 /// Who is at the other end of a connection, as the handshake found out.
@@ -67,7 +74,11 @@ where
     St: Stream<Item = Result<Message, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let Peer { remote, role, account } = peer;
+    let Peer {
+        remote,
+        role,
+        account,
+    } = peer;
     let (conn, outbound, cancel) = shared.connect(remote, role, account);
     debug!(conn, %remote, role = role.as_str(), "participant connection opened");
     let mut writer = tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()));
@@ -95,7 +106,8 @@ where
     let limits = &shared.config.hub;
     let rate = NonZeroU32::new(limits.messages_per_second).unwrap_or(NonZeroU32::MIN);
     let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"));
-    let limiter: DefaultDirectRateLimiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+    let limiter: DefaultDirectRateLimiter =
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
     // One `rate_limited` per run of refused messages: answering every one
     // would let a flood grow our outbound queue instead.
     let mut throttled = false;
@@ -112,7 +124,14 @@ where
             }
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                refuse(&shared, conn, Refusal::new(ErrorCode::BadMessage, "binary frames are not part of the protocol; send JSON text"));
+                refuse(
+                    &shared,
+                    conn,
+                    Refusal::new(
+                        ErrorCode::BadMessage,
+                        "binary frames are not part of the protocol; send JSON text",
+                    ),
+                );
                 continue;
             }
             Some(Ok(Message::Close(_))) => break,
@@ -121,13 +140,34 @@ where
         if limiter.check().is_err() {
             if !throttled {
                 throttled = true;
-                refuse(&shared, conn, Refusal::new(ErrorCode::RateLimited, format!("more than {} messages per second; slow down", limits.messages_per_second)));
+                refuse(
+                    &shared,
+                    conn,
+                    Refusal::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "more than {} messages per second; slow down",
+                            limits.messages_per_second
+                        ),
+                    ),
+                );
             }
             continue;
         }
         throttled = false;
         if text.len() > limits.max_message_bytes {
-            refuse(&shared, conn, Refusal::new(ErrorCode::TooLarge, format!("{} bytes is over the limit of {}", text.len(), limits.max_message_bytes)));
+            refuse(
+                &shared,
+                conn,
+                Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "{} bytes is over the limit of {}",
+                        text.len(),
+                        limits.max_message_bytes
+                    ),
+                ),
+            );
             continue;
         }
         let message = match protocol::parse(&text) {
@@ -149,7 +189,11 @@ fn refuse(shared: &Shared, conn: ConnId, refusal: Refusal) {
     shared.refuse(conn, &refusal);
 }
 
-async fn dispatch(shared: &Arc<Shared>, conn: ConnId, message: ClientMessage) -> Result<(), Refusal> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    conn: ConnId,
+    message: ClientMessage,
+) -> Result<(), Refusal> {
     match message {
         ClientMessage::Call => shared.call(conn).await,
         ClientMessage::Resume { session, resume } => shared.resume(conn, &session, &resume),
@@ -166,15 +210,21 @@ async fn dispatch(shared: &Arc<Shared>, conn: ConnId, message: ClientMessage) ->
 }
 
 /// The next command from the feed, or never when not following.
-async fn next_command(following: &mut Option<Following>) -> Result<Arc<super::store::Stamped>, broadcast::error::RecvError> {
+async fn next_command(
+    following: &mut Option<Following>,
+) -> Result<Arc<super::store::Stamped>, broadcast::error::RecvError> {
     match following {
         Some(f) => f.feed.recv().await,
         None => std::future::pending().await,
     }
 }
 
-async fn write<Si>(shared: Arc<Shared>, mut outbound: mpsc::Receiver<Outbound>, mut sink: Si, cancel: CancellationToken)
-where
+async fn write<Si>(
+    shared: Arc<Shared>,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut sink: Si,
+    cancel: CancellationToken,
+) where
     Si: Sink<Message> + Unpin,
 {
     let mut following: Option<Following> = None;

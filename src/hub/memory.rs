@@ -25,23 +25,47 @@ pub struct Commands {
 impl Commands {
     /// Stamps `command` with the next sequence number and stores it, or
     /// refuses it, changing nothing, when the result would break `bounds`.
-    pub fn append(&mut self, session: &str, sender: &str, command: Command, bounds: Bounds) -> Result<Arc<Stamped>, StoreError> {
+    pub fn append(
+        &mut self,
+        session: &str,
+        sender: &str,
+        command: Command,
+        bounds: Bounds,
+    ) -> Result<Arc<Stamped>, StoreError> {
         let seq = self.last_seq + 1;
-        let json = serde_json::to_string(&StampedOut { kind: "command", session, sender, seq, command: &command })
-            .expect("commands always serialise");
-        let stamped = Stamped { seq, sender: sender.to_string(), command, json };
+        let json = serde_json::to_string(&StampedOut {
+            kind: "command",
+            session,
+            sender,
+            seq,
+            command: &command,
+        })
+        .expect("commands always serialise");
+        let stamped = Stamped {
+            seq,
+            sender: sender.to_string(),
+            command,
+            json,
+        };
 
         let replaced = self.by_key.get(&stamped.command.key);
         let mut dropped_keys = usize::from(replaced.is_some());
         let mut dropped_bytes = replaced.map_or(0, |c| c.bytes());
-        let subtree = if stamped.command.is_frame_url() { self.subtree(&stamped.command.key) } else { Vec::new() };
+        let subtree = if stamped.command.is_frame_url() {
+            self.subtree(&stamped.command.key)
+        } else {
+            Vec::new()
+        };
         for key in &subtree {
             dropped_keys += 1;
             dropped_bytes += self.by_key[key].bytes();
         }
         let keys = self.by_key.len() - dropped_keys + 1;
         if keys > bounds.max_keys {
-            return Err(StoreError::Limit(format!("the session already holds {} keys, its bound", bounds.max_keys)));
+            return Err(StoreError::Limit(format!(
+                "the session already holds {} keys, its bound",
+                bounds.max_keys
+            )));
         }
         let bytes = self.bytes - dropped_bytes + stamped.bytes();
         if bytes > bounds.max_bytes {
@@ -67,7 +91,12 @@ impl Commands {
     /// Every stored key below the frame `key` names (`key/…`).
     fn subtree(&self, key: &str) -> Vec<String> {
         let prefix = format!("{key}/");
-        self.by_key.range(prefix.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&prefix)).cloned().collect()
+        self.by_key
+            .range(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect()
     }
 
     fn forget(&mut self, key: &str) {
@@ -84,12 +113,19 @@ impl Commands {
         let mut parts = Vec::new();
         for key in self.order.values() {
             let c = &self.by_key[key];
-            if c.command.is_frame_url() { frames.push(c.clone()) } else { parts.push(c.clone()) }
+            if c.command.is_frame_url() {
+                frames.push(c.clone())
+            } else {
+                parts.push(c.clone())
+            }
         }
         // Stable: equal depths keep their write order.
         frames.sort_by_key(|c| c.command.key.matches('/').count());
         frames.extend(parts);
-        Snapshot { commands: frames, last_seq: self.last_seq }
+        Snapshot {
+            commands: frames,
+            last_seq: self.last_seq,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -123,20 +159,36 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(bounds: Bounds, backlog: usize) -> MemoryStore {
-        MemoryStore { sessions: Mutex::new(HashMap::new()), bounds, backlog: backlog.max(1) }
+        MemoryStore {
+            sessions: Mutex::new(HashMap::new()),
+            bounds,
+            backlog: backlog.max(1),
+        }
     }
 
     fn open_now(&self, session: &str) {
         let mut sessions = self.sessions.lock().unwrap();
         sessions
             .entry(session.to_string())
-            .or_insert_with(|| Entry { commands: Commands::default(), feed: broadcast::channel(self.backlog).0 });
+            .or_insert_with(|| Entry {
+                commands: Commands::default(),
+                feed: broadcast::channel(self.backlog).0,
+            });
     }
 
-    fn append_now(&self, session: &str, sender: &str, command: Command) -> Result<Arc<Stamped>, StoreError> {
+    fn append_now(
+        &self,
+        session: &str,
+        sender: &str,
+        command: Command,
+    ) -> Result<Arc<Stamped>, StoreError> {
         let mut sessions = self.sessions.lock().unwrap();
-        let entry = sessions.get_mut(session).ok_or(StoreError::UnknownSession)?;
-        let stamped = entry.commands.append(session, sender, command, self.bounds)?;
+        let entry = sessions
+            .get_mut(session)
+            .ok_or(StoreError::UnknownSession)?;
+        let stamped = entry
+            .commands
+            .append(session, sender, command, self.bounds)?;
         // No subscriber yet is fine: the command is stored for the replay.
         let _ = entry.feed.send(stamped.clone());
         Ok(stamped)
@@ -144,7 +196,11 @@ impl MemoryStore {
 
     fn snapshot_now(&self, session: &str) -> Result<Snapshot, StoreError> {
         let sessions = self.sessions.lock().unwrap();
-        Ok(sessions.get(session).ok_or(StoreError::UnknownSession)?.commands.snapshot())
+        Ok(sessions
+            .get(session)
+            .ok_or(StoreError::UnknownSession)?
+            .commands
+            .snapshot())
     }
 
     fn follow_now(&self, session: &str) -> Result<(Subscription, Snapshot), StoreError> {
@@ -165,7 +221,12 @@ impl Store for MemoryStore {
         futures_util::future::ready(Ok(())).boxed()
     }
 
-    fn append<'a>(&'a self, session: &'a str, sender: &'a str, command: Command) -> BoxFuture<'a, Result<Arc<Stamped>, StoreError>> {
+    fn append<'a>(
+        &'a self,
+        session: &'a str,
+        sender: &'a str,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Arc<Stamped>, StoreError>> {
         futures_util::future::ready(self.append_now(session, sender, command)).boxed()
     }
 
@@ -173,7 +234,10 @@ impl Store for MemoryStore {
         futures_util::future::ready(self.snapshot_now(session)).boxed()
     }
 
-    fn follow<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(Subscription, Snapshot), StoreError>> {
+    fn follow<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<(Subscription, Snapshot), StoreError>> {
         futures_util::future::ready(self.follow_now(session)).boxed()
     }
 
@@ -189,115 +253,238 @@ mod tests {
     use crate::hub::protocol::Attribute;
     use serde_json::Value;
 
-    const ROOMY: Bounds = Bounds { max_keys: 1000, max_bytes: 1 << 20 };
+    const ROOMY: Bounds = Bounds {
+        max_keys: 1000,
+        max_bytes: 1 << 20,
+    };
 
     fn cmd(key: &str, function: &str, arg: &str) -> Command {
-        Command { key: key.into(), attribute: Attribute::Others, function: function.into(), args: vec![Value::from(arg)] }
+        Command {
+            key: key.into(),
+            attribute: Attribute::Others,
+            function: function.into(),
+            args: vec![Value::from(arg)],
+        }
     }
 
     fn keys(s: &Snapshot) -> Vec<(&str, &str)> {
-        s.commands.iter().map(|c| (c.command.key.as_str(), c.command.args[0].as_str().unwrap())).collect()
+        s.commands
+            .iter()
+            .map(|c| (c.command.key.as_str(), c.command.args[0].as_str().unwrap()))
+            .collect()
     }
 
     #[test]
     fn same_key_overwrites_and_moves_to_the_end() {
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top/a", "value", "1"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/b", "value", "2"), ROOMY).unwrap();
-        c.append("s", "p2", cmd("top/a", "value", "3"), ROOMY).unwrap();
+        c.append("s", "p1", cmd("top/a", "value", "1"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/b", "value", "2"), ROOMY)
+            .unwrap();
+        c.append("s", "p2", cmd("top/a", "value", "3"), ROOMY)
+            .unwrap();
         let s = c.snapshot();
         assert_eq!(keys(&s), [("top/b", "2"), ("top/a", "3")]);
         assert_eq!(s.last_seq, 3);
         assert_eq!(c.len(), 2);
-        assert_eq!(c.bytes(), s.commands.iter().map(|c| c.json.len()).sum::<usize>());
+        assert_eq!(
+            c.bytes(),
+            s.commands.iter().map(|c| c.json.len()).sum::<usize>()
+        );
     }
 
     #[test]
     fn a_frame_url_drops_the_frames_subtree_only() {
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top", "navigate", "/one"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/pay", "navigate", "/pay"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/pay/input[name=n]", "value", "4111"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/form#f", "value", "x"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("topmost", "value", "sibling"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top.x", "value", "sibling2"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/pay", "navigate", "/pay2"), ROOMY).unwrap();
-        assert_eq!(keys(&c.snapshot()), [("top", "/one"), ("top/pay", "/pay2"), ("top/form#f", "x"), ("topmost", "sibling"), ("top.x", "sibling2")]);
-        c.append("s", "p1", cmd("top", "navigate", "/two"), ROOMY).unwrap();
-        assert_eq!(keys(&c.snapshot()), [("top", "/two"), ("topmost", "sibling"), ("top.x", "sibling2")]);
+        c.append("s", "p1", cmd("top", "navigate", "/one"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/pay", "navigate", "/pay"), ROOMY)
+            .unwrap();
+        c.append(
+            "s",
+            "p1",
+            cmd("top/pay/input[name=n]", "value", "4111"),
+            ROOMY,
+        )
+        .unwrap();
+        c.append("s", "p1", cmd("top/form#f", "value", "x"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("topmost", "value", "sibling"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top.x", "value", "sibling2"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/pay", "navigate", "/pay2"), ROOMY)
+            .unwrap();
+        assert_eq!(
+            keys(&c.snapshot()),
+            [
+                ("top", "/one"),
+                ("top/pay", "/pay2"),
+                ("top/form#f", "x"),
+                ("topmost", "sibling"),
+                ("top.x", "sibling2")
+            ]
+        );
+        c.append("s", "p1", cmd("top", "navigate", "/two"), ROOMY)
+            .unwrap();
+        assert_eq!(
+            keys(&c.snapshot()),
+            [
+                ("top", "/two"),
+                ("topmost", "sibling"),
+                ("top.x", "sibling2")
+            ]
+        );
         let before = c.bytes();
-        assert_eq!(before, c.snapshot().commands.iter().map(|c| c.json.len()).sum::<usize>());
+        assert_eq!(
+            before,
+            c.snapshot()
+                .commands
+                .iter()
+                .map(|c| c.json.len())
+                .sum::<usize>()
+        );
     }
 
     #[test]
     fn replay_puts_frame_urls_shallow_to_deep_then_parts_in_write_order() {
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top/a", "value", "a"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/f1/f2", "navigate", "/deep"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/b", "value", "b"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/f1", "navigate", "/mid"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top/g", "navigate", "/mid2"), ROOMY).unwrap();
-        c.append("s", "p1", cmd("top", "scroll", "0"), ROOMY).unwrap();
+        c.append("s", "p1", cmd("top/a", "value", "a"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/f1/f2", "navigate", "/deep"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/b", "value", "b"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/f1", "navigate", "/mid"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top/g", "navigate", "/mid2"), ROOMY)
+            .unwrap();
+        c.append("s", "p1", cmd("top", "scroll", "0"), ROOMY)
+            .unwrap();
         let s = c.snapshot();
         // `top/f1` navigating after `top/f1/f2` dropped it.
-        assert_eq!(keys(&s), [("top/f1", "/mid"), ("top/g", "/mid2"), ("top/a", "a"), ("top/b", "b"), ("top", "0")]);
+        assert_eq!(
+            keys(&s),
+            [
+                ("top/f1", "/mid"),
+                ("top/g", "/mid2"),
+                ("top/a", "a"),
+                ("top/b", "b"),
+                ("top", "0")
+            ]
+        );
         let seqs: Vec<u64> = s.commands.iter().map(|c| c.seq).collect();
         assert_eq!(seqs, [4, 5, 1, 3, 6]);
     }
 
     #[test]
     fn bounds_refuse_without_changing_anything() {
-        let tight = Bounds { max_keys: 2, max_bytes: 1 << 20 };
+        let tight = Bounds {
+            max_keys: 2,
+            max_bytes: 1 << 20,
+        };
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top/a", "value", "a"), tight).unwrap();
-        c.append("s", "p1", cmd("top/b", "value", "b"), tight).unwrap();
-        let e = c.append("s", "p1", cmd("top/c", "value", "c"), tight).unwrap_err();
-        assert!(matches!(e, StoreError::Limit(ref m) if m.contains("2 keys")), "{e:?}");
+        c.append("s", "p1", cmd("top/a", "value", "a"), tight)
+            .unwrap();
+        c.append("s", "p1", cmd("top/b", "value", "b"), tight)
+            .unwrap();
+        let e = c
+            .append("s", "p1", cmd("top/c", "value", "c"), tight)
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Limit(ref m) if m.contains("2 keys")),
+            "{e:?}"
+        );
         assert_eq!((c.len(), c.last_seq()), (2, 2));
         // Overwriting an existing key needs no new room.
-        c.append("s", "p1", cmd("top/a", "value", "A"), tight).unwrap();
+        c.append("s", "p1", cmd("top/a", "value", "A"), tight)
+            .unwrap();
         // A frame URL that drops a subtree makes room.
-        c.append("s", "p1", cmd("top", "navigate", "/next"), tight).unwrap();
+        c.append("s", "p1", cmd("top", "navigate", "/next"), tight)
+            .unwrap();
         assert_eq!(keys(&c.snapshot()), [("top", "/next")]);
 
         let one = c.snapshot().commands[0].bytes();
-        let small = Bounds { max_keys: 100, max_bytes: one * 2 + 5 };
+        let small = Bounds {
+            max_keys: 100,
+            max_bytes: one * 2 + 5,
+        };
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top/a", "value", "a"), small).unwrap();
-        c.append("s", "p1", cmd("top/b", "value", "b"), small).unwrap();
-        let e = c.append("s", "p1", cmd("top/c", "value", "a much longer value than before"), small).unwrap_err();
-        assert!(matches!(e, StoreError::Limit(ref m) if m.contains("bytes")), "{e:?}");
+        c.append("s", "p1", cmd("top/a", "value", "a"), small)
+            .unwrap();
+        c.append("s", "p1", cmd("top/b", "value", "b"), small)
+            .unwrap();
+        let e = c
+            .append(
+                "s",
+                "p1",
+                cmd("top/c", "value", "a much longer value than before"),
+                small,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Limit(ref m) if m.contains("bytes")),
+            "{e:?}"
+        );
         assert_eq!(c.len(), 2);
     }
 
     #[test]
     fn a_resynchronising_replay_leaves_out_the_receivers_own_commands() {
         let mut c = Commands::default();
-        c.append("s", "p1", cmd("top/mine", "value", "1"), ROOMY).unwrap();
-        c.append("s", "p2", cmd("top/theirs", "value", "2"), ROOMY).unwrap();
-        let echoed = Command { attribute: Attribute::All, ..cmd("top/echoed", "pointer", "3") };
+        c.append("s", "p1", cmd("top/mine", "value", "1"), ROOMY)
+            .unwrap();
+        c.append("s", "p2", cmd("top/theirs", "value", "2"), ROOMY)
+            .unwrap();
+        let echoed = Command {
+            attribute: Attribute::All,
+            ..cmd("top/echoed", "pointer", "3")
+        };
         c.append("s", "p1", echoed, ROOMY).unwrap();
         let snapshot = c.snapshot();
         let keys_in = |json: String| -> Vec<String> {
             let v: Value = serde_json::from_str(&json).unwrap();
-            v["commands"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap().to_string()).collect()
+            v["commands"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["key"].as_str().unwrap().to_string())
+                .collect()
         };
-        assert_eq!(keys_in(snapshot.replay_json("s")), ["top/mine", "top/theirs", "top/echoed"]);
-        assert_eq!(keys_in(snapshot.replay_json_for("s", Some("p1"))), ["top/theirs", "top/echoed"]);
-        assert_eq!(keys_in(snapshot.replay_json_for("s", Some("p3"))), ["top/mine", "top/theirs", "top/echoed"]);
+        assert_eq!(
+            keys_in(snapshot.replay_json("s")),
+            ["top/mine", "top/theirs", "top/echoed"]
+        );
+        assert_eq!(
+            keys_in(snapshot.replay_json_for("s", Some("p1"))),
+            ["top/theirs", "top/echoed"]
+        );
+        assert_eq!(
+            keys_in(snapshot.replay_json_for("s", Some("p3"))),
+            ["top/mine", "top/theirs", "top/echoed"]
+        );
     }
 
     #[tokio::test]
     async fn follow_then_live_has_no_gap_and_no_duplicate() {
         let store = MemoryStore::new(ROOMY, 16);
         store.open("s").await.unwrap();
-        store.append("s", "p1", cmd("top/a", "value", "1")).await.unwrap();
+        store
+            .append("s", "p1", cmd("top/a", "value", "1"))
+            .await
+            .unwrap();
         let (mut live, snap) = store.follow("s").await.unwrap();
-        store.append("s", "p1", cmd("top/a", "value", "2")).await.unwrap();
+        store
+            .append("s", "p1", cmd("top/a", "value", "2"))
+            .await
+            .unwrap();
         assert_eq!(snap.last_seq, 1);
         assert_eq!(keys(&snap), [("top/a", "1")]);
         assert_eq!(live.recv().await.unwrap().seq, 2);
-        assert!(matches!(store.append("gone", "p1", cmd("top", "x", "y")).await, Err(StoreError::UnknownSession)));
+        assert!(matches!(
+            store.append("gone", "p1", cmd("top", "x", "y")).await,
+            Err(StoreError::UnknownSession)
+        ));
         store.remove("s").await;
         assert!(live.recv().await.is_err());
     }
@@ -308,9 +495,15 @@ mod tests {
         store.open("s").await.unwrap();
         let (mut live, _) = store.follow("s").await.unwrap();
         for i in 0..5 {
-            store.append("s", "p1", cmd(&format!("top/{i}"), "value", "v")).await.unwrap();
+            store
+                .append("s", "p1", cmd(&format!("top/{i}"), "value", "v"))
+                .await
+                .unwrap();
         }
-        assert!(matches!(live.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
+        assert!(matches!(
+            live.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
         let replay = store.snapshot("s").await.unwrap().replay_json("s");
         let v: Value = serde_json::from_str(&replay).unwrap();
         assert_eq!(v["type"], "replay");
@@ -323,7 +516,16 @@ mod tests {
         use proptest::prelude::*;
         use std::collections::BTreeMap;
 
-        const KEYS: [&str; 8] = ["top", "top/a", "top/f", "top/f/x", "top/f/g", "top/f/g/y", "topx", "top/b"];
+        const KEYS: [&str; 8] = [
+            "top",
+            "top/a",
+            "top/f",
+            "top/f/x",
+            "top/f/g",
+            "top/f/g/y",
+            "topx",
+            "top/b",
+        ];
 
         /// What a terminal holds after applying commands in order.
         fn apply(state: &mut BTreeMap<String, (String, Value)>, c: &Stamped) {
@@ -331,11 +533,17 @@ mod tests {
                 let below = format!("{}/", c.command.key);
                 state.retain(|k, _| !k.starts_with(&below));
             }
-            state.insert(c.command.key.clone(), (c.command.function.clone(), c.command.args[0].clone()));
+            state.insert(
+                c.command.key.clone(),
+                (c.command.function.clone(), c.command.args[0].clone()),
+            );
         }
 
         fn commands() -> impl Strategy<Value = Vec<(usize, bool, u16)>> {
-            prop::collection::vec((0..KEYS.len(), prop::bool::weighted(0.3), any::<u16>()), 0..80)
+            prop::collection::vec(
+                (0..KEYS.len(), prop::bool::weighted(0.3), any::<u16>()),
+                0..80,
+            )
         }
 
         proptest! {

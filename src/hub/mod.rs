@@ -78,25 +78,40 @@ impl SessionView {
     /// The participant whose browser performs requests that change state:
     /// the first connected customer tab, else the first customer.
     pub fn driver(&self) -> Option<&ParticipantView> {
-        let customers = || self.participants.iter().filter(|p| p.role == Role::Customer);
-        customers().find(|p| p.connected).or_else(|| customers().next())
+        let customers = || {
+            self.participants
+                .iter()
+                .filter(|p| p.role == Role::Customer)
+        };
+        customers()
+            .find(|p| p.connected)
+            .or_else(|| customers().next())
     }
 
     /// Whether `participant` follows the driver rather than driving.
     pub fn is_follower(&self, participant: &str) -> bool {
-        self.driver().is_some_and(|d| d.id != participant) && self.participants.iter().any(|p| p.id == participant)
+        self.driver().is_some_and(|d| d.id != participant)
+            && self.participants.iter().any(|p| p.id == participant)
     }
 }
 
 impl Hub {
     pub fn new(config: Arc<Config>) -> Hub {
-        let bounds = Bounds { max_keys: config.hub.max_keys_per_session, max_bytes: config.hub.max_bytes_per_session };
-        Self::with_store(config, Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG)))
+        let bounds = Bounds {
+            max_keys: config.hub.max_keys_per_session,
+            max_bytes: config.hub.max_bytes_per_session,
+        };
+        Self::with_store(
+            config,
+            Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG)),
+        )
     }
 
     /// A hub over any store (the in-memory one, or a shared one).
     pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Hub {
-        let hub = Hub { shared: Arc::new(Shared::new(config, store)) };
+        let hub = Hub {
+            shared: Arc::new(Shared::new(config, store)),
+        };
         // Without a runtime (a unit test building a hub) nothing expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&hub.shared);
@@ -120,7 +135,12 @@ impl Hub {
 
     /// Handles the hub's routes under the prefix (`ws`, `login`, `logout`,
     /// `me`); `None` for any other route.
-    pub async fn handle(&self, route: &str, req: Request<Incoming>, ctx: Ctx) -> Option<Response<Body>> {
+    pub async fn handle(
+        &self,
+        route: &str,
+        req: Request<Incoming>,
+        ctx: Ctx,
+    ) -> Option<Response<Body>> {
         let shared = &self.shared;
         Some(match route {
             "ws" => ws::upgrade(shared, req, ctx),
@@ -159,11 +179,18 @@ impl Hub {
     }
 
     /// The session and participant a `resume` secret belongs to.
-    pub fn participant(&self, session: &str, resume: &str) -> Option<(SessionView, ParticipantView)> {
+    pub fn participant(
+        &self,
+        session: &str,
+        resume: &str,
+    ) -> Option<(SessionView, ParticipantView)> {
         let st = self.shared.lock();
         let s = st.sessions.get(session)?;
-        let pid =
-            s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| state::same_secret(&p.resume, resume)))?;
+        let pid = s.participants.iter().find(|p| {
+            st.participants
+                .get(*p)
+                .is_some_and(|p| state::same_secret(&p.resume, resume))
+        })?;
         let v = view(&st, session)?;
         let p = v.participants.iter().find(|p| &p.id == pid)?.clone();
         Some((v, p))
@@ -172,8 +199,12 @@ impl Hub {
     /// The sessions an operator account takes part in.
     pub fn sessions_of_operator(&self, user: &str) -> Vec<SessionView> {
         let st = self.shared.lock();
-        let ids: std::collections::BTreeSet<&String> =
-            st.participants.values().filter(|p| p.user.as_deref() == Some(user)).map(|p| &p.session).collect();
+        let ids: std::collections::BTreeSet<&String> = st
+            .participants
+            .values()
+            .filter(|p| p.user.as_deref() == Some(user))
+            .map(|p| &p.session)
+            .collect();
         ids.into_iter().filter_map(|id| view(&st, id)).collect()
     }
 
@@ -190,7 +221,17 @@ fn view(st: &state::State, id: &str) -> Option<SessionView> {
         .participants
         .iter()
         .filter_map(|p| st.participants.get(p))
-        .map(|p| ParticipantView { id: p.id.clone(), role: p.role, name: p.name.clone(), user: p.user.clone(), connected: p.conn.is_some() })
+        .map(|p| ParticipantView {
+            id: p.id.clone(),
+            role: p.role,
+            name: p.name.clone(),
+            user: p.user.clone(),
+            connected: p.conn.is_some(),
+        })
         .collect();
-    Some(SessionView { id: s.id.clone(), control: s.control, participants })
+    Some(SessionView {
+        id: s.id.clone(),
+        control: s.control,
+        participants,
+    })
 }

@@ -158,7 +158,11 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
-        Refusal { code, message: message.into(), request: None }
+        Refusal {
+            code,
+            message: message.into(),
+            request: None,
+        }
     }
 
     pub fn to(mut self, request: &str) -> Refusal {
@@ -167,7 +171,12 @@ impl Refusal {
     }
 
     pub fn to_json(&self) -> String {
-        ServerMessage::Error { code: self.code, message: &self.message, request: self.request.as_deref() }.to_json()
+        ServerMessage::Error {
+            code: self.code,
+            message: &self.message,
+            request: self.request.as_deref(),
+        }
+        .to_json()
     }
 }
 
@@ -179,22 +188,36 @@ impl fmt::Display for Refusal {
 
 /// Parses one text frame into a client message.
 pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
-    let value: Value = serde_json::from_str(text).map_err(|e| Refusal::new(ErrorCode::BadJson, format!("not JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Refusal::new(ErrorCode::BadJson, format!("not JSON: {e}")))?;
     let Some(object) = value.as_object() else {
-        return Err(Refusal::new(ErrorCode::BadMessage, "a message is a JSON object"));
+        return Err(Refusal::new(
+            ErrorCode::BadMessage,
+            "a message is a JSON object",
+        ));
     };
     let request = match object.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(Refusal::new(ErrorCode::BadMessage, "`type` must be a string")),
+        Some(_) => {
+            return Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "`type` must be a string",
+            ));
+        }
         None => return Err(Refusal::new(ErrorCode::BadMessage, "missing field `type`")),
     };
     let message: ClientMessage = serde_json::from_value(value).map_err(|e| {
         let text = e.to_string();
-        let text = if text.starts_with("unknown variant") { format!("unknown message type `{request}`") } else { text };
+        let text = if text.starts_with("unknown variant") {
+            format!("unknown message type `{request}`")
+        } else {
+            text
+        };
         Refusal::new(ErrorCode::BadMessage, text).to(&request)
     })?;
     if let ClientMessage::Command(c) = &message {
-        c.check().map_err(|m| Refusal::new(ErrorCode::BadMessage, m).to("command"))?;
+        c.check()
+            .map_err(|m| Refusal::new(ErrorCode::BadMessage, m).to("command"))?;
     }
     Ok(message)
 }
@@ -299,23 +322,48 @@ mod tests {
         assert_eq!(parse("[1]").unwrap_err().code, ErrorCode::BadMessage);
         assert_eq!(parse("{}").unwrap_err().code, ErrorCode::BadMessage);
         let e = parse(r#"{"type":"fly"}"#).unwrap_err();
-        assert_eq!((e.code, e.request.as_deref()), (ErrorCode::BadMessage, Some("fly")));
+        assert_eq!(
+            (e.code, e.request.as_deref()),
+            (ErrorCode::BadMessage, Some("fly"))
+        );
         assert!(e.message.contains("fly"), "{}", e.message);
         let e = parse(r#"{"type":"respond"}"#).unwrap_err();
         assert!(e.message.contains("session"), "{}", e.message);
-        let e = parse(r#"{"type":"command","key":"top//x","attribute":"others","fn":"value"}"#).unwrap_err();
+        let e = parse(r#"{"type":"command","key":"top//x","attribute":"others","fn":"value"}"#)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadMessage);
-        let e = parse(r#"{"type":"command","key":"top","attribute":"some","fn":"value"}"#).unwrap_err();
+        let e =
+            parse(r#"{"type":"command","key":"top","attribute":"some","fn":"value"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadMessage);
-        assert_eq!(parse(r#"{"type":"call","extra":1}"#).unwrap(), ClientMessage::Call);
-        let c = parse(r#"{"type":"command","key":"top","attribute":"all","fn":"navigate","args":["/x"]}"#).unwrap();
-        assert!(matches!(c, ClientMessage::Command(Command { ref function, .. }) if function == "navigate"));
+        assert_eq!(
+            parse(r#"{"type":"call","extra":1}"#).unwrap(),
+            ClientMessage::Call
+        );
+        let c = parse(
+            r#"{"type":"command","key":"top","attribute":"all","fn":"navigate","args":["/x"]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(c, ClientMessage::Command(Command { ref function, .. }) if function == "navigate")
+        );
     }
 
     #[test]
     fn stamped_commands_carry_every_field() {
-        let c = Command { key: "top/a".into(), attribute: Attribute::Others, function: "value".into(), args: vec![Value::from("x")] };
-        let json = serde_json::to_string(&StampedOut { kind: "command", session: "s", sender: "p1", seq: 7, command: &c }).unwrap();
+        let c = Command {
+            key: "top/a".into(),
+            attribute: Attribute::Others,
+            function: "value".into(),
+            args: vec![Value::from("x")],
+        };
+        let json = serde_json::to_string(&StampedOut {
+            kind: "command",
+            session: "s",
+            sender: "p1",
+            seq: 7,
+            command: &c,
+        })
+        .unwrap();
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["type"], "command");
         assert_eq!(v["seq"], 7);

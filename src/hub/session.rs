@@ -54,7 +54,16 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: String, since: u64) -> Session {
-        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None }
+        Session {
+            id,
+            since,
+            participants: Vec::new(),
+            control: false,
+            wants_operator: true,
+            offer: None,
+            lapsed: HashSet::new(),
+            idle_since: None,
+        }
     }
 }
 
@@ -70,5 +79,10 @@ pub fn state_of(has_operator: bool, offered: bool) -> SessionState {
 }
 
 pub fn entry(p: &Participant) -> ParticipantEntry {
-    ParticipantEntry { id: p.id.clone(), role: p.role, name: p.name.clone(), connected: p.conn.is_some() }
+    ParticipantEntry {
+        id: p.id.clone(),
+        role: p.role,
+        name: p.name.clone(),
+        connected: p.conn.is_some(),
+    }
 }

@@ -127,7 +127,9 @@ impl DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let Some(mut guard) = self.guard.take() else { return };
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
         let ended = std::mem::take(&mut guard.ended);
         drop(guard);
         if ended.is_empty() {
@@ -156,7 +158,11 @@ pub fn new_secret() -> String {
 
 /// Compares secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// How long a participant whose connection dropped stays in its session
@@ -167,7 +173,9 @@ pub fn reconnect_grace(config: &Config) -> Duration {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
@@ -191,7 +199,9 @@ impl State {
     /// Queues `out` for `conn`. A connection that lets its queue fill up is
     /// not reading: it is closed rather than buffered without bound.
     fn send(&self, conn: ConnId, out: Outbound) {
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         match c.tx.try_send(out) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
@@ -207,14 +217,20 @@ impl State {
     }
 
     fn has_operator(&self, s: &Session) -> bool {
-        s.participants.iter().any(|p| self.participants.get(p).is_some_and(|p| p.role == Role::Operator))
+        s.participants.iter().any(|p| {
+            self.participants
+                .get(p)
+                .is_some_and(|p| p.role == Role::Operator)
+        })
     }
 
     /// 1-based place among the calls that have no operator yet.
     fn position(&self, sid: &str) -> Option<usize> {
         let mut n = 0;
         for q in &self.queue {
-            let Some(s) = self.sessions.get(q) else { continue };
+            let Some(s) = self.sessions.get(q) else {
+                continue;
+            };
             if self.has_operator(s) {
                 continue;
             }
@@ -228,17 +244,36 @@ impl State {
 
     fn status_json(&self, sid: &str) -> Option<String> {
         let s = self.sessions.get(sid)?;
-        let participants: Vec<ParticipantEntry> =
-            s.participants.iter().filter_map(|p| self.participants.get(p)).map(session::entry).collect();
+        let participants: Vec<ParticipantEntry> = s
+            .participants
+            .iter()
+            .filter_map(|p| self.participants.get(p))
+            .map(session::entry)
+            .collect();
         let has_operator = self.has_operator(s);
         let state = session::state_of(has_operator, s.offer.is_some());
-        let position = if has_operator { None } else { self.position(sid) };
-        Some(ServerMessage::Status { session: sid, state, position, participants: &participants, control: s.control }.to_json())
+        let position = if has_operator {
+            None
+        } else {
+            self.position(sid)
+        };
+        Some(
+            ServerMessage::Status {
+                session: sid,
+                state,
+                position,
+                participants: &participants,
+                control: s.control,
+            }
+            .to_json(),
+        )
     }
 
     /// Tells every connected participant of `sid` where the session stands.
     fn status_to(&self, sid: &str) {
-        let Some(json) = self.status_json(sid) else { return };
+        let Some(json) = self.status_json(sid) else {
+            return;
+        };
         for conn in self.connected(sid) {
             self.send_text(conn, json.clone());
         }
@@ -247,7 +282,12 @@ impl State {
     fn connected(&self, sid: &str) -> Vec<ConnId> {
         self.sessions
             .get(sid)
-            .map(|s| s.participants.iter().filter_map(|p| self.participants.get(p)?.conn).collect())
+            .map(|s| {
+                s.participants
+                    .iter()
+                    .filter_map(|p| self.participants.get(p)?.conn)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -265,11 +305,22 @@ impl State {
             .queue
             .iter()
             .filter_map(|q| self.sessions.get(q))
-            .map(|s| CallEntry { session: s.id.clone(), since: s.since, invite: self.has_operator(s) })
+            .map(|s| CallEntry {
+                session: s.id.clone(),
+                since: s.since,
+                invite: self.has_operator(s),
+            })
             .collect();
         for (id, c) in &self.conns {
             if Self::waiting_operator(c) {
-                self.send_text(*id, ServerMessage::Queue { calls: &calls, offer: c.offer.as_deref() }.to_json());
+                self.send_text(
+                    *id,
+                    ServerMessage::Queue {
+                        calls: &calls,
+                        offer: c.offer.as_deref(),
+                    }
+                    .to_json(),
+                );
             }
         }
     }
@@ -277,7 +328,9 @@ impl State {
     /// Takes back the offer `conn` holds, remembering why so the call goes
     /// to someone else next.
     fn release_offer(&mut self, conn: ConnId, why: Release) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let Some(sid) = c.offer.take() else { return };
         if why == Release::Declined {
             c.declined.insert(sid.clone());
@@ -302,7 +355,13 @@ impl State {
 
 /// What the connection needs to know about the participant it became.
 fn joined(p: &Participant) -> String {
-    ServerMessage::Joined { session: &p.session, participant: &p.id, resume: &p.resume, role: p.role }.to_json()
+    ServerMessage::Joined {
+        session: &p.session,
+        participant: &p.id,
+        resume: &p.resume,
+        role: p.role,
+    }
+    .to_json()
 }
 
 impl Shared {
@@ -323,7 +382,10 @@ impl Shared {
     /// Calls `hook` with the id of every session that ends from now on,
     /// however it ends, after the state lock is released.
     pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
-        self.end_hooks.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(hook));
+        self.end_hooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(hook));
     }
 
     /// Forgets rate-limit entries of addresses gone quiet.
@@ -333,19 +395,40 @@ impl Shared {
     }
 
     pub fn lock(&self) -> Locked<'_> {
-        let guard = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Locked { guard: Some(guard), hooks: &self.end_hooks }
+        let guard = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked {
+            guard: Some(guard),
+            hooks: &self.end_hooks,
+        }
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
-    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
+    pub fn connect(
+        &self,
+        remote: IpAddr,
+        role: Role,
+        account: Option<Account>,
+    ) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), remote, role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
+            Conn {
+                tx,
+                cancel: cancel.clone(),
+                remote,
+                role,
+                account,
+                participant: None,
+                ready: None,
+                offer: None,
+                declined: HashSet::new(),
+            },
         );
         st.gauges();
         (id, rx, cancel)
@@ -356,7 +439,9 @@ impl Shared {
     pub fn disconnect(self: &Arc<Self>, conn: ConnId) {
         let mut st = self.lock();
         st.release_offer(conn, Release::Withdrawn);
-        let Some(c) = st.conns.remove(&conn) else { return };
+        let Some(c) = st.conns.remove(&conn) else {
+            return;
+        };
         if let Some(pid) = c.participant
             && let Some(p) = st.participants.get_mut(&pid)
             && p.conn == Some(conn)
@@ -378,7 +463,8 @@ impl Shared {
 
     /// Queues a refusal for the connection that caused it.
     pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
-        metrics::counter!("cobrowse_hub_errors_total", "code" => refusal.code.as_str()).increment(1);
+        metrics::counter!("cobrowse_hub_errors_total", "code" => refusal.code.as_str())
+            .increment(1);
         self.lock().send_text(conn, refusal.to_json());
     }
 
@@ -395,34 +481,60 @@ impl Shared {
     /// while an operator is free.
     fn allocate(self: &Arc<Self>, st: &mut State) {
         for sid in st.queue.clone() {
-            let Some(s) = st.sessions.get(&sid) else { continue };
+            let Some(s) = st.sessions.get(&sid) else {
+                continue;
+            };
             if s.offer.is_some() {
                 continue;
             }
-            let member_users: HashSet<&str> =
-                s.participants.iter().filter_map(|p| st.participants.get(p)?.user.as_deref()).collect();
+            let member_users: HashSet<&str> = s
+                .participants
+                .iter()
+                .filter_map(|p| st.participants.get(p)?.user.as_deref())
+                .collect();
             let mut free: Vec<(ConnId, u64)> = st
                 .conns
                 .iter()
-                .filter(|(_, c)| State::waiting_operator(c) && c.offer.is_none() && !c.declined.contains(&sid))
-                .filter(|(_, c)| c.account.as_ref().is_none_or(|a| !member_users.contains(a.user.as_str())))
+                .filter(|(_, c)| {
+                    State::waiting_operator(c) && c.offer.is_none() && !c.declined.contains(&sid)
+                })
+                .filter(|(_, c)| {
+                    c.account
+                        .as_ref()
+                        .is_none_or(|a| !member_users.contains(a.user.as_str()))
+                })
                 .map(|(id, c)| (*id, c.ready.unwrap_or(u64::MAX)))
                 .collect();
             free.sort_by_key(|(_, ready)| *ready);
-            let fresh = free.iter().find(|(id, _)| !s.lapsed.contains(id)).map(|(id, _)| *id);
+            let fresh = free
+                .iter()
+                .find(|(id, _)| !s.lapsed.contains(id))
+                .map(|(id, _)| *id);
             let op = match (fresh, free.first()) {
                 (Some(op), _) => op,
                 (None, Some((op, _))) => {
-                    st.sessions.get_mut(&sid).expect("checked above").lapsed.clear();
+                    st.sessions
+                        .get_mut(&sid)
+                        .expect("checked above")
+                        .lapsed
+                        .clear();
                     *op
                 }
                 (None, None) => continue,
             };
             let token = st.next();
-            st.sessions.get_mut(&sid).expect("checked above").offer = Some(Offer { conn: op, token });
+            st.sessions.get_mut(&sid).expect("checked above").offer =
+                Some(Offer { conn: op, token });
             st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
             let timeout = self.config.hub.offer_timeout;
-            st.send_text(op, ServerMessage::Offer { session: &sid, expires_in: timeout.as_secs().max(1) }.to_json());
+            st.send_text(
+                op,
+                ServerMessage::Offer {
+                    session: &sid,
+                    expires_in: timeout.as_secs().max(1),
+                }
+                .to_json(),
+            );
             let shared = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
@@ -433,11 +545,17 @@ impl Shared {
 
     fn offer_expired(self: &Arc<Self>, sid: &str, token: u64) {
         let mut st = self.lock();
-        let Some(offer) = st.sessions.get(sid).and_then(|s| s.offer) else { return };
+        let Some(offer) = st.sessions.get(sid).and_then(|s| s.offer) else {
+            return;
+        };
         if offer.token != token {
             return;
         }
-        info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
+        info!(
+            session = sid,
+            conn = offer.conn,
+            "offer timed out; offering to the next operator"
+        );
         metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
         st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
@@ -445,8 +563,14 @@ impl Shared {
     }
 
     fn participant_of(st: &State, conn: ConnId) -> Result<(&Conn, Option<&Participant>), Refusal> {
-        let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
-        Ok((c, c.participant.as_ref().and_then(|p| st.participants.get(p))))
+        let c = st
+            .conns
+            .get(&conn)
+            .ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        Ok((
+            c,
+            c.participant.as_ref().and_then(|p| st.participants.get(p)),
+        ))
     }
 
     /// A customer calls: a new session, queued and offered.
@@ -458,17 +582,27 @@ impl Shared {
                 return Err(refuse(ErrorCode::Forbidden, "only customers call"));
             }
             if let Some(p) = p {
-                return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
+                return Err(refuse(
+                    ErrorCode::InSession,
+                    format!("already in session {}", p.session),
+                ));
             }
             if self.calls.check_key(&c.remote).is_err() {
-                return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
+                return Err(refuse(
+                    ErrorCode::RateLimited,
+                    "too many calls from this address; try again in a moment",
+                ));
             }
             self.room_for_a_session(&st)?;
         }
         let sid = new_secret();
         // The store holds the page's state from the moment of the call.
         self.store.open(&sid).await.map_err(store_refusal)?;
-        let taken = self.lock().conns.get(&conn).is_none_or(|c| c.participant.is_some());
+        let taken = self
+            .lock()
+            .conns
+            .get(&conn)
+            .is_none_or(|c| c.participant.is_some());
         if taken {
             self.store.remove(&sid).await;
             return Err(refuse(ErrorCode::InSession, "already in a session"));
@@ -494,7 +628,14 @@ impl Shared {
         let mut s = Session::new(sid.clone(), now_secs());
         s.participants.push(pid.clone());
         st.send_text(conn, joined(&p));
-        st.send(conn, Outbound::Follow { session: sid.clone(), participant: pid.clone(), replay: false });
+        st.send(
+            conn,
+            Outbound::Follow {
+                session: sid.clone(),
+                participant: pid.clone(),
+                replay: false,
+            },
+        );
         st.participants.insert(pid.clone(), p);
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
@@ -515,18 +656,33 @@ impl Shared {
         if st.sessions.len() < max {
             return Ok(());
         }
-        warn!(sessions = st.sessions.len(), max, "call refused: the hub holds its maximum of sessions");
-        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions").increment(1);
-        Err(refuse(ErrorCode::Limit, format!("the hub holds its maximum of {max} sessions (hub.max_sessions); try again later")))
+        warn!(
+            sessions = st.sessions.len(),
+            max, "call refused: the hub holds its maximum of sessions"
+        );
+        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions")
+            .increment(1);
+        Err(refuse(
+            ErrorCode::Limit,
+            format!(
+                "the hub holds its maximum of {max} sessions (hub.max_sessions); try again later"
+            ),
+        ))
     }
 
     /// An operator starts waiting for calls.
     pub fn ready(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
         let mut st = self.lock();
         let order = st.next();
-        let c = st.conns.get_mut(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        let c = st
+            .conns
+            .get_mut(&conn)
+            .ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
         if c.role != Role::Operator {
-            return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "only operators wait for calls",
+            ));
         }
         c.ready.get_or_insert(order);
         c.declined.clear();
@@ -538,9 +694,15 @@ impl Shared {
     /// An operator stops waiting; an offer it holds moves on.
     pub fn away(self: &Arc<Self>, conn: ConnId) -> Result<(), Refusal> {
         let mut st = self.lock();
-        let c = st.conns.get_mut(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        let c = st
+            .conns
+            .get_mut(&conn)
+            .ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
         if c.role != Role::Operator {
-            return Err(refuse(ErrorCode::Forbidden, "only operators wait for calls"));
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "only operators wait for calls",
+            ));
         }
         c.ready = None;
         st.release_offer(conn, Release::Withdrawn);
@@ -551,11 +713,20 @@ impl Shared {
 
     pub fn respond(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
-        let c = st.conns.get(&conn).ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
+        let c = st
+            .conns
+            .get(&conn)
+            .ok_or_else(|| refuse(ErrorCode::Forbidden, "connection closed"))?;
         if c.offer.as_deref() != Some(sid) || !st.sessions.contains_key(sid) {
-            return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
+            return Err(refuse(
+                ErrorCode::NotOffered,
+                "that call is not offered to you (any more)",
+            ));
         }
-        let account = c.account.clone().ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
+        let account = c
+            .account
+            .clone()
+            .ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
         let pid = format!("p{}", st.next());
         let p = Participant {
             id: pid.clone(),
@@ -568,7 +739,14 @@ impl Shared {
             detached_since: None,
         };
         st.send_text(conn, joined(&p));
-        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.send(
+            conn,
+            Outbound::Follow {
+                session: sid.to_string(),
+                participant: pid.clone(),
+                replay: true,
+            },
+        );
         st.participants.insert(pid.clone(), p);
         let c = st.conns.get_mut(&conn).expect("checked above");
         c.offer = None;
@@ -590,7 +768,10 @@ impl Shared {
     pub fn decline(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
         if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
-            return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
+            return Err(refuse(
+                ErrorCode::NotOffered,
+                "that call is not offered to you (any more)",
+            ));
         }
         st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
@@ -608,7 +789,10 @@ impl Shared {
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
         info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
-        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
+        let s = st
+            .sessions
+            .get_mut(&sid)
+            .ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         s.wants_operator = true;
         if !st.queue.contains(&sid) {
             st.queue.push(sid.clone());
@@ -627,22 +811,45 @@ impl Shared {
         let pid = st
             .sessions
             .get(sid)
-            .and_then(|s| s.participants.iter().find(|p| st.participants.get(*p).is_some_and(|p| same_secret(&p.resume, secret))))
+            .and_then(|s| {
+                s.participants.iter().find(|p| {
+                    st.participants
+                        .get(*p)
+                        .is_some_and(|p| same_secret(&p.resume, secret))
+                })
+            })
             .cloned()
-            .ok_or_else(|| refuse(ErrorCode::UnknownSession, "no such session, or it has ended"))?;
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownSession,
+                    "no such session, or it has ended",
+                )
+            })?;
         if current.is_some_and(|p| p.id != pid) {
-            return Err(refuse(ErrorCode::InSession, "this connection is in another session"));
+            return Err(refuse(
+                ErrorCode::InSession,
+                "this connection is in another session",
+            ));
         }
         let p = &st.participants[&pid];
         if p.role != role || p.user != user {
-            return Err(refuse(ErrorCode::Forbidden, "that participant is not yours to resume"));
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "that participant is not yours to resume",
+            ));
         }
         if let Some(old) = p.conn
             && old != conn
         {
             // The same participant on two connections would see everything
             // twice: the newer connection wins.
-            st.send(old, Outbound::Close { code: 4001, reason: "resumed on another connection" });
+            st.send(
+                old,
+                Outbound::Close {
+                    code: 4001,
+                    reason: "resumed on another connection",
+                },
+            );
             if let Some(o) = st.conns.get_mut(&old) {
                 o.participant = None;
             }
@@ -653,7 +860,14 @@ impl Shared {
         p.detached_since = None;
         let json = joined(p);
         st.send_text(conn, json);
-        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.send(
+            conn,
+            Outbound::Follow {
+                session: sid.to_string(),
+                participant: pid.clone(),
+                replay: true,
+            },
+        );
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.sessions.get_mut(sid).expect("found above").idle_since = None;
         info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str());
@@ -671,18 +885,30 @@ impl Shared {
         let mut st = self.lock();
         let (c, current) = Self::participant_of(&st, conn)?;
         if current.is_some() {
-            return Err(refuse(ErrorCode::InSession, "this connection is in a session already"));
+            return Err(refuse(
+                ErrorCode::InSession,
+                "this connection is in a session already",
+            ));
         }
         let (role, account) = (c.role, c.account.clone());
         let user = account.as_ref().map(|a| a.user.clone());
         let voucher = st.sessions.get(sid).and_then(|s| {
-            s.participants.iter().filter_map(|p| st.participants.get(p)).find(|p| same_secret(&p.resume, secret))
+            s.participants
+                .iter()
+                .filter_map(|p| st.participants.get(p))
+                .find(|p| same_secret(&p.resume, secret))
         });
         let Some(voucher) = voucher else {
-            return Err(refuse(ErrorCode::UnknownSession, "no such session, or it has ended"));
+            return Err(refuse(
+                ErrorCode::UnknownSession,
+                "no such session, or it has ended",
+            ));
         };
         if voucher.role != role || voucher.user != user {
-            return Err(refuse(ErrorCode::Forbidden, "that secret belongs to another kind of participant"));
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "that secret belongs to another kind of participant",
+            ));
         }
         let name = voucher.name.clone();
         let pid = format!("p{}", st.next());
@@ -698,7 +924,14 @@ impl Shared {
         };
         st.release_offer(conn, Release::Withdrawn);
         st.send_text(conn, joined(&p));
-        st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
+        st.send(
+            conn,
+            Outbound::Follow {
+                session: sid.to_string(),
+                participant: pid.clone(),
+                replay: true,
+            },
+        );
         st.participants.insert(pid.clone(), p);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         let s = st.sessions.get_mut(sid).expect("found above");
@@ -717,17 +950,34 @@ impl Shared {
         let (sid, pid) = {
             let st = self.lock();
             let (_, p) = Self::participant_of(&st, conn)?;
-            let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "join a session before sending commands"))?;
-            let s = st.sessions.get(&p.session).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
-            if p.role == Role::Operator && !s.control && !ALWAYS_ALLOWED.contains(&command.function.as_str()) {
+            let p = p.ok_or_else(|| {
+                refuse(
+                    ErrorCode::NotInSession,
+                    "join a session before sending commands",
+                )
+            })?;
+            let s = st
+                .sessions
+                .get(&p.session)
+                .ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
+            if p.role == Role::Operator
+                && !s.control
+                && !ALWAYS_ALLOWED.contains(&command.function.as_str())
+            {
                 return Err(refuse(
                     ErrorCode::NoControl,
-                    format!("the customer has not granted control; `{}` is not applied", command.function),
+                    format!(
+                        "the customer has not granted control; `{}` is not applied",
+                        command.function
+                    ),
                 ));
             }
             (p.session.clone(), p.id.clone())
         };
-        self.store.append(&sid, &pid, command).await.map_err(store_refusal)?;
+        self.store
+            .append(&sid, &pid, command)
+            .await
+            .map_err(store_refusal)?;
         metrics::counter!("cobrowse_hub_commands_total").increment(1);
         Ok(())
     }
@@ -737,14 +987,24 @@ impl Shared {
         let mut st = self.lock();
         let (c, p) = Self::participant_of(&st, conn)?;
         if c.role != Role::Customer {
-            return Err(refuse(ErrorCode::Forbidden, "only the customer grants control"));
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                "only the customer grants control",
+            ));
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let (sid, pid) = (p.session.clone(), p.id.clone());
-        let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
+        let s = st
+            .sessions
+            .get_mut(&sid)
+            .ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         if s.control != granted {
             s.control = granted;
-            let event = if granted { "control_granted" } else { "control_revoked" };
+            let event = if granted {
+                "control_granted"
+            } else {
+                "control_revoked"
+            };
             info!(target: "audit", event, session = %sid, participant = %pid);
         }
         st.status_to(&sid);
@@ -778,9 +1038,15 @@ impl Shared {
     /// call anew.
     fn leave(self: &Arc<Self>, st: &mut State, sid: &str, pid: &str) {
         st.participants.remove(pid);
-        let Some(s) = st.sessions.get_mut(sid) else { return };
+        let Some(s) = st.sessions.get_mut(sid) else {
+            return;
+        };
         s.participants.retain(|p| p != pid);
-        let operators_remain = s.participants.iter().any(|p| st.participants.get(p).is_some_and(|p| p.role == Role::Operator));
+        let operators_remain = s.participants.iter().any(|p| {
+            st.participants
+                .get(p)
+                .is_some_and(|p| p.role == Role::Operator)
+        });
         if operators_remain {
             st.status_to(sid);
         } else {
@@ -798,28 +1064,45 @@ impl Shared {
         let mut gone: Vec<(String, String, Role)> = st
             .participants
             .values()
-            .filter(|p| p.conn.is_none() && p.detached_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .filter(|p| {
+                p.conn.is_none()
+                    && p.detached_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
             .map(|p| (p.id.clone(), p.session.clone(), p.role))
             .collect();
         // Tabs before operators: an operator leaving may end the session.
         gone.sort_by(|a, b| (a.2 == Role::Operator, &a.0).cmp(&(b.2 == Role::Operator, &b.0)));
         let mut dropped = 0;
         for (pid, sid, role) in gone {
-            let Some(s) = st.sessions.get(&sid) else { continue };
+            let Some(s) = st.sessions.get(&sid) else {
+                continue;
+            };
             match role {
                 Role::Operator => {
                     info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", reason = "connection lost");
                     self.leave(&mut st, &sid, &pid);
                 }
                 Role::Customer => {
-                    let customers =
-                        s.participants.iter().filter(|p| st.participants.get(*p).is_some_and(|p| p.role == Role::Customer)).count();
+                    let customers = s
+                        .participants
+                        .iter()
+                        .filter(|p| {
+                            st.participants
+                                .get(*p)
+                                .is_some_and(|p| p.role == Role::Customer)
+                        })
+                        .count();
                     if customers < 2 {
                         continue;
                     }
                     info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "customer", reason = "connection lost");
                     st.participants.remove(&pid);
-                    st.sessions.get_mut(&sid).expect("found above").participants.retain(|p| *p != pid);
+                    st.sessions
+                        .get_mut(&sid)
+                        .expect("found above")
+                        .participants
+                        .retain(|p| *p != pid);
                     st.status_to(&sid);
                 }
             }
@@ -835,10 +1118,18 @@ impl Shared {
 
     /// Ends a session for everyone in it and forgets everything kept for it.
     fn end(self: &Arc<Self>, st: &mut State, sid: &str, reason: &str) {
-        let Some(s) = st.sessions.remove(sid) else { return };
-        let ended = ServerMessage::Ended { session: sid, reason }.to_json();
+        let Some(s) = st.sessions.remove(sid) else {
+            return;
+        };
+        let ended = ServerMessage::Ended {
+            session: sid,
+            reason,
+        }
+        .to_json();
         for pid in &s.participants {
-            let Some(p) = st.participants.remove(pid) else { continue };
+            let Some(p) = st.participants.remove(pid) else {
+                continue;
+            };
             if let Some(conn) = p.conn {
                 st.send_text(conn, ended.clone());
                 st.send(conn, Outbound::Unfollow);
@@ -858,7 +1149,8 @@ impl Shared {
         st.queue.retain(|q| q != sid);
         st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
-        metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
+        metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string())
+            .increment(1);
         let store = self.store.clone();
         let sid = sid.to_string();
         tokio::spawn(async move { store.remove(&sid).await });
@@ -886,7 +1178,10 @@ impl Shared {
         let expired: Vec<String> = st
             .sessions
             .values()
-            .filter(|s| s.idle_since.is_some_and(|t| now.saturating_duration_since(t) >= idle))
+            .filter(|s| {
+                s.idle_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= idle)
+            })
             .map(|s| s.id.clone())
             .collect();
         for sid in &expired {

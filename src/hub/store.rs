@@ -64,8 +64,13 @@ impl Snapshot {
     /// would have received live (a resynchronisation must not hand a sender
     /// back its own `others` commands, which could undo newer local input).
     pub fn replay_json_for(&self, session: &str, receiver: Option<&str>) -> String {
-        let commands: Vec<&Arc<Stamped>> = self.commands.iter().filter(|c| receiver.is_none_or(|r| c.is_for(r))).collect();
-        let mut out = String::with_capacity(64 + commands.iter().map(|c| c.json.len() + 1).sum::<usize>());
+        let commands: Vec<&Arc<Stamped>> = self
+            .commands
+            .iter()
+            .filter(|c| receiver.is_none_or(|r| c.is_for(r)))
+            .collect();
+        let mut out =
+            String::with_capacity(64 + commands.iter().map(|c| c.json.len() + 1).sum::<usize>());
         out.push_str("{\"type\":\"replay\",\"session\":");
         out.push_str(&serde_json::to_string(session).expect("strings serialise"));
         out.push_str(",\"last_seq\":");
@@ -111,14 +116,22 @@ pub trait Store: Send + Sync + 'static {
     fn open<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Stamps, stores and publishes one command.
-    fn append<'a>(&'a self, session: &'a str, sender: &'a str, command: Command) -> BoxFuture<'a, Result<Arc<Stamped>, StoreError>>;
+    fn append<'a>(
+        &'a self,
+        session: &'a str,
+        sender: &'a str,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Arc<Stamped>, StoreError>>;
 
     /// The current state without subscribing (resynchronisation).
     fn snapshot<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<Snapshot, StoreError>>;
 
     /// A subscription and a snapshot that fit together (see the module
     /// documentation).
-    fn follow<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(Subscription, Snapshot), StoreError>>;
+    fn follow<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<(Subscription, Snapshot), StoreError>>;
 
     /// Forgets everything kept for the session; its subscriptions close.
     fn remove<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()>;

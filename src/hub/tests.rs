@@ -23,7 +23,10 @@ fn config(extra: &str) -> Arc<Config> {
 }
 
 fn hub_with_backlog(config: Arc<Config>, backlog: usize) -> (Hub, Arc<MemoryStore>) {
-    let bounds = Bounds { max_keys: config.hub.max_keys_per_session, max_bytes: config.hub.max_bytes_per_session };
+    let bounds = Bounds {
+        max_keys: config.hub.max_keys_per_session,
+        max_bytes: config.hub.max_bytes_per_session,
+    };
     let store = Arc::new(MemoryStore::new(bounds, backlog));
     (Hub::with_store(config, store.clone()), store)
 }
@@ -32,7 +35,10 @@ fn hub_with_backlog(config: Arc<Config>, backlog: usize) -> (Hub, Arc<MemoryStor
 async fn wait_until(mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !check() {
-        assert!(Instant::now() < deadline, "condition not reached in {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -49,24 +55,52 @@ impl Peer {
     fn connect(hub: &Hub, name: &'static str, role: Role, outbound: usize) -> Peer {
         let (to_hub, rx) = mpsc::channel::<Result<Message, String>>(1024);
         let (tx, from_hub) = mpsc::channel::<Message>(outbound);
-        let incoming = Box::pin(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }));
-        let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move { tx.send(m).await.map(|()| tx) }));
-        let account = (role == Role::Operator).then(|| Account { user: name.to_string(), name: name.to_string() });
-        let peer = connection::Peer { remote: std::net::Ipv4Addr::LOCALHOST.into(), role, account };
-        tokio::spawn(connection::serve(hub.shared().clone(), outgoing, incoming, peer));
-        Peer { name, to_hub, from_hub, seen: Vec::new() }
+        let incoming = Box::pin(stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|m| (m, rx))
+        }));
+        let outgoing = Box::pin(sink::unfold(tx, |tx, m: Message| async move {
+            tx.send(m).await.map(|()| tx)
+        }));
+        let account = (role == Role::Operator).then(|| Account {
+            user: name.to_string(),
+            name: name.to_string(),
+        });
+        let peer = connection::Peer {
+            remote: std::net::Ipv4Addr::LOCALHOST.into(),
+            role,
+            account,
+        };
+        tokio::spawn(connection::serve(
+            hub.shared().clone(),
+            outgoing,
+            incoming,
+            peer,
+        ));
+        Peer {
+            name,
+            to_hub,
+            from_hub,
+            seen: Vec::new(),
+        }
     }
 
     async fn send(&self, v: Value) {
-        self.to_hub.send(Ok(Message::text(v.to_string()))).await.unwrap();
+        self.to_hub
+            .send(Ok(Message::text(v.to_string())))
+            .await
+            .unwrap();
     }
 
     async fn next(&mut self) -> Value {
         loop {
             let m = tokio::time::timeout(WAIT, self.from_hub.recv())
                 .await
-                .unwrap_or_else(|_| panic!("{} got nothing more; it saw {:#?}", self.name, self.seen))
-                .unwrap_or_else(|| panic!("{}: connection closed; it saw {:#?}", self.name, self.seen));
+                .unwrap_or_else(|_| {
+                    panic!("{} got nothing more; it saw {:#?}", self.name, self.seen)
+                })
+                .unwrap_or_else(|| {
+                    panic!("{}: connection closed; it saw {:#?}", self.name, self.seen)
+                });
             if let Message::Text(t) = m {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 self.seen.push(v.clone());
@@ -96,9 +130,13 @@ async fn connected(hub: &Hub, operator_outbound: usize) -> (Peer, Peer, String) 
     op.expect("queue").await;
     let mut customer = Peer::connect(hub, "customer", Role::Customer, 4096);
     customer.send(json!({"type": "call"})).await;
-    let session = customer.expect("joined").await["session"].as_str().unwrap().to_string();
+    let session = customer.expect("joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
     op.expect("offer").await;
-    op.send(json!({"type": "respond", "session": session})).await;
+    op.send(json!({"type": "respond", "session": session}))
+        .await;
     op.expect("joined").await;
     op.expect("replay").await;
     customer.expect("status").await;
@@ -148,7 +186,11 @@ async fn a_slow_receiver_is_resynchronised_from_the_store() {
             break;
         }
     }
-    assert!(replays >= 1, "the operator fell behind but was never resynchronised: {:#?}", op.seen);
+    assert!(
+        replays >= 1,
+        "the operator fell behind but was never resynchronised: {:#?}",
+        op.seen
+    );
     let mut expected = BTreeMap::new();
     for c in store.snapshot(&session).await.unwrap().commands {
         expected.insert(c.command.key.clone(), Value::from(c.command.args.clone()));
@@ -165,7 +207,10 @@ async fn calls_wait_in_order_and_learn_their_place() {
         c.send(json!({"type": "call"})).await;
         c.expect("joined").await;
         let status = c.expect("status").await;
-        assert_eq!((status["state"].as_str(), status["position"].as_u64()), (Some("queued"), Some(i as u64 + 1)));
+        assert_eq!(
+            (status["state"].as_str(), status["position"].as_u64()),
+            (Some("queued"), Some(i as u64 + 1))
+        );
         customers.push(c);
     }
     let mut op = Peer::connect(&hub, "op", Role::Operator, 64);
@@ -178,9 +223,16 @@ async fn calls_wait_in_order_and_learn_their_place() {
     assert_eq!(queue["offer"], first);
     // The first caller gives up: the others move up.
     customers[0].send(json!({"type": "hangup"})).await;
-    assert_eq!(customers[0].expect("ended").await["reason"], "customer_hangup");
-    customers[1].expect_where("status", |s| s["position"] == 1).await;
-    customers[2].expect_where("status", |s| s["position"] == 2).await;
+    assert_eq!(
+        customers[0].expect("ended").await["reason"],
+        "customer_hangup"
+    );
+    customers[1]
+        .expect_where("status", |s| s["position"] == 1)
+        .await;
+    customers[2]
+        .expect_where("status", |s| s["position"] == 2)
+        .await;
     // ...and the operator is offered the next call.
     let offer = op.expect("offer").await;
     assert_eq!(offer["session"], customers[1].seen[0]["session"]);
@@ -193,25 +245,53 @@ async fn a_session_nobody_is_connected_to_expires() {
     drop(customer);
     drop(op);
     let shared = hub.shared().clone();
-    wait_until(|| hub.session(&session).is_some_and(|s| s.participants.iter().all(|p| !p.connected))).await;
-    assert_eq!(shared.expire_idle(Instant::now()), 0, "not idle long enough yet");
-    assert_eq!(shared.expire_idle(Instant::now() + Duration::from_secs(61)), 1);
+    wait_until(|| {
+        hub.session(&session)
+            .is_some_and(|s| s.participants.iter().all(|p| !p.connected))
+    })
+    .await;
+    assert_eq!(
+        shared.expire_idle(Instant::now()),
+        0,
+        "not idle long enough yet"
+    );
+    assert_eq!(
+        shared.expire_idle(Instant::now() + Duration::from_secs(61)),
+        1
+    );
     assert!(hub.session(&session).is_none());
-    wait_until(|| futures_util::FutureExt::now_or_never(store.snapshot(&session)).is_some_and(|r| r.is_err())).await;
+    wait_until(|| {
+        futures_util::FutureExt::now_or_never(store.snapshot(&session)).is_some_and(|r| r.is_err())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_query_api_names_the_driver() {
     let (hub, _) = hub_with_backlog(config(""), 64);
     let (customer, _op, session) = connected(&hub, 64).await;
-    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let joined = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()
+        .clone();
     let view = hub.session(&session).unwrap();
     let driver = view.driver().unwrap();
-    assert_eq!((driver.role, driver.id.as_str()), (Role::Customer, joined["participant"].as_str().unwrap()));
-    let operator = view.participants.iter().find(|p| p.role == Role::Operator).unwrap();
+    assert_eq!(
+        (driver.role, driver.id.as_str()),
+        (Role::Customer, joined["participant"].as_str().unwrap())
+    );
+    let operator = view
+        .participants
+        .iter()
+        .find(|p| p.role == Role::Operator)
+        .unwrap();
     assert!(view.is_follower(&operator.id));
     assert!(!view.is_follower(&driver.id));
-    let (v, p) = hub.participant(&session, joined["resume"].as_str().unwrap()).unwrap();
+    let (v, p) = hub
+        .participant(&session, joined["resume"].as_str().unwrap())
+        .unwrap();
     assert_eq!((v.id, p.id), (session.clone(), driver.id.clone()));
     assert!(hub.participant(&session, "nope").is_none());
     assert_eq!(hub.sessions_of_operator("op").len(), 1);
@@ -222,17 +302,32 @@ async fn the_query_api_names_the_driver() {
 async fn a_participant_gone_past_the_grace_is_taken_out() {
     let (hub, _) = hub_with_backlog(config(""), 64);
     let (mut customer, op, session) = connected(&hub, 64).await;
-    let joined = customer.seen.iter().find(|v| v["type"] == "joined").unwrap().clone();
+    let joined = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()
+        .clone();
     let mut tab = Peer::connect(&hub, "tab", Role::Customer, 64);
-    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]})).await;
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]}))
+        .await;
     tab.expect("replay").await;
     drop(tab);
     drop(op);
     let shared = hub.shared().clone();
-    let detached = |hub: &Hub| hub.session(&session).is_some_and(|s| s.participants.iter().filter(|p| !p.connected).count() == 2);
+    let detached = |hub: &Hub| {
+        hub.session(&session)
+            .is_some_and(|s| s.participants.iter().filter(|p| !p.connected).count() == 2)
+    };
     wait_until(|| detached(&hub)).await;
-    assert_eq!(shared.drop_detached(Instant::now()), 0, "within the grace they may still resume");
-    let later = Instant::now() + super::state::reconnect_grace(&hub.shared().config) + Duration::from_secs(1);
+    assert_eq!(
+        shared.drop_detached(Instant::now()),
+        0,
+        "within the grace they may still resume"
+    );
+    let later = Instant::now()
+        + super::state::reconnect_grace(&hub.shared().config)
+        + Duration::from_secs(1);
     assert_eq!(shared.drop_detached(later), 2);
     // The operator was the last one: the customer is told the session is over.
     let ended = customer.expect("ended").await;
@@ -253,9 +348,24 @@ async fn calls_beyond_max_sessions_are_refused_with_no_session() {
     let mut third = Peer::connect(&hub, "third", Role::Customer, 64);
     third.send(json!({"type": "call"})).await;
     let e = third.next().await;
-    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["request"].as_str()), (Some("error"), Some("limit"), Some("call")), "{e}");
-    assert!(e["message"].as_str().unwrap().contains("max_sessions"), "{e}");
-    assert_eq!(hub.shared().lock().sessions.len(), 2, "a refused call leaves no session");
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["code"].as_str(),
+            e["request"].as_str()
+        ),
+        (Some("error"), Some("limit"), Some("call")),
+        "{e}"
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("max_sessions"),
+        "{e}"
+    );
+    assert_eq!(
+        hub.shared().lock().sessions.len(),
+        2,
+        "a refused call leaves no session"
+    );
     // Room again once a session ends.
     callers[0].send(json!({"type": "hangup"})).await;
     callers[0].expect("ended").await;
@@ -267,8 +377,14 @@ async fn calls_beyond_max_sessions_are_refused_with_no_session() {
 fn the_reconnect_grace_is_configured_and_capped_by_the_idle_expiry() {
     let grace = |extra: &str| super::state::reconnect_grace(&config(extra));
     assert_eq!(grace(""), Duration::from_secs(120));
-    assert_eq!(grace("[hub]\nreconnect_grace_secs = 5\n"), Duration::from_secs(5));
-    assert_eq!(grace("[hub]\nreconnect_grace_secs = 500\nidle_session_secs = 60\n"), Duration::from_secs(60));
+    assert_eq!(
+        grace("[hub]\nreconnect_grace_secs = 5\n"),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        grace("[hub]\nreconnect_grace_secs = 500\nidle_session_secs = 60\n"),
+        Duration::from_secs(60)
+    );
 }
 
 /// Records every session end the hub announces, and whether the session was
@@ -279,7 +395,9 @@ fn record_ends(hub: &Hub) -> Arc<std::sync::Mutex<Vec<(String, bool)>>> {
     let shared = Arc::downgrade(hub.shared());
     let seen = ends.clone();
     hub.on_session_end(move |sid| {
-        let gone = shared.upgrade().is_some_and(|s| !s.lock().sessions.contains_key(sid));
+        let gone = shared
+            .upgrade()
+            .is_some_and(|s| !s.lock().sessions.contains_key(sid));
         seen.lock().unwrap().push((sid.to_string(), gone));
     });
     ends
@@ -288,7 +406,10 @@ fn record_ends(hub: &Hub) -> Arc<std::sync::Mutex<Vec<(String, bool)>>> {
 async fn call(hub: &Hub, name: &'static str) -> (Peer, String) {
     let mut c = Peer::connect(hub, name, Role::Customer, 64);
     c.send(json!({"type": "call"})).await;
-    let session = c.expect("joined").await["session"].as_str().unwrap().to_string();
+    let session = c.expect("joined").await["session"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (c, session)
 }
 
@@ -298,7 +419,14 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
     // A callback that fails does not keep the others from running.
     hub.on_session_end(|_| panic!("a broken callback"));
     let ends = record_ends(&hub);
-    let ended = |sid: &str| ends.lock().unwrap().iter().filter(|(s, _)| s == sid).map(|(_, gone)| *gone).collect::<Vec<_>>();
+    let ended = |sid: &str| {
+        ends.lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| s == sid)
+            .map(|(_, gone)| *gone)
+            .collect::<Vec<_>>()
+    };
 
     // The customer hangs up.
     let (customer, by_customer) = call(&hub, "hangs up").await;
@@ -316,16 +444,26 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
     // The last operator is gone past the reconnect grace.
     let (mut customer, op, by_grace) = connected(&hub, 64).await;
     drop(op);
-    wait_until(|| hub.session(&by_grace).is_some_and(|s| s.participants.iter().any(|p| !p.connected))).await;
-    hub.shared().drop_detached(Instant::now() + Duration::from_secs(61));
+    wait_until(|| {
+        hub.session(&by_grace)
+            .is_some_and(|s| s.participants.iter().any(|p| !p.connected))
+    })
+    .await;
+    hub.shared()
+        .drop_detached(Instant::now() + Duration::from_secs(61));
     customer.expect("ended").await;
     assert_eq!(ended(&by_grace), [true]);
 
     // Nobody is connected past the idle expiry.
     let (customer, by_expiry) = call(&hub, "leaves").await;
     drop(customer);
-    wait_until(|| hub.session(&by_expiry).is_some_and(|s| s.participants.iter().all(|p| !p.connected))).await;
-    hub.shared().expire_idle(Instant::now() + Duration::from_secs(61));
+    wait_until(|| {
+        hub.session(&by_expiry)
+            .is_some_and(|s| s.participants.iter().all(|p| !p.connected))
+    })
+    .await;
+    hub.shared()
+        .expire_idle(Instant::now() + Duration::from_secs(61));
     assert_eq!(ended(&by_expiry), [true]);
 
     // The hub shuts down with sessions open.
@@ -334,7 +472,14 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
     hub.shutdown();
     assert!(hub.session(&by_shutdown).is_none() && hub.session(&connected_at_shutdown).is_none());
     // Once each, with the session gone from the state.
-    for sid in [&by_customer, &by_operator, &by_grace, &by_expiry, &by_shutdown, &connected_at_shutdown] {
+    for sid in [
+        &by_customer,
+        &by_operator,
+        &by_grace,
+        &by_expiry,
+        &by_shutdown,
+        &connected_at_shutdown,
+    ] {
         assert_eq!(ended(sid), [true], "{sid}");
     }
     assert_eq!(ends.lock().unwrap().len(), 6);
@@ -345,7 +490,10 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
 struct Unreachable(MemoryStore);
 
 impl Store for Unreachable {
-    fn open<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<(), super::store::StoreError>> {
+    fn open<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), super::store::StoreError>> {
         self.0.open(session)
     }
     fn append<'a>(
@@ -353,16 +501,30 @@ impl Store for Unreachable {
         _: &'a str,
         _: &'a str,
         _: super::protocol::Command,
-    ) -> futures_util::future::BoxFuture<'a, Result<Arc<super::store::Stamped>, super::store::StoreError>> {
-        Box::pin(async { Err(super::store::StoreError::Unavailable("connection refused".into())) })
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Arc<super::store::Stamped>, super::store::StoreError>,
+    > {
+        Box::pin(async {
+            Err(super::store::StoreError::Unavailable(
+                "connection refused".into(),
+            ))
+        })
     }
-    fn snapshot<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, Result<super::store::Snapshot, super::store::StoreError>> {
+    fn snapshot<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<super::store::Snapshot, super::store::StoreError>>
+    {
         self.0.snapshot(session)
     }
     fn follow<'a>(
         &'a self,
         session: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(super::store::Subscription, super::store::Snapshot), super::store::StoreError>> {
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<(super::store::Subscription, super::store::Snapshot), super::store::StoreError>,
+    > {
         self.0.follow(session)
     }
     fn remove<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
@@ -373,15 +535,28 @@ impl Store for Unreachable {
 #[tokio::test]
 async fn any_store_fits_and_its_failures_are_reported() {
     let config = config("");
-    let store = Unreachable(MemoryStore::new(Bounds { max_keys: 10, max_bytes: 10_000 }, 16));
+    let store = Unreachable(MemoryStore::new(
+        Bounds {
+            max_keys: 10,
+            max_bytes: 10_000,
+        },
+        16,
+    ));
     let hub = Hub::with_store(config, Arc::new(store));
     let (mut customer, _op, _) = connected(&hub, 64).await;
     customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": ["/"]})).await;
     let e = customer.expect("error").await;
-    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("unavailable"), Some("command")));
+    assert_eq!(
+        (e["code"].as_str(), e["request"].as_str()),
+        (Some("unavailable"), Some("command"))
+    );
     // The session is still there.
-    customer.send(json!({"type": "control", "granted": true})).await;
-    customer.expect_where("status", |s| s["control"] == true).await;
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    customer
+        .expect_where("status", |s| s["control"] == true)
+        .await;
 }
 
 mod properties {
@@ -394,7 +569,11 @@ mod properties {
     /// other; a tab that saw everything live and a tab that joins at the end
     /// hold the same state, and the live one saw every `seq` once, in order.
     fn run(ops: Vec<(bool, usize, bool, u16)>) -> Result<(), TestCaseError> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let (hub, _) = hub_with_backlog(config(""), 4096);
             let (mut customer, op, session) = connected(&hub, 4096).await;
@@ -435,12 +614,19 @@ mod properties {
 
     /// Any text at all: the hub answers and the connection stays.
     fn garbage_keeps_the_connection(texts: Vec<String>) -> Result<(), TestCaseError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let (hub, _) = hub_with_backlog(config(""), 64);
             let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
             for t in &texts {
-                customer.to_hub.send(Ok(Message::text(t.clone()))).await.unwrap();
+                customer
+                    .to_hub
+                    .send(Ok(Message::text(t.clone())))
+                    .await
+                    .unwrap();
             }
             // A customer's `away` is always refused, and nothing above sends
             // one: its refusal is the answer to the last message.
@@ -457,8 +643,20 @@ mod properties {
     }
 
     fn message_like() -> impl Strategy<Value = String> {
-        let kinds = prop::sample::select(vec!["call", "resume", "join", "command", "control", "hangup", "ready", "respond", "decline", "invite", "x"]);
-        let values = prop::sample::select(vec!["null", "1", "\"s\"", "[]", "{}", "true", "\"top//x\"", "\"others\""]);
+        let kinds = prop::sample::select(vec![
+            "call", "resume", "join", "command", "control", "hangup", "ready", "respond",
+            "decline", "invite", "x",
+        ]);
+        let values = prop::sample::select(vec![
+            "null",
+            "1",
+            "\"s\"",
+            "[]",
+            "{}",
+            "true",
+            "\"top//x\"",
+            "\"others\"",
+        ]);
         prop_oneof![
             any::<String>(),
             (kinds, values.clone(), values).prop_map(|(k, a, b)| format!(
@@ -496,6 +694,9 @@ async fn one_address_cannot_flood_the_queue_with_calls() {
     }
     customer.send(json!({"type": "call"})).await;
     let e = customer.expect("error").await;
-    assert_eq!((e["code"].as_str(), e["request"].as_str()), (Some("rate_limited"), Some("call")));
+    assert_eq!(
+        (e["code"].as_str(), e["request"].as_str()),
+        (Some("rate_limited"), Some("call"))
+    );
     assert!(hub.shared().lock().sessions.is_empty());
 }

@@ -41,10 +41,13 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// must be one of them; otherwise it must be the scheme we were reached with
 /// and the `Host` the client asked for.
 pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx, public: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
     if !public.is_empty() {
         // `null` and other opaque origins do not parse, and match nothing.
-        return url::Url::parse(origin.trim()).is_ok_and(|u| public.contains(&u.origin().ascii_serialization()));
+        return url::Url::parse(origin.trim())
+            .is_ok_and(|u| public.contains(&u.origin().ascii_serialization()));
     }
     let Some(host) = host else { return false };
     let ours = format!("{}://{}", ctx.scheme(), host);
@@ -62,15 +65,19 @@ pub fn browser_over_https(headers: &HeaderMap, ctx: &Ctx, public: &[String]) -> 
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .and_then(|o| url::Url::parse(o.trim()).ok())
-            .is_some_and(|u| u.scheme() == "https" && public.contains(&u.origin().ascii_serialization()))
+            .is_some_and(|u| {
+                u.scheme() == "https" && public.contains(&u.origin().ascii_serialization())
+            })
 }
 
 fn role_of(query: Option<&str>) -> Option<Role> {
-    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "role").and_then(|(_, v)| match &*v {
-        "customer" => Some(Role::Customer),
-        "operator" => Some(Role::Operator),
-        _ => None,
-    })
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "role")
+        .and_then(|(_, v)| match &*v {
+            "customer" => Some(Role::Customer),
+            "operator" => Some(Role::Operator),
+            _ => None,
+        })
 }
 
 pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
@@ -78,26 +85,41 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
     if req.method() != Method::GET
         || !has_token(headers, header::UPGRADE, "websocket")
         || !has_token(headers, header::CONNECTION, "upgrade")
-        || headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13")
+        || headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v != "13")
     {
-        return plain(StatusCode::BAD_REQUEST, "this is the hub's WebSocket: open it with a WebSocket (version 13) GET");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "this is the hub's WebSocket: open it with a WebSocket (version 13) GET",
+        );
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()));
     if !same_origin(headers, host, &ctx, &shared.config.public_origins) {
         info!(remote = %ctx.remote, origin = ?headers.get(header::ORIGIN), host, "WebSocket refused: foreign origin");
         return plain(StatusCode::FORBIDDEN, "the Origin is not this proxy's own");
     }
     let Some(role) = role_of(req.uri().query()) else {
-        return plain(StatusCode::BAD_REQUEST, "say who you are: `?role=customer` or `?role=operator`");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "say who you are: `?role=customer` or `?role=operator`",
+        );
     };
     let account = shared.logins.account(headers);
     if role == Role::Operator && account.is_none() {
         return plain(StatusCode::UNAUTHORIZED, "operators log in first");
     }
-    let account = if role == Role::Operator { account } else { None };
+    let account = if role == Role::Operator {
+        account
+    } else {
+        None
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let shared = shared.clone();
@@ -105,13 +127,24 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
     // Messages over the configured limit are refused with `too_large` and
     // the connection stays; only far larger ones end it.
     let hard_limit = limits.max_message_bytes.saturating_mul(4).max(1 << 20);
-    let ws_config = WebSocketConfig::default().max_message_size(Some(hard_limit)).max_frame_size(Some(hard_limit));
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(ws_config)).await;
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    WsRole::Server,
+                    Some(ws_config),
+                )
+                .await;
                 let (sink, stream) = ws.split();
-                let peer = super::connection::Peer { remote: ctx.remote.ip(), role, account };
+                let peer = super::connection::Peer {
+                    remote: ctx.remote.ip(),
+                    role,
+                    account,
+                };
                 super::connection::serve(shared, sink, stream, peer).await;
             }
             Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
@@ -131,25 +164,51 @@ mod tests {
     use super::*;
 
     fn ctx(tls: bool) -> Ctx {
-        Ctx { remote: "127.0.0.1:1".parse().unwrap(), tls }
+        Ctx {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            tls,
+        }
     }
 
     #[test]
     fn origin_must_be_our_own() {
         let mut h = HeaderMap::new();
         h.insert(header::ORIGIN, "http://proxy.example:8080".parse().unwrap());
-        assert!(same_origin(&h, Some("proxy.example:8080"), &ctx(false), &[]));
-        assert!(!same_origin(&h, Some("proxy.example:8080"), &ctx(true), &[]));
-        assert!(!same_origin(&h, Some("evil.example:8080"), &ctx(false), &[]));
+        assert!(same_origin(
+            &h,
+            Some("proxy.example:8080"),
+            &ctx(false),
+            &[]
+        ));
+        assert!(!same_origin(
+            &h,
+            Some("proxy.example:8080"),
+            &ctx(true),
+            &[]
+        ));
+        assert!(!same_origin(
+            &h,
+            Some("evil.example:8080"),
+            &ctx(false),
+            &[]
+        ));
         assert!(!same_origin(&h, None, &ctx(false), &[]));
         h.insert(header::ORIGIN, "https://Proxy.Example".parse().unwrap());
         assert!(same_origin(&h, Some("proxy.example:443"), &ctx(true), &[]));
-        assert!(!same_origin(&HeaderMap::new(), Some("proxy.example"), &ctx(false), &[]));
+        assert!(!same_origin(
+            &HeaderMap::new(),
+            Some("proxy.example"),
+            &ctx(false),
+            &[]
+        ));
     }
 
     #[test]
     fn public_origins_replace_our_own() {
-        let public = ["https://support.example.com".to_string(), "http://b.test:8080".to_string()];
+        let public = [
+            "https://support.example.com".to_string(),
+            "http://b.test:8080".to_string(),
+        ];
         let check = |origin: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::ORIGIN, origin.parse().unwrap());
@@ -163,9 +222,17 @@ mod tests {
         assert!(!check("https://support.example.com:8443"));
         assert!(!check("https://evil.example"));
         assert!(!check("null"));
-        assert!(!same_origin(&HeaderMap::new(), Some("support.example.com"), &ctx(false), &public));
+        assert!(!same_origin(
+            &HeaderMap::new(),
+            Some("support.example.com"),
+            &ctx(false),
+            &public
+        ));
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, "https://support.example.com".parse().unwrap());
+        h.insert(
+            header::ORIGIN,
+            "https://support.example.com".parse().unwrap(),
+        );
         assert!(browser_over_https(&h, &ctx(false), &public));
         assert!(!browser_over_https(&h, &ctx(false), &[]));
         assert!(browser_over_https(&HeaderMap::new(), &ctx(true), &[]));

@@ -31,9 +31,18 @@ pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
             .with_context(|| format!("reading upstream_ca {}", path.display()))?
             .collect::<Result<_, _>>()
             .with_context(|| format!("parsing upstream_ca {}", path.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "upstream_ca {}: no certificate in the file", path.display());
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "upstream_ca {}: no certificate in the file",
+            path.display()
+        );
         for cert in certs {
-            roots.add(cert).with_context(|| format!("upstream_ca {}: a certificate rustls cannot use", path.display()))?;
+            roots.add(cert).with_context(|| {
+                format!(
+                    "upstream_ca {}: a certificate rustls cannot use",
+                    path.display()
+                )
+            })?;
         }
     }
     if roots.is_empty() {
@@ -59,7 +68,10 @@ pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok((Client::builder(TokioExecutor::new()).build(any), Client::builder(TokioExecutor::new()).build(h1)))
+    Ok((
+        Client::builder(TokioExecutor::new()).build(any),
+        Client::builder(TokioExecutor::new()).build(h1),
+    ))
 }
 
 /// Wraps a request body so the caller learns when it has been sent whole
@@ -88,7 +100,10 @@ impl http_body::Body for Sent {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+        if matches!(
+            polled,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
+        ) {
             let _ = self.tx.take().map(|tx| tx.send(()));
         }
         polled

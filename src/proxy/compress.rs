@@ -72,7 +72,11 @@ pub fn choose(request: &HeaderMap) -> Option<Coding> {
         .collect();
     [Coding::Zstd, Coding::Brotli, Coding::Gzip]
         .into_iter()
-        .find(|c| accepted.iter().any(|(name, q)| name == c.name() && *q > 0.0))
+        .find(|c| {
+            accepted
+                .iter()
+                .any(|(name, q)| name == c.name() && *q > 0.0)
+        })
 }
 
 /// The `Accept-Encoding` to send upstream: the client's wishes limited to
@@ -112,7 +116,10 @@ pub fn parse_content_encoding(headers: &HeaderMap) -> Option<Vec<Coding>> {
     Some(codings)
 }
 
-#[allow(clippy::large_enum_variant, reason = "one per body, never moved once built")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per body, never moved once built"
+)]
 enum Writer {
     GzipD(codec::GzipDecoder<Vec<u8>>),
     ZlibD(codec::ZlibDecoder<Vec<u8>>),
@@ -161,17 +168,39 @@ pub struct Codec {
 
 impl Codec {
     pub fn decoder(coding: Coding) -> Codec {
-        Codec { writer: None, pending: Some(coding), held: Vec::new(), encode: false }
+        Codec {
+            writer: None,
+            pending: Some(coding),
+            held: Vec::new(),
+            encode: false,
+        }
     }
 
     pub fn encoder(coding: Coding) -> Codec {
         let writer = match coding {
-            Coding::Gzip => Writer::GzipE(codec::GzipEncoder::with_quality(Vec::new(), Level::Precise(5))),
-            Coding::Brotli => Writer::BrotliE(codec::BrotliEncoder::with_quality(Vec::new(), Level::Precise(4))),
-            Coding::Zstd => Writer::ZstdE(codec::ZstdEncoder::with_quality(Vec::new(), Level::Precise(3))),
-            Coding::Deflate => Writer::DeflateE(codec::ZlibEncoder::with_quality(Vec::new(), Level::Precise(5))),
+            Coding::Gzip => Writer::GzipE(codec::GzipEncoder::with_quality(
+                Vec::new(),
+                Level::Precise(5),
+            )),
+            Coding::Brotli => Writer::BrotliE(codec::BrotliEncoder::with_quality(
+                Vec::new(),
+                Level::Precise(4),
+            )),
+            Coding::Zstd => Writer::ZstdE(codec::ZstdEncoder::with_quality(
+                Vec::new(),
+                Level::Precise(3),
+            )),
+            Coding::Deflate => Writer::DeflateE(codec::ZlibEncoder::with_quality(
+                Vec::new(),
+                Level::Precise(5),
+            )),
         };
-        Codec { writer: Some(writer), pending: None, held: Vec::new(), encode: true }
+        Codec {
+            writer: Some(writer),
+            pending: None,
+            held: Vec::new(),
+            encode: true,
+        }
     }
 
     fn writer(&mut self, first: &[u8]) -> &mut Writer {
@@ -182,7 +211,9 @@ impl Codec {
                 Coding::Zstd => Writer::ZstdD(codec::ZstdDecoder::new(Vec::new())),
                 // HTTP's deflate is zlib-wrapped, but servers sending raw
                 // deflate exist; a zlib header tells them apart.
-                Coding::Deflate if is_zlib(first) => Writer::ZlibD(codec::ZlibDecoder::new(Vec::new())),
+                Coding::Deflate if is_zlib(first) => {
+                    Writer::ZlibD(codec::ZlibDecoder::new(Vec::new()))
+                }
                 Coding::Deflate => Writer::DeflateD(codec::DeflateDecoder::new(Vec::new())),
             });
         }
@@ -191,7 +222,9 @@ impl Codec {
 }
 
 fn is_zlib(first: &[u8]) -> bool {
-    first.len() >= 2 && first[0] & 0x0f == 8 && (u16::from(first[0]) << 8 | u16::from(first[1])) % 31 == 0
+    first.len() >= 2
+        && first[0] & 0x0f == 8
+        && (u16::from(first[0]) << 8 | u16::from(first[1])) % 31 == 0
 }
 
 impl Stage for Codec {
@@ -258,12 +291,25 @@ mod tests {
 
     #[test]
     fn every_coding_round_trips_at_every_chunk_size() {
-        let text: Vec<u8> = (0..20_000u32).flat_map(|i| format!("line {i} of the page\n").into_bytes()).collect();
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {i} of the page\n").into_bytes())
+            .collect();
         for coding in [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd] {
-            let encoded = run_chunked(Pipeline::default().then(Codec::encoder(coding)), &text, 4096);
-            assert!(encoded.len() < text.len() / 3, "{coding:?} did not compress");
+            let encoded = run_chunked(
+                Pipeline::default().then(Codec::encoder(coding)),
+                &text,
+                4096,
+            );
+            assert!(
+                encoded.len() < text.len() / 3,
+                "{coding:?} did not compress"
+            );
             for size in [1, 17, 1000, encoded.len()] {
-                let decoded = run_chunked(Pipeline::default().then(Codec::decoder(coding)), &encoded, size);
+                let decoded = run_chunked(
+                    Pipeline::default().then(Codec::decoder(coding)),
+                    &encoded,
+                    size,
+                );
                 assert!(decoded == text, "{coding:?} at chunk size {size}");
             }
         }
@@ -271,7 +317,16 @@ mod tests {
 
     #[test]
     fn raw_deflate_is_read_too() {
-        let raw = run_chunked(Pipeline::default().then(Codec { writer: Some(Writer::DeflateE(codec::ZlibEncoder::new(Vec::new()))), pending: None, held: Vec::new(), encode: true }), b"x", 1);
+        let raw = run_chunked(
+            Pipeline::default().then(Codec {
+                writer: Some(Writer::DeflateE(codec::ZlibEncoder::new(Vec::new()))),
+                pending: None,
+                held: Vec::new(),
+                encode: true,
+            }),
+            b"x",
+            1,
+        );
         assert!(is_zlib(&raw));
         assert!(!is_zlib(b"\xf3\x48"));
     }
@@ -279,7 +334,10 @@ mod tests {
     #[test]
     fn client_choice() {
         let mut h = HeaderMap::new();
-        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate, br;q=0.9"));
+        h.insert(
+            ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br;q=0.9"),
+        );
         assert_eq!(choose(&h), Some(Coding::Brotli));
         h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip, zstd;q=0"));
         assert_eq!(choose(&h), Some(Coding::Gzip));

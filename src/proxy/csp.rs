@@ -24,7 +24,10 @@ impl Allowance {
     fn hub_sources(&self) -> [String; 2] {
         let host = self.origin.split_once("://").map_or("", |(_, h)| h);
         let ws = if self.tls() { "wss" } else { "ws" };
-        [format!("{}{}", self.origin, self.prefix), format!("{ws}://{host}{}", self.prefix)]
+        [
+            format!("{}{}", self.origin, self.prefix),
+            format!("{ws}://{host}{}", self.prefix),
+        ]
     }
 }
 
@@ -32,7 +35,11 @@ impl Allowance {
 /// policies). `meta`: the policy came from `<meta>`, where frame-ancestors
 /// is ignored anyway.
 pub fn rewrite(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> String {
-    policy.split(',').map(|p| rewrite_one(p.trim(), allow, nonce, meta)).collect::<Vec<_>>().join(", ")
+    policy
+        .split(',')
+        .map(|p| rewrite_one(p.trim(), allow, nonce, meta))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn rewrite_one(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> String {
@@ -47,7 +54,10 @@ fn rewrite_one(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> Stri
     let has = |ds: &[(String, Vec<String>)], n: &str| ds.iter().position(|(name, _)| name == n);
 
     // The directive that governs `<script src>`: the most specific present.
-    if let Some(i) = has(&directives, "script-src-elem").or_else(|| has(&directives, "script-src")).or_else(|| has(&directives, "default-src")) {
+    if let Some(i) = has(&directives, "script-src-elem")
+        .or_else(|| has(&directives, "script-src"))
+        .or_else(|| has(&directives, "default-src"))
+    {
         let values = &mut directives[i].1;
         let keyed = values.iter().any(|v| {
             let v = v.to_ascii_lowercase();
@@ -74,11 +84,19 @@ fn rewrite_one(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> Stri
     if !allow.tls() {
         // Served over plain HTTP, the proxy's own URLs must not be upgraded
         // to an https origin that does not exist.
-        directives.retain(|(name, _)| name != "upgrade-insecure-requests" && name != "block-all-mixed-content");
+        directives.retain(|(name, _)| {
+            name != "upgrade-insecure-requests" && name != "block-all-mixed-content"
+        });
     }
     directives
         .into_iter()
-        .map(|(name, values)| if values.is_empty() { name } else { format!("{name} {}", values.join(" ")) })
+        .map(|(name, values)| {
+            if values.is_empty() {
+                name
+            } else {
+                format!("{name} {}", values.join(" "))
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -88,13 +106,24 @@ mod tests {
     use super::*;
 
     fn allow() -> Allowance {
-        Allowance { origin: "http://p.test:8080".into(), prefix: "/__cobrowse/".into() }
+        Allowance {
+            origin: "http://p.test:8080".into(),
+            prefix: "/__cobrowse/".into(),
+        }
     }
 
     #[test]
     fn nonce_policies_get_a_nonce_and_keep_theirs() {
-        let out = rewrite("script-src 'nonce-site' 'strict-dynamic'; object-src 'none'", &allow(), "N", false);
-        assert_eq!(out, "script-src 'nonce-site' 'strict-dynamic' 'nonce-N'; object-src 'none'");
+        let out = rewrite(
+            "script-src 'nonce-site' 'strict-dynamic'; object-src 'none'",
+            &allow(),
+            "N",
+            false,
+        );
+        assert_eq!(
+            out,
+            "script-src 'nonce-site' 'strict-dynamic' 'nonce-N'; object-src 'none'"
+        );
     }
 
     #[test]
@@ -108,7 +137,12 @@ mod tests {
 
     #[test]
     fn none_is_replaced_and_connect_src_allows_the_hub() {
-        let out = rewrite("script-src 'none'; connect-src 'none'; img-src *", &allow(), "N", false);
+        let out = rewrite(
+            "script-src 'none'; connect-src 'none'; img-src *",
+            &allow(),
+            "N",
+            false,
+        );
         assert_eq!(
             out,
             "script-src http://p.test:8080/__cobrowse/agent.js; connect-src http://p.test:8080/__cobrowse/ ws://p.test:8080/__cobrowse/; img-src *"
@@ -117,14 +151,28 @@ mod tests {
 
     #[test]
     fn framing_only_by_the_proxy_itself() {
-        let out = rewrite("frame-ancestors https://partner.test; upgrade-insecure-requests", &allow(), "N", false);
+        let out = rewrite(
+            "frame-ancestors https://partner.test; upgrade-insecure-requests",
+            &allow(),
+            "N",
+            false,
+        );
         assert_eq!(out, "frame-ancestors 'self'");
-        let tls = Allowance { origin: "https://p.test".into(), prefix: "/x/".into() };
-        assert_eq!(rewrite("upgrade-insecure-requests", &tls, "N", false), "upgrade-insecure-requests");
+        let tls = Allowance {
+            origin: "https://p.test".into(),
+            prefix: "/x/".into(),
+        };
+        assert_eq!(
+            rewrite("upgrade-insecure-requests", &tls, "N", false),
+            "upgrade-insecure-requests"
+        );
     }
 
     #[test]
     fn policies_without_script_rules_are_kept() {
-        assert_eq!(rewrite("img-src 'self', style-src 'self'", &allow(), "N", false), "img-src 'self', style-src 'self'");
+        assert_eq!(
+            rewrite("img-src 'self', style-src 'self'", &allow(), "N", false),
+            "img-src 'self', style-src 'self'"
+        );
     }
 }

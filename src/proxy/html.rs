@@ -25,7 +25,6 @@ use super::site::Mapper;
 use super::stream::Stage;
 use crate::body::BoxError;
 
-
 /// What one HTML response is rewritten with.
 #[derive(Clone)]
 pub struct Options {
@@ -48,9 +47,23 @@ impl Options {
     /// which proxy origin stands for which upstream on this page.
     pub fn agent_tag(&self) -> String {
         let map: Vec<String> = (0..self.mapper.upstreams().len())
-            .filter_map(|i| Some(format!("{} {}", self.mapper.upstreams()[i].origin.origin().ascii_serialization(), self.mapper.proxy_origin(i)?)))
+            .filter_map(|i| {
+                Some(format!(
+                    "{} {}",
+                    self.mapper.upstreams()[i]
+                        .origin
+                        .origin()
+                        .ascii_serialization(),
+                    self.mapper.proxy_origin(i)?
+                ))
+            })
             .collect();
-        format!("<script src=\"{}agent.js\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>", self.prefix, self.nonce, map.join(" "))
+        format!(
+            "<script src=\"{}agent.js\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>",
+            self.prefix,
+            self.nonce,
+            map.join(" ")
+        )
     }
 }
 
@@ -78,7 +91,12 @@ enum State {
 impl Html {
     pub fn new(options: Options) -> Html {
         let links = Links::new(options.mapper.clone(), options.memory_limit);
-        Html { options, state: State::Sniffing(Vec::new()), out: Arc::default(), links }
+        Html {
+            options,
+            state: State::Sniffing(Vec::new()),
+            out: Arc::default(),
+            links,
+        }
     }
 
     fn start(&mut self, head: &[u8]) -> Option<Box<HtmlRewriter<'static, Sink>>> {
@@ -92,13 +110,22 @@ impl Html {
             },
         };
         let Some(encoding) = AsciiCompatibleEncoding::new(encoding) else {
-            warn!(charset = encoding.name(), "HTML in a charset the rewriter cannot parse; passed through without the agent");
-            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "charset").increment(1);
+            warn!(
+                charset = encoding.name(),
+                "HTML in a charset the rewriter cannot parse; passed through without the agent"
+            );
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "charset")
+                .increment(1);
             return None;
         };
         let sink_out = self.out.clone();
-        let sink: Sink = Box::new(move |chunk: &[u8]| sink_out.lock().expect("sink lock").extend_from_slice(chunk));
-        Some(Box::new(HtmlRewriter::new(settings(&self.options, encoding, from_meta), sink)))
+        let sink: Sink = Box::new(move |chunk: &[u8]| {
+            sink_out.lock().expect("sink lock").extend_from_slice(chunk)
+        });
+        Some(Box::new(HtmlRewriter::new(
+            settings(&self.options, encoding, from_meta),
+            sink,
+        )))
     }
 
     /// Moves the rewriter's output on, through the link mapping while the
@@ -147,7 +174,11 @@ impl Stage for Html {
         }
         if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
             let ended = rewriter.end();
-            self.state = if ended.is_ok() { State::Ended } else { State::Passing };
+            self.state = if ended.is_ok() {
+                State::Ended
+            } else {
+                State::Passing
+            };
             self.drain(out);
         }
         self.links.finish(out);
@@ -160,7 +191,11 @@ impl Html {
         match self.start(head) {
             Some(mut rewriter) => {
                 // On an error the bail-out has flushed `head` untouched.
-                self.state = if rewriter.write(head).is_ok() { State::Rewriting(rewriter) } else { State::Passing };
+                self.state = if rewriter.write(head).is_ok() {
+                    State::Rewriting(rewriter)
+                } else {
+                    State::Passing
+                };
                 self.drain(out);
             }
             None => {
@@ -171,9 +206,16 @@ impl Html {
     }
 }
 
-fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: bool) -> Settings<'static, 'static> {
+fn settings(
+    options: &Options,
+    encoding: AsciiCompatibleEncoding,
+    from_meta: bool,
+) -> Settings<'static, 'static> {
     let tag = options.agent_tag();
-    let srcdoc_tag = format!("<script src={}agent.js nonce={}></script>", options.prefix, options.nonce);
+    let srcdoc_tag = format!(
+        "<script src={}agent.js nonce={}></script>",
+        options.prefix, options.nonce
+    );
     // Shared by the element handler and the end-of-document handler.
     let injection = Arc::new(Mutex::new(false));
     let injection_end = injection.clone();
@@ -201,13 +243,17 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
         }));
 
     for selector in &options.mask {
-        let Ok(parsed) = selector.parse::<lol_html::Selector>() else { continue };
+        let Ok(parsed) = selector.parse::<lol_html::Selector>() else {
+            continue;
+        };
         settings = settings.append_element_content_handler((
             std::borrow::Cow::Owned(parsed),
-            lol_html::send::ElementContentHandlers::default().element(|el: &mut lol_html::send::Element<'_, '_>| {
-                crate::driver::mask::blank(el);
-                Ok(())
-            }),
+            lol_html::send::ElementContentHandlers::default().element(
+                |el: &mut lol_html::send::Element<'_, '_>| {
+                    crate::driver::mask::blank(el);
+                    Ok(())
+                },
+            ),
         ));
     }
 
@@ -240,7 +286,10 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
 
     let srcdoc_only = srcdoc_tag;
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
-        if let Some(doc) = el.get_attribute("srcdoc").filter(|d| !d.contains(&srcdoc_only)) {
+        if let Some(doc) = el
+            .get_attribute("srcdoc")
+            .filter(|d| !d.contains(&srcdoc_only))
+        {
             el.set_attribute("srcdoc", &format!("{srcdoc_only}{doc}"))?;
         }
         Ok(())
@@ -249,8 +298,12 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
     // A stylesheet whose bytes the proxy may rewrite can no longer match its
     // integrity hash; scripts pass untouched and keep theirs.
     settings = settings.append_element_content_handler(element!("link[integrity]", |el| {
-        let is_script = el.get_attribute("as").is_some_and(|a| a.eq_ignore_ascii_case("script"))
-            || el.get_attribute("rel").is_some_and(|r| r.to_ascii_lowercase().contains("modulepreload"));
+        let is_script = el
+            .get_attribute("as")
+            .is_some_and(|a| a.eq_ignore_ascii_case("script"))
+            || el
+                .get_attribute("rel")
+                .is_some_and(|r| r.to_ascii_lowercase().contains("modulepreload"));
         if !is_script {
             el.remove_attribute("integrity");
         }
@@ -260,19 +313,30 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
     let mapper = options.mapper.clone();
     let allowance = options.csp.clone();
     let nonce = options.nonce.clone();
-    settings = settings.append_element_content_handler(element!("meta[http-equiv][content]", move |el| {
-        let equiv = el.get_attribute("http-equiv").unwrap_or_default().to_ascii_lowercase();
-        let Some(content) = el.get_attribute("content") else { return Ok(()) };
-        let rewritten = match equiv.as_str() {
-            "refresh" => map_attribute(&mapper, &content).into_owned(),
-            "content-security-policy" => csp::rewrite(&mapper.map_str(&decode_entities(&content)), &allowance, &nonce, true),
-            _ => return Ok(()),
-        };
-        if rewritten != content {
-            el.set_attribute("content", &rewritten)?;
-        }
-        Ok(())
-    }));
+    settings =
+        settings.append_element_content_handler(element!("meta[http-equiv][content]", move |el| {
+            let equiv = el
+                .get_attribute("http-equiv")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let Some(content) = el.get_attribute("content") else {
+                return Ok(());
+            };
+            let rewritten = match equiv.as_str() {
+                "refresh" => map_attribute(&mapper, &content).into_owned(),
+                "content-security-policy" => csp::rewrite(
+                    &mapper.map_str(&decode_entities(&content)),
+                    &allowance,
+                    &nonce,
+                    true,
+                ),
+                _ => return Ok(()),
+            };
+            if rewritten != content {
+                el.set_attribute("content", &rewritten)?;
+            }
+            Ok(())
+        }));
 
     settings
 }
@@ -281,8 +345,15 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
 /// character references are decoded first, so `https:&#x2F;&#x2F;host` is
 /// found too, and `&` is escaped again after.
 pub(crate) fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
-    let scheme = raw.trim_start().get(..11).unwrap_or(raw).to_ascii_lowercase();
-    if ["data:", "blob:", "javascript:"].iter().any(|s| scheme.starts_with(s)) {
+    let scheme = raw
+        .trim_start()
+        .get(..11)
+        .unwrap_or(raw)
+        .to_ascii_lowercase();
+    if ["data:", "blob:", "javascript:"]
+        .iter()
+        .any(|s| scheme.starts_with(s))
+    {
         return Cow::Borrowed(raw);
     }
     if !raw.contains('&') {
@@ -308,7 +379,9 @@ pub fn decode_entities(raw: &str) -> Cow<'_, str> {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '#')).map_or(rest.len(), |e| e + 1);
+        let end = rest[1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '#'))
+            .map_or(rest.len(), |e| e + 1);
         let name = &rest[1..end];
         let decoded = if let Some(num) = name.strip_prefix('#') {
             let n = match num.strip_prefix(['x', 'X']) {
@@ -360,7 +433,10 @@ mod tests {
             mapper: mapper(false),
             prefix: "/__cobrowse/".into(),
             nonce: "N0NCE".into(),
-            csp: csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into() },
+            csp: csp::Allowance {
+                origin: "http://a.test:8080".into(),
+                prefix: "/__cobrowse/".into(),
+            },
             memory_limit: 64 * 1024,
             declared: None,
             mask: Vec::new(),
@@ -368,7 +444,11 @@ mod tests {
     }
 
     fn rewrite(input: &[u8]) -> Vec<u8> {
-        run_chunked(Pipeline::default().then(Html::new(options())), input, input.len())
+        run_chunked(
+            Pipeline::default().then(Html::new(options())),
+            input,
+            input.len(),
+        )
     }
 
     fn rewrite_str(input: &str) -> String {
@@ -380,21 +460,46 @@ mod tests {
     #[test]
     fn agent_goes_first_in_head_whatever_the_document_looks_like() {
         let cases = [
-            ("<!doctype html><html><head><title>t</title></head><body>x</body></html>", "<!doctype html><html><head>{TAG}<title>t</title>"),
-            ("<!doctype html><html lang=en><body><p>x", "<!doctype html><html lang=en>{TAG}<body>"),
-            ("<!DOCTYPE html><title>t</title><p>x", "<!DOCTYPE html>{TAG}<title>"),
-            ("<!-- c --><meta charset=utf-8><script>1</script>", "<!-- c -->{TAG}<meta charset=utf-8>"),
-            ("<noscript><link rel=stylesheet href=a.css></noscript><head></head>", "{TAG}<noscript>"),
+            (
+                "<!doctype html><html><head><title>t</title></head><body>x</body></html>",
+                "<!doctype html><html><head>{TAG}<title>t</title>",
+            ),
+            (
+                "<!doctype html><html lang=en><body><p>x",
+                "<!doctype html><html lang=en>{TAG}<body>",
+            ),
+            (
+                "<!DOCTYPE html><title>t</title><p>x",
+                "<!DOCTYPE html>{TAG}<title>",
+            ),
+            (
+                "<!-- c --><meta charset=utf-8><script>1</script>",
+                "<!-- c -->{TAG}<meta charset=utf-8>",
+            ),
+            (
+                "<noscript><link rel=stylesheet href=a.css></noscript><head></head>",
+                "{TAG}<noscript>",
+            ),
             ("<template><script>1</script></template>", "{TAG}<template>"),
             ("<svg><script>1</script></svg>", "{TAG}<svg>"),
-            ("<html><head><noscript><style>a{}</style></noscript>", "<html><head>{TAG}<noscript>"),
+            (
+                "<html><head><noscript><style>a{}</style></noscript>",
+                "<html><head>{TAG}<noscript>",
+            ),
             ("plain text only", "plain text only{TAG}"),
         ];
         for (input, expected) in cases {
             let out = rewrite_str(input);
             let expected = expected.replace("{TAG}", TAG);
-            assert!(out.starts_with(&expected), "input {input:?}\n   got {out:?}\nwanted {expected:?}");
-            assert_eq!(out.matches("agent.js").count(), 1, "injected more than once: {out}");
+            assert!(
+                out.starts_with(&expected),
+                "input {input:?}\n   got {out:?}\nwanted {expected:?}"
+            );
+            assert_eq!(
+                out.matches("agent.js").count(),
+                1,
+                "injected more than once: {out}"
+            );
         }
     }
 
@@ -417,8 +522,17 @@ mod tests {
             expected.extend_from_slice(TAG.as_bytes());
             expected.extend_from_slice(&page[at..]);
             for size in [1, 2, 3, 7, 64, page.len()] {
-                let out = run_chunked(Pipeline::default().then(Html::new(opts.clone())), &page, size);
-                assert_eq!(out, expected, "chunk size {size}, page {:?}", String::from_utf8_lossy(&page));
+                let out = run_chunked(
+                    Pipeline::default().then(Html::new(opts.clone())),
+                    &page,
+                    size,
+                );
+                assert_eq!(
+                    out,
+                    expected,
+                    "chunk size {size}, page {:?}",
+                    String::from_utf8_lossy(&page)
+                );
             }
         }
     }
@@ -463,19 +577,26 @@ mod tests {
         ] {
             assert!(out.contains(want), "missing {want:?} in\n{out}");
         }
-        assert!(out.contains("srcdoc=\"<script src=/__cobrowse/agent.js nonce=N0NCE></script>"), "srcdoc frame gets the agent: {out}");
+        assert!(
+            out.contains("srcdoc=\"<script src=/__cobrowse/agent.js nonce=N0NCE></script>"),
+            "srcdoc frame gets the agent: {out}"
+        );
     }
 
     #[test]
     fn stylesheet_integrity_is_dropped_script_integrity_kept() {
-        let out = rewrite_str("<head><link rel=stylesheet href=a.css integrity=sha384-x><script src=a.js integrity=sha384-y></script>");
+        let out = rewrite_str(
+            "<head><link rel=stylesheet href=a.css integrity=sha384-x><script src=a.js integrity=sha384-y></script>",
+        );
         assert!(!out.contains("sha384-x"), "{out}");
         assert!(out.contains("integrity=sha384-y"), "{out}");
     }
 
     #[test]
     fn meta_csp_allows_the_agent() {
-        let out = rewrite_str("<head><meta http-equiv=\"Content-Security-Policy\" content=\"img-src https://shop.example; script-src 'nonce-abc' 'strict-dynamic'\">");
+        let out = rewrite_str(
+            "<head><meta http-equiv=\"Content-Security-Policy\" content=\"img-src https://shop.example; script-src 'nonce-abc' 'strict-dynamic'\">",
+        );
         assert!(out.contains("img-src http://a.test:8080;"), "{out}");
         assert!(out.contains("'nonce-N0NCE'"), "{out}");
         assert!(out.contains("'nonce-abc'"), "{out}");
@@ -483,15 +604,25 @@ mod tests {
 
     #[test]
     fn rewriter_at_random_chunk_boundaries() {
-        let page = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proxy/catalogue.html")).unwrap();
+        let page = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/proxy/catalogue.html"
+        ))
+        .unwrap();
         let whole = rewrite(&page);
         assert!(String::from_utf8_lossy(&whole).contains("http://a.test:8080/product/1"));
-        let seed: u64 = std::env::var("CHUNK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        let seed: u64 = std::env::var("CHUNK_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         for _ in 0..40 {
             let size = rand::Rng::random_range(&mut rng, 1..=512);
             let out = run_chunked(Pipeline::default().then(Html::new(options())), &page, size);
-            assert!(out == whole, "output differs with chunk size {size} (CHUNK_SEED={seed})");
+            assert!(
+                out == whole,
+                "output differs with chunk size {size} (CHUNK_SEED={seed})"
+            );
         }
     }
 
@@ -500,11 +631,24 @@ mod tests {
         let mut opts = options();
         opts.memory_limit = 4096;
         let huge = "x".repeat(200_000);
-        let page = format!("<html><head><title>t</title></head><body><div data-x=\"{huge}\">after</div><a href=\"https://shop.example/z\">z</a></body></html>");
-        let out = run_chunked(Pipeline::default().then(Html::new(opts)), page.as_bytes(), 1024);
+        let page = format!(
+            "<html><head><title>t</title></head><body><div data-x=\"{huge}\">after</div><a href=\"https://shop.example/z\">z</a></body></html>"
+        );
+        let out = run_chunked(
+            Pipeline::default().then(Html::new(opts)),
+            page.as_bytes(),
+            1024,
+        );
         let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with(&format!("<html><head>{TAG}<title>")), "{}", &out[..200]);
-        assert!(out.ends_with(&page[page.find("<title>").unwrap()..]), "the rest is passed through as it came");
+        assert!(
+            out.starts_with(&format!("<html><head>{TAG}<title>")),
+            "{}",
+            &out[..200]
+        );
+        assert!(
+            out.ends_with(&page[page.find("<title>").unwrap()..]),
+            "the rest is passed through as it came"
+        );
     }
 
     #[test]

@@ -20,12 +20,34 @@ use super::site::Mapper;
 
 /// Attributes that hold URLs (or, for `style` and `srcdoc`, text with URLs).
 pub const URL_ATTRIBUTES: &[&str] = &[
-    "href", "src", "action", "formaction", "srcset", "imagesrcset", "poster", "data", "background", "ping", "cite", "style", "srcdoc",
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "srcset",
+    "imagesrcset",
+    "poster",
+    "data",
+    "background",
+    "ping",
+    "cite",
+    "style",
+    "srcdoc",
     "xlink:href",
 ];
 
 /// Elements whose content is text up to their end tag.
-const RAW_TEXT: &[&str] = &["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "plaintext"];
+const RAW_TEXT: &[&str] = &[
+    "script",
+    "style",
+    "textarea",
+    "title",
+    "xmp",
+    "iframe",
+    "noembed",
+    "noframes",
+    "plaintext",
+];
 
 pub struct Links {
     mapper: Mapper,
@@ -40,7 +62,13 @@ pub struct Links {
 
 impl Links {
     pub fn new(mapper: Mapper, limit: usize) -> Links {
-        Links { mapper, carry: Vec::new(), raw: None, limit, stopped: false }
+        Links {
+            mapper,
+            carry: Vec::new(),
+            raw: None,
+            limit,
+            stopped: false,
+        }
     }
 
     /// Stops mapping: what is held and everything after passes untouched.
@@ -65,8 +93,13 @@ impl Links {
         let consumed = self.scan(buf, false, out);
         self.carry = buf[consumed..].to_vec();
         if self.carry.len() > self.limit {
-            warn!(held = self.carry.len(), reason = "memory", "HTML rewrite gave up (a tag or comment past the memory limit); the rest of the document passes through unmodified");
-            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "memory").increment(1);
+            warn!(
+                held = self.carry.len(),
+                reason = "memory",
+                "HTML rewrite gave up (a tag or comment past the memory limit); the rest of the document passes through unmodified"
+            );
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "memory")
+                .increment(1);
             self.stop(out);
         }
     }
@@ -126,11 +159,13 @@ impl Links {
                     None if last => return hold(out, written, buf.len()),
                     None => return hold(out, written, lt),
                 },
-                Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => match tag_end(rest) {
-                    Some(e) => at = lt + e,
-                    None if last => return hold(out, written, buf.len()),
-                    None => return hold(out, written, lt),
-                },
+                Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => {
+                    match tag_end(rest) {
+                        Some(e) => at = lt + e,
+                        None if last => return hold(out, written, buf.len()),
+                        None => return hold(out, written, lt),
+                    }
+                }
                 Some(c) if c.is_ascii_alphabetic() => match tag_end(rest) {
                     Some(e) => {
                         let tag = &rest[..e];
@@ -138,9 +173,15 @@ impl Links {
                         self.tag(tag, out);
                         written = lt + e;
                         at = written;
-                        let name_len = tag[1..].iter().position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>').unwrap_or(tag.len() - 1);
+                        let name_len = tag[1..]
+                            .iter()
+                            .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
+                            .unwrap_or(tag.len() - 1);
                         let name = &tag[1..1 + name_len];
-                        self.raw = RAW_TEXT.iter().copied().find(|r| r.as_bytes().eq_ignore_ascii_case(name));
+                        self.raw = RAW_TEXT
+                            .iter()
+                            .copied()
+                            .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
                     }
                     None if last => return hold(out, written, buf.len()),
                     None => return hold(out, written, lt),
@@ -152,7 +193,15 @@ impl Links {
 
     /// Writes raw text `buf[from..to]`: mapped when it is CSS, as it is
     /// otherwise. Returns how far it wrote.
-    fn raw_text(&self, name: &str, buf: &[u8], from: usize, to: usize, last: bool, out: &mut Vec<u8>) -> usize {
+    fn raw_text(
+        &self,
+        name: &str,
+        buf: &[u8],
+        from: usize,
+        to: usize,
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> usize {
         if name != "style" {
             out.extend_from_slice(&buf[from..to]);
             return to;
@@ -177,11 +226,16 @@ impl Links {
         let mut written = 0;
         for attr in attributes(tag) {
             let name = &tag[attr.name.clone()];
-            if !URL_ATTRIBUTES.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(name)) {
+            if !URL_ATTRIBUTES
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             let raw = &tag[attr.value.clone()];
-            let Some(mapped) = map_value(&self.mapper, raw) else { continue };
+            let Some(mapped) = map_value(&self.mapper, raw) else {
+                continue;
+            };
             out.extend_from_slice(&tag[written..attr.value.start]);
             match attr.quote {
                 Some(q) => out.extend_from_slice(&escape_quote(&mapped, q)),
@@ -261,7 +315,10 @@ fn find_end_tag(buf: &[u8], from: usize, name: &str) -> Option<usize> {
         if rest.len() >= name.len() + 3
             && rest[1] == b'/'
             && rest[2..2 + name.len()].eq_ignore_ascii_case(name.as_bytes())
-            && matches!(rest[2 + name.len()], b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
+            && matches!(
+                rest[2 + name.len()],
+                b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c'
+            )
         {
             return Some(p);
         }
@@ -281,7 +338,10 @@ struct Attribute {
 fn attributes(tag: &[u8]) -> Vec<Attribute> {
     let mut found = Vec::new();
     let end = tag.len() - 1;
-    let mut i = 1 + tag[1..].iter().position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>').unwrap_or(end);
+    let mut i = 1 + tag[1..]
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
+        .unwrap_or(end);
     loop {
         while i < end && (tag[i].is_ascii_whitespace() || tag[i] == b'/') {
             i += 1;
@@ -311,7 +371,11 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
         match tag[i] {
             q @ (b'"' | b'\'') => {
                 let close = i + 1 + memchr(q, &tag[i + 1..]).unwrap_or(end - i - 1);
-                found.push(Attribute { name, value: i + 1..close, quote: Some(q) });
+                found.push(Attribute {
+                    name,
+                    value: i + 1..close,
+                    quote: Some(q),
+                });
                 i = close + 1;
             }
             _ => {
@@ -319,7 +383,11 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
                 while i < end && !tag[i].is_ascii_whitespace() {
                     i += 1;
                 }
-                found.push(Attribute { name, value: v..i, quote: None });
+                found.push(Attribute {
+                    name,
+                    value: v..i,
+                    quote: None,
+                });
             }
         }
     }
@@ -359,7 +427,11 @@ mod tests {
             "<iframe srcdoc=\"<a href=&quot;http://a.test:8080/in&quot;>\"></iframe><p>a < b and c<d</p>",
         );
         for size in 1..=input.len() {
-            assert_eq!(String::from_utf8(run(input.as_bytes(), size)).unwrap(), expected, "chunk size {size}");
+            assert_eq!(
+                String::from_utf8(run(input.as_bytes(), size)).unwrap(),
+                expected,
+                "chunk size {size}"
+            );
         }
     }
 
@@ -367,14 +439,27 @@ mod tests {
     fn an_endless_tag_stops_mapping_at_the_limit() {
         let mut links = Links::new(mapper(false), 1000);
         let mut out = Vec::new();
-        let input = format!("<a href=\"https://shop.example/x\">a</a><div data-x=\"{}\"><a href=\"https://shop.example/y\">", "x".repeat(5000));
+        let input = format!(
+            "<a href=\"https://shop.example/x\">a</a><div data-x=\"{}\"><a href=\"https://shop.example/y\">",
+            "x".repeat(5000)
+        );
         for chunk in input.as_bytes().chunks(100) {
             links.push(chunk, &mut out);
         }
         links.finish(&mut out);
         let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("<a href=\"http://a.test:8080/x\">a</a><div data-x=\"xxx"), "{}", &out[..80]);
-        assert!(out.ends_with("<a href=\"https://shop.example/y\">"), "after the limit nothing is changed");
-        assert_eq!(out.len(), input.len() - "https://shop.example".len() + "http://a.test:8080".len());
+        assert!(
+            out.starts_with("<a href=\"http://a.test:8080/x\">a</a><div data-x=\"xxx"),
+            "{}",
+            &out[..80]
+        );
+        assert!(
+            out.ends_with("<a href=\"https://shop.example/y\">"),
+            "after the limit nothing is changed"
+        );
+        assert_eq!(
+            out.len(),
+            input.len() - "https://shop.example".len() + "http://a.test:8080".len()
+        );
     }
 }

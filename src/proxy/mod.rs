@@ -83,7 +83,13 @@ struct Want {
 impl Proxy {
     pub fn new(config: Arc<Config>) -> anyhow::Result<Proxy> {
         let (client, client_h1) = client::build(&config)?;
-        Ok(Proxy { sites: Arc::new(Sites::new(&config)), config, client, client_h1, sessions: None })
+        Ok(Proxy {
+            sites: Arc::new(Sites::new(&config)),
+            config,
+            client,
+            client_h1,
+            sessions: None,
+        })
     }
 
     /// Applies the one-driver rules of shared sessions to every request.
@@ -97,8 +103,12 @@ impl Proxy {
             Ok(route) => route,
             Err(refusal) => return refusal,
         };
-        let want = Want { method: req.method().clone(), coding: compress::choose(req.headers()) };
-        let upgrade = tunnel::requested(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+        let want = Want {
+            method: req.method().clone(),
+            coding: compress::choose(req.headers()),
+        };
+        let upgrade =
+            tunnel::requested(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
 
         let (mut parts, incoming) = req.into_parts();
         // Phase 1b: where the request stands in a shared session. A
@@ -107,10 +117,20 @@ impl Proxy {
         let mut mask = Vec::new();
         if let Some(sessions) = &self.sessions {
             let standing = sessions.standing(&mut parts.headers);
-            match sessions.driver.before_upstream(&standing, &mut parts, &self.config.privacy.mask) {
+            match sessions
+                .driver
+                .before_upstream(&standing, &mut parts, &self.config.privacy.mask)
+            {
                 Decision::Answer(response) => return response,
-                Decision::Forward { record: session, mask: follower } => {
-                    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+                Decision::Forward {
+                    record: session,
+                    mask: follower,
+                } => {
+                    let target = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
                     record = session.map(|s| (s, target));
                     if follower {
                         mask = crate::driver::mask::selectors(&self.config.privacy.mask);
@@ -128,7 +148,14 @@ impl Proxy {
             }
             None => (None, &self.client),
         };
-        let response = match self.forward(client, Request::from_parts(parts, body::boxed(incoming)), &route).await {
+        let response = match self
+            .forward(
+                client,
+                Request::from_parts(parts, body::boxed(incoming)),
+                &route,
+            )
+            .await
+        {
             Ok(response) => response,
             Err(page) => return page,
         };
@@ -138,46 +165,85 @@ impl Proxy {
 
         let (mut parts, incoming) = response.into_parts();
         let nonce = nonce();
-        let allow = csp::Allowance { origin: route.mapper.proxy_origin(route.site).unwrap_or_default(), prefix: self.config.prefix.clone() };
+        let allow = csp::Allowance {
+            origin: route.mapper.proxy_origin(route.site).unwrap_or_default(),
+            prefix: self.config.prefix.clone(),
+        };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         // The driver's document is kept as its browser reads it: after the
         // rewrite, before the encoder.
         let recorder = match (&self.sessions, record) {
-            (Some(sessions), Some((session, target))) => Some(sessions.driver.recorder(session, target, parts.status, &parts.headers)),
+            (Some(sessions), Some((session, target))) => Some(sessions.driver.recorder(
+                session,
+                target,
+                parts.status,
+                &parts.headers,
+            )),
             _ => None,
         };
-        let body = self.body(&want, parts.status, &mut parts.headers, body::boxed(incoming), recorder, html::Options {
-            mapper: route.mapper,
-            prefix: self.config.prefix.clone(),
-            nonce,
-            csp: allow,
-            memory_limit: self.config.proxy.html_memory_limit,
-            declared: None,
-            mask,
-        });
+        let body = self.body(
+            &want,
+            parts.status,
+            &mut parts.headers,
+            body::boxed(incoming),
+            recorder,
+            html::Options {
+                mapper: route.mapper,
+                prefix: self.config.prefix.clone(),
+                nonce,
+                csp: allow,
+                memory_limit: self.config.proxy.html_memory_limit,
+                declared: None,
+                mask,
+            },
+        );
         Response::from_parts(parts, body)
     }
 
     /// Phase 1: the site for the request's `Host`. Requests the proxy must
     /// not pass on are answered here.
-    #[allow(clippy::result_large_err, reason = "the refusal is the response itself, built once per refused request")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "the refusal is the response itself, built once per refused request"
+    )]
     fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
         let host = request_host(req).unwrap_or_default();
-        if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        {
             // The host is written into pages, URLs and policies.
-            return Err(error::page(StatusCode::BAD_REQUEST, "The Host header is not a host name."));
+            return Err(error::page(
+                StatusCode::BAD_REQUEST,
+                "The Host header is not a host name.",
+            ));
         }
         let Some(site) = self.sites.for_host(&host) else {
-            return Err(error::page(StatusCode::MISDIRECTED_REQUEST, "No site is configured for this host."));
+            return Err(error::page(
+                StatusCode::MISDIRECTED_REQUEST,
+                "No site is configured for this host.",
+            ));
         };
-        if req.headers().get("service-worker").is_some_and(|v| v == "script") {
+        if req
+            .headers()
+            .get("service-worker")
+            .is_some_and(|v| v == "script")
+        {
             // A service worker of the site would take over the proxy host's
             // pages and outlive the session; the browser asks for its script
             // with this header, so refusing it here refuses the registration.
             metrics::counter!("cobrowse_proxy_service_workers_refused_total").increment(1);
-            return Err(error::page(StatusCode::FORBIDDEN, "Service workers are not available through the co-browsing proxy."));
+            return Err(error::page(
+                StatusCode::FORBIDDEN,
+                "Service workers are not available through the co-browsing proxy.",
+            ));
         }
-        Ok(Route { site, mapper: self.sites.mapper(site, &host, self.browser_on_https(&host, ctx)) })
+        Ok(Route {
+            site,
+            mapper: self
+                .sites
+                .mapper(site, &host, self.browser_on_https(&host, ctx)),
+        })
     }
 
     /// Whether the browser reached us over HTTPS: our own TLS, or a
@@ -186,13 +252,25 @@ impl Proxy {
     /// browser gets no mixed content and keeps its `Secure` cookies.
     fn browser_on_https(&self, host: &str, ctx: &Ctx) -> bool {
         let host = host.strip_suffix(":443").unwrap_or(host);
-        ctx.tls || self.config.public_origins.iter().any(|o| o.strip_prefix("https://").is_some_and(|h| h.eq_ignore_ascii_case(host)))
+        ctx.tls
+            || self.config.public_origins.iter().any(|o| {
+                o.strip_prefix("https://")
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+            })
     }
 
     /// Phase 3: the upstream's response headers, or the page that says why
     /// there are none.
-    #[allow(clippy::result_large_err, reason = "the error is the response itself, built once per failed request")]
-    async fn forward(&self, client: &client::Upstream, req: Request<Body>, route: &Route) -> Result<Response<Incoming>, Response<Body>> {
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the response itself, built once per failed request"
+    )]
+    async fn forward(
+        &self,
+        client: &client::Upstream,
+        req: Request<Body>,
+        route: &Route,
+    ) -> Result<Response<Incoming>, Response<Body>> {
         let upstream = &self.sites.upstreams[route.site].origin;
         let (parts, body) = req.into_parts();
         let (body, sent) = client::until_sent(body);
@@ -210,7 +288,9 @@ impl Proxy {
         match answer {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
-                let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                let cause = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 warn!(error = %e, %cause, %upstream, "upstream request failed");
                 metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
                 let message = if e.is_connect() {
@@ -222,8 +302,12 @@ impl Proxy {
             }
             Err(_) => {
                 warn!(%upstream, timeout = ?self.config.proxy.response_timeout, "upstream response timed out");
-                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "timeout").increment(1);
-                Err(error::page(StatusCode::GATEWAY_TIMEOUT, &format!("The site behind this proxy ({upstream}) did not answer in time.")))
+                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "timeout")
+                    .increment(1);
+                Err(error::page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("The site behind this proxy ({upstream}) did not answer in time."),
+                ))
             }
         }
     }
@@ -249,7 +333,10 @@ impl Proxy {
             headers.remove(header::CONTENT_LENGTH);
             return incoming;
         }
-        if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
+        if status == StatusCode::PARTIAL_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || status == StatusCode::NO_CONTENT
+        {
             return incoming;
         }
         let Some(codings) = compress::parse_content_encoding(headers) else {
@@ -274,7 +361,10 @@ impl Proxy {
         match want.coding {
             Some(coding) => {
                 pipeline = pipeline.then(Codec::encoder(coding));
-                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(coding.name()),
+                );
             }
             None => {
                 headers.remove(header::CONTENT_ENCODING);
@@ -284,7 +374,11 @@ impl Proxy {
         headers.remove(header::ACCEPT_RANGES);
         headers.remove("content-md5");
         headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()).filter(|e| !e.starts_with("W/")) {
+        if let Some(etag) = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|e| !e.starts_with("W/"))
+        {
             // The bytes differ from the upstream's; the meaning does not.
             if let Ok(weak) = HeaderValue::from_str(&format!("W/{etag}")) {
                 headers.insert(header::ETAG, weak);
@@ -303,7 +397,10 @@ enum Kind {
 
 /// The kind of body and the charset its `Content-Type` declares.
 fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return (Kind::Other, None);
     };
     let mut parts = ct.split(';');

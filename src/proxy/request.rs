@@ -42,18 +42,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub struct BadPath;
 
 /// Readdresses `parts` to upstream `current`.
-pub fn translate(parts: &mut Parts, mapper: &Mapper, current: usize, ctx: &Ctx) -> Result<(), BadPath> {
+pub fn translate(
+    parts: &mut Parts,
+    mapper: &Mapper,
+    current: usize,
+    ctx: &Ctx,
+) -> Result<(), BadPath> {
     let upstream = &mapper.upstreams()[current];
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!("{}://{}{path}", upstream.origin.scheme(), upstream.authority).parse::<Uri>().map_err(|_| BadPath)?;
+    parts.uri = format!(
+        "{}://{}{path}",
+        upstream.origin.scheme(),
+        upstream.authority
+    )
+    .parse::<Uri>()
+    .map_err(|_| BadPath)?;
     // The upstream client picks HTTP/1.1 or HTTP/2 per connection by ALPN.
     parts.version = Version::HTTP_11;
     let client_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     let headers = &mut parts.headers;
-    headers.insert(header::HOST, HeaderValue::from_str(&upstream.authority).expect("a URL authority is a valid header"));
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&upstream.authority).expect("a URL authority is a valid header"),
+    );
     for name in [header::ORIGIN, header::REFERER] {
-        let mapped = headers.get(&name).and_then(|v| v.to_str().ok()).and_then(|v| mapper.to_upstream(current, v));
+        let mapped = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| mapper.to_upstream(current, v));
         if let Some(mapped) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) {
             headers.insert(name, mapped);
         }

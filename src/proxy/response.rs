@@ -38,12 +38,20 @@ pub fn translate(headers: &mut HeaderMap, mapper: &Mapper, allow: &csp::Allowanc
     }
     let tls = mapper.tls;
     map_all(headers, &header::SET_COOKIE, |v| Some(set_cookie(v, tls)));
-    for name in [header::CONTENT_SECURITY_POLICY, header::CONTENT_SECURITY_POLICY_REPORT_ONLY] {
-        map_all(headers, &name, |v| Some(csp::rewrite(&mapper.map_str(v), allow, nonce, false)));
+    for name in [
+        header::CONTENT_SECURITY_POLICY,
+        header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+    ] {
+        map_all(headers, &name, |v| {
+            Some(csp::rewrite(&mapper.map_str(v), allow, nonce, false))
+        });
     }
     if headers.contains_key(header::X_FRAME_OPTIONS) {
         // The console frames the site from the proxy's own origin.
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
     }
 }
 
@@ -54,7 +62,11 @@ fn map_all(headers: &mut HeaderMap, name: &HeaderName, f: impl Fn(&str) -> Optio
     }
     headers.remove(name);
     for value in values {
-        let mapped = value.to_str().ok().and_then(&f).and_then(|m| HeaderValue::from_str(&m).ok());
+        let mapped = value
+            .to_str()
+            .ok()
+            .and_then(&f)
+            .and_then(|m| HeaderValue::from_str(&m).ok());
         headers.append(name, mapped.unwrap_or(value));
     }
 }
@@ -67,11 +79,22 @@ pub fn set_cookie(value: &str, tls: bool) -> String {
     let mut out = vec![parts.next().unwrap_or("").trim().to_string()];
     for attr in parts {
         let attr = attr.trim();
-        let name = attr.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = attr
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match name.as_str() {
             "domain" => continue,
             "secure" | "partitioned" if !tls => continue,
-            "samesite" if !tls && attr.split('=').nth(1).is_some_and(|v| v.trim().eq_ignore_ascii_case("none")) => {
+            "samesite"
+                if !tls
+                    && attr
+                        .split('=')
+                        .nth(1)
+                        .is_some_and(|v| v.trim().eq_ignore_ascii_case("none")) =>
+            {
                 // SameSite=None needs Secure; the console is same-site anyway.
                 out.push("SameSite=Lax".into());
                 continue;
@@ -90,30 +113,68 @@ mod tests {
 
     #[test]
     fn cookies_are_scoped_to_the_proxy_host() {
-        assert_eq!(set_cookie("sid=1; Domain=.shop.example; Path=/; Secure; HttpOnly; SameSite=None", false), "sid=1; Path=/; HttpOnly; SameSite=Lax");
-        assert_eq!(set_cookie("sid=1; domain=shop.example; Secure; SameSite=None", true), "sid=1; Secure; SameSite=None");
+        assert_eq!(
+            set_cookie(
+                "sid=1; Domain=.shop.example; Path=/; Secure; HttpOnly; SameSite=None",
+                false
+            ),
+            "sid=1; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            set_cookie("sid=1; domain=shop.example; Secure; SameSite=None", true),
+            "sid=1; Secure; SameSite=None"
+        );
     }
 
     #[test]
     fn headers_point_back_into_the_proxy() {
         let m = mapper(false);
-        let allow = csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into() };
+        let allow = csp::Allowance {
+            origin: "http://a.test:8080".into(),
+            prefix: "/__cobrowse/".into(),
+        };
         let mut h = HeaderMap::new();
-        h.insert(header::LOCATION, HeaderValue::from_static("https://shop.example/login?next=%2F"));
-        h.insert(header::LINK, HeaderValue::from_static("<https://shop.example/s.css>; rel=preload; as=style"));
-        h.insert("refresh", HeaderValue::from_static("3; url=https://shop.example/x"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("https://shop.example"));
-        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=9999"));
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://shop.example/login?next=%2F"),
+        );
+        h.insert(
+            header::LINK,
+            HeaderValue::from_static("<https://shop.example/s.css>; rel=preload; as=style"),
+        );
+        h.insert(
+            "refresh",
+            HeaderValue::from_static("3; url=https://shop.example/x"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("https://shop.example"),
+        );
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=9999"),
+        );
         h.insert(header::ALT_SVC, HeaderValue::from_static("h3=\":443\""));
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'; img-src https://shop.example"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'; img-src https://shop.example"),
+        );
         translate(&mut h, &m, &allow, "N");
         assert_eq!(h[header::LOCATION], "http://a.test:8080/login?next=%2F");
-        assert_eq!(h[header::LINK], "<http://a.test:8080/s.css>; rel=preload; as=style");
+        assert_eq!(
+            h[header::LINK],
+            "<http://a.test:8080/s.css>; rel=preload; as=style"
+        );
         assert_eq!(h["refresh"], "3; url=http://a.test:8080/x");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://a.test:8080");
         assert_eq!(h[header::X_FRAME_OPTIONS], "SAMEORIGIN");
-        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "frame-ancestors 'self'; img-src http://a.test:8080");
-        assert!(!h.contains_key(header::STRICT_TRANSPORT_SECURITY) && !h.contains_key(header::ALT_SVC));
+        assert_eq!(
+            h[header::CONTENT_SECURITY_POLICY],
+            "frame-ancestors 'self'; img-src http://a.test:8080"
+        );
+        assert!(
+            !h.contains_key(header::STRICT_TRANSPORT_SECURITY) && !h.contains_key(header::ALT_SVC)
+        );
     }
 }

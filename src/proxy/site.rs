@@ -68,7 +68,11 @@ impl Sites {
             .iter()
             .position(|u| u.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)))
             .or_else(|| self.upstreams.iter().position(|u| u.hosts.is_empty()))
-            .or(if self.upstreams.is_empty() { None } else { Some(0) })
+            .or(if self.upstreams.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
     }
 
     /// The mapper for one request: upstreams to the proxy's own origins as
@@ -90,7 +94,11 @@ impl Sites {
                 }
             })
             .collect();
-        Mapper { sites: self.clone(), targets, tls }
+        Mapper {
+            sites: self.clone(),
+            targets,
+            tls,
+        }
     }
 }
 
@@ -127,7 +135,10 @@ impl Mapper {
     /// The proxy origin (`http://host:port`) this request came to.
     pub fn proxy_origin(&self, upstream: usize) -> Option<String> {
         let scheme = if self.tls { "https" } else { "http" };
-        self.targets.get(upstream)?.as_ref().map(|a| format!("{scheme}://{a}"))
+        self.targets
+            .get(upstream)?
+            .as_ref()
+            .map(|a| format!("{scheme}://{a}"))
     }
 
     pub fn upstreams(&self) -> &[Upstream] {
@@ -136,18 +147,31 @@ impl Mapper {
 
     /// The longest span a match can need, for streaming callers' carried tail.
     pub fn window(&self) -> usize {
-        self.sites.upstreams.iter().map(|u| u.marker_len).max().unwrap_or(0) + LONGEST_SCHEME + 1
+        self.sites
+            .upstreams
+            .iter()
+            .map(|u| u.marker_len)
+            .max()
+            .unwrap_or(0)
+            + LONGEST_SCHEME
+            + 1
     }
 
     /// Whether `text` mentions an upstream at all (cheap pre-check).
     pub fn mentions(&self, text: &[u8]) -> bool {
-        self.sites.upstreams.iter().any(|u| u.marker.find(text).is_some())
+        self.sites
+            .upstreams
+            .iter()
+            .any(|u| u.marker.find(text).is_some())
     }
 
     /// Whether `text` names an upstream's host at all, however its URL is
     /// written (cheap pre-check for attribute values).
     pub fn names_upstream(&self, text: &[u8]) -> bool {
-        self.sites.upstreams.iter().any(|u| u.host.find(text).is_some())
+        self.sites
+            .upstreams
+            .iter()
+            .any(|u| u.host.find(text).is_some())
     }
 
     /// Replaces every upstream origin in `text`.
@@ -165,7 +189,11 @@ impl Mapper {
     /// consumed, or `None` when `last` and nothing was replaced (then `out`
     /// is untouched).
     pub fn map_into(&self, text: &[u8], out: &mut Vec<u8>, last: bool) -> Option<usize> {
-        let limit = if last { text.len() } else { text.len().saturating_sub(self.window()) };
+        let limit = if last {
+            text.len()
+        } else {
+            text.len().saturating_sub(self.window())
+        };
         let mut pos = 0;
         let mut search = 0;
         let mut replaced = false;
@@ -183,11 +211,21 @@ impl Mapper {
             if !self.accepts(text, &hit) {
                 continue;
             }
-            let Some(target) = &self.targets[hit.upstream] else { continue };
+            let Some(target) = &self.targets[hit.upstream] else {
+                continue;
+            };
             out.extend_from_slice(&text[pos..hit.start]);
             if let Some(scheme) = hit.scheme {
-                let secure = if scheme.len() >= 4 && scheme[..2].eq_ignore_ascii_case(b"ws") { "wss:" } else { "https:" };
-                let plain = if scheme[..2].eq_ignore_ascii_case(b"ws") { "ws:" } else { "http:" };
+                let secure = if scheme.len() >= 4 && scheme[..2].eq_ignore_ascii_case(b"ws") {
+                    "wss:"
+                } else {
+                    "https:"
+                };
+                let plain = if scheme[..2].eq_ignore_ascii_case(b"ws") {
+                    "ws:"
+                } else {
+                    "http:"
+                };
                 out.extend_from_slice(if self.tls { secure } else { plain }.as_bytes());
             }
             out.extend_from_slice(b"//");
@@ -214,18 +252,29 @@ impl Mapper {
             .filter_map(|(i, u)| u.marker.find(hay).map(|p| (i, p + from)))
             .min_by_key(|&(_, p)| p)?;
         let end = at + self.sites.upstreams[upstream].marker_len;
-        let scheme = SCHEMES.iter().copied().find(|s| at >= s.len() && text[at - s.len()..at].eq_ignore_ascii_case(s));
-        Some(Hit { start: at - scheme.map_or(0, <[u8]>::len), end, upstream, scheme })
+        let scheme = SCHEMES
+            .iter()
+            .copied()
+            .find(|s| at >= s.len() && text[at - s.len()..at].eq_ignore_ascii_case(s));
+        Some(Hit {
+            start: at - scheme.map_or(0, <[u8]>::len),
+            end,
+            upstream,
+            scheme,
+        })
     }
 
     /// A marker counts when it ends the authority (`//a.test` must not match
     /// `//a.test.evil` or `//a.test:81`) and, without a scheme, when it
     /// starts a protocol-relative URL rather than sitting inside a path.
     fn accepts(&self, text: &[u8], hit: &Hit) -> bool {
-        let ends_authority = text.get(hit.end).is_none_or(|&b| !(b.is_ascii_alphanumeric() || b"-.:_@".contains(&b)));
+        let ends_authority = text
+            .get(hit.end)
+            .is_none_or(|&b| !(b.is_ascii_alphanumeric() || b"-.:_@".contains(&b)));
         let starts_url = hit.scheme.is_some()
             || hit.start == 0
-            || !(text[hit.start - 1].is_ascii_alphanumeric() || b"+-./:%".contains(&text[hit.start - 1]));
+            || !(text[hit.start - 1].is_ascii_alphanumeric()
+                || b"+-./:%".contains(&text[hit.start - 1]));
         ends_authority && starts_url
     }
 
@@ -234,10 +283,17 @@ impl Mapper {
     pub fn to_upstream(&self, current: usize, value: &str) -> Option<String> {
         let proxy = self.proxy_origin(current)?;
         let rest = value.strip_prefix(proxy.as_str())?;
-        if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') || rest.starts_with('#')) {
+        if !(rest.is_empty()
+            || rest.starts_with('/')
+            || rest.starts_with('?')
+            || rest.starts_with('#'))
+        {
             return None;
         }
-        let upstream = self.sites.upstreams[current].origin.origin().ascii_serialization();
+        let upstream = self.sites.upstreams[current]
+            .origin
+            .origin()
+            .ascii_serialization();
         Some(format!("{upstream}{rest}"))
     }
 }
@@ -251,7 +307,10 @@ pub struct StreamMapper {
 
 impl StreamMapper {
     pub fn new(mapper: Mapper) -> StreamMapper {
-        StreamMapper { mapper, carry: Vec::new() }
+        StreamMapper {
+            mapper,
+            carry: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
@@ -293,12 +352,21 @@ pub(crate) mod tests {
     #[test]
     fn maps_absolute_and_protocol_relative_urls_of_every_site() {
         let m = mapper(false);
-        assert_eq!(m.map_str("https://shop.example/a?b#c"), "http://a.test:8080/a?b#c");
+        assert_eq!(
+            m.map_str("https://shop.example/a?b#c"),
+            "http://a.test:8080/a?b#c"
+        );
         assert_eq!(m.map_str("//shop.example/x"), "//a.test:8080/x");
         assert_eq!(m.map_str("HTTP://shop.example"), "http://a.test:8080");
         assert_eq!(m.map_str("wss://shop.example/ws"), "ws://a.test:8080/ws");
-        assert_eq!(m.map_str("url(http://127.0.0.1:9000/i.png) url('https://shop.example/j')"), "url(http://b.test:8080/i.png) url('http://a.test:8080/j')");
-        assert_eq!(mapper(true).map_str("http://shop.example/"), "https://a.test:8080/");
+        assert_eq!(
+            m.map_str("url(http://127.0.0.1:9000/i.png) url('https://shop.example/j')"),
+            "url(http://b.test:8080/i.png) url('http://a.test:8080/j')"
+        );
+        assert_eq!(
+            mapper(true).map_str("http://shop.example/"),
+            "https://a.test:8080/"
+        );
     }
 
     #[test]
@@ -313,15 +381,25 @@ pub(crate) mod tests {
             "http://127.0.0.1:90001/",
             "relative/path",
         ] {
-            assert!(matches!(m.map_str(s), Cow::Borrowed(_)), "{s} was changed to {}", m.map_str(s));
+            assert!(
+                matches!(m.map_str(s), Cow::Borrowed(_)),
+                "{s} was changed to {}",
+                m.map_str(s)
+            );
         }
     }
 
     #[test]
     fn origin_and_referer_go_back_to_the_upstream() {
         let m = mapper(false);
-        assert_eq!(m.to_upstream(0, "http://a.test:8080").as_deref(), Some("https://shop.example"));
-        assert_eq!(m.to_upstream(0, "http://a.test:8080/p?q").as_deref(), Some("https://shop.example/p?q"));
+        assert_eq!(
+            m.to_upstream(0, "http://a.test:8080").as_deref(),
+            Some("https://shop.example")
+        );
+        assert_eq!(
+            m.to_upstream(0, "http://a.test:8080/p?q").as_deref(),
+            Some("https://shop.example/p?q")
+        );
         assert_eq!(m.to_upstream(0, "http://a.test:80800/"), None);
         assert_eq!(m.to_upstream(0, "https://elsewhere/"), None);
     }
@@ -338,7 +416,11 @@ pub(crate) mod tests {
                 s.push(chunk, &mut out);
             }
             s.finish(&mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), expected, "chunk size {size}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "chunk size {size}"
+            );
         }
     }
 }

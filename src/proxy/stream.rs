@@ -66,7 +66,10 @@ impl Pipeline {
 
     /// The body `inner` transformed by these stages.
     pub fn apply(self, inner: Body) -> Body {
-        body::boxed(Transformed { inner, pipeline: Some(self) })
+        body::boxed(Transformed {
+            inner,
+            pipeline: Some(self),
+        })
     }
 }
 
@@ -79,7 +82,10 @@ impl HttpBody for Transformed {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             if self.pipeline.is_none() {
                 return Poll::Ready(None);
@@ -101,7 +107,9 @@ impl HttpBody for Transformed {
                 }
                 None => {
                     let out = self.pipeline.take().expect("checked above").finish()?;
-                    return Poll::Ready((!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))));
+                    return Poll::Ready(
+                        (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
+                    );
                 }
             }
         }

@@ -21,7 +21,11 @@ pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants { req.headers().get(header::UPGRADE).cloned() } else { None }
+    if wants {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// Puts the upgrade back after the hop-by-hop headers were stripped: for

@@ -9,7 +9,12 @@ use crate::support::shop::{CARD_ON_FILE, PIN_ON_FILE, Shop};
 /// The text of `#serial` on the customer's page: every document the shop
 /// renders carries a fresh one.
 async fn customer_serial(s: &Shared) -> String {
-    s.customer.eval("document.querySelector('#serial')?.textContent || ''").await.as_str().unwrap_or_default().to_string()
+    s.customer
+        .eval("document.querySelector('#serial')?.textContent || ''")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The operator's page reads exactly as the customer's does.
@@ -17,8 +22,15 @@ async fn same_text(s: &Shared, step: &str) {
     let text = s.customer.eval("document.body.innerText").await;
     let text = text.as_str().unwrap_or_default().to_string();
     assert!(!text.is_empty());
-    let js = format!("document.body.innerText === {}", serde_json::to_string(&text).unwrap());
-    s.on_operator(&format!("the operator's page to read as the customer's ({step})"), &js).await;
+    let js = format!(
+        "document.body.innerText === {}",
+        serde_json::to_string(&text).unwrap()
+    );
+    s.on_operator(
+        &format!("the operator's page to read as the customer's ({step})"),
+        &js,
+    )
+    .await;
 }
 
 fn count(shop: &Shop, line: &str) -> usize {
@@ -38,25 +50,51 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // the shop and must still see the pages behind the customer's login.
     customer.goto(&server.url("/login")).await;
     customer.type_into("input[name=user]", "pat").await;
-    customer.type_into("input[name=password]", "correct-horse").await;
+    customer
+        .type_into("input[name=password]", "correct-horse")
+        .await;
     customer.click("form button").await;
-    until(&customer, "the account page", "document.querySelector('#welcome')?.textContent === 'Welcome, pat'", &[&customer, &operator], &server).await;
+    until(
+        &customer,
+        "the account page",
+        "document.querySelector('#welcome')?.textContent === 'Welcome, pat'",
+        &[&customer, &operator],
+        &server,
+    )
+    .await;
     customer_calls(&customer, &server, &[&operator]).await;
     operator_responds(&operator, &server, &[&customer]).await;
-    let s = Shared { server, browser, customer, operator };
+    let s = Shared {
+        server,
+        browser,
+        customer,
+        operator,
+    };
     let context = || format!("shop saw: {:#?}", shop.log());
 
-    s.on_operator("the account page behind the customer's login", "document.querySelector('#welcome')?.textContent === 'Welcome, pat'").await;
+    s.on_operator(
+        "the account page behind the customer's login",
+        "document.querySelector('#welcome')?.textContent === 'Welcome, pat'",
+    )
+    .await;
 
     // A navigation: the operator is served the document the customer got.
     s.customer.click("#to-cart").await;
-    s.on_customer("the cart", "location.pathname === '/cart' && !!document.querySelector('#serial')").await;
+    s.on_customer(
+        "the cart",
+        "location.pathname === '/cart' && !!document.querySelector('#serial')",
+    )
+    .await;
     let serial = customer_serial(&s).await;
     s.on_operator("the customer's very cart document", &format!("location.pathname === '/cart' && document.querySelector('#serial')?.textContent === '{serial}'")).await;
 
     // A POST by the customer, then its redirect: done once, seen by both.
     s.customer.click("#add").await;
-    s.on_customer("a teapot in the cart", "document.querySelectorAll('#items li').length === 1").await;
+    s.on_customer(
+        "a teapot in the cart",
+        "document.querySelectorAll('#items li').length === 1",
+    )
+    .await;
     let serial = customer_serial(&s).await;
     s.on_operator("the cart with the teapot, as the customer got it", &format!("document.querySelectorAll('#items li').length === 1 && document.querySelector('#serial')?.textContent === '{serial}'")).await;
     same_text(&s, "cart").await;
@@ -65,20 +103,46 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // The order form: the shop renders a card number and a PIN into masked
     // fields; the operator's copy has neither.
     s.customer.click("#to-order").await;
-    s.on_customer("the order form", "location.pathname === '/order' && !!document.querySelector('#place')").await;
+    s.on_customer(
+        "the order form",
+        "location.pathname === '/order' && !!document.querySelector('#place')",
+    )
+    .await;
     let serial = customer_serial(&s).await;
     s.on_operator("the order form", &format!("!!document.querySelector('#place') && document.querySelector('#serial')?.textContent === '{serial}'")).await;
-    let customer_card = s.customer.eval("document.querySelector('input[name=card]').value").await;
-    assert_eq!(customer_card, serde_json::json!(CARD_ON_FILE), "the customer's own page keeps the card on file");
+    let customer_card = s
+        .customer
+        .eval("document.querySelector('input[name=card]').value")
+        .await;
+    assert_eq!(
+        customer_card,
+        serde_json::json!(CARD_ON_FILE),
+        "the customer's own page keeps the card on file"
+    );
     let seen = s
         .operator
         .eval_on(CONTENT, "el.contentDocument.documentElement.outerHTML + ' ' + [...el.contentDocument.querySelectorAll('input')].map((i) => i.value).join(' ')")
         .await
         .to_string();
-    assert!(!seen.contains(CARD_ON_FILE) && !seen.contains(PIN_ON_FILE), "a masked server-rendered value reached the operator:\n{seen}");
+    assert!(
+        !seen.contains(CARD_ON_FILE) && !seen.contains(PIN_ON_FILE),
+        "a masked server-rendered value reached the operator:\n{seen}"
+    );
     // Nor through a scripted read of the same page.
-    let fetched = s.operator.eval_on(CONTENT, "el.contentWindow.fetch('/order').then((r) => r.text())").await.to_string();
-    assert!(fetched.contains("Place order") && !fetched.contains(CARD_ON_FILE) && !fetched.contains(PIN_ON_FILE), "{fetched}");
+    let fetched = s
+        .operator
+        .eval_on(
+            CONTENT,
+            "el.contentWindow.fetch('/order').then((r) => r.text())",
+        )
+        .await
+        .to_string();
+    assert!(
+        fetched.contains("Place order")
+            && !fetched.contains(CARD_ON_FILE)
+            && !fetched.contains(PIN_ON_FILE),
+        "{fetched}"
+    );
 
     // A follower's own state-changing request is refused by the proxy and
     // never reaches the shop.
@@ -93,9 +157,19 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     // The operator, with control, fills in the form and presses "Place
     // order": the customer's browser performs it, once.
     s.grant_control().await;
-    s.on_operator("the order form, shared", "!!(window.__cobrowse && window.__cobrowse.engine)").await;
-    s.operator.type_into(&content("#holder"), "Pat Example").await;
-    s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Pat Example'").await;
+    s.on_operator(
+        "the order form, shared",
+        "!!(window.__cobrowse && window.__cobrowse.engine)",
+    )
+    .await;
+    s.operator
+        .type_into(&content("#holder"), "Pat Example")
+        .await;
+    s.on_customer(
+        "the operator's typing",
+        "document.querySelector('#holder').value === 'Pat Example'",
+    )
+    .await;
     s.operator.click(&content("#place")).await;
     s.on_customer("the confirmation", "document.querySelector('#confirmation')?.textContent === 'Order 1 for Pat Example confirmed'").await;
     let serial = customer_serial(&s).await;
@@ -110,14 +184,31 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
 
     // A second press is a second order, still performed once.
     s.customer.click("#to-order-again").await;
-    s.on_customer("the order form again", "!!document.querySelector('#place')").await;
+    s.on_customer("the order form again", "!!document.querySelector('#place')")
+        .await;
     // Typed only once the page's agent is sharing it.
-    s.on_operator("the order form again, shared", "!!document.querySelector('#place') && !!(window.__cobrowse && window.__cobrowse.engine)").await;
+    s.on_operator(
+        "the order form again, shared",
+        "!!document.querySelector('#place') && !!(window.__cobrowse && window.__cobrowse.engine)",
+    )
+    .await;
     s.operator.type_into(&content("#holder"), "Bob").await;
-    s.on_customer("the operator's typing", "document.querySelector('#holder').value === 'Bob'").await;
+    s.on_customer(
+        "the operator's typing",
+        "document.querySelector('#holder').value === 'Bob'",
+    )
+    .await;
     s.operator.click(&content("#place")).await;
-    s.on_customer("the second confirmation", "document.querySelector('#confirmation')?.textContent === 'Order 2 for Bob confirmed'").await;
-    s.on_operator("the second confirmation", "document.querySelector('#confirmation')?.textContent === 'Order 2 for Bob confirmed'").await;
+    s.on_customer(
+        "the second confirmation",
+        "document.querySelector('#confirmation')?.textContent === 'Order 2 for Bob confirmed'",
+    )
+    .await;
+    s.on_operator(
+        "the second confirmation",
+        "document.querySelector('#confirmation')?.textContent === 'Order 2 for Bob confirmed'",
+    )
+    .await;
     assert_eq!(shop.orders(), 2, "{}", context());
     assert_eq!(count(&shop, "POST /order"), 2, "{}", context());
 }

@@ -9,9 +9,17 @@ use super::*;
 /// without the proxy for comparison.
 fn demo_origin(server: &Cobrowse) -> String {
     let out = server.output();
-    let line = out.lines().find(|l| l.contains("demo site started")).expect("the server logs the demo site's address");
-    let start = line.find("127.0.0.1:").expect("a loopback address in the demo site log line");
-    let addr: String = line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    let line = out
+        .lines()
+        .find(|l| l.contains("demo site started"))
+        .expect("the server logs the demo site's address");
+    let start = line
+        .find("127.0.0.1:")
+        .expect("a loopback address in the demo site log line");
+    let addr: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
     format!("http://{addr}")
 }
 
@@ -37,11 +45,30 @@ async fn an_idle_agent_changes_nothing_on_the_page() {
         tab.goto(&format!("{}{page}", demo_origin(&server))).await;
         let direct = snapshot(&tab).await;
         tab.goto(&server.url(page)).await;
-        until_on(&tab, "the widget", CALL, "el && el.textContent === 'Call operator'", &all, &server).await;
+        until_on(
+            &tab,
+            "the widget",
+            CALL,
+            "el && el.textContent === 'Call operator'",
+            &all,
+            &server,
+        )
+        .await;
         let proxied = snapshot(&tab).await;
-        assert_eq!(direct["rects"], proxied["rects"], "{page}: the layout changed with the agent");
-        assert_eq!(direct["scrollHeight"], proxied["scrollHeight"], "{page}: the page height changed with the agent");
-        let before: Vec<&str> = direct["globals"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(
+            direct["rects"], proxied["rects"],
+            "{page}: the layout changed with the agent"
+        );
+        assert_eq!(
+            direct["scrollHeight"], proxied["scrollHeight"],
+            "{page}: the page height changed with the agent"
+        );
+        let before: Vec<&str> = direct["globals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
         let added: Vec<&str> = proxied["globals"]
             .as_array()
             .unwrap()
@@ -49,7 +76,11 @@ async fn an_idle_agent_changes_nothing_on_the_page() {
             .filter_map(|v| v.as_str())
             .filter(|g| !before.contains(g))
             .collect();
-        assert_eq!(added, vec!["__cobrowse"], "{page}: global names added by the agent");
+        assert_eq!(
+            added,
+            vec!["__cobrowse"],
+            "{page}: global names added by the agent"
+        );
     }
 
     // Patched functions keep their name, length and native look.
@@ -60,7 +91,18 @@ async fn an_idle_agent_changes_nothing_on_the_page() {
               String(Element.prototype.attachShadow).includes('[native code]')]",
         )
         .await;
-    assert_eq!(looks, serde_json::json!(["pushState", 2, true, "replaceState", "attachShadow", 1, true]));
+    assert_eq!(
+        looks,
+        serde_json::json!([
+            "pushState",
+            2,
+            true,
+            "replaceState",
+            "attachShadow",
+            1,
+            true
+        ])
+    );
 
     // The widget lives in an open shadow root; its controls are real buttons
     // with labels, reachable from the keyboard, and the status is announced.
@@ -76,14 +118,32 @@ async fn an_idle_agent_changes_nothing_on_the_page() {
 })()"#,
         )
         .await;
-    assert_eq!(widget, serde_json::json!(["open", "button", true, true, "status", "fixed"]));
+    assert_eq!(
+        widget,
+        serde_json::json!(["open", "button", true, true, "status", "fixed"])
+    );
 
     // The site's CSS cannot hide or restyle the widget's insides.
     tab.eval("document.head.insertAdjacentHTML('beforeend', '<style>button { display: none !important; } * { color: red !important; }</style>')").await;
     let visible = tab.eval_on(CALL, "getComputedStyle(el).display !== 'none' && getComputedStyle(el).color !== 'rgb(255, 0, 0)'").await;
-    assert_eq!(visible, serde_json::json!(true), "site CSS reached into the widget");
+    assert_eq!(
+        visible,
+        serde_json::json!(true),
+        "site CSS reached into the widget"
+    );
 
-    assert!(tab.websocket_frames().is_empty(), "a WebSocket opened without a call: {:?}", tab.websocket_frames());
-    let errors: Vec<String> = tab.console_log().into_iter().filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error")).collect();
-    assert!(errors.is_empty(), "console errors with the agent: {errors:#?}");
+    assert!(
+        tab.websocket_frames().is_empty(),
+        "a WebSocket opened without a call: {:?}",
+        tab.websocket_frames()
+    );
+    let errors: Vec<String> = tab
+        .console_log()
+        .into_iter()
+        .filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "console errors with the agent: {errors:#?}"
+    );
 }

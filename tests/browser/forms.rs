@@ -20,55 +20,116 @@ async fn every_control_type_is_shared_both_ways() {
     let (c, o) = (&s.customer, &s.operator);
 
     // Typed by the customer with real keys.
-    for (id, text) in [("#full", "Pat Example"), ("#search", "flood"), ("#site", "https://example.org"), ("#phone", "+44 20 7946 0000"), ("#mail", "pat@example.org"), ("#age", "45"), ("#bio", "Two floors,\nnear a river")] {
+    for (id, text) in [
+        ("#full", "Pat Example"),
+        ("#search", "flood"),
+        ("#site", "https://example.org"),
+        ("#phone", "+44 20 7946 0000"),
+        ("#mail", "pat@example.org"),
+        ("#age", "45"),
+        ("#bio", "Two floors,\nnear a river"),
+    ] {
         c.type_into(id, text).await;
-        let js = format!("document.querySelector('{id}').value === {}", serde_json::to_string(text).unwrap());
-        s.on_operator(&format!("{id} on the operator's side"), &js).await;
+        let js = format!(
+            "document.querySelector('{id}').value === {}",
+            serde_json::to_string(text).unwrap()
+        );
+        s.on_operator(&format!("{id} on the operator's side"), &js)
+            .await;
     }
     // Select: keyboard on a focused single select; mouse on a list box.
     c.click("#plan").await;
     c.press("Escape", 27).await;
     c.press("ArrowDown", 40).await;
-    s.on_customer("the plan changed by the keyboard", "document.querySelector('#plan').value === 'plus'").await;
-    s.on_operator("the plan on the operator's side", "document.querySelector('#plan').value === 'plus'").await;
+    s.on_customer(
+        "the plan changed by the keyboard",
+        "document.querySelector('#plan').value === 'plus'",
+    )
+    .await;
+    s.on_operator(
+        "the plan on the operator's side",
+        "document.querySelector('#plan').value === 'plus'",
+    )
+    .await;
     c.click(r#"#extras option[value="glass"]"#).await;
     s.on_operator("the extras on the operator's side", "[...document.querySelector('#extras').selectedOptions].map(o => o.value).join() === 'glass'").await;
     c.click("#flood").await;
-    s.on_operator("the checkbox on the operator's side", "document.querySelector('#flood').checked").await;
+    s.on_operator(
+        "the checkbox on the operator's side",
+        "document.querySelector('#flood').checked",
+    )
+    .await;
     c.click(r#"input[name="pay"][value="yearly"]"#).await;
     s.on_operator("the radio group on the operator's side", "document.querySelector('input[name=pay][value=yearly]').checked && !document.querySelector('input[name=pay][value=monthly]').checked").await;
     c.click("#excess").await;
     c.press("ArrowRight", 39).await;
     let excess = c.eval("document.querySelector('#excess').value").await;
-    s.on_operator("the range on the operator's side", &format!("document.querySelector('#excess').value === {excess}")).await;
-    for (id, value) in [("#colour", "#aa3300"), ("#start", "2027-02-01"), ("#at", "09:30"), ("#when", "2027-02-01T10:15"), ("#month", "2027-03"), ("#week", "2027-W09")] {
-        assert_eq!(c.eval_on(id, &pick(value)).await, serde_json::json!(true), "{id} takes {value}");
-        s.on_operator(&format!("{id} on the operator's side"), &format!("document.querySelector('{id}').value === '{value}'")).await;
+    s.on_operator(
+        "the range on the operator's side",
+        &format!("document.querySelector('#excess').value === {excess}"),
+    )
+    .await;
+    for (id, value) in [
+        ("#colour", "#aa3300"),
+        ("#start", "2027-02-01"),
+        ("#at", "09:30"),
+        ("#when", "2027-02-01T10:15"),
+        ("#month", "2027-03"),
+        ("#week", "2027-W09"),
+    ] {
+        assert_eq!(
+            c.eval_on(id, &pick(value)).await,
+            serde_json::json!(true),
+            "{id} takes {value}"
+        );
+        s.on_operator(
+            &format!("{id} on the operator's side"),
+            &format!("document.querySelector('{id}').value === '{value}'"),
+        )
+        .await;
     }
     // Contenteditable, typed.
     c.click("#rich").await;
     c.eval("(() => { const r = document.createRange(); r.selectNodeContents(document.querySelector('#rich')); r.collapse(false); getSelection().removeAllRanges(); getSelection().addRange(r); })()").await;
     c.type_text(" please call").await;
-    s.on_operator("the rich text on the operator's side", "document.querySelector('#rich').textContent === 'Dear Northwind, please call'").await;
+    s.on_operator(
+        "the rich text on the operator's side",
+        "document.querySelector('#rich').textContent === 'Dear Northwind, please call'",
+    )
+    .await;
     // A chosen file: its name only, shown beside the field.
     c.eval_on("#docs", "(() => { const dt = new DataTransfer(); dt.items.add(new File(['secret contents'], 'deeds.pdf')); el.files = dt.files; el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return true; })()").await;
     s.on_operator("the chosen file's name shown to the operator", "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=badge]')].some(b => b.textContent === 'Chosen: deeds.pdf')").await;
-    assert!(!c.websocket_frames().iter().any(|f| f.contains("secret contents")), "a file's contents left the browser");
+    assert!(
+        !c.websocket_frames()
+            .iter()
+            .any(|f| f.contains("secret contents")),
+        "a file's contents left the browser"
+    );
 
     // Caret: the customer's selection in the focused field is shown.
     c.click("#full").await;
-    c.eval("document.querySelector('#full').setSelectionRange(2, 5)").await;
+    c.eval("document.querySelector('#full').setSelectionRange(2, 5)")
+        .await;
     s.on_operator("the customer's selection in the operator's field", "document.querySelector('#full').selectionStart === 2 && document.querySelector('#full').selectionEnd === 5").await;
     s.on_operator("the customer's caret marker", "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=remote-caret]')].some(b => b.textContent.endsWith('2–5'))").await;
 
     // Clicks that drive the page's scripts.
     c.click("#menu-button").await;
-    s.on_operator("the menu open on the operator's side", "!document.querySelector('#menu').hidden").await;
+    s.on_operator(
+        "the menu open on the operator's side",
+        "!document.querySelector('#menu').hidden",
+    )
+    .await;
 
     // A React-style controlled input: its state follows only a value set
     // through the native setter.
     c.type_into("#promo", "SAVE10").await;
-    s.on_operator("the controlled input's state on the operator's side", "document.querySelector('#promo-state').textContent === 'SAVE10'").await;
+    s.on_operator(
+        "the controlled input's state on the operator's side",
+        "document.querySelector('#promo-state').textContent === 'SAVE10'",
+    )
+    .await;
 
     // Keyboard-driven: Enter adds the note on both sides.
     c.type_into("#quick", "call back").await;
@@ -79,17 +140,46 @@ async fn every_control_type_is_shared_both_ways() {
     // The operator, with control, changes things; the customer sees them.
     s.grant_control().await;
     o.type_into(&content("#full"), " Jr").await;
-    s.on_customer("the operator's typing", "document.querySelector('#full').value === 'Pat Example Jr'").await;
+    s.on_customer(
+        "the operator's typing",
+        "document.querySelector('#full').value === 'Pat Example Jr'",
+    )
+    .await;
     o.click(&content("#flood")).await;
-    s.on_customer("the operator's checkbox", "!document.querySelector('#flood').checked").await;
-    o.click(&content(r#"input[name="pay"][value="monthly"]"#)).await;
-    s.on_customer("the operator's radio", "document.querySelector('input[name=pay][value=monthly]').checked").await;
+    s.on_customer(
+        "the operator's checkbox",
+        "!document.querySelector('#flood').checked",
+    )
+    .await;
+    o.click(&content(r#"input[name="pay"][value="monthly"]"#))
+        .await;
+    s.on_customer(
+        "the operator's radio",
+        "document.querySelector('input[name=pay][value=monthly]').checked",
+    )
+    .await;
     o.click(&content("#tab-car")).await;
-    s.on_customer("the operator's tab click", "document.querySelector('#tab-panel').textContent === 'Car cover details.'").await;
+    s.on_customer(
+        "the operator's tab click",
+        "document.querySelector('#tab-panel').textContent === 'Car cover details.'",
+    )
+    .await;
     o.click(&content("#rich")).await;
     o.type_text("!").await;
-    s.on_customer("the operator's rich text", "document.querySelector('#rich').textContent.includes('!')").await;
-    until_on(c, "the customer's own values intact", "#bio", "el.value === 'Two floors,\\nnear a river'", &s.tabs(), &s.server).await;
+    s.on_customer(
+        "the operator's rich text",
+        "document.querySelector('#rich').textContent.includes('!')",
+    )
+    .await;
+    until_on(
+        c,
+        "the customer's own values intact",
+        "#bio",
+        "el.value === 'Two floors,\\nnear a river'",
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     s.assert_no_errors();
 }
 /// Input method composition (Japanese, Chinese...): a remote value never
@@ -101,18 +191,44 @@ async fn composition_is_never_interrupted_and_its_result_is_shared() {
     let (c, o) = (&s.customer, &s.operator);
     s.grant_control().await;
     c.click("#name").await;
-    c.page.execute(ImeSetCompositionParams::new("にほ", 2, 2)).await.expect("composition");
-    s.on_customer("the composition in progress", "document.querySelector('#name').value === 'にほ'").await;
+    c.page
+        .execute(ImeSetCompositionParams::new("にほ", 2, 2))
+        .await
+        .expect("composition");
+    s.on_customer(
+        "the composition in progress",
+        "document.querySelector('#name').value === 'にほ'",
+    )
+    .await;
 
     // The operator types into the same field meanwhile, then into another;
     // when the second arrives, the first has too.
     o.type_into(&content("#name"), "X").await;
     o.type_into(&content("#notes"), "y").await;
-    s.on_customer("the operator's later typing", "document.querySelector('#notes').value === 'y'").await;
-    assert_eq!(c.eval("document.querySelector('#name').value").await, serde_json::json!("にほ"), "a remote value broke the composition");
+    s.on_customer(
+        "the operator's later typing",
+        "document.querySelector('#notes').value === 'y'",
+    )
+    .await;
+    assert_eq!(
+        c.eval("document.querySelector('#name').value").await,
+        serde_json::json!("にほ"),
+        "a remote value broke the composition"
+    );
 
-    c.page.execute(InsertTextParams::new("日本")).await.expect("commit");
-    s.on_customer("the committed text", "document.querySelector('#name').value === '日本'").await;
-    s.on_operator("the committed text on the operator's side", "document.querySelector('#name').value === '日本'").await;
+    c.page
+        .execute(InsertTextParams::new("日本"))
+        .await
+        .expect("commit");
+    s.on_customer(
+        "the committed text",
+        "document.querySelector('#name').value === '日本'",
+    )
+    .await;
+    s.on_operator(
+        "the committed text on the operator's side",
+        "document.querySelector('#name').value === '日本'",
+    )
+    .await;
     s.assert_no_errors();
 }

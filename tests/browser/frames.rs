@@ -12,7 +12,8 @@ async fn nested_frames_are_shared_by_frame_path() {
     let (c, o) = (&s.customer, &s.operator);
     c.type_into("#ref", "NW-1").await;
     c.type_into(&format!("{PAY} | #holder"), "P EXAMPLE").await;
-    c.type_into(&format!("{INNER} | #street"), "1 Main St").await;
+    c.type_into(&format!("{INNER} | #street"), "1 Main St")
+        .await;
     s.on_operator(
         "values in the top page and both frames",
         "document.querySelector('#ref').value === 'NW-1' \
@@ -21,11 +22,14 @@ async fn nested_frames_are_shared_by_frame_path() {
     )
     .await;
     assert!(
-        c.websocket_frames().iter().any(|f| f.contains(r#""key":"top/iframe[name=pay]/iframe#inner/input#street""#)),
+        c.websocket_frames()
+            .iter()
+            .any(|f| f.contains(r#""key":"top/iframe[name=pay]/iframe#inner/input#street""#)),
         "the inner field's key carries its frame path"
     );
     s.grant_control().await;
-    o.type_into(&content(&format!("{INNER} | #street")), ", Flat 2").await;
+    o.type_into(&content(&format!("{INNER} | #street")), ", Flat 2")
+        .await;
     s.on_customer(
         "the operator's typing in the inner frame",
         "document.querySelector('iframe[name=pay]').contentDocument.querySelector('#inner').contentDocument.querySelector('#street').value === '1 Main St, Flat 2'",
@@ -38,10 +42,12 @@ async fn nested_frames_are_shared_by_frame_path() {
 async fn open_and_closed_shadow_roots_are_shared() {
     let s = Shared::start("/component.html").await;
     let (c, o) = (&s.customer, &s.operator);
-    c.type_into(r#"#postcode | input[name="postcode"]"#, "SW1A 1AA").await;
+    c.type_into(r#"#postcode | input[name="postcode"]"#, "SW1A 1AA")
+        .await;
     // The closed root is not reachable by a selector chain: focus it the way
     // the page can, then type with real keys.
-    c.eval("houseRoot(document.querySelector('#house')).querySelector('input').focus()").await;
+    c.eval("houseRoot(document.querySelector('#house')).querySelector('input').focus()")
+        .await;
     c.type_text("10").await;
     s.on_operator(
         "both components' values",
@@ -50,7 +56,8 @@ async fn open_and_closed_shadow_roots_are_shared() {
     )
     .await;
     s.grant_control().await;
-    o.type_into(&content(r#"#postcode | input[name="postcode"]"#), "!").await;
+    o.type_into(&content(r#"#postcode | input[name="postcode"]"#), "!")
+        .await;
     s.on_customer("the operator's typing in the open root", "document.querySelector('#postcode').shadowRoot.querySelector('input').value === 'SW1A 1AA!'").await;
     s.assert_no_errors();
 }
@@ -80,8 +87,15 @@ async fn frames_inside_open_and_closed_shadow_roots_are_shared() {
     )
     .await;
     let sent = c.websocket_frames();
-    for key in ["top/branch-map#map/#shadow/iframe[name=branch]/input#street", "top/help-box#help/#shadow/iframe[0]/input#street"] {
-        assert!(sent.iter().any(|f| f.contains(&format!(r#""key":"{key}""#))), "a key through the shadow root: {key}");
+    for key in [
+        "top/branch-map#map/#shadow/iframe[name=branch]/input#street",
+        "top/help-box#help/#shadow/iframe[0]/input#street",
+    ] {
+        assert!(
+            sent.iter()
+                .any(|f| f.contains(&format!(r#""key":"{key}""#))),
+            "a key through the shadow root: {key}"
+        );
     }
     s.grant_control().await;
     o.type_into(&content(BRANCH), ", Flat 2").await;

@@ -12,16 +12,39 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
     let (c, o) = (&s.customer, &s.operator);
 
     // The customer's pointer, drawn on the operator's page with their name.
-    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="pointer"]"#).await;
+    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="pointer"]"#)
+        .await;
     let (x, y) = c.center("h1").await;
-    c.mouse(chromiumoxide::cdp::browser_protocol::input::DispatchMouseEventType::MouseMoved, x, y, 0).await;
-    s.on_operator("the customer's pointer", &format!("{OVERLAY}?.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Customer'")).await;
+    c.mouse(
+        chromiumoxide::cdp::browser_protocol::input::DispatchMouseEventType::MouseMoved,
+        x,
+        y,
+        0,
+    )
+    .await;
+    s.on_operator(
+        "the customer's pointer",
+        &format!(
+            "{OVERLAY}?.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Customer'"
+        ),
+    )
+    .await;
 
     // The operator draws a stroke over the page.
     o.click(r#"[data-cobrowse="draw"]"#).await;
     let (fx, fy) = o.center(CONTENT).await;
-    o.drag(&[(fx - 100.0, fy - 50.0), (fx - 50.0, fy - 20.0), (fx, fy), (fx + 60.0, fy + 10.0)]).await;
-    s.on_customer("the operator's stroke", &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 1")).await;
+    o.drag(&[
+        (fx - 100.0, fy - 50.0),
+        (fx - 50.0, fy - 20.0),
+        (fx, fy),
+        (fx + 60.0, fy + 10.0),
+    ])
+    .await;
+    s.on_customer(
+        "the operator's stroke",
+        &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 1"),
+    )
+    .await;
 
     // A second operator is invited, responds and sees the stroke and the
     // pointer at once.
@@ -35,7 +58,11 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
 
     // Clearing clears everywhere.
     o.click(r#"[data-cobrowse="clear"]"#).await;
-    s.on_customer("the drawing cleared", &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 0")).await;
+    s.on_customer(
+        "the drawing cleared",
+        &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 0"),
+    )
+    .await;
     until(&late, "the drawing cleared for the late joiner", &format!("document.querySelector('{}').contentDocument.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
     s.assert_no_errors();
 }
@@ -65,11 +92,16 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
 
     // The customer's pointer, moved inside the frame two levels down, shows
     // on the operator's page over the same field.
-    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="pointer"]"#).await;
+    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="pointer"]"#)
+        .await;
     let (x, y) = c.center(STREET).await;
     c.mouse(MouseMoved, x - 3.0, y, 0).await;
     c.mouse(MouseMoved, x, y, 0).await;
-    s.on_operator("the customer's pointer over the nested field", &pointer_on_street("Customer")).await;
+    s.on_operator(
+        "the customer's pointer over the nested field",
+        &pointer_on_street("Customer"),
+    )
+    .await;
 
     // The operator's, moved inside the content frame's nested frame, shows
     // on the customer's page over the same field.
@@ -77,15 +109,27 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
     let (x, y) = o.center(&content(STREET)).await;
     o.mouse(MouseMoved, x - 3.0, y, 0).await;
     o.mouse(MouseMoved, x, y, 0).await;
-    s.on_customer("the operator's pointer over the nested field", &pointer_on_street("Olivia Operator")).await;
+    s.on_customer(
+        "the operator's pointer over the nested field",
+        &pointer_on_street("Olivia Operator"),
+    )
+    .await;
     assert!(
-        o.websocket_frames().iter().any(|f| f.starts_with("sent") && f.contains(r#""key":"top/@pointer/"#)),
+        o.websocket_frames()
+            .iter()
+            .any(|f| f.starts_with("sent") && f.contains(r#""key":"top/@pointer/"#)),
         "the pointer keeps its root key, whatever frame it moves in"
     );
 
     // A stroke drawn across the nested frame reaches the customer.
     o.click(r#"[data-cobrowse="draw"]"#).await;
-    o.drag(&[(x - 60.0, y - 10.0), (x - 20.0, y), (x + 20.0, y + 5.0), (x + 60.0, y + 10.0)]).await;
+    o.drag(&[
+        (x - 60.0, y - 10.0),
+        (x - 20.0, y),
+        (x + 20.0, y + 5.0),
+        (x + 60.0, y + 10.0),
+    ])
+    .await;
     s.on_customer("the operator's stroke over the nested frame", "document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelectorAll('[data-cobrowse=ink] polyline').length === 1").await;
     s.assert_no_errors();
 }

@@ -1,13 +1,22 @@
 //! Scroll of the window and of scrollable elements, and the customer's
 //! viewport in the console.
 
-use chromiumoxide::cdp::browser_protocol::input::{DispatchMouseEventParams, DispatchMouseEventType};
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchMouseEventParams, DispatchMouseEventType,
+};
 
 use super::harness::Tab;
 use super::*;
 
 async fn wheel(tab: &Tab, (x, y): (f64, f64), dy: f64) {
-    let p = DispatchMouseEventParams::builder().r#type(DispatchMouseEventType::MouseWheel).x(x).y(y).delta_x(0.0).delta_y(dy).build().unwrap();
+    let p = DispatchMouseEventParams::builder()
+        .r#type(DispatchMouseEventType::MouseWheel)
+        .x(x)
+        .y(y)
+        .delta_x(0.0)
+        .delta_y(dy)
+        .build()
+        .unwrap();
     tab.page.execute(p).await.expect("wheel event");
 }
 
@@ -28,20 +37,43 @@ async fn window_and_pane_scroll_follow_and_the_viewport_is_outlined() {
     .await;
 
     wheel(c, (500.0, 600.0), 900.0).await;
-    s.on_customer("the customer's window scrolled", "scrollY > 500").await;
+    s.on_customer("the customer's window scrolled", "scrollY > 500")
+        .await;
     let y = c.eval("Math.round(scrollY)").await;
-    s.on_operator("the operator's window at the customer's position", &format!("Math.round(scrollY) === {y}")).await;
+    s.on_operator(
+        "the operator's window at the customer's position",
+        &format!("Math.round(scrollY) === {y}"),
+    )
+    .await;
 
     c.eval("document.querySelector('#definitions').scrollIntoView({block: 'center', behavior: 'instant'})").await;
     let pane = c.center("#definitions").await;
     wheel(c, pane, 300.0).await;
-    s.on_customer("the pane scrolled", "document.querySelector('#definitions').scrollTop > 100").await;
-    let top = c.eval("Math.round(document.querySelector('#definitions').scrollTop)").await;
-    s.on_operator("the operator's pane at the customer's position", &format!("Math.round(document.querySelector('#definitions').scrollTop) === {top}")).await;
+    s.on_customer(
+        "the pane scrolled",
+        "document.querySelector('#definitions').scrollTop > 100",
+    )
+    .await;
+    let top = c
+        .eval("Math.round(document.querySelector('#definitions').scrollTop)")
+        .await;
+    s.on_operator(
+        "the operator's pane at the customer's position",
+        &format!("Math.round(document.querySelector('#definitions').scrollTop) === {top}"),
+    )
+    .await;
 
     s.grant_control().await;
-    o.eval_on(CONTENT, &in_frame("document.querySelector('#cond-70').scrollIntoView({behavior: 'instant'})")).await;
+    o.eval_on(
+        CONTENT,
+        &in_frame("document.querySelector('#cond-70').scrollIntoView({behavior: 'instant'})"),
+    )
+    .await;
     let oy = o.eval_on(CONTENT, &in_frame("Math.round(scrollY)")).await;
-    s.on_customer("the operator's scroll on the customer's side", &format!("Math.round(scrollY) === {oy}")).await;
+    s.on_customer(
+        "the operator's scroll on the customer's side",
+        &format!("Math.round(scrollY) === {oy}"),
+    )
+    .await;
     s.assert_no_errors();
 }

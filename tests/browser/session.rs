@@ -20,8 +20,22 @@ async fn customers_see_their_place_in_the_queue_and_operators_the_calls() {
         c.goto(&server.url("/")).await;
         customer_calls(c, &server, &[&operator]).await;
     }
-    until(&first, "first in the queue", &format!("{WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
-    until(&second, "second in the queue", &format!("{WIDGET_STATUS}.includes('you are number 2 in the queue')"), &all, &server).await;
+    until(
+        &first,
+        "first in the queue",
+        &format!("{WIDGET_STATUS}.includes('you are next in the queue')"),
+        &all,
+        &server,
+    )
+    .await;
+    until(
+        &second,
+        "second in the queue",
+        &format!("{WIDGET_STATUS}.includes('you are number 2 in the queue')"),
+        &all,
+        &server,
+    )
+    .await;
 
     // Waiting customers may browse on: the call keeps its place, and the
     // page the operator gets is the one the customer is on.
@@ -31,21 +45,60 @@ async fn customers_see_their_place_in_the_queue_and_operators_the_calls() {
 
     operator.goto(&server.url("/__cobrowse/console")).await;
     operator.type_into(r#"input[name="user"]"#, "op").await;
-    operator.type_into(r#"input[name="password"]"#, crate::support::OPERATOR_PASSWORD).await;
+    operator
+        .type_into(
+            r#"input[name="password"]"#,
+            crate::support::OPERATOR_PASSWORD,
+        )
+        .await;
     operator.type_text("\n").await; // Enter submits the sign-in form
     until(&operator, "the console to list both calls", r#"document.querySelectorAll('[data-cobrowse="queue"] li').length === 2 && document.querySelector('[data-cobrowse="queue"]').textContent.includes('offered to you')"#, &all, &server).await;
     operator_responds(&operator, &server, &[&first, &second]).await;
-    until(&first, "the first customer connected", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &all, &server).await;
+    until(
+        &first,
+        "the first customer connected",
+        &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"),
+        &all,
+        &server,
+    )
+    .await;
     until_on(&operator, "the page the customer is on, with what they typed while waiting", CONTENT, &in_frame("location.pathname === '/form.html' && document.querySelector('#name').value === 'Queued Quentin'"), &all, &server).await;
-    until(&second, "the second customer now next", &format!("{WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
+    until(
+        &second,
+        "the second customer now next",
+        &format!("{WIDGET_STATUS}.includes('you are next in the queue')"),
+        &all,
+        &server,
+    )
+    .await;
 
     // The operator hangs up: the customer is told, the console clears and
     // the second call is offered.
     operator.click(r#"[data-cobrowse="hangup"]"#).await;
     until(&first, "the first customer told the operator left", "document.querySelector('[data-cobrowse=widget]').shadowRoot.querySelector('[data-cobrowse=notice]').textContent.includes('operator has left')", &all, &server).await;
-    until(&first, "the first customer's widget idle", &format!("{WIDGET_STATUS}.startsWith('Need help')"), &all, &server).await;
-    until_on(&operator, "Respond enabled for the second call", r#"[data-cobrowse="respond"]"#, "!el.disabled", &all, &server).await;
-    assert_eq!(operator.eval_on(CONTENT, "el.contentWindow.location.href").await, serde_json::json!("about:blank"));
+    until(
+        &first,
+        "the first customer's widget idle",
+        &format!("{WIDGET_STATUS}.startsWith('Need help')"),
+        &all,
+        &server,
+    )
+    .await;
+    until_on(
+        &operator,
+        "Respond enabled for the second call",
+        r#"[data-cobrowse="respond"]"#,
+        "!el.disabled",
+        &all,
+        &server,
+    )
+    .await;
+    assert_eq!(
+        operator
+            .eval_on(CONTENT, "el.contentWindow.location.href")
+            .await,
+        serde_json::json!("about:blank")
+    );
 }
 
 #[tokio::test]
@@ -54,15 +107,25 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     let (c, o) = (&s.customer, &s.operator);
 
     // The customer's window is resized: the console's outline follows.
-    c.page.execute(SetDeviceMetricsOverrideParams::new(820, 600, 1.0, false)).await.unwrap();
+    c.page
+        .execute(SetDeviceMetricsOverrideParams::new(820, 600, 1.0, false))
+        .await
+        .unwrap();
     until(o, "the console's viewport at the new size", r#"(() => { const v = document.querySelector('[data-cobrowse="viewport"]'); return v.dataset.width === '820' && v.dataset.height === '600' && v.offsetWidth === 820; })()"#, &s.tabs(), &s.server).await;
 
     // Without control, an operator's link click does not move the customer;
     // the content frame comes back to the customer's page.
     o.click(&content(r#"header a[href="/"]"#)).await;
     until(o, "the console to explain view-only", r#"document.querySelector('[data-cobrowse="notice"]').textContent.includes('has not given you control')"#, &s.tabs(), &s.server).await;
-    s.on_operator("the content frame back on the customer's page", "location.pathname === '/form.html' && !!window.__cobrowse.engine").await;
-    assert_eq!(c.eval("location.pathname").await, serde_json::json!("/form.html"));
+    s.on_operator(
+        "the content frame back on the customer's page",
+        "location.pathname === '/form.html' && !!window.__cobrowse.engine",
+    )
+    .await;
+    assert_eq!(
+        c.eval("location.pathname").await,
+        serde_json::json!("/form.html")
+    );
 
     // The operator's pointer needs no control, and shows on the customer's page.
     o.click(r#"[data-cobrowse="pointer"]"#).await;
@@ -71,16 +134,27 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     s.on_customer("the operator's pointer with their name", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Olivia Operator'").await;
 
     // The customer draws a fading stroke: the operator sees it, then it goes.
-    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="draw"]"#).await;
+    c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="draw"]"#)
+        .await;
     let (cx, cy) = c.center("#notes").await;
-    c.drag(&[(cx - 80.0, cy), (cx, cy + 10.0), (cx + 80.0, cy)]).await;
+    c.drag(&[(cx - 80.0, cy), (cx, cy + 10.0), (cx + 80.0, cy)])
+        .await;
     s.on_operator("the customer's stroke", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1").await;
     // Drawing mode takes the mouse: the page under it is not clicked.
-    assert_eq!(c.eval("document.activeElement === document.querySelector('#notes')").await, serde_json::json!(false));
+    assert_eq!(
+        c.eval("document.activeElement === document.querySelector('#notes')")
+            .await,
+        serde_json::json!(false)
+    );
     o.click(r#"[data-cobrowse="fade"]"#).await;
     o.click(r#"[data-cobrowse="draw"]"#).await;
     let (fx, fy) = o.center(&content("h1")).await;
-    o.drag(&[(fx - 60.0, fy + 30.0), (fx, fy + 40.0), (fx + 60.0, fy + 30.0)]).await;
+    o.drag(&[
+        (fx - 60.0, fy + 30.0),
+        (fx, fy + 40.0),
+        (fx + 60.0, fy + 30.0),
+    ])
+    .await;
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;
     super::harness::until_for(c, "the fading stroke gone, the other kept", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1", std::time::Duration::from_secs(10), &s.tabs(), &s.server).await;
     s.assert_no_errors();
@@ -91,21 +165,53 @@ async fn reloads_on_either_side_keep_the_session() {
     let s = Shared::start("/form.html").await;
     let (c, o) = (&s.customer, &s.operator);
     c.type_into("#name", "Ada").await;
-    s.on_operator("the name", "document.querySelector('#name').value === 'Ada'").await;
+    s.on_operator(
+        "the name",
+        "document.querySelector('#name').value === 'Ada'",
+    )
+    .await;
 
     // The customer reloads: the same session resumes and sharing goes on.
     c.page.reload().await.expect("reload");
-    until(c, "the widget connected after the reload", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &s.tabs(), &s.server).await;
+    until(
+        c,
+        "the widget connected after the reload",
+        &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     c.type_into("#email", "ada@example.org").await;
-    s.on_operator("the e-mail typed after the customer's reload", "document.querySelector('#email').value === 'ada@example.org'").await;
+    s.on_operator(
+        "the e-mail typed after the customer's reload",
+        "document.querySelector('#email').value === 'ada@example.org'",
+    )
+    .await;
 
     // The operator reloads the console: it resumes and shows the same state.
     o.page.reload().await.expect("reload");
-    until(o, "the console connected after its reload", &format!("{CONSOLE_STATUS}.startsWith('Connected')"), &s.tabs(), &s.server).await;
+    until(
+        o,
+        "the console connected after its reload",
+        &format!("{CONSOLE_STATUS}.startsWith('Connected')"),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     s.on_operator("the state replayed after the console's reload", "!!window.__cobrowse.engine && document.querySelector('#email').value === 'ada@example.org'").await;
     c.type_into("#notes", "hi").await;
-    s.on_operator("live typing after the console's reload", "document.querySelector('#notes').value === 'hi'").await;
-    let participants = o.eval(r#"document.querySelector('[data-cobrowse="participants"]').children.length"#).await;
-    assert_eq!(participants, serde_json::json!(2), "still one customer and one operator");
+    s.on_operator(
+        "live typing after the console's reload",
+        "document.querySelector('#notes').value === 'hi'",
+    )
+    .await;
+    let participants = o
+        .eval(r#"document.querySelector('[data-cobrowse="participants"]').children.length"#)
+        .await;
+    assert_eq!(
+        participants,
+        serde_json::json!(2),
+        "still one customer and one operator"
+    );
     s.assert_no_errors();
 }

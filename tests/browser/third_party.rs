@@ -10,7 +10,8 @@ use super::*;
 use crate::support::origin::{Origin, full};
 
 async fn fixture_site() -> Origin {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/third-party/jquery-ui");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/third-party/jquery-ui");
     Origin::start(move |req| {
         let dir = dir.clone();
         async move {
@@ -23,8 +24,14 @@ async fn fixture_site() -> Origin {
                 _ => "application/octet-stream",
             };
             match (path.contains(".."), std::fs::read(dir.join(&path))) {
-                (false, Ok(bytes)) => http::Response::builder().header("content-type", content_type).body(full(bytes)).unwrap(),
-                _ => http::Response::builder().status(404).body(full("not found")).unwrap(),
+                (false, Ok(bytes)) => http::Response::builder()
+                    .header("content-type", content_type)
+                    .body(full(bytes))
+                    .unwrap(),
+                _ => http::Response::builder()
+                    .status(404)
+                    .body(full("not found"))
+                    .unwrap(),
             }
         }
     })
@@ -34,7 +41,11 @@ async fn fixture_site() -> Origin {
 #[tokio::test]
 async fn jquery_ui_widgets_are_shared_both_ways() {
     let site = fixture_site().await;
-    let server = Cobrowse::with_config(&Cobrowse::config_for(&site.url(), "[privacy]\nmask = [\"#vertical-spinner\"]")).await;
+    let server = Cobrowse::with_config(&Cobrowse::config_for(
+        &site.url(),
+        "[privacy]\nmask = [\"#vertical-spinner\"]",
+    ))
+    .await;
     let s = Shared::on(server, "/controlgroup.html").await;
     let (c, o) = (&s.customer, &s.operator);
 
@@ -48,15 +59,31 @@ async fn jquery_ui_widgets_are_shared_both_ways() {
     // Spinner: typed, then stepped with its own button (a click its script
     // handles).
     c.type_into("#horizontal-spinner", "3").await;
-    s.on_operator("the typed spinner value", "document.querySelector('#horizontal-spinner').value === '3'").await;
+    s.on_operator(
+        "the typed spinner value",
+        "document.querySelector('#horizontal-spinner').value === '3'",
+    )
+    .await;
     c.click(".controlgroup .ui-spinner-up").await;
-    s.on_customer("the customer's spinner stepped", "document.querySelector('#horizontal-spinner').value === '4'").await;
-    s.on_operator("the stepped spinner value", "document.querySelector('#horizontal-spinner').value === '4'").await;
+    s.on_customer(
+        "the customer's spinner stepped",
+        "document.querySelector('#horizontal-spinner').value === '4'",
+    )
+    .await;
+    s.on_operator(
+        "the stepped spinner value",
+        "document.querySelector('#horizontal-spinner').value === '4'",
+    )
+    .await;
 
     // The custom select menu: opened and chosen with clicks.
     c.click("#car-type-button").await;
     c.click("#car-type-menu li:nth-child(4) div").await;
-    s.on_customer("the customer's menu choice", "document.querySelector('#car-type').value === 'SUV'").await;
+    s.on_customer(
+        "the customer's menu choice",
+        "document.querySelector('#car-type').value === 'SUV'",
+    )
+    .await;
     s.on_operator("the operator's select menu", "document.querySelector('#car-type').value === 'SUV' && document.querySelector('#car-type-button').textContent.trim() === 'SUV'").await;
 
     // A field masked by the configuration never leaves the customer's browser.
@@ -65,20 +92,32 @@ async fn jquery_ui_widgets_are_shared_both_ways() {
 
     // The operator acts once granted control.
     s.grant_control().await;
-    o.click(&content(r#"label[for="transmission-standard"]"#)).await;
+    o.click(&content(r#"label[for="transmission-standard"]"#))
+        .await;
     s.on_customer("the operator's radio choice", "document.querySelector('#transmission-standard').checked && document.querySelector('label[for=transmission-standard]').classList.contains('ui-checkboxradio-checked')").await;
 
     // Tabs: links the page's script handles, both ways.
     c.goto(&s.server.url("/tabs.html")).await;
     s.on_operator("the tabs page", "location.pathname === '/tabs.html' && !!window.__cobrowse.engine && !!document.querySelector('.ui-tabs')").await;
-    until(c, "the customer reconnected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
+    until(
+        c,
+        "the customer reconnected",
+        &format!("{WIDGET_STATUS}.includes('Connected with')"),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     c.click(r##"a[href="#tabs-2"]"##).await;
     s.on_operator("the second tab open", "document.querySelector('#tabs-2').style.display !== 'none' && document.querySelector('#tabs-1').style.display === 'none'").await;
     o.click(&content(r##"a[href="#tabs-3"]"##)).await;
     s.on_customer("the third tab open", "document.querySelector('#tabs-3').style.display !== 'none' && document.querySelector('#tabs-2').style.display === 'none'").await;
 
     for tab in [c, o] {
-        assert!(!tab.websocket_frames().iter().any(|f| f.contains("4242")), "{}: the masked value in a WebSocket frame", tab.name);
+        assert!(
+            !tab.websocket_frames().iter().any(|f| f.contains("4242")),
+            "{}: the masked value in a WebSocket frame",
+            tab.name
+        );
     }
     s.assert_no_errors();
 }

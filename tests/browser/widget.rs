@@ -55,7 +55,11 @@ async fn tab_to(tab: &Tab, which: &str) {
         }
         tab.press("Tab", 9).await;
     }
-    panic!("{}: Tab never reached the widget's {which} button\n{}", tab.name, tab.dump().await);
+    panic!(
+        "{}: Tab never reached the widget's {which} button\n{}",
+        tab.name,
+        tab.dump().await
+    );
 }
 
 #[tokio::test]
@@ -67,19 +71,40 @@ async fn the_widget_works_by_keyboard_and_reads_well_in_every_state() {
     let all = [&customer, &operator];
 
     customer.goto(&server.url("/")).await;
-    until(&customer, "the idle widget", &format!("{WIDGET_STATUS}.startsWith('Need help')"), &all, &server).await;
+    until(
+        &customer,
+        "the idle widget",
+        &format!("{WIDGET_STATUS}.startsWith('Need help')"),
+        &all,
+        &server,
+    )
+    .await;
     no_problems(&customer, "idle").await;
 
     // Tab reaches the call button; Enter calls. No operator is ready, so
     // the customer waits and is told their place in the queue.
     tab_to(&customer, "call").await;
     customer.type_text("\n").await;
-    until(&customer, "the place in the queue", &format!("{WIDGET_STATUS}.includes('you are next in the queue')"), &all, &server).await;
+    until(
+        &customer,
+        "the place in the queue",
+        &format!("{WIDGET_STATUS}.includes('you are next in the queue')"),
+        &all,
+        &server,
+    )
+    .await;
     no_problems(&customer, "waiting in the queue").await;
 
     operator_waits(&operator, &server, "op", &[&customer]).await;
     operator_responds(&operator, &server, &[&customer]).await;
-    until(&customer, "the widget to say who is connected", &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"), &all, &server).await;
+    until(
+        &customer,
+        "the widget to say who is connected",
+        &format!("{WIDGET_STATUS}.includes('Connected with Olivia Operator')"),
+        &all,
+        &server,
+    )
+    .await;
     no_problems(&customer, "connected").await;
 
     // The control toggle is reached and pressed by keyboard too, and says
@@ -87,6 +112,13 @@ async fn the_widget_works_by_keyboard_and_reads_well_in_every_state() {
     tab_to(&customer, "control").await;
     customer.type_text("\n").await;
     until(&customer, "control granted", &format!("{WIDGET_STATUS}.includes('They can act on this page') && document.querySelector('[data-cobrowse=widget]').shadowRoot.querySelector('[data-cobrowse=control]').getAttribute('aria-pressed') === 'true'"), &all, &server).await;
-    until(&operator, "the console to say the operator has control", &format!("{CONSOLE_STATUS}.includes('You have control')"), &all, &server).await;
+    until(
+        &operator,
+        "the console to say the operator has control",
+        &format!("{CONSOLE_STATUS}.includes('You have control')"),
+        &all,
+        &server,
+    )
+    .await;
     no_problems(&customer, "with control granted").await;
 }

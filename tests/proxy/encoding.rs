@@ -39,7 +39,8 @@ async fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
     out
 }
 
-const PAGE: &str = "<html><head><title>zipped</title></head><body><a href=\"URL/p\">p</a></body></html>";
+const PAGE: &str =
+    "<html><head><title>zipped</title></head><body><a href=\"URL/p\">p</a></body></html>";
 
 #[tokio::test]
 async fn compressed_html_is_decoded_rewritten_and_encoded_for_the_client() {
@@ -60,23 +61,53 @@ async fn compressed_html_is_decoded_rewritten_and_encoded_for_the_client() {
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
     for upstream in ["gzip", "deflate", "br", "zstd"] {
-        for (accept, expected) in [("", ""), ("gzip", "gzip"), ("gzip, deflate, br", "br"), ("gzip, br, zstd", "zstd"), ("identity", "")] {
-            let got = fetch("GET", &proxy.url(&format!("/{upstream}")), &[("accept-encoding", accept)]).await;
+        for (accept, expected) in [
+            ("", ""),
+            ("gzip", "gzip"),
+            ("gzip, deflate, br", "br"),
+            ("gzip, br, zstd", "zstd"),
+            ("identity", ""),
+        ] {
+            let got = fetch(
+                "GET",
+                &proxy.url(&format!("/{upstream}")),
+                &[("accept-encoding", accept)],
+            )
+            .await;
             assert_eq!(got.status, StatusCode::OK, "{}", proxy.output());
-            assert_eq!(got.header("content-encoding"), expected, "upstream {upstream}, client accepts {accept:?}");
-            assert!(got.headers.get("content-length").is_none(), "the body changed: no Content-Length");
+            assert_eq!(
+                got.header("content-encoding"),
+                expected,
+                "upstream {upstream}, client accepts {accept:?}"
+            );
+            assert!(
+                got.headers.get("content-length").is_none(),
+                "the body changed: no Content-Length"
+            );
             assert_eq!(got.header("etag"), "W/\"v1\"");
-            assert!(got.header("vary").to_ascii_lowercase().contains("accept-encoding"));
+            assert!(
+                got.header("vary")
+                    .to_ascii_lowercase()
+                    .contains("accept-encoding")
+            );
             let html = String::from_utf8(decode(expected, &got.body).await).unwrap();
-            assert!(html.contains("/__cobrowse/agent.js"), "upstream {upstream}, accept {accept:?}: {html}");
-            assert!(html.contains(&format!("<a href=\"http://{}/p\">", proxy.addr)), "link not mapped: {html}");
+            assert!(
+                html.contains("/__cobrowse/agent.js"),
+                "upstream {upstream}, accept {accept:?}: {html}"
+            );
+            assert!(
+                html.contains(&format!("<a href=\"http://{}/p\">", proxy.addr)),
+                "link not mapped: {html}"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn other_bodies_pass_with_their_encoding_and_length_untouched() {
-    let script: Vec<u8> = (0..5000).flat_map(|i| format!("var a{i} = 'http://upstream.invalid/{i}';\n").into_bytes()).collect();
+    let script: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("var a{i} = 'http://upstream.invalid/{i}';\n").into_bytes())
+        .collect();
     let gz = Bytes::from(encode("gzip", &script).await);
     let served = gz.clone();
     let origin = Origin::start(move |_| {
@@ -100,16 +131,35 @@ async fn other_bodies_pass_with_their_encoding_and_length_untouched() {
 
 #[tokio::test]
 async fn head_not_modified_and_ranges_pass_through() {
-    static BLOB: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| (0..100_000u32).map(|i| (i % 251) as u8).collect());
+    static BLOB: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| (0..100_000u32).map(|i| (i % 251) as u8).collect());
     let origin = Origin::start(|req| async move {
-        if req.headers().get("if-none-match").is_some_and(|v| v == "\"e\"") {
-            return Response::builder().status(304).header("etag", "\"e\"").body(full("")).unwrap();
+        if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"e\"")
+        {
+            return Response::builder()
+                .status(304)
+                .header("etag", "\"e\"")
+                .body(full(""))
+                .unwrap();
         }
         if req.uri().path() == "/page" {
             let page = "<html><head></head><body>page</body></html>";
-            return Response::builder().header("content-type", "text/html").header("content-length", page.len()).header("etag", "\"e\"").body(full(page)).unwrap();
+            return Response::builder()
+                .header("content-type", "text/html")
+                .header("content-length", page.len())
+                .header("etag", "\"e\"")
+                .body(full(page))
+                .unwrap();
         }
-        match req.headers().get("range").and_then(|r| r.to_str().ok()).and_then(|r| r.strip_prefix("bytes=")) {
+        match req
+            .headers()
+            .get("range")
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| r.strip_prefix("bytes="))
+        {
             Some(range) => {
                 let (a, b) = range.split_once('-').unwrap();
                 let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
@@ -120,7 +170,10 @@ async fn head_not_modified_and_ranges_pass_through() {
                     .body(full(BLOB[a..=b].to_vec()))
                     .unwrap()
             }
-            None => Response::builder().header("content-type", "application/octet-stream").body(full(BLOB.clone())).unwrap(),
+            None => Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(full(BLOB.clone()))
+                .unwrap(),
         }
     })
     .await;
@@ -130,7 +183,12 @@ async fn head_not_modified_and_ranges_pass_through() {
     assert_eq!(head.status, StatusCode::OK);
     assert!(head.body.is_empty());
     let not_modified = fetch("GET", &proxy.url("/page"), &[("if-none-match", "\"e\"")]).await;
-    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED, "{}", proxy.output());
+    assert_eq!(
+        not_modified.status,
+        StatusCode::NOT_MODIFIED,
+        "{}",
+        proxy.output()
+    );
     assert!(not_modified.body.is_empty());
     assert_eq!(not_modified.header("etag"), "\"e\"");
 
@@ -155,13 +213,24 @@ async fn downloads_and_uploads_stream_without_being_held() {
                 // Answers after the first chunk of the upload, before the
                 // client has sent the rest.
                 let mut incoming = req.into_body();
-                let first = incoming.frame().await.unwrap().unwrap().into_data().unwrap();
+                let first = incoming
+                    .frame()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .into_data()
+                    .unwrap();
                 // The rest is still read, so the exchange ends cleanly
                 // whenever the client finishes.
                 tokio::spawn(async move { while let Some(Ok(_)) = incoming.frame().await {} });
-                return Response::builder().body(full(format!("first chunk {} bytes", first.len()))).unwrap();
+                return Response::builder()
+                    .body(full(format!("first chunk {} bytes", first.len())))
+                    .unwrap();
             }
-            Response::builder().header("content-type", "application/octet-stream").body(body.unwrap()).unwrap()
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(body.unwrap())
+                .unwrap()
         }
     })
     .await;
@@ -169,34 +238,65 @@ async fn downloads_and_uploads_stream_without_being_held() {
     let megabyte = Bytes::from(vec![7u8; 1 << 20]);
     tx.send(megabyte.clone()).unwrap();
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let res = client.get(proxy.url("/big").parse().unwrap()).await.unwrap();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let res = client
+        .get(proxy.url("/big").parse().unwrap())
+        .await
+        .unwrap();
     let mut body = res.into_body();
     let mut seen = 0;
     tokio::time::timeout(Duration::from_secs(30), async {
         while seen < megabyte.len() {
-            seen += body.frame().await.unwrap().unwrap().into_data().unwrap().len();
+            seen += body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()
+                .len();
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("only {seen} bytes came through before the upstream sent more\n{}", proxy.output()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "only {seen} bytes came through before the upstream sent more\n{}",
+            proxy.output()
+        )
+    });
     tx.send(megabyte.clone()).unwrap();
     drop(tx);
     seen += body.collect().await.unwrap().to_bytes().len();
     assert_eq!(seen, 2 << 20);
 
     let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let stream = futures_util::stream::poll_fn(move |cx| up_rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)))));
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        up_rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))))
+    });
     let upload: hyper_util::client::legacy::Client<_, StreamBody<_>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     up_tx.send(Bytes::from(vec![1u8; 65536])).unwrap();
-    let req = Request::post(proxy.url("/upload")).body(StreamBody::new(stream)).unwrap();
+    let req = Request::post(proxy.url("/upload"))
+        .body(StreamBody::new(stream))
+        .unwrap();
     let res = tokio::time::timeout(Duration::from_secs(30), upload.request(req))
         .await
-        .unwrap_or_else(|_| panic!("the upload was held by the proxy instead of streamed\n{}", proxy.output()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the upload was held by the proxy instead of streamed\n{}",
+                proxy.output()
+            )
+        })
         .unwrap();
     let text = res.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&text).starts_with("first chunk "), "{text:?}");
+    assert!(
+        String::from_utf8_lossy(&text).starts_with("first chunk "),
+        "{text:?}"
+    );
     drop(up_tx);
 }
 
@@ -204,15 +304,27 @@ async fn downloads_and_uploads_stream_without_being_held() {
 async fn an_upload_slower_than_the_response_timeout_still_goes_through() {
     let origin = Origin::start(|req| async move {
         let n = req.into_body().collect().await.unwrap().to_bytes().len();
-        Response::builder().body(full(format!("received {n} bytes"))).unwrap()
+        Response::builder()
+            .body(full(format!("received {n} bytes")))
+            .unwrap()
     })
     .await;
-    let proxy = Cobrowse::with_config(&Cobrowse::config_for(&origin.url(), "[proxy]\nresponse_timeout_secs = 1\n")).await;
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(
+        &origin.url(),
+        "[proxy]\nresponse_timeout_secs = 1\n",
+    ))
+    .await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)))));
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b))))
+    });
     let client: hyper_util::client::legacy::Client<_, StreamBody<_>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = Request::post(proxy.url("/upload")).body(StreamBody::new(stream)).unwrap();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = Request::post(proxy.url("/upload"))
+        .body(StreamBody::new(stream))
+        .unwrap();
     let sending = tokio::spawn(async move {
         for _ in 0..3 {
             tx.send(Bytes::from(vec![0u8; 1000])).unwrap();
@@ -223,5 +335,8 @@ async fn an_upload_slower_than_the_response_timeout_still_goes_through() {
     let res = client.request(req).await.unwrap();
     sending.await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "{}", proxy.output());
-    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "received 3000 bytes");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "received 3000 bytes"
+    );
 }

@@ -11,9 +11,22 @@ use crate::support::origin::{Origin, full};
 #[tokio::test]
 async fn the_upstream_sees_itself_addressed() {
     let origin = Origin::start(|req| async move {
-        let h = |n: &str| req.headers().get(n).map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
-        let seen = format!("host={} origin={} referer={} accept-encoding={}", h("host"), h("origin"), h("referer"), h("accept-encoding"));
-        Response::builder().header("content-type", "text/plain").body(full(seen)).unwrap()
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .map_or("-".to_string(), |v| v.to_str().unwrap().to_string())
+        };
+        let seen = format!(
+            "host={} origin={} referer={} accept-encoding={}",
+            h("host"),
+            h("origin"),
+            h("referer"),
+            h("accept-encoding")
+        );
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full(seen))
+            .unwrap()
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
@@ -21,18 +34,39 @@ async fn the_upstream_sees_itself_addressed() {
     let got = fetch(
         "POST",
         &proxy.url("/api"),
-        &[("origin", &me), ("referer", &format!("{me}/cart?x=1")), ("accept-encoding", "gzip, sdch, br")],
+        &[
+            ("origin", &me),
+            ("referer", &format!("{me}/cart?x=1")),
+            ("accept-encoding", "gzip, sdch, br"),
+        ],
     )
     .await;
     let up = origin.url();
     assert_eq!(
         got.text(),
-        format!("host={} origin={up} referer={up}/cart?x=1 accept-encoding=gzip, br", origin.addr),
+        format!(
+            "host={} origin={up} referer={up}/cart?x=1 accept-encoding=gzip, br",
+            origin.addr
+        ),
         "{}",
         proxy.output()
     );
-    let foreign = fetch("GET", &proxy.url("/api"), &[("origin", "https://other.test"), ("referer", "https://other.test/x")]).await;
-    assert!(foreign.text().contains("origin=https://other.test referer=https://other.test/x"), "{}", foreign.text());
+    let foreign = fetch(
+        "GET",
+        &proxy.url("/api"),
+        &[
+            ("origin", "https://other.test"),
+            ("referer", "https://other.test/x"),
+        ],
+    )
+    .await;
+    assert!(
+        foreign
+            .text()
+            .contains("origin=https://other.test referer=https://other.test/x"),
+        "{}",
+        foreign.text()
+    );
 }
 
 #[tokio::test]
@@ -44,14 +78,28 @@ async fn urls_cookies_and_policies_in_response_headers() {
             .header("location", format!("{up}/login?next=%2Fcart"))
             .header("content-location", format!("{up}/cart"))
             .header("refresh", format!("5; url={up}/later"))
-            .header("link", format!("<{up}/app.css>; rel=preload; as=style, <https://cdn.test/f.woff2>; rel=preload"))
-            .header("set-cookie", "sid=abc; Domain=shop.example; Path=/; Secure; HttpOnly; SameSite=None")
+            .header(
+                "link",
+                format!(
+                    "<{up}/app.css>; rel=preload; as=style, <https://cdn.test/f.woff2>; rel=preload"
+                ),
+            )
+            .header(
+                "set-cookie",
+                "sid=abc; Domain=shop.example; Path=/; Secure; HttpOnly; SameSite=None",
+            )
             .header("set-cookie", "pref=1; Path=/")
             .header("access-control-allow-origin", up.clone())
-            .header("strict-transport-security", "max-age=63072000; includeSubDomains; preload")
+            .header(
+                "strict-transport-security",
+                "max-age=63072000; includeSubDomains; preload",
+            )
             .header("alt-svc", "h3=\":443\"; ma=86400")
             .header("x-frame-options", "DENY")
-            .header("content-security-policy", format!("default-src 'self' {up}; frame-ancestors 'none'"))
+            .header(
+                "content-security-policy",
+                format!("default-src 'self' {up}; frame-ancestors 'none'"),
+            )
             .header("content-type", "text/html")
             .body(full("<html><head></head><body>moved</body></html>"))
             .unwrap()
@@ -64,15 +112,33 @@ async fn urls_cookies_and_policies_in_response_headers() {
     assert_eq!(got.header("location"), format!("{me}/login?next=%2Fcart"));
     assert_eq!(got.header("content-location"), format!("{me}/cart"));
     assert_eq!(got.header("refresh"), format!("5; url={me}/later"));
-    assert_eq!(got.header("link"), format!("<{me}/app.css>; rel=preload; as=style, <https://cdn.test/f.woff2>; rel=preload"));
-    let cookies: Vec<&str> = got.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
-    assert_eq!(cookies, ["sid=abc; Path=/; HttpOnly; SameSite=Lax", "pref=1; Path=/"], "host-only, and no Secure over plain HTTP");
+    assert_eq!(
+        got.header("link"),
+        format!("<{me}/app.css>; rel=preload; as=style, <https://cdn.test/f.woff2>; rel=preload")
+    );
+    let cookies: Vec<&str> = got
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["sid=abc; Path=/; HttpOnly; SameSite=Lax", "pref=1; Path=/"],
+        "host-only, and no Secure over plain HTTP"
+    );
     assert_eq!(got.header("access-control-allow-origin"), me);
-    assert!(got.headers.get("strict-transport-security").is_none() && got.headers.get("alt-svc").is_none());
+    assert!(
+        got.headers.get("strict-transport-security").is_none()
+            && got.headers.get("alt-svc").is_none()
+    );
     assert_eq!(got.header("x-frame-options"), "SAMEORIGIN");
     assert_eq!(
         got.header("content-security-policy"),
-        format!("default-src 'self' {me} {me}/__cobrowse/agent.js {me}/__cobrowse/ ws://{}/__cobrowse/; frame-ancestors 'self'", proxy.addr)
+        format!(
+            "default-src 'self' {me} {me}/__cobrowse/agent.js {me}/__cobrowse/ ws://{}/__cobrowse/; frame-ancestors 'self'",
+            proxy.addr
+        )
     );
 }
 
@@ -81,8 +147,13 @@ async fn a_nonce_policy_lets_the_injected_agent_run_and_nothing_else() {
     let origin = Origin::start(|_| async {
         Response::builder()
             .header("content-type", "text/html")
-            .header("content-security-policy", "script-src 'nonce-site' 'strict-dynamic'; object-src 'none'")
-            .body(full("<html><head><script nonce=site>ok()</script></head></html>"))
+            .header(
+                "content-security-policy",
+                "script-src 'nonce-site' 'strict-dynamic'; object-src 'none'",
+            )
+            .body(full(
+                "<html><head><script nonce=site>ok()</script></head></html>",
+            ))
             .unwrap()
     })
     .await;
@@ -91,31 +162,61 @@ async fn a_nonce_policy_lets_the_injected_agent_run_and_nothing_else() {
     let second = fetch("GET", &proxy.url("/"), &[]).await;
     for got in [&first, &second] {
         let csp = got.header("content-security-policy");
-        let nonce = csp.split("'nonce-").nth(2).and_then(|n| n.split('\'').next()).unwrap_or_else(|| panic!("no agent nonce in {csp}"));
-        assert!(csp.starts_with("script-src 'nonce-site' 'strict-dynamic' "), "{csp}");
+        let nonce = csp
+            .split("'nonce-")
+            .nth(2)
+            .and_then(|n| n.split('\'').next())
+            .unwrap_or_else(|| panic!("no agent nonce in {csp}"));
+        assert!(
+            csp.starts_with("script-src 'nonce-site' 'strict-dynamic' "),
+            "{csp}"
+        );
         assert!(csp.ends_with("; object-src 'none'"), "{csp}");
-        assert!(got.text().contains(&format!("agent.js\" nonce=\"{nonce}\"")), "tag and policy disagree: {csp}\n{}", got.text());
+        assert!(
+            got.text()
+                .contains(&format!("agent.js\" nonce=\"{nonce}\"")),
+            "tag and policy disagree: {csp}\n{}",
+            got.text()
+        );
     }
-    assert_ne!(first.header("content-security-policy"), second.header("content-security-policy"), "a nonce is used once");
+    assert_ne!(
+        first.header("content-security-policy"),
+        second.header("content-security-policy"),
+        "a nonce is used once"
+    );
 }
 
 #[tokio::test]
 async fn service_worker_scripts_are_refused_before_the_upstream() {
-    let origin = Origin::pages(&[("/sw.js", "text/javascript", "self.addEventListener('fetch', () => {})")]).await;
+    let origin = Origin::pages(&[(
+        "/sw.js",
+        "text/javascript",
+        "self.addEventListener('fetch', () => {})",
+    )])
+    .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
     let got = fetch("GET", &proxy.url("/sw.js"), &[("service-worker", "script")]).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert!(got.text().contains("Service workers are not available"));
     assert_eq!(origin.requests(), 0);
     let plain = fetch("GET", &proxy.url("/sw.js"), &[]).await;
-    assert_eq!(plain.status, StatusCode::OK, "the same file as a plain script is served");
+    assert_eq!(
+        plain.status,
+        StatusCode::OK,
+        "the same file as a plain script is served"
+    );
 }
 
 #[tokio::test]
 async fn a_host_that_is_not_a_host_name_is_refused() {
     let origin = Origin::pages(&[("/", "text/html", "<html><head></head></html>")]).await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
-    let got = fetch("GET", &proxy.url("/"), &[("host", "x\"><script>alert(1)</script>")]).await;
+    let got = fetch(
+        "GET",
+        &proxy.url("/"),
+        &[("host", "x\"><script>alert(1)</script>")],
+    )
+    .await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST);
     assert!(!got.text().contains("<script>alert"));
     assert_eq!(origin.requests(), 0);
@@ -133,13 +234,33 @@ async fn behind_a_tls_terminating_balancer_the_browser_sees_https() {
             .unwrap()
     })
     .await;
-    let proxy = Cobrowse::with_config(&Cobrowse::config_for(&origin.url(), "public_origins = [\"https://support.example\"]")).await;
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(
+        &origin.url(),
+        "public_origins = [\"https://support.example\"]",
+    ))
+    .await;
     // The balancer forwards plain HTTP with the browser's Host.
     let got = fetch("GET", &proxy.url("/"), &[("host", "support.example")]).await;
-    assert_eq!(got.header("location"), "https://support.example/cart", "{}", proxy.output());
-    assert!(got.header("set-cookie").contains("Secure"), "a Secure cookie must survive for an https browser: {}", got.header("set-cookie"));
+    assert_eq!(
+        got.header("location"),
+        "https://support.example/cart",
+        "{}",
+        proxy.output()
+    );
+    assert!(
+        got.header("set-cookie").contains("Secure"),
+        "a Secure cookie must survive for an https browser: {}",
+        got.header("set-cookie")
+    );
     // Another host on the same proxy is still plain HTTP.
     let plain = fetch("GET", &proxy.url("/"), &[]).await;
-    assert_eq!(plain.header("location"), format!("http://{}/cart", proxy.addr));
-    assert!(!plain.header("set-cookie").contains("Secure"), "{}", plain.header("set-cookie"));
+    assert_eq!(
+        plain.header("location"),
+        format!("http://{}/cart", proxy.addr)
+    );
+    assert!(
+        !plain.header("set-cookie").contains("Secure"),
+        "{}",
+        plain.header("set-cookie")
+    );
 }

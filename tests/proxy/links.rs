@@ -24,11 +24,18 @@ const CSS: &str = "@import url(\"UP/base.css\");\n.a{background:url(UP/a.png)}\n
 async fn attributes_and_stylesheets_point_into_the_proxy() {
     let origin = Origin::start(|req| async move {
         let up = format!("http://{}", req.headers()["host"].to_str().unwrap());
-        let (ct, text) = if req.uri().path() == "/s.css" { ("text/css", CSS) } else { ("text/html", PAGE) };
+        let (ct, text) = if req.uri().path() == "/s.css" {
+            ("text/css", CSS)
+        } else {
+            ("text/html", PAGE)
+        };
         let body = Bytes::from(text.replace("UP", &up));
         // One byte per chunk: every URL is cut somewhere.
         let chunks = (0..body.len()).map(|i| body.slice(i..i + 1)).collect();
-        Response::builder().header("content-type", ct).body(chunked(chunks)).unwrap()
+        Response::builder()
+            .header("content-type", ct)
+            .body(chunked(chunks))
+            .unwrap()
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
@@ -44,7 +51,9 @@ async fn attributes_and_stylesheets_point_into_the_proxy() {
         .replace("data:text/html,UP", &format!("data:text/html,{up}"))
         .replace("javascript:void('UP')", &format!("javascript:void('{up}')"))
         .replace("UP", &me);
-    let (before, after) = page.split_once("<script src=\"/__cobrowse/agent.js\"").unwrap_or_else(|| panic!("no agent: {page}"));
+    let (before, after) = page
+        .split_once("<script src=\"/__cobrowse/agent.js\"")
+        .unwrap_or_else(|| panic!("no agent: {page}"));
     let after = &after[after.find("</script>").unwrap() + 9..];
     assert_eq!(format!("{before}{after}"), expected, "\n{}", proxy.output());
 

@@ -74,7 +74,10 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
         Duration::from_secs(20),
         || async {
             let v = tab.eval("window.results || {}").await;
-            ["fetch", "request", "xhr", "sse", "pushed"].iter().all(|k| v.get(k).is_some()).then_some(v)
+            ["fetch", "request", "xhr", "sse", "pushed"]
+                .iter()
+                .all(|k| v.get(k).is_some())
+                .then_some(v)
         },
         || proxy.output(),
     )
@@ -89,11 +92,20 @@ async fn urls_built_in_script_stay_inside_the_proxy() {
     assert_eq!(results["attr"], "mapped", "{results}");
     assert_eq!(results["ws"], "mapped", "{results}");
     assert_eq!(results["beacon"], true, "{results}");
-    assert_eq!(results["relative"], "/rel.png", "relative URLs are left alone: {results}");
-    assert_eq!(results["identity"], "fetch 1 true WebSocket 1 open 2 true undefined undefined", "patched functions look native, no globals: {results}");
-    wait_for("the beacon to reach the upstream through the proxy", Duration::from_secs(30), || async { (beacons.load(Ordering::SeqCst) > 0).then_some(()) }, || {
-        format!("port {proxy_port}\n{}", proxy.output())
-    })
+    assert_eq!(
+        results["relative"], "/rel.png",
+        "relative URLs are left alone: {results}"
+    );
+    assert_eq!(
+        results["identity"], "fetch 1 true WebSocket 1 open 2 true undefined undefined",
+        "patched functions look native, no globals: {results}"
+    );
+    wait_for(
+        "the beacon to reach the upstream through the proxy",
+        Duration::from_secs(30),
+        || async { (beacons.load(Ordering::SeqCst) > 0).then_some(()) },
+        || format!("port {proxy_port}\n{}", proxy.output()),
+    )
     .await;
 }
 
@@ -125,16 +137,53 @@ async fn links_and_forms_aimed_at_top_stay_inside_the_console_frame() {
             .as_str()
             .map(str::to_string)
     }
-    wait_for("the framed page", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
-    page.eval("document.getElementById('content').contentDocument.getElementById('top').click(); true").await;
-    wait_for("the link to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-link") }, || proxy.output()).await;
+    wait_for(
+        "the framed page",
+        Duration::from_secs(20),
+        || async { frame_path(&page).await.filter(|p| p == "/framed") },
+        || proxy.output(),
+    )
+    .await;
+    page.eval(
+        "document.getElementById('content').contentDocument.getElementById('top').click(); true",
+    )
+    .await;
+    wait_for(
+        "the link to navigate the content frame",
+        Duration::from_secs(20),
+        || async { frame_path(&page).await.filter(|p| p == "/next-link") },
+        || proxy.output(),
+    )
+    .await;
     let top = page.eval("location.pathname").await;
-    assert_eq!(top, "/__cobrowse/console", "a link aimed at _top replaced the console");
+    assert_eq!(
+        top, "/__cobrowse/console",
+        "a link aimed at _top replaced the console"
+    );
 
-    page.eval("document.getElementById('content').src = '/framed'; true").await;
-    wait_for("the framed page again", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/framed") }, || proxy.output()).await;
-    page.eval("document.getElementById('content').contentDocument.getElementById('go').click(); true").await;
-    wait_for("the form to navigate the content frame", Duration::from_secs(20), || async { frame_path(&page).await.filter(|p| p == "/next-form") }, || proxy.output()).await;
+    page.eval("document.getElementById('content').src = '/framed'; true")
+        .await;
+    wait_for(
+        "the framed page again",
+        Duration::from_secs(20),
+        || async { frame_path(&page).await.filter(|p| p == "/framed") },
+        || proxy.output(),
+    )
+    .await;
+    page.eval(
+        "document.getElementById('content').contentDocument.getElementById('go').click(); true",
+    )
+    .await;
+    wait_for(
+        "the form to navigate the content frame",
+        Duration::from_secs(20),
+        || async { frame_path(&page).await.filter(|p| p == "/next-form") },
+        || proxy.output(),
+    )
+    .await;
     let top = page.eval("location.pathname").await;
-    assert_eq!(top, "/__cobrowse/console", "a form aimed at _parent replaced the console");
+    assert_eq!(
+        top, "/__cobrowse/console",
+        "a form aimed at _parent replaced the console"
+    );
 }

@@ -16,14 +16,21 @@ use crate::support::{Cobrowse, TempDir};
 
 #[tokio::test]
 async fn the_host_picks_the_site_and_links_between_sites_follow() {
-    let b = Origin::pages(&[("/", "text/html", "<html><head></head><body>site B</body></html>")]).await;
+    let b = Origin::pages(&[(
+        "/",
+        "text/html",
+        "<html><head></head><body>site B</body></html>",
+    )])
+    .await;
     let b_url = b.url();
     let a = Origin::start(move |_| {
         let b_url = b_url.clone();
         async move {
             Response::builder()
                 .header("content-type", "text/html")
-                .body(full(format!("<html><head></head><body>site A <a href=\"{b_url}/x\">to B</a></body></html>")))
+                .body(full(format!(
+                    "<html><head></head><body>site A <a href=\"{b_url}/x\">to B</a></body></html>"
+                )))
                 .unwrap()
         }
     })
@@ -35,10 +42,25 @@ async fn the_host_picks_the_site_and_links_between_sites_follow() {
     );
     let proxy = Cobrowse::with_config(&config).await;
     let port = proxy.addr.port();
-    let on_a = fetch("GET", &proxy.url("/"), &[("host", &format!("a.test:{port}"))]).await.text();
+    let on_a = fetch(
+        "GET",
+        &proxy.url("/"),
+        &[("host", &format!("a.test:{port}"))],
+    )
+    .await
+    .text();
     assert!(on_a.contains("site A"), "{on_a}\n{}", proxy.output());
-    assert!(on_a.contains(&format!("<a href=\"http://b.test:{port}/x\">")), "a link to site B goes to B's host on the proxy: {on_a}");
-    let on_b = fetch("GET", &proxy.url("/"), &[("host", &format!("b.test:{port}"))]).await.text();
+    assert!(
+        on_a.contains(&format!("<a href=\"http://b.test:{port}/x\">")),
+        "a link to site B goes to B's host on the proxy: {on_a}"
+    );
+    let on_b = fetch(
+        "GET",
+        &proxy.url("/"),
+        &[("host", &format!("b.test:{port}"))],
+    )
+    .await
+    .text();
     assert!(on_b.contains("site B"), "{on_b}");
     assert_eq!((a.requests(), b.requests()), (1, 1));
 }
@@ -49,7 +71,10 @@ async fn https_and_http2_upstream_with_an_extra_ca() {
     let origin = Origin::start_tls(&cert, &key, |req| async move {
         Response::builder()
             .header("content-type", "text/html")
-            .body(full(format!("<html><head></head><body>over {:?}</body></html>", req.version())))
+            .body(full(format!(
+                "<html><head></head><body>over {:?}</body></html>",
+                req.version()
+            )))
             .unwrap()
     })
     .await;
@@ -57,21 +82,40 @@ async fn https_and_http2_upstream_with_an_extra_ca() {
     let ca = dir.path.join("ca.pem");
     std::fs::write(&ca, &cert).unwrap();
 
-    let trusted = Cobrowse::with_config(&format!("upstream = \"{}\"\nupstream_ca = \"{}\"\n", origin.https_url(), ca.display())).await;
+    let trusted = Cobrowse::with_config(&format!(
+        "upstream = \"{}\"\nupstream_ca = \"{}\"\n",
+        origin.https_url(),
+        ca.display()
+    ))
+    .await;
     let got = get(&trusted.url("/")).await;
-    assert!(got.text().contains("over HTTP/2.0"), "{}\n{}", got.text(), trusted.output());
+    assert!(
+        got.text().contains("over HTTP/2.0"),
+        "{}\n{}",
+        got.text(),
+        trusted.output()
+    );
     assert!(got.text().contains("/__cobrowse/agent.js"));
 
     // Without the CA the certificate is not trusted: a readable 502.
     let untrusted = Cobrowse::start(&["--upstream", &origin.https_url()]).await;
     let got = get(&untrusted.url("/")).await;
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
-    assert!(got.text().contains("could not be reached"), "{}", got.text());
+    assert!(
+        got.text().contains("could not be reached"),
+        "{}",
+        got.text()
+    );
 }
 
 #[tokio::test]
 async fn listener_tls_speaks_http2_by_alpn() {
-    let origin = Origin::pages(&[("/", "text/html", "<html><head></head><body>hello</body></html>")]).await;
+    let origin = Origin::pages(&[(
+        "/",
+        "text/html",
+        "<html><head></head><body>hello</body></html>",
+    )])
+    .await;
     let (cert, key) = self_signed();
     let dir = TempDir::new();
     std::fs::write(dir.path.join("cert.pem"), &cert).unwrap();
@@ -87,34 +131,69 @@ async fn listener_tls_speaks_http2_by_alpn() {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http2().build();
+    roots
+        .add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap())
+        .unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .build();
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-    let res = client.get(format!("https://localhost:{}/", proxy.addr.port()).parse().unwrap()).await.unwrap_or_else(|e| panic!("{e:?}\n{}", proxy.output()));
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+    let res = client
+        .get(
+            format!("https://localhost:{}/", proxy.addr.port())
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", proxy.output()));
     assert_eq!(res.version(), Version::HTTP_2);
-    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(body.contains("/__cobrowse/agent.js") && body.contains("hello"), "{body}");
+    let body =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(
+        body.contains("/__cobrowse/agent.js") && body.contains("hello"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn site_websockets_are_tunnelled_both_ways() {
     let origin = Origin::start(|mut req: Request<hyper::body::Incoming>| async move {
-        let key = req.headers().get("sec-websocket-key").unwrap().as_bytes().to_vec();
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .unwrap()
+            .as_bytes()
+            .to_vec();
         let host = req.headers()["host"].to_str().unwrap().to_string();
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let upgraded = on.await.unwrap();
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), tokio_tungstenite::tungstenite::protocol::Role::Server, None).await;
-            ws.send(Message::text(format!("hello from {host}"))).await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            ws.send(Message::text(format!("hello from {host}")))
+                .await
+                .unwrap();
             while let Some(Ok(msg)) = ws.next().await {
                 if msg.is_text() {
-                    ws.send(Message::text(format!("echo {}", msg.to_text().unwrap()))).await.unwrap();
+                    ws.send(Message::text(format!("echo {}", msg.to_text().unwrap())))
+                        .await
+                        .unwrap();
                 }
             }
         });
@@ -122,21 +201,35 @@ async fn site_websockets_are_tunnelled_both_ways() {
             .status(101)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
-            .header("sec-websocket-accept", tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key))
+            .header(
+                "sec-websocket-accept",
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+            )
             .body(full(""))
             .unwrap()
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), tokio_tungstenite::connect_async(proxy.ws_url("/live")))
-        .await
-        .expect("handshake timed out")
-        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.output()));
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(proxy.ws_url("/live")),
+    )
+    .await
+    .expect("handshake timed out")
+    .unwrap_or_else(|e| panic!("{e}\n{}", proxy.output()));
     let hello = ws.next().await.unwrap().unwrap();
-    assert_eq!(hello.to_text().unwrap(), format!("hello from {}", origin.addr), "the upstream sees its own host");
+    assert_eq!(
+        hello.to_text().unwrap(),
+        format!("hello from {}", origin.addr),
+        "the upstream sees its own host"
+    );
     for i in 0..3 {
         ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        let echo = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap().unwrap().unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(echo.to_text().unwrap(), format!("echo m{i}"));
     }
 }
@@ -147,14 +240,27 @@ async fn server_sent_events_arrive_one_by_one() {
     let body = std::sync::Mutex::new(Some(body));
     let origin = Origin::start(move |_| {
         let body = body.lock().unwrap().take().unwrap();
-        async move { Response::builder().header("content-type", "text/event-stream").header("cache-control", "no-cache").body(body).unwrap() }
+        async move {
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(body)
+                .unwrap()
+        }
     })
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::get(proxy.url("/events")).header("accept-encoding", "gzip, br").body(Empty::new()).unwrap();
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::get(proxy.url("/events"))
+        .header("accept-encoding", "gzip, br")
+        .body(Empty::new())
+        .unwrap();
     let res = client.request(req).await.unwrap();
-    assert!(res.headers().get("content-encoding").is_none(), "events are not compressed (held in a codec)");
+    assert!(
+        res.headers().get("content-encoding").is_none(),
+        "events are not compressed (held in a codec)"
+    );
     let mut body = res.into_body();
     for i in 0..3 {
         let event = format!("data: event {i}\n\n");
@@ -175,15 +281,35 @@ async fn upstream_failures_get_a_readable_page_never_a_hang() {
         l.local_addr().unwrap()
     };
     let proxy = Cobrowse::start(&["--upstream", &format!("http://{closed}")]).await;
-    let got = tokio::time::timeout(Duration::from_secs(15), get(&proxy.url("/"))).await.expect("hung");
+    let got = tokio::time::timeout(Duration::from_secs(15), get(&proxy.url("/")))
+        .await
+        .expect("hung");
     assert_eq!(got.status, StatusCode::BAD_GATEWAY);
     assert_eq!(got.header("content-type"), "text/html; charset=utf-8");
-    assert!(got.text().contains("502 Bad Gateway") && got.text().contains("could not be reached"), "{}", got.text());
+    assert!(
+        got.text().contains("502 Bad Gateway") && got.text().contains("could not be reached"),
+        "{}",
+        got.text()
+    );
 
     let silent = Origin::start(|_| std::future::pending::<Response<_>>()).await;
-    let proxy = Cobrowse::with_config(&Cobrowse::config_for(&silent.url(), "[proxy]\nresponse_timeout_secs = 1\n")).await;
-    let got = tokio::time::timeout(Duration::from_secs(15), get(&proxy.url("/"))).await.expect("hung");
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(
+        &silent.url(),
+        "[proxy]\nresponse_timeout_secs = 1\n",
+    ))
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(15), get(&proxy.url("/")))
+        .await
+        .expect("hung");
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
-    assert!(got.text().contains("did not answer in time"), "{}", got.text());
-    assert!(proxy.output().contains("upstream response timed out"), "{}", proxy.output());
+    assert!(
+        got.text().contains("did not answer in time"),
+        "{}",
+        got.text()
+    );
+    assert!(
+        proxy.output().contains("upstream response timed out"),
+        "{}",
+        proxy.output()
+    );
 }

@@ -22,13 +22,18 @@ use std::time::Duration;
 use chromiumoxide::browser::{Browser as Cdp, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::{
-    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType, MouseButton,
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::network::{
     EnableParams as NetworkEnable, EventWebSocketFrameReceived, EventWebSocketFrameSent,
 };
-use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, CreateTargetParams};
-use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, EventConsoleApiCalled, EventExceptionThrown};
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    EvaluateParams, EventConsoleApiCalled, EventExceptionThrown,
+};
 use chromiumoxide::page::Page;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -53,7 +58,10 @@ pub struct Browser {
 impl Browser {
     /// Launches Chromium. Fails (never skips) when it is not installed.
     pub async fn launch() -> Browser {
-        let turn = ONE_AT_A_TIME.acquire().await.expect("the semaphore is never closed");
+        let turn = ONE_AT_A_TIME
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         if !Path::new(CHROMIUM).exists() {
             panic!(
                 "this test needs Chromium at {CHROMIUM}. Install it with `sudo apt-get install -y chromium` \
@@ -84,7 +92,12 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("could not launch {CHROMIUM}: {e}. Is it installed (`sudo apt-get install -y chromium`)?"));
         let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        Browser { cdp, handler, _turn: turn, _dir: dir }
+        Browser {
+            cdp,
+            handler,
+            _turn: turn,
+            _dir: dir,
+        }
     }
 
     /// A new page in a new isolated browser context (its own cookies and
@@ -101,16 +114,32 @@ impl Browser {
             .build()
             .expect("target params");
         let page = self.cdp.new_page(params).await.expect("open a page");
-        page.execute(SetDeviceMetricsOverrideParams::new(width, height, 1.0, false))
+        page.execute(SetDeviceMetricsOverrideParams::new(
+            width, height, 1.0, false,
+        ))
+        .await
+        .expect("set the viewport");
+        page.execute(NetworkEnable::default())
             .await
-            .expect("set the viewport");
-        page.execute(NetworkEnable::default()).await.expect("enable network events");
+            .expect("enable network events");
         let log = Arc::new(Mutex::new(Vec::new()));
         let frames = Arc::new(Mutex::new(Vec::new()));
-        let mut console = page.event_listener::<EventConsoleApiCalled>().await.expect("console events");
-        let mut errors = page.event_listener::<EventExceptionThrown>().await.expect("exception events");
-        let mut sent = page.event_listener::<EventWebSocketFrameSent>().await.expect("websocket events");
-        let mut received = page.event_listener::<EventWebSocketFrameReceived>().await.expect("websocket events");
+        let mut console = page
+            .event_listener::<EventConsoleApiCalled>()
+            .await
+            .expect("console events");
+        let mut errors = page
+            .event_listener::<EventExceptionThrown>()
+            .await
+            .expect("exception events");
+        let mut sent = page
+            .event_listener::<EventWebSocketFrameSent>()
+            .await
+            .expect("websocket events");
+        let mut received = page
+            .event_listener::<EventWebSocketFrameReceived>()
+            .await
+            .expect("websocket events");
         {
             let log = log.clone();
             tokio::spawn(async move {
@@ -125,7 +154,11 @@ impl Browser {
                             _ => String::new(),
                         })
                         .collect();
-                    log.lock().unwrap().push(format!("console.{:?}: {}", ev.r#type, args.join(" ")));
+                    log.lock().unwrap().push(format!(
+                        "console.{:?}: {}",
+                        ev.r#type,
+                        args.join(" ")
+                    ));
                 }
             });
         }
@@ -134,8 +167,16 @@ impl Browser {
             tokio::spawn(async move {
                 while let Some(ev) = errors.next().await {
                     let d = &ev.exception_details;
-                    let what = d.exception.as_ref().and_then(|e| e.description.clone()).unwrap_or_else(|| d.text.clone());
-                    log.lock().unwrap().push(format!("uncaught: {what} at {}:{}", d.url.clone().unwrap_or_default(), d.line_number));
+                    let what = d
+                        .exception
+                        .as_ref()
+                        .and_then(|e| e.description.clone())
+                        .unwrap_or_else(|| d.text.clone());
+                    log.lock().unwrap().push(format!(
+                        "uncaught: {what} at {}:{}",
+                        d.url.clone().unwrap_or_default(),
+                        d.line_number
+                    ));
                 }
             });
         }
@@ -143,7 +184,10 @@ impl Browser {
             let frames = frames.clone();
             tokio::spawn(async move {
                 while let Some(ev) = sent.next().await {
-                    frames.lock().unwrap().push(format!("sent {}", ev.response.payload_data));
+                    frames
+                        .lock()
+                        .unwrap()
+                        .push(format!("sent {}", ev.response.payload_data));
                 }
             });
         }
@@ -151,11 +195,19 @@ impl Browser {
             let frames = frames.clone();
             tokio::spawn(async move {
                 while let Some(ev) = received.next().await {
-                    frames.lock().unwrap().push(format!("received {}", ev.response.payload_data));
+                    frames
+                        .lock()
+                        .unwrap()
+                        .push(format!("received {}", ev.response.payload_data));
                 }
             });
         }
-        Tab { name: name.to_string(), page, log, frames }
+        Tab {
+            name: name.to_string(),
+            page,
+            log,
+            frames,
+        }
     }
 }
 
@@ -229,7 +281,10 @@ impl Tab {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.page.goto(url).await.unwrap_or_else(|e| panic!("{}: navigate to {url}: {e}", self.name));
+        self.page
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: navigate to {url}: {e}", self.name));
     }
 
     /// The screen point at the centre of the element, scrolled into view.
@@ -254,7 +309,11 @@ impl Tab {
                 break p;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("{}: no element `{chain}` to click\n{}", self.name, self.dump().await);
+                panic!(
+                    "{}: no element `{chain}` to click\n{}",
+                    self.name,
+                    self.dump().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -262,24 +321,38 @@ impl Tab {
     }
 
     pub async fn mouse_at(&self, x: f64, y: f64) {
-        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
-        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1).await;
-        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1).await;
+        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0)
+            .await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1)
+            .await;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1)
+            .await;
     }
 
     pub async fn mouse(&self, kind: DispatchMouseEventType, x: f64, y: f64, clicks: i64) {
-        let mut p = DispatchMouseEventParams::builder().r#type(kind.clone()).x(x).y(y);
+        let mut p = DispatchMouseEventParams::builder()
+            .r#type(kind.clone())
+            .x(x)
+            .y(y);
         if kind != DispatchMouseEventType::MouseMoved || clicks > 0 {
-            p = p.button(MouseButton::Left).click_count(clicks.max(1)).buttons(1);
+            p = p
+                .button(MouseButton::Left)
+                .click_count(clicks.max(1))
+                .buttons(1);
         }
-        self.page.execute(p.build().unwrap()).await.expect("mouse event");
+        self.page
+            .execute(p.build().unwrap())
+            .await
+            .expect("mouse event");
     }
 
     /// A mouse drag along `points` (screen coordinates) with the button down.
     pub async fn drag(&self, points: &[(f64, f64)]) {
         let (x, y) = points[0];
-        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
-        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1).await;
+        self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0)
+            .await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 1)
+            .await;
         for &(x, y) in &points[1..] {
             let p = DispatchMouseEventParams::builder()
                 .r#type(DispatchMouseEventType::MouseMoved)
@@ -292,7 +365,8 @@ impl Tab {
             self.page.execute(p).await.expect("mouse event");
         }
         let (x, y) = *points.last().unwrap();
-        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1).await;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 1)
+            .await;
     }
 
     /// The element's centre on screen (for drags and pointer moves).
@@ -324,7 +398,12 @@ impl Tab {
                     .build()
                     .unwrap();
                 self.page.execute(down).await.expect("key down");
-                let up = DispatchKeyEventParams::builder().r#type(DispatchKeyEventType::KeyUp).key("Enter").code("Enter").build().unwrap();
+                let up = DispatchKeyEventParams::builder()
+                    .r#type(DispatchKeyEventType::KeyUp)
+                    .key("Enter")
+                    .code("Enter")
+                    .build()
+                    .unwrap();
                 self.page.execute(up).await.expect("key up");
                 continue;
             }
@@ -337,14 +416,21 @@ impl Tab {
                 .build()
                 .unwrap();
             self.page.execute(down).await.expect("key down");
-            let up = DispatchKeyEventParams::builder().r#type(DispatchKeyEventType::KeyUp).key(s).build().unwrap();
+            let up = DispatchKeyEventParams::builder()
+                .r#type(DispatchKeyEventType::KeyUp)
+                .key(s)
+                .build()
+                .unwrap();
             self.page.execute(up).await.expect("key up");
         }
     }
 
     /// Presses a named key (`Backspace`, `Enter`, `Tab`, `ArrowLeft`...).
     pub async fn press(&self, key: &str, code: i64) {
-        for kind in [DispatchKeyEventType::RawKeyDown, DispatchKeyEventType::KeyUp] {
+        for kind in [
+            DispatchKeyEventType::RawKeyDown,
+            DispatchKeyEventType::KeyUp,
+        ] {
             let event = DispatchKeyEventParams::builder()
                 .r#type(kind)
                 .key(key)
@@ -377,14 +463,24 @@ impl Tab {
             .await;
         let log = self.log.lock().unwrap().join("\n");
         let frames = self.frames.lock().unwrap();
-        let tail: Vec<&String> = frames.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&String> = frames
+            .iter()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!(
             "==== {} ====\n{}\n-- console --\n{}\n-- last websocket frames ({} in all) --\n{}\n",
             self.name,
             pages.as_str().unwrap_or(&pages.to_string()),
             log,
             frames.len(),
-            tail.iter().map(|s| s.chars().take(300).collect::<String>()).collect::<Vec<_>>().join("\n")
+            tail.iter()
+                .map(|s| s.chars().take(300).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     }
 
@@ -418,7 +514,14 @@ pub async fn until(tab: &Tab, what: &str, js: &str, all: &[&Tab], server: &Cobro
     until_for(tab, what, js, Duration::from_secs(15), all, server).await
 }
 
-pub async fn until_for(tab: &Tab, what: &str, js: &str, timeout: Duration, all: &[&Tab], server: &Cobrowse) -> Value {
+pub async fn until_for(
+    tab: &Tab,
+    what: &str,
+    js: &str,
+    timeout: Duration,
+    all: &[&Tab],
+    server: &Cobrowse,
+) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = tab.eval(js).await;
@@ -437,7 +540,14 @@ pub async fn until_for(tab: &Tab, what: &str, js: &str, timeout: Duration, all: 
 }
 
 /// Like [`until`], with `el` bound to the element named by `chain`.
-pub async fn until_on(tab: &Tab, what: &str, chain: &str, body: &str, all: &[&Tab], server: &Cobrowse) -> Value {
+pub async fn until_on(
+    tab: &Tab,
+    what: &str,
+    chain: &str,
+    body: &str,
+    all: &[&Tab],
+    server: &Cobrowse,
+) -> Value {
     let chain = serde_json::to_string(chain).unwrap();
     until(tab, what, &format!("(() => {{ {FIND} const f = __find({chain}); const el = f && f.el; return ({body}); }})()"), all, server)
         .await

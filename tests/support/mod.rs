@@ -64,7 +64,10 @@ impl Cobrowse {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.current_dir(&dir.path)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,cobrowse=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,cobrowse=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -85,8 +88,16 @@ impl Cobrowse {
         })
         .await;
         match found {
-            Ok(Some(addr)) => Cobrowse { child, addr, output, _dir: dir },
-            _ => panic!("cobrowse did not start; it printed:\n{}", output.lock().unwrap()),
+            Ok(Some(addr)) => Cobrowse {
+                child,
+                addr,
+                output,
+                _dir: dir,
+            },
+            _ => panic!(
+                "cobrowse did not start; it printed:\n{}",
+                output.lock().unwrap()
+            ),
         }
     }
 
@@ -109,7 +120,11 @@ impl Cobrowse {
     }
 }
 
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Arc<Mutex<String>>, lines: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    output: Arc<Mutex<String>>,
+    lines: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream).lines();
         while let Ok(Some(line)) = reader.next_line().await {
@@ -127,7 +142,12 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Arc<Mutex<St
 
 /// Waits until `check` returns `Some`, polling every 50 ms; panics with
 /// `what` and `context()` (what the page and the server saw) after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F, context: impl FnOnce() -> String) -> T
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+    context: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -138,7 +158,10 @@ where
             return v;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}\n---- context ----\n{}", context());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n---- context ----\n{}",
+                context()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -152,7 +175,11 @@ pub struct TempDir {
 impl TempDir {
     pub fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!("cobrowse-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let path = std::env::temp_dir().join(format!(
+            "cobrowse-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&path).unwrap();
         TempDir { path }
     }

@@ -20,7 +20,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 pub type OriginBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-type Handler = dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<OriginBody>> + Send>> + Send + Sync;
+type Handler = dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<OriginBody>> + Send>>
+    + Send
+    + Sync;
 
 /// An upstream site on a loopback port; stops when dropped.
 pub struct Origin {
@@ -48,7 +50,9 @@ impl Origin {
         let counter = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let counter = counter.clone();
                 let tls = tls.clone();
@@ -61,23 +65,41 @@ impl Origin {
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let _ = match tls {
                         Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else { return };
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
                         }
-                        None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
+                        None => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
                     };
                 });
             }
         });
-        Origin { addr, requests, task }
+        Origin {
+            addr,
+            requests,
+            task,
+        }
     }
 
     /// An origin serving fixed pages: `(path, content type, body)`.
     pub async fn pages(pages: &'static [(&'static str, &'static str, &'static str)]) -> Origin {
         Origin::start(move |req| async move {
             match pages.iter().find(|(p, _, _)| *p == req.uri().path()) {
-                Some((_, ct, body)) => Response::builder().header("content-type", *ct).body(full(*body)).unwrap(),
-                None => Response::builder().status(404).body(full("not found")).unwrap(),
+                Some((_, ct, body)) => Response::builder()
+                    .header("content-type", *ct)
+                    .body(full(*body))
+                    .unwrap(),
+                None => Response::builder()
+                    .status(404)
+                    .body(full("not found"))
+                    .unwrap(),
             }
         })
         .await
@@ -101,7 +123,9 @@ impl Drop for Origin {
 
 pub fn full(bytes: impl Into<Bytes>) -> OriginBody {
     use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body the test feeds piece by piece: each `send` is one chunk on the
@@ -109,8 +133,16 @@ pub fn full(bytes: impl Into<Bytes>) -> OriginBody {
 pub fn channel_body() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, OriginBody) {
     use http_body_util::{BodyExt, StreamBody};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)))));
-    (tx, StreamBody::new(stream).map_err(|never| match never {}).boxed_unsync())
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|o| o.map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b))))
+    });
+    (
+        tx,
+        StreamBody::new(stream)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
 }
 
 /// A body sent as the given chunks, each its own write on the wire.
@@ -124,7 +156,9 @@ pub fn chunked(chunks: Vec<Bytes>) -> OriginBody {
 
 /// A self-signed certificate for `localhost` and 127.0.0.1: `(cert PEM, key PEM)`.
 pub fn self_signed() -> (String, String) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     (cert.cert.pem(), cert.signing_key.serialize_pem())
 }
 
@@ -140,12 +174,14 @@ impl Origin {
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         Origin::serve(Arc::new(move |req| Box::pin(handler(req))), Some(acceptor)).await

@@ -70,7 +70,11 @@ fn page(title: &str, body: &str, serial: usize) -> Response<OriginBody> {
 }
 
 fn redirect(to: &str) -> Response<OriginBody> {
-    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, to).body(full("")).unwrap()
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, to)
+        .body(full(""))
+        .unwrap()
 }
 
 fn session_of(req: &Request<Incoming>) -> Option<String> {
@@ -83,16 +87,26 @@ fn session_of(req: &Request<Incoming>) -> Option<String> {
 }
 
 async fn form_fields(req: Request<Incoming>) -> HashMap<String, String> {
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     url::form_urlencoded::parse(&bytes).into_owned().collect()
 }
 
 async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
     let path = req.uri().path().to_string();
-    s.log.lock().unwrap().push(format!("{} {}", req.method(), path));
+    s.log
+        .lock()
+        .unwrap()
+        .push(format!("{} {}", req.method(), path));
     let serial = s.serial.fetch_add(1, Ordering::SeqCst);
     let sid = session_of(&req);
-    let user = sid.as_ref().and_then(|id| s.sessions.lock().unwrap().get(id).map(|(u, _)| u.clone()));
+    let user = sid
+        .as_ref()
+        .and_then(|id| s.sessions.lock().unwrap().get(id).map(|(u, _)| u.clone()));
 
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/") | (Method::GET, "/login") => page(
@@ -105,23 +119,43 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
             let fields = form_fields(req).await;
             let name = fields.get("user").cloned().unwrap_or_default();
             let id = format!("{:032x}", rand_id());
-            s.sessions.lock().unwrap().insert(id.clone(), (name, vec![]));
+            s.sessions
+                .lock()
+                .unwrap()
+                .insert(id.clone(), (name, vec![]));
             let mut r = redirect("/account");
-            r.headers_mut().insert(header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly; SameSite=Lax").parse().unwrap());
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                format!("sid={id}; Path=/; HttpOnly; SameSite=Lax")
+                    .parse()
+                    .unwrap(),
+            );
             r
         }
         (Method::GET, "/shop.css") if user.is_some() => Response::builder()
             .header(header::CONTENT_TYPE, "text/css")
             .body(full("body { background: rgb(250, 250, 240); }"))
             .unwrap(),
-        (_, _) if user.is_none() => Response::builder().status(StatusCode::FORBIDDEN).body(full("sign in first")).unwrap(),
+        (_, _) if user.is_none() => Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .body(full("sign in first"))
+            .unwrap(),
         (Method::GET, "/account") => page(
             "Account",
-            &format!("<p id=welcome>Welcome, {}</p><p><a id=to-cart href=/cart>Your cart</a></p>", user.unwrap()),
+            &format!(
+                "<p id=welcome>Welcome, {}</p><p><a id=to-cart href=/cart>Your cart</a></p>",
+                user.unwrap()
+            ),
             serial,
         ),
         (Method::GET, "/cart") => {
-            let items = s.sessions.lock().unwrap().get(sid.as_ref().unwrap()).map(|(_, c)| c.clone()).unwrap_or_default();
+            let items = s
+                .sessions
+                .lock()
+                .unwrap()
+                .get(sid.as_ref().unwrap())
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default();
             let list: String = items.iter().map(|i| format!("<li>{i}</li>")).collect();
             page(
                 "Cart",
@@ -162,7 +196,10 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
                 serial,
             )
         }
-        _ => Response::builder().status(StatusCode::NOT_FOUND).body(full("not found")).unwrap(),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(full("not found"))
+            .unwrap(),
     }
 }
 
