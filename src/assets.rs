@@ -18,9 +18,10 @@ pub struct Assets {
 }
 
 /// The parts of `agent.js`, in the order they run. The agent is one
-/// synchronous script, first in `<head>`: the run-time URL patches must be in
-/// place before the site's own scripts run.
-const AGENT_PARTS: &[&str] = &[include_str!("../inject/patch-urls.js"), include_str!("../inject/agent.js")];
+/// synchronous script, first in `<head>`: the run-time URL patches and the
+/// masking watch must be in place before the site's own scripts run.
+const AGENT_PARTS: &[&str] =
+    &[include_str!("../inject/patch-urls.js"), include_str!("../inject/mask.js"), include_str!("../inject/agent.js")];
 
 /// The files of `inject/`, by the route they are served on. `share.js` is
 /// the sharing engine, loaded by the agent only when a session starts, so

@@ -2,6 +2,7 @@
 //! operator sees only that they are filled and cannot type into them; and
 //! remote control is the customer's to grant and take back.
 
+use super::harness::until;
 use super::*;
 
 const SECRETS: [(&str, &str); 4] = [("#ssn", "QQ123456C"), ("#card", "4111111111111111"), ("#pw", "hunter2hunter2"), ("#memo", "my-private-memo")];
@@ -33,7 +34,7 @@ async fn masked_values_never_leave_the_customers_browser() {
 
     // Revoke: the operator's typing is no longer applied.
     c.click(CONTROL).await;
-    super::harness::until(o, "view only again", &format!("{CONSOLE_STATUS}.includes('View only')"), &s.tabs(), &s.server).await;
+    until(o, "view only again", &format!("{CONSOLE_STATUS}.includes('View only')"), &s.tabs(), &s.server).await;
     o.type_into(&content("#full"), "?").await;
     s.on_operator("the operator's keystroke reverted", "document.querySelector('#full').value === 'visible!'").await;
     c.type_into("#search", "done").await;
@@ -49,5 +50,106 @@ async fn masked_values_never_leave_the_customers_browser() {
         }
     }
     assert!(c.websocket_frames().iter().any(|f| f.contains("visible")), "the frames were observed");
+    s.assert_no_errors();
+}
+
+/// `secrets` appear in no WebSocket frame the customer's browser sent or
+/// received, nor in any the operator's received: what the hub stores and
+/// replays to late joiners is what the customer sent.
+fn assert_never_sent(s: &Shared, secrets: &[&str]) {
+    for tab in s.tabs() {
+        for frame in tab.websocket_frames() {
+            for secret in secrets {
+                assert!(!frame.contains(secret), "{}: a masked value in a WebSocket frame: {frame}", tab.name);
+            }
+        }
+    }
+}
+
+/// The fixture pages of `tests/fixtures/privacy`, behind the binary with the
+/// `.private` mask selector, shared from `path`.
+async fn privacy_site(path: &str) -> (crate::support::origin::Origin, Shared) {
+    let site = fixture_site("privacy").await;
+    let server = Cobrowse::with_config(&Cobrowse::config_for(&site.url(), "[privacy]\nmask = [\".private\"]")).await;
+    let s = Shared::on(server, path).await;
+    (site, s)
+}
+
+const BADGE_FILLED: &str =
+    "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=badge]')].some(b => b.textContent === 'Private field: filled')";
+
+#[tokio::test]
+async fn a_password_shown_by_its_toggle_stays_masked() {
+    let (_site, s) = privacy_site("/login.html").await;
+    let c = &s.customer;
+    c.type_into("#pw", "hunter2-secret").await;
+    // "Show password": the same field, now type=text. Typing on, and the
+    // sweep after the click, would send its value.
+    c.click("#show").await;
+    s.on_customer("the password shown", "document.querySelector('#pw').type === 'text'").await;
+    c.type_into("#pw", "-more").await;
+    c.click("#show").await;
+    c.click("#show").await;
+    c.type_into("#remarks", "visible-after").await;
+    s.on_operator("the remark typed after the password", "document.querySelector('#remarks').value === 'visible-after'").await;
+    s.on_operator("the password empty, read-only and filled", &format!("document.querySelector('#pw').value === '' && document.querySelector('#pw').readOnly && {BADGE_FILLED}")).await;
+    assert_eq!(c.eval("document.querySelector('#pw').value").await, serde_json::json!("hunter2-secret-more"));
+    assert_never_sent(&s, &["hunter2", "-more"]);
+    s.assert_no_errors();
+}
+
+#[tokio::test]
+async fn a_card_field_stays_masked_when_a_script_drops_its_autocomplete() {
+    let (_site, s) = privacy_site("/card.html").await;
+    let c = &s.customer;
+    assert_eq!(c.eval("document.querySelector('#cardno').hasAttribute('autocomplete')").await, serde_json::json!(false), "the site's script ran");
+    c.type_into("#cardno", "4111111111111111").await;
+    c.type_into("#holder", "Jane Cardholder").await;
+    c.type_into("#note", "visible-after").await;
+    s.on_operator("the note typed after the card", "document.querySelector('#note').value === 'visible-after'").await;
+    s.on_operator("the card number empty and read-only", "document.querySelector('#cardno').value === '' && document.querySelector('#cardno').readOnly").await;
+    assert_never_sent(&s, &["4111", "Cardholder"]);
+    s.assert_no_errors();
+}
+
+#[tokio::test]
+async fn a_get_form_never_shares_masked_values_in_the_next_url() {
+    let (_site, s) = privacy_site("/pay.html").await;
+    let c = &s.customer;
+    c.type_into("#q", "shoes").await;
+    c.type_into("#pw", "hunter2-secret").await;
+    c.type_into("#cardno", "4111111111111111").await;
+    c.click("#go").await;
+    // The site put the values in the URL; the shared URL keeps each
+    // parameter's name and place with an empty value.
+    s.on_customer("the customer on the page the form led to", "location.pathname === '/done.html' && location.search.includes('hunter2-secret')").await;
+    s.on_operator("the operator on the same page, without the values", "location.pathname === '/done.html' && location.search === '?q=shoes&pw=&cardno=' && !!window.__cobrowse.engine").await;
+
+    // A script's form.submit() (no submit event), with a formdata listener
+    // that copies the PIN under another name.
+    c.click("#again").await;
+    s.on_operator("the pay page again", "location.pathname === '/pay.html' && !!window.__cobrowse.engine").await;
+    until(c, "the customer reconnected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
+    c.type_into("#pin", "9931-pin").await;
+    c.click("#pay").await;
+    s.on_customer("the scripted submission", "location.search.includes('9931-pin')").await;
+    s.on_operator("the operator after the scripted submission", "location.pathname === '/done.html' && location.search === '?pin=&ref=r1&check=' && !!window.__cobrowse.engine").await;
+
+    // A later page of the tab with the same parameter names in its URL: the
+    // names are kept for the tab.
+    c.eval("history.pushState(null, '', '/done.html?cardno=5500000000000004&feedback=ok')").await;
+    s.on_operator("the pushed URL", "location.search === '?cardno=&feedback=ok'").await;
+    assert_never_sent(&s, &["hunter2", "4111", "9931", "5500000000000004"]);
+    s.assert_no_errors();
+}
+
+#[tokio::test]
+async fn an_editor_holding_a_private_part_is_masked() {
+    let (_site, s) = privacy_site("/editor.html").await;
+    let c = &s.customer;
+    c.type_into("#account", "ACCT-998877").await;
+    c.type_into("#subject", "visible-after").await;
+    s.on_operator("the subject typed after the letter", "document.querySelector('#subject').value === 'visible-after'").await;
+    assert_never_sent(&s, &["998877"]);
     s.assert_no_errors();
 }
