@@ -231,6 +231,11 @@ const MASK = (function () {
     return { names, values };
   }
 
+  // A path segment is blanked when it is a masked value this long or
+  // longer: shorter ones (the first digits of a PIN as it is typed) would
+  // match ordinary paths (`/page/1`).
+  const MIN_SEGMENT = 3;
+
   function decode(s) {
     try { return decodeURIComponent(s.replace(/\+/g, ' ')); } catch (e) { return s; }
   }
@@ -249,6 +254,9 @@ const MASK = (function () {
   // fragment that carries parameters) named like a masked field of this page
   // or of a form submitted with GET in this tab, or holding a masked field's
   // value, keeps its name and place with an empty value (`?q=x&pw=&cardno=`).
+  // A path segment that is a masked value (a script's
+  // `pushState('/reset/' + field.value)`) is emptied too: no parameter name
+  // can tell another page about it, so it is caught on this one only.
   function blankUrl(url) {
     const mask = onPage();
     if (!mask.names.size && !mask.values.size) return url;
@@ -256,7 +264,16 @@ const MASK = (function () {
     let main = h < 0 ? url : url.slice(0, h);
     let frag = h < 0 ? null : url.slice(h + 1);
     const q = main.indexOf('?');
-    if (q >= 0) main = main.slice(0, q + 1) + blankParams(main.slice(q + 1), mask);
+    let path = q < 0 ? main : main.slice(0, q);
+    const origin = /^[a-z][a-z0-9+.-]*:\/\/[^/]*/i.exec(path);
+    const start = origin ? origin[0].length : 0;
+    path = path.slice(0, start) + path.slice(start).split('/').map((seg) => {
+      const v = decode(seg);
+      return v.length >= MIN_SEGMENT && mask.values.has(v) ? '' : seg;
+    }).join('/');
+    main = q < 0 ? path : path + main.slice(q);
+    const q2 = main.indexOf('?');
+    if (q2 >= 0) main = main.slice(0, q2 + 1) + blankParams(main.slice(q2 + 1), mask);
     if (frag != null) {
       const fq = frag.indexOf('?');
       if (fq >= 0) frag = frag.slice(0, fq + 1) + blankParams(frag.slice(fq + 1), mask);
@@ -320,6 +337,29 @@ const MASK = (function () {
     };
     window.addEventListener('formdata', late);
   }, true);
+
+  // A script's own navigation (`location.href = '/verify?code=' +
+  // field.value`) names no form: the parameters of its destination that hold
+  // a masked value are remembered by name, where the browser says where it
+  // goes (the Navigation API).
+  if (window.navigation && typeof window.navigation.addEventListener === 'function') {
+    window.navigation.addEventListener('navigate', (e) => {
+      let url;
+      try { url = new URL(e.destination.url); } catch (err) { return; }
+      const { values } = onPage();
+      if (!values.size) return;
+      const names = [];
+      const frag = url.hash.slice(1);
+      const fq = frag.indexOf('?');
+      for (const query of [url.search.slice(1), fq >= 0 ? frag.slice(fq + 1) : frag]) {
+        for (const p of query.split('&')) {
+          const eq = p.indexOf('=');
+          if (eq > 0 && values.has(decode(p.slice(eq + 1)))) names.push(decode(p.slice(0, eq)));
+        }
+      }
+      remember(names);
+    });
+  }
 
   return { masked, within, editingHost, watch, blankUrl, scrub };
 })();

@@ -92,9 +92,9 @@ async fn a_password_shown_by_its_toggle_stays_masked() {
     c.click("#show").await;
     c.type_into("#remarks", "visible-after").await;
     s.on_operator("the remark typed after the password", "document.querySelector('#remarks').value === 'visible-after'").await;
+    assert_never_sent(&s, &["hunter2", "-more"]);
     s.on_operator("the password empty, read-only and filled", &format!("document.querySelector('#pw').value === '' && document.querySelector('#pw').readOnly && {BADGE_FILLED}")).await;
     assert_eq!(c.eval("document.querySelector('#pw').value").await, serde_json::json!("hunter2-secret-more"));
-    assert_never_sent(&s, &["hunter2", "-more"]);
     s.assert_no_errors();
 }
 
@@ -107,8 +107,8 @@ async fn a_card_field_stays_masked_when_a_script_drops_its_autocomplete() {
     c.type_into("#holder", "Jane Cardholder").await;
     c.type_into("#note", "visible-after").await;
     s.on_operator("the note typed after the card", "document.querySelector('#note').value === 'visible-after'").await;
-    s.on_operator("the card number empty and read-only", "document.querySelector('#cardno').value === '' && document.querySelector('#cardno').readOnly").await;
     assert_never_sent(&s, &["4111", "Cardholder"]);
+    s.on_operator("the card number empty and read-only", "document.querySelector('#cardno').value === '' && document.querySelector('#cardno').readOnly").await;
     s.assert_no_errors();
 }
 
@@ -125,21 +125,38 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
     s.on_customer("the customer on the page the form led to", "location.pathname === '/done.html' && location.search.includes('hunter2-secret')").await;
     s.on_operator("the operator on the same page, without the values", "location.pathname === '/done.html' && location.search === '?q=shoes&pw=&cardno=' && !!window.__cobrowse.engine").await;
 
-    // A script's form.submit() (no submit event), with a formdata listener
-    // that copies the PIN under another name.
+    // Back on the form page: URLs a script pushes carry a masked field's
+    // value under its name in a fragment, and as a path segment.
     c.click("#again").await;
     s.on_operator("the pay page again", "location.pathname === '/pay.html' && !!window.__cobrowse.engine").await;
     until(c, "the customer reconnected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
     c.type_into("#pin", "9931-pin").await;
+    c.eval("history.pushState(null, '', '/pay.html?step=2#/confirm?pin=9931-pin&n=1')").await;
+    s.on_operator("the pushed fragment without the PIN", "location.search === '?step=2' && location.hash === '#/confirm?pin=&n=1'").await;
+    c.eval("history.pushState(null, '', '/pay.html/9931-pin/receipt')").await;
+    s.on_operator("the pushed path without the PIN", "location.pathname === '/pay.html//receipt'").await;
+    c.eval("history.replaceState(null, '', '/pay.html')").await;
+    s.on_operator("the pay page's URL again", "location.pathname === '/pay.html' && location.search === ''").await;
+
+    // A script's form.submit() (no submit event), with a formdata listener
+    // that copies the PIN under another name.
     c.click("#pay").await;
     s.on_customer("the scripted submission", "location.search.includes('9931-pin')").await;
     s.on_operator("the operator after the scripted submission", "location.pathname === '/done.html' && location.search === '?pin=&ref=r1&check=' && !!window.__cobrowse.engine").await;
+    until(c, "the customer reconnected", &format!("{WIDGET_STATUS}.includes('Connected with')"), &s.tabs(), &s.server).await;
 
-    // A later page of the tab with the same parameter names in its URL: the
-    // names are kept for the tab.
+    // A later URL of the tab with the same parameter names: the names are
+    // kept for the tab.
     c.eval("history.pushState(null, '', '/done.html?cardno=5500000000000004&feedback=ok')").await;
     s.on_operator("the pushed URL", "location.search === '?cardno=&feedback=ok'").await;
-    assert_never_sent(&s, &["hunter2", "4111", "9931", "5500000000000004"]);
+
+    // A navigation a script builds from a masked field (a one-time code),
+    // with no form.
+    c.type_into("#otp", "771234").await;
+    c.click("#verify").await;
+    s.on_customer("the script's navigation", "location.search === '?code=771234'").await;
+    s.on_operator("the operator after the script's navigation", "location.search === '?code=' && !!window.__cobrowse.engine").await;
+    assert_never_sent(&s, &["hunter2", "4111", "9931", "5500000000000004", "771234"]);
     s.assert_no_errors();
 }
 
