@@ -361,5 +361,5 @@ const MASK = (function () {
     });
   }
 
-  return { masked, within, editingHost, watch, blankUrl, scrub };
+  return { masked, within, keep: add, editingHost, watch, blankUrl, scrub };
 })();

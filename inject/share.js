@@ -693,11 +693,12 @@
         // Operators see that a masked field exists, never its value, and
         // cannot type into it.
         function markMasked(w) {
-            for (const el of allControls(w)) {
-                if (!masked(el)) continue;
-                if ('readOnly' in el) el.readOnly = true;
-                el.setAttribute('aria-readonly', 'true');
-            }
+            for (const el of allControls(w)) if (masked(el)) lock(el);
+        }
+
+        function lock(el) {
+            if ('readOnly' in el) el.readOnly = true;
+            el.setAttribute('aria-readonly', 'true');
         }
 
         function allControls(w) {
@@ -826,7 +827,13 @@
             if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
-                if (CB.operator) overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);
+                // Masked on the driver's page (a field a secret was pasted
+                // into, say): masked here too, for the life of this page.
+                maskOf(el).keep(el);
+                if (CB.operator) {
+                    lock(el);
+                    overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);
+                }
                 return;
             }
             // Values for masked fields are never applied on the customer's side.

@@ -99,6 +99,26 @@ async fn a_password_shown_by_its_toggle_stays_masked() {
 }
 
 #[tokio::test]
+async fn text_copied_out_of_a_masked_field_stays_masked_where_it_is_pasted() {
+    let (_site, s) = privacy_site("/login.html").await;
+    let c = &s.customer;
+    c.type_into("#pw", "hunter2-secret").await;
+    // Shown, the password can be copied (a password field refuses it).
+    c.click("#show").await;
+    c.click("#pw").await;
+    c.edit("selectAll").await;
+    c.edit("copy").await;
+    c.click("#remarks").await;
+    c.edit("paste").await;
+    s.on_customer("the password pasted into the remarks", "document.querySelector('#remarks').value === 'hunter2-secret'").await;
+    c.type_into("#user", "visible-after").await;
+    s.on_operator("the user name typed after the paste", "document.querySelector('#user').value === 'visible-after'").await;
+    assert_never_sent(&s, &["hunter2"]);
+    s.on_operator("the remarks empty and read-only", "document.querySelector('#remarks').value === '' && document.querySelector('#remarks').readOnly").await;
+    s.assert_no_errors();
+}
+
+#[tokio::test]
 async fn a_card_field_stays_masked_when_a_script_drops_its_autocomplete() {
     let (_site, s) = privacy_site("/card.html").await;
     let c = &s.customer;
