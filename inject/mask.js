@@ -115,7 +115,6 @@ const MASK = (function () {
     }
   }
   const observer = new MutationObserver(onRecords);
-  let parsed = false;
 
   // Changes made just now (by a script, in this very task) count before any
   // decision: the observer's records would otherwise arrive after it.
@@ -123,21 +122,15 @@ const MASK = (function () {
     onRecords(observer.takeRecords());
   }
 
+  // Insertions are followed from the first parsed node on: the parser
+  // delivers the records before it runs each inline script, so an element
+  // that matches a selector is known before a script can change it.
   function watch(root) {
     if (!roots.includes(root)) roots.push(root);
-    observer.observe(root, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter, childList: parsed && selectors.length > 0 });
-    if (parsed) scan(root);
+    observer.observe(root, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter, childList: selectors.length > 0 });
+    scan(root);
   }
-
-  // While the parser inserts nodes only attribute changes are followed;
-  // once it is done, one scan, then insertions too.
   watch(document);
-  function whenParsed() {
-    parsed = true;
-    for (const R of roots) watch(R);
-  }
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', whenParsed, { once: true });
-  else whenParsed();
 
   function masked(el) {
     if (!el || el.nodeType !== 1) return false;

@@ -181,12 +181,17 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
 }
 
 #[tokio::test]
-async fn an_editor_holding_a_private_part_is_masked() {
+async fn private_regions_stay_masked_in_an_editor_and_after_a_script_restyles_them() {
     let (_site, s) = privacy_site("/editor.html").await;
     let c = &s.customer;
     c.type_into("#account", "ACCT-998877").await;
+    // A field inside a container the configuration masks, whose class a
+    // script changed before the customer came to it.
+    assert_eq!(c.eval("document.querySelector('#vault').className").await, serde_json::json!("vault"), "the site's script ran");
+    c.type_into("#answer", "blue-whale").await;
     c.type_into("#subject", "visible-after").await;
     s.on_operator("the subject typed after the letter", "document.querySelector('#subject').value === 'visible-after'").await;
-    assert_never_sent(&s, &["998877"]);
+    assert_never_sent(&s, &["998877", "blue-whale"]);
+    s.on_operator("the answer empty and read-only", "document.querySelector('#answer').value === '' && document.querySelector('#answer').readOnly").await;
     s.assert_no_errors();
 }
