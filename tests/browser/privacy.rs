@@ -67,10 +67,15 @@ fn assert_never_sent(s: &Shared, secrets: &[&str]) {
 }
 
 /// The fixture pages of `tests/fixtures/privacy`, behind the binary with the
-/// `.private` mask selector, shared from `path`.
+/// `.private` mask selector and a second operator (`op2`), shared from
+/// `path`.
 async fn privacy_site(path: &str) -> (crate::support::origin::Origin, Shared) {
     let site = fixture_site("privacy").await;
-    let server = Cobrowse::with_config(&Cobrowse::config_for(&site.url(), "[privacy]\nmask = [\".private\"]")).await;
+    let server = Cobrowse::with_config(&Cobrowse::config_for(
+        &site.url(),
+        &format!("[privacy]\nmask = [\".private\"]\n\n[[operators]]\nuser = \"op2\"\nname = \"Oscar Second\"\npassword_hash = \"{OPERATOR_HASH}\"\n"),
+    ))
+    .await;
     let s = Shared::on(server, path).await;
     (site, s)
 }
@@ -176,7 +181,21 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
     c.click("#verify").await;
     s.on_customer("the script's navigation", "location.search === '?code=771234'").await;
     s.on_operator("the operator after the script's navigation", "location.search === '?code=' && !!window.__cobrowse.engine").await;
-    assert_never_sent(&s, &["hunter2", "4111", "9931", "5500000000000004", "771234"]);
+    let secrets = ["hunter2", "4111", "9931", "5500000000000004", "771234"];
+    assert_never_sent(&s, &secrets);
+
+    // An operator who joins late gets the stored commands: none carries one.
+    let late = s.browser.tab("late operator", 1400, 1000).await;
+    operator_waits(&late, &s.server, "op2", &s.tabs()).await;
+    s.operator.click(r#"[data-cobrowse="invite"]"#).await;
+    operator_responds(&late, &s.server, &s.tabs()).await;
+    until_on(&late, "the late operator on the page, without the code", CONTENT, &in_frame("location.search === '?code='"), &s.tabs(), &s.server).await;
+    for frame in late.websocket_frames() {
+        for secret in secrets {
+            assert!(!frame.contains(secret), "late operator: a masked value in the replay: {frame}");
+        }
+    }
+    assert!(late.websocket_frames().iter().any(|f| f.contains("\"replay\"")), "the late operator got a replay");
     s.assert_no_errors();
 }
 
