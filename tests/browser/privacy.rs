@@ -208,9 +208,14 @@ async fn private_regions_stay_masked_in_an_editor_and_after_a_script_restyles_th
     // script changed before the customer came to it.
     assert_eq!(c.eval("document.querySelector('#vault').className").await, serde_json::json!("vault"), "the site's script ran");
     c.type_into("#answer", "blue-whale").await;
+    // A choice in a custom menu inside a masked container is not repeated
+    // on the operator's page.
+    c.click("#plans li:nth-child(2)").await;
+    s.on_customer("the customer's choice", "document.querySelector('#chosen').textContent === 'Chosen: Gold'").await;
     c.type_into("#subject", "visible-after").await;
     s.on_operator("the subject typed after the letter", "document.querySelector('#subject').value === 'visible-after'").await;
-    assert_never_sent(&s, &["998877", "blue-whale"]);
+    assert_never_sent(&s, &["998877", "blue-whale", "ul#plans"]);
+    assert_eq!(s.operator.eval_on(CONTENT, &in_frame("document.querySelector('#chosen').textContent")).await, serde_json::json!(""));
     s.on_operator("the answer empty and read-only", "document.querySelector('#answer').value === '' && document.querySelector('#answer').readOnly").await;
     s.assert_no_errors();
 }
