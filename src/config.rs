@@ -47,6 +47,14 @@ pub struct Config {
     pub hub: HubLimits,
     pub proxy: ProxyLimits,
     pub driver: crate::driver::documents::Limits,
+    pub audit: Audit,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// The JSON-lines file audit events are appended to. `None` (the
+    /// default): they stay in the log under the target `audit`.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +199,13 @@ struct RawConfig {
     hub: Option<RawHub>,
     proxy: Option<RawProxy>,
     driver: Option<RawDriver>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -554,7 +569,20 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
-    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver })
+    let mut audit = Audit::default();
+    if let Some(v) = raw.audit.as_ref().and_then(|a| a.path.as_ref()) {
+        let path = Path::new(v.get_ref());
+        if v.get_ref().trim().is_empty() || path.is_dir() {
+            return Err(src.at("audit.path", v, "must name a file, e.g. `/var/log/cobrowse/audit.jsonl`"));
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(src.at("audit.path", v, format!("no such directory: `{}`", dir.display())));
+        }
+        audit.path = Some(path.to_path_buf());
+    }
+
+    Ok(Config { listen, prefix, sites, demo, tls, upstream_ca, public_origins, operators, privacy, hub, proxy, driver, audit })
 }
 
 /// Sets `slot` from a count that must not be zero, when the file gives one.

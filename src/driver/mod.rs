@@ -28,6 +28,7 @@ use self::documents::{Documents, Limits, Recorder};
 use crate::body::{self, Body};
 use crate::hub::Hub;
 use crate::server::Ctx;
+use crate::telemetry;
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -42,7 +43,7 @@ pub enum Standing {
     /// The customer's browser: its requests go upstream as they are.
     Driver { session: String },
     /// An operator's browser following the driver.
-    Follower { session: String },
+    Follower { session: String, participant: String },
 }
 
 /// Methods that cannot change the site's state (RFC 9110 9.2.1).
@@ -164,7 +165,7 @@ impl Sessions {
         };
         let session = session.to_string();
         if view.is_follower(&participant.id) {
-            Standing::Follower { session }
+            Standing::Follower { session, participant: participant.id }
         } else {
             Standing::Driver { session }
         }
@@ -210,7 +211,7 @@ pub async fn bind(sessions: &Sessions, req: Request<Incoming>, ctx: Ctx, public_
         take_participant_cookie(&mut headers);
         sessions.driver.record_credentials(&bind.session, &headers);
     }
-    info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
+    info!(target: "audit", event = "bind", session = %bind.session, participant = %participant.id, user = participant.user.as_deref().unwrap_or(""), driving, "browser bound to session");
     let cookie = format!("{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}", bind.session, bind.resume);
     json(StatusCode::OK, serde_json::json!({ "bound": true, "driver": driving }).to_string(), Some(cookie))
 }
@@ -258,16 +259,17 @@ impl Driver {
                 let record = is_navigation(&parts.headers).then(|| session.clone());
                 Decision::Forward { record, mask: false }
             }
-            Standing::Follower { session } => {
+            Standing::Follower { session, participant } => {
                 if !is_safe(&parts.method) {
-                    metrics::counter!("cobrowse_driver_follower_refusals_total").increment(1);
+                    info!(target: "audit", event = "follower_refused", session = %session, participant = %participant, method = %parts.method, path = parts.uri.path());
+                    metrics::counter!(telemetry::FOLLOWER_REFUSALS).increment(1);
                     warn!(%session, method = %parts.method, uri = %parts.uri, "refused a follower request that would change state");
                     return Decision::Answer(refusal(&parts.method));
                 }
                 if is_navigation(&parts.headers) {
                     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                     if let Some(response) = self.kept_document(session, target, mask) {
-                        metrics::counter!("cobrowse_driver_documents_served_total").increment(1);
+                        metrics::counter!(telemetry::DOCUMENTS_SERVED).increment(1);
                         return Decision::Answer(response);
                     }
                 }
@@ -406,7 +408,7 @@ mod tests {
         use http_body_util::BodyExt;
         let d = Driver::new(Limits { documents_per_session: 4, bytes_per_session: 1 << 20, max_age: std::time::Duration::from_secs(60) });
         let driver = Standing::Driver { session: "s".into() };
-        let follower = Standing::Follower { session: "s".into() };
+        let follower = Standing::Follower { session: "s".into(), participant: "p2".into() };
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
         parts.headers.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));

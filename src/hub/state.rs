@@ -43,6 +43,7 @@ use super::protocol::{
 use super::session::{self, ConnId, Offer, Participant, Session};
 use super::store::{Store, StoreError};
 use crate::config::Config;
+use crate::telemetry;
 
 /// Messages queued to one connection before it counts as not reading and is
 /// closed. Commands do not count: they come from the store's feed, which
@@ -196,7 +197,8 @@ impl State {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
                 warn!(conn, "connection does not read its messages; closing it");
-                metrics::counter!("cobrowse_hub_slow_closed_total").increment(1);
+                metrics::counter!(telemetry::HUB_SLOW_CLOSED).increment(1);
+                telemetry::limit_hit(telemetry::limit::SLOW_READER);
                 c.cancel.cancel();
             }
         }
@@ -293,10 +295,10 @@ impl State {
     }
 
     fn gauges(&self) {
-        metrics::gauge!("cobrowse_hub_sessions").set(self.sessions.len() as f64);
-        metrics::gauge!("cobrowse_hub_participants").set(self.participants.len() as f64);
-        metrics::gauge!("cobrowse_hub_connections").set(self.conns.len() as f64);
-        metrics::gauge!("cobrowse_hub_queued_calls").set(self.queue.len() as f64);
+        metrics::gauge!(telemetry::HUB_SESSIONS).set(self.sessions.len() as f64);
+        metrics::gauge!(telemetry::HUB_PARTICIPANTS).set(self.participants.len() as f64);
+        metrics::gauge!(telemetry::HUB_CONNECTIONS).set(self.conns.len() as f64);
+        metrics::gauge!(telemetry::HUB_QUEUED_CALLS).set(self.queue.len() as f64);
     }
 }
 
@@ -378,7 +380,10 @@ impl Shared {
 
     /// Queues a refusal for the connection that caused it.
     pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
-        metrics::counter!("cobrowse_hub_errors_total", "code" => refusal.code.as_str()).increment(1);
+        metrics::counter!(telemetry::HUB_ERRORS, "code" => refusal.code.as_str()).increment(1);
+        if let Some(limit) = telemetry::limit::of_refusal(refusal.code) {
+            telemetry::limit_hit(limit);
+        }
         self.lock().send_text(conn, refusal.to_json());
     }
 
@@ -423,6 +428,8 @@ impl Shared {
             st.conns.get_mut(&op).expect("found above").offer = Some(sid.clone());
             let timeout = self.config.hub.offer_timeout;
             st.send_text(op, ServerMessage::Offer { session: &sid, expires_in: timeout.as_secs().max(1) }.to_json());
+            let user = st.conns[&op].account.as_ref().map_or("", |a| a.user.as_str());
+            info!(target: "audit", event = "offer", session = %sid, user);
             let shared = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
@@ -438,7 +445,9 @@ impl Shared {
             return;
         }
         info!(session = sid, conn = offer.conn, "offer timed out; offering to the next operator");
-        metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
+        let user = st.conns.get(&offer.conn).and_then(|c| c.account.as_ref()).map_or("", |a| a.user.as_str());
+        info!(target: "audit", event = "offer_lapsed", session = %sid, user);
+        metrics::counter!(telemetry::HUB_OFFER_TIMEOUTS).increment(1);
         st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
         st.refresh();
@@ -499,8 +508,8 @@ impl Shared {
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.queue.push(sid.clone());
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer", via = "call");
-        metrics::counter!("cobrowse_hub_calls_total").increment(1);
+        info!(target: "audit", event = "call", session = %sid, participant = %pid, role = "customer");
+        metrics::counter!(telemetry::HUB_CALLS).increment(1);
         self.allocate(&mut st);
         st.refresh();
         st.gauges();
@@ -516,7 +525,7 @@ impl Shared {
             return Ok(());
         }
         warn!(sessions = st.sessions.len(), max, "call refused: the hub holds its maximum of sessions");
-        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions").increment(1);
+        metrics::counter!(telemetry::HUB_CALLS_REFUSED, "reason" => "max_sessions").increment(1);
         Err(refuse(ErrorCode::Limit, format!("the hub holds its maximum of {max} sessions (hub.max_sessions); try again later")))
     }
 
@@ -592,6 +601,8 @@ impl Shared {
         if st.conns.get(&conn).and_then(|c| c.offer.as_deref()) != Some(sid) {
             return Err(refuse(ErrorCode::NotOffered, "that call is not offered to you (any more)"));
         }
+        let user = st.conns.get(&conn).and_then(|c| c.account.as_ref()).map_or("", |a| a.user.as_str());
+        info!(target: "audit", event = "offer_declined", session = %sid, user);
         st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
         st.refresh();
@@ -607,7 +618,7 @@ impl Shared {
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
-        info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
+        info!(target: "audit", event = "invite", session = %sid, participant = %p.id, user = p.user.as_deref().unwrap_or(""));
         let s = st.sessions.get_mut(&sid).ok_or_else(|| refuse(ErrorCode::NotInSession, "the session has ended"))?;
         s.wants_operator = true;
         if !st.queue.contains(&sid) {
@@ -656,7 +667,7 @@ impl Shared {
         st.send(conn, Outbound::Follow { session: sid.to_string(), participant: pid.clone(), replay: true });
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.sessions.get_mut(sid).expect("found above").idle_since = None;
-        info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str());
+        info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str(), user = user.as_deref().unwrap_or(""));
         st.status_to(sid);
         st.refresh();
         st.gauges();
@@ -728,7 +739,7 @@ impl Shared {
             (p.session.clone(), p.id.clone())
         };
         self.store.append(&sid, &pid, command).await.map_err(store_refusal)?;
-        metrics::counter!("cobrowse_hub_commands_total").increment(1);
+        metrics::counter!(telemetry::HUB_COMMANDS).increment(1);
         Ok(())
     }
 
@@ -756,12 +767,12 @@ impl Shared {
         let mut st = self.lock();
         let (c, p) = Self::participant_of(&st, conn)?;
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
-        let (sid, pid, role) = (p.session.clone(), p.id.clone(), c.role);
+        let (sid, pid, role, user) = (p.session.clone(), p.id.clone(), c.role, p.user.clone().unwrap_or_default());
         if role == Role::Customer {
             info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "customer");
             self.end(&mut st, &sid, "customer_hangup");
         } else {
-            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator");
+            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator", user);
             st.conns.get_mut(&conn).expect("checked above").participant = None;
             st.send_text(conn, ServerMessage::Left { session: &sid }.to_json());
             st.send(conn, Outbound::Unfollow);
@@ -795,20 +806,20 @@ impl Shared {
     pub fn drop_detached(self: &Arc<Self>, now: Instant) -> usize {
         let grace = reconnect_grace(&self.config);
         let mut st = self.lock();
-        let mut gone: Vec<(String, String, Role)> = st
+        let mut gone: Vec<(String, String, Role, String)> = st
             .participants
             .values()
             .filter(|p| p.conn.is_none() && p.detached_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
-            .map(|p| (p.id.clone(), p.session.clone(), p.role))
+            .map(|p| (p.id.clone(), p.session.clone(), p.role, p.user.clone().unwrap_or_default()))
             .collect();
         // Tabs before operators: an operator leaving may end the session.
         gone.sort_by(|a, b| (a.2 == Role::Operator, &a.0).cmp(&(b.2 == Role::Operator, &b.0)));
         let mut dropped = 0;
-        for (pid, sid, role) in gone {
+        for (pid, sid, role, user) in gone {
             let Some(s) = st.sessions.get(&sid) else { continue };
             match role {
                 Role::Operator => {
-                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", reason = "connection lost");
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", user, reason = "connection lost");
                     self.leave(&mut st, &sid, &pid);
                 }
                 Role::Customer => {
@@ -858,7 +869,7 @@ impl Shared {
         st.queue.retain(|q| q != sid);
         st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
-        metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string()).increment(1);
+        metrics::counter!(telemetry::HUB_SESSIONS_ENDED, "reason" => reason.to_string()).increment(1);
         let store = self.store.clone();
         let sid = sid.to_string();
         tokio::spawn(async move { store.remove(&sid).await });
