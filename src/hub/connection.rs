@@ -147,7 +147,8 @@ where
 }
 
 fn refuse(shared: &Shared, conn: ConnId, refusal: Refusal) {
-    info!(conn, code = refusal.code.as_str(), request = refusal.request.as_deref().unwrap_or(""), message = %refusal.message, "message refused");
+    // `detail`, not `message`: that field is the line's own text.
+    info!(conn, code = refusal.code.as_str(), request = refusal.request.as_deref().unwrap_or(""), detail = %refusal.message, "message refused");
     shared.refuse(conn, &refusal);
 }
 
