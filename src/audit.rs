@@ -57,7 +57,9 @@ pub struct AuditFile {
 pub fn open(path: &Path) -> std::io::Result<(AuditLayer, AuditFile)> {
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let (tx, rx) = sync_channel(QUEUE);
-    std::thread::Builder::new().name("audit-writer".into()).spawn(move || write_lines(rx, BufWriter::new(file)))?;
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || write_lines(rx, BufWriter::new(file)))?;
     Ok((AuditLayer { tx: tx.clone() }, AuditFile { tx }))
 }
 
@@ -132,7 +134,8 @@ struct Fields(Vec<(&'static str, Value)>);
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name(), Value::String(value.to_string())));
+        self.0
+            .push((field.name(), Value::String(value.to_string())));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.0.push((field.name(), Value::Bool(value)));
@@ -144,7 +147,8 @@ impl Visit for Fields {
         self.0.push((field.name(), value.into()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name(), Value::String(format!("{value:?}"))));
+        self.0
+            .push((field.name(), Value::String(format!("{value:?}"))));
     }
 }
 
@@ -178,7 +182,11 @@ mod tests {
         assert_eq!(v["user"], "ann \"the\" op");
         assert_eq!(v["driving"], true);
         assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
-        assert!(lines[0].starts_with("{\"time\":"), "time comes first: {}", lines[0]);
+        assert!(
+            lines[0].starts_with("{\"time\":"),
+            "time comes first: {}",
+            lines[0]
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

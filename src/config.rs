@@ -693,6 +693,20 @@ mod tests {
     }
 
     #[test]
+    fn audit_path_must_be_a_file_in_a_directory_that_exists() {
+        assert_eq!(parse("upstream = \"http://a\"").unwrap().audit.path, None);
+        let dir = std::env::temp_dir();
+        let ok = parse(&format!("upstream = \"http://a\"\n[audit]\npath = \"{}/audit.jsonl\"\n", dir.display())).unwrap();
+        assert_eq!(ok.audit.path, Some(dir.join("audit.jsonl")));
+        for bad in ["/no/such/dir/audit.jsonl", "", "."] {
+            let e = parse(&format!("upstream = \"http://a\"\n[audit]\npath = \"{bad}\"\n")).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), ("audit.path", Some(3)), "{bad}: {e}");
+        }
+        let e = parse("upstream = \"http://a\"\n[audit]\nfile = \"a\"\n").unwrap_err();
+        assert_eq!(e.field, "file");
+    }
+
+    #[test]
     fn bad_mask_selector_is_refused() {
         let e = parse("upstream = \"http://a\"\n[privacy]\nmask = [\"#ok\", \"input[\"]\n").unwrap_err();
         assert_eq!(e.field, "privacy.mask[1]");

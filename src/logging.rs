@@ -56,5 +56,8 @@ pub fn init(format: LogFormat, audit: Option<AuditLayer>) {
     // The audit file takes every audit event whatever `RUST_LOG` says: the
     // record must not depend on how verbose the log is.
     let audit = audit.map(|a| a.with_filter(Targets::new().with_target("audit", Level::INFO)));
-    tracing_subscriber::registry().with(log.with_filter(filter)).with(audit).init();
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(audit)
+        .init();
 }

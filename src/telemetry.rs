@@ -100,7 +100,15 @@ pub mod limit {
     pub const HTML_MEMORY: &str = "html_memory";
     /// Login attempts from one address or for one account.
     pub const LOGIN_RATE: &str = "login_rate";
-    pub const ALL: &[&str] = &[RATE, MESSAGE_SIZE, CAPACITY, SLOW_READER, DOCUMENT_SIZE, HTML_MEMORY, LOGIN_RATE];
+    pub const ALL: &[&str] = &[
+        RATE,
+        MESSAGE_SIZE,
+        CAPACITY,
+        SLOW_READER,
+        DOCUMENT_SIZE,
+        HTML_MEMORY,
+        LOGIN_RATE,
+    ];
 
     /// The limit a hub refusal reports hitting, if it is one.
     pub fn of_refusal(code: crate::hub::protocol::ErrorCode) -> Option<&'static str> {
@@ -182,18 +190,48 @@ pub const METRICS: &[Metric] = &[
         help: "Driver documents not kept for followers because they were over the driver's bounds.",
         labels: &[],
     },
-    Metric { name: HUB_SESSIONS, kind: Kind::Gauge, help: "Sessions the hub holds.", labels: &[] },
-    Metric { name: HUB_PARTICIPANTS, kind: Kind::Gauge, help: "Participants in sessions, connected or not.", labels: &[] },
-    Metric { name: HUB_CONNECTIONS, kind: Kind::Gauge, help: "Open hub WebSocket connections.", labels: &[] },
-    Metric { name: HUB_QUEUED_CALLS, kind: Kind::Gauge, help: "Calls waiting for an operator.", labels: &[] },
-    Metric { name: HUB_CALLS, kind: Kind::Counter, help: "Calls that started a session.", labels: &[] },
+    Metric {
+        name: HUB_SESSIONS,
+        kind: Kind::Gauge,
+        help: "Sessions the hub holds.",
+        labels: &[],
+    },
+    Metric {
+        name: HUB_PARTICIPANTS,
+        kind: Kind::Gauge,
+        help: "Participants in sessions, connected or not.",
+        labels: &[],
+    },
+    Metric {
+        name: HUB_CONNECTIONS,
+        kind: Kind::Gauge,
+        help: "Open hub WebSocket connections.",
+        labels: &[],
+    },
+    Metric {
+        name: HUB_QUEUED_CALLS,
+        kind: Kind::Gauge,
+        help: "Calls waiting for an operator.",
+        labels: &[],
+    },
+    Metric {
+        name: HUB_CALLS,
+        kind: Kind::Counter,
+        help: "Calls that started a session.",
+        labels: &[],
+    },
     Metric {
         name: HUB_CALLS_REFUSED,
         kind: Kind::Counter,
         help: "Calls refused before a session started, by reason.",
         labels: &[("reason", &["max_sessions"])],
     },
-    Metric { name: HUB_COMMANDS, kind: Kind::Counter, help: "Difference commands accepted into the store.", labels: &[] },
+    Metric {
+        name: HUB_COMMANDS,
+        kind: Kind::Counter,
+        help: "Difference commands accepted into the store.",
+        labels: &[],
+    },
     Metric {
         name: HUB_RESYNCS,
         kind: Kind::Counter,
@@ -228,12 +266,20 @@ pub const METRICS: &[Metric] = &[
         help: "Connections closed because they did not read their messages.",
         labels: &[],
     },
-    Metric { name: HUB_OFFER_TIMEOUTS, kind: Kind::Counter, help: "Offers to operators that timed out.", labels: &[] },
+    Metric {
+        name: HUB_OFFER_TIMEOUTS,
+        kind: Kind::Counter,
+        help: "Offers to operators that timed out.",
+        labels: &[],
+    },
     Metric {
         name: HUB_SESSIONS_ENDED,
         kind: Kind::Counter,
         help: "Sessions ended, by reason.",
-        labels: &[("reason", &["customer_hangup", "operator_left", "expired", "shutdown"])],
+        labels: &[(
+            "reason",
+            &["customer_hangup", "operator_left", "expired", "shutdown"],
+        )],
     },
     Metric {
         name: HUB_LOGINS,
@@ -262,7 +308,9 @@ pub const METRICS: &[Metric] = &[
 ];
 
 /// Bucket bounds of the latency histograms, in seconds.
-const SECONDS_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The recorder and the process collector, installed once per process.
 pub struct Telemetry {
@@ -329,11 +377,14 @@ fn register_all() {
         }
     }
     let revision = option_env!("COBROWSE_REVISION").unwrap_or("unknown");
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision).set(1.0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision)
+        .set(1.0);
 }
 
 /// Every combination of the label values.
-fn label_sets(labels: &[(&'static str, &'static [&'static str])]) -> Vec<Vec<(&'static str, &'static str)>> {
+fn label_sets(
+    labels: &[(&'static str, &'static [&'static str])],
+) -> Vec<Vec<(&'static str, &'static str)>> {
     let mut sets: Vec<Vec<(&'static str, &'static str)>> = vec![Vec::new()];
     for (key, values) in labels {
         sets = sets
@@ -368,7 +419,8 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
 
 /// Records one answered request (its headers are ready).
 pub fn request_done(route: &'static str, status: http::StatusCode, elapsed: Duration) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status_class(status)).increment(1);
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status_class(status))
+        .increment(1);
     metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route).record(elapsed.as_secs_f64());
 }
 
@@ -387,7 +439,10 @@ impl HttpBody for Counted {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
@@ -416,8 +471,17 @@ mod tests {
         for m in METRICS {
             assert!(seen.insert(m.name), "{} listed twice", m.name);
             assert!(m.name.starts_with("cobrowse_"), "{}", m.name);
-            assert!(m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", m.name);
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}: counters and only counters end in _total", m.name);
+            assert!(
+                m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                m.name
+            );
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                m.name
+            );
             assert!(!m.help.is_empty());
         }
     }
@@ -432,8 +496,26 @@ mod tests {
     #[test]
     fn refusal_codes_are_all_registered() {
         use crate::hub::protocol::ErrorCode::*;
-        let codes = METRICS.iter().find(|m| m.name == HUB_ERRORS).unwrap().labels[0].1;
-        for c in [BadJson, BadMessage, TooLarge, RateLimited, NotInSession, InSession, NoControl, UnknownSession, NotOffered, Limit, Forbidden, Unavailable] {
+        let codes = METRICS
+            .iter()
+            .find(|m| m.name == HUB_ERRORS)
+            .unwrap()
+            .labels[0]
+            .1;
+        for c in [
+            BadJson,
+            BadMessage,
+            TooLarge,
+            RateLimited,
+            NotInSession,
+            InSession,
+            NoControl,
+            UnknownSession,
+            NotOffered,
+            Limit,
+            Forbidden,
+            Unavailable,
+        ] {
             assert!(codes.contains(&c.as_str()), "{}", c.as_str());
         }
     }

@@ -16,7 +16,7 @@ async fn help_and_version() {
     let help = bin().arg("--help").output().await.unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for word in ["--config", "--listen", "--upstream", "check", "hash-password"] {
+    for word in ["--config", "--listen", "--upstream", "--log-format", "check", "hash-password"] {
         assert!(text.contains(word), "--help does not mention {word}:\n{text}");
     }
     let version = bin().arg("--version").output().await.unwrap();
@@ -24,6 +24,10 @@ async fn help_and_version() {
     let bad = bin().arg("--no-such-flag").output().await.unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unexpected argument"));
+    let bad = bin().args(["--log-format", "xml"]).output().await.unwrap();
+    assert!(!bad.status.success());
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(text.contains("--log-format") && text.contains("text") && text.contains("json"), "{text}");
 }
 
 #[tokio::test]

@@ -34,7 +34,11 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         let (n, rest) = series.split_once('{').map_or((series, ""), |(n, r)| (n, r));
-        if n != name || !labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+        if n != name
+            || !labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
             return None;
         }
         value.parse().ok()
@@ -45,7 +49,14 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 fn combinations(m: &Metric) -> Vec<Vec<(&'static str, &'static str)>> {
     let mut sets = vec![Vec::new()];
     for (key, values) in m.labels {
-        sets = sets.into_iter().flat_map(|s: Vec<_>| values.iter().map(move |v| [s.clone(), vec![(*key, *v)]].concat())).collect();
+        sets = sets
+            .into_iter()
+            .flat_map(|s: Vec<_>| {
+                values
+                    .iter()
+                    .map(move |v| [s.clone(), vec![(*key, *v)]].concat())
+            })
+            .collect();
     }
     sets
 }
@@ -56,7 +67,11 @@ async fn a_fresh_process_shows_every_series() {
     let text = scrape(&proxy).await;
     let mut missing = Vec::new();
     for m in METRICS {
-        assert!(text.contains(&format!("# HELP {} ", m.name)), "{} has no help text:\n{text}", m.name);
+        assert!(
+            text.contains(&format!("# HELP {} ", m.name)),
+            "{} has no help text:\n{text}",
+            m.name
+        );
         for labels in combinations(m) {
             let name = match m.kind {
                 cobrowse::telemetry::Kind::Histogram => format!("{}_count", m.name),
@@ -67,19 +82,51 @@ async fn a_fresh_process_shows_every_series() {
             }
         }
     }
-    assert!(missing.is_empty(), "series missing on a fresh process: {missing:#?}\n{text}");
-    for process in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
-        assert!(sample(&text, process, &[]).is_some_and(|v| v > 0.0), "{process} missing or zero:\n{text}");
+    assert!(
+        missing.is_empty(),
+        "series missing on a fresh process: {missing:#?}\n{text}"
+    );
+    for process in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+    ] {
+        assert!(
+            sample(&text, process, &[]).is_some_and(|v| v > 0.0),
+            "{process} missing or zero:\n{text}"
+        );
     }
-    assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some(), "{text}");
-    assert_eq!(sample(&text, "cobrowse_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "process_cpu_seconds_total", &[]).is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cobrowse_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
     // Nothing has happened yet.
-    assert_eq!(sample(&text, "cobrowse_http_requests_total", &[("route", "proxy"), ("status", "2xx")]), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            "cobrowse_http_requests_total",
+            &[("route", "proxy"), ("status", "2xx")]
+        ),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
 async fn under_load_counters_move_and_histograms_fill() {
-    let origin = Origin::pages(&[("/", "text/html; charset=utf-8", PAGE), ("/style.css", "text/css", "a { color: red }")]).await;
+    let origin = Origin::pages(&[
+        ("/", "text/html; charset=utf-8", PAGE),
+        ("/style.css", "text/css", "a { color: red }"),
+    ])
+    .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
     let before = scrape(&proxy).await;
     const N: usize = 40;
@@ -94,8 +141,12 @@ async fn under_load_counters_move_and_histograms_fill() {
     assert_eq!(get(&proxy.url("/missing")).await.status, 404);
     assert_eq!(get(&proxy.url("/__cobrowse/agent.js")).await.status, 200);
     // A hub connection and a call.
-    let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
-    req.headers_mut().insert("origin", format!("http://{}", proxy.addr).parse().unwrap());
+    let mut req = proxy
+        .ws_url("/__cobrowse/ws?role=customer")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", format!("http://{}", proxy.addr).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws.send(Message::text(r#"{"type":"call"}"#)).await.unwrap();
     ws.send(Message::text("not json")).await.unwrap();
@@ -113,22 +164,61 @@ async fn under_load_counters_move_and_histograms_fill() {
     )
     .await;
     let at_least = |name: &str, labels: &[(&str, &str)], min: f64| {
-        let v = sample(&text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing:\n{text}"));
-        assert!(v >= min, "{name}{labels:?} is {v}, expected at least {min}\nbefore:\n{before}\nafter:\n{text}");
+        let v = sample(&text, name, labels)
+            .unwrap_or_else(|| panic!("{name}{labels:?} missing:\n{text}"));
+        assert!(
+            v >= min,
+            "{name}{labels:?} is {v}, expected at least {min}\nbefore:\n{before}\nafter:\n{text}"
+        );
     };
-    at_least("cobrowse_http_requests_total", &[("route", "proxy"), ("status", "2xx")], N as f64);
-    at_least("cobrowse_http_requests_total", &[("route", "proxy"), ("status", "4xx")], 1.0);
-    at_least("cobrowse_http_requests_total", &[("route", "assets"), ("status", "2xx")], 1.0);
-    at_least("cobrowse_http_requests_total", &[("route", "hub"), ("status", "1xx")], 1.0);
-    at_least("cobrowse_http_request_duration_seconds_count", &[("route", "proxy")], N as f64 + 1.0);
-    at_least("cobrowse_http_request_duration_seconds_bucket", &[("route", "proxy"), ("le", "+Inf")], N as f64 + 1.0);
-    at_least("cobrowse_http_response_bytes_total", &[("route", "proxy")], (N * PAGE.len()) as f64);
-    at_least("cobrowse_proxy_upstream_bytes_total", &[("direction", "received")], (N * PAGE.len()) as f64);
+    at_least(
+        "cobrowse_http_requests_total",
+        &[("route", "proxy"), ("status", "2xx")],
+        N as f64,
+    );
+    at_least(
+        "cobrowse_http_requests_total",
+        &[("route", "proxy"), ("status", "4xx")],
+        1.0,
+    );
+    at_least(
+        "cobrowse_http_requests_total",
+        &[("route", "assets"), ("status", "2xx")],
+        1.0,
+    );
+    at_least(
+        "cobrowse_http_requests_total",
+        &[("route", "hub"), ("status", "1xx")],
+        1.0,
+    );
+    at_least(
+        "cobrowse_http_request_duration_seconds_count",
+        &[("route", "proxy")],
+        N as f64 + 1.0,
+    );
+    at_least(
+        "cobrowse_http_request_duration_seconds_bucket",
+        &[("route", "proxy"), ("le", "+Inf")],
+        N as f64 + 1.0,
+    );
+    at_least(
+        "cobrowse_http_response_bytes_total",
+        &[("route", "proxy")],
+        (N * PAGE.len()) as f64,
+    );
+    at_least(
+        "cobrowse_proxy_upstream_bytes_total",
+        &[("direction", "received")],
+        (N * PAGE.len()) as f64,
+    );
     at_least("cobrowse_proxy_rewrite_seconds_count", &[], N as f64);
     at_least("cobrowse_hub_connections", &[], 1.0);
     at_least("cobrowse_hub_sessions", &[], 1.0);
     at_least("cobrowse_hub_queued_calls", &[], 1.0);
-    assert!(sample(&text, "cobrowse_proxy_rewrite_seconds_sum", &[]).is_some_and(|s| s > 0.0), "{text}");
+    assert!(
+        sample(&text, "cobrowse_proxy_rewrite_seconds_sum", &[]).is_some_and(|s| s > 0.0),
+        "{text}"
+    );
 }
 
 /// The stderr lines as JSON; panics naming the first line that is not.
@@ -136,13 +226,21 @@ fn json_lines(proxy: &Cobrowse) -> Vec<Value> {
     proxy
         .stderr()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}\n---\n{}", proxy.stderr())))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!("a log line is not JSON ({e}): {l}\n---\n{}", proxy.stderr())
+            })
+        })
         .collect()
 }
 
 /// The `id` of the span named `span` a log line was written in.
 fn span_id<'a>(line: &'a Value, span: &str) -> Option<&'a str> {
-    line["spans"].as_array()?.iter().find(|s| s["name"] == span)?["id"].as_str()
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == span)?["id"]
+        .as_str()
 }
 
 #[tokio::test]
@@ -152,20 +250,38 @@ async fn json_logs_carry_request_and_connection_ids() {
     for path in ["/first", "/second"] {
         assert_eq!(get(&proxy.url(path)).await.status, 502);
     }
-    let mut req = proxy.ws_url("/__cobrowse/ws?role=customer").into_client_request().unwrap();
-    req.headers_mut().insert("origin", format!("http://{}", proxy.addr).parse().unwrap());
+    let mut req = proxy
+        .ws_url("/__cobrowse/ws?role=customer")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", format!("http://{}", proxy.addr).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws.send(Message::text("not json")).await.unwrap();
-    let refused = tokio::time::timeout(WAIT, ws.next()).await.expect("an answer").unwrap().unwrap();
-    assert!(refused.to_text().unwrap().contains("bad_json"), "{refused:?}");
+    let refused = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("an answer")
+        .unwrap()
+        .unwrap();
+    assert!(
+        refused.to_text().unwrap().contains("bad_json"),
+        "{refused:?}"
+    );
     drop(ws);
 
     wait_for(
         "the hub connection's close to be logged",
         WAIT,
         || async {
-            let lines: Vec<Value> = proxy.stderr().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            lines.iter().any(|l| l["fields"]["message"] == "hub connection closed").then_some(())
+            let lines: Vec<Value> = proxy
+                .stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            lines
+                .iter()
+                .any(|l| l["fields"]["message"] == "hub connection closed")
+                .then_some(())
         },
         || proxy.stderr(),
     )
@@ -184,19 +300,57 @@ async fn json_logs_carry_request_and_connection_ids() {
             .iter()
             .find(|(_, ls)| ls.iter().any(|l| l["spans"][0]["path"] == path))
             .unwrap_or_else(|| panic!("no request span for {path}:\n{}", proxy.stderr()));
-        let messages: Vec<&str> = of_request.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
-        assert!(messages.contains(&"upstream request failed") && messages.contains(&"answered"), "{path} ({id}): {messages:?}\n{}", proxy.stderr());
-        assert!(of_request.iter().all(|l| l["spans"][0]["path"] == path), "request id {id} shared by another request:\n{}", proxy.stderr());
+        let messages: Vec<&str> = of_request
+            .iter()
+            .filter_map(|l| l["fields"]["message"].as_str())
+            .collect();
+        assert!(
+            messages.contains(&"upstream request failed") && messages.contains(&"answered"),
+            "{path} ({id}): {messages:?}\n{}",
+            proxy.stderr()
+        );
+        assert!(
+            of_request.iter().all(|l| l["spans"][0]["path"] == path),
+            "request id {id} shared by another request:\n{}",
+            proxy.stderr()
+        );
     }
-    assert_eq!(by_request.keys().filter(|id| id.len() == 16).count(), by_request.len(), "ids are 16 hex digits: {:?}", by_request.keys());
+    assert_eq!(
+        by_request.keys().filter(|id| id.len() == 16).count(),
+        by_request.len(),
+        "ids are 16 hex digits: {:?}",
+        by_request.keys()
+    );
 
     // The hub connection's lines share its own id.
-    let of_connection: Vec<&Value> = lines.iter().filter(|l| span_id(l, "connection").is_some()).collect();
-    let ids: std::collections::HashSet<&str> = of_connection.iter().filter_map(|l| span_id(l, "connection")).collect();
-    assert_eq!(ids.len(), 1, "one connection, one id: {ids:?}\n{}", proxy.stderr());
-    let messages: Vec<&str> = of_connection.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
-    for expected in ["hub connection opened", "message refused", "hub connection closed"] {
-        assert!(messages.contains(&expected), "`{expected}` not in the connection's span: {messages:?}\n{}", proxy.stderr());
+    let of_connection: Vec<&Value> = lines
+        .iter()
+        .filter(|l| span_id(l, "connection").is_some())
+        .collect();
+    let ids: std::collections::HashSet<&str> = of_connection
+        .iter()
+        .filter_map(|l| span_id(l, "connection"))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one connection, one id: {ids:?}\n{}",
+        proxy.stderr()
+    );
+    let messages: Vec<&str> = of_connection
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    for expected in [
+        "hub connection opened",
+        "message refused",
+        "hub connection closed",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "`{expected}` not in the connection's span: {messages:?}\n{}",
+            proxy.stderr()
+        );
     }
 }
 
@@ -204,7 +358,16 @@ async fn json_logs_carry_request_and_connection_ids() {
 async fn logs_are_human_readable_by_default() {
     let proxy = Cobrowse::start(&["--upstream", NO_UPSTREAM]).await;
     assert_eq!(get(&proxy.url("/x")).await.status, 502);
-    let text = wait_for("the answer to be logged", WAIT, || async { proxy.stderr().contains("answered").then(|| proxy.stderr()) }, || proxy.output()).await;
+    let text = wait_for(
+        "the answer to be logged",
+        WAIT,
+        || async { proxy.stderr().contains("answered").then(|| proxy.stderr()) },
+        || proxy.output(),
+    )
+    .await;
     let line = text.lines().find(|l| l.contains("answered")).unwrap();
-    assert!(!line.trim_start().starts_with('{') && line.contains("request{id="), "{line}");
+    assert!(
+        !line.trim_start().starts_with('{') && line.contains("request{id="),
+        "{line}"
+    );
 }
