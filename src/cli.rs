@@ -1,4 +1,5 @@
-//! The command line: `cobrowse [--config PATH] [--listen ADDR] [--upstream URL]`,
+//! The command line: `cobrowse [--config PATH] [--listen ADDR] [--upstream URL]
+//! [--log-format text|json]`,
 //! `cobrowse check`, `cobrowse hash-password`.
 
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
+use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +35,10 @@ pub struct RunArgs {
     /// file's sites and its demo).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// How log lines on standard error are written: `text` for people,
+    /// `json` for one JSON object per line.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,14 @@ pub struct Config {
     pub hub: HubLimits,
     pub proxy: ProxyLimits,
     pub driver: crate::driver::documents::Limits,
+    pub audit: Audit,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// The JSON-lines file audit events are appended to. `None` (the
+    /// default): they stay in the log under the target `audit`.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +199,13 @@ struct RawConfig {
     hub: Option<RawHub>,
     proxy: Option<RawProxy>,
     driver: Option<RawDriver>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -653,6 +668,30 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
+    let mut audit = Audit::default();
+    if let Some(v) = raw.audit.as_ref().and_then(|a| a.path.as_ref()) {
+        let path = Path::new(v.get_ref());
+        if v.get_ref().trim().is_empty() || path.is_dir() {
+            return Err(src.at(
+                "audit.path",
+                v,
+                "must name a file, e.g. `/var/log/cobrowse/audit.jsonl`",
+            ));
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(src.at(
+                "audit.path",
+                v,
+                format!("no such directory: `{}`", dir.display()),
+            ));
+        }
+        audit.path = Some(path.to_path_buf());
+    }
+
     Ok(Config {
         listen,
         prefix,
@@ -666,6 +705,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         hub,
         proxy,
         driver,
+        audit,
     })
 }
 
@@ -797,6 +837,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "operators[0].password_hash");
         assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn audit_path_must_be_a_file_in_a_directory_that_exists() {
+        assert_eq!(parse("upstream = \"http://a\"").unwrap().audit.path, None);
+        let dir = std::env::temp_dir();
+        let ok = parse(&format!(
+            "upstream = \"http://a\"\n[audit]\npath = \"{}/audit.jsonl\"\n",
+            dir.display()
+        ))
+        .unwrap();
+        assert_eq!(ok.audit.path, Some(dir.join("audit.jsonl")));
+        for bad in ["/no/such/dir/audit.jsonl", "", "."] {
+            let e = parse(&format!(
+                "upstream = \"http://a\"\n[audit]\npath = \"{bad}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                ("audit.path", Some(3)),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse("upstream = \"http://a\"\n[audit]\nfile = \"a\"\n").unwrap_err();
+        assert_eq!(e.field, "file");
     }
 
     #[test]

@@ -15,16 +15,22 @@
 //!   call and operator allocation, operator login.
 //! - [`assets`]: the browser side (`inject/`) compiled into the binary.
 //! - [`demo`]: the bundled demo site the default `proxy.toml` fronts.
+//! - [`telemetry`]: every metric's name, kind and help; registered at start.
+//! - [`logging`]: text or JSON log lines, request and connection ids;
+//!   [`audit`]: the audit log's own file.
 //! - [`tls`], [`password`], [`body`]: support.
 
 pub mod assets;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod driver;
 pub mod hub;
+pub mod logging;
 pub mod password;
 pub mod proxy;
 pub mod server;
+pub mod telemetry;
 pub mod tls;

@@ -1,7 +1,7 @@
 //! The `cobrowse` binary: parse the command line, load the configuration,
 //! start tracing, run the server until Ctrl-C or SIGTERM.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -69,18 +69,22 @@ fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    tracing_subscriber::fmt()
-        // Logs go to standard error, coloured only on a terminal; standard
-        // output carries the lines that say where to go.
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let audit = match &config.audit.path {
+        Some(path) => Some(
+            cobrowse::audit::open(path)
+                .with_context(|| format!("`audit.path`: cannot open {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let (layer, file) = audit.unzip();
+    cobrowse::logging::init(args.log_format, layer);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(cobrowse::server::launch(
+    let result = runtime.block_on(cobrowse::server::launch(
         config,
         cobrowse::server::shutdown_signal(),
-    ))
+    ));
+    if let Some(file) = file {
+        file.flush();
+    }
+    result
 }

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, Response, StatusCode, header};
@@ -16,9 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::assets::Assets;
 use crate::body::{self, Body};
@@ -26,6 +25,7 @@ use crate::config::Config;
 use crate::driver::{Driver, Sessions};
 use crate::hub::Hub;
 use crate::proxy::Proxy;
+use crate::telemetry::{self, Telemetry};
 
 /// How long open connections get to finish after shutdown is asked for.
 const GRACE: Duration = Duration::from_secs(10);
@@ -52,7 +52,8 @@ pub struct App {
     /// Shared sessions as the proxy applies them (one driver).
     pub sessions: Sessions,
     pub assets: Assets,
-    pub metrics: Option<PrometheusHandle>,
+    /// `None` when another recorder was installed first (a test process).
+    pub metrics: Option<&'static Telemetry>,
 }
 
 impl App {
@@ -67,16 +68,10 @@ impl App {
             sessions,
             hub,
             assets: Assets::new(&config),
-            metrics: install_metrics(),
+            metrics: telemetry::install(),
             config,
         })
     }
-}
-
-/// The process-wide metrics recorder; `None` when one is installed already
-/// (several servers in one test process).
-fn install_metrics() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new().install_recorder().ok()
 }
 
 /// Binds, starts the demo site when configured, prints where to go, and
@@ -207,9 +202,47 @@ pub async fn run(
     Ok(())
 }
 
+/// Answers one request inside a span carrying the request's id, so every log
+/// line about it can be found together; counts it, times it until its
+/// headers, and counts its body's bytes as they are sent.
+async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    let started = Instant::now();
+    let name = route_name(&app.config.prefix, req.uri().path());
+    // The path only: queries may carry what the site considers private.
+    let span = tracing::info_span!("request", id = %crate::logging::new_id(), method = %req.method(), path = req.uri().path(), remote = %ctx.remote);
+    async move {
+        let response = dispatch(app, req, ctx).await;
+        let elapsed = started.elapsed();
+        telemetry::request_done(name, response.status(), elapsed);
+        info!(
+            route = name,
+            status = response.status().as_u16(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
+        let (parts, body) = response.into_parts();
+        let counter = metrics::counter!(telemetry::HTTP_RESPONSE_BYTES, "route" => name);
+        Response::from_parts(parts, telemetry::count_bytes(body, counter))
+    }
+    .instrument(span)
+    .await
+}
+
+/// The `route` label of a request (see [`telemetry::ROUTES`]).
+fn route_name(prefix: &str, path: &str) -> &'static str {
+    match path.strip_prefix(prefix) {
+        None => "proxy",
+        Some("healthz") => "healthz",
+        Some("metrics") => "metrics",
+        Some("bind") => "bind",
+        Some(rest) if crate::hub::ROUTES.contains(&rest) => "hub",
+        Some(_) => "assets",
+    }
+}
+
 /// Picks the handler for a request: ours under the prefix, the proxy's
 /// otherwise.
-async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let Some(rest) = req.uri().path().strip_prefix(app.config.prefix.as_str()) else {
         return app.proxy.handle(req, ctx).await;
     };
@@ -218,9 +251,9 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
         "healthz" => text(StatusCode::OK, "ok\n"),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
-            Some(handle) => Response::builder()
+            Some(telemetry) => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(body::full(handle.render()))
+                .body(body::full(telemetry.render()))
                 .expect("static response parts are valid"),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,

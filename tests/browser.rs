@@ -5,6 +5,7 @@
 #[path = "support/browser.rs"]
 pub mod harness;
 
+mod audit;
 mod call;
 mod driver;
 mod fidelity;
@@ -43,12 +44,16 @@ pub fn content(selector: &str) -> String {
 /// The binary fronting the bundled demo site, with two operator accounts
 /// (`op` and `op2`, both with the test password) and mask selectors.
 pub async fn demo_server() -> Cobrowse {
-    Cobrowse::with_config(&format!(
+    Cobrowse::with_config(&demo_config()).await
+}
+
+/// The configuration of [`demo_server`], to add sections to.
+pub fn demo_config() -> String {
+    format!(
         "[demo]\nenabled = true\n\n[privacy]\nmask = [\"#ssn\", \".private\"]\n\n\
          [[operators]]\nuser = \"{OPERATOR_USER}\"\nname = \"Olivia Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n\n\
          [[operators]]\nuser = \"op2\"\nname = \"Oscar Second\"\npassword_hash = \"{OPERATOR_HASH}\"\n"
-    ))
-    .await
+    )
 }
 
 /// An upstream site serving the files of `tests/fixtures/{dir}`.

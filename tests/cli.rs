@@ -20,6 +20,7 @@ async fn help_and_version() {
         "--config",
         "--listen",
         "--upstream",
+        "--log-format",
         "check",
         "hash-password",
     ] {
@@ -36,6 +37,13 @@ async fn help_and_version() {
     let bad = bin().arg("--no-such-flag").output().await.unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unexpected argument"));
+    let bad = bin().args(["--log-format", "xml"]).output().await.unwrap();
+    assert!(!bad.status.success());
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        text.contains("--log-format") && text.contains("text") && text.contains("json"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

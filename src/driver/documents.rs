@@ -15,6 +15,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::body::BoxError;
 use crate::proxy::stream::Stage;
+use crate::telemetry;
 
 /// Bounds on what is kept per session.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +74,8 @@ impl Documents {
         body: Bytes,
     ) {
         if body.len() > self.limits.bytes_per_session {
-            metrics::counter!("cobrowse_driver_documents_too_large_total").increment(1);
+            metrics::counter!(telemetry::DOCUMENTS_TOO_LARGE).increment(1);
+            telemetry::limit_hit(telemetry::limit::DOCUMENT_SIZE);
             return;
         }
         let mut sessions = self.inner.lock().expect("documents lock");
@@ -190,7 +192,8 @@ impl Stage for Recorder {
                 // Too big to keep: followers will load it themselves.
                 self.pending = None;
                 self.copy = Vec::new();
-                metrics::counter!("cobrowse_driver_documents_too_large_total").increment(1);
+                metrics::counter!(telemetry::DOCUMENTS_TOO_LARGE).increment(1);
+                telemetry::limit_hit(telemetry::limit::DOCUMENT_SIZE);
             } else {
                 self.copy.extend_from_slice(input);
             }

@@ -28,6 +28,7 @@ use self::documents::{Documents, Limits, Recorder};
 use crate::body::{self, Body};
 use crate::hub::Hub;
 use crate::server::Ctx;
+use crate::telemetry;
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -42,7 +43,10 @@ pub enum Standing {
     /// The customer's browser: its requests go upstream as they are.
     Driver { session: String },
     /// An operator's browser following the driver.
-    Follower { session: String },
+    Follower {
+        session: String,
+        participant: String,
+    },
 }
 
 /// Methods that cannot change the site's state (RFC 9110 9.2.1).
@@ -184,7 +188,10 @@ impl Sessions {
         };
         let session = session.to_string();
         if view.is_follower(&participant.id) {
-            Standing::Follower { session }
+            Standing::Follower {
+                session,
+                participant: participant.id,
+            }
         } else {
             Standing::Driver { session }
         }
@@ -254,7 +261,7 @@ pub async fn bind(
         take_participant_cookie(&mut headers);
         sessions.driver.record_credentials(&bind.session, &headers);
     }
-    info!(target: "audit", session = %bind.session, participant = %participant.id, driving, "browser bound to session");
+    info!(target: "audit", event = "bind", session = %bind.session, participant = %participant.id, user = participant.user.as_deref().unwrap_or(""), driving, "browser bound to session");
     let cookie = format!(
         "{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}",
         bind.session, bind.resume
@@ -321,16 +328,20 @@ impl Driver {
                     mask: false,
                 }
             }
-            Standing::Follower { session } => {
+            Standing::Follower {
+                session,
+                participant,
+            } => {
                 if !is_safe(&parts.method) {
-                    metrics::counter!("cobrowse_driver_follower_refusals_total").increment(1);
+                    info!(target: "audit", event = "follower_refused", session = %session, participant = %participant, method = %parts.method, path = parts.uri.path());
+                    metrics::counter!(telemetry::FOLLOWER_REFUSALS).increment(1);
                     warn!(%session, method = %parts.method, uri = %parts.uri, "refused a follower request that would change state");
                     return Decision::Answer(refusal(&parts.method));
                 }
                 if is_navigation(&parts.headers) {
                     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                     if let Some(response) = self.kept_document(session, target, mask) {
-                        metrics::counter!("cobrowse_driver_documents_served_total").increment(1);
+                        metrics::counter!(telemetry::DOCUMENTS_SERVED).increment(1);
                         return Decision::Answer(response);
                     }
                 }
@@ -528,6 +539,7 @@ mod tests {
         };
         let follower = Standing::Follower {
             session: "s".into(),
+            participant: "p2".into(),
         };
 
         let mut parts = request(Method::GET, "/account?tab=1", true);

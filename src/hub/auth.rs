@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::server::Ctx;
+use crate::telemetry;
 
 pub const COOKIE: &str = "cobrowse_operator";
 
@@ -229,7 +230,9 @@ pub async fn login(
         .map(|not_until| not_until.wait_time_from(clock.now()));
     if let Some(wait) = limited {
         warn!(user = %creds.user, %addr, "login rate-limited");
-        metrics::counter!("cobrowse_hub_logins_total", "outcome" => "rate_limited").increment(1);
+        info!(target: "audit", event = "login_failed", user = %creds.user, %addr, reason = "rate_limited");
+        metrics::counter!(telemetry::HUB_LOGINS, "outcome" => "rate_limited").increment(1);
+        telemetry::limit_hit(telemetry::limit::LOGIN_RATE);
         let secs = wait.as_secs() + 1;
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -255,7 +258,7 @@ pub async fn login(
     match operator {
         Some(o) if matches => {
             info!(target: "audit", event = "login", user = %o.user, %addr);
-            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "ok").increment(1);
+            metrics::counter!(telemetry::HUB_LOGINS, "outcome" => "ok").increment(1);
             let token = logins.issue(Account {
                 user: o.user.clone(),
                 name: o.name.clone(),
@@ -271,9 +274,8 @@ pub async fn login(
             r
         }
         _ => {
-            info!(target: "audit", event = "login_failed", user = %creds.user, %addr);
-            metrics::counter!("cobrowse_hub_logins_total", "outcome" => "bad_credentials")
-                .increment(1);
+            info!(target: "audit", event = "login_failed", user = %creds.user, %addr, reason = "bad_credentials");
+            metrics::counter!(telemetry::HUB_LOGINS, "outcome" => "bad_credentials").increment(1);
             error(StatusCode::UNAUTHORIZED, "wrong user or password")
         }
     }

@@ -19,13 +19,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use super::auth::Account;
 use super::protocol::{self, ClientMessage, ErrorCode, Refusal, Role};
 use super::session::ConnId;
 use super::state::Shared;
 use super::store::Subscription;
+use crate::telemetry;
 
 /// How often an idle connection is pinged, so dead peers are noticed.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -80,9 +81,12 @@ where
         account,
     } = peer;
     let (conn, outbound, cancel) = shared.connect(remote, role, account);
-    debug!(conn, %remote, role = role.as_str(), "participant connection opened");
-    let mut writer = tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()));
-    let mut reader = tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()));
+    info!(conn, "hub connection opened");
+    // Both tasks log in the connection's span (its id).
+    let mut writer =
+        tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()).in_current_span());
+    let mut reader =
+        tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()).in_current_span());
     tokio::select! {
         _ = &mut writer => reader.abort(),
         _ = &mut reader => {
@@ -95,7 +99,7 @@ where
         }
     }
     shared.disconnect(conn);
-    debug!(conn, "participant connection closed");
+    info!(conn, "hub connection closed");
 }
 
 async fn read<St, E>(shared: Arc<Shared>, conn: ConnId, mut stream: St, cancel: CancellationToken)
@@ -185,7 +189,8 @@ where
 }
 
 fn refuse(shared: &Shared, conn: ConnId, refusal: Refusal) {
-    info!(conn, code = refusal.code.as_str(), request = refusal.request.as_deref().unwrap_or(""), message = %refusal.message, "message refused");
+    // `detail`, not `message`: that field is the line's own text.
+    info!(conn, code = refusal.code.as_str(), request = refusal.request.as_deref().unwrap_or(""), detail = %refusal.message, "message refused");
     shared.refuse(conn, &refusal);
 }
 
@@ -295,7 +300,7 @@ async fn write<Si>(
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         // Too slow for the live feed: what the feed dropped
                         // is replaced by the state it led to.
-                        metrics::counter!("cobrowse_hub_resyncs_total").increment(1);
+                        metrics::counter!(telemetry::HUB_RESYNCS).increment(1);
                         info!(session = %f.session, participant = %f.participant, missed, "receiver fell behind; resynchronising from the store");
                         match shared.store.snapshot(&f.session).await {
                             Ok(snapshot) => {

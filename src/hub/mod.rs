@@ -48,6 +48,9 @@ use store::{Bounds, Store};
 /// before it is resynchronised from the store.
 const FEED_BACKLOG: usize = 512;
 
+/// The routes under the prefix the hub answers ([`Hub::handle`]).
+pub const ROUTES: &[&str] = &["ws", "login", "logout", "me"];
+
 /// The hub: a cloneable handle on the shared state.
 #[derive(Clone)]
 pub struct Hub {

@@ -43,6 +43,7 @@ use super::protocol::{
 use super::session::{self, ConnId, Offer, Participant, Session};
 use super::store::{Store, StoreError};
 use crate::config::Config;
+use crate::telemetry;
 
 /// Messages queued to one connection before it counts as not reading and is
 /// closed. Commands do not count: they come from the store's feed, which
@@ -206,7 +207,8 @@ impl State {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
                 warn!(conn, "connection does not read its messages; closing it");
-                metrics::counter!("cobrowse_hub_slow_closed_total").increment(1);
+                metrics::counter!(telemetry::HUB_SLOW_CLOSED).increment(1);
+                telemetry::limit_hit(telemetry::limit::SLOW_READER);
                 c.cancel.cancel();
             }
         }
@@ -346,10 +348,10 @@ impl State {
     }
 
     fn gauges(&self) {
-        metrics::gauge!("cobrowse_hub_sessions").set(self.sessions.len() as f64);
-        metrics::gauge!("cobrowse_hub_participants").set(self.participants.len() as f64);
-        metrics::gauge!("cobrowse_hub_connections").set(self.conns.len() as f64);
-        metrics::gauge!("cobrowse_hub_queued_calls").set(self.queue.len() as f64);
+        metrics::gauge!(telemetry::HUB_SESSIONS).set(self.sessions.len() as f64);
+        metrics::gauge!(telemetry::HUB_PARTICIPANTS).set(self.participants.len() as f64);
+        metrics::gauge!(telemetry::HUB_CONNECTIONS).set(self.conns.len() as f64);
+        metrics::gauge!(telemetry::HUB_QUEUED_CALLS).set(self.queue.len() as f64);
     }
 }
 
@@ -463,8 +465,10 @@ impl Shared {
 
     /// Queues a refusal for the connection that caused it.
     pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
-        metrics::counter!("cobrowse_hub_errors_total", "code" => refusal.code.as_str())
-            .increment(1);
+        metrics::counter!(telemetry::HUB_ERRORS, "code" => refusal.code.as_str()).increment(1);
+        if let Some(limit) = telemetry::limit::of_refusal(refusal.code) {
+            telemetry::limit_hit(limit);
+        }
         self.lock().send_text(conn, refusal.to_json());
     }
 
@@ -535,6 +539,11 @@ impl Shared {
                 }
                 .to_json(),
             );
+            let user = st.conns[&op]
+                .account
+                .as_ref()
+                .map_or("", |a| a.user.as_str());
+            info!(target: "audit", event = "offer", session = %sid, user);
             let shared = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
@@ -556,7 +565,13 @@ impl Shared {
             conn = offer.conn,
             "offer timed out; offering to the next operator"
         );
-        metrics::counter!("cobrowse_hub_offer_timeouts_total").increment(1);
+        let user = st
+            .conns
+            .get(&offer.conn)
+            .and_then(|c| c.account.as_ref())
+            .map_or("", |a| a.user.as_str());
+        info!(target: "audit", event = "offer_lapsed", session = %sid, user);
+        metrics::counter!(telemetry::HUB_OFFER_TIMEOUTS).increment(1);
         st.release_offer(offer.conn, Release::Lapsed);
         self.allocate(&mut st);
         st.refresh();
@@ -640,8 +655,8 @@ impl Shared {
         st.sessions.insert(sid.clone(), s);
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.queue.push(sid.clone());
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "customer", via = "call");
-        metrics::counter!("cobrowse_hub_calls_total").increment(1);
+        info!(target: "audit", event = "call", session = %sid, participant = %pid, role = "customer");
+        metrics::counter!(telemetry::HUB_CALLS).increment(1);
         self.allocate(&mut st);
         st.refresh();
         st.gauges();
@@ -660,8 +675,7 @@ impl Shared {
             sessions = st.sessions.len(),
             max, "call refused: the hub holds its maximum of sessions"
         );
-        metrics::counter!("cobrowse_hub_calls_refused_total", "reason" => "max_sessions")
-            .increment(1);
+        metrics::counter!(telemetry::HUB_CALLS_REFUSED, "reason" => "max_sessions").increment(1);
         Err(refuse(
             ErrorCode::Limit,
             format!(
@@ -773,6 +787,12 @@ impl Shared {
                 "that call is not offered to you (any more)",
             ));
         }
+        let user = st
+            .conns
+            .get(&conn)
+            .and_then(|c| c.account.as_ref())
+            .map_or("", |a| a.user.as_str());
+        info!(target: "audit", event = "offer_declined", session = %sid, user);
         st.release_offer(conn, Release::Declined);
         self.allocate(&mut st);
         st.refresh();
@@ -788,7 +808,7 @@ impl Shared {
         }
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
         let sid = p.session.clone();
-        info!(target: "audit", event = "invite", session = %sid, participant = %p.id);
+        info!(target: "audit", event = "invite", session = %sid, participant = %p.id, user = p.user.as_deref().unwrap_or(""));
         let s = st
             .sessions
             .get_mut(&sid)
@@ -870,7 +890,7 @@ impl Shared {
         );
         st.conns.get_mut(&conn).expect("checked above").participant = Some(pid.clone());
         st.sessions.get_mut(sid).expect("found above").idle_since = None;
-        info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str());
+        info!(target: "audit", event = "resume", session = %sid, participant = %pid, role = role.as_str(), user = user.as_deref().unwrap_or(""));
         st.status_to(sid);
         st.refresh();
         st.gauges();
@@ -978,7 +998,7 @@ impl Shared {
             .append(&sid, &pid, command)
             .await
             .map_err(store_refusal)?;
-        metrics::counter!("cobrowse_hub_commands_total").increment(1);
+        metrics::counter!(telemetry::HUB_COMMANDS).increment(1);
         Ok(())
     }
 
@@ -1016,12 +1036,17 @@ impl Shared {
         let mut st = self.lock();
         let (c, p) = Self::participant_of(&st, conn)?;
         let p = p.ok_or_else(|| refuse(ErrorCode::NotInSession, "not in a session"))?;
-        let (sid, pid, role) = (p.session.clone(), p.id.clone(), c.role);
+        let (sid, pid, role, user) = (
+            p.session.clone(),
+            p.id.clone(),
+            c.role,
+            p.user.clone().unwrap_or_default(),
+        );
         if role == Role::Customer {
             info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "customer");
             self.end(&mut st, &sid, "customer_hangup");
         } else {
-            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator");
+            info!(target: "audit", event = "hangup", session = %sid, participant = %pid, role = "operator", user);
             st.conns.get_mut(&conn).expect("checked above").participant = None;
             st.send_text(conn, ServerMessage::Left { session: &sid }.to_json());
             st.send(conn, Outbound::Unfollow);
@@ -1061,7 +1086,7 @@ impl Shared {
     pub fn drop_detached(self: &Arc<Self>, now: Instant) -> usize {
         let grace = reconnect_grace(&self.config);
         let mut st = self.lock();
-        let mut gone: Vec<(String, String, Role)> = st
+        let mut gone: Vec<(String, String, Role, String)> = st
             .participants
             .values()
             .filter(|p| {
@@ -1069,18 +1094,25 @@ impl Shared {
                     && p.detached_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= grace)
             })
-            .map(|p| (p.id.clone(), p.session.clone(), p.role))
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    p.session.clone(),
+                    p.role,
+                    p.user.clone().unwrap_or_default(),
+                )
+            })
             .collect();
         // Tabs before operators: an operator leaving may end the session.
         gone.sort_by(|a, b| (a.2 == Role::Operator, &a.0).cmp(&(b.2 == Role::Operator, &b.0)));
         let mut dropped = 0;
-        for (pid, sid, role) in gone {
+        for (pid, sid, role, user) in gone {
             let Some(s) = st.sessions.get(&sid) else {
                 continue;
             };
             match role {
                 Role::Operator => {
-                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", reason = "connection lost");
+                    info!(target: "audit", event = "left", session = %sid, participant = %pid, role = "operator", user, reason = "connection lost");
                     self.leave(&mut st, &sid, &pid);
                 }
                 Role::Customer => {
@@ -1149,7 +1181,7 @@ impl Shared {
         st.queue.retain(|q| q != sid);
         st.ended.push(sid.to_string());
         info!(target: "audit", event = "ended", session = %sid, reason);
-        metrics::counter!("cobrowse_hub_sessions_ended_total", "reason" => reason.to_string())
+        metrics::counter!(telemetry::HUB_SESSIONS_ENDED, "reason" => reason.to_string())
             .increment(1);
         let store = self.store.clone();
         let sid = sid.to_string();

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use super::protocol::Role;
 use super::state::Shared;
@@ -130,7 +130,10 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
-    tokio::spawn(async move {
+    // Every line about this connection carries its id; the handshake's own
+    // request id is on the line that answered it.
+    let span = tracing::info_span!(parent: None, "connection", id = %crate::logging::new_id(), role = role.as_str(), remote = %ctx.remote);
+    let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -149,7 +152,8 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
             }
             Err(e) => debug!(error = %e, "WebSocket upgrade failed"),
         }
-    });
+    };
+    tokio::spawn(task.instrument(span));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")

@@ -24,6 +24,7 @@ use super::links::Links;
 use super::site::Mapper;
 use super::stream::Stage;
 use crate::body::BoxError;
+use crate::telemetry;
 
 /// What one HTML response is rewritten with.
 #[derive(Clone)]
@@ -114,8 +115,7 @@ impl Html {
                 charset = encoding.name(),
                 "HTML in a charset the rewriter cannot parse; passed through without the agent"
             );
-            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "charset")
-                .increment(1);
+            metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "charset").increment(1);
             return None;
         };
         let sink_out = self.out.clone();
@@ -239,7 +239,10 @@ fn settings(
                 _ => "handler",
             };
             warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified");
-            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => reason).increment(1);
+            metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => reason).increment(1);
+            if reason == "memory" {
+                telemetry::limit_hit(telemetry::limit::HTML_MEMORY);
+            }
         }));
 
     for selector in &options.mask {

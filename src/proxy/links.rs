@@ -17,6 +17,7 @@ use tracing::warn;
 
 use super::html::map_attribute;
 use super::site::Mapper;
+use crate::telemetry;
 
 /// Attributes that hold URLs (or, for `style` and `srcdoc`, text with URLs).
 pub const URL_ATTRIBUTES: &[&str] = &[
@@ -98,8 +99,8 @@ impl Links {
                 reason = "memory",
                 "HTML rewrite gave up (a tag or comment past the memory limit); the rest of the document passes through unmodified"
             );
-            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "memory")
-                .increment(1);
+            metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "memory").increment(1);
+            telemetry::limit_hit(telemetry::limit::HTML_MEMORY);
             self.stop(out);
         }
     }

@@ -53,6 +53,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::driver::{Decision, Sessions};
 use crate::server::Ctx;
+use crate::telemetry;
 
 pub use self::error::page as error_page;
 
@@ -148,12 +149,12 @@ impl Proxy {
             }
             None => (None, &self.client),
         };
+        let sent = telemetry::count_bytes(
+            body::boxed(incoming),
+            metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "sent"),
+        );
         let response = match self
-            .forward(
-                client,
-                Request::from_parts(parts, body::boxed(incoming)),
-                &route,
-            )
+            .forward(client, Request::from_parts(parts, sent), &route)
             .await
         {
             Ok(response) => response,
@@ -181,11 +182,15 @@ impl Proxy {
             )),
             _ => None,
         };
+        let received = telemetry::count_bytes(
+            body::boxed(incoming),
+            metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "received"),
+        );
         let body = self.body(
             &want,
             parts.status,
             &mut parts.headers,
-            body::boxed(incoming),
+            received,
             recorder,
             html::Options {
                 mapper: route.mapper,
@@ -232,7 +237,7 @@ impl Proxy {
             // A service worker of the site would take over the proxy host's
             // pages and outlive the session; the browser asks for its script
             // with this header, so refusing it here refuses the registration.
-            metrics::counter!("cobrowse_proxy_service_workers_refused_total").increment(1);
+            metrics::counter!(telemetry::SERVICE_WORKERS_REFUSED).increment(1);
             return Err(error::page(
                 StatusCode::FORBIDDEN,
                 "Service workers are not available through the co-browsing proxy.",
@@ -292,7 +297,7 @@ impl Proxy {
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 warn!(error = %e, %cause, %upstream, "upstream request failed");
-                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
                 let message = if e.is_connect() {
                     format!("The site behind this proxy ({upstream}) could not be reached.")
                 } else {
@@ -302,8 +307,7 @@ impl Proxy {
             }
             Err(_) => {
                 warn!(%upstream, timeout = ?self.config.proxy.response_timeout, "upstream response timed out");
-                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "timeout")
-                    .increment(1);
+                metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
                 Err(error::page(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("The site behind this proxy ({upstream}) did not answer in time."),

@@ -5,11 +5,13 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{self, Body, BoxError};
+use crate::telemetry;
 
 /// One step of a body transformation. Stages are synchronous: they only
 /// move bytes from `input` to `out`.
@@ -69,6 +71,7 @@ impl Pipeline {
         body::boxed(Transformed {
             inner,
             pipeline: Some(self),
+            spent: Duration::ZERO,
         })
     }
 }
@@ -76,6 +79,28 @@ impl Pipeline {
 struct Transformed {
     inner: Body,
     pipeline: Option<Pipeline>,
+    /// Time spent in the stages so far, recorded once the body is done.
+    spent: Duration,
+}
+
+impl Transformed {
+    fn timed<T>(&mut self, run: impl FnOnce(&mut Pipeline) -> T) -> T {
+        let started = Instant::now();
+        let out = run(self
+            .pipeline
+            .as_mut()
+            .expect("only run while the pipeline is there"));
+        self.spent += started.elapsed();
+        out
+    }
+}
+
+impl Drop for Transformed {
+    /// Finished, failed, or dropped by a client that went away: the time
+    /// spent counts the same.
+    fn drop(&mut self) {
+        metrics::histogram!(telemetry::REWRITE_DURATION).record(self.spent.as_secs_f64());
+    }
 }
 
 impl HttpBody for Transformed {
@@ -93,7 +118,7 @@ impl HttpBody for Transformed {
             match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let out = self.pipeline.as_mut().expect("checked above").push(&data)?;
+                        let out = self.timed(|p| p.push(&data))?;
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                         }
@@ -106,7 +131,9 @@ impl HttpBody for Transformed {
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
-                    let out = self.pipeline.take().expect("checked above").finish()?;
+                    let out = self.timed(Pipeline::finish);
+                    self.pipeline = None;
+                    let out = out?;
                     return Poll::Ready(
                         (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
                     );

@@ -29,7 +29,9 @@ pub struct Cobrowse {
     child: Child,
     pub addr: SocketAddr,
     output: Arc<Mutex<String>>,
-    _dir: TempDir,
+    /// Standard error alone (the logs).
+    stderr: Arc<Mutex<String>>,
+    dir: TempDir,
 }
 
 impl Cobrowse {
@@ -74,9 +76,14 @@ impl Cobrowse {
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn the cobrowse binary");
         let output = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
-        collect(child.stderr.take().unwrap(), output.clone(), None);
+        collect(child.stdout.take().unwrap(), vec![output.clone()], Some(tx));
+        collect(
+            child.stderr.take().unwrap(),
+            vec![output.clone(), stderr.clone()],
+            None,
+        );
         let found = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = rx.recv().await {
                 if let Some(url) = line.strip_prefix("cobrowse listening on ") {
@@ -92,7 +99,8 @@ impl Cobrowse {
                 child,
                 addr,
                 output,
-                _dir: dir,
+                stderr,
+                dir,
             },
             _ => panic!(
                 "cobrowse did not start; it printed:\n{}",
@@ -114,6 +122,16 @@ impl Cobrowse {
         self.output.lock().unwrap().clone()
     }
 
+    /// What the binary wrote to standard error so far: its log lines.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The scratch directory it runs in (`{dir}` in its config).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.path
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -122,13 +140,13 @@ impl Cobrowse {
 
 fn collect(
     stream: impl AsyncRead + Unpin + Send + 'static,
-    output: Arc<Mutex<String>>,
+    outputs: Vec<Arc<Mutex<String>>>,
     lines: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream).lines();
         while let Ok(Some(line)) = reader.next_line().await {
-            {
+            for output in &outputs {
                 let mut out = output.lock().unwrap();
                 out.push_str(&line);
                 out.push('\n');
