@@ -72,6 +72,6 @@ fn main() {
     measure("injection only (no upstream links)", PAGE, &|| Pipeline::default().then(Html::new(options("http://elsewhere.test"))));
     measure("injection + link mapping", PAGE, &|| Pipeline::default().then(Html::new(options("https://shop.example"))));
     measure("gzip in, injection + mapping, gzip out", &gz, &|| {
-        Pipeline::default().then(Codec::decoder(Coding::Gzip)).then(Html::new(options("https://shop.example"))).then(Codec::encoder(Coding::Gzip))
+        Pipeline::default().decode(Coding::Gzip).then(Html::new(options("https://shop.example"))).then(Codec::encoder(Coding::Gzip))
     });
 }

@@ -135,6 +135,9 @@ impl Proxy {
         if let Some(on) = upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
             return tunnel::splice(response, on);
         }
+        if let Some(page) = compress::refuse_deep_stacking(response.headers()) {
+            return page;
+        }
 
         let (mut parts, incoming) = response.into_parts();
         let nonce = nonce();
@@ -146,7 +149,8 @@ impl Proxy {
             (Some(sessions), Some((session, target))) => Some(sessions.driver.recorder(session, target, parts.status, &parts.headers)),
             _ => None,
         };
-        let body = self.body(&want, parts.status, &mut parts.headers, body::boxed(incoming), recorder, html::Options {
+        let incoming = client::idle_timeout(incoming, self.config.proxy.body_idle_timeout);
+        let body = self.body(&want, parts.status, &mut parts.headers, incoming, recorder, html::Options {
             mapper: route.mapper,
             prefix: self.config.prefix.clone(),
             nonce,
@@ -256,9 +260,9 @@ impl Proxy {
             warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
             return incoming;
         };
-        let mut pipeline = Pipeline::default();
+        let mut pipeline = Pipeline::bounded(self.config.proxy.max_decoded_bytes);
         for coding in codings.iter().rev() {
-            pipeline = pipeline.then(Codec::decoder(*coding));
+            pipeline = pipeline.decode(*coding);
         }
         pipeline = match kind {
             Kind::Html => {
