@@ -384,7 +384,7 @@ impl Connections {
                     max_connections = max,
                     open_file_limit = files,
                     allowed,
-                    "the open-file limit allows fewer connections than server.max_connections; using {allowed}"
+                    "the open-file limit allows fewer connections than server.max_connections; using {allowed} (raise the limit, e.g. LimitNOFILE or ulimit -n, to allow more)"
                 );
                 max = allowed;
             }

@@ -353,3 +353,29 @@ async fn sigterm_sends_1001_to_hub_sockets_and_does_not_wait_on_idle_connections
     assert!(exited.is_some(), "still running {took:?} after SIGTERM (grace 30 s)\n{}", proxy.output());
     assert!(closed_within(&mut keep_alive, Duration::from_secs(1)).await && closed_within(&mut half, Duration::from_secs(1)).await);
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_is_closed() {
+    let (cert, key) = crate::support::origin::self_signed();
+    let dir = crate::support::TempDir::new();
+    std::fs::write(dir.path.join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path.join("key.pem"), &key).unwrap();
+    let config = Cobrowse::config_for(
+        "http://127.0.0.1:9",
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[server]\ntls_handshake_timeout_secs = 1\nheader_read_timeout_secs = 60\nidle_timeout_secs = 60\n",
+            dir.path.join("cert.pem").display(),
+            dir.path.join("key.pem").display()
+        ),
+    );
+    let proxy = Cobrowse::with_config(&config).await;
+    // One client says nothing, one sends the start of a ClientHello and
+    // stops: both are closed by the handshake timeout (1 s), not the others.
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut partial = TcpStream::connect(proxy.addr).await.unwrap();
+    partial.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "silent client still open\n{}", tail(&proxy.output()));
+    assert!(closed_within(&mut partial, Duration::from_secs(1)).await, "half a ClientHello still open\n{}", tail(&proxy.output()));
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
