@@ -79,8 +79,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(cobrowse::server::launch(
-        config,
-        cobrowse::server::shutdown_signal(),
-    ))
+    // The signals are caught before the port is bound.
+    runtime.block_on(async {
+        cobrowse::server::launch(config, cobrowse::server::shutdown_signal()).await
+    })
 }

@@ -7,4 +7,5 @@ mod support;
 mod browser;
 mod cli;
 mod hub;
+mod limits;
 mod proxy;
