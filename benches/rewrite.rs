@@ -92,7 +92,7 @@ fn main() {
     });
     measure("gzip in, injection + mapping, gzip out", &gz, &|| {
         Pipeline::default()
-            .then(Codec::decoder(Coding::Gzip))
+            .decode(Coding::Gzip)
             .then(Html::new(options("https://shop.example")))
             .then(Codec::encoder(Coding::Gzip))
     });

@@ -44,6 +44,7 @@ pub struct Config {
     pub public_origins: Vec<String>,
     pub operators: Vec<Operator>,
     pub privacy: Privacy,
+    pub server: ServerLimits,
     pub hub: HubLimits,
     pub proxy: ProxyLimits,
     pub driver: crate::driver::documents::Limits,
@@ -107,6 +108,28 @@ pub struct HubLimits {
     pub max_sessions: usize,
 }
 
+/// What one client connection may hold, and for how long.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// From a connection's first byte (or the first byte after the previous
+    /// response) to a request's complete headers. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress and no byte received for
+    /// this long is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// A TLS handshake must complete within this. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// Client connections open at once (WebSockets included); the open-file
+    /// limit may lower it. Default 4096.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 /64 counts
+    /// as one). Default 256.
+    pub max_connections_per_address: usize,
+    /// After SIGTERM, how long connections with a request in progress get to
+    /// finish. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyLimits {
     /// lol_html's memory limit per document; past it the rest of the document
@@ -116,6 +139,25 @@ pub struct ProxyLimits {
     pub connect_timeout: Duration,
     /// Waiting for the upstream's response headers. Default 30 s.
     pub response_timeout: Duration,
+    /// An upstream body that sends nothing for this long is abandoned and the
+    /// client's response aborted. Default 60 s.
+    pub body_idle_timeout: Duration,
+    /// The most a rewritten document (HTML or CSS) may decode to; past it the
+    /// client's response is aborted. Default 32 MiB.
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for HubLimits {
@@ -139,6 +181,8 @@ impl Default for ProxyLimits {
             html_memory_limit: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            max_decoded_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -196,6 +240,7 @@ struct RawConfig {
     operators: Vec<RawOperator>,
     demo: Option<RawDemo>,
     privacy: Option<RawPrivacy>,
+    server: Option<RawServer>,
     hub: Option<RawHub>,
     proxy: Option<RawProxy>,
     driver: Option<RawDriver>,
@@ -267,10 +312,23 @@ struct RawHub {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout_secs: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
+    tls_handshake_timeout_secs: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<usize>>,
+    max_connections_per_address: Option<Spanned<usize>>,
+    shutdown_grace_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawProxy {
     html_memory_limit: Option<Spanned<usize>>,
     connect_timeout_secs: Option<Spanned<u64>>,
     response_timeout_secs: Option<Spanned<u64>>,
+    body_idle_timeout_secs: Option<Spanned<u64>>,
+    max_decoded_bytes: Option<Spanned<u64>>,
 }
 
 // ---- resolving ----------------------------------------------------------
@@ -633,6 +691,63 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
+    let mut server = ServerLimits::default();
+    if let Some(v) = &raw.server {
+        for (field, raw, slot) in [
+            (
+                "server.header_read_timeout_secs",
+                &v.header_read_timeout_secs,
+                &mut server.header_read_timeout,
+            ),
+            (
+                "server.idle_timeout_secs",
+                &v.idle_timeout_secs,
+                &mut server.idle_timeout,
+            ),
+            (
+                "server.tls_handshake_timeout_secs",
+                &v.tls_handshake_timeout_secs,
+                &mut server.tls_handshake_timeout,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                &v.shutdown_grace_secs,
+                &mut server.shutdown_grace,
+            ),
+        ] {
+            if let Some(raw) = raw {
+                *slot = secs(src, field, raw)?;
+            }
+        }
+        positive(
+            src,
+            "server.max_connections",
+            &v.max_connections,
+            &mut server.max_connections,
+        )?;
+        positive(
+            src,
+            "server.max_connections_per_address",
+            &v.max_connections_per_address,
+            &mut server.max_connections_per_address,
+        )?;
+        match &v.max_connections_per_address {
+            Some(at) if server.max_connections_per_address > server.max_connections => {
+                return Err(src.at(
+                    "server.max_connections_per_address",
+                    at,
+                    "must not be more than `server.max_connections`",
+                ));
+            }
+            // Only the total given: the default per address follows it down.
+            _ => {
+                server.max_connections_per_address = server
+                    .max_connections_per_address
+                    .min(server.max_connections)
+            }
+        }
+    }
+
     let mut proxy = ProxyLimits::default();
     if let Some(p) = &raw.proxy {
         if let Some(v) = &p.html_memory_limit {
@@ -646,6 +761,15 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
         if let Some(v) = &p.response_timeout_secs {
             proxy.response_timeout = secs(src, "proxy.response_timeout_secs", v)?;
+        }
+        if let Some(v) = &p.body_idle_timeout_secs {
+            proxy.body_idle_timeout = secs(src, "proxy.body_idle_timeout_secs", v)?;
+        }
+        if let Some(v) = &p.max_decoded_bytes {
+            if *v.get_ref() < 65536 {
+                return Err(src.at("proxy.max_decoded_bytes", v, "must be at least 65536 bytes"));
+            }
+            proxy.max_decoded_bytes = *v.get_ref();
         }
     }
 
@@ -702,6 +826,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         public_origins,
         operators,
         privacy,
+        server,
         hub,
         proxy,
         driver,
@@ -943,6 +1068,62 @@ mod tests {
             (
                 "[hub]\nreconnect_grace_secs = \"2m\"\n",
                 "hub.reconnect_grace_secs",
+                3,
+            ),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                (field, Some(line)),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_and_proxy_limits() {
+        let c = parse("upstream = \"http://a\"\n").unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (
+                c.server.max_connections,
+                c.server.max_connections_per_address
+            ),
+            (4096, 256)
+        );
+        assert_eq!(c.proxy.max_decoded_bytes, 32 * 1024 * 1024);
+        let c = parse("upstream = \"http://a\"\n[server]\nheader_read_timeout_secs = 2\nmax_connections = 50\nmax_connections_per_address = 5\n[proxy]\nbody_idle_timeout_secs = 3\n").unwrap();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(
+            (
+                c.server.max_connections,
+                c.server.max_connections_per_address
+            ),
+            (50, 5)
+        );
+        assert_eq!(c.proxy.body_idle_timeout, Duration::from_secs(3));
+        assert_eq!(
+            parse("upstream = \"http://a\"\n[server]\nmax_connections = 10\n")
+                .unwrap()
+                .server
+                .max_connections_per_address,
+            10
+        );
+        for (text, field, line) in [
+            (
+                "[server]\nidle_timeout_secs = 0\n",
+                "server.idle_timeout_secs",
+                3,
+            ),
+            (
+                "[server]\nmax_connections = 10\n\nmax_connections_per_address = 11\n",
+                "server.max_connections_per_address",
+                5,
+            ),
+            ("[server]\nmax_conections = 10\n", "max_conections", 3),
+            (
+                "[proxy]\nmax_decoded_bytes = 100\n",
+                "proxy.max_decoded_bytes",
                 3,
             ),
         ] {

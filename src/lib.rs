@@ -9,6 +9,8 @@
 //! - [`server`]: the one listening port (plain or TLS, HTTP/1.1 and HTTP/2);
 //!   routes the reserved prefix (`/__cobrowse/`) to the hub and the assets,
 //!   everything else to the proxy. Graceful shutdown.
+//! - [`listener`]: accepting connections, with caps in total and per
+//!   address, header-read, idle and handshake timeouts, and shutdown.
 //! - [`proxy`]: the upstream client, the header phases, the streaming HTML
 //!   rewrite that injects the agent.
 //! - [`hub`]: WebSocket sessions, difference commands and their store, the
@@ -28,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod driver;
 pub mod hub;
+pub mod listener;
 pub mod logging;
 pub mod password;
 pub mod proxy;

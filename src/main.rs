@@ -79,10 +79,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let (layer, file) = audit.unzip();
     cobrowse::logging::init(args.log_format, layer);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let result = runtime.block_on(cobrowse::server::launch(
-        config,
-        cobrowse::server::shutdown_signal(),
-    ));
+    // The signals are caught before the port is bound.
+    let result = runtime.block_on(async {
+        cobrowse::server::launch(config, cobrowse::server::shutdown_signal()).await
+    });
     if let Some(file) = file {
         file.flush();
     }

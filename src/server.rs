@@ -1,48 +1,30 @@
-//! The one listening port: accepts plain or TLS connections, serves HTTP/1.1
-//! and HTTP/2 on them, and routes each request. Paths under the reserved
+//! The one listening port: accepts plain or TLS connections (through
+//! [`crate::listener`], which bounds them), serves HTTP/1.1 and HTTP/2 on
+//! them, and routes each request. Paths under the reserved
 //! prefix (`/__cobrowse/` by default) are ours: the hub, login, the assets,
 //! health and metrics. Every other path belongs to the upstream site.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
 
 use crate::assets::Assets;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::driver::{Driver, Sessions};
 use crate::hub::Hub;
+use crate::listener::{self, Connections, Handler};
 use crate::proxy::Proxy;
 use crate::telemetry::{self, Telemetry};
 
-/// How long open connections get to finish after shutdown is asked for.
-const GRACE: Duration = Duration::from_secs(10);
-
-/// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct Ctx {
-    pub remote: SocketAddr,
-    /// The client reached us over TLS (so our own origin is https).
-    pub tls: bool,
-}
-
-impl Ctx {
-    pub fn scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
-    }
-}
+pub use crate::listener::Ctx;
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -119,8 +101,10 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     run(listener, app, shutdown).await
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then lets
-/// open connections finish for a bounded grace period.
+/// Serves connections from `listener` until `shutdown` completes. Then it
+/// stops accepting, closes idle connections at once, sends every hub
+/// participant `1001` and lets requests in progress finish, all within the
+/// grace period (`server.shutdown_grace_secs`).
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
@@ -130,75 +114,42 @@ pub async fn run(
         Some(t) => Some(crate::tls::acceptor(t)?),
         None => None,
     };
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let ctx = Ctx {
-            remote,
-            tls: tls.is_some(),
-        };
+    let connections = Connections::new(&app.config.server);
+    info!(
+        max_connections = connections.max(),
+        per_address = app.config.server.max_connections_per_address,
+        "connection limits"
+    );
+    let stop = CancellationToken::new();
+    let handler: Handler = {
         let app = app.clone();
-        let service = service_fn(move |req| {
+        Arc::new(move |req, ctx| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(route(&app, req, ctx).await) }
-        });
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, %remote, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return debug!(error = %e, %remote, "TLS handshake failed"),
-                        Err(_) => return debug!(%remote, "TLS handshake timed out"),
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        debug!(error = %e, %remote, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    info!("shutting down: draining open connections");
-    tokio::select! {
-        () = graceful.shutdown() => info!("all connections closed"),
-        () = tokio::time::sleep(GRACE) => warn!("grace period over, closing remaining connections"),
-    }
+            Box::pin(async move { route(&app, req, ctx).await })
+        })
+    };
+    let accepting = tokio::spawn(listener::serve(
+        listener,
+        tls,
+        connections.clone(),
+        handler,
+        stop.clone(),
+    ));
+    shutdown.await;
+    stop.cancel();
+    let _ = accepting.await;
+    info!(
+        open = connections.count(),
+        "shutting down: idle connections closed, requests in progress may finish"
+    );
+    // The close frames are only queued here; the wait below is what lets
+    // each participant's writer deliver and flush them.
     app.hub.shutdown();
+    let grace = app.config.server.shutdown_grace;
+    tokio::select! {
+        () = connections.drained() => info!("all connections closed"),
+        () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
+    }
     Ok(())
 }
 
@@ -282,25 +233,39 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The signals are caught from the call
+/// on, not from the first poll: a SIGTERM while the server is still starting
+/// is a shutdown too, not the default action's abrupt exit. Call it inside
+/// the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (int, term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(int) => {},
+                () = recv(term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        info!("shutdown requested");
     }
-    info!("shutdown requested");
 }

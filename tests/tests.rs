@@ -7,5 +7,6 @@ mod support;
 mod browser;
 mod cli;
 mod hub;
+mod limits;
 mod observe;
 mod proxy;

@@ -117,3 +117,69 @@ impl http_body::Body for Sent {
         self.inner.size_hint()
     }
 }
+
+/// The upstream's response body, abandoned with an error when no frame
+/// arrives for `idle`: a trickling or stalled upstream does not hold the
+/// client and the proxy forever, and the error aborts the client's response
+/// (it never looks complete).
+pub fn idle_timeout(body: hyper::body::Incoming, idle: std::time::Duration) -> Body {
+    crate::body::boxed(Idle {
+        inner: body,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+        waiting: false,
+    })
+}
+
+struct Idle {
+    inner: hyper::body::Incoming,
+    idle: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The timer runs from when the proxy starts waiting for a frame, not
+    /// from the last one: a client slow to read is not the upstream's fault.
+    waiting: bool,
+}
+
+impl http_body::Body for Idle {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.timer.as_mut().reset(deadline);
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                warn!(idle = ?self.idle, "upstream body idle too long; response aborted");
+                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "body_idle")
+                    .increment(1);
+                Poll::Ready(Some(Err(format!(
+                    "the upstream sent nothing for {:?} (proxy.body_idle_timeout_secs)",
+                    self.idle
+                )
+                .into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

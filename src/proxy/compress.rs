@@ -16,6 +16,7 @@ use async_compression::tokio::write as codec;
 use http::HeaderMap;
 use http::header::{ACCEPT_ENCODING, HeaderValue};
 use tokio::io::AsyncWrite;
+use tracing::warn;
 
 use super::stream::Stage;
 use crate::body::BoxError;
@@ -100,6 +101,30 @@ pub fn upstream_accept(request: &HeaderMap) -> HeaderValue {
     }
 }
 
+/// The most content codings stacked on one body the proxy accepts: each
+/// multiplies what a few bytes may decode to.
+pub const MAX_STACKED: usize = 2;
+
+/// A 502 page for a response with more than [`MAX_STACKED`] content codings
+/// (whether or not its body would be rewritten: nothing legitimate sends
+/// them).
+pub fn refuse_deep_stacking(headers: &HeaderMap) -> Option<http::Response<crate::body::Body>> {
+    let codings = parse_content_encoding(headers)?;
+    if codings.len() <= MAX_STACKED {
+        return None;
+    }
+    warn!(encoding = ?headers.get(http::header::CONTENT_ENCODING), "upstream response refused: more than {MAX_STACKED} content codings");
+    metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "stacked_encodings")
+        .increment(1);
+    Some(super::error::page(
+        http::StatusCode::BAD_GATEWAY,
+        &format!(
+            "The site behind this proxy sent a body with {} stacked content encodings; at most {MAX_STACKED} are accepted.",
+            codings.len()
+        ),
+    ))
+}
+
 /// The Content-Encoding header's codings, in the order they were applied;
 /// `None` when one of them is unknown.
 pub fn parse_content_encoding(headers: &HeaderMap) -> Option<Vec<Coding>> {
@@ -121,11 +146,6 @@ pub fn parse_content_encoding(headers: &HeaderMap) -> Option<Vec<Coding>> {
     reason = "one per body, never moved once built"
 )]
 enum Writer {
-    GzipD(codec::GzipDecoder<Vec<u8>>),
-    ZlibD(codec::ZlibDecoder<Vec<u8>>),
-    DeflateD(codec::DeflateDecoder<Vec<u8>>),
-    BrotliD(codec::BrotliDecoder<Vec<u8>>),
-    ZstdD(codec::ZstdDecoder<Vec<u8>>),
     GzipE(codec::GzipEncoder<Vec<u8>>),
     BrotliE(codec::BrotliEncoder<Vec<u8>>),
     ZstdE(codec::ZstdEncoder<Vec<u8>>),
@@ -135,11 +155,6 @@ enum Writer {
 macro_rules! each {
     ($w:expr, $v:ident => $e:expr) => {
         match $w {
-            Writer::GzipD($v) => $e,
-            Writer::ZlibD($v) => $e,
-            Writer::DeflateD($v) => $e,
-            Writer::BrotliD($v) => $e,
-            Writer::ZstdD($v) => $e,
             Writer::GzipE($v) => $e,
             Writer::BrotliE($v) => $e,
             Writer::ZstdE($v) => $e,
@@ -156,26 +171,13 @@ fn ready<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<std::io::Result<T>>) -> 
     }
 }
 
-/// A decoder or an encoder as a pipeline stage.
+/// An encoder as a pipeline stage: its output is never much larger than its
+/// input, so it writes into a `Vec` in one go.
 pub struct Codec {
-    /// `None` until a decoder sees its first bytes (deflate has two forms).
-    writer: Option<Writer>,
-    pending: Option<Coding>,
-    /// Bytes held until there are enough to tell deflate's two forms apart.
-    held: Vec<u8>,
-    encode: bool,
+    writer: Writer,
 }
 
 impl Codec {
-    pub fn decoder(coding: Coding) -> Codec {
-        Codec {
-            writer: None,
-            pending: Some(coding),
-            held: Vec::new(),
-            encode: false,
-        }
-    }
-
     pub fn encoder(coding: Coding) -> Codec {
         let writer = match coding {
             Coding::Gzip => Writer::GzipE(codec::GzipEncoder::with_quality(
@@ -195,29 +197,7 @@ impl Codec {
                 Level::Precise(5),
             )),
         };
-        Codec {
-            writer: Some(writer),
-            pending: None,
-            held: Vec::new(),
-            encode: true,
-        }
-    }
-
-    fn writer(&mut self, first: &[u8]) -> &mut Writer {
-        if let Some(coding) = self.pending.take() {
-            self.writer = Some(match coding {
-                Coding::Gzip => Writer::GzipD(codec::GzipDecoder::new(Vec::new())),
-                Coding::Brotli => Writer::BrotliD(codec::BrotliDecoder::new(Vec::new())),
-                Coding::Zstd => Writer::ZstdD(codec::ZstdDecoder::new(Vec::new())),
-                // HTTP's deflate is zlib-wrapped, but servers sending raw
-                // deflate exist; a zlib header tells them apart.
-                Coding::Deflate if is_zlib(first) => {
-                    Writer::ZlibD(codec::ZlibDecoder::new(Vec::new()))
-                }
-                Coding::Deflate => Writer::DeflateD(codec::DeflateDecoder::new(Vec::new())),
-            });
-        }
-        self.writer.as_mut().expect("writer is set")
+        Codec { writer }
     }
 }
 
@@ -229,55 +209,206 @@ fn is_zlib(first: &[u8]) -> bool {
 
 impl Stage for Codec {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
-        if self.pending == Some(Coding::Deflate) && self.held.len() + input.len() < 2 {
-            self.held.extend_from_slice(input);
-            return Ok(());
-        }
-        let joined;
-        let input = if self.held.is_empty() {
-            input
-        } else {
-            joined = [std::mem::take(&mut self.held), input.to_vec()].concat();
-            &joined
-        };
         if input.is_empty() {
             return Ok(());
         }
-        let what = if self.encode { "encoding" } else { "decoding" };
-        let w = self.writer(input);
-        each!(w, w => {
+        each!(&mut self.writer, w => {
             let mut rest = input;
             while !rest.is_empty() {
-                let n = ready(|cx| Pin::new(&mut *w).poll_write(cx, rest)).map_err(|e| format!("{what} the body: {e}"))?;
+                let n = ready(|cx| Pin::new(&mut *w).poll_write(cx, rest)).map_err(|e| format!("encoding the body: {e}"))?;
                 if n == 0 {
-                    return Err(format!("{what} the body: the codec took no input").into());
+                    return Err("encoding the body: the codec took no input".into());
                 }
                 rest = &rest[n..];
             }
-            ready(|cx| Pin::new(&mut *w).poll_flush(cx)).map_err(|e| format!("{what} the body: {e}"))?;
+            ready(|cx| Pin::new(&mut *w).poll_flush(cx)).map_err(|e| format!("encoding the body: {e}"))?;
             out.append(w.get_mut());
         });
         Ok(())
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
-        let what = if self.encode { "encoding" } else { "decoding" };
-        if !self.held.is_empty() {
-            let held = std::mem::take(&mut self.held);
-            self.pending = self.pending.map(|_| Coding::Deflate);
-            let w = self.writer(&held);
-            each!(w, w => {
-                ready(|cx| Pin::new(&mut *w).poll_write(cx, &held)).map_err(|e| format!("{what} the body: {e}"))?;
-            });
+        each!(&mut self.writer, w => {
+            ready(|cx| Pin::new(&mut *w).poll_shutdown(cx)).map_err(|e| format!("encoding the body: {e}"))?;
+            out.append(w.get_mut());
+        });
+        Ok(())
+    }
+}
+
+/// Where a decoder writes: a buffer that takes at most `room` bytes and then
+/// says it is full (pending), so a decoder never produces more than that
+/// before its output is taken away. A few compressed bytes can stand for
+/// gigabytes; this is what keeps them from being produced at once.
+struct Capped {
+    buf: Vec<u8>,
+    room: usize,
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let free = self.room.saturating_sub(self.buf.len());
+        if free == 0 {
+            return Poll::Pending;
         }
-        if self.writer.is_none() {
-            // An empty body: an encoder still writes its (empty) frame.
+        let n = free.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per body, never moved once built"
+)]
+enum Decoding {
+    Gzip(codec::GzipDecoder<Capped>),
+    Zlib(codec::ZlibDecoder<Capped>),
+    Deflate(codec::DeflateDecoder<Capped>),
+    Brotli(codec::BrotliDecoder<Capped>),
+    Zstd(codec::ZstdDecoder<Capped>),
+}
+
+macro_rules! each_decoding {
+    ($w:expr, $v:ident => $e:expr) => {
+        match $w {
+            Decoding::Gzip($v) => $e,
+            Decoding::Zlib($v) => $e,
+            Decoding::Deflate($v) => $e,
+            Decoding::Brotli($v) => $e,
+            Decoding::Zstd($v) => $e,
+        }
+    };
+}
+
+/// One content coding undone, pulled from in bounded pieces: input is
+/// queued with [`Decoder::give`], and [`Decoder::take`] hands out at most
+/// a piece of decoded output at a time, decoding no further ahead.
+pub struct Decoder {
+    coding: Coding,
+    /// `None` until the first bytes are seen (deflate has two forms).
+    decoding: Option<Decoding>,
+    /// Compressed bytes given and not yet taken in by the decoder.
+    input: Vec<u8>,
+    /// The decoder has taken all input and written all output it had.
+    flushed: bool,
+    done: bool,
+}
+
+/// How much of the input queue a decoder is handed at once.
+const INPUT_SLICE: usize = 16 * 1024;
+
+impl Decoder {
+    pub fn new(coding: Coding) -> Decoder {
+        Decoder {
+            coding,
+            decoding: None,
+            input: Vec::new(),
+            flushed: true,
+            done: false,
+        }
+    }
+
+    /// Queues compressed bytes.
+    pub fn give(&mut self, input: &[u8]) {
+        if !input.is_empty() {
+            self.input.extend_from_slice(input);
+            self.flushed = false;
+        }
+    }
+
+    /// Whether the decoder has ended: everything given was decoded and the
+    /// stream's end was checked.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Appends at most `piece` bytes of decoded output to `out`. Nothing
+    /// appended means the decoder needs more input, or (with `end`, no more
+    /// input coming) that it is done.
+    pub fn take(&mut self, out: &mut Vec<u8>, piece: usize, end: bool) -> Result<(), BoxError> {
+        if self.done {
             return Ok(());
         }
-        let w = self.writer.as_mut().expect("checked above");
-        each!(w, w => {
-            ready(|cx| Pin::new(&mut *w).poll_shutdown(cx)).map_err(|e| format!("{what} the body: {e}"))?;
-            out.append(w.get_mut());
+        if self.decoding.is_none() {
+            // HTTP's deflate is zlib-wrapped, but servers sending raw
+            // deflate exist; a zlib header tells them apart.
+            if self.coding == Coding::Deflate && self.input.len() < 2 && !end {
+                return Ok(());
+            }
+            if self.input.is_empty() && end {
+                // An empty body decodes to nothing.
+                self.done = true;
+                return Ok(());
+            }
+            let sink = || Capped {
+                buf: Vec::new(),
+                room: piece,
+            };
+            self.decoding = Some(match self.coding {
+                Coding::Gzip => Decoding::Gzip(codec::GzipDecoder::new(sink())),
+                Coding::Brotli => Decoding::Brotli(codec::BrotliDecoder::new(sink())),
+                Coding::Zstd => Decoding::Zstd(codec::ZstdDecoder::new(sink())),
+                Coding::Deflate if is_zlib(&self.input) => {
+                    Decoding::Zlib(codec::ZlibDecoder::new(sink()))
+                }
+                Coding::Deflate => Decoding::Deflate(codec::DeflateDecoder::new(sink())),
+            });
+        }
+        let error = |e: std::io::Error| -> BoxError {
+            format!("decoding the {} body: {e}", self.coding.name()).into()
+        };
+        let decoding = self.decoding.as_mut().expect("set above");
+        let mut cx = Context::from_waker(Waker::noop());
+        each_decoding!(decoding, w => {
+            w.get_mut().room = piece;
+            // Pending below means the output is full: the piece is ready.
+            loop {
+                if w.get_mut().buf.len() >= piece {
+                    break;
+                }
+                if !self.input.is_empty() {
+                    let slice = self.input.len().min(INPUT_SLICE);
+                    match Pin::new(&mut *w).poll_write(&mut cx, &self.input[..slice]) {
+                        Poll::Ready(Ok(0)) => return Err(format!("decoding the {} body: the decoder took no input", self.coding.name()).into()),
+                        Poll::Ready(Ok(n)) => {
+                            self.input.drain(..n);
+                        }
+                        Poll::Ready(Err(e)) => return Err(error(e)),
+                        Poll::Pending => break,
+                    }
+                } else if !self.flushed {
+                    match Pin::new(&mut *w).poll_flush(&mut cx) {
+                        Poll::Ready(Ok(())) => self.flushed = true,
+                        Poll::Ready(Err(e)) => return Err(error(e)),
+                        Poll::Pending => break,
+                    }
+                } else if end {
+                    match Pin::new(&mut *w).poll_shutdown(&mut cx) {
+                        Poll::Ready(Ok(())) => {
+                            self.done = true;
+                            break;
+                        }
+                        Poll::Ready(Err(e)) => return Err(error(e)),
+                        Poll::Pending => break,
+                    }
+                } else {
+                    break;
+                }
+            }
+            out.append(&mut w.get_mut().buf);
         });
         Ok(())
     }
@@ -305,11 +436,7 @@ mod tests {
                 "{coding:?} did not compress"
             );
             for size in [1, 17, 1000, encoded.len()] {
-                let decoded = run_chunked(
-                    Pipeline::default().then(Codec::decoder(coding)),
-                    &encoded,
-                    size,
-                );
+                let decoded = run_chunked(Pipeline::default().decode(coding), &encoded, size);
                 assert!(decoded == text, "{coding:?} at chunk size {size}");
             }
         }
@@ -317,18 +444,94 @@ mod tests {
 
     #[test]
     fn raw_deflate_is_read_too() {
-        let raw = run_chunked(
-            Pipeline::default().then(Codec {
-                writer: Some(Writer::DeflateE(codec::ZlibEncoder::new(Vec::new()))),
-                pending: None,
-                held: Vec::new(),
-                encode: true,
-            }),
+        let mut raw = codec::DeflateEncoder::new(Vec::new());
+        ready(|cx| Pin::new(&mut raw).poll_write(cx, b"raw deflate body")).unwrap();
+        ready(|cx| Pin::new(&mut raw).poll_shutdown(cx)).unwrap();
+        let raw = raw.into_inner();
+        assert!(!is_zlib(&raw));
+        let zlib = run_chunked(
+            Pipeline::default().then(Codec::encoder(Coding::Deflate)),
             b"x",
             1,
         );
-        assert!(is_zlib(&raw));
-        assert!(!is_zlib(b"\xf3\x48"));
+        assert!(is_zlib(&zlib));
+        for size in [1, 2, raw.len()] {
+            assert_eq!(
+                run_chunked(Pipeline::default().decode(Coding::Deflate), &raw, size),
+                b"raw deflate body",
+                "chunk size {size}"
+            );
+        }
+    }
+
+    /// Zeros compressed twice: a few kilobytes that decode to `size` bytes.
+    fn bomb(size: usize) -> Vec<u8> {
+        let mut once = Pipeline::default().then(Codec::encoder(Coding::Gzip));
+        let zeros = vec![0u8; 1024 * 1024];
+        let mut inner = Vec::new();
+        for _ in 0..size / zeros.len() {
+            inner.extend(once.push(&zeros).unwrap());
+        }
+        inner.extend(once.finish().unwrap());
+        run_chunked(
+            Pipeline::default().then(Codec::encoder(Coding::Gzip)),
+            &inner,
+            inner.len(),
+        )
+    }
+
+    #[test]
+    fn stacked_decoders_hand_out_bounded_pieces() {
+        let body = bomb(256 * 1024 * 1024);
+        assert!(body.len() < 64 * 1024, "{} bytes", body.len());
+        let mut p = Pipeline::default()
+            .decode(Coding::Gzip)
+            .decode(Coding::Gzip);
+        p.feed(&body);
+        let (mut total, mut largest) = (0usize, 0usize);
+        while let Some(piece) = p.next(true).unwrap() {
+            total += piece.len();
+            largest = largest.max(piece.len());
+        }
+        assert_eq!(total, 256 * 1024 * 1024);
+        assert!(largest <= 64 * 1024, "a piece of {largest} bytes");
+    }
+
+    #[test]
+    fn decoded_size_is_bounded() {
+        let body = bomb(8 * 1024 * 1024);
+        let mut p = Pipeline::bounded(1024 * 1024)
+            .decode(Coding::Gzip)
+            .decode(Coding::Gzip);
+        p.feed(&body);
+        let mut out = 0;
+        let error = loop {
+            match p.next(true) {
+                Ok(Some(piece)) => out += piece.len(),
+                Ok(None) => panic!("the whole bomb came out ({out} bytes)"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(out <= 1024 * 1024, "{out} bytes out before the error");
+        assert!(error.contains("max_decoded_bytes"), "{error}");
+    }
+
+    #[test]
+    fn more_than_two_codings_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, gzip"),
+        );
+        assert!(refuse_deep_stacking(&h).is_none());
+        h.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip, br, gzip"),
+        );
+        assert_eq!(
+            refuse_deep_stacking(&h).unwrap().status(),
+            http::StatusCode::BAD_GATEWAY
+        );
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl Proxy {
         if let Some(on) = upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
             return tunnel::splice(response, on);
         }
+        if let Some(page) = compress::refuse_deep_stacking(response.headers()) {
+            return page;
+        }
 
         let (mut parts, incoming) = response.into_parts();
         let nonce = nonce();
@@ -182,8 +185,9 @@ impl Proxy {
             )),
             _ => None,
         };
+        let incoming = client::idle_timeout(incoming, self.config.proxy.body_idle_timeout);
         let received = telemetry::count_bytes(
-            body::boxed(incoming),
+            incoming,
             metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "received"),
         );
         let body = self.body(
@@ -347,9 +351,9 @@ impl Proxy {
             warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
             return incoming;
         };
-        let mut pipeline = Pipeline::default();
+        let mut pipeline = Pipeline::bounded(self.config.proxy.max_decoded_bytes);
         for coding in codings.iter().rev() {
-            pipeline = pipeline.then(Codec::decoder(*coding));
+            pipeline = pipeline.decode(*coding);
         }
         pipeline = match kind {
             Kind::Html => {

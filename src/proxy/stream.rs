@@ -2,6 +2,12 @@
 //! encode) as its frames arrive: each frame's output is sent on at once, so
 //! no body is ever held whole and a slow upstream is seen as slow, not
 //! stalled.
+//!
+//! Decoding comes first and is pulled from in bounded pieces (a few bytes of
+//! gzip can stand for gigabytes): each piece goes through the other stages
+//! and out as a frame before the next is decoded, and the decoded size of a
+//! document is bounded. Past the bound, or on a body that does not decode,
+//! the client's response is aborted, never ended as if it were complete.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -9,39 +15,137 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tracing::warn;
 
+use super::compress::{Coding, Decoder};
 use crate::body::{self, Body, BoxError};
 use crate::telemetry;
 
 /// One step of a body transformation. Stages are synchronous: they only
-/// move bytes from `input` to `out`.
+/// move bytes from `input` to `out`, and their output is about the size of
+/// their input (decoding, which is not, is done by the pipeline itself).
 pub trait Stage: Send {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError>;
     /// The input has ended: write whatever is held back.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError>;
 }
 
-/// Stages applied in order.
+/// The most decoded bytes handled at once: a decoder stops there until the
+/// piece has gone through the stages after it.
+const PIECE: usize = 64 * 1024;
+
+/// Decoders (outermost coding first), then stages applied in order.
 #[derive(Default)]
 pub struct Pipeline {
+    decoders: Vec<Decoder>,
     stages: Vec<Box<dyn Stage>>,
+    /// Input not yet through the stages, when there is no decoder.
+    plain: Vec<u8>,
+    /// Bytes that went into the stages, and the most allowed.
+    decoded: u64,
+    limit: Option<u64>,
+    finished: bool,
 }
 
 impl Pipeline {
+    /// A pipeline whose decoded input may not exceed `limit` bytes.
+    pub fn bounded(limit: u64) -> Pipeline {
+        Pipeline {
+            limit: Some(limit),
+            ..Pipeline::default()
+        }
+    }
+
+    /// Undoes a content coding before the stages; call once per coding,
+    /// the last one applied first.
+    pub fn decode(mut self, coding: Coding) -> Pipeline {
+        self.decoders.push(Decoder::new(coding));
+        self
+    }
+
     pub fn then(mut self, stage: impl Stage + 'static) -> Pipeline {
         self.stages.push(Box::new(stage));
         self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stages.is_empty()
+        self.stages.is_empty() && self.decoders.is_empty()
     }
 
-    pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, BoxError> {
-        self.run_from(0, input)
+    /// Queues input from the body.
+    pub fn feed(&mut self, input: &[u8]) {
+        match self.decoders.first_mut() {
+            Some(d) => d.give(input),
+            None => self.plain.extend_from_slice(input),
+        }
     }
 
-    fn run_from(&mut self, first: usize, input: &[u8]) -> Result<Vec<u8>, BoxError> {
+    /// The next piece of output; `None` when more input is needed or, with
+    /// `end` (the input has ended), when everything was output.
+    pub fn next(&mut self, end: bool) -> Result<Option<Vec<u8>>, BoxError> {
+        loop {
+            let Some(piece) = self.next_decoded(end)? else {
+                if end && !self.finished {
+                    self.finished = true;
+                    let out = self.finish_stages()?;
+                    if !out.is_empty() {
+                        return Ok(Some(out));
+                    }
+                }
+                return Ok(None);
+            };
+            self.decoded += piece.len() as u64;
+            if let Some(limit) = self.limit.filter(|l| self.decoded > *l) {
+                metrics::counter!("cobrowse_proxy_limits_hit_total", "limit" => "max_decoded_bytes").increment(1);
+                return Err(format!(
+                    "the document decodes to more than {limit} bytes (proxy.max_decoded_bytes)"
+                )
+                .into());
+            }
+            let out = self.run_stages(0, &piece)?;
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    /// The next piece of decoded input for the stages. The innermost
+    /// decoder is drained first, so no decoder runs ahead of the next one.
+    fn next_decoded(&mut self, end: bool) -> Result<Option<Vec<u8>>, BoxError> {
+        if self.decoders.is_empty() {
+            if self.plain.is_empty() {
+                return Ok(None);
+            }
+            let n = self.plain.len().min(PIECE);
+            return Ok(Some(self.plain.drain(..n).collect()));
+        }
+        'again: loop {
+            for i in (0..self.decoders.len()).rev() {
+                let input_ended = end && (i == 0 || self.decoders[i - 1].is_done());
+                let mut piece = Vec::new();
+                self.decoders[i].take(&mut piece, PIECE, input_ended)?;
+                if piece.is_empty() {
+                    continue;
+                }
+                if i + 1 == self.decoders.len() {
+                    return Ok(Some(piece));
+                }
+                self.decoders[i + 1].give(&piece);
+                continue 'again;
+            }
+            // A decoder whose input ended while it waited on the one before
+            // gets its turn to finish.
+            if end
+                && self.decoders.iter().any(|d| !d.is_done())
+                && self.decoders.iter().rev().skip(1).all(Decoder::is_done)
+            {
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    fn run_stages(&mut self, first: usize, input: &[u8]) -> Result<Vec<u8>, BoxError> {
         let mut data = input.to_vec();
         for stage in &mut self.stages[first..] {
             let mut out = Vec::with_capacity(data.len() + 256);
@@ -51,7 +155,7 @@ impl Pipeline {
         Ok(data)
     }
 
-    pub fn finish(&mut self) -> Result<Vec<u8>, BoxError> {
+    fn finish_stages(&mut self) -> Result<Vec<u8>, BoxError> {
         let mut result = Vec::new();
         for i in 0..self.stages.len() {
             // What stage i holds back still has to go through the stages
@@ -60,10 +164,30 @@ impl Pipeline {
             self.stages[i].finish(&mut held)?;
             result = [result, held].concat();
             if i + 1 < self.stages.len() {
-                result = self.run_from(i + 1, &result)?;
+                result = self.run_stages(i + 1, &result)?;
             }
         }
         Ok(result)
+    }
+
+    /// All output for `input` (tests and benchmarks; a body is pulled from
+    /// piece by piece instead).
+    pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, BoxError> {
+        self.feed(input);
+        let mut out = Vec::new();
+        while let Some(piece) = self.next(false)? {
+            out.extend(piece);
+        }
+        Ok(out)
+    }
+
+    /// All output left once the input has ended.
+    pub fn finish(&mut self) -> Result<Vec<u8>, BoxError> {
+        let mut out = Vec::new();
+        while let Some(piece) = self.next(true)? {
+            out.extend(piece);
+        }
+        Ok(out)
     }
 
     /// The body `inner` transformed by these stages.
@@ -71,6 +195,7 @@ impl Pipeline {
         body::boxed(Transformed {
             inner,
             pipeline: Some(self),
+            ended: false,
             spent: Duration::ZERO,
         })
     }
@@ -79,20 +204,10 @@ impl Pipeline {
 struct Transformed {
     inner: Body,
     pipeline: Option<Pipeline>,
+    /// The inner body has ended.
+    ended: bool,
     /// Time spent in the stages so far, recorded once the body is done.
     spent: Duration,
-}
-
-impl Transformed {
-    fn timed<T>(&mut self, run: impl FnOnce(&mut Pipeline) -> T) -> T {
-        let started = Instant::now();
-        let out = run(self
-            .pipeline
-            .as_mut()
-            .expect("only run while the pipeline is there"));
-        self.spent += started.elapsed();
-        out
-    }
 }
 
 impl Drop for Transformed {
@@ -112,32 +227,42 @@ impl HttpBody for Transformed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            if self.pipeline.is_none() {
+            let ended = self.ended;
+            let Some(pipeline) = self.pipeline.as_mut() else {
                 return Poll::Ready(None);
+            };
+            let started = Instant::now();
+            let next = pipeline.next(ended);
+            self.spent += started.elapsed();
+            match next {
+                Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
+                Ok(None) if ended => {
+                    self.pipeline = None;
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The client must not take what it got for the whole
+                    // document: the error aborts the response.
+                    warn!(error = %e, "rewritten body aborted");
+                    self.pipeline = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
             }
             match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let out = self.timed(|p| p.push(&data))?;
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                    }
+                Some(Ok(frame)) => {
                     // Trailers describe the upstream's bytes, not ours.
-                    Err(_trailers) => {}
-                },
+                    if let Ok(data) = frame.into_data() {
+                        let started = Instant::now();
+                        self.pipeline.as_mut().expect("checked above").feed(&data);
+                        self.spent += started.elapsed();
+                    }
+                }
                 Some(Err(e)) => {
                     self.pipeline = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                None => {
-                    let out = self.timed(Pipeline::finish);
-                    self.pipeline = None;
-                    let out = out?;
-                    return Poll::Ready(
-                        (!out.is_empty()).then(|| Ok(Frame::data(Bytes::from(out)))),
-                    );
-                }
+                None => self.ended = true,
             }
         }
     }

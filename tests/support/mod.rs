@@ -59,8 +59,31 @@ impl Cobrowse {
         )
     }
 
+    /// Like [`Cobrowse::with_config`], with the process's open-file limit
+    /// set to `files` (through `prlimit`, which then becomes the binary: the
+    /// process id is the binary's).
+    pub async fn with_config_and_file_limit(toml: &str, files: u64) -> Cobrowse {
+        let dir = TempDir::new();
+        let path = dir.path.join("proxy.toml");
+        std::fs::write(&path, toml.replace("{dir}", dir.path.to_str().unwrap())).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let limit = format!("--nofile={files}:{files}");
+        Self::start_with(dir, Some(&["prlimit", &limit, "--"]), &["--config", &path]).await
+    }
+
     async fn start_in(dir: TempDir, args: &[&str]) -> Cobrowse {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cobrowse"));
+        Self::start_with(dir, None, args).await
+    }
+
+    async fn start_with(dir: TempDir, wrapper: Option<&[&str]>, args: &[&str]) -> Cobrowse {
+        let mut cmd = match wrapper {
+            Some([program, wrapper_args @ ..]) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(env!("CARGO_BIN_EXE_cobrowse"));
+                cmd
+            }
+            _ => Command::new(env!("CARGO_BIN_EXE_cobrowse")),
+        };
         cmd.args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -130,6 +153,40 @@ impl Cobrowse {
     /// The scratch directory it runs in (`{dir}` in its config).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir.path
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmHWM`, the peak resident
+    /// memory; `VmRSS`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in:\n{status}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit; `None` if it still runs after `timeout`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .map(Result::unwrap)
     }
 
     /// Whether the process is still running.
