@@ -5,6 +5,7 @@
 #[path = "support/browser.rs"]
 pub mod harness;
 
+mod binding;
 mod call;
 mod driver;
 mod fidelity;
