@@ -210,10 +210,11 @@
     CB.link = link;
 
     // Tells the proxy which participant this browser is, so it can apply
-    // the one-driver rules to the page's own requests (docs/driver.md); no
-    // session clears it.
-    function bindBrowser(session, resume) {
-        const body = session ? JSON.stringify({ session, resume }) : '';
+    // the one-driver rules to the page's own requests (docs/driver.md),
+    // proving it with the single-use token the hub gave this connection in
+    // `joined`; no session clears it.
+    function bindBrowser(session, token) {
+        const body = session ? JSON.stringify({ session, token }) : '';
         return fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
             .catch(() => { /* sharing still works; the proxy sees an unbound browser */ });
     }
@@ -269,7 +270,7 @@
         switch (msg.type) {
             case 'joined':
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
-                bindBrowser(msg.session, msg.resume);
+                bindBrowser(msg.session, msg.bind);
                 link.me = msg.participant;
                 link.joined = true;
                 link.fresh = link.resuming;

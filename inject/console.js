@@ -18,9 +18,11 @@
 
     // Tells the proxy this browser follows a session, so the content frame
     // is served the customer's documents and never repeats a side effect
-    // (docs/driver.md). Resolves once the cookie is set; no session clears it.
-    function bindBrowser(session, resume) {
-        const body = session ? JSON.stringify({ session, resume }) : '';
+    // (docs/driver.md). It proves it with the single-use token the hub gave
+    // this connection in `joined`. Resolves once the cookie is set; no
+    // session clears it.
+    function bindBrowser(session, token) {
+        const body = session ? JSON.stringify({ session, token }) : '';
         return fetch(PREFIX + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
             .catch(() => { /* the page still works, as an unbound follower */ });
     }
@@ -202,7 +204,7 @@
                 state.offer = null;
                 state.queue = [];
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
-                bound = bindBrowser(msg.session, msg.resume);
+                bound = bindBrowser(msg.session, msg.bind);
                 break;
             case 'replay': {
                 // The session's current state, on joining; or, to
@@ -257,6 +259,19 @@
         if (e) e.receive(cmd);
     }
 
+    // Whether `url` is a path on the proxied site, the only kind of URL the
+    // content frame may load: the hub's rule for navigation targets
+    // (`navigation_target` in src/hub/protocol.rs), which the agent applies
+    // too (`onThisSite` in share.js). Tabs and newlines vanish in URL
+    // parsing (`/\t/evil.example` is `//evil.example`), so the URL is
+    // parsed, never compared as text alone.
+    function sitePath(url) {
+        if (typeof url !== 'string' || url[0] !== '/' || /[\u0000-\u0020\u007f]/.test(url)) return false;
+        // The content frame shows the site on the console's own origin.
+        const site = location.origin;
+        try { return new URL(url, site).origin === site; } catch (e) { return false; }
+    }
+
     function currentUrl() {
         try { const l = ui.content.contentWindow.location; return l.pathname + l.search + l.hash; } catch (e) { return null; }
     }
@@ -271,8 +286,8 @@
         ui.viewport.hidden = false;
         if (!nav) return;
         const url = nav.args[0];
-        // Only paths on the proxy's origin are loaded into the content frame.
-        if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
+        // Only paths on the proxied site are loaded into the content frame.
+        if (!sitePath(url)) return;
         if (currentUrl() === url && engine()) return;
         // Loaded only once the proxy knows this browser follows the session.
         bound.then(() => { if (state.session) ui.content.contentWindow.location.replace(url); });

@@ -658,7 +658,7 @@
                     if (mayAct()) {
                         link.setKnown(path, url);
                         send(path, 'navigate', [url, 'load', null], true);
-                    } else {
+                    } else if (onThisSite(w, known)) {
                         w.location.replace(known);
                     }
                     return;
@@ -894,10 +894,23 @@
             return link.shownDocs;
         }
 
+        // Whether `url` is a path on the site `w` shows: the only kind of
+        // URL a navigation command may load, whoever sent it (never a
+        // `javascript:` URL or another site). The hub refuses other targets
+        // (`navigation_target` in src/hub/protocol.rs); this is the same rule
+        // where it is applied. Tabs and newlines vanish in URL parsing
+        // (`/\t/evil.example` is `//evil.example`), so the URL is parsed,
+        // never compared as text alone.
+        function onThisSite(w, url) {
+            if (typeof url !== 'string' || url[0] !== '/' || /[\u0000-\u0020\u007f]/.test(url)) return false;
+            try { return new w.URL(url, w.location.href).origin === w.location.origin; } catch (e) { return false; }
+        }
+
         function applyNavigate(w, path, [url, how, state, doc]) {
-            // Only paths on this origin: never a `javascript:` URL or another
-            // site, whoever sent it.
-            if (typeof url !== 'string' || !url.startsWith('/') || url.startsWith('//') || url.startsWith('/\\')) return;
+            if (!onThisSite(w, url)) {
+                console.warn('cobrowse: a navigation off this site was not applied:', JSON.stringify(url));
+                return;
+            }
             link.setKnown(path, url);
             forget(path);
             const fresh = how === 'load' && doc && shownDocs().get(path) !== doc;

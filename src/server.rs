@@ -198,6 +198,22 @@ async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
         return app.proxy.handle(req, ctx).await;
     };
     let rest = rest.to_string();
+    if !crate::driver::is_safe(req.method())
+        && let Some(why) = crate::hub::ws::foreign_page(&req, &ctx, &app.config.public_origins)
+    {
+        // One rule for every route of ours that may change state: only our
+        // own pages ask for it (cross-site request forgery).
+        metrics::counter!("cobrowse_hub_foreign_requests_refused_total", "route" => route_label(&rest)).increment(1);
+        warn!(route = %rest, method = %req.method(), origin = ?req.headers().get(header::ORIGIN),
+            sec_fetch_site = ?req.headers().get("sec-fetch-site"), remote = %ctx.remote, why, "refused a request from a foreign page");
+        let body = serde_json::json!({ "error": format!("refused: {why}; this request must come from this proxy's own pages") });
+        return Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(body::full(body.to_string()))
+            .expect("static response parts are valid");
+    }
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
@@ -222,6 +238,17 @@ async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
                 .serve(&rest, &method, if_none_match.as_ref())
                 .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
+    }
+}
+
+/// A metric label for a route under the prefix: known names only, so a
+/// client cannot grow the label set.
+fn route_label(route: &str) -> &'static str {
+    match route {
+        "bind" => "bind",
+        "login" => "login",
+        "logout" => "logout",
+        _ => "other",
     }
 }
 

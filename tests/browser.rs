@@ -6,6 +6,7 @@
 pub mod harness;
 
 mod audit;
+mod binding;
 mod call;
 mod driver;
 mod fidelity;

@@ -84,14 +84,12 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// Logs in and returns the `Cookie` header value to send.
 async fn login_as(proxy: &Cobrowse, user: &str) -> String {
     let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-    let (status, headers, text) = http(
-        proxy,
-        "POST",
-        "/__cobrowse/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &body,
-    )
-    .await;
+    let origin = format!("http://{}", proxy.addr);
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, headers, text) = http(proxy, "POST", "/__cobrowse/login", &form, &body).await;
     assert_eq!(status, 204, "login failed: {text}\n{}", proxy.output());
     let set = header(&headers, "set-cookie").expect("a cookie");
     set.split(';').next().unwrap().to_string()
@@ -756,14 +754,11 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 
     // Login: JSON works too; the cookie is HttpOnly and SameSite=Strict.
     let body = json!({"user": OPERATOR_USER, "password": OPERATOR_PASSWORD}).to_string();
-    let (status, headers, _) = http(
-        &proxy,
-        "POST",
-        "/__cobrowse/login",
-        &[("Content-Type", "application/json")],
-        &body,
-    )
-    .await;
+    let json_ours = [
+        ("Content-Type", "application/json"),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &json_ours, &body).await;
     assert_eq!(status, 204);
     let set = header(&headers, "set-cookie").unwrap().to_string();
     assert!(
@@ -781,11 +776,32 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     );
     let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
     assert_eq!(status, 401);
+    // A page that cannot say it is ours cannot log anyone out.
     let (status, _, _) = http(
         &proxy,
         "POST",
         "/__cobrowse/logout",
         &[("Cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie), ("Origin", "http://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200, "still logged in");
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie), ("Origin", origin.as_str())],
         "",
     )
     .await;
@@ -796,12 +812,13 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         &proxy,
         "POST",
         "/__cobrowse/login",
-        &[("Content-Type", "application/json")],
+        &json_ours,
         "{\"user\":1}",
     )
     .await;
     assert_eq!(status, 400, "{text}");
-    // A foreign page cannot log anyone in.
+    // A foreign page cannot log anyone in, nor can a request that does not
+    // say where it comes from, or that the browser says is from another site.
     let foreign = [
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Origin", "http://evil.example"),
@@ -811,6 +828,31 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         "POST",
         "/__cobrowse/login",
         &foreign,
+        &format!("user=op&password={OPERATOR_PASSWORD}"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let unsaid = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, _, text) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &unsaid,
+        &format!("user=op&password={OPERATOR_PASSWORD}"),
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("no Origin"), "{text}");
+    let cross = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/login",
+        &cross,
         &format!("user=op&password={OPERATOR_PASSWORD}"),
     )
     .await;
@@ -830,7 +872,10 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 204);
 
     // Wrong passwords: 401 with a clear error, then 429 for the account.
-    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
     let (status, _, text) = http(
         &proxy,
         "POST",
@@ -1251,4 +1296,184 @@ async fn calls_are_served_first_come_first_served() {
     first.expect(&proxy, "ended").await;
     op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str())
         .await;
+}
+
+#[tokio::test]
+async fn a_navigation_off_the_site_is_refused_and_neither_stored_nor_forwarded() {
+    let proxy = start("").await;
+    let (mut customer, mut op, session) = connected_call(&proxy).await;
+    let joined = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()
+        .clone();
+    // A tab between the slashes: the browser drops it and loads
+    // `//localhost:1/evil`, another origin.
+    let evil = [
+        "/\t/localhost:1/evil",
+        "//evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "http://evil.example/",
+    ];
+    for url in evil {
+        customer.send(json!({"type": "command", "key": "top", "attribute": "all", "fn": "navigate", "args": [url, "load", null]})).await;
+        let e = customer.error(&proxy, "bad_message").await;
+        assert_eq!(e["request"], "command", "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a path on this site"),
+            "{e}"
+        );
+    }
+    // The operator, granted control, is held to the same rule.
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    op.expect_where(&proxy, "status", |s| s["control"] == true)
+        .await;
+    op.send(json!({"type": "command", "key": "top/iframe[0]", "attribute": "others", "fn": "navigate", "args": ["/\n/evil.example"]})).await;
+    op.error(&proxy, "bad_message").await;
+
+    // Nothing was forwarded or numbered: the first command anyone receives
+    // is the next good one, with sequence number 1.
+    customer.send(json!({"type": "command", "key": "top", "attribute": "others", "fn": "navigate", "args": ["/shop?q=1", "load", null]})).await;
+    let first = op.expect(&proxy, "command").await;
+    assert_eq!(
+        (first["args"][0].as_str(), first["seq"].as_u64()),
+        (Some("/shop?q=1"), Some(1)),
+        "{}",
+        op.log
+    );
+    // Nor stored: a late joiner's replay holds the good navigation only.
+    let mut tab = Client::customer(&proxy, "second tab").await;
+    tab.send(json!({"type": "join", "session": session, "resume": joined["resume"]}))
+        .await;
+    tab.expect_next(&proxy, "joined").await;
+    let replay = tab.expect_next(&proxy, "replay").await;
+    let urls: Vec<&Value> = replay["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["args"][0])
+        .collect();
+    assert_eq!(urls, [&json!("/shop?q=1")], "{replay}");
+}
+
+/// `POST {prefix}bind` as a page would send it: JSON from our own origin
+/// unless `headers` say otherwise.
+async fn bind(
+    proxy: &Cobrowse,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let origin = format!("http://{}", proxy.addr);
+    let mut all = vec![
+        ("Content-Type", "application/json"),
+        ("Origin", origin.as_str()),
+    ];
+    for &(k, v) in headers {
+        all.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        if !v.is_empty() {
+            all.push((k, v));
+        }
+    }
+    http(proxy, "POST", "/__cobrowse/bind", &all, body).await
+}
+
+#[tokio::test]
+async fn only_our_own_page_with_a_fresh_bind_token_binds_a_browser() {
+    let proxy = start("").await;
+    let mut customer = Client::customer(&proxy, "customer").await;
+    customer.send(json!({"type": "call"})).await;
+    let joined = customer.expect_next(&proxy, "joined").await;
+    let (session, resume, token) = (
+        joined["session"].as_str().unwrap(),
+        joined["resume"].as_str().unwrap(),
+        joined["bind"].as_str().unwrap(),
+    );
+    assert_eq!(token.len(), 32, "{joined}");
+    let good = json!({"session": session, "token": token}).to_string();
+
+    // What a page on another site can send: a `text/plain` form carrying
+    // JSON, a script's request without an Origin we know. None binds, and
+    // none uses up the token.
+    let refused: [(&[(&str, &str)], u16); 7] = [
+        (&[("Content-Type", "text/plain")], 415),
+        (
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            415,
+        ),
+        (&[("Content-Type", "")], 415),
+        (&[("Origin", "")], 403),
+        (&[("Origin", "http://evil.example")], 403),
+        (&[("Origin", "null")], 403),
+        (&[("Sec-Fetch-Site", "cross-site")], 403),
+    ];
+    for (headers, status) in refused {
+        let (got, set, text) = bind(&proxy, headers, &good).await;
+        assert_eq!(got, status, "{headers:?}: {text}");
+        assert!(header(&set, "set-cookie").is_none(), "{headers:?}");
+    }
+    // The resume secret alone is no proof; nor is a made-up token.
+    let (status, _, text) = bind(
+        &proxy,
+        &[],
+        &json!({"session": session, "resume": resume}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let (status, _, _) = bind(
+        &proxy,
+        &[],
+        &json!({"session": session, "token": "0".repeat(32)}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Our page, with the token: bound, once.
+    let (status, headers, text) = bind(&proxy, &[("Sec-Fetch-Site", "same-origin")], &good).await;
+    assert_eq!(status, 200, "{text}\n{}", proxy.output());
+    let set = header(&headers, "set-cookie").unwrap();
+    assert!(
+        set.starts_with(&format!("cobrowse_participant={session}.{resume};"))
+            && set.contains("HttpOnly")
+            && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let (status, headers, text) = bind(&proxy, &[], &good).await;
+    assert_eq!(status, 403, "a bind token is good once: {text}");
+    assert!(header(&headers, "set-cookie").is_none());
+
+    // A reconnect gets a new token.
+    let mut back = Client::customer(&proxy, "customer again").await;
+    back.send(json!({"type": "resume", "session": session, "resume": resume}))
+        .await;
+    let again = back.expect_next(&proxy, "joined").await;
+    assert_ne!(again["bind"], joined["bind"]);
+    let (status, _, _) = bind(
+        &proxy,
+        &[],
+        &json!({"session": session, "token": again["bind"]}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Clearing is a state change too: only from our own page.
+    let (status, _, _) = bind(&proxy, &[("Origin", "http://evil.example")], "").await;
+    assert_eq!(status, 403);
+    let (status, headers, _) = bind(&proxy, &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "set-cookie")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let out = proxy.output();
+    assert!(
+        out.contains("refused a request from a foreign page") && out.contains("bind refused"),
+        "{out}"
+    );
 }

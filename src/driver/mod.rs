@@ -9,7 +9,8 @@
 //!   follower's own.
 //!
 //! Which participant a request comes from is told by the participant cookie
-//! the agent obtains from `{prefix}bind` once it has joined a session.
+//! the agent obtains from `{prefix}bind` once it has joined a session, with
+//! the single-use bind token its connection got in `joined`.
 
 pub mod documents;
 pub mod mask;
@@ -201,12 +202,33 @@ impl Sessions {
 #[derive(Deserialize)]
 struct BindRequest {
     session: String,
-    resume: String,
+    /// The single-use token the hub gave this participant's connection in
+    /// `joined`.
+    token: String,
 }
 
-/// `POST {prefix}bind` with `{"session":…,"resume":…}`: sets the participant
+/// Whether the body is declared JSON: a form (`text/plain`,
+/// `application/x-www-form-urlencoded`, `multipart/form-data`) cannot be
+/// sent with this type by another site's page without the browser asking us
+/// first (CORS), and we never agree.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `POST {prefix}bind` with `{"session":…,"token":…}`: sets the participant
 /// cookie, so the proxy knows which participant this browser's requests come
 /// from. An empty body clears it.
+///
+/// Binding says whose pages and cookies a browser's requests stand for, so
+/// only the page that holds the participant's connection may do it: the
+/// request comes from our own origin (checked for every state-changing route
+/// in `server::route`), is JSON, and carries the bind token the hub gave
+/// that connection, good once and for [`crate::hub::state::BIND_TOKEN_LIFETIME`].
+/// A session id and resume secret alone bind nothing.
 pub async fn bind(
     sessions: &Sessions,
     req: Request<Incoming>,
@@ -217,6 +239,16 @@ pub async fn bind(
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":"use POST"}"#.into(),
+            None,
+        );
+    }
+    if !is_json(req.headers()) {
+        metrics::counter!("cobrowse_driver_binds_refused_total", "reason" => "content_type")
+            .increment(1);
+        warn!(remote = %ctx.remote, content_type = ?req.headers().get(header::CONTENT_TYPE), "bind refused: not JSON");
+        return json(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            r#"{"error":"send Content-Type: application/json"}"#.into(),
             None,
         );
     }
@@ -242,16 +274,16 @@ pub async fn bind(
     let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
         return json(
             StatusCode::BAD_REQUEST,
-            r#"{"error":"expected {\"session\":…,\"resume\":…}"}"#.into(),
+            r#"{"error":"expected {\"session\":…,\"token\":…} (the bind token from `joined`)"}"#
+                .into(),
             None,
         );
     };
-    let Some((view, participant)) = sessions.hub.participant(&bind.session, &bind.resume) else {
-        return json(
-            StatusCode::FORBIDDEN,
-            r#"{"error":"no such participant in a live session"}"#.into(),
-            None,
-        );
+    let Some((view, participant, resume)) = sessions.hub.redeem_bind(&bind.session, &bind.token)
+    else {
+        metrics::counter!("cobrowse_driver_binds_refused_total", "reason" => "token").increment(1);
+        warn!(remote = %ctx.remote, session = %bind.session, "bind refused: no live participant holds that token (used, expired or never given)");
+        return json(StatusCode::FORBIDDEN, r#"{"error":"the bind token is not (or no longer) good: it is used once, within a minute of `joined`"}"#.into(), None);
     };
     let driving = !view.is_follower(&participant.id);
     if driving {
@@ -263,8 +295,8 @@ pub async fn bind(
     }
     info!(target: "audit", event = "bind", session = %bind.session, participant = %participant.id, user = participant.user.as_deref().unwrap_or(""), driving, "browser bound to session");
     let cookie = format!(
-        "{PARTICIPANT_COOKIE}={}.{}; Path=/; HttpOnly; SameSite=Strict{secure}",
-        bind.session, bind.resume
+        "{PARTICIPANT_COOKIE}={}.{resume}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        bind.session
     );
     json(
         StatusCode::OK,

@@ -199,6 +199,38 @@ impl Hub {
         Some((v, p))
     }
 
+    /// Redeems a bind token: the session and participant it was given to,
+    /// and that participant's resume secret, if `token` is the one its
+    /// connection was last given and was issued less than
+    /// [`state::BIND_TOKEN_LIFETIME`] ago. A token is good once.
+    pub fn redeem_bind(
+        &self,
+        session: &str,
+        token: &str,
+    ) -> Option<(SessionView, ParticipantView, String)> {
+        let mut st = self.shared.lock();
+        let s = st.sessions.get(session)?;
+        let pid = s
+            .participants
+            .iter()
+            .find(|p| {
+                st.participants
+                    .get(*p)
+                    .and_then(|p| p.bind.as_ref())
+                    .is_some_and(|(t, _)| state::same_secret(t, token))
+            })?
+            .clone();
+        let p = st.participants.get_mut(&pid).expect("found above");
+        let (_, issued) = p.bind.take().expect("found above");
+        if issued.elapsed() >= state::BIND_TOKEN_LIFETIME {
+            return None;
+        }
+        let resume = p.resume.clone();
+        let v = view(&st, session)?;
+        let p = v.participants.iter().find(|p| p.id == pid)?.clone();
+        Some((v, p, resume))
+    }
+
     /// The sessions an operator account takes part in.
     pub fn sessions_of_operator(&self, user: &str) -> Vec<SessionView> {
         let st = self.shared.lock();

@@ -72,7 +72,46 @@ impl Command {
         if self.function.is_empty() {
             return Err("`fn` must not be empty".into());
         }
+        if self.is_frame_url() {
+            let url = self
+                .args
+                .first()
+                .and_then(Value::as_str)
+                .ok_or("a `navigate` command's first argument is its URL, a string")?;
+            navigation_target(url)?;
+        }
         Ok(())
+    }
+}
+
+/// Whether `url`, a frame URL key's target, stays on the proxied site: a
+/// path of the page's own origin, as the agent publishes it (`pathname`,
+/// `search`, `hash`). Browsers load it relative to the frame's document, so
+/// anything a URL parser resolves to another origin (`//host`, `/\host`,
+/// `/\t/host` once the parser drops the tab), any scheme (`javascript:`,
+/// `data:`) or an absolute URL would steer other participants' frames off
+/// the site. The agent checks the same rule before it applies a navigation
+/// (`onThisSite` in `inject/share.js`, `sitePath` in `inject/console.js`).
+pub fn navigation_target(url: &str) -> Result<(), String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "navigate target {url:?} is not a path on this site: {why}"
+        ))
+    };
+    if !url.starts_with('/') {
+        return refuse("it must start with `/`");
+    }
+    // Parsers drop tabs and newlines and percent-encode the rest; a
+    // location's path, query and fragment never hold them raw.
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return refuse("it holds whitespace or control characters");
+    }
+    const BASE: &str = "http://site.invalid/base/";
+    let base = url::Url::parse(BASE).expect("a valid base URL");
+    match base.join(url) {
+        Ok(resolved) if resolved.origin() == base.origin() => Ok(()),
+        Ok(_) => refuse("it resolves to another origin"),
+        Err(e) => refuse(&format!("it does not parse ({e})")),
     }
 }
 
@@ -260,6 +299,9 @@ pub enum ServerMessage<'a> {
         participant: &'a str,
         resume: &'a str,
         role: Role,
+        /// A single-use token, good for a short time, that binds this
+        /// browser to the participant (`POST {prefix}bind`).
+        bind: &'a str,
     },
     Status {
         session: &'a str,
@@ -346,6 +388,62 @@ mod tests {
         assert!(
             matches!(c, ClientMessage::Command(Command { ref function, .. }) if function == "navigate")
         );
+    }
+
+    #[test]
+    fn navigation_targets_stay_on_the_site() {
+        for ok in [
+            "/",
+            "/shop?q=a%20b#top",
+            "/a/b/../c",
+            "/:8080/x",
+            "/p?next=http://evil.example/",
+            "/p#//evil",
+            "/%2F%2Fevil",
+            "/p?a=\\b",
+        ] {
+            assert_eq!(navigation_target(ok), Ok(()), "{ok}");
+        }
+        let bad = [
+            "",
+            "shop",
+            "//evil.example/",
+            "/\\evil.example/",
+            "\\\\evil.example/",
+            "/\t/localhost:8080/evil",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\u{0}/evil.example",
+            "/\u{7f}/evil",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "http://evil.example/",
+            "https://site.invalid/",
+            "http://site.invalid:8080/",
+            "//site.invalid:81/",
+            "http:/evil.example",
+        ];
+        for url in bad {
+            assert!(navigation_target(url).is_err(), "{url:?} must be refused");
+        }
+        let evil = r#"{"type":"command","key":"top","attribute":"all","fn":"navigate","args":["/\t/localhost:1/evil"]}"#;
+        let e = parse(evil).unwrap_err();
+        assert_eq!(
+            (e.code, e.request.as_deref()),
+            (ErrorCode::BadMessage, Some("command"))
+        );
+        assert!(
+            e.message.contains("not a path on this site"),
+            "{}",
+            e.message
+        );
+        let e = parse(r#"{"type":"command","key":"top/iframe[0]","attribute":"all","fn":"navigate","args":[7]}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage);
+        // Only the URL key is checked: a part's value may be anything.
+        assert!(parse(r#"{"type":"command","key":"top/input","attribute":"all","fn":"value","args":["//evil"]}"#).is_ok());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Participant {
     pub conn: Option<ConnId>,
     /// Since when it has had no connection.
     pub detached_since: Option<Instant>,
+    /// The single-use token its connection was last given (in `joined`) to
+    /// bind its browser to it (`POST {prefix}bind`), and when.
+    pub bind: Option<(String, Instant)>,
 }
 
 /// An offer of a session to one operator, until answered or timed out.

@@ -355,15 +355,25 @@ impl State {
     }
 }
 
-/// What the connection needs to know about the participant it became.
-fn joined(p: &Participant) -> String {
-    ServerMessage::Joined {
+/// How long a bind token given in `joined` may be used: the agent binds
+/// right after it arrives.
+pub const BIND_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What the connection needs to know about the participant it became, with
+/// a fresh bind token: the proof, for `POST {prefix}bind`, that the browser
+/// asking is the one holding this participant's connection.
+fn joined(p: &mut Participant) -> String {
+    let token = new_secret();
+    let json = ServerMessage::Joined {
         session: &p.session,
         participant: &p.id,
         resume: &p.resume,
         role: p.role,
+        bind: &token,
     }
-    .to_json()
+    .to_json();
+    p.bind = Some((token, Instant::now()));
+    json
 }
 
 impl Shared {
@@ -630,7 +640,7 @@ impl Shared {
             return Err(refusal);
         }
         let pid = format!("p{}", st.next());
-        let p = Participant {
+        let mut p = Participant {
             id: pid.clone(),
             session: sid.clone(),
             role: Role::Customer,
@@ -639,10 +649,11 @@ impl Shared {
             resume: new_secret(),
             conn: Some(conn),
             detached_since: None,
+            bind: None,
         };
         let mut s = Session::new(sid.clone(), now_secs());
         s.participants.push(pid.clone());
-        st.send_text(conn, joined(&p));
+        st.send_text(conn, joined(&mut p));
         st.send(
             conn,
             Outbound::Follow {
@@ -742,7 +753,7 @@ impl Shared {
             .clone()
             .ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
         let pid = format!("p{}", st.next());
-        let p = Participant {
+        let mut p = Participant {
             id: pid.clone(),
             session: sid.to_string(),
             role: Role::Operator,
@@ -751,8 +762,9 @@ impl Shared {
             resume: new_secret(),
             conn: Some(conn),
             detached_since: None,
+            bind: None,
         };
-        st.send_text(conn, joined(&p));
+        st.send_text(conn, joined(&mut p));
         st.send(
             conn,
             Outbound::Follow {
@@ -932,7 +944,7 @@ impl Shared {
         }
         let name = voucher.name.clone();
         let pid = format!("p{}", st.next());
-        let p = Participant {
+        let mut p = Participant {
             id: pid.clone(),
             session: sid.to_string(),
             role,
@@ -941,9 +953,10 @@ impl Shared {
             resume: new_secret(),
             conn: Some(conn),
             detached_since: None,
+            bind: None,
         };
         st.release_offer(conn, Release::Withdrawn);
-        st.send_text(conn, joined(&p));
+        st.send_text(conn, joined(&mut p));
         st.send(
             conn,
             Outbound::Follow {

@@ -589,8 +589,9 @@ mod properties {
 
             let total = ops.len();
             for (from_customer, k, navigate, v) in ops {
-                let f = if navigate { "navigate" } else { "value" };
-                let c = json!({"type": "command", "key": KEYS[k], "attribute": "others", "fn": f, "args": [v]});
+                // A frame URL key's target is a path on the site.
+                let (f, arg) = if navigate { ("navigate", json!(format!("/{v}"))) } else { ("value", json!(v)) };
+                let c = json!({"type": "command", "key": KEYS[k], "attribute": "others", "fn": f, "args": [arg]});
                 if from_customer { customer.send(c).await } else { op.send(c).await }
             }
             for _ in 0..total {
@@ -699,4 +700,54 @@ async fn one_address_cannot_flood_the_queue_with_calls() {
         (Some("rate_limited"), Some("call"))
     );
     assert!(hub.shared().lock().sessions.is_empty());
+}
+
+#[tokio::test]
+async fn a_bind_token_is_good_once_and_only_while_fresh() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (customer, op, session) = connected(&hub, 4096).await;
+    let token = customer
+        .seen
+        .iter()
+        .find(|v| v["type"] == "joined")
+        .unwrap()["bind"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let op_token = op.seen.iter().find(|v| v["type"] == "joined").unwrap()["bind"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(token, op_token);
+    assert!(
+        hub.redeem_bind("0".repeat(32).as_str(), &token).is_none(),
+        "a token is good for its own session only"
+    );
+    let (_, p, resume) = hub
+        .redeem_bind(&session, &token)
+        .expect("a fresh token binds");
+    assert_eq!(p.role, Role::Customer);
+    assert_eq!(hub.participant(&session, &resume).unwrap().1.id, p.id);
+    assert!(
+        hub.redeem_bind(&session, &token).is_none(),
+        "a token is good once"
+    );
+
+    // The operator's token, left unused past its lifetime, is worth nothing.
+    {
+        let mut st = hub.shared().lock();
+        let p = st
+            .participants
+            .values_mut()
+            .find(|p| p.role == Role::Operator)
+            .unwrap();
+        let (_, issued) = p.bind.as_mut().unwrap();
+        *issued = Instant::now()
+            .checked_sub(super::state::BIND_TOKEN_LIFETIME)
+            .unwrap();
+    }
+    assert!(
+        hub.redeem_bind(&session, &op_token).is_none(),
+        "an expired token binds nothing"
+    );
 }

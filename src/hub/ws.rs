@@ -56,6 +56,31 @@ pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx, public: &
     normal(origin) == normal(&ours)
 }
 
+/// Why a request that may change state (under the prefix: `bind`, `login`,
+/// `logout`, any method but GET, HEAD and OPTIONS) does not come from a page
+/// of our own origin, or `None` when it does. Browsers send `Origin` with
+/// every such request, forms and scripts alike, so a missing one is refused
+/// as a foreign one is (a page on another site posting a form, an
+/// `enctype=text/plain` form carrying JSON included). Where the browser also
+/// says `Sec-Fetch-Site`, it must be `same-origin`.
+pub fn foreign_page<B>(req: &Request<B>, ctx: &Ctx, public: &[String]) -> Option<&'static str> {
+    let headers = req.headers();
+    if !headers.contains_key(header::ORIGIN) {
+        return Some("the request carries no Origin");
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()));
+    if !same_origin(headers, host, ctx, public) {
+        return Some("the Origin is not this proxy's own");
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        None | Some(b"same-origin") => None,
+        Some(_) => Some("the browser says the request comes from another site (Sec-Fetch-Site)"),
+    }
+}
+
 /// Whether the browser reached us over HTTPS: our own TLS, or a request
 /// from one of the configured public `https://` origins (TLS ended in
 /// front of us). Cookies set for such a browser get `Secure`.
@@ -240,6 +265,42 @@ mod tests {
         assert!(browser_over_https(&h, &ctx(false), &public));
         assert!(!browser_over_https(&h, &ctx(false), &[]));
         assert!(browser_over_https(&HeaderMap::new(), &ctx(true), &[]));
+    }
+
+    #[test]
+    fn state_changes_come_from_our_own_pages_only() {
+        let check = |headers: &[(&str, &str)]| {
+            let mut b = Request::builder()
+                .method(Method::POST)
+                .uri("/__cobrowse/bind")
+                .header(header::HOST, "proxy.example:8080");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            foreign_page(&b.body(()).unwrap(), &ctx(false), &[])
+        };
+        assert_eq!(check(&[("origin", "http://proxy.example:8080")]), None);
+        assert_eq!(
+            check(&[
+                ("origin", "http://proxy.example:8080"),
+                ("sec-fetch-site", "same-origin")
+            ]),
+            None
+        );
+        assert!(check(&[]).is_some(), "no Origin");
+        assert!(check(&[("origin", "null")]).is_some());
+        assert!(check(&[("origin", "http://evil.example")]).is_some());
+        assert!(check(&[("origin", "http://proxy.example:8081")]).is_some());
+        for site in ["same-site", "cross-site", "none"] {
+            assert!(
+                check(&[
+                    ("origin", "http://proxy.example:8080"),
+                    ("sec-fetch-site", site)
+                ])
+                .is_some(),
+                "{site}"
+            );
+        }
     }
 
     #[test]

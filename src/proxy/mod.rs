@@ -216,6 +216,9 @@ impl Proxy {
         reason = "the refusal is the response itself, built once per refused request"
     )]
     fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
+        if let Some(answer) = request::server_wide(req.method(), req.uri()) {
+            return Err(answer);
+        }
         let host = request_host(req).unwrap_or_default();
         if !host
             .bytes()
@@ -302,19 +305,21 @@ impl Proxy {
                     .unwrap_or_default();
                 warn!(error = %e, %cause, %upstream, "upstream request failed");
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
+                // The upstream's address is ours to know (it is in the log),
+                // not the browser's: it names an internal host.
                 let message = if e.is_connect() {
-                    format!("The site behind this proxy ({upstream}) could not be reached.")
+                    "The site could not be reached. Try again in a moment."
                 } else {
-                    format!("The site behind this proxy ({upstream}) failed to answer.")
+                    "The site failed to answer. Try again in a moment."
                 };
-                Err(error::page(StatusCode::BAD_GATEWAY, &message))
+                Err(error::page(StatusCode::BAD_GATEWAY, message))
             }
             Err(_) => {
                 warn!(%upstream, timeout = ?self.config.proxy.response_timeout, "upstream response timed out");
                 metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
                 Err(error::page(
                     StatusCode::GATEWAY_TIMEOUT,
-                    &format!("The site behind this proxy ({upstream}) did not answer in time."),
+                    "The site did not answer in time. Try again in a moment.",
                 ))
             }
         }

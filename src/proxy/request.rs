@@ -1,15 +1,55 @@
 //! The request-header phase: runs once the site is known, before the
 //! request goes upstream. The upstream sees itself addressed (Host, Origin,
 //! Referer), only encodings the proxy can decode are offered, and headers
-//! that belong to the client's connection stay behind.
+//! that belong to the client's connection stay behind. Requests about the
+//! server itself (`*`) are answered before this phase ([`server_wide`]).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Uri, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Response, StatusCode, Uri, Version};
 
 use super::compress;
 use super::site::Mapper;
+use crate::body::{self, Body};
 use crate::server::Ctx;
+
+/// The methods the proxy passes on, as a server-wide `OPTIONS` tells them.
+const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// The answer to a request that is not for a resource of the site, so it is
+/// answered here and never goes upstream. A target of `*` (RFC 9112 3.2.4)
+/// asks about this server: `OPTIONS *` gets `200` with `Allow`; any other
+/// method with `*` is not a valid request (`400`). `CONNECT` (authority
+/// form) asks for a tunnel to a host of the client's choosing, which a
+/// reverse proxy does not give (`405`).
+pub fn server_wide(method: &Method, uri: &Uri) -> Option<Response<Body>> {
+    if method == Method::CONNECT {
+        metrics::counter!("cobrowse_proxy_bad_targets_total").increment(1);
+        let mut page = super::error::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This is not a forward proxy: CONNECT is not available.",
+        );
+        page.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        return Some(page);
+    }
+    if uri.authority().is_some() || uri.path() != "*" {
+        return None;
+    }
+    if method == Method::OPTIONS {
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::ALLOW, ALLOW)
+            .body(body::empty());
+        return Some(response.expect("static response parts are valid"));
+    }
+    metrics::counter!("cobrowse_proxy_bad_targets_total").increment(1);
+    Some(super::error::page(
+        StatusCode::BAD_REQUEST,
+        &format!("The request target `*` is only for OPTIONS, not {method}."),
+    ))
+}
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
 pub const HOP_BY_HOP: [HeaderName; 8] = [
@@ -41,7 +81,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Debug)]
 pub struct BadPath;
 
-/// Readdresses `parts` to upstream `current`.
+/// Readdresses `parts` to upstream `current`. The upstream URI is built
+/// from parsed parts: the configured upstream's scheme and authority, and
+/// the request's path, which must be a path (origin form, RFC 9112 3.2.1).
+/// Pasted together as text, a target that is no path (`*`) would end up in
+/// the authority and pick another host or port.
 pub fn translate(
     parts: &mut Parts,
     mapper: &Mapper,
@@ -49,14 +93,21 @@ pub fn translate(
     ctx: &Ctx,
 ) -> Result<(), BadPath> {
     let upstream = &mapper.upstreams()[current];
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!(
-        "{}://{}{path}",
-        upstream.origin.scheme(),
-        upstream.authority
-    )
-    .parse::<Uri>()
-    .map_err(|_| BadPath)?;
+    let path = match parts.uri.path_and_query() {
+        Some(p) if p.as_str().starts_with('/') => p.clone(),
+        Some(_) => return Err(BadPath),
+        None => PathAndQuery::from_static("/"),
+    };
+    let authority = upstream
+        .authority
+        .parse::<Authority>()
+        .map_err(|_| BadPath)?;
+    parts.uri = Uri::builder()
+        .scheme(upstream.origin.scheme())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| BadPath)?;
     // The upstream client picks HTTP/1.1 or HTTP/2 per connection by ALPN.
     parts.version = Version::HTTP_11;
     let client_host = parts.headers.get(header::HOST).cloned();

@@ -90,3 +90,89 @@ async fn full_page_loads_follow_both_ways() {
     .await;
     s.assert_no_errors();
 }
+
+/// A navigation command that would take a participant's frame to another
+/// origin: a tab between the slashes vanishes when the browser parses the
+/// URL, leaving `//localhost:PORT/evil`.
+fn off_site(evil: &crate::support::origin::Origin) -> String {
+    format!("/\t/localhost:{}/evil", evil.addr.port())
+}
+
+/// `cmd` as the hub would deliver it, handed to the agent's applier.
+fn deliver(url: &str) -> String {
+    let cmd = serde_json::json!({"type": "command", "session": "s", "sender": "p0", "seq": 9999, "key": "top", "attribute": "others", "fn": "navigate", "args": [url, "load", null, "forged"]});
+    format!("window.__cobrowse.engine.receive({cmd}), true")
+}
+
+const REFUSED: &str = "cobrowse: a navigation off this site was not applied";
+
+#[tokio::test]
+async fn a_navigation_off_the_site_is_not_applied_by_the_agent() {
+    let evil = crate::support::origin::Origin::pages(&[(
+        "/evil",
+        "text/html",
+        "<html><head></head><body id=evil>another site</body></html>",
+    )])
+    .await;
+    let s = Shared::start("/").await;
+    let (c, o) = (&s.customer, &s.operator);
+    let url = off_site(&evil);
+    let proxy_origin = serde_json::to_string(&s.server.url("")).unwrap();
+    let refused = |tab: &Tab| tab.console_log().iter().any(|l| l.contains(REFUSED));
+
+    // The hub refuses such a command; these reach the applier as if it had
+    // not: the operator's content frame, then the customer's page.
+    o.eval_on(
+        CONTENT,
+        &format!(
+            "el.contentWindow.eval({})",
+            serde_json::to_string(&deliver(&url)).unwrap()
+        ),
+    )
+    .await;
+    crate::support::wait_for(
+        "the operator's agent to refuse the navigation",
+        std::time::Duration::from_secs(10),
+        || async { refused(o).then_some(()) },
+        || o.console_log().join("\n"),
+    )
+    .await;
+    c.eval(&deliver(&url)).await;
+    crate::support::wait_for(
+        "the customer's agent to refuse the navigation",
+        std::time::Duration::from_secs(10),
+        || async { refused(c).then_some(()) },
+        || c.console_log().join("\n"),
+    )
+    .await;
+
+    // A URL the console remembers for the frame is not loaded either when
+    // the frame comes back and finds itself elsewhere (view only).
+    o.eval(&format!("window.__cobrowse.console.send({{ key: 'top', fn: 'navigate', args: [{}, 'load', null] }}), true", serde_json::to_string(&url).unwrap())).await;
+    o.eval_on(
+        CONTENT,
+        "(el.contentWindow.__before = true, el.contentWindow.location.reload(), true)",
+    )
+    .await;
+    s.on_operator(
+        "the content frame reloaded with its agent",
+        "!window.__before && !!window.__cobrowse.engine",
+    )
+    .await;
+
+    // Both stay on the site and keep sharing: the customer's next page
+    // reaches the operator.
+    c.click(r#"ul a[href="/form.html"]"#).await;
+    s.on_operator("the customer's next page, on the proxy's origin", &format!("location.pathname === '/form.html' && location.origin === {proxy_origin} && !!window.__cobrowse.engine")).await;
+    assert_eq!(
+        c.eval("location.origin").await,
+        serde_json::json!(s.server.url("")),
+        "the customer left the site"
+    );
+    assert_eq!(
+        evil.requests(),
+        0,
+        "a frame loaded the other origin\n{}",
+        super::harness::context(&s.tabs(), &s.server).await
+    );
+}

@@ -291,6 +291,17 @@ async fn upstream_failures_get_a_readable_page_never_a_hang() {
         "{}",
         got.text()
     );
+    // The upstream's address is internal: the log has it, the page does not.
+    assert!(
+        !got.text().contains(&closed.port().to_string()),
+        "the 502 page names the upstream: {}",
+        got.text()
+    );
+    assert!(
+        proxy.output().contains(&closed.to_string()),
+        "{}",
+        proxy.output()
+    );
 
     let silent = Origin::start(|_| std::future::pending::<Response<_>>()).await;
     let proxy = Cobrowse::with_config(&Cobrowse::config_for(
@@ -308,8 +319,78 @@ async fn upstream_failures_get_a_readable_page_never_a_hang() {
         got.text()
     );
     assert!(
+        !got.text().contains(&silent.addr.port().to_string()),
+        "the 504 page names the upstream: {}",
+        got.text()
+    );
+    assert!(
         proxy.output().contains("upstream response timed out"),
         "{}",
         proxy.output()
     );
+}
+
+/// One raw HTTP/1.1 request (`request_line` and the Host header) on its own
+/// connection: status line, headers and body as text.
+async fn raw(proxy: &Cobrowse, request_line: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "{request_line}\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        proxy.addr
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_request_target_star_and_connect_never_go_upstream() {
+    let origin = Origin::pages(&[("/", "text/plain", "home")]).await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+
+    // About the server itself: answered here.
+    let got = raw(&proxy, "OPTIONS * HTTP/1.1").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}\n{}", proxy.output());
+    let allow = got
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("allow: ")
+                .or_else(|| l.strip_prefix("Allow: "))
+        })
+        .unwrap_or_default();
+    assert!(allow.contains("GET") && allow.contains("OPTIONS"), "{got}");
+    // Any other method with `*`: not a request for anything.
+    for method in ["GET", "POST", "HEAD", "DELETE"] {
+        let got = raw(&proxy, &format!("{method} * HTTP/1.1")).await;
+        assert!(
+            got.starts_with("HTTP/1.1 400"),
+            "{method} *: {got}\n{}",
+            proxy.output()
+        );
+    }
+    // Nor is this a forward proxy's tunnel to a host of the client's choosing.
+    let got = raw(&proxy, "CONNECT example.com:443 HTTP/1.1").await;
+    assert!(
+        got.starts_with("HTTP/1.1 405"),
+        "CONNECT: {got}\n{}",
+        proxy.output()
+    );
+    assert_eq!(
+        origin.requests(),
+        0,
+        "a `*` or CONNECT request reached the upstream"
+    );
+    assert!(
+        !proxy.output().contains("upstream request failed"),
+        "a `*` request was sent somewhere:\n{}",
+        proxy.output()
+    );
+    // Ordinary paths still go through.
+    assert!(raw(&proxy, "GET / HTTP/1.1").await.ends_with("home"));
+    assert_eq!(origin.requests(), 1);
 }
