@@ -30,7 +30,7 @@ fn second_operator() -> String {
 }
 
 /// A raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
-async fn http(proxy: &Cobrowse, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Vec<(String, String)>, String) {
+pub(crate) async fn http(proxy: &Cobrowse, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", proxy.addr, body.len());
     for (k, v) in headers {
@@ -49,7 +49,7 @@ async fn http(proxy: &Cobrowse, method: &str, path: &str, headers: &[(&str, &str
     (status, headers, body.to_string())
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
@@ -67,10 +67,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client that remembers everything it received, for failure
 /// messages.
-struct Client {
+pub(crate) struct Client {
     name: &'static str,
     ws: Ws,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
     log: String,
 }
 
@@ -176,7 +176,7 @@ fn command(key: &str, f: &str, arg: Value) -> Value {
 }
 
 /// A customer calls and an operator responds; returns both and the session.
-async fn connected_call(proxy: &Cobrowse) -> (Client, Client, String) {
+pub(crate) async fn connected_call(proxy: &Cobrowse) -> (Client, Client, String) {
     let mut op = Client::operator(proxy, "operator", OPERATOR_USER).await;
     op.send(json!({"type": "ready"})).await;
     op.expect(proxy, "queue").await;

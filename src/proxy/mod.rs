@@ -268,6 +268,9 @@ impl Proxy {
             // followers reading the same.
             if kind == Kind::Json && want.method == Method::GET && status == StatusCode::OK {
                 if let Some(recorder) = self.recorder(record, status, headers, false) {
+                    // Without a length the server reads the body to its end,
+                    // where the recorder keeps it.
+                    headers.remove(header::CONTENT_LENGTH);
                     return Ok(Pipeline::default().then(recorder).apply(incoming));
                 }
             }
