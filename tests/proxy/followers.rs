@@ -152,7 +152,8 @@ async fn followers_cannot_act_as_the_customer_through_other_doors() {
     let s = Session::start("").await;
     let before = s.shop.log().len();
     for (name, value) in [("X-HTTP-Method-Override", "DELETE"), ("X-Method-Override", "PUT"), ("X-HTTP-Method", "DELETE"), ("Accept", "text/event-stream")] {
-        let got = s.follower_get("/account", &[(name, value)]).await;
+        // The page the customer was on: read as the customer, were it let through.
+        let got = s.follower_get("/account", &[NAVIGATE[0], NAVIGATE[1], (name, value)]).await;
         assert_eq!((got.status.as_u16(), got.header("x-cobrowse-refused")), (403, "one-driver"), "{name}: {}", s.context(&got));
     }
     // The site's own WebSocket.
@@ -180,4 +181,16 @@ async fn a_follower_never_receives_the_sites_cookies() {
     }
     let got = s.driver_get("/tracked", "document").await;
     assert!(got.header("set-cookie").starts_with("tracker="), "the customer's own browser gets them");
+}
+
+#[tokio::test]
+async fn a_url_whose_masked_values_the_agent_blanked_is_served_the_drivers_document() {
+    let s = Session::start("").await;
+    let driver = s.driver_get("/search?q=teapot&pw=hunter2&cardno=4111", "document").await;
+    assert!(driver.text().contains("Results for teapot"));
+    // The agent shares the navigation as `?q=teapot&pw=&cardno=`.
+    let got = s.follower_get("/search?q=teapot&pw=&cardno=", &NAVIGATE).await;
+    assert_eq!(got.header("x-cobrowse-document"), "driver", "{}", s.context(&got));
+    assert!(got.text().contains("Results for teapot"), "{}", s.context(&got));
+    assert_eq!(s.shop.count("GET /search"), 1, "the follower's copy is the driver's: {:#?}", s.shop.log());
 }

@@ -168,6 +168,12 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
             r.headers_mut().insert(header::SET_COOKIE, "tracker=abc; Path=/".parse().unwrap());
             r
         }
+        (Method::GET, "/search") => {
+            // A GET form with a password field: the customer's navigation
+            // carries it in the query.
+            let q = url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).find(|(k, _)| k == "q").map(|(_, v)| v.into_owned());
+            html(StatusCode::OK, format!("<!doctype html><title>Search</title><p id=results>Results for {}</p><span id=serial>{serial}</span>", q.unwrap_or_default()))
+        }
         (Method::GET, "/offers.json") => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(format!(r#"{{"offer":"tea","card_number":"{CARD_ON_FILE}","serial":{serial}}}"#)))
