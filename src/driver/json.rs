@@ -120,7 +120,7 @@ pub fn mask(body: &[u8], configured: &[String], max_bytes: usize) -> Result<Vec<
 
 fn is_masked(key: &str, configured: &[String]) -> bool {
     let key = normalise(key);
-    ALWAYS_MASKED.contains(&key.as_str()) || configured.iter().any(|c| *c == key)
+    ALWAYS_MASKED.contains(&key.as_str()) || configured.contains(&key)
 }
 
 /// Copies valid JSON `json` to `out` byte for byte, except the value of a

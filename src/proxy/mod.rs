@@ -266,13 +266,15 @@ impl Proxy {
             }
             // A JSON answer to the driver's script is kept, as it came, for
             // followers reading the same.
-            if kind == Kind::Json && want.method == Method::GET && status == StatusCode::OK {
-                if let Some(recorder) = self.recorder(record, status, headers, false) {
-                    // Without a length the server reads the body to its end,
-                    // where the recorder keeps it.
-                    headers.remove(header::CONTENT_LENGTH);
-                    return Ok(Pipeline::default().then(recorder).apply(incoming));
-                }
+            if kind == Kind::Json
+                && want.method == Method::GET
+                && status == StatusCode::OK
+                && let Some(recorder) = self.recorder(record, status, headers, false)
+            {
+                // Without a length the server reads the body to its end,
+                // where the recorder keeps it.
+                headers.remove(header::CONTENT_LENGTH);
+                return Ok(Pipeline::default().then(recorder).apply(incoming));
             }
             return Ok(incoming);
         }

@@ -72,7 +72,14 @@ impl Session {
     }
 
     fn context(&self, got: &Got) -> String {
-        format!("status {}\nheaders {:?}\nbody {}\nshop saw {:#?}\n---- server ----\n{}", got.status, got.headers, got.text(), self.shop.log(), self.server.output())
+        format!(
+            "status {}\nheaders {:?}\nbody {}\nshop saw {:#?}\n---- server ----\n{}",
+            got.status,
+            got.headers,
+            got.text(),
+            self.shop.log(),
+            self.server.output()
+        )
     }
 }
 
@@ -161,7 +168,13 @@ async fn followers_cannot_act_as_the_customer_through_other_doors() {
         &s.server,
         "GET",
         "/socket",
-        &[("Cookie", &s.follower), ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")],
+        &[
+            ("Cookie", &s.follower),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
         "",
     )
     .await;
