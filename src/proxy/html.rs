@@ -254,7 +254,7 @@ fn settings(options: &Options, encoding: AsciiCompatibleEncoding, from_meta: boo
                 RewritingError::ParsingAmbiguity(_) => "ambiguity",
                 _ => "handler",
             };
-            warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified");
+            warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified (cut off instead for a follower)");
             metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => reason).increment(1);
         }));
 
