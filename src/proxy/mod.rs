@@ -16,7 +16,9 @@
 //! 4. **response headers** ([`response`], [`csp`]): URLs, cookies, policies.
 //! 5. **body**: HTML ([`html`], [`links`]) and CSS ([`css`]) are decoded
 //!    ([`compress`]), rewritten and encoded again as a [`stream`]; every
-//!    other body passes through untouched.
+//!    other body passes through untouched. To a follower in a shared
+//!    session, JSON is masked and what cannot be rewritten and masked is
+//!    refused instead of passed (see `driver`).
 //!
 //! # Layout
 //!
