@@ -38,6 +38,7 @@ fn options(upstream: &str) -> Options {
         memory_limit: 1 << 20,
         declared: None,
         mask: Vec::new(),
+        follower: false,
     }
 }
 

@@ -80,11 +80,28 @@ pub struct Operator {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Privacy {
     /// CSS selectors whose fields are masked, beside passwords and payment
     /// fields, which always are.
     pub mask: Vec<String>,
+    /// JSON object keys whose values are blanked in JSON served to
+    /// followers, beside the built-in password, PIN, CVC and card-number
+    /// keys; stored normalised (see `driver::json::normalise`).
+    pub json_keys: Vec<String>,
+    /// Largest JSON body (decoded) masked for a follower; a larger one is
+    /// refused to followers. Default 2 MiB.
+    pub json_max_bytes: usize,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Privacy {
+            mask: Vec::new(),
+            json_keys: Vec::new(),
+            json_max_bytes: 2 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +210,7 @@ impl Default for crate::driver::documents::Limits {
             documents_per_session: 32,
             bytes_per_session: 16 * 1024 * 1024,
             max_age: Duration::from_secs(10 * 60),
+            follower_wait: Duration::from_secs(3),
         }
     }
 }
@@ -259,6 +277,7 @@ struct RawDriver {
     documents_per_session: Option<Spanned<usize>>,
     bytes_per_session: Option<Spanned<usize>>,
     document_max_age_secs: Option<Spanned<u64>>,
+    follower_wait_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +314,9 @@ struct RawDemo {
 struct RawPrivacy {
     #[serde(default)]
     mask: Vec<Spanned<String>>,
+    #[serde(default)]
+    json_keys: Vec<Spanned<String>>,
+    json_max_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -646,6 +668,23 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
             }
             privacy.mask.push(s.to_string());
         }
+        for (i, key) in p.json_keys.iter().enumerate() {
+            let normal = crate::driver::json::normalise(key.get_ref());
+            if normal.is_empty() {
+                return Err(src.at(
+                    &format!("privacy.json_keys[{i}]"),
+                    key,
+                    "must be a JSON key name like `accountNumber`",
+                ));
+            }
+            privacy.json_keys.push(normal);
+        }
+        positive(
+            src,
+            "privacy.json_max_bytes",
+            &p.json_max_bytes,
+            &mut privacy.json_max_bytes,
+        )?;
     }
 
     let mut hub = HubLimits::default();
@@ -789,6 +828,16 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         )?;
         if let Some(v) = &d.document_max_age_secs {
             driver.max_age = secs(src, "driver.document_max_age_secs", v)?;
+        }
+        if let Some(v) = &d.follower_wait_ms {
+            if *v.get_ref() > 60_000 {
+                return Err(src.at(
+                    "driver.follower_wait_ms",
+                    v,
+                    "must be at most 60000 (a minute)",
+                ));
+            }
+            driver.follower_wait = Duration::from_millis(*v.get_ref());
         }
     }
 
@@ -1006,6 +1055,35 @@ mod tests {
                 .unwrap_err()
                 .field,
             "driver.bytes_per_session"
+        );
+        assert_eq!(c.driver.follower_wait, Duration::from_secs(3));
+        let c = parse("upstream = \"http://a\"\n[driver]\nfollower_wait_ms = 0\n").unwrap();
+        assert_eq!(c.driver.follower_wait, Duration::ZERO);
+        assert_eq!(
+            parse("upstream = \"http://a\"\n[driver]\nfollower_wait_ms = 600000\n")
+                .unwrap_err()
+                .field,
+            "driver.follower_wait_ms"
+        );
+    }
+
+    #[test]
+    fn privacy_json_keys() {
+        let c = parse(
+            "upstream = \"http://a\"\n[privacy]\njson_keys = [\"Account-Number\", \"iban\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.privacy.json_keys, ["accountnumber", "iban"]);
+        assert_eq!(c.privacy.json_max_bytes, 2 * 1024 * 1024);
+        let e = parse("upstream = \"http://a\"\n[privacy]\njson_keys = [\"ok\", \"_-\"]\n")
+            .unwrap_err();
+        assert_eq!(e.field, "privacy.json_keys[1]");
+        assert_eq!(e.line, Some(3));
+        assert_eq!(
+            parse("upstream = \"http://a\"\n[privacy]\njson_max_bytes = 0\n")
+                .unwrap_err()
+                .field,
+            "privacy.json_max_bytes"
         );
     }
 

@@ -32,7 +32,7 @@ fn second_operator() -> String {
 }
 
 /// A raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
-async fn http(
+pub(crate) async fn http(
     proxy: &Cobrowse,
     method: &str,
     path: &str,
@@ -74,7 +74,7 @@ async fn http(
     (status, headers, body.to_string())
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k == name)
@@ -99,10 +99,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client that remembers everything it received, for failure
 /// messages.
-struct Client {
+pub(crate) struct Client {
     name: &'static str,
     ws: Ws,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
     log: String,
 }
 
@@ -241,7 +241,7 @@ fn command(key: &str, f: &str, arg: Value) -> Value {
 }
 
 /// A customer calls and an operator responds; returns both and the session.
-async fn connected_call(proxy: &Cobrowse) -> (Client, Client, String) {
+pub(crate) async fn connected_call(proxy: &Cobrowse) -> (Client, Client, String) {
     let mut op = Client::operator(proxy, "operator", OPERATOR_USER).await;
     op.send(json!({"type": "ready"})).await;
     op.expect(proxy, "queue").await;

@@ -3,6 +3,7 @@
 
 mod encoding;
 mod fidelity;
+mod followers;
 mod headers;
 mod html;
 mod links;

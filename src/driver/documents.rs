@@ -23,6 +23,9 @@ pub struct Limits {
     pub documents_per_session: usize,
     pub bytes_per_session: usize,
     pub max_age: Duration,
+    /// How long a follower's read waits for the driver's response to the
+    /// same request when the follower asks first.
+    pub follower_wait: Duration,
 }
 
 /// One document as the driver received it (decoded, agent injected).
@@ -48,6 +51,9 @@ struct SessionDocuments {
 #[derive(Clone)]
 pub struct Documents {
     inner: Arc<Mutex<HashMap<String, SessionDocuments>>>,
+    /// Woken whenever a document is kept: followers waiting for the
+    /// driver's response look again.
+    kept: Arc<tokio::sync::Notify>,
     limits: Limits,
 }
 
@@ -55,6 +61,7 @@ impl Documents {
     pub fn new(limits: Limits) -> Documents {
         Documents {
             inner: Arc::default(),
+            kept: Arc::default(),
             limits,
         }
     }
@@ -101,10 +108,14 @@ impl Documents {
                 .expect("over a bound means not empty");
             docs.bytes -= evicted.body.len();
         }
+        drop(sessions);
+        self.kept.notify_waiters();
     }
 
     /// The latest document the driver received for `target`, if it is still
-    /// kept and not older than the age bound.
+    /// kept and not older than the age bound. A target whose query has some
+    /// values blanked (the agent blanks masked fields' values in the URLs it
+    /// shares) matches the driver's document for the real URL.
     pub fn lookup(&self, session: &str, target: &str) -> Option<Document> {
         let mut sessions = self.inner.lock().expect("documents lock");
         let docs = sessions.get_mut(session)?;
@@ -117,11 +128,31 @@ impl Documents {
             let expired = docs.documents.pop_front().expect("front exists");
             docs.bytes -= expired.body.len();
         }
-        docs.documents
-            .iter()
-            .rev()
+        let newest_first = || docs.documents.iter().rev();
+        newest_first()
             .find(|d| d.target == target)
+            .or_else(|| newest_first().find(|d| blanked_form_of(target, &d.target)))
             .cloned()
+    }
+
+    /// As [`lookup`](Self::lookup), waiting up to the configured bound for
+    /// the driver's response when it is not kept yet (a follower that asks
+    /// before the driver's response is complete).
+    pub async fn wait_for(&self, session: &str, target: &str) -> Option<Document> {
+        let deadline = tokio::time::Instant::now() + self.limits.follower_wait;
+        loop {
+            // Registered before looking, so a document kept in between
+            // still wakes us.
+            let kept = self.kept.notified();
+            tokio::pin!(kept);
+            kept.as_mut().enable();
+            if let Some(doc) = self.lookup(session, target) {
+                return Some(doc);
+            }
+            if tokio::time::timeout_at(deadline, kept).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Forgets everything kept for `session`.
@@ -144,6 +175,29 @@ impl Documents {
             .get(session)
             .map_or((0, 0), |d| (d.documents.len(), d.bytes))
     }
+}
+
+/// Whether `asked` is `kept` with some query values blanked: the same path,
+/// the same parameter names in the same order, and equal values except
+/// where `asked` has an empty one. At least one value must be blanked, or
+/// the targets would have matched exactly.
+fn blanked_form_of(asked: &str, kept: &str) -> bool {
+    let (Some((asked_path, asked_query)), Some((kept_path, kept_query))) =
+        (asked.split_once('?'), kept.split_once('?'))
+    else {
+        return false;
+    };
+    if asked_path != kept_path {
+        return false;
+    }
+    let asked: Vec<_> = url::form_urlencoded::parse(asked_query.as_bytes()).collect();
+    let kept: Vec<_> = url::form_urlencoded::parse(kept_query.as_bytes()).collect();
+    asked.len() == kept.len()
+        && asked.iter().any(|(_, v)| v.is_empty())
+        && asked
+            .iter()
+            .zip(&kept)
+            .all(|((an, av), (kn, kv))| an == kn && (av.is_empty() || av == kv))
 }
 
 /// A body stage that passes HTML through unchanged while keeping a copy;
@@ -220,6 +274,7 @@ mod tests {
             documents_per_session: 2,
             bytes_per_session: 10,
             max_age: Duration::from_secs(60),
+            follower_wait: Duration::from_millis(500),
         }
     }
 
@@ -273,6 +328,56 @@ mod tests {
         d.drop_session("s");
         assert_eq!(d.usage("s"), (0, 0));
         assert!(d.lookup("other", "/a").is_none());
+    }
+
+    #[test]
+    fn a_url_with_blanked_values_finds_the_drivers_document() {
+        let d = Documents::new(Limits {
+            bytes_per_session: 1000,
+            ..limits()
+        });
+        record(&d, "/search?q=tea&pw=hunter2&cardno=4111", "real");
+        assert_eq!(
+            d.lookup("s", "/search?q=tea&pw=&cardno=").unwrap().body,
+            "real"
+        );
+        assert_eq!(
+            d.lookup("s", "/search?q=tea&pw=&cardno").unwrap().body,
+            "real",
+            "a bare name is an empty value"
+        );
+        for other in [
+            "/search?q=coffee&pw=&cardno=",
+            "/search?pw=&q=tea&cardno=",
+            "/search?q=tea&pw=",
+            "/search?q=tea&pw=&cardno=&x=",
+            "/find?q=tea&pw=&cardno=",
+            "/search",
+            "/search?q=tea&pw=hunter3&cardno=4111",
+        ] {
+            assert!(d.lookup("s", other).is_none(), "{other} must not match");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_waits_for_the_drivers_document_within_the_bound() {
+        let d = Documents::new(Limits {
+            bytes_per_session: 1000,
+            ..limits()
+        });
+        let later = d.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            record(&later, "/api", "driver's");
+        });
+        assert_eq!(d.wait_for("s", "/api").await.unwrap().body, "driver's");
+        let started = std::time::Instant::now();
+        assert!(d.wait_for("s", "/never").await.is_none());
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "waited the bound: {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -5,14 +5,22 @@
 //!   the upstream only from the driver; a follower's are refused here.
 //! - The documents the driver received are kept ([`documents`]) and served to
 //!   followers with masked fields blanked ([`mask`]).
-//! - A follower's GETs carry the driver's upstream cookies, never the
-//!   follower's own.
+//! - A follower reads what the driver read, and nothing else as the
+//!   customer: its reads the driver also made (documents, and the GETs the
+//!   driver's scripts made) are answered with what the driver received
+//!   ([`documents`]), masked fields blanked in HTML ([`mask`]) and masked
+//!   keys in JSON ([`json`]); the page the driver was on when its browser was
+//!   bound is read with the driver's cookies; every other read goes upstream
+//!   without any credentials. Site WebSockets, event streams and method
+//!   overrides from followers are refused; a follower never receives the
+//!   site's cookies; what cannot be masked is refused to it, never passed.
 //!
 //! Which participant a request comes from is told by the participant cookie
 //! the agent obtains from `{prefix}bind` once it has joined a session, with
 //! the single-use bind token its connection got in `joined`.
 
 pub mod documents;
+pub mod json;
 pub mod mask;
 
 use std::collections::HashMap;
@@ -25,9 +33,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use self::documents::{Documents, Limits, Recorder};
+use self::documents::{Document, Documents, Limits, Recorder};
 use crate::body::{self, Body};
+use crate::config::Privacy;
 use crate::hub::Hub;
+use crate::proxy::{Kind, kind};
 use crate::server::Ctx;
 use crate::telemetry;
 
@@ -90,8 +100,18 @@ pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
 #[derive(Clone)]
 pub struct Driver {
     pub documents: Documents,
-    /// The driver's latest `Cookie` header to the upstream, per session.
-    credentials: Arc<Mutex<HashMap<String, HeaderValue>>>,
+    /// Per session: the driver's latest `Cookie` header to the upstream, and
+    /// the page its browser was on when it was bound.
+    credentials: Arc<Mutex<HashMap<String, Credentials>>>,
+}
+
+#[derive(Default)]
+struct Credentials {
+    cookie: Option<HeaderValue>,
+    /// Path and query of the page the driver read before documents were
+    /// kept for the session (the page it called from): followers may read it
+    /// with the driver's cookies.
+    page: Option<String>,
 }
 
 impl Driver {
@@ -102,27 +122,58 @@ impl Driver {
         }
     }
 
-    /// Remembers the cookies the driver sends upstream, so followers' reads
-    /// are made with the same credentials.
+    /// Called when the driver's browser is bound to its session: remembers
+    /// its cookies, and the page the bind request comes from (its
+    /// `Referer`), which the driver read before anything was kept for the
+    /// session, so followers can load it as the customer sees it.
     pub fn record_credentials(&self, session: &str, headers: &HeaderMap) {
-        let mut creds = self.credentials.lock().expect("credentials lock");
-        match join_cookies(headers) {
-            Some(cookie) => creds.insert(session.to_string(), cookie),
-            None => creds.remove(session),
-        };
+        self.remember_cookies(session, headers);
+        let page = headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.parse::<http::Uri>().ok())
+            .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()));
+        self.credentials
+            .lock()
+            .expect("credentials lock")
+            .entry(session.to_string())
+            .or_default()
+            .page = page;
+    }
+
+    /// Remembers the cookies the driver sends upstream.
+    fn remember_cookies(&self, session: &str, headers: &HeaderMap) {
+        self.credentials
+            .lock()
+            .expect("credentials lock")
+            .entry(session.to_string())
+            .or_default()
+            .cookie = join_cookies(headers);
     }
 
     /// Replaces the follower's cookies with the driver's.
     pub fn apply_credentials(&self, session: &str, headers: &mut HeaderMap) {
         headers.remove(header::COOKIE);
+        headers.remove(header::AUTHORIZATION);
         if let Some(cookie) = self
             .credentials
             .lock()
             .expect("credentials lock")
             .get(session)
+            .and_then(|c| c.cookie.clone())
         {
-            headers.insert(header::COOKIE, cookie.clone());
+            headers.insert(header::COOKIE, cookie);
         }
+    }
+
+    /// Whether `target` is the page the driver was on when it was bound.
+    fn is_drivers_page(&self, session: &str, target: &str) -> bool {
+        self.credentials
+            .lock()
+            .expect("credentials lock")
+            .get(session)
+            .and_then(|c| c.page.as_deref())
+            == Some(target)
     }
 
     /// Drops everything kept for a session that ended.
@@ -319,13 +370,25 @@ fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Bo
 
 /// What the proxy does with a request, decided before it goes upstream.
 pub enum Decision {
-    /// Send it upstream. `record` names the session whose driver is
-    /// navigating, so the document it gets back is kept for followers;
-    /// `mask` says an HTML answer goes to a follower and has its masked
-    /// fields blanked.
-    Forward { record: Option<String>, mask: bool },
-    /// Answer it here: a kept document for a follower, or a refusal.
+    /// Send it upstream. `record` names the session whose driver is reading
+    /// (a document, or a GET of its scripts), so the response is kept for
+    /// followers; `follower` is set when the response goes to a follower.
+    Forward {
+        record: Option<String>,
+        follower: Option<Follower>,
+    },
+    /// Answer it here: a kept response for a follower, or a refusal.
     Answer(Response<Body>),
+}
+
+/// A follower's read that goes upstream: its response is masked, fails
+/// closed, and never sets the site's cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    pub session: String,
+    /// Made with the driver's cookies (the page the driver was on when it
+    /// was bound); otherwise made with no credentials at all.
+    pub as_driver: bool,
 }
 
 /// Whether the browser is loading a document (a page or a frame), as opposed
@@ -336,120 +399,270 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
     mode == Some("navigate") || matches!(dest, Some("document" | "iframe" | "frame"))
 }
 
+/// Whether a script of the page made the request (fetch, XHR): those reads
+/// are kept from the driver and served to followers like documents.
+pub fn is_scripted(headers: &HeaderMap) -> bool {
+    headers.get("sec-fetch-dest").is_some_and(|v| v == "empty")
+}
+
+/// Headers that ask the site to treat a request as another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
 impl Driver {
     /// The request phase for shared sessions. Runs after the participant
-    /// cookie was taken out and before the request goes upstream.
-    pub fn before_upstream(
+    /// cookie was taken out and before the request goes upstream; may wait
+    /// (bounded) for the driver's response to the same read.
+    pub async fn before_upstream(
         &self,
         standing: &Standing,
         parts: &mut http::request::Parts,
-        mask: &[String],
+        privacy: &Privacy,
     ) -> Decision {
         match standing {
             Standing::Alone => Decision::Forward {
                 record: None,
-                mask: false,
+                follower: None,
             },
             Standing::Driver { session } => {
-                self.record_credentials(session, &parts.headers);
+                self.remember_cookies(session, &parts.headers);
                 // A page reached by POST is kept too: followers load its URL
                 // with a GET and must see what the customer saw.
-                let record = is_navigation(&parts.headers).then(|| session.clone());
+                let keep = is_navigation(&parts.headers)
+                    || (parts.method == Method::GET && is_scripted(&parts.headers));
                 Decision::Forward {
-                    record,
-                    mask: false,
+                    record: keep.then(|| session.clone()),
+                    follower: None,
                 }
             }
             Standing::Follower {
                 session,
                 participant,
             } => {
-                if !is_safe(&parts.method) {
-                    info!(target: "audit", event = "follower_refused", session = %session, participant = %participant, method = %parts.method, path = parts.uri.path());
-                    metrics::counter!(telemetry::FOLLOWER_REFUSALS).increment(1);
-                    warn!(%session, method = %parts.method, uri = %parts.uri, "refused a follower request that would change state");
-                    return Decision::Answer(refusal(&parts.method));
+                if let Some(refused) = refuse_follower(session, participant, parts) {
+                    return Decision::Answer(refused);
                 }
-                if is_navigation(&parts.headers) {
-                    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                    if let Some(response) = self.kept_document(session, target, mask) {
-                        metrics::counter!(telemetry::DOCUMENTS_SERVED).increment(1);
-                        return Decision::Answer(response);
+                // Served whole or not at all: a part of a document cannot be
+                // masked.
+                parts.headers.remove(header::RANGE);
+                parts.headers.remove(header::IF_RANGE);
+                let target = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string();
+                let as_driver_read = parts.method == Method::GET
+                    && (is_navigation(&parts.headers) || is_scripted(&parts.headers));
+                if as_driver_read {
+                    let kept = match self.documents.lookup(session, &target) {
+                        Some(doc) => Some(doc),
+                        // The page the driver called from was never kept: it
+                        // is read again with the driver's cookies.
+                        None if is_navigation(&parts.headers)
+                            && self.is_drivers_page(session, &target) =>
+                        {
+                            None
+                        }
+                        None => self.documents.wait_for(session, &target).await,
+                    };
+                    if let Some(doc) = kept {
+                        return Decision::Answer(match serve_kept(doc, privacy) {
+                            Ok(response) => {
+                                metrics::counter!(telemetry::DOCUMENTS_SERVED)
+                                    .increment(1);
+                                response
+                            }
+                            Err(reason) => unmaskable(session, &target, reason),
+                        });
                     }
                 }
-                // A read the driver has not made for us: make it with the
-                // driver's credentials, never the follower's own.
-                self.apply_credentials(session, &mut parts.headers);
+                let as_driver =
+                    is_navigation(&parts.headers) && self.is_drivers_page(session, &target);
+                if as_driver {
+                    self.apply_credentials(session, &mut parts.headers);
+                } else {
+                    // A read the driver never made: not as the customer.
+                    parts.headers.remove(header::COOKIE);
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
                 Decision::Forward {
                     record: None,
-                    mask: true,
+                    follower: Some(Follower {
+                        session: session.clone(),
+                        as_driver,
+                    }),
                 }
             }
         }
     }
 
-    /// The body stage that keeps a copy of the driver's document for
-    /// followers.
+    /// The body stage that keeps a copy of the driver's response for
+    /// followers. `decoded`: it sits after the decoders (HTML, kept as the
+    /// driver's browser read it after the rewrite); otherwise it keeps the
+    /// upstream's bytes and their `Content-Encoding`.
     pub fn recorder(
         &self,
         session: String,
         target: String,
         status: StatusCode,
         headers: &HeaderMap,
+        decoded: bool,
     ) -> Recorder {
         let mut kept = HeaderMap::new();
+        let encoding = (!decoded).then_some(header::CONTENT_ENCODING);
         for name in [
             header::CONTENT_TYPE,
             header::CONTENT_LANGUAGE,
             header::CONTENT_SECURITY_POLICY,
-        ] {
+        ]
+        .into_iter()
+        .chain(encoding)
+        {
             for value in headers.get_all(&name) {
                 kept.append(name.clone(), value.clone());
             }
         }
         Recorder::new(self.documents.clone(), session, target, status, kept)
     }
-
-    fn kept_document(
-        &self,
-        session: &str,
-        target: &str,
-        mask: &[String],
-    ) -> Option<Response<Body>> {
-        let doc = self.documents.lookup(session, target)?;
-        let encoding = doc
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|ct| {
-                ct.split(';')
-                    .find_map(|p| p.trim().strip_prefix("charset="))
-            })
-            .and_then(|label| encoding_rs::Encoding::for_label(label.trim_matches('"').as_bytes()))
-            .unwrap_or(encoding_rs::UTF_8);
-        let masked = mask::mask_document(&doc.body, encoding, mask)?;
-        let mut response = Response::builder().status(doc.status);
-        for (name, value) in &doc.headers {
-            response = response.header(name, value);
-        }
-        Some(
-            response
-                .header(header::CACHE_CONTROL, "no-store")
-                .header("x-cobrowse-document", "driver")
-                .body(body::full(masked))
-                .expect("parts copied from a valid response"),
-        )
-    }
 }
 
-/// The answer to a follower's request that would change the site's state.
-fn refusal(method: &Method) -> Response<Body> {
+/// A follower's request that must not reach the site, answered here.
+fn refuse_follower(session: &str, participant: &str, parts: &http::request::Parts) -> Option<Response<Body>> {
+    let headers = &parts.headers;
+    let (reason, what) = if !is_safe(&parts.method) {
+        ("method", format!("This {} request", parts.method))
+    } else if let Some(name) = METHOD_OVERRIDES.iter().find(|n| headers.contains_key(**n)) {
+        (
+            "method-override",
+            format!("This request asking the site (by {name}) to treat it as another method"),
+        )
+    } else if headers.contains_key(header::UPGRADE) {
+        // The site's WebSocket would carry the customer's session both ways.
+        (
+            "websocket",
+            "The site's WebSocket (or other upgraded connection)".to_string(),
+        )
+    } else if headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
+    {
+        // A live stream of the customer's account cannot be served from what
+        // the driver received, nor masked.
+        ("event-stream", "The site's event stream".to_string())
+    } else {
+        return None;
+    };
+    info!(target: "audit", event = "follower_refused", session = %session, participant = %participant, method = %parts.method, path = parts.uri.path(), reason);
+    metrics::counter!(telemetry::FOLLOWER_REFUSALS, "reason" => reason).increment(1);
+    warn!(%session, method = %parts.method, uri = %parts.uri, reason, "refused a follower request that would act as the customer");
+    Some(refusal(&what))
+}
+
+/// What the driver received for a read, prepared for a follower: decoded,
+/// masked (HTML fields, JSON keys), never a cookie of the site.
+fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, &'static str> {
+    // HTML was kept decoded; JSON as the upstream sent it.
+    let body = match doc.headers.contains_key(header::CONTENT_ENCODING) {
+        true => json::decode(&doc.headers, &doc.body, privacy.json_max_bytes)?,
+        false => doc.body.to_vec(),
+    };
+    let masked = match kind(&doc.headers) {
+        (Kind::Html, declared) => {
+            mask::mask_document(&body, declared.unwrap_or(encoding_rs::UTF_8), &privacy.mask)
+                .ok_or("html")?
+        }
+        (Kind::Json, _) => json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
+            .map_err(json::Refused::reason)?,
+        _ => return Err("type"),
+    };
+    let mut response = Response::builder().status(doc.status);
+    for (name, value) in doc
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != header::CONTENT_ENCODING)
+    {
+        response = response.header(name, value);
+    }
+    Ok(response
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-cobrowse-document", "driver")
+        .body(body::full(masked))
+        .expect("parts copied from a valid response"))
+}
+
+/// A JSON response from the upstream on its way to a follower: read whole
+/// (bounded), decoded, its masked keys blanked. Headers are fixed for the
+/// new body.
+pub async fn mask_json_response(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    incoming: Body,
+    privacy: &Privacy,
+) -> Result<Body, &'static str> {
+    if status == StatusCode::PARTIAL_CONTENT {
+        return Err("partial");
+    }
+    let mut incoming = incoming;
+    let mut raw = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let Ok(data) = frame
+            .map_err(|_| ())
+            .and_then(|f| f.into_data().or(Ok(bytes::Bytes::new())))
+        else {
+            return Err("upstream");
+        };
+        raw.extend_from_slice(&data);
+        if raw.len() > privacy.json_max_bytes {
+            return Err(json::Refused::TooLarge.reason());
+        }
+    }
+    let body = json::decode(headers, &raw, privacy.json_max_bytes)?;
+    let masked = json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
+        .map_err(json::Refused::reason)?;
+    for name in [
+        header::CONTENT_ENCODING,
+        header::CONTENT_LENGTH,
+        header::ACCEPT_RANGES,
+        header::ETAG,
+    ] {
+        headers.remove(name);
+    }
+    Ok(body::full(masked))
+}
+
+/// The answer to a follower when a response for it cannot be masked (too
+/// large, not parsable, partial, in an unknown encoding, of a type with no
+/// masking): refused, never passed through.
+pub fn unmaskable(session: &str, target: &str, reason: &'static str) -> Response<Body> {
+    metrics::counter!("cobrowse_driver_follower_unmaskable_total", "reason" => reason).increment(1);
+    warn!(%session, %target, reason, "refused a response to a follower that could not be masked");
+    let html = "<!doctype html><html><head><meta charset=utf-8><title>Not shown</title></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
+         <h1>Not shown</h1><p>The site's answer to this request could not be checked for the customer's \
+         masked values (passwords, payment fields), so it is not shown to operators. \
+         The customer sees it in their own browser.</p><p><small>cobrowse proxy</small></p></body></html>";
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("x-cobrowse-refused", "unmaskable")
+        .body(body::full(html))
+        .expect("static response parts are valid")
+}
+
+/// The answer to a follower's request that would change the site's state,
+/// or act as the customer through another door; `what` names the request.
+fn refusal(what: &str) -> Response<Body> {
     let html = format!(
         "<!doctype html><html><head><meta charset=utf-8><title>403 Not performed</title></head>\
          <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>Not performed</h1><p>This {method} request was not sent to the site. \
+         <h1>Not performed</h1><p>{what} was not sent to the site. \
          In a shared session only the customer's browser makes requests that change the site's state \
-         (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>\
+         or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>\
          <p><small>cobrowse proxy</small></p></body></html>"
     );
     Response::builder()
@@ -505,11 +718,7 @@ mod tests {
         )
         .unwrap();
         let hub = Hub::new(std::sync::Arc::new(config));
-        let d = Driver::new(Limits {
-            documents_per_session: 1,
-            bytes_per_session: 1,
-            max_age: std::time::Duration::from_secs(1),
-        });
+        let d = Driver::new(limits());
         let _sessions = Sessions::new(hub.clone(), d.clone());
         let shared = hub.shared().clone();
         let (conn, _rx, _cancel) =
@@ -528,11 +737,7 @@ mod tests {
 
     #[test]
     fn follower_gets_the_drivers_cookies_only() {
-        let d = Driver::new(Limits {
-            documents_per_session: 1,
-            bytes_per_session: 1,
-            max_age: std::time::Duration::from_secs(1),
-        });
+        let d = Driver::new(limits());
         let mut driver = HeaderMap::new();
         driver.append(header::COOKIE, HeaderValue::from_static("sid=customer"));
         d.record_credentials("s", &driver);
@@ -558,14 +763,69 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    #[tokio::test]
-    async fn followers_get_the_drivers_document_masked_and_never_post() {
-        use http_body_util::BodyExt;
-        let d = Driver::new(Limits {
+    fn limits() -> Limits {
+        Limits {
             documents_per_session: 4,
             bytes_per_session: 1 << 20,
             max_age: std::time::Duration::from_secs(60),
-        });
+            follower_wait: std::time::Duration::from_millis(300),
+        }
+    }
+
+    fn privacy(mask: &[&str]) -> Privacy {
+        Privacy {
+            mask: mask.iter().map(|s| s.to_string()).collect(),
+            ..Privacy::default()
+        }
+    }
+
+    /// Keeps `body` as the driver's response to `target`, as the proxy's
+    /// body phase would.
+    fn keep(
+        d: &Driver,
+        target: &str,
+        content_type: &'static str,
+        extra: Option<(header::HeaderName, &'static str)>,
+        body: &[u8],
+    ) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::SET_COOKIE, HeaderValue::from_static("sid=fresh"));
+        if let Some((name, value)) = extra {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        let decoded = content_type.starts_with("text/html");
+        let mut recorder = d.recorder("s".into(), target.into(), StatusCode::OK, &headers, decoded);
+        let mut out = Vec::new();
+        crate::proxy::stream::Stage::push(&mut recorder, body, &mut out).unwrap();
+        crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        use http_body_util::BodyExt;
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
+    fn scripted(target: &str) -> http::request::Parts {
+        let mut parts = request(Method::GET, target, false);
+        parts
+            .headers
+            .insert("sec-fetch-dest", HeaderValue::from_static("empty"));
+        parts
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_drivers_document_masked_and_never_post() {
+        let d = Driver::new(limits());
         let driver = Standing::Driver {
             session: "s".into(),
         };
@@ -579,60 +839,237 @@ mod tests {
             .headers
             .insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
         let Decision::Forward {
-            record: Some(session),
-            mask: false,
-        } = d.before_upstream(&driver, &mut parts, &[])
+            record: Some(_),
+            follower: None,
+        } = d.before_upstream(&driver, &mut parts, &privacy(&[])).await
         else {
             panic!("driver navigation must be recorded")
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        let page =
-            r#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#;
-        let mut recorder = d.recorder(session, "/account?tab=1".into(), StatusCode::OK, &headers);
-        let mut out = Vec::new();
-        crate::proxy::stream::Stage::push(&mut recorder, page.as_bytes(), &mut out).unwrap();
-        crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
+        keep(
+            &d,
+            "/account?tab=1",
+            "text/html",
+            None,
+            br#"<p>Balance 12</p><input type=password value="hunter2"><input id=pin value="9999">"#,
+        );
 
         let mut parts = request(Method::GET, "/account?tab=1", true);
-        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &["#pin".into()])
+        let Decision::Answer(response) = d
+            .before_upstream(&follower, &mut parts, &privacy(&["#pin"]))
+            .await
         else {
             panic!("follower navigation must be served the kept document")
         };
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        assert!(
+            response.headers().get(header::SET_COOKIE).is_none(),
+            "the site's cookies are not kept for followers"
+        );
+        let text = text(response).await;
         assert!(text.contains("Balance 12"), "{text}");
         assert!(
             !text.contains("hunter2") && !text.contains("9999"),
             "masked values leaked: {text}"
         );
 
+        // A subresource the driver's copy does not hold: made without any
+        // credentials, never the driver's.
         let mut parts = request(Method::GET, "/img.png", false);
-        assert!(matches!(
-            d.before_upstream(&follower, &mut parts, &[]),
-            Decision::Forward {
-                record: None,
-                mask: true
-            }
-        ));
-        assert_eq!(
-            parts.headers.get(header::COOKIE).unwrap(),
-            "sid=customer",
-            "follower reads use the driver's cookies"
+        parts.headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic b3A6b3A="),
+        );
+        let Decision::Forward {
+            record: None,
+            follower: Some(f),
+        } = d
+            .before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await
+        else {
+            panic!()
+        };
+        assert!(!f.as_driver);
+        assert!(
+            parts.headers.get(header::COOKIE).is_none()
+                && parts.headers.get(header::AUTHORIZATION).is_none(),
+            "{:?}",
+            parts.headers
         );
 
         let mut parts = request(Method::POST, "/order", true);
-        let Decision::Answer(response) = d.before_upstream(&follower, &mut parts, &[]) else {
+        let Decision::Answer(response) = d
+            .before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await
+        else {
             panic!("follower POST must be refused")
         };
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_read_the_driver_never_made_goes_without_the_customers_credentials() {
+        let d = Driver::new(limits());
+        let follower = Standing::Follower {
+            session: "s".into(),
+            participant: "p".into(),
+        };
+        let mut bound = HeaderMap::new();
+        bound.insert(header::COOKIE, HeaderValue::from_static("sid=customer"));
+        bound.insert(
+            header::REFERER,
+            HeaderValue::from_static("http://proxy.test:8080/account?tab=2"),
+        );
+        d.record_credentials("s", &bound);
+
+        // The page the driver was on when bound: read as the customer.
+        let mut parts = request(Method::GET, "/account?tab=2", true);
+        let Decision::Forward {
+            follower: Some(f), ..
+        } = d
+            .before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await
+        else {
+            panic!()
+        };
+        assert!(f.as_driver);
+        assert_eq!(parts.headers.get(header::COOKIE).unwrap(), "sid=customer");
+
+        // A GET with a side effect the driver never made, as a navigation
+        // and as a script's read: after the bounded wait, without cookies.
+        for mut parts in [
+            request(Method::GET, "/transfer?to=mallory", true),
+            scripted("/transfer?to=mallory"),
+        ] {
+            let started = std::time::Instant::now();
+            let Decision::Forward {
+                follower: Some(f), ..
+            } = d
+                .before_upstream(&follower, &mut parts, &privacy(&[]))
+                .await
+            else {
+                panic!()
+            };
+            assert!(!f.as_driver);
+            assert!(
+                parts.headers.get(header::COOKIE).is_none(),
+                "{:?}",
+                parts.headers
+            );
+            assert!(
+                started.elapsed() >= std::time::Duration::from_millis(250),
+                "waited for the driver first"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_cannot_reach_the_site_through_other_doors() {
+        let d = Driver::new(limits());
+        let follower = Standing::Follower {
+            session: "s".into(),
+            participant: "p".into(),
+        };
+        for (name, value) in [
+            ("x-http-method-override", "DELETE"),
+            ("x-method-override", "PUT"),
+            ("x-http-method", "PATCH"),
+            ("upgrade", "websocket"),
+            ("accept", "text/event-stream"),
+        ] {
+            let mut parts = request(Method::GET, "/account", false);
+            parts.headers.insert(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let Decision::Answer(response) = d
+                .before_upstream(&follower, &mut parts, &privacy(&[]))
+                .await
+            else {
+                panic!("{name} must be refused")
+            };
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+            assert_eq!(response.headers()["x-cobrowse-refused"], "one-driver");
+        }
+        // The driver's own are its business.
+        let mut parts = request(Method::GET, "/ws", false);
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(matches!(
+            d.before_upstream(
+                &Standing::Driver {
+                    session: "s".into()
+                },
+                &mut parts,
+                &privacy(&[])
+            )
+            .await,
+            Decision::Forward { .. }
+        ));
+        // A follower's range is dropped: documents are read whole.
+        let mut parts = request(Method::GET, "/big", false);
+        parts
+            .headers
+            .insert(header::RANGE, HeaderValue::from_static("bytes=0-"));
+        d.before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await;
+        assert!(parts.headers.get(header::RANGE).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scripts_json_is_served_from_the_drivers_copy_with_masked_keys_blanked() {
+        let d = Driver::new(limits());
+        let follower = Standing::Follower {
+            session: "s".into(),
+            participant: "p".into(),
+        };
+        let json = br#"{"holder":"Pat","cardNumber":"4111111111111111","cvc":"123","serial":7}"#;
+        let mut gzip = crate::proxy::stream::Pipeline::default().then(
+            crate::proxy::compress::Codec::encoder(crate::proxy::compress::Coding::Gzip),
+        );
+        let mut compressed = gzip.push(json).unwrap();
+        compressed.extend(gzip.finish().unwrap());
+
+        // The follower asks first; the driver's answer arrives meanwhile.
+        let later = d.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            keep(
+                &later,
+                "/api/account",
+                "application/json",
+                Some((header::CONTENT_ENCODING, "gzip")),
+                &compressed,
+            );
+        });
+        let mut parts = scripted("/api/account");
+        let Decision::Answer(response) = d
+            .before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await
+        else {
+            panic!("served the driver's copy")
+        };
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(
+            text(response).await,
+            r#"{"holder":"Pat","cardNumber":"","cvc":"","serial":7}"#
+        );
+
+        // What cannot be masked is refused, not passed.
+        keep(
+            &d,
+            "/api/broken",
+            "application/json",
+            None,
+            br#"{"cardNumber":"4111"#,
+        );
+        let Decision::Answer(response) = d
+            .before_upstream(&follower, &mut scripted("/api/broken"), &privacy(&[]))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-cobrowse-refused"], "unmaskable");
+        assert!(!text(response).await.contains("4111"));
     }
 }

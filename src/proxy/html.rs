@@ -41,6 +41,9 @@ pub struct Options {
     /// Selectors whose fields' values are blanked: set for documents served
     /// to a follower, empty otherwise (see `driver::mask`).
     pub mask: Vec<String>,
+    /// The document goes to a follower: where the rewrite gives up, the
+    /// rest is cut off with a notice instead of passing unmasked.
+    pub follower: bool,
 }
 
 impl Options {
@@ -85,9 +88,18 @@ enum State {
     /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
     /// stopped: bytes go through untouched.
     Passing,
+    /// As `Passing`, for a follower: what could not be masked is dropped,
+    /// after one notice saying so.
+    Cut,
     /// The document ended.
     Ended,
 }
+
+/// Ends a follower's document where the rewrite gave up. The closing tags
+/// get the notice out of an element whose text would hide it.
+const CUT_NOTICE: &str = "</textarea></script></style></title></noscript></template>\
+    <div style=\"font:16px system-ui,sans-serif;background:#fff3cd;color:#000;padding:1em;margin:1em 0\" data-cobrowse=\"cut\">\
+    The rest of this page could not be checked for the customer's masked values, so it is not shown to operators.</div>";
 
 impl Html {
     pub fn new(options: Options) -> Html {
@@ -132,6 +144,10 @@ impl Html {
     /// rewrite is on.
     fn drain(&mut self, out: &mut Vec<u8>) {
         let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        if matches!(self.state, State::Cut) {
+            // What lol_html flushed on giving up is raw input: dropped.
+            return;
+        }
         if matches!(self.state, State::Passing) {
             // Gave up: what lol_html flushed is the input, untouched.
             self.links.stop(out);
@@ -153,16 +169,9 @@ impl Stage for Html {
                 let head = std::mem::take(head);
                 self.begin(&head, out);
             }
-            State::Rewriting(rewriter) => {
-                if rewriter.write(input).is_err() {
-                    // Every error bails out gracefully (logged by the
-                    // bail-out handler): lol_html has already flushed what
-                    // it held and this chunk, untouched.
-                    self.state = State::Passing;
-                }
-                self.drain(out);
-            }
+            State::Rewriting(_) => self.write(input, out),
             State::Passing | State::Ended => out.extend_from_slice(input),
+            State::Cut => {}
         }
         Ok(())
     }
@@ -172,14 +181,15 @@ impl Stage for Html {
             let head = std::mem::take(head);
             self.begin(&head, out);
         }
-        if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
-            let ended = rewriter.end();
-            self.state = if ended.is_ok() {
-                State::Ended
-            } else {
-                State::Passing
-            };
-            self.drain(out);
+        match std::mem::replace(&mut self.state, State::Passing) {
+            State::Rewriting(rewriter) => {
+                self.state = State::Ended;
+                if rewriter.end().is_err() {
+                    self.give_up(out);
+                }
+                self.drain(out);
+            }
+            other => self.state = other,
         }
         self.links.finish(out);
         Ok(())
@@ -189,20 +199,67 @@ impl Stage for Html {
 impl Html {
     fn begin(&mut self, head: &[u8], out: &mut Vec<u8>) {
         match self.start(head) {
-            Some(mut rewriter) => {
-                // On an error the bail-out has flushed `head` untouched.
-                self.state = if rewriter.write(head).is_ok() {
-                    State::Rewriting(rewriter)
-                } else {
-                    State::Passing
-                };
-                self.drain(out);
+            Some(rewriter) => {
+                self.state = State::Rewriting(rewriter);
+                self.write(head, out);
             }
             None => {
-                out.extend_from_slice(head);
                 self.state = State::Passing;
+                self.give_up(out);
+                if !self.options.follower {
+                    out.extend_from_slice(head);
+                }
             }
         }
+    }
+
+    /// Feeds `input` to the rewriter. For a follower in small pieces, each
+    /// drained at once: when the rewrite gives up, lol_html flushes the
+    /// failing write's input raw along with what it rewrote of it, and all of
+    /// that is dropped, so the less one write holds, the less is lost.
+    fn write(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let step = if self.options.follower {
+            1024
+        } else {
+            input.len().max(1)
+        };
+        for (i, piece) in input.chunks(step).enumerate() {
+            let State::Rewriting(rewriter) = &mut self.state else {
+                // Gave up at an earlier piece.
+                if matches!(self.state, State::Passing) {
+                    out.extend_from_slice(&input[i * step..]);
+                }
+                return;
+            };
+            if rewriter.write(piece).is_err() {
+                // Every error bails out gracefully (logged by the bail-out
+                // handler): lol_html has already flushed what it held and
+                // this piece, untouched.
+                self.give_up(out);
+            }
+            self.drain(out);
+        }
+    }
+
+    /// The rewrite cannot go on: the rest passes as it came to the
+    /// customer's own browser, and is cut off for a follower.
+    fn give_up(&mut self, out: &mut Vec<u8>) {
+        if !self.options.follower {
+            self.state = State::Passing;
+            return;
+        }
+        // The failed write's output holds lol_html's raw flush: dropped
+        // whole. What earlier writes finished is masked and goes out first.
+        self.out.lock().expect("sink lock").clear();
+        self.links.finish(out);
+        self.links.stop(out);
+        out.extend_from_slice(CUT_NOTICE.as_bytes());
+        self.state = State::Cut;
+        metrics::counter!("cobrowse_driver_follower_unmaskable_total", "reason" => "html")
+            .increment(1);
+        warn!(
+            "the HTML rewrite gave up on a document for a follower; the rest of it was cut off, not passed unmasked"
+        );
     }
 }
 
@@ -238,7 +295,7 @@ fn settings(
                 RewritingError::ParsingAmbiguity(_) => "ambiguity",
                 _ => "handler",
             };
-            warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified");
+            warn!(error = %err, reason, "HTML rewrite gave up; the rest of the document passes through unmodified (cut off instead for a follower)");
             metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => reason).increment(1);
             if reason == "memory" {
                 telemetry::limit_hit(telemetry::limit::HTML_MEMORY);
@@ -443,6 +500,7 @@ mod tests {
             memory_limit: 64 * 1024,
             declared: None,
             mask: Vec::new(),
+            follower: false,
         }
     }
 
@@ -651,6 +709,61 @@ mod tests {
         assert!(
             out.ends_with(&page[page.find("<title>").unwrap()..]),
             "the rest is passed through as it came"
+        );
+    }
+
+    #[test]
+    fn past_the_memory_limit_a_followers_document_is_cut_never_raw() {
+        let mut opts = options();
+        opts.memory_limit = 4096;
+        opts.follower = true;
+        opts.mask = crate::driver::mask::selectors(&[]);
+        let huge = "x".repeat(200_000);
+        let page = format!(
+            "<html><head><title>t</title></head><body><input type=password value=early-secret><div data-x=\"{huge}\">after</div>\
+             <input type=password value=late-secret><a href=\"https://shop.example/z\">z</a></body></html>"
+        );
+        // Cut into chunks, the huge element must be buffered past the limit;
+        // in one chunk lol_html may get through without buffering it.
+        for size in [1024, 4000, page.len()] {
+            let out = run_chunked(
+                Pipeline::default().then(Html::new(opts.clone())),
+                page.as_bytes(),
+                size,
+            );
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                !out.contains("secret"),
+                "unmasked bytes passed (chunk {size}): {}",
+                &out[..out.len().min(2000)]
+            );
+            if size < 4096 {
+                assert!(
+                    out.starts_with(&format!("<html><head>{TAG}<title>")),
+                    "chunk {size}: {}",
+                    &out[..200]
+                );
+                assert!(!out.contains("xxxxxxxx"), "raw bytes passed (chunk {size})");
+                assert!(
+                    out.ends_with(CUT_NOTICE),
+                    "chunk {size}: ends with the notice: {}",
+                    &out[out.len().saturating_sub(300)..]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_charset_the_rewriter_cannot_parse_is_cut_for_a_follower() {
+        let mut opts = options();
+        opts.follower = true;
+        let page = b"\xff\xfe<\0p\0>\0";
+        let out = run_chunked(Pipeline::default().then(Html::new(opts)), page, 2);
+        assert_eq!(out, CUT_NOTICE.as_bytes());
+        assert_eq!(
+            rewrite(page),
+            page,
+            "to the customer's own browser it passes as it came"
         );
     }
 

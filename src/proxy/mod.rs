@@ -16,7 +16,9 @@
 //! 4. **response headers** ([`response`], [`csp`]): URLs, cookies, policies.
 //! 5. **body**: HTML ([`html`], [`links`]) and CSS ([`css`]) are decoded
 //!    ([`compress`]), rewritten and encoded again as a [`stream`]; every
-//!    other body passes through untouched.
+//!    other body passes through untouched. To a follower in a shared
+//!    session, JSON is masked and what cannot be rewritten and masked is
+//!    refused instead of passed (see `driver`).
 //!
 //! # Layout
 //!
@@ -114,28 +116,27 @@ impl Proxy {
         let (mut parts, incoming) = req.into_parts();
         // Phase 1b: where the request stands in a shared session. A
         // follower's request may be answered here and never reach upstream.
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let mut record = None;
-        let mut mask = Vec::new();
+        let mut follower = None;
         if let Some(sessions) = &self.sessions {
             let standing = sessions.standing(&mut parts.headers);
             match sessions
                 .driver
-                .before_upstream(&standing, &mut parts, &self.config.privacy.mask)
+                .before_upstream(&standing, &mut parts, &self.config.privacy)
+                .await
             {
                 Decision::Answer(response) => return response,
                 Decision::Forward {
                     record: session,
-                    mask: follower,
+                    follower: f,
                 } => {
-                    let target = parts
-                        .uri
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string();
-                    record = session.map(|s| (s, target));
-                    if follower {
-                        mask = crate::driver::mask::selectors(&self.config.privacy.mask);
-                    }
+                    record = session.map(|s| (s, target.clone()));
+                    follower = f;
                 }
             }
         }
@@ -143,11 +144,12 @@ impl Proxy {
             return error::page(StatusCode::BAD_REQUEST, "The request path is not valid.");
         }
         let (upgrade, client) = match upgrade {
-            Some((protocol, on)) => {
+            // A follower's upgrade was refused in phase 1b.
+            Some((protocol, on)) if follower.is_none() => {
                 tunnel::keep(&mut parts.headers, protocol);
                 (Some(on), &self.client_h1)
             }
-            None => (None, &self.client),
+            _ => (None, &self.client),
         };
         let sent = telemetry::count_bytes(
             body::boxed(incoming),
@@ -168,45 +170,64 @@ impl Proxy {
         }
 
         let (mut parts, incoming) = response.into_parts();
+        let incoming = client::idle_timeout(incoming, self.config.proxy.body_idle_timeout);
+        let incoming = telemetry::count_bytes(
+            incoming,
+            metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "received"),
+        );
         let nonce = nonce();
         let allow = csp::Allowance {
             origin: route.mapper.proxy_origin(route.site).unwrap_or_default(),
             prefix: self.config.prefix.clone(),
         };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
-        // The driver's document is kept as its browser reads it: after the
-        // rewrite, before the encoder.
-        let recorder = match (&self.sessions, record) {
-            (Some(sessions), Some((session, target))) => Some(sessions.driver.recorder(
-                session,
-                target,
-                parts.status,
-                &parts.headers,
-            )),
-            _ => None,
+        let mut mask = Vec::new();
+        if let Some(f) = &follower {
+            // The site's cookies are the customer's, or would become the
+            // operator's own account at the site: neither is given to a
+            // follower's browser.
+            parts.headers.remove(header::SET_COOKIE);
+            mask = crate::driver::mask::selectors(&self.config.privacy.mask);
+            if kind(&parts.headers).0 == Kind::Json && want.method != Method::HEAD {
+                return match crate::driver::mask_json_response(
+                    &mut parts.headers,
+                    parts.status,
+                    incoming,
+                    &self.config.privacy,
+                )
+                .await
+                {
+                    Ok(body) => Response::from_parts(parts, body),
+                    Err(reason) => crate::driver::unmaskable(&f.session, &target, reason),
+                };
+            }
+        }
+        let options = html::Options {
+            mapper: route.mapper,
+            prefix: self.config.prefix.clone(),
+            nonce,
+            csp: allow,
+            memory_limit: self.config.proxy.html_memory_limit,
+            declared: None,
+            mask,
+            follower: follower.is_some(),
         };
-        let incoming = client::idle_timeout(incoming, self.config.proxy.body_idle_timeout);
-        let received = telemetry::count_bytes(
-            incoming,
-            metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "received"),
-        );
-        let body = self.body(
+        match self.body(
             &want,
             parts.status,
             &mut parts.headers,
-            received,
-            recorder,
-            html::Options {
-                mapper: route.mapper,
-                prefix: self.config.prefix.clone(),
-                nonce,
-                csp: allow,
-                memory_limit: self.config.proxy.html_memory_limit,
-                declared: None,
-                mask,
-            },
-        );
-        Response::from_parts(parts, body)
+            incoming,
+            record,
+            follower.as_ref(),
+            options,
+        ) {
+            Ok(body) => Response::from_parts(parts, body),
+            Err(reason) => crate::driver::unmaskable(
+                follower.as_ref().map_or("", |f| &f.session),
+                &target,
+                reason,
+            ),
+        }
     }
 
     /// Phase 1: the site for the request's `Host`. Requests the proxy must
@@ -327,35 +348,73 @@ impl Proxy {
 
     /// Phase 5: how the body goes to the client. HTML and CSS are rewritten
     /// (decoded and encoded again around the rewrite); every other body,
-    /// partial content, and bodies in an unknown encoding pass untouched.
+    /// partial content, and bodies in an unknown encoding pass untouched to
+    /// the driver or a browser alone. To a `follower`, what cannot be
+    /// rewritten and masked is refused instead (the reason is returned).
+    /// `record` names the session and target whose driver's response is kept
+    /// for followers.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the phase's inputs, each used once"
+    )]
     fn body(
         &self,
         want: &Want,
         status: StatusCode,
         headers: &mut HeaderMap,
         incoming: Body,
-        recorder: Option<crate::driver::documents::Recorder>,
+        record: Option<(String, String)>,
+        follower: Option<&crate::driver::Follower>,
         mut options: html::Options,
-    ) -> Body {
+    ) -> Result<Body, &'static str> {
         let (kind, declared) = kind(headers);
-        if kind == Kind::Other {
-            return incoming;
+        if kind == Kind::Other || kind == Kind::Json {
+            if follower.is_some_and(|f| f.as_driver)
+                && kind == Kind::Other
+                && want.method != Method::HEAD
+            {
+                // Read with the customer's cookies, and nothing in it can be
+                // masked.
+                return Err("type");
+            }
+            // A JSON answer to the driver's script is kept, as it came, for
+            // followers reading the same.
+            if kind == Kind::Json
+                && want.method == Method::GET
+                && status == StatusCode::OK
+                && let Some(recorder) = self.recorder(record, status, headers, false)
+            {
+                // Without a length the server reads the body to its end,
+                // where the recorder keeps it.
+                headers.remove(header::CONTENT_LENGTH);
+                return Ok(Pipeline::default().then(recorder).apply(incoming));
+            }
+            return Ok(incoming);
         }
         if want.method == Method::HEAD {
             // What a GET would send differs in length from the upstream's.
             headers.remove(header::CONTENT_LENGTH);
-            return incoming;
+            return Ok(incoming);
+        }
+        if status == StatusCode::PARTIAL_CONTENT && follower.is_some() {
+            return Err("partial");
         }
         if status == StatusCode::PARTIAL_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status == StatusCode::NO_CONTENT
         {
-            return incoming;
+            return Ok(incoming);
         }
         let Some(codings) = compress::parse_content_encoding(headers) else {
+            if follower.is_some() {
+                return Err("encoding");
+            }
             warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
-            return incoming;
+            return Ok(incoming);
         };
+        // The driver's document is kept as its browser reads it: after the
+        // rewrite, before the encoder.
+        let recorder = self.recorder(record, status, headers, true);
         let mut pipeline = Pipeline::bounded(self.config.proxy.max_decoded_bytes);
         for coding in codings.iter().rev() {
             pipeline = pipeline.decode(*coding);
@@ -397,19 +456,42 @@ impl Proxy {
                 headers.insert(header::ETAG, weak);
             }
         }
-        pipeline.apply(incoming)
+        Ok(pipeline.apply(incoming))
     }
 }
 
+impl Proxy {
+    /// The stage that keeps the driver's response for followers, when
+    /// `record` asks for it.
+    fn recorder(
+        &self,
+        record: Option<(String, String)>,
+        status: StatusCode,
+        headers: &HeaderMap,
+        decoded: bool,
+    ) -> Option<crate::driver::documents::Recorder> {
+        let (sessions, (session, target)) = (self.sessions.as_ref()?, record?);
+        Some(
+            sessions
+                .driver
+                .recorder(session, target, status, headers, decoded),
+        )
+    }
+}
+
+/// What a body is, as far as rewriting and masking go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Html,
     Css,
+    /// `application/json`, `text/json` and `+json` types: masked for
+    /// followers, otherwise untouched.
+    Json,
     Other,
 }
 
 /// The kind of body and the charset its `Content-Type` declares.
-fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
+pub fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -425,6 +507,8 @@ fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
     let kind = match essence.as_str() {
         "text/html" => Kind::Html,
         "text/css" => Kind::Css,
+        "application/json" | "text/json" => Kind::Json,
+        e if e.ends_with("+json") => Kind::Json,
         _ => Kind::Other,
     };
     (kind, charset)

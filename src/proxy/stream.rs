@@ -68,6 +68,11 @@ impl Pipeline {
         self
     }
 
+    /// Whether the input decoded past the bound (what made it fail).
+    pub fn over_limit(&self) -> bool {
+        self.limit.is_some_and(|l| self.decoded > l)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty() && self.decoders.is_empty()
     }

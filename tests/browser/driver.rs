@@ -4,7 +4,7 @@
 //! effect. The upstream is a real shop that counts every request.
 
 use super::*;
-use crate::support::shop::{CARD_ON_FILE, PIN_ON_FILE, Shop};
+use crate::support::shop::{CARD_ON_FILE, CVC_ON_FILE, PIN_ON_FILE, Shop};
 
 /// The text of `#serial` on the customer's page: every document the shop
 /// renders carries a fresh one.
@@ -211,4 +211,120 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     .await;
     assert_eq!(shop.orders(), 2, "{}", context());
     assert_eq!(count(&shop, "POST /order"), 2, "{}", context());
+}
+
+/// The names of the cookies `tab`'s browser holds for its page.
+async fn cookie_names(tab: &harness::Tab) -> Vec<String> {
+    tab.page
+        .get_cookies()
+        .await
+        .expect("the browser's cookies")
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_follower_is_served_what_the_drivers_scripts_read_and_never_gets_the_sites_cookies() {
+    let shop = Shop::start().await;
+    let server = Cobrowse::with_config(&Cobrowse::config_for(&shop.origin.url(), "")).await;
+    let browser = Browser::launch().await;
+    let operator = browser.tab("operator", 1400, 1000).await;
+    let customer = browser.tab("customer", 1000, 760).await;
+    operator_waits(&operator, &server, OPERATOR_USER, &[&customer]).await;
+    customer.goto(&server.url("/login")).await;
+    customer.type_into("input[name=user]", "pat").await;
+    customer
+        .type_into("input[name=password]", "correct-horse")
+        .await;
+    customer.click("form button").await;
+    until(
+        &customer,
+        "the account page",
+        "document.querySelector('#welcome')?.textContent === 'Welcome, pat'",
+        &[&customer, &operator],
+        &server,
+    )
+    .await;
+    customer.click("#to-wallet").await;
+    let card_shown = format!("document.querySelector('#card')?.textContent === '{CARD_ON_FILE}'");
+    until(
+        &customer,
+        "the wallet with the card from the account API",
+        &card_shown,
+        &[&customer, &operator],
+        &server,
+    )
+    .await;
+    // The customer calls from the wallet, which renews the shop's session
+    // cookie on every view: the operator's copy of it is read as the
+    // customer, and must not hand the operator the customer's session.
+    customer_calls(&customer, &server, &[&operator]).await;
+    operator_responds(&operator, &server, &[&customer]).await;
+    let s = Shared {
+        server,
+        browser,
+        customer,
+        operator,
+    };
+    let context = || format!("shop saw: {:#?}", shop.log());
+    s.on_operator(
+        "the wallet",
+        "location.pathname === '/wallet' && !!document.querySelector('#card')",
+    )
+    .await;
+
+    // The customer refreshes the wallet while shared: its script reads the
+    // account API once, and the operator's page is served that very answer,
+    // with the card number and code blanked.
+    let reads = shop.count("GET /api/account");
+    let before = customer_serial(&s).await;
+    s.customer.click("#to-wallet-again").await;
+    s.on_customer(
+        "the refreshed wallet",
+        &format!("{card_shown} && document.querySelector('#serial').textContent !== '{before}' && document.querySelector('#api-serial').textContent !== ''"),
+    )
+    .await;
+    let page_serial = customer_serial(&s).await;
+    let api_serial = s
+        .customer
+        .eval("document.querySelector('#api-serial').textContent")
+        .await;
+    let api_serial = api_serial.as_str().unwrap_or_default().to_string();
+    s.on_operator(
+        "the customer's wallet document and the customer's API answer, masked",
+        &format!(
+            "document.querySelector('#serial')?.textContent === '{page_serial}' && document.querySelector('#api-serial')?.textContent === '{api_serial}' \
+             && document.querySelector('#card').textContent === '' && document.querySelector('#cvc').textContent === ''"
+        ),
+    )
+    .await;
+    let seen = s
+        .operator
+        .eval_on(CONTENT, "el.contentDocument.documentElement.outerHTML")
+        .await
+        .to_string();
+    assert!(
+        !seen.contains(CARD_ON_FILE) && !seen.contains(CVC_ON_FILE),
+        "a masked API value reached the operator:\n{seen}"
+    );
+    assert_eq!(
+        shop.count("GET /api/account"),
+        reads + 1,
+        "the operator's page read the API itself: {}",
+        context()
+    );
+
+    // The customer's browser holds the shop's session; the operator's never
+    // received a cookie of the shop.
+    assert!(
+        cookie_names(&s.customer).await.contains(&"sid".to_string()),
+        "{}",
+        context()
+    );
+    let operator_cookies = cookie_names(&s.operator).await;
+    assert!(
+        !operator_cookies.contains(&"sid".to_string()),
+        "the shop's session cookie reached the operator's browser: {operator_cookies:?}"
+    );
 }

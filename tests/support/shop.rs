@@ -20,10 +20,15 @@ use super::origin::{Origin, OriginBody, full};
 pub const CARD_ON_FILE: &str = "4111111111111111";
 /// A PIN the server renders into a password field.
 pub const PIN_ON_FILE: &str = "7351";
+/// The card's security code, in the account API's JSON.
+pub const CVC_ON_FILE: &str = "913";
 
 #[derive(Default)]
 pub struct ShopState {
     pub orders: AtomicUsize,
+    /// Money transfers made by `GET /transfer?to=...` (a GET with a side
+    /// effect, as some sites have).
+    pub transfers: AtomicUsize,
     /// Requests seen, as "METHOD path".
     pub log: Mutex<Vec<String>>,
     serial: AtomicUsize,
@@ -55,6 +60,32 @@ impl Shop {
     pub fn log(&self) -> Vec<String> {
         self.state.log.lock().unwrap().clone()
     }
+
+    pub fn transfers(&self) -> usize {
+        self.state.transfers.load(Ordering::SeqCst)
+    }
+
+    /// How many requests the shop saw as `line` ("METHOD path").
+    pub fn count(&self, line: &str) -> usize {
+        self.log().iter().filter(|l| *l == line).count()
+    }
+}
+
+/// A page carrying a server-rendered PIN in a password field: what the
+/// proxy must never pass unmasked to a follower.
+fn pin_page(title: &str, serial: usize) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body><h1>{title}</h1>\
+         <label>PIN <input name=pin type=password value={PIN_ON_FILE}></label><span id=serial>{serial}</span></body></html>"
+    )
+}
+
+fn html(status: StatusCode, body: String) -> Response<OriginBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(full(body))
+        .unwrap()
 }
 
 fn page(title: &str, body: &str, serial: usize) -> Response<OriginBody> {
@@ -119,43 +150,95 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
             let fields = form_fields(req).await;
             let name = fields.get("user").cloned().unwrap_or_default();
             let id = format!("{:032x}", rand_id());
-            s.sessions
-                .lock()
-                .unwrap()
-                .insert(id.clone(), (name, vec![]));
+            s.sessions.lock().unwrap().insert(id.clone(), (name, vec![]));
             let mut r = redirect("/account");
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                format!("sid={id}; Path=/; HttpOnly; SameSite=Lax")
-                    .parse()
-                    .unwrap(),
-            );
+            r.headers_mut().insert(header::SET_COOKIE, format!("sid={id}; Path=/; HttpOnly; SameSite=Lax").parse().unwrap());
             r
         }
+        // Public pages that try the proxy's fail-closed rules for followers.
+        (Method::GET, "/partial") => {
+            // A server that answers 206 whatever was asked.
+            let mut r = html(StatusCode::PARTIAL_CONTENT, pin_page("Partial", serial));
+            r.headers_mut().insert(header::CONTENT_RANGE, "bytes 0-99999/100000".parse().unwrap());
+            r
+        }
+        (Method::GET, "/ranged") => match req.headers().get(header::RANGE) {
+            Some(_) => {
+                let page = pin_page("Ranged", serial);
+                let mut r = html(StatusCode::PARTIAL_CONTENT, page.clone());
+                r.headers_mut().insert(header::CONTENT_RANGE, format!("bytes 0-{}/{}", page.len() - 1, page.len()).parse().unwrap());
+                r
+            }
+            None => html(StatusCode::OK, pin_page("Ranged", serial)),
+        },
+        (Method::GET, "/big") => {
+            // A page whose rewrite outgrows a small html_memory_limit.
+            let huge = "x".repeat(200_000);
+            html(StatusCode::OK, pin_page("Big", serial).replace("<label>", &format!("<div data-x=\"{huge}\">big</div><label>")))
+        }
+        (Method::GET, "/odd") => {
+            let mut r = html(StatusCode::OK, pin_page("Odd", serial));
+            r.headers_mut().insert(header::CONTENT_ENCODING, "x-custom".parse().unwrap());
+            r
+        }
+        (Method::GET, "/tracked") => {
+            let mut r = html(StatusCode::OK, pin_page("Tracked", serial));
+            r.headers_mut().insert(header::SET_COOKIE, "tracker=abc; Path=/".parse().unwrap());
+            r
+        }
+        (Method::GET, "/search") => {
+            // A GET form with a password field: the customer's navigation
+            // carries it in the query.
+            let q = url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).find(|(k, _)| k == "q").map(|(_, v)| v.into_owned());
+            html(StatusCode::OK, format!("<!doctype html><title>Search</title><p id=results>Results for {}</p><span id=serial>{serial}</span>", q.unwrap_or_default()))
+        }
+        (Method::GET, "/offers.json") => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(format!(r#"{{"offer":"tea","card_number":"{CARD_ON_FILE}","serial":{serial}}}"#)))
+            .unwrap(),
+        (Method::GET, "/broken.json") => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(full(format!(r#"{{"cardNumber":"{CARD_ON_FILE}""#)))
+            .unwrap(),
         (Method::GET, "/shop.css") if user.is_some() => Response::builder()
             .header(header::CONTENT_TYPE, "text/css")
             .body(full("body { background: rgb(250, 250, 240); }"))
             .unwrap(),
-        (_, _) if user.is_none() => Response::builder()
-            .status(StatusCode::FORBIDDEN)
-            .body(full("sign in first"))
-            .unwrap(),
+        (_, _) if user.is_none() => Response::builder().status(StatusCode::FORBIDDEN).body(full("sign in first")).unwrap(),
         (Method::GET, "/account") => page(
             "Account",
-            &format!(
-                "<p id=welcome>Welcome, {}</p><p><a id=to-cart href=/cart>Your cart</a></p>",
-                user.unwrap()
-            ),
+            &format!("<p id=welcome>Welcome, {}</p><p><a id=to-cart href=/cart>Your cart</a> <a id=to-wallet href=/wallet>Wallet</a></p>", user.unwrap()),
             serial,
         ),
+        (Method::GET, "/wallet") => {
+            // A single-page app's view: its script reads the account API.
+            // The session cookie is renewed on every view, as rolling
+            // sessions do.
+            let mut r = page(
+                "Wallet",
+                "<p>Card <span id=card></span> code <span id=cvc></span> as of <span id=api-serial></span></p>\
+                 <p><a id=to-wallet-again href=/wallet>Refresh</a></p>\
+                 <script>fetch('/api/account').then((r) => r.json()).then((a) => {\
+                   document.querySelector('#card').textContent = a.cardNumber;\
+                   document.querySelector('#cvc').textContent = a.cvc;\
+                   document.querySelector('#api-serial').textContent = a.serial; });</script>",
+                serial,
+            );
+            r.headers_mut().insert(header::SET_COOKIE, format!("sid={}; Path=/; HttpOnly; SameSite=Lax", sid.as_ref().unwrap()).parse().unwrap());
+            r
+        }
+        (Method::GET, "/api/account") => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(full(format!(r#"{{"holder":"{}","cardNumber":"{CARD_ON_FILE}","cvc":"{CVC_ON_FILE}","serial":{serial}}}"#, user.unwrap())))
+            .unwrap(),
+        (Method::GET, "/transfer") => {
+            let to = req.uri().query().unwrap_or_default().to_string();
+            let n = s.transfers.fetch_add(1, Ordering::SeqCst) + 1;
+            page("Transferred", &format!("<p id=transfer>Transfer {n}: {to}</p>"), serial)
+        }
         (Method::GET, "/cart") => {
-            let items = s
-                .sessions
-                .lock()
-                .unwrap()
-                .get(sid.as_ref().unwrap())
-                .map(|(_, c)| c.clone())
-                .unwrap_or_default();
+            let items = s.sessions.lock().unwrap().get(sid.as_ref().unwrap()).map(|(_, c)| c.clone()).unwrap_or_default();
             let list: String = items.iter().map(|i| format!("<li>{i}</li>")).collect();
             page(
                 "Cart",
@@ -196,10 +279,7 @@ async fn handle(s: &ShopState, req: Request<Incoming>) -> Response<OriginBody> {
                 serial,
             )
         }
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(full("not found"))
-            .unwrap(),
+        _ => Response::builder().status(StatusCode::NOT_FOUND).body(full("not found")).unwrap(),
     }
 }
 
