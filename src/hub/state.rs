@@ -30,13 +30,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::auth::{Account, Logins};
-use super::connection::Outbound;
+use super::connection::{Latest, Outbound, Outbox};
 use super::protocol::{
     ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
 };
@@ -45,8 +43,9 @@ use super::store::{Store, StoreError};
 use crate::config::Config;
 
 /// Messages queued to one connection before it counts as not reading and is
-/// closed. Commands do not count: they come from the store's feed, which
-/// resynchronises a slow reader instead.
+/// closed (bytes are bounded by `hub.max_outbound_bytes`). Commands do not
+/// count: they come from the store's feed, which resynchronises a slow
+/// reader instead.
 pub const OUTBOUND_CAPACITY: usize = 256;
 
 /// Why an operator no longer holds an offer.
@@ -62,7 +61,7 @@ enum Release {
 
 /// One WebSocket connection, participant or not.
 pub struct Conn {
-    tx: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     cancel: CancellationToken,
     /// The client's address, for the per-address call limit.
     pub remote: IpAddr,
@@ -78,6 +77,13 @@ pub struct Conn {
     /// Sessions this operator declined since its last `ready`: not offered
     /// to it again.
     pub declined: HashSet<String>,
+}
+
+impl Drop for Conn {
+    /// Gone from the hub: its writer ends once it has sent what is queued.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 #[derive(Default)]
@@ -101,6 +107,9 @@ pub struct Shared {
     pub logins: Logins,
     /// Calls per client address, so nobody floods the operators' queue.
     calls: DefaultKeyedRateLimiter<IpAddr>,
+    /// Open WebSockets per client address, against
+    /// `hub.max_sockets_per_address`.
+    pub sockets: Arc<SocketCount>,
     state: Mutex<State>,
     end_hooks: Mutex<Vec<EndHook>>,
 }
@@ -145,9 +154,62 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// Calls per client address: a burst of 30, then one every 2 s.
-pub const CALLS_BURST: u32 = 30;
-const CALLS_EVERY: Duration = Duration::from_secs(2);
+/// The address a client is counted under for the per-address bounds: an
+/// IPv6 client under its /64, which one host or home network usually holds
+/// whole (an IPv4 address mapped into IPv6 is that IPv4 address).
+pub fn address_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Open hub WebSockets per client address.
+#[derive(Default)]
+pub struct SocketCount {
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open WebSocket counted against its address until dropped.
+pub struct SocketSlot {
+    count: Arc<SocketCount>,
+    address: IpAddr,
+}
+
+impl SocketCount {
+    /// Counts one more socket from `remote`, or `None` when its address
+    /// already holds `max`.
+    pub fn take(self: &Arc<Self>, remote: IpAddr, max: usize) -> Option<SocketSlot> {
+        let address = address_of(remote);
+        let mut map = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(address).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot { count: self.clone(), address })
+    }
+
+    /// Sockets open from `remote`'s address.
+    pub fn of(&self, remote: IpAddr) -> usize {
+        self.per_address.lock().unwrap_or_else(|p| p.into_inner()).get(&address_of(remote)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut map = self.count.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// 128 random bits as 32 lowercase hex digits.
 pub fn new_secret() -> String {
@@ -192,13 +254,10 @@ impl State {
     /// not reading: it is closed rather than buffered without bound.
     fn send(&self, conn: ConnId, out: Outbound) {
         let Some(c) = self.conns.get(&conn) else { return };
-        match c.tx.try_send(out) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                warn!(conn, "connection does not read its messages; closing it");
-                metrics::counter!("cobrowse_hub_slow_closed_total").increment(1);
-                c.cancel.cancel();
-            }
+        if c.outbox.push(out).is_err() {
+            warn!(conn, "connection does not read its messages; closing it");
+            metrics::counter!("cobrowse_hub_slow_closed_total").increment(1);
+            c.cancel.cancel();
         }
     }
 
@@ -240,7 +299,7 @@ impl State {
     fn status_to(&self, sid: &str) {
         let Some(json) = self.status_json(sid) else { return };
         for conn in self.connected(sid) {
-            self.send_text(conn, json.clone());
+            self.send(conn, Outbound::Latest { of: Latest::Status(sid.to_string()), text: json.clone() });
         }
     }
 
@@ -269,7 +328,8 @@ impl State {
             .collect();
         for (id, c) in &self.conns {
             if Self::waiting_operator(c) {
-                self.send_text(*id, ServerMessage::Queue { calls: &calls, offer: c.offer.as_deref() }.to_json());
+                let text = ServerMessage::Queue { calls: &calls, offer: c.offer.as_deref() }.to_json();
+                self.send(*id, Outbound::Latest { of: Latest::Queue, text });
             }
         }
     }
@@ -307,14 +367,17 @@ fn joined(p: &Participant) -> String {
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
-        let quota = Quota::with_period(CALLS_EVERY)
+        let limits = &config.hub;
+        let every = Duration::from_secs(60) / limits.calls_per_minute_per_address.max(1);
+        let quota = Quota::with_period(every.max(Duration::from_nanos(1)))
             .expect("a non-zero period")
-            .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
+            .allow_burst(NonZeroU32::new(limits.call_burst_per_address).unwrap_or(NonZeroU32::MIN));
         Shared {
             config,
             store,
             logins: Logins::new(),
             calls: RateLimiter::keyed(quota),
+            sockets: Arc::new(SocketCount::default()),
             state: Mutex::new(State::default()),
             end_hooks: Mutex::new(Vec::new()),
         }
@@ -338,17 +401,27 @@ impl Shared {
     }
 
     /// Registers a new connection; its messages arrive on the receiver.
-    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    pub fn connect(&self, remote: IpAddr, role: Role, account: Option<Account>) -> (ConnId, Arc<Outbox>, CancellationToken) {
+        let outbox = Arc::new(Outbox::new(OUTBOUND_CAPACITY, self.config.hub.max_outbound_bytes));
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
-            Conn { tx, cancel: cancel.clone(), remote, role, account, participant: None, ready: None, offer: None, declined: HashSet::new() },
+            Conn {
+                outbox: outbox.clone(),
+                cancel: cancel.clone(),
+                remote,
+                role,
+                account,
+                participant: None,
+                ready: None,
+                offer: None,
+                declined: HashSet::new(),
+            },
         );
         st.gauges();
-        (id, rx, cancel)
+        (id, outbox, cancel)
     }
 
     /// The connection is gone. Its participant stays in the session,
@@ -357,7 +430,7 @@ impl Shared {
         let mut st = self.lock();
         st.release_offer(conn, Release::Withdrawn);
         let Some(c) = st.conns.remove(&conn) else { return };
-        if let Some(pid) = c.participant
+        if let Some(pid) = c.participant.clone()
             && let Some(p) = st.participants.get_mut(&pid)
             && p.conn == Some(conn)
         {
@@ -460,7 +533,7 @@ impl Shared {
             if let Some(p) = p {
                 return Err(refuse(ErrorCode::InSession, format!("already in session {}", p.session)));
             }
-            if self.calls.check_key(&c.remote).is_err() {
+            if self.calls.check_key(&address_of(c.remote)).is_err() {
                 return Err(refuse(ErrorCode::RateLimited, "too many calls from this address; try again in a moment"));
             }
             self.room_for_a_session(&st)?;

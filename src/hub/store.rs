@@ -14,33 +14,65 @@
 //!   remote publisher subscribes first, then reads the snapshot.)
 //! - A subscription that falls behind reports `Lagged`; the receiver asks
 //!   for a fresh snapshot and resynchronises from it.
+//!
+//! Memory: a command is kept once, as the text receivers get (the parsed
+//! form is dropped once it is stamped), shared by the store, the live feed
+//! and every snapshot. The live feed keeps the latest commands up to a
+//! bound by count and by bytes per session ([`Feed`]); a receiver further
+//! behind costs nothing more, it is resynchronised instead.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-use super::protocol::{Attribute, Command};
+use super::protocol::{Attribute, Command, StampedOut};
 
-/// A command accepted into a session, with its stamps and its wire form.
+/// A command accepted into a session: its stamps, what routing it needs,
+/// and its wire form.
 #[derive(Debug)]
 pub struct Stamped {
     pub seq: u64,
     pub sender: String,
-    pub command: Command,
-    /// The `command` message exactly as receivers get it.
-    pub json: String,
+    /// Shared with the store's indexes: a key is kept once.
+    pub key: Arc<str>,
+    pub attribute: Attribute,
+    /// Whether it is the URL key of the frame its key names.
+    pub frame_url: bool,
+    /// The `command` message exactly as receivers get it, at its exact size.
+    pub json: Box<str>,
 }
 
+/// What keeping one command costs beyond its text, its key and its sender:
+/// the stamps, the store's two index entries and the allocator's headers.
+pub const STAMPED_OVERHEAD: usize = 192;
+
 impl Stamped {
-    /// Whether `participant` receives this command live.
-    pub fn is_for(&self, participant: &str) -> bool {
-        self.sender != participant || self.command.attribute == Attribute::All
+    /// Stamps `command` as command `seq` of `session` from `sender`, keeping
+    /// its wire form only.
+    pub fn new(session: &str, sender: &str, seq: u64, command: Command) -> Stamped {
+        let json = serde_json::to_string(&StampedOut { kind: "command", session, sender, seq, command: &command })
+            .expect("commands always serialise");
+        Stamped {
+            seq,
+            sender: sender.to_string(),
+            frame_url: command.is_frame_url(),
+            attribute: command.attribute,
+            key: command.key.into(),
+            // Serialising grows the buffer by doubling: keep only what is used.
+            json: json.into_boxed_str(),
+        }
     }
 
-    /// What it costs against the session's byte bound.
+    /// Whether `participant` receives this command live.
+    pub fn is_for(&self, participant: &str) -> bool {
+        self.sender != participant || self.attribute == Attribute::All
+    }
+
+    /// What it costs against the session's byte bounds: its memory.
     pub fn bytes(&self) -> usize {
-        self.json.len()
+        self.json.len() + self.key.len() + self.sender.len() + STAMPED_OVERHEAD
     }
 }
 
@@ -103,8 +135,130 @@ pub struct Bounds {
     pub max_bytes: usize,
 }
 
-/// A live feed of one session's accepted commands.
-pub type Subscription = broadcast::Receiver<Arc<Stamped>>;
+/// Why a subscription yields no command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedError {
+    /// The receiver fell this many commands behind what the feed keeps:
+    /// resynchronise from a snapshot.
+    Lagged(u64),
+    /// The session is gone from the store.
+    Closed,
+}
+
+/// The live feed of one session's accepted commands: the latest ones, at
+/// most `max_commands` of them and `max_bytes` of their cost (always the
+/// newest one). Commands that are still the latest of their key are shared
+/// with the store and cost nothing more here; superseded ones are what the
+/// bound holds back.
+pub struct Feed {
+    ring: Mutex<Ring>,
+    /// The last sequence number published; wakes subscribers.
+    published: watch::Sender<u64>,
+}
+
+struct Ring {
+    commands: VecDeque<Arc<Stamped>>,
+    bytes: usize,
+    max_commands: usize,
+    max_bytes: usize,
+    closed: bool,
+}
+
+impl Feed {
+    pub fn new(max_commands: usize, max_bytes: usize) -> Arc<Feed> {
+        let ring = Ring { commands: VecDeque::new(), bytes: 0, max_commands: max_commands.max(1), max_bytes, closed: false };
+        Arc::new(Feed { ring: Mutex::new(ring), published: watch::Sender::new(0) })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the next command (sequence numbers follow each other).
+    pub fn publish(&self, command: Arc<Stamped>) {
+        let seq = command.seq;
+        {
+            let mut r = self.ring();
+            if r.closed {
+                return;
+            }
+            r.bytes += command.bytes();
+            r.commands.push_back(command);
+            while r.commands.len() > 1 && (r.commands.len() > r.max_commands || r.bytes > r.max_bytes) {
+                let old = r.commands.pop_front().expect("more than one");
+                r.bytes -= old.bytes();
+            }
+        }
+        self.published.send_replace(seq);
+    }
+
+    /// A subscription to every command after `last_seq`.
+    pub fn subscribe(self: &Arc<Self>, last_seq: u64) -> Subscription {
+        Subscription { feed: self.clone(), next: last_seq + 1, woken: self.published.subscribe() }
+    }
+
+    /// The session is gone: subscribers get `Closed`, and the commands kept
+    /// for them are released.
+    pub fn close(&self) {
+        {
+            let mut r = self.ring();
+            r.closed = true;
+            r.commands.clear();
+            r.bytes = 0;
+        }
+        self.published.send_modify(|_| {});
+    }
+
+    /// Bytes held for receivers (for tests and metrics).
+    pub fn bytes(&self) -> usize {
+        self.ring().bytes
+    }
+}
+
+/// A receiver's place in a session's live feed.
+pub struct Subscription {
+    feed: Arc<Feed>,
+    /// The sequence number of the next command this receiver gets.
+    next: u64,
+    woken: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next command, waiting for it; `Lagged` when the feed no longer
+    /// holds it.
+    pub async fn recv(&mut self) -> Result<Arc<Stamped>, FeedError> {
+        loop {
+            // Marked seen before looking, so a command published after the
+            // look wakes the wait below.
+            self.woken.borrow_and_update();
+            {
+                let r = self.feed.ring();
+                if r.closed {
+                    return Err(FeedError::Closed);
+                }
+                if let Some(first) = r.commands.front() {
+                    if first.seq > self.next {
+                        let missed = first.seq - self.next;
+                        self.next = first.seq;
+                        return Err(FeedError::Lagged(missed));
+                    }
+                    if let Some(c) = r.commands.get((self.next - first.seq) as usize) {
+                        self.next += 1;
+                        return Ok(c.clone());
+                    }
+                }
+            }
+            if self.woken.changed().await.is_err() {
+                return Err(FeedError::Closed);
+            }
+        }
+    }
+
+    /// Skips to the commands after `last_seq` (after a resynchronisation).
+    pub fn skip_to(&mut self, last_seq: u64) {
+        self.next = self.next.max(last_seq + 1);
+    }
+}
 
 pub trait Store: Send + Sync + 'static {
     /// Makes room for a new session (idempotent).
