@@ -453,3 +453,58 @@ where
     }
     let _ = sink.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Outbound {
+        Outbound::Text("x".repeat(n))
+    }
+
+    fn status(session: &str, text: &str) -> Outbound {
+        Outbound::Latest { of: Latest::Status(session.into()), text: text.into() }
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_by_bytes_and_then_drops_everything() {
+        let outbox = Outbox::new(100, 10_000);
+        // One message always fits, however large.
+        outbox.push(text(50_000)).unwrap();
+        assert_eq!(outbox.push(text(10)), Err(Full));
+        // Told once; what follows is dropped while the connection closes.
+        outbox.push(text(10)).unwrap();
+        assert!(outbox.try_recv().is_none());
+
+        let outbox = Outbox::new(100, 10_000);
+        for _ in 0..4 {
+            outbox.push(text(2_000)).unwrap();
+        }
+        assert_eq!(outbox.push(text(2_000)), Err(Full));
+        let outbox = Outbox::new(3, usize::MAX);
+        for _ in 0..3 {
+            outbox.push(text(1)).unwrap();
+        }
+        assert_eq!(outbox.push(text(1)), Err(Full));
+    }
+
+    #[test]
+    fn a_newer_status_replaces_one_waiting_right_before_it() {
+        let outbox = Outbox::new(100, usize::MAX);
+        outbox.push(status("a", "a1")).unwrap();
+        outbox.push(status("a", "a2")).unwrap();
+        outbox.push(status("b", "b1")).unwrap();
+        outbox.push(status("b", "b2")).unwrap();
+        outbox.push(text(1)).unwrap();
+        // Not across another message: the order of events stays.
+        outbox.push(status("b", "b3")).unwrap();
+        let texts: Vec<String> = std::iter::from_fn(|| outbox.try_recv())
+            .map(|o| match o {
+                Outbound::Text(t) | Outbound::Latest { text: t, .. } => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a2", "b2", "x", "b3"]);
+        assert_eq!(outbox.bytes(), 0);
+    }
+}

@@ -341,6 +341,26 @@ mod tests {
         assert_eq!(v["last_seq"], 5);
     }
 
+    #[tokio::test]
+    async fn the_feed_keeps_bytes_not_commands() {
+        let one = Stamped::new("s", "p1", 1, cmd("top/a", "value", &"x".repeat(10_000))).bytes();
+        let store = MemoryStore::new(ROOMY, 512).with_feed_bytes(3 * one + 100);
+        store.open("s").await.unwrap();
+        let (mut live, _) = store.follow("s").await.unwrap();
+        for _ in 0..10 {
+            store.append("s", "p1", cmd("top/a", "value", &"x".repeat(10_000))).await.unwrap();
+        }
+        // Only three of the ten are held for the receiver behind.
+        assert_eq!(live.recv().await.unwrap_err(), FeedError::Lagged(7));
+        assert_eq!(live.recv().await.unwrap().seq, 8);
+        // It resynchronises: what it skipped is in the snapshot.
+        live.skip_to(9);
+        assert_eq!(live.recv().await.unwrap().seq, 10);
+        // One command over the bound is still delivered.
+        store.append("s", "p1", cmd("top/b", "value", &"x".repeat(100_000))).await.unwrap();
+        assert_eq!(live.recv().await.unwrap().seq, 11);
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;

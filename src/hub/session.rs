@@ -50,11 +50,13 @@ pub struct Session {
     pub lapsed: HashSet<ConnId>,
     /// Since when no participant has been connected.
     pub idle_since: Option<Instant>,
+    /// The state and queue position its participants were last told.
+    pub told: Option<(SessionState, Option<usize>)>,
 }
 
 impl Session {
     pub fn new(id: String, since: u64) -> Session {
-        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None }
+        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None, told: None }
     }
 }
 

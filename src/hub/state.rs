@@ -285,21 +285,25 @@ impl State {
         None
     }
 
-    fn status_json(&self, sid: &str) -> Option<String> {
-        let s = self.sessions.get(sid)?;
-        let participants: Vec<ParticipantEntry> =
-            s.participants.iter().filter_map(|p| self.participants.get(p)).map(session::entry).collect();
-        let has_operator = self.has_operator(s);
-        let state = session::state_of(has_operator, s.offer.is_some());
-        let position = if has_operator { None } else { self.position(sid) };
-        Some(ServerMessage::Status { session: sid, state, position, participants: &participants, control: s.control }.to_json())
+    /// Tells every connected participant of `sid` where the session stands.
+    fn status_to(&mut self, sid: &str) {
+        let Some(s) = self.sessions.get(sid) else { return };
+        let position = if self.has_operator(s) { None } else { self.position(sid) };
+        self.status_at(sid, position);
     }
 
-    /// Tells every connected participant of `sid` where the session stands.
-    fn status_to(&self, sid: &str) {
-        let Some(json) = self.status_json(sid) else { return };
+    /// [`Self::status_to`] with the session's place in the queue known.
+    fn status_at(&mut self, sid: &str, position: Option<usize>) {
+        let Some(s) = self.sessions.get(sid) else { return };
+        let participants: Vec<ParticipantEntry> =
+            s.participants.iter().filter_map(|p| self.participants.get(p)).map(session::entry).collect();
+        let state = session::state_of(self.has_operator(s), s.offer.is_some());
+        let json = ServerMessage::Status { session: sid, state, position, participants: &participants, control: s.control }.to_json();
         for conn in self.connected(sid) {
             self.send(conn, Outbound::Latest { of: Latest::Status(sid.to_string()), text: json.clone() });
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.told = Some((state, position));
         }
     }
 
@@ -314,11 +318,27 @@ impl State {
         c.role == Role::Operator && c.ready.is_some() && c.participant.is_none()
     }
 
-    /// Sends `status` to every queued session (places move) and `queue` to
-    /// every waiting operator.
-    fn refresh(&self) {
+    /// Sends `status` to every queued session whose place or state moved
+    /// (in one pass over the queue: a change costs messages only where it
+    /// changes something) and `queue` to every waiting operator.
+    fn refresh(&mut self) {
+        let mut moved = Vec::new();
+        let mut place = 0;
         for sid in &self.queue {
-            self.status_to(sid);
+            let Some(s) = self.sessions.get(sid) else { continue };
+            let has_operator = self.has_operator(s);
+            let position = if has_operator {
+                None
+            } else {
+                place += 1;
+                Some(place)
+            };
+            if s.told != Some((session::state_of(has_operator, s.offer.is_some()), position)) {
+                moved.push((sid.clone(), position));
+            }
+        }
+        for (sid, position) in moved {
+            self.status_at(&sid, position);
         }
         let calls: Vec<CallEntry> = self
             .queue

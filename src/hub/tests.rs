@@ -188,6 +188,30 @@ async fn calls_wait_in_order_and_learn_their_place() {
 }
 
 #[tokio::test]
+async fn only_calls_whose_place_moves_are_told() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customers = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        c.expect_where("status", |s| s["position"] == i as u64 + 1).await;
+        customers.push(c);
+    }
+    // Calls behind it moved nobody ahead: the first caller's next message is
+    // the answer to its own request, not a `status` per later call.
+    customers[0].send(json!({"type": "ready"})).await;
+    let next = customers[0].next().await;
+    assert_eq!((next["type"].as_str(), next["code"].as_str()), (Some("error"), Some("forbidden")), "{:#?}", customers[0].seen);
+    // The second gives up: the third moves up and is told; the first is not.
+    customers[1].send(json!({"type": "hangup"})).await;
+    customers[2].expect_where("status", |s| s["position"] == 2).await;
+    customers[0].send(json!({"type": "ready"})).await;
+    let next = customers[0].next().await;
+    assert_eq!(next["code"], "forbidden", "{:#?}", customers[0].seen);
+}
+
+#[tokio::test]
 async fn a_session_nobody_is_connected_to_expires() {
     let (hub, store) = hub_with_backlog(config("[hub]\nidle_session_secs = 60\n"), 64);
     let (customer, op, session) = connected(&hub, 64).await;
