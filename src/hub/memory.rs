@@ -245,7 +245,10 @@ mod tests {
         c.append("s", "p1", cmd("topmost", "value", "sibling"), ROOMY).unwrap();
         c.append("s", "p1", cmd("top.x", "value", "sibling2"), ROOMY).unwrap();
         c.append("s", "p1", cmd("top/pay", "navigate", "/pay2"), ROOMY).unwrap();
-        assert_eq!(keys(&c.snapshot()), owned(&[("top", "/one"), ("top/pay", "/pay2"), ("top/form#f", "x"), ("topmost", "sibling"), ("top.x", "sibling2")]));
+        assert_eq!(
+            keys(&c.snapshot()),
+            owned(&[("top", "/one"), ("top/pay", "/pay2"), ("top/form#f", "x"), ("topmost", "sibling"), ("top.x", "sibling2")])
+        );
         c.append("s", "p1", cmd("top", "navigate", "/two"), ROOMY).unwrap();
         assert_eq!(keys(&c.snapshot()), owned(&[("top", "/two"), ("topmost", "sibling"), ("top.x", "sibling2")]));
         let before = c.bytes();

@@ -56,7 +56,17 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: String, since: u64) -> Session {
-        Session { id, since, participants: Vec::new(), control: false, wants_operator: true, offer: None, lapsed: HashSet::new(), idle_since: None, told: None }
+        Session {
+            id,
+            since,
+            participants: Vec::new(),
+            control: false,
+            wants_operator: true,
+            offer: None,
+            lapsed: HashSet::new(),
+            idle_since: None,
+            told: None,
+        }
     }
 }
 

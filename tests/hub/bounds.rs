@@ -97,13 +97,7 @@ async fn customers_flooding_commands_they_never_read_stay_within_the_byte_bounds
     // being read (four times the 64 KiB default at most) and one written;
     // plus room for the allocator and the runtime.
     let allowed = sessions * (3 * bound + 4 * 64 * 1024 + 64 * 1024) + 24 * MIB;
-    eprintln!(
-        "flood: resident {} before, {} after, peak {}; growth allowed {}",
-        mib(before),
-        mib(after),
-        mib(peak),
-        mib(allowed)
-    );
+    eprintln!("flood: resident {} before, {} after, peak {}; growth allowed {}", mib(before), mib(after), mib(peak), mib(allowed));
     assert!(
         after.saturating_sub(before) <= allowed && peak.saturating_sub(before) <= allowed,
         "{sessions} sessions flooded with {per_session} commands of 60 KB each grew the process from {} to {} (peak {}), over the {} its bounds allow\n{}",
@@ -156,7 +150,13 @@ async fn idle_sockets_cost_little_each() {
     let sockets = 300u64;
     // A first socket, so what every socket shares is in the baseline.
     let first = Client::customer(&proxy, "first").await;
-    wait_for("the first socket", Duration::from_secs(10), || async { (metric(&proxy, "cobrowse_hub_connections").await == 1).then_some(()) }, || proxy.output()).await;
+    wait_for(
+        "the first socket",
+        Duration::from_secs(10),
+        || async { (metric(&proxy, "cobrowse_hub_connections").await == 1).then_some(()) },
+        || proxy.output(),
+    )
+    .await;
     let (before, _) = memory(&proxy);
     let mut idle = Vec::new();
     for _ in 0..sockets {
