@@ -192,11 +192,6 @@ impl SocketCount {
         *n += 1;
         Some(SocketSlot { count: self.clone(), address })
     }
-
-    /// Sockets open from `remote`'s address.
-    pub fn of(&self, remote: IpAddr) -> usize {
-        self.per_address.lock().unwrap_or_else(|p| p.into_inner()).get(&address_of(remote)).copied().unwrap_or(0)
-    }
 }
 
 impl Drop for SocketSlot {

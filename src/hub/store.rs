@@ -208,11 +208,6 @@ impl Feed {
         }
         self.published.send_modify(|_| {});
     }
-
-    /// Bytes held for receivers (for tests and metrics).
-    pub fn bytes(&self) -> usize {
-        self.ring().bytes
-    }
 }
 
 /// A receiver's place in a session's live feed.

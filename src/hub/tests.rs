@@ -187,6 +187,24 @@ async fn calls_wait_in_order_and_learn_their_place() {
     assert_eq!(offer["session"], customers[1].seen[0]["session"]);
 }
 
+#[test]
+fn sockets_are_counted_per_address_and_ipv6_per_64() {
+    use super::state::{SocketCount, address_of};
+    use std::net::IpAddr;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let (a, b, other) = (ip("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2:bbbb::9"), ip("2001:db8:1:3::1"));
+    assert_eq!(address_of(a), address_of(b));
+    assert_ne!(address_of(a), address_of(other));
+    assert_eq!(address_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    let count = Arc::new(SocketCount::default());
+    let first = count.take(a, 2).unwrap();
+    let _second = count.take(b, 2).unwrap();
+    assert!(count.take(a, 2).is_none(), "a third socket from the same /64");
+    assert!(count.take(other, 2).is_some());
+    drop(first);
+    assert!(count.take(b, 2).is_some(), "a closed socket gives its place back");
+}
+
 #[tokio::test]
 async fn only_calls_whose_place_moves_are_told() {
     let (hub, _) = hub_with_backlog(config(""), 64);
