@@ -364,6 +364,34 @@ mod tests {
         assert_eq!(live.recv().await.unwrap().seq, 11);
     }
 
+    #[tokio::test]
+    async fn the_feed_lets_go_of_what_every_receiver_has() {
+        let store = MemoryStore::new(ROOMY, 512);
+        store.open("s").await.unwrap();
+        let feed = |store: &MemoryStore| store.sessions.lock().unwrap()["s"].feed.clone();
+        // Nobody follows: nothing is kept beyond the store.
+        store.append("s", "p1", cmd("top/a", "value", "1")).await.unwrap();
+        assert!(feed(&store).is_empty());
+        let (mut fast, _) = store.follow("s").await.unwrap();
+        let (mut slow, _) = store.follow("s").await.unwrap();
+        for i in 0..5 {
+            store.append("s", "p1", cmd("top/a", "value", &i.to_string())).await.unwrap();
+        }
+        for _ in 0..5 {
+            fast.recv().await.unwrap();
+        }
+        // Kept for the one behind.
+        assert_eq!(feed(&store).len(), 5);
+        slow.recv().await.unwrap();
+        slow.recv().await.unwrap();
+        assert_eq!(feed(&store).len(), 3);
+        // A receiver gone holds nothing back.
+        drop(slow);
+        assert!(feed(&store).is_empty());
+        store.append("s", "p1", cmd("top/a", "value", "6")).await.unwrap();
+        assert_eq!(fast.recv().await.unwrap().seq, 7);
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;

@@ -21,7 +21,7 @@
 //! bound by count and by bytes per session ([`Feed`]); a receiver further
 //! behind costs nothing more, it is resynchronised instead.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
@@ -145,11 +145,13 @@ pub enum FeedError {
     Closed,
 }
 
-/// The live feed of one session's accepted commands: the latest ones, at
-/// most `max_commands` of them and `max_bytes` of their cost (always the
-/// newest one). Commands that are still the latest of their key are shared
-/// with the store and cost nothing more here; superseded ones are what the
-/// bound holds back.
+/// The live feed of one session's accepted commands, kept for receivers
+/// that have not had them yet: once every subscriber has a command, the feed
+/// lets go of it. At most `max_commands` of them and `max_bytes` of their
+/// cost are kept (always the newest one); a receiver further behind is told
+/// `Lagged`. Commands that are still the latest of their key are shared with
+/// the store and cost nothing more here; superseded ones are what the bound
+/// holds back.
 pub struct Feed {
     ring: Mutex<Ring>,
     /// The last sequence number published; wakes subscribers.
@@ -161,12 +163,43 @@ struct Ring {
     bytes: usize,
     max_commands: usize,
     max_bytes: usize,
+    /// The next sequence number of each subscriber.
+    cursors: HashMap<u64, u64>,
+    next_subscriber: u64,
     closed: bool,
+}
+
+impl Ring {
+    fn pop(&mut self) {
+        if let Some(old) = self.commands.pop_front() {
+            self.bytes -= old.bytes();
+        }
+    }
+
+    /// Lets go of what every subscriber has had, then of the oldest past
+    /// the bounds.
+    fn trim(&mut self) {
+        let wanted = self.cursors.values().min().copied().unwrap_or(u64::MAX);
+        while self.commands.front().is_some_and(|c| c.seq < wanted) {
+            self.pop();
+        }
+        while self.commands.len() > 1 && (self.commands.len() > self.max_commands || self.bytes > self.max_bytes) {
+            self.pop();
+        }
+    }
 }
 
 impl Feed {
     pub fn new(max_commands: usize, max_bytes: usize) -> Arc<Feed> {
-        let ring = Ring { commands: VecDeque::new(), bytes: 0, max_commands: max_commands.max(1), max_bytes, closed: false };
+        let ring = Ring {
+            commands: VecDeque::new(),
+            bytes: 0,
+            max_commands: max_commands.max(1),
+            max_bytes,
+            cursors: HashMap::new(),
+            next_subscriber: 0,
+            closed: false,
+        };
         Arc::new(Feed { ring: Mutex::new(ring), published: watch::Sender::new(0) })
     }
 
@@ -184,17 +217,22 @@ impl Feed {
             }
             r.bytes += command.bytes();
             r.commands.push_back(command);
-            while r.commands.len() > 1 && (r.commands.len() > r.max_commands || r.bytes > r.max_bytes) {
-                let old = r.commands.pop_front().expect("more than one");
-                r.bytes -= old.bytes();
-            }
+            r.trim();
         }
         self.published.send_replace(seq);
     }
 
     /// A subscription to every command after `last_seq`.
     pub fn subscribe(self: &Arc<Self>, last_seq: u64) -> Subscription {
-        Subscription { feed: self.clone(), next: last_seq + 1, woken: self.published.subscribe() }
+        let id = {
+            let mut r = self.ring();
+            let id = r.next_subscriber;
+            r.next_subscriber += 1;
+            r.cursors.insert(id, last_seq + 1);
+            r.trim();
+            id
+        };
+        Subscription { feed: self.clone(), id, next: last_seq + 1, woken: self.published.subscribe() }
     }
 
     /// The session is gone: subscribers get `Closed`, and the commands kept
@@ -208,11 +246,21 @@ impl Feed {
         }
         self.published.send_modify(|_| {});
     }
+
+    /// Commands kept for subscribers (for tests).
+    pub fn len(&self) -> usize {
+        self.ring().commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A receiver's place in a session's live feed.
 pub struct Subscription {
     feed: Arc<Feed>,
+    id: u64,
     /// The sequence number of the next command this receiver gets.
     next: u64,
     woken: watch::Receiver<u64>,
@@ -227,7 +275,7 @@ impl Subscription {
             // look wakes the wait below.
             self.woken.borrow_and_update();
             {
-                let r = self.feed.ring();
+                let mut r = self.feed.ring();
                 if r.closed {
                     return Err(FeedError::Closed);
                 }
@@ -235,11 +283,14 @@ impl Subscription {
                     if first.seq > self.next {
                         let missed = first.seq - self.next;
                         self.next = first.seq;
+                        r.cursors.insert(self.id, self.next);
                         return Err(FeedError::Lagged(missed));
                     }
-                    if let Some(c) = r.commands.get((self.next - first.seq) as usize) {
+                    if let Some(c) = r.commands.get((self.next - first.seq) as usize).cloned() {
                         self.next += 1;
-                        return Ok(c.clone());
+                        r.cursors.insert(self.id, self.next);
+                        r.trim();
+                        return Ok(c);
                     }
                 }
             }
@@ -252,6 +303,17 @@ impl Subscription {
     /// Skips to the commands after `last_seq` (after a resynchronisation).
     pub fn skip_to(&mut self, last_seq: u64) {
         self.next = self.next.max(last_seq + 1);
+        let mut r = self.feed.ring();
+        r.cursors.insert(self.id, self.next);
+        r.trim();
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut r = self.feed.ring();
+        r.cursors.remove(&self.id);
+        r.trim();
     }
 }
 

@@ -131,7 +131,7 @@ async fn a_session_filled_to_its_store_bound_costs_about_the_bound() {
     customer.expect_where(&proxy, "status", |s| s["control"] == true).await;
     assert!(customer.seen.iter().any(|v| v["code"] == "limit"), "the store never reached its bound:\n{}", customer.log);
     let (after, peak) = memory(&proxy);
-    let allowed = bound * 13 / 10 + 8 * MIB;
+    let allowed = bound * 3 / 2 + 4 * MIB;
     eprintln!("store: resident {} before, {} after, peak {}; growth allowed {}", mib(before), mib(after), mib(peak), mib(allowed));
     assert!(
         after.saturating_sub(before) <= allowed,
