@@ -123,6 +123,20 @@ pub struct HubLimits {
     pub reconnect_grace: Duration,
     /// Sessions the hub holds at once; a call beyond is refused. Default 10,000.
     pub max_sessions: usize,
+    /// Bytes of hub messages queued for one connection before it counts as
+    /// not reading and is closed. Default 1 MiB.
+    pub max_outbound_bytes: usize,
+    /// Bytes of commands a session's live feed keeps for receivers that are
+    /// behind; one further behind is resynchronised. Default 1 MiB.
+    pub max_feed_bytes_per_session: usize,
+    /// WebSockets open at once from one client address (an IPv6 /64).
+    /// Default 500.
+    pub max_sockets_per_address: usize,
+    /// Calls from one client address in a burst. Default 100.
+    pub call_burst_per_address: u32,
+    /// Calls from one client address per minute once the burst is spent.
+    /// Default 60.
+    pub calls_per_minute_per_address: u32,
 }
 
 /// What one client connection may hold, and for how long.
@@ -188,6 +202,11 @@ impl Default for HubLimits {
             offer_timeout: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(120),
             max_sessions: 10_000,
+            max_outbound_bytes: 1024 * 1024,
+            max_feed_bytes_per_session: 1024 * 1024,
+            max_sockets_per_address: 500,
+            call_burst_per_address: 100,
+            calls_per_minute_per_address: 60,
         }
     }
 }
@@ -330,6 +349,11 @@ struct RawHub {
     offer_timeout_secs: Option<Spanned<u64>>,
     reconnect_grace_secs: Option<Spanned<u64>>,
     max_sessions: Option<Spanned<usize>>,
+    max_outbound_bytes: Option<Spanned<usize>>,
+    max_feed_bytes_per_session: Option<Spanned<usize>>,
+    max_sockets_per_address: Option<Spanned<usize>>,
+    call_burst_per_address: Option<Spanned<u32>>,
+    calls_per_minute_per_address: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -718,6 +742,36 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
             "hub.messages_per_second",
             &h.messages_per_second,
             &mut hub.messages_per_second,
+        )?;
+        positive(
+            src,
+            "hub.max_outbound_bytes",
+            &h.max_outbound_bytes,
+            &mut hub.max_outbound_bytes,
+        )?;
+        positive(
+            src,
+            "hub.max_feed_bytes_per_session",
+            &h.max_feed_bytes_per_session,
+            &mut hub.max_feed_bytes_per_session,
+        )?;
+        positive(
+            src,
+            "hub.max_sockets_per_address",
+            &h.max_sockets_per_address,
+            &mut hub.max_sockets_per_address,
+        )?;
+        positive(
+            src,
+            "hub.call_burst_per_address",
+            &h.call_burst_per_address,
+            &mut hub.call_burst_per_address,
+        )?;
+        positive(
+            src,
+            "hub.calls_per_minute_per_address",
+            &h.calls_per_minute_per_address,
+            &mut hub.calls_per_minute_per_address,
         )?;
         if let Some(v) = &h.idle_session_secs {
             hub.idle_session = secs(src, "hub.idle_session_secs", v)?;
@@ -1130,11 +1184,28 @@ mod tests {
         let c = parse("upstream = \"http://a\"\n").unwrap();
         assert_eq!(c.hub.reconnect_grace, Duration::from_secs(120));
         assert_eq!(c.hub.max_sessions, 10_000);
-        let c =
-            parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\n")
-                .unwrap();
+        assert_eq!(
+            (c.hub.max_outbound_bytes, c.hub.max_feed_bytes_per_session),
+            (1 << 20, 1 << 20)
+        );
+        assert_eq!(
+            (
+                c.hub.max_sockets_per_address,
+                c.hub.call_burst_per_address,
+                c.hub.calls_per_minute_per_address
+            ),
+            (500, 100, 60)
+        );
+        let c = parse("upstream = \"http://a\"\n[hub]\nreconnect_grace_secs = 15\nmax_sessions = 3\nmax_sockets_per_address = 7\ncalls_per_minute_per_address = 600\n").unwrap();
         assert_eq!(c.hub.reconnect_grace, Duration::from_secs(15));
         assert_eq!(c.hub.max_sessions, 3);
+        assert_eq!(
+            (
+                c.hub.max_sockets_per_address,
+                c.hub.calls_per_minute_per_address
+            ),
+            (7, 600)
+        );
         for (text, field, line) in [
             (
                 "[hub]\nreconnect_grace_secs = 0\n",
@@ -1146,6 +1217,31 @@ mod tests {
             (
                 "[hub]\nreconnect_grace_secs = \"2m\"\n",
                 "hub.reconnect_grace_secs",
+                3,
+            ),
+            (
+                "[hub]\nmax_sockets_per_address = 0\n",
+                "hub.max_sockets_per_address",
+                3,
+            ),
+            (
+                "[hub]\n\nmax_outbound_bytes = 0\n",
+                "hub.max_outbound_bytes",
+                4,
+            ),
+            (
+                "[hub]\nmax_feed_bytes_per_session = 0\n",
+                "hub.max_feed_bytes_per_session",
+                3,
+            ),
+            (
+                "[hub]\ncall_burst_per_address = 0\n",
+                "hub.call_burst_per_address",
+                3,
+            ),
+            (
+                "[hub]\ncalls_per_minute_per_address = -1\n",
+                "hub.calls_per_minute_per_address",
                 3,
             ),
         ] {

@@ -6,18 +6,27 @@
 //! queued for it and, once the connection joined a session, the session's
 //! commands from the store's feed, resynchronising from the store when it
 //! falls behind.
+//!
+//! Memory per connection is bounded by bytes: what the hub queued for it
+//! ([`Outbox`], `hub.max_outbound_bytes`), one message being read (at most
+//! four times `hub.max_message_bytes`, tungstenite refuses larger frames and
+//! messages), and one message being written, sent in fragments of
+//! [`FRAGMENT`] bytes so the socket's write buffer never grows past one.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
@@ -25,17 +34,40 @@ use super::auth::Account;
 use super::protocol::{self, ClientMessage, ErrorCode, Refusal, Role};
 use super::session::ConnId;
 use super::state::Shared;
-use super::store::Subscription;
+use super::store::{FeedError, Stamped, Subscription};
 use crate::telemetry;
 
 /// How often an idle connection is pinged, so dead peers are noticed.
 const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Text messages longer than this go out as fragments of this size: the
+/// socket's write buffer keeps the capacity of the largest frame it ever
+/// held, for as long as the connection lives.
+pub const FRAGMENT: usize = 16 * 1024;
+
+/// A rate-limited connection is told so at most once per this window.
+const TELL_RATE_LIMITED_EVERY: Duration = Duration::from_secs(1);
+
+/// What a message that states the whole of something is about: a newer one
+/// replaces an older one still waiting in the same [`Outbox`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Latest {
+    /// A session's `status`.
+    Status(String),
+    /// The `queue` a waiting operator sees.
+    Queue,
+}
 
 /// What the hub queues for a connection's writer.
 #[derive(Debug)]
 pub enum Outbound {
     /// A message, already serialised.
     Text(String),
+    /// A message that supersedes an earlier one of the same kind.
+    Latest {
+        of: Latest,
+        text: String,
+    },
     /// Start delivering the session's commands to this participant; with
     /// `replay`, first send what the store holds.
     Follow {
@@ -49,6 +81,132 @@ pub enum Outbound {
         code: u16,
         reason: &'static str,
     },
+}
+
+impl Outbound {
+    /// What it costs while queued.
+    fn bytes(&self) -> usize {
+        let text = match self {
+            Outbound::Text(t) | Outbound::Latest { text: t, .. } => t.len(),
+            Outbound::Follow {
+                session,
+                participant,
+                ..
+            } => session.len() + participant.len(),
+            Outbound::Unfollow | Outbound::Close { .. } => 0,
+        };
+        text + std::mem::size_of::<Outbound>()
+    }
+}
+
+/// The hub's messages queued for one connection, bounded by count and by
+/// bytes. A connection that lets it fill up does not read: it is closed
+/// rather than buffered without bound. A `status` or `queue` message that
+/// would queue right behind an older one of the same session or kind
+/// replaces it instead: the newer says everything the older did, in the
+/// same place in the order.
+pub struct Outbox {
+    queued: Mutex<Queued>,
+    ready: Notify,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    messages: VecDeque<Outbound>,
+    bytes: usize,
+    /// Once full, the connection is being closed: the rest is dropped.
+    overflowed: bool,
+    closed: bool,
+}
+
+/// The outbox was full: the connection does not read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl Outbox {
+    pub fn new(max_messages: usize, max_bytes: usize) -> Outbox {
+        Outbox {
+            queued: Mutex::new(Queued::default()),
+            ready: Notify::new(),
+            max_messages: max_messages.max(1),
+            max_bytes,
+        }
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `out`. `Full` the first time it does not fit (one message
+    /// always fits an empty outbox); after that everything is dropped.
+    pub fn push(&self, out: Outbound) -> Result<(), Full> {
+        let mut q = self.queued();
+        if q.closed || q.overflowed {
+            return Ok(());
+        }
+        if let Outbound::Latest { of, text } = &out
+            && let Some(Outbound::Latest {
+                of: last_of,
+                text: last,
+            }) = q.messages.back_mut()
+            && last_of == of
+        {
+            let (old, new) = (last.len(), text.len());
+            *last = text.clone();
+            q.bytes = q.bytes - old + new;
+            return Ok(());
+        }
+        let bytes = out.bytes();
+        if !q.messages.is_empty()
+            && (q.messages.len() >= self.max_messages || q.bytes + bytes > self.max_bytes)
+        {
+            q.overflowed = true;
+            q.messages.clear();
+            q.bytes = 0;
+            return Err(Full);
+        }
+        q.bytes += bytes;
+        q.messages.push_back(out);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next queued message, if any.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let mut q = self.queued();
+        let out = q.messages.pop_front()?;
+        q.bytes -= out.bytes();
+        Some(out)
+    }
+
+    /// The next queued message, waiting for one; `None` once closed.
+    pub async fn recv(&self) -> Option<Outbound> {
+        loop {
+            if let Some(out) = self.try_recv() {
+                return Some(out);
+            }
+            if self.queued().closed {
+                return None;
+            }
+            // A push since the look above left a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+
+    /// No more messages will be queued: the writer ends once it has sent
+    /// what is queued.
+    pub fn close(&self) {
+        self.queued().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Bytes queued (for tests).
+    pub fn bytes(&self) -> usize {
+        self.queued().bytes
+    }
 }
 
 /// Who is at the other end of a connection, as the handshake found out.
@@ -80,11 +238,11 @@ where
         role,
         account,
     } = peer;
-    let (conn, outbound, cancel) = shared.connect(remote, role, account);
+    let (conn, outbox, cancel) = shared.connect(remote, role, account);
     info!(conn, "hub connection opened");
     // Both tasks log in the connection's span (its id).
     let mut writer =
-        tokio::spawn(write(shared.clone(), outbound, sink, cancel.clone()).in_current_span());
+        tokio::spawn(write(shared.clone(), outbox, sink, cancel.clone()).in_current_span());
     let mut reader =
         tokio::spawn(read(shared.clone(), conn, stream, cancel.clone()).in_current_span());
     tokio::select! {
@@ -112,38 +270,28 @@ where
     let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not 0"));
     let limiter: DefaultDirectRateLimiter =
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
-    // One `rate_limited` per run of refused messages: answering every one
-    // would let a flood grow our outbound queue instead.
-    let mut throttled = false;
+    // One `rate_limited` per window: answering every refused message would
+    // let a flood grow our outbound queue instead.
+    let mut told_rate_limited: Option<Instant> = None;
     loop {
         let message = tokio::select! {
             () = cancel.cancelled() => break,
             m = stream.next() => m,
         };
-        let text = match message {
-            None => break,
+        let message = match message {
+            None | Some(Ok(Message::Close(_))) => break,
             Some(Err(e)) => {
+                // Among them a frame or message over tungstenite's limit.
                 debug!(conn, error = %e, "connection read failed");
                 break;
             }
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                refuse(
-                    &shared,
-                    conn,
-                    Refusal::new(
-                        ErrorCode::BadMessage,
-                        "binary frames are not part of the protocol; send JSON text",
-                    ),
-                );
-                continue;
-            }
-            Some(Ok(Message::Close(_))) => break,
-            Some(Ok(_)) => continue,
+            Some(Ok(m)) => m,
         };
+        // Every frame costs us work, whatever its kind: all count.
         if limiter.check().is_err() {
-            if !throttled {
-                throttled = true;
+            metrics::counter!("cobrowse_hub_rate_limited_total").increment(1);
+            if told_rate_limited.is_none_or(|t| t.elapsed() >= TELL_RATE_LIMITED_EVERY) {
+                told_rate_limited = Some(Instant::now());
                 refuse(
                     &shared,
                     conn,
@@ -158,7 +306,21 @@ where
             }
             continue;
         }
-        throttled = false;
+        let text = match message {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                refuse(
+                    &shared,
+                    conn,
+                    Refusal::new(
+                        ErrorCode::BadMessage,
+                        "binary frames are not part of the protocol; send JSON text",
+                    ),
+                );
+                continue;
+            }
+            _ => continue,
+        };
         if text.len() > limits.max_message_bytes {
             refuse(
                 &shared,
@@ -215,18 +377,46 @@ async fn dispatch(
 }
 
 /// The next command from the feed, or never when not following.
-async fn next_command(
-    following: &mut Option<Following>,
-) -> Result<Arc<super::store::Stamped>, broadcast::error::RecvError> {
+async fn next_command(following: &mut Option<Following>) -> Result<Arc<Stamped>, FeedError> {
     match following {
         Some(f) => f.feed.recv().await,
         None => std::future::pending().await,
     }
 }
 
+/// Sends one text message, in fragments when it is long (see [`FRAGMENT`]).
+/// `Err` when the connection is gone.
+async fn send_text<Si>(sink: &mut Si, text: impl Into<String>) -> Result<(), ()>
+where
+    Si: Sink<Message> + Unpin,
+{
+    let text: String = text.into();
+    if text.len() <= FRAGMENT {
+        return sink.send(Message::text(text)).await.map_err(|_| ());
+    }
+    // Cut on character boundaries, so each fragment is UTF-8 on its own too.
+    let mut cuts = Vec::with_capacity(text.len() / FRAGMENT + 1);
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + FRAGMENT).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        cuts.push((start, end));
+        start = end;
+    }
+    let bytes = Bytes::from(text);
+    for (i, &(start, end)) in cuts.iter().enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let frame = Frame::message(bytes.slice(start..end), opcode, i + 1 == cuts.len());
+        sink.send(Message::Frame(frame)).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
 async fn write<Si>(
     shared: Arc<Shared>,
-    mut outbound: mpsc::Receiver<Outbound>,
+    outbox: Arc<Outbox>,
     mut sink: Si,
     cancel: CancellationToken,
 ) where
@@ -239,18 +429,20 @@ async fn write<Si>(
             biased;
             () = cancel.cancelled() => {
                 // Flush what was queued before the end (errors, `ended`).
-                while let Ok(out) = outbound.try_recv() {
-                    if let Outbound::Text(t) = out && sink.send(Message::text(t)).await.is_err() {
+                while let Some(out) = outbox.try_recv() {
+                    if let Outbound::Text(t) | Outbound::Latest { text: t, .. } = out
+                        && send_text(&mut sink, t).await.is_err()
+                    {
                         break;
                     }
                 }
                 break;
             }
-            out = outbound.recv() => {
+            out = outbox.recv() => {
                 let Some(out) = out else { break };
                 match out {
-                    Outbound::Text(t) => {
-                        if sink.send(Message::text(t)).await.is_err() {
+                    Outbound::Text(t) | Outbound::Latest { text: t, .. } => {
+                        if send_text(&mut sink, t).await.is_err() {
                             break;
                         }
                     }
@@ -267,12 +459,14 @@ async fn write<Si>(
                                 } else {
                                     None
                                 };
+                                let last_seq = snapshot.last_seq;
+                                drop(snapshot);
                                 if let Some(text) = text
-                                    && sink.send(Message::text(text)).await.is_err()
+                                    && send_text(&mut sink, text).await.is_err()
                                 {
                                     break;
                                 }
-                                following = Some(Following { session, participant, feed, last_seq: snapshot.last_seq });
+                                following = Some(Following { session, participant, feed, last_seq });
                             }
                             Err(e) => debug!(session, error = %e, "not following a session gone from the store"),
                         }
@@ -292,12 +486,12 @@ async fn write<Si>(
                         // At or below `last_seq`: already in the replay.
                         if c.seq > f.last_seq {
                             f.last_seq = c.seq;
-                            if c.is_for(&f.participant) && sink.send(Message::text(c.json.clone())).await.is_err() {
+                            if c.is_for(&f.participant) && send_text(&mut sink, &*c.json).await.is_err() {
                                 break;
                             }
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Err(FeedError::Lagged(missed)) => {
                         // Too slow for the live feed: what the feed dropped
                         // is replaced by the state it led to.
                         metrics::counter!(telemetry::HUB_RESYNCS).increment(1);
@@ -305,15 +499,19 @@ async fn write<Si>(
                         match shared.store.snapshot(&f.session).await {
                             Ok(snapshot) => {
                                 f.last_seq = snapshot.last_seq;
+                                f.feed.skip_to(snapshot.last_seq);
                                 let replay = snapshot.replay_json_for(&f.session, Some(&f.participant));
-                                if sink.send(Message::text(replay)).await.is_err() {
+                                // The snapshot's commands are the store's: let
+                                // go of them before the wait to send.
+                                drop(snapshot);
+                                if send_text(&mut sink, replay).await.is_err() {
                                     break;
                                 }
                             }
                             Err(_) => following = None,
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => following = None,
+                    Err(FeedError::Closed) => following = None,
                 }
             }
             _ = ping.tick() => {
@@ -324,4 +522,62 @@ async fn write<Si>(
         }
     }
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Outbound {
+        Outbound::Text("x".repeat(n))
+    }
+
+    fn status(session: &str, text: &str) -> Outbound {
+        Outbound::Latest {
+            of: Latest::Status(session.into()),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_by_bytes_and_then_drops_everything() {
+        let outbox = Outbox::new(100, 10_000);
+        // One message always fits, however large.
+        outbox.push(text(50_000)).unwrap();
+        assert_eq!(outbox.push(text(10)), Err(Full));
+        // Told once; what follows is dropped while the connection closes.
+        outbox.push(text(10)).unwrap();
+        assert!(outbox.try_recv().is_none());
+
+        let outbox = Outbox::new(100, 10_000);
+        for _ in 0..4 {
+            outbox.push(text(2_000)).unwrap();
+        }
+        assert_eq!(outbox.push(text(2_000)), Err(Full));
+        let outbox = Outbox::new(3, usize::MAX);
+        for _ in 0..3 {
+            outbox.push(text(1)).unwrap();
+        }
+        assert_eq!(outbox.push(text(1)), Err(Full));
+    }
+
+    #[test]
+    fn a_newer_status_replaces_one_waiting_right_before_it() {
+        let outbox = Outbox::new(100, usize::MAX);
+        outbox.push(status("a", "a1")).unwrap();
+        outbox.push(status("a", "a2")).unwrap();
+        outbox.push(status("b", "b1")).unwrap();
+        outbox.push(status("b", "b2")).unwrap();
+        outbox.push(text(1)).unwrap();
+        // Not across another message: the order of events stays.
+        outbox.push(status("b", "b3")).unwrap();
+        let texts: Vec<String> = std::iter::from_fn(|| outbox.try_recv())
+            .map(|o| match o {
+                Outbound::Text(t) | Outbound::Latest { text: t, .. } => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a2", "b2", "x", "b3"]);
+        assert_eq!(outbox.bytes(), 0);
+    }
 }

@@ -6,18 +6,18 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::broadcast;
 
-use super::protocol::{Command, StampedOut};
-use super::store::{Bounds, Snapshot, Stamped, Store, StoreError, Subscription};
+use super::protocol::Command;
+use super::store::{Bounds, Feed, Snapshot, Stamped, Store, StoreError, Subscription};
 
 /// The stored commands of one session: the latest per key, the order keys
-/// were last written, and the bytes they take.
+/// were last written, and the bytes they take. A key is kept once, shared by
+/// both indexes and the command.
 #[derive(Debug, Default)]
 pub struct Commands {
-    by_key: BTreeMap<String, Arc<Stamped>>,
+    by_key: BTreeMap<Arc<str>, Arc<Stamped>>,
     /// Sequence number of each key's latest command, oldest first.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, Arc<str>>,
     bytes: usize,
     last_seq: u64,
 }
@@ -33,26 +33,13 @@ impl Commands {
         bounds: Bounds,
     ) -> Result<Arc<Stamped>, StoreError> {
         let seq = self.last_seq + 1;
-        let json = serde_json::to_string(&StampedOut {
-            kind: "command",
-            session,
-            sender,
-            seq,
-            command: &command,
-        })
-        .expect("commands always serialise");
-        let stamped = Stamped {
-            seq,
-            sender: sender.to_string(),
-            command,
-            json,
-        };
+        let stamped = Stamped::new(session, sender, seq, command);
 
-        let replaced = self.by_key.get(&stamped.command.key);
+        let replaced = self.by_key.get(&stamped.key);
         let mut dropped_keys = usize::from(replaced.is_some());
         let mut dropped_bytes = replaced.map_or(0, |c| c.bytes());
-        let subtree = if stamped.command.is_frame_url() {
-            self.subtree(&stamped.command.key)
+        let subtree = if stamped.frame_url {
+            self.subtree(&stamped.key)
         } else {
             Vec::new()
         };
@@ -78,7 +65,7 @@ impl Commands {
         for key in subtree {
             self.forget(&key);
         }
-        let key = stamped.command.key.clone();
+        let key = stamped.key.clone();
         self.forget(&key);
         let stamped = Arc::new(stamped);
         self.order.insert(seq, key.clone());
@@ -89,12 +76,12 @@ impl Commands {
     }
 
     /// Every stored key below the frame `key` names (`key/…`).
-    fn subtree(&self, key: &str) -> Vec<String> {
-        let prefix = format!("{key}/");
+    fn subtree(&self, key: &str) -> Vec<Arc<str>> {
+        let prefix: Arc<str> = format!("{key}/").into();
         self.by_key
             .range(prefix.clone()..)
             .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(&prefix))
+            .take_while(|k| k.starts_with(&*prefix))
             .cloned()
             .collect()
     }
@@ -113,14 +100,14 @@ impl Commands {
         let mut parts = Vec::new();
         for key in self.order.values() {
             let c = &self.by_key[key];
-            if c.command.is_frame_url() {
+            if c.frame_url {
                 frames.push(c.clone())
             } else {
                 parts.push(c.clone())
             }
         }
         // Stable: equal depths keep their write order.
-        frames.sort_by_key(|c| c.command.key.matches('/').count());
+        frames.sort_by_key(|c| c.key.matches('/').count());
         frames.extend(parts);
         Snapshot {
             commands: frames,
@@ -147,7 +134,7 @@ impl Commands {
 
 struct Entry {
     commands: Commands,
-    feed: broadcast::Sender<Arc<Stamped>>,
+    feed: Arc<Feed>,
 }
 
 pub struct MemoryStore {
@@ -155,6 +142,9 @@ pub struct MemoryStore {
     bounds: Bounds,
     /// Commands a subscriber may fall behind by before it is resynchronised.
     backlog: usize,
+    /// Bytes of commands the live feed keeps per session for receivers that
+    /// are behind (see [`Feed`]).
+    feed_bytes: usize,
 }
 
 impl MemoryStore {
@@ -163,7 +153,14 @@ impl MemoryStore {
             sessions: Mutex::new(HashMap::new()),
             bounds,
             backlog: backlog.max(1),
+            feed_bytes: usize::MAX,
         }
+    }
+
+    /// Bounds each session's live feed by bytes as well as by count.
+    pub fn with_feed_bytes(mut self, feed_bytes: usize) -> MemoryStore {
+        self.feed_bytes = feed_bytes;
+        self
     }
 
     fn open_now(&self, session: &str) {
@@ -172,7 +169,7 @@ impl MemoryStore {
             .entry(session.to_string())
             .or_insert_with(|| Entry {
                 commands: Commands::default(),
-                feed: broadcast::channel(self.backlog).0,
+                feed: Feed::new(self.backlog, self.feed_bytes),
             });
     }
 
@@ -190,7 +187,7 @@ impl MemoryStore {
             .commands
             .append(session, sender, command, self.bounds)?;
         // No subscriber yet is fine: the command is stored for the replay.
-        let _ = entry.feed.send(stamped.clone());
+        entry.feed.publish(stamped.clone());
         Ok(stamped)
     }
 
@@ -207,11 +204,14 @@ impl MemoryStore {
         // One lock for both: nothing is appended between them.
         let sessions = self.sessions.lock().unwrap();
         let entry = sessions.get(session).ok_or(StoreError::UnknownSession)?;
-        Ok((entry.feed.subscribe(), entry.commands.snapshot()))
+        let snapshot = entry.commands.snapshot();
+        Ok((entry.feed.subscribe(snapshot.last_seq), snapshot))
     }
 
     fn remove_now(&self, session: &str) {
-        self.sessions.lock().unwrap().remove(session);
+        if let Some(entry) = self.sessions.lock().unwrap().remove(session) {
+            entry.feed.close();
+        }
     }
 }
 
@@ -251,6 +251,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::hub::protocol::Attribute;
+    use crate::hub::store::FeedError;
     use serde_json::Value;
 
     const ROOMY: Bounds = Bounds {
@@ -267,11 +268,28 @@ mod tests {
         }
     }
 
-    fn keys(s: &Snapshot) -> Vec<(&str, &str)> {
+    /// Key and first argument of each command, read back from its wire form.
+    fn keys(s: &Snapshot) -> Vec<(String, String)> {
         s.commands
             .iter()
-            .map(|c| (c.command.key.as_str(), c.command.args[0].as_str().unwrap()))
+            .map(|c| {
+                (
+                    c.key.to_string(),
+                    first_arg(c).as_str().unwrap().to_string(),
+                )
+            })
             .collect()
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn first_arg(c: &Stamped) -> Value {
+        serde_json::from_str::<Value>(&c.json).unwrap()["args"][0].clone()
     }
 
     #[test]
@@ -284,12 +302,18 @@ mod tests {
         c.append("s", "p2", cmd("top/a", "value", "3"), ROOMY)
             .unwrap();
         let s = c.snapshot();
-        assert_eq!(keys(&s), [("top/b", "2"), ("top/a", "3")]);
+        assert_eq!(keys(&s), owned(&[("top/b", "2"), ("top/a", "3")]));
         assert_eq!(s.last_seq, 3);
         assert_eq!(c.len(), 2);
         assert_eq!(
             c.bytes(),
-            s.commands.iter().map(|c| c.json.len()).sum::<usize>()
+            s.commands.iter().map(|c| c.bytes()).sum::<usize>()
+        );
+        // Kept once: the wire form at its exact size, the key shared.
+        let stored = &s.commands[1];
+        assert_eq!(
+            stored.bytes(),
+            stored.json.len() + "top/a".len() + "p2".len() + crate::hub::store::STAMPED_OVERHEAD
         );
     }
 
@@ -317,23 +341,23 @@ mod tests {
             .unwrap();
         assert_eq!(
             keys(&c.snapshot()),
-            [
+            owned(&[
                 ("top", "/one"),
                 ("top/pay", "/pay2"),
                 ("top/form#f", "x"),
                 ("topmost", "sibling"),
                 ("top.x", "sibling2")
-            ]
+            ])
         );
         c.append("s", "p1", cmd("top", "navigate", "/two"), ROOMY)
             .unwrap();
         assert_eq!(
             keys(&c.snapshot()),
-            [
+            owned(&[
                 ("top", "/two"),
                 ("topmost", "sibling"),
                 ("top.x", "sibling2")
-            ]
+            ])
         );
         let before = c.bytes();
         assert_eq!(
@@ -341,7 +365,7 @@ mod tests {
             c.snapshot()
                 .commands
                 .iter()
-                .map(|c| c.json.len())
+                .map(|c| c.bytes())
                 .sum::<usize>()
         );
     }
@@ -365,13 +389,13 @@ mod tests {
         // `top/f1` navigating after `top/f1/f2` dropped it.
         assert_eq!(
             keys(&s),
-            [
+            owned(&[
                 ("top/f1", "/mid"),
                 ("top/g", "/mid2"),
                 ("top/a", "a"),
                 ("top/b", "b"),
                 ("top", "0")
-            ]
+            ])
         );
         let seqs: Vec<u64> = s.commands.iter().map(|c| c.seq).collect();
         assert_eq!(seqs, [4, 5, 1, 3, 6]);
@@ -402,7 +426,7 @@ mod tests {
         // A frame URL that drops a subtree makes room.
         c.append("s", "p1", cmd("top", "navigate", "/next"), tight)
             .unwrap();
-        assert_eq!(keys(&c.snapshot()), [("top", "/next")]);
+        assert_eq!(keys(&c.snapshot()), owned(&[("top", "/next")]));
 
         let one = c.snapshot().commands[0].bytes();
         let small = Bounds {
@@ -479,7 +503,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snap.last_seq, 1);
-        assert_eq!(keys(&snap), [("top/a", "1")]);
+        assert_eq!(keys(&snap), owned(&[("top/a", "1")]));
         assert_eq!(live.recv().await.unwrap().seq, 2);
         assert!(matches!(
             store.append("gone", "p1", cmd("top", "x", "y")).await,
@@ -500,15 +524,75 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(matches!(
-            live.recv().await,
-            Err(broadcast::error::RecvError::Lagged(3))
-        ));
+        assert_eq!(live.recv().await.unwrap_err(), FeedError::Lagged(3));
         let replay = store.snapshot("s").await.unwrap().replay_json("s");
         let v: Value = serde_json::from_str(&replay).unwrap();
         assert_eq!(v["type"], "replay");
         assert_eq!(v["commands"].as_array().unwrap().len(), 5);
         assert_eq!(v["last_seq"], 5);
+    }
+
+    #[tokio::test]
+    async fn the_feed_keeps_bytes_not_commands() {
+        let one = Stamped::new("s", "p1", 1, cmd("top/a", "value", &"x".repeat(10_000))).bytes();
+        let store = MemoryStore::new(ROOMY, 512).with_feed_bytes(3 * one + 100);
+        store.open("s").await.unwrap();
+        let (mut live, _) = store.follow("s").await.unwrap();
+        for _ in 0..10 {
+            store
+                .append("s", "p1", cmd("top/a", "value", &"x".repeat(10_000)))
+                .await
+                .unwrap();
+        }
+        // Only three of the ten are held for the receiver behind.
+        assert_eq!(live.recv().await.unwrap_err(), FeedError::Lagged(7));
+        assert_eq!(live.recv().await.unwrap().seq, 8);
+        // It resynchronises: what it skipped is in the snapshot.
+        live.skip_to(9);
+        assert_eq!(live.recv().await.unwrap().seq, 10);
+        // One command over the bound is still delivered.
+        store
+            .append("s", "p1", cmd("top/b", "value", &"x".repeat(100_000)))
+            .await
+            .unwrap();
+        assert_eq!(live.recv().await.unwrap().seq, 11);
+    }
+
+    #[tokio::test]
+    async fn the_feed_lets_go_of_what_every_receiver_has() {
+        let store = MemoryStore::new(ROOMY, 512);
+        store.open("s").await.unwrap();
+        let feed = |store: &MemoryStore| store.sessions.lock().unwrap()["s"].feed.clone();
+        // Nobody follows: nothing is kept beyond the store.
+        store
+            .append("s", "p1", cmd("top/a", "value", "1"))
+            .await
+            .unwrap();
+        assert!(feed(&store).is_empty());
+        let (mut fast, _) = store.follow("s").await.unwrap();
+        let (mut slow, _) = store.follow("s").await.unwrap();
+        for i in 0..5 {
+            store
+                .append("s", "p1", cmd("top/a", "value", &i.to_string()))
+                .await
+                .unwrap();
+        }
+        for _ in 0..5 {
+            fast.recv().await.unwrap();
+        }
+        // Kept for the one behind.
+        assert_eq!(feed(&store).len(), 5);
+        slow.recv().await.unwrap();
+        slow.recv().await.unwrap();
+        assert_eq!(feed(&store).len(), 3);
+        // A receiver gone holds nothing back.
+        drop(slow);
+        assert!(feed(&store).is_empty());
+        store
+            .append("s", "p1", cmd("top/a", "value", "6"))
+            .await
+            .unwrap();
+        assert_eq!(fast.recv().await.unwrap().seq, 7);
     }
 
     mod properties {
@@ -529,13 +613,14 @@ mod tests {
 
         /// What a terminal holds after applying commands in order.
         fn apply(state: &mut BTreeMap<String, (String, Value)>, c: &Stamped) {
-            if c.command.is_frame_url() {
-                let below = format!("{}/", c.command.key);
+            if c.frame_url {
+                let below = format!("{}/", c.key);
                 state.retain(|k, _| !k.starts_with(&below));
             }
+            let v: Value = serde_json::from_str(&c.json).unwrap();
             state.insert(
-                c.command.key.clone(),
-                (c.command.function.clone(), c.command.args[0].clone()),
+                c.key.to_string(),
+                (v["fn"].as_str().unwrap().to_string(), v["args"][0].clone()),
             );
         }
 
@@ -571,10 +656,10 @@ mod tests {
                 }
                 prop_assert_eq!(&joiner, &live);
                 // Frame URLs shallow to deep, then parts oldest first.
-                let frames: Vec<_> = snapshot.commands.iter().take_while(|c| c.command.is_frame_url()).collect();
-                prop_assert!(frames.windows(2).all(|w| w[0].command.key.matches('/').count() <= w[1].command.key.matches('/').count()));
+                let frames: Vec<_> = snapshot.commands.iter().take_while(|c| c.frame_url).collect();
+                prop_assert!(frames.windows(2).all(|w| w[0].key.matches('/').count() <= w[1].key.matches('/').count()));
                 let parts = &snapshot.commands[frames.len()..];
-                prop_assert!(parts.iter().all(|c| !c.command.is_frame_url()));
+                prop_assert!(parts.iter().all(|c| !c.frame_url));
                 prop_assert!(parts.windows(2).all(|w| w[0].seq < w[1].seq));
             }
         }

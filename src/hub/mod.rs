@@ -104,10 +104,9 @@ impl Hub {
             max_keys: config.hub.max_keys_per_session,
             max_bytes: config.hub.max_bytes_per_session,
         };
-        Self::with_store(
-            config,
-            Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG)),
-        )
+        let store = memory::MemoryStore::new(bounds, FEED_BACKLOG)
+            .with_feed_bytes(config.hub.max_feed_bytes_per_session);
+        Self::with_store(config, Arc::new(store))
     }
 
     /// A hub over any store (the in-memory one, or a shared one).

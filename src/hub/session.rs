@@ -53,6 +53,8 @@ pub struct Session {
     pub lapsed: HashSet<ConnId>,
     /// Since when no participant has been connected.
     pub idle_since: Option<Instant>,
+    /// The state and queue position its participants were last told.
+    pub told: Option<(SessionState, Option<usize>)>,
 }
 
 impl Session {
@@ -66,6 +68,7 @@ impl Session {
             offer: None,
             lapsed: HashSet::new(),
             idle_since: None,
+            told: None,
         }
     }
 }

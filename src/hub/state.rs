@@ -30,13 +30,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::auth::{Account, Logins};
-use super::connection::Outbound;
+use super::connection::{Latest, Outbound, Outbox};
 use super::protocol::{
     ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
 };
@@ -46,8 +44,9 @@ use crate::config::Config;
 use crate::telemetry;
 
 /// Messages queued to one connection before it counts as not reading and is
-/// closed. Commands do not count: they come from the store's feed, which
-/// resynchronises a slow reader instead.
+/// closed (bytes are bounded by `hub.max_outbound_bytes`). Commands do not
+/// count: they come from the store's feed, which resynchronises a slow
+/// reader instead.
 pub const OUTBOUND_CAPACITY: usize = 256;
 
 /// Why an operator no longer holds an offer.
@@ -63,7 +62,7 @@ enum Release {
 
 /// One WebSocket connection, participant or not.
 pub struct Conn {
-    tx: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     cancel: CancellationToken,
     /// The client's address, for the per-address call limit.
     pub remote: IpAddr,
@@ -79,6 +78,13 @@ pub struct Conn {
     /// Sessions this operator declined since its last `ready`: not offered
     /// to it again.
     pub declined: HashSet<String>,
+}
+
+impl Drop for Conn {
+    /// Gone from the hub: its writer ends once it has sent what is queued.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 #[derive(Default)]
@@ -102,6 +108,9 @@ pub struct Shared {
     pub logins: Logins,
     /// Calls per client address, so nobody floods the operators' queue.
     calls: DefaultKeyedRateLimiter<IpAddr>,
+    /// Open WebSockets per client address, against
+    /// `hub.max_sockets_per_address`.
+    pub sockets: Arc<SocketCount>,
     state: Mutex<State>,
     end_hooks: Mutex<Vec<EndHook>>,
 }
@@ -148,9 +157,64 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// Calls per client address: a burst of 30, then one every 2 s.
-pub const CALLS_BURST: u32 = 30;
-const CALLS_EVERY: Duration = Duration::from_secs(2);
+/// The address a client is counted under for the per-address bounds: an
+/// IPv6 client under its /64, which one host or home network usually holds
+/// whole (an IPv4 address mapped into IPv6 is that IPv4 address).
+pub fn address_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Open hub WebSockets per client address.
+#[derive(Default)]
+pub struct SocketCount {
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open WebSocket counted against its address until dropped.
+pub struct SocketSlot {
+    count: Arc<SocketCount>,
+    address: IpAddr,
+}
+
+impl SocketCount {
+    /// Counts one more socket from `remote`, or `None` when its address
+    /// already holds `max`.
+    pub fn take(self: &Arc<Self>, remote: IpAddr, max: usize) -> Option<SocketSlot> {
+        let address = address_of(remote);
+        let mut map = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(address).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SocketSlot {
+            count: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .count
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// 128 random bits as 32 lowercase hex digits.
 pub fn new_secret() -> String {
@@ -203,14 +267,11 @@ impl State {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        match c.tx.try_send(out) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                warn!(conn, "connection does not read its messages; closing it");
-                metrics::counter!(telemetry::HUB_SLOW_CLOSED).increment(1);
-                telemetry::limit_hit(telemetry::limit::SLOW_READER);
-                c.cancel.cancel();
-            }
+        if c.outbox.push(out).is_err() {
+            warn!(conn, "connection does not read its messages; closing it");
+            metrics::counter!(telemetry::HUB_SLOW_CLOSED).increment(1);
+            telemetry::limit_hit(telemetry::limit::SLOW_READER);
+            c.cancel.cancel();
         }
     }
 
@@ -244,40 +305,50 @@ impl State {
         None
     }
 
-    fn status_json(&self, sid: &str) -> Option<String> {
-        let s = self.sessions.get(sid)?;
+    /// Tells every connected participant of `sid` where the session stands.
+    fn status_to(&mut self, sid: &str) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let position = if self.has_operator(s) {
+            None
+        } else {
+            self.position(sid)
+        };
+        self.status_at(sid, position);
+    }
+
+    /// [`Self::status_to`] with the session's place in the queue known.
+    fn status_at(&mut self, sid: &str, position: Option<usize>) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
         let participants: Vec<ParticipantEntry> = s
             .participants
             .iter()
             .filter_map(|p| self.participants.get(p))
             .map(session::entry)
             .collect();
-        let has_operator = self.has_operator(s);
-        let state = session::state_of(has_operator, s.offer.is_some());
-        let position = if has_operator {
-            None
-        } else {
-            self.position(sid)
-        };
-        Some(
-            ServerMessage::Status {
-                session: sid,
-                state,
-                position,
-                participants: &participants,
-                control: s.control,
-            }
-            .to_json(),
-        )
-    }
-
-    /// Tells every connected participant of `sid` where the session stands.
-    fn status_to(&self, sid: &str) {
-        let Some(json) = self.status_json(sid) else {
-            return;
-        };
+        let state = session::state_of(self.has_operator(s), s.offer.is_some());
+        let json = ServerMessage::Status {
+            session: sid,
+            state,
+            position,
+            participants: &participants,
+            control: s.control,
+        }
+        .to_json();
         for conn in self.connected(sid) {
-            self.send_text(conn, json.clone());
+            self.send(
+                conn,
+                Outbound::Latest {
+                    of: Latest::Status(sid.to_string()),
+                    text: json.clone(),
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.told = Some((state, position));
         }
     }
 
@@ -297,11 +368,29 @@ impl State {
         c.role == Role::Operator && c.ready.is_some() && c.participant.is_none()
     }
 
-    /// Sends `status` to every queued session (places move) and `queue` to
-    /// every waiting operator.
-    fn refresh(&self) {
+    /// Sends `status` to every queued session whose place or state moved
+    /// (in one pass over the queue: a change costs messages only where it
+    /// changes something) and `queue` to every waiting operator.
+    fn refresh(&mut self) {
+        let mut moved = Vec::new();
+        let mut place = 0;
         for sid in &self.queue {
-            self.status_to(sid);
+            let Some(s) = self.sessions.get(sid) else {
+                continue;
+            };
+            let has_operator = self.has_operator(s);
+            let position = if has_operator {
+                None
+            } else {
+                place += 1;
+                Some(place)
+            };
+            if s.told != Some((session::state_of(has_operator, s.offer.is_some()), position)) {
+                moved.push((sid.clone(), position));
+            }
+        }
+        for (sid, position) in moved {
+            self.status_at(&sid, position);
         }
         let calls: Vec<CallEntry> = self
             .queue
@@ -315,13 +404,17 @@ impl State {
             .collect();
         for (id, c) in &self.conns {
             if Self::waiting_operator(c) {
-                self.send_text(
+                let text = ServerMessage::Queue {
+                    calls: &calls,
+                    offer: c.offer.as_deref(),
+                }
+                .to_json();
+                self.send(
                     *id,
-                    ServerMessage::Queue {
-                        calls: &calls,
-                        offer: c.offer.as_deref(),
-                    }
-                    .to_json(),
+                    Outbound::Latest {
+                        of: Latest::Queue,
+                        text,
+                    },
                 );
             }
         }
@@ -378,14 +471,17 @@ fn joined(p: &mut Participant) -> String {
 
 impl Shared {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Shared {
-        let quota = Quota::with_period(CALLS_EVERY)
+        let limits = &config.hub;
+        let every = Duration::from_secs(60) / limits.calls_per_minute_per_address.max(1);
+        let quota = Quota::with_period(every.max(Duration::from_nanos(1)))
             .expect("a non-zero period")
-            .allow_burst(NonZeroU32::new(CALLS_BURST).expect("a non-zero burst"));
+            .allow_burst(NonZeroU32::new(limits.call_burst_per_address).unwrap_or(NonZeroU32::MIN));
         Shared {
             config,
             store,
             logins: Logins::new(),
             calls: RateLimiter::keyed(quota),
+            sockets: Arc::new(SocketCount::default()),
             state: Mutex::new(State::default()),
             end_hooks: Mutex::new(Vec::new()),
         }
@@ -423,15 +519,18 @@ impl Shared {
         remote: IpAddr,
         role: Role,
         account: Option<Account>,
-    ) -> (ConnId, mpsc::Receiver<Outbound>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    ) -> (ConnId, Arc<Outbox>, CancellationToken) {
+        let outbox = Arc::new(Outbox::new(
+            OUTBOUND_CAPACITY,
+            self.config.hub.max_outbound_bytes,
+        ));
         let cancel = CancellationToken::new();
         let mut st = self.lock();
         let id = st.next();
         st.conns.insert(
             id,
             Conn {
-                tx,
+                outbox: outbox.clone(),
                 cancel: cancel.clone(),
                 remote,
                 role,
@@ -443,7 +542,7 @@ impl Shared {
             },
         );
         st.gauges();
-        (id, rx, cancel)
+        (id, outbox, cancel)
     }
 
     /// The connection is gone. Its participant stays in the session,
@@ -454,7 +553,7 @@ impl Shared {
         let Some(c) = st.conns.remove(&conn) else {
             return;
         };
-        if let Some(pid) = c.participant
+        if let Some(pid) = c.participant.clone()
             && let Some(p) = st.participants.get_mut(&pid)
             && p.conn == Some(conn)
         {
@@ -612,7 +711,7 @@ impl Shared {
                     format!("already in session {}", p.session),
                 ));
             }
-            if self.calls.check_key(&c.remote).is_err() {
+            if self.calls.check_key(&address_of(c.remote)).is_err() {
                 return Err(refuse(
                     ErrorCode::RateLimited,
                     "too many calls from this address; try again in a moment",

@@ -14,33 +14,71 @@
 //!   remote publisher subscribes first, then reads the snapshot.)
 //! - A subscription that falls behind reports `Lagged`; the receiver asks
 //!   for a fresh snapshot and resynchronises from it.
+//!
+//! Memory: a command is kept once, as the text receivers get (the parsed
+//! form is dropped once it is stamped), shared by the store, the live feed
+//! and every snapshot. The live feed keeps the latest commands up to a
+//! bound by count and by bytes per session ([`Feed`]); a receiver further
+//! behind costs nothing more, it is resynchronised instead.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-use super::protocol::{Attribute, Command};
+use super::protocol::{Attribute, Command, StampedOut};
 
-/// A command accepted into a session, with its stamps and its wire form.
+/// A command accepted into a session: its stamps, what routing it needs,
+/// and its wire form.
 #[derive(Debug)]
 pub struct Stamped {
     pub seq: u64,
     pub sender: String,
-    pub command: Command,
-    /// The `command` message exactly as receivers get it.
-    pub json: String,
+    /// Shared with the store's indexes: a key is kept once.
+    pub key: Arc<str>,
+    pub attribute: Attribute,
+    /// Whether it is the URL key of the frame its key names.
+    pub frame_url: bool,
+    /// The `command` message exactly as receivers get it, at its exact size.
+    pub json: Box<str>,
 }
 
+/// What keeping one command costs beyond its text, its key and its sender:
+/// the stamps, the store's two index entries and the allocator's headers.
+pub const STAMPED_OVERHEAD: usize = 192;
+
 impl Stamped {
-    /// Whether `participant` receives this command live.
-    pub fn is_for(&self, participant: &str) -> bool {
-        self.sender != participant || self.command.attribute == Attribute::All
+    /// Stamps `command` as command `seq` of `session` from `sender`, keeping
+    /// its wire form only.
+    pub fn new(session: &str, sender: &str, seq: u64, command: Command) -> Stamped {
+        let json = serde_json::to_string(&StampedOut {
+            kind: "command",
+            session,
+            sender,
+            seq,
+            command: &command,
+        })
+        .expect("commands always serialise");
+        Stamped {
+            seq,
+            sender: sender.to_string(),
+            frame_url: command.is_frame_url(),
+            attribute: command.attribute,
+            key: command.key.into(),
+            // Serialising grows the buffer by doubling: keep only what is used.
+            json: json.into_boxed_str(),
+        }
     }
 
-    /// What it costs against the session's byte bound.
+    /// Whether `participant` receives this command live.
+    pub fn is_for(&self, participant: &str) -> bool {
+        self.sender != participant || self.attribute == Attribute::All
+    }
+
+    /// What it costs against the session's byte bounds: its memory.
     pub fn bytes(&self) -> usize {
-        self.json.len()
+        self.json.len() + self.key.len() + self.sender.len() + STAMPED_OVERHEAD
     }
 }
 
@@ -108,8 +146,197 @@ pub struct Bounds {
     pub max_bytes: usize,
 }
 
-/// A live feed of one session's accepted commands.
-pub type Subscription = broadcast::Receiver<Arc<Stamped>>;
+/// Why a subscription yields no command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedError {
+    /// The receiver fell this many commands behind what the feed keeps:
+    /// resynchronise from a snapshot.
+    Lagged(u64),
+    /// The session is gone from the store.
+    Closed,
+}
+
+/// The live feed of one session's accepted commands, kept for receivers
+/// that have not had them yet: once every subscriber has a command, the feed
+/// lets go of it. At most `max_commands` of them and `max_bytes` of their
+/// cost are kept (always the newest one); a receiver further behind is told
+/// `Lagged`. Commands that are still the latest of their key are shared with
+/// the store and cost nothing more here; superseded ones are what the bound
+/// holds back.
+pub struct Feed {
+    ring: Mutex<Ring>,
+    /// The last sequence number published; wakes subscribers.
+    published: watch::Sender<u64>,
+}
+
+struct Ring {
+    commands: VecDeque<Arc<Stamped>>,
+    bytes: usize,
+    max_commands: usize,
+    max_bytes: usize,
+    /// The next sequence number of each subscriber.
+    cursors: HashMap<u64, u64>,
+    next_subscriber: u64,
+    closed: bool,
+}
+
+impl Ring {
+    fn pop(&mut self) {
+        if let Some(old) = self.commands.pop_front() {
+            self.bytes -= old.bytes();
+        }
+    }
+
+    /// Lets go of what every subscriber has had, then of the oldest past
+    /// the bounds.
+    fn trim(&mut self) {
+        let wanted = self.cursors.values().min().copied().unwrap_or(u64::MAX);
+        while self.commands.front().is_some_and(|c| c.seq < wanted) {
+            self.pop();
+        }
+        while self.commands.len() > 1
+            && (self.commands.len() > self.max_commands || self.bytes > self.max_bytes)
+        {
+            self.pop();
+        }
+    }
+}
+
+impl Feed {
+    pub fn new(max_commands: usize, max_bytes: usize) -> Arc<Feed> {
+        let ring = Ring {
+            commands: VecDeque::new(),
+            bytes: 0,
+            max_commands: max_commands.max(1),
+            max_bytes,
+            cursors: HashMap::new(),
+            next_subscriber: 0,
+            closed: false,
+        };
+        Arc::new(Feed {
+            ring: Mutex::new(ring),
+            published: watch::Sender::new(0),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the next command (sequence numbers follow each other).
+    pub fn publish(&self, command: Arc<Stamped>) {
+        let seq = command.seq;
+        {
+            let mut r = self.ring();
+            if r.closed {
+                return;
+            }
+            r.bytes += command.bytes();
+            r.commands.push_back(command);
+            r.trim();
+        }
+        self.published.send_replace(seq);
+    }
+
+    /// A subscription to every command after `last_seq`.
+    pub fn subscribe(self: &Arc<Self>, last_seq: u64) -> Subscription {
+        let id = {
+            let mut r = self.ring();
+            let id = r.next_subscriber;
+            r.next_subscriber += 1;
+            r.cursors.insert(id, last_seq + 1);
+            r.trim();
+            id
+        };
+        Subscription {
+            feed: self.clone(),
+            id,
+            next: last_seq + 1,
+            woken: self.published.subscribe(),
+        }
+    }
+
+    /// The session is gone: subscribers get `Closed`, and the commands kept
+    /// for them are released.
+    pub fn close(&self) {
+        {
+            let mut r = self.ring();
+            r.closed = true;
+            r.commands.clear();
+            r.bytes = 0;
+        }
+        self.published.send_modify(|_| {});
+    }
+
+    /// Commands kept for subscribers (for tests).
+    pub fn len(&self) -> usize {
+        self.ring().commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A receiver's place in a session's live feed.
+pub struct Subscription {
+    feed: Arc<Feed>,
+    id: u64,
+    /// The sequence number of the next command this receiver gets.
+    next: u64,
+    woken: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next command, waiting for it; `Lagged` when the feed no longer
+    /// holds it.
+    pub async fn recv(&mut self) -> Result<Arc<Stamped>, FeedError> {
+        loop {
+            // Marked seen before looking, so a command published after the
+            // look wakes the wait below.
+            self.woken.borrow_and_update();
+            {
+                let mut r = self.feed.ring();
+                if r.closed {
+                    return Err(FeedError::Closed);
+                }
+                if let Some(first) = r.commands.front() {
+                    if first.seq > self.next {
+                        let missed = first.seq - self.next;
+                        self.next = first.seq;
+                        r.cursors.insert(self.id, self.next);
+                        return Err(FeedError::Lagged(missed));
+                    }
+                    if let Some(c) = r.commands.get((self.next - first.seq) as usize).cloned() {
+                        self.next += 1;
+                        r.cursors.insert(self.id, self.next);
+                        r.trim();
+                        return Ok(c);
+                    }
+                }
+            }
+            if self.woken.changed().await.is_err() {
+                return Err(FeedError::Closed);
+            }
+        }
+    }
+
+    /// Skips to the commands after `last_seq` (after a resynchronisation).
+    pub fn skip_to(&mut self, last_seq: u64) {
+        self.next = self.next.max(last_seq + 1);
+        let mut r = self.feed.ring();
+        r.cursors.insert(self.id, self.next);
+        r.trim();
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut r = self.feed.ring();
+        r.cursors.remove(&self.id);
+        r.trim();
+    }
+}
 
 pub trait Store: Send + Sync + 'static {
     /// Makes room for a new session (idempotent).

@@ -193,7 +193,8 @@ async fn a_slow_receiver_is_resynchronised_from_the_store() {
     );
     let mut expected = BTreeMap::new();
     for c in store.snapshot(&session).await.unwrap().commands {
-        expected.insert(c.command.key.clone(), Value::from(c.command.args.clone()));
+        let v: Value = serde_json::from_str(&c.json).unwrap();
+        expected.insert(c.key.to_string(), v["args"].clone());
     }
     assert_eq!(state, expected);
 }
@@ -236,6 +237,66 @@ async fn calls_wait_in_order_and_learn_their_place() {
     // ...and the operator is offered the next call.
     let offer = op.expect("offer").await;
     assert_eq!(offer["session"], customers[1].seen[0]["session"]);
+}
+
+#[test]
+fn sockets_are_counted_per_address_and_ipv6_per_64() {
+    use super::state::{SocketCount, address_of};
+    use std::net::IpAddr;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let (a, b, other) = (
+        ip("2001:db8:1:2:aaaa::1"),
+        ip("2001:db8:1:2:bbbb::9"),
+        ip("2001:db8:1:3::1"),
+    );
+    assert_eq!(address_of(a), address_of(b));
+    assert_ne!(address_of(a), address_of(other));
+    assert_eq!(address_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    let count = Arc::new(SocketCount::default());
+    let first = count.take(a, 2).unwrap();
+    let _second = count.take(b, 2).unwrap();
+    assert!(
+        count.take(a, 2).is_none(),
+        "a third socket from the same /64"
+    );
+    assert!(count.take(other, 2).is_some());
+    drop(first);
+    assert!(
+        count.take(b, 2).is_some(),
+        "a closed socket gives its place back"
+    );
+}
+
+#[tokio::test]
+async fn only_calls_whose_place_moves_are_told() {
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut customers = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let mut c = Peer::connect(&hub, name, Role::Customer, 64);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        c.expect_where("status", |s| s["position"] == i as u64 + 1)
+            .await;
+        customers.push(c);
+    }
+    // Calls behind it moved nobody ahead: the first caller's next message is
+    // the answer to its own request, not a `status` per later call.
+    customers[0].send(json!({"type": "ready"})).await;
+    let next = customers[0].next().await;
+    assert_eq!(
+        (next["type"].as_str(), next["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{:#?}",
+        customers[0].seen
+    );
+    // The second gives up: the third moves up and is told; the first is not.
+    customers[1].send(json!({"type": "hangup"})).await;
+    customers[2]
+        .expect_where("status", |s| s["position"] == 2)
+        .await;
+    customers[0].send(json!({"type": "ready"})).await;
+    let next = customers[0].next().await;
+    assert_eq!(next["code"], "forbidden", "{:#?}", customers[0].seen);
 }
 
 #[tokio::test]
@@ -685,9 +746,12 @@ mod properties {
 
 #[tokio::test]
 async fn one_address_cannot_flood_the_queue_with_calls() {
-    let (hub, _) = hub_with_backlog(config(""), 64);
+    let (hub, _) = hub_with_backlog(
+        config("[hub]\ncall_burst_per_address = 5\ncalls_per_minute_per_address = 1\n"),
+        64,
+    );
     let mut customer = Peer::connect(&hub, "customer", Role::Customer, 4096);
-    for _ in 0..super::state::CALLS_BURST {
+    for _ in 0..5 {
         customer.send(json!({"type": "call"})).await;
         customer.expect("joined").await;
         customer.send(json!({"type": "hangup"})).await;

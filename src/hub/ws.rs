@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, debug, info, warn};
 
 use super::protocol::Role;
 use super::state::Shared;
@@ -95,6 +95,23 @@ pub fn browser_over_https(headers: &HeaderMap, ctx: &Ctx, public: &[String]) -> 
             })
 }
 
+/// Bytes of the read buffer each socket allocates up front. Messages
+/// larger than it grow it for as long as they take; an idle socket costs
+/// only this.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The socket's own bounds. Messages over `max_message_bytes` are refused
+/// with `too_large` and the connection stays; a frame or message over four
+/// times that ends the connection before it is buffered, which bounds what
+/// one socket can make us hold while reading.
+fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    let hard_limit = max_message_bytes.saturating_mul(4);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit))
+}
+
 fn role_of(query: Option<&str>) -> Option<Role> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "role")
@@ -145,20 +162,28 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
     } else {
         None
     };
+    let max = shared.config.hub.max_sockets_per_address;
+    // Held for as long as the connection lives.
+    let Some(slot) = shared.sockets.take(ctx.remote.ip(), max) else {
+        warn!(remote = %ctx.remote, max, "WebSocket refused: its address holds hub.max_sockets_per_address sockets");
+        metrics::counter!("cobrowse_hub_sockets_refused_total", "reason" => "per_address")
+            .increment(1);
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many WebSockets open from this address (hub.max_sockets_per_address = {max}); close one and try again"
+            ),
+        );
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let shared = shared.clone();
-    let limits = &shared.config.hub;
-    // Messages over the configured limit are refused with `too_large` and
-    // the connection stays; only far larger ones end it.
-    let hard_limit = limits.max_message_bytes.saturating_mul(4).max(1 << 20);
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(hard_limit))
-        .max_frame_size(Some(hard_limit));
+    let ws_config = ws_config(shared.config.hub.max_message_bytes);
     // Every line about this connection carries its id; the handshake's own
     // request id is on the line that answered it.
     let span = tracing::info_span!(parent: None, "connection", id = %crate::logging::new_id(), role = role.as_str(), remote = %ctx.remote);
     let task = async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
