@@ -220,7 +220,7 @@ async fn serve_http<I>(
 }
 
 fn closed(why: &'static str) {
-    metrics::counter!("cobrowse_server_connections_closed_total", "reason" => why).increment(1);
+    metrics::counter!(crate::telemetry::SERVER_CONNECTIONS_CLOSED, "reason" => why).increment(1);
 }
 
 // ---- connection state -----------------------------------------------------
@@ -505,7 +505,7 @@ impl Connections {
         }
         *from += 1;
         open.total += 1;
-        metrics::gauge!("cobrowse_server_connections").set(open.total as f64);
+        metrics::gauge!(crate::telemetry::SERVER_CONNECTIONS).set(open.total as f64);
         Ok(Slot {
             connections: self.clone(),
             address,
@@ -521,7 +521,7 @@ impl Connections {
                 open.by_address.remove(&address);
             }
         }
-        metrics::gauge!("cobrowse_server_connections").set(open.total as f64);
+        metrics::gauge!(crate::telemetry::SERVER_CONNECTIONS).set(open.total as f64);
         if open.total == 0 {
             self.none_open.notify_waiters();
         }
@@ -563,7 +563,7 @@ impl Refused {
 
     /// Tells a plain-HTTP client why, without waiting on it, and closes.
     fn answer(self, stream: &TcpStream, tls: bool) {
-        metrics::counter!("cobrowse_server_connections_refused_total", "reason" => self.reason())
+        metrics::counter!(crate::telemetry::SERVER_CONNECTIONS_REFUSED, "reason" => self.reason())
             .increment(1);
         static LOGGED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
         if once_per(&LOGGED, Duration::from_secs(10)) {
@@ -632,7 +632,7 @@ struct Backoff {
 impl Backoff {
     fn failed(&mut self, e: &io::Error) -> Duration {
         self.failures += 1;
-        metrics::counter!("cobrowse_server_accept_errors_total").increment(1);
+        metrics::counter!(crate::telemetry::SERVER_ACCEPT_ERRORS).increment(1);
         if once_per(&self.logged, Duration::from_secs(10)) {
             warn!(error = %e, failures = self.failures, "accept failed; backing off (logged at most every 10 s)");
             self.failures = 0;

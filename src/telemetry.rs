@@ -33,12 +33,22 @@ pub const UPSTREAM_BYTES: &str = "cobrowse_proxy_upstream_bytes_total";
 pub const REWRITE_DURATION: &str = "cobrowse_proxy_rewrite_seconds";
 pub const HTML_PASSED_THROUGH: &str = "cobrowse_proxy_html_passed_through_total";
 pub const SERVICE_WORKERS_REFUSED: &str = "cobrowse_proxy_service_workers_refused_total";
+pub const BAD_TARGETS: &str = "cobrowse_proxy_bad_targets_total";
+
+// ---- client connections -------------------------------------------------
+
+pub const SERVER_CONNECTIONS: &str = "cobrowse_server_connections";
+pub const SERVER_CONNECTIONS_REFUSED: &str = "cobrowse_server_connections_refused_total";
+pub const SERVER_CONNECTIONS_CLOSED: &str = "cobrowse_server_connections_closed_total";
+pub const SERVER_ACCEPT_ERRORS: &str = "cobrowse_server_accept_errors_total";
 
 // ---- the driver ---------------------------------------------------------
 
 pub const FOLLOWER_REFUSALS: &str = "cobrowse_driver_follower_refusals_total";
 pub const DOCUMENTS_SERVED: &str = "cobrowse_driver_documents_served_total";
 pub const DOCUMENTS_TOO_LARGE: &str = "cobrowse_driver_documents_too_large_total";
+pub const FOLLOWER_UNMASKABLE: &str = "cobrowse_driver_follower_unmaskable_total";
+pub const BINDS_REFUSED: &str = "cobrowse_driver_binds_refused_total";
 
 // ---- the hub ------------------------------------------------------------
 
@@ -55,6 +65,9 @@ pub const HUB_SLOW_CLOSED: &str = "cobrowse_hub_slow_closed_total";
 pub const HUB_OFFER_TIMEOUTS: &str = "cobrowse_hub_offer_timeouts_total";
 pub const HUB_SESSIONS_ENDED: &str = "cobrowse_hub_sessions_ended_total";
 pub const HUB_LOGINS: &str = "cobrowse_hub_logins_total";
+pub const HUB_SOCKETS_REFUSED: &str = "cobrowse_hub_sockets_refused_total";
+pub const HUB_RATE_LIMITED: &str = "cobrowse_hub_rate_limited_total";
+pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refused_total";
 
 // ---- across the program -------------------------------------------------
 
@@ -100,6 +113,8 @@ pub mod limit {
     pub const HTML_MEMORY: &str = "html_memory";
     /// Login attempts from one address or for one account.
     pub const LOGIN_RATE: &str = "login_rate";
+    /// A document decoded past `proxy.max_decoded_bytes`: its response aborted.
+    pub const DECODED_SIZE: &str = "max_decoded_bytes";
     pub const ALL: &[&str] = &[
         RATE,
         MESSAGE_SIZE,
@@ -108,6 +123,7 @@ pub mod limit {
         DOCUMENT_SIZE,
         HTML_MEMORY,
         LOGIN_RATE,
+        DECODED_SIZE,
     ];
 
     /// The limit a hub refusal reports hitting, if it is one.
@@ -146,7 +162,10 @@ pub const METRICS: &[Metric] = &[
         name: UPSTREAM_ERRORS,
         kind: Kind::Counter,
         help: "Upstream requests that failed: could not connect, failed, or timed out waiting for headers.",
-        labels: &[("kind", &["connect", "request", "timeout"])],
+        labels: &[(
+            "kind",
+            &["connect", "request", "timeout", "body_idle", "stacked_encodings"],
+        )],
     },
     Metric {
         name: UPSTREAM_BYTES,
@@ -175,8 +194,11 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: FOLLOWER_REFUSALS,
         kind: Kind::Counter,
-        help: "Follower requests refused because they would change the site's state.",
-        labels: &[],
+        help: "Follower requests refused because they would change the site's state or act as the customer, by reason.",
+        labels: &[(
+            "reason",
+            &["method", "method-override", "websocket", "event-stream"],
+        )],
     },
     Metric {
         name: DOCUMENTS_SERVED,
@@ -286,6 +308,72 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         help: "Operator login attempts, by outcome.",
         labels: &[("outcome", &["ok", "bad_credentials", "rate_limited"])],
+    },
+    Metric {
+        name: BAD_TARGETS,
+        kind: Kind::Counter,
+        help: "Requests whose target (`*`, CONNECT, an unusable path) was answered locally, never sent upstream.",
+        labels: &[],
+    },
+    Metric {
+        name: SERVER_CONNECTIONS,
+        kind: Kind::Gauge,
+        help: "Client connections open, WebSockets included.",
+        labels: &[],
+    },
+    Metric {
+        name: SERVER_CONNECTIONS_REFUSED,
+        kind: Kind::Counter,
+        help: "Client connections refused at accept, by the cap that refused them.",
+        labels: &[("reason", &["max_connections", "max_connections_per_address"])],
+    },
+    Metric {
+        name: SERVER_CONNECTIONS_CLOSED,
+        kind: Kind::Counter,
+        help: "Client connections closed by a timeout or by shutdown, by reason.",
+        labels: &[(
+            "reason",
+            &["idle_timeout", "header_read_timeout", "tls_handshake_timeout", "shutdown"],
+        )],
+    },
+    Metric {
+        name: SERVER_ACCEPT_ERRORS,
+        kind: Kind::Counter,
+        help: "Failed accepts (out of file descriptors and the like), each followed by a back-off.",
+        labels: &[],
+    },
+    Metric {
+        name: FOLLOWER_UNMASKABLE,
+        kind: Kind::Counter,
+        help: "Responses refused to a follower because they could not be masked, by reason.",
+        labels: &[(
+            "reason",
+            &["html", "type", "partial", "upstream", "encoding", "too-large", "not-json"],
+        )],
+    },
+    Metric {
+        name: BINDS_REFUSED,
+        kind: Kind::Counter,
+        help: "Requests to bind a browser to a participant refused, by reason.",
+        labels: &[("reason", &["content_type", "token"])],
+    },
+    Metric {
+        name: HUB_SOCKETS_REFUSED,
+        kind: Kind::Counter,
+        help: "Hub WebSocket handshakes refused by a socket cap.",
+        labels: &[("reason", &["per_address"])],
+    },
+    Metric {
+        name: HUB_RATE_LIMITED,
+        kind: Kind::Counter,
+        help: "Hub frames dropped because their connection was over hub.messages_per_second.",
+        labels: &[],
+    },
+    Metric {
+        name: FOREIGN_REQUESTS_REFUSED,
+        kind: Kind::Counter,
+        help: "State-changing requests under the prefix refused because they did not come from the proxy's own pages.",
+        labels: &[("route", &["bind", "login", "logout", "other"])],
     },
     Metric {
         name: LIMITS_HIT,

@@ -294,7 +294,7 @@ pub async fn bind(
         );
     }
     if !is_json(req.headers()) {
-        metrics::counter!("cobrowse_driver_binds_refused_total", "reason" => "content_type")
+        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "content_type")
             .increment(1);
         warn!(remote = %ctx.remote, content_type = ?req.headers().get(header::CONTENT_TYPE), "bind refused: not JSON");
         return json(
@@ -332,7 +332,7 @@ pub async fn bind(
     };
     let Some((view, participant, resume)) = sessions.hub.redeem_bind(&bind.session, &bind.token)
     else {
-        metrics::counter!("cobrowse_driver_binds_refused_total", "reason" => "token").increment(1);
+        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "token").increment(1);
         warn!(remote = %ctx.remote, session = %bind.session, "bind refused: no live participant holds that token (used, expired or never given)");
         return json(StatusCode::FORBIDDEN, r#"{"error":"the bind token is not (or no longer) good: it is used once, within a minute of `joined`"}"#.into(), None);
     };
@@ -638,7 +638,7 @@ pub async fn mask_json_response(
 /// large, not parsable, partial, in an unknown encoding, of a type with no
 /// masking): refused, never passed through.
 pub fn unmaskable(session: &str, target: &str, reason: &'static str) -> Response<Body> {
-    metrics::counter!("cobrowse_driver_follower_unmaskable_total", "reason" => reason).increment(1);
+    metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => reason).increment(1);
     warn!(%session, %target, reason, "refused a response to a follower that could not be masked");
     let html = "<!doctype html><html><head><meta charset=utf-8><title>Not shown</title></head>\
          <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\

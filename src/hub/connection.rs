@@ -289,7 +289,7 @@ where
         };
         // Every frame costs us work, whatever its kind: all count.
         if limiter.check().is_err() {
-            metrics::counter!("cobrowse_hub_rate_limited_total").increment(1);
+            metrics::counter!(telemetry::HUB_RATE_LIMITED).increment(1);
             if told_rate_limited.is_none_or(|t| t.elapsed() >= TELL_RATE_LIMITED_EVERY) {
                 told_rate_limited = Some(Instant::now());
                 refuse(

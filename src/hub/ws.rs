@@ -166,7 +166,7 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
     // Held for as long as the connection lives.
     let Some(slot) = shared.sockets.take(ctx.remote.ip(), max) else {
         warn!(remote = %ctx.remote, max, "WebSocket refused: its address holds hub.max_sockets_per_address sockets");
-        metrics::counter!("cobrowse_hub_sockets_refused_total", "reason" => "per_address")
+        metrics::counter!(crate::telemetry::HUB_SOCKETS_REFUSED, "reason" => "per_address")
             .increment(1);
         return plain(
             StatusCode::TOO_MANY_REQUESTS,

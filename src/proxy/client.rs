@@ -164,7 +164,7 @@ impl http_body::Body for Idle {
                     return Poll::Pending;
                 }
                 warn!(idle = ?self.idle, "upstream body idle too long; response aborted");
-                metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "body_idle")
+                metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "kind" => "body_idle")
                     .increment(1);
                 Poll::Ready(Some(Err(format!(
                     "the upstream sent nothing for {:?} (proxy.body_idle_timeout_secs)",

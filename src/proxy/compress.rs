@@ -114,7 +114,7 @@ pub fn refuse_deep_stacking(headers: &HeaderMap) -> Option<http::Response<crate:
         return None;
     }
     warn!(encoding = ?headers.get(http::header::CONTENT_ENCODING), "upstream response refused: more than {MAX_STACKED} content codings");
-    metrics::counter!("cobrowse_proxy_upstream_errors_total", "kind" => "stacked_encodings")
+    metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "kind" => "stacked_encodings")
         .increment(1);
     Some(super::error::page(
         http::StatusCode::BAD_GATEWAY,

@@ -25,7 +25,7 @@ const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// reverse proxy does not give (`405`).
 pub fn server_wide(method: &Method, uri: &Uri) -> Option<Response<Body>> {
     if method == Method::CONNECT {
-        metrics::counter!("cobrowse_proxy_bad_targets_total").increment(1);
+        metrics::counter!(crate::telemetry::BAD_TARGETS).increment(1);
         let mut page = super::error::page(
             StatusCode::METHOD_NOT_ALLOWED,
             "This is not a forward proxy: CONNECT is not available.",
@@ -44,7 +44,7 @@ pub fn server_wide(method: &Method, uri: &Uri) -> Option<Response<Body>> {
             .body(body::empty());
         return Some(response.expect("static response parts are valid"));
     }
-    metrics::counter!("cobrowse_proxy_bad_targets_total").increment(1);
+    metrics::counter!(crate::telemetry::BAD_TARGETS).increment(1);
     Some(super::error::page(
         StatusCode::BAD_REQUEST,
         &format!("The request target `*` is only for OPTIONS, not {method}."),

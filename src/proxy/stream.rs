@@ -101,7 +101,7 @@ impl Pipeline {
             };
             self.decoded += piece.len() as u64;
             if let Some(limit) = self.limit.filter(|l| self.decoded > *l) {
-                metrics::counter!("cobrowse_proxy_limits_hit_total", "limit" => "max_decoded_bytes").increment(1);
+                telemetry::limit_hit(telemetry::limit::DECODED_SIZE);
                 return Err(format!(
                     "the document decodes to more than {limit} bytes (proxy.max_decoded_bytes)"
                 )
