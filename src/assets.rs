@@ -25,20 +25,24 @@ const AGENT_PARTS: &[&str] = &[include_str!("../inject/patch-urls.js"), include_
 /// The files of `inject/`, by the route they are served on. `share.js` is
 /// the sharing engine, loaded by the agent only when a session starts, so
 /// pages without a call carry only the small synchronous part.
+/// The console's files are served on the console's own door, the others on
+/// the site's (`frame` is the console's content frame's first page, on the
+/// site's origin).
 const FILES: &[(&str, &str, &str)] = &[
     ("console", "text/html; charset=utf-8", include_str!("../inject/console.html")),
-    ("console.js", "text/javascript; charset=utf-8", include_str!("../inject/console.js")),
     ("console.css", "text/css; charset=utf-8", include_str!("../inject/console.css")),
     ("share.js", "text/javascript; charset=utf-8", include_str!("../inject/share.js")),
+    ("frame", "text/html; charset=utf-8", include_str!("../inject/frame.html")),
 ];
 
 impl Assets {
     pub fn new(config: &Config) -> Assets {
         let agent = ("agent.js", "text/javascript; charset=utf-8", agent_source(config));
+        let console = ("console.js", "text/javascript; charset=utf-8", console_source(config));
         let files = FILES
             .iter()
             .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
-            .chain(std::iter::once(agent))
+            .chain([agent, console])
             .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
@@ -82,6 +86,9 @@ fn agent_source(config: &Config) -> String {
         "prefix": config.prefix,
         "upstreams": upstreams,
         "mask": config.privacy.mask,
+        // Where the operator console is, so its content frame's agent talks
+        // to that origin only: the public origin, or this host on its port.
+        "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },
     });
     let mut source = format!("(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n");
     for part in AGENT_PARTS {
@@ -90,6 +97,14 @@ fn agent_source(config: &Config) -> String {
     }
     source.push_str("})();\n");
     source
+}
+
+/// `console.js` in a scope with `SITE`: where the site is, the one origin
+/// whose pages the console frames and listens to (the first public origin,
+/// or the console's host on the site's port).
+fn console_source(config: &Config) -> String {
+    let site = serde_json::json!({ "origin": config.public_origins.first(), "port": config.listen.port() });
+    format!("(function () {{\n'use strict';\nconst SITE = {site};\n{}\n}})();\n", include_str!("../inject/console.js"))
 }
 
 /// A content hash for ETags; not cryptographic, only needs to change when the
@@ -110,7 +125,7 @@ mod tests {
     #[test]
     fn a_matching_if_none_match_gets_not_modified() {
         let a = assets();
-        for name in ["agent.js", "share.js", "console", "console.js", "console.css"] {
+        for name in ["agent.js", "share.js", "console", "console.js", "console.css", "frame"] {
             let first = a.serve(name, &Method::GET, None).expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
             let etag = first.headers()[header::ETAG].clone();

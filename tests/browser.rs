@@ -123,6 +123,8 @@ pub fn in_frame(js: &str) -> String {
 pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
+    // The address people know, on the site's origin: it leads to the
+    // console's own origin.
     operator.goto(&server.url("/__cobrowse/console")).await;
     operator.type_into(r#"form[data-cobrowse="login"] input[name="user"]"#, user).await;
     operator.type_into(r#"form[data-cobrowse="login"] input[name="password"]"#, OPERATOR_PASSWORD).await;

@@ -360,7 +360,7 @@ mod tests {
             mapper: mapper(false),
             prefix: "/__cobrowse/".into(),
             nonce: "N0NCE".into(),
-            csp: csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into() },
+            csp: csp::Allowance { origin: "http://a.test:8080".into(), prefix: "/__cobrowse/".into(), console: None },
             memory_limit: 64 * 1024,
             declared: None,
             mask: Vec::new(),

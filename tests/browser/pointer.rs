@@ -30,13 +30,13 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
     operator_waits(&late, &s.server, "op2", &[c, o]).await;
     o.click(r#"[data-cobrowse="invite"]"#).await;
     operator_responds(&late, &s.server, &[c, o]).await;
-    until(&late, "the stroke for the late joiner", &format!("(() => {{ const d = document.querySelector('{}').contentDocument; const r = d.querySelector('cobrowse-overlay')?.shadowRoot; return r && r.querySelectorAll('[data-cobrowse=ink] polyline').length === 1 && !!r.querySelector('[data-cobrowse=remote-pointer]'); }})()", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
+    until_on(&late, "the stroke for the late joiner", CONTENT, &in_frame("(() => { const r = document.querySelector('cobrowse-overlay')?.shadowRoot; return r && r.querySelectorAll('[data-cobrowse=ink] polyline').length === 1 && !!r.querySelector('[data-cobrowse=remote-pointer]'); })()"), &all, &s.server).await;
     until(&late, "both operators listed", r#"document.querySelector('[data-cobrowse="participants"]').textContent.includes('Olivia Operator') && document.querySelector('[data-cobrowse="participants"]').textContent.includes('Oscar Second')"#, &all, &s.server).await;
 
     // Clearing clears everywhere.
     o.click(r#"[data-cobrowse="clear"]"#).await;
     s.on_customer("the drawing cleared", &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 0")).await;
-    until(&late, "the drawing cleared for the late joiner", &format!("document.querySelector('{}').contentDocument.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
+    until_on(&late, "the drawing cleared for the late joiner", CONTENT, &in_frame("document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0"), &all, &s.server).await;
     s.assert_no_errors();
 }
 

@@ -28,6 +28,8 @@ pub const OPERATOR_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$fFU60TuR/LwNrJDl
 pub struct Cobrowse {
     child: Child,
     pub addr: SocketAddr,
+    /// The operator console's own listener (`operator console:` line).
+    pub console_addr: SocketAddr,
     output: Arc<Mutex<String>>,
     _dir: TempDir,
 }
@@ -74,18 +76,23 @@ impl Cobrowse {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         collect(child.stdout.take().unwrap(), output.clone(), Some(tx));
         collect(child.stderr.take().unwrap(), output.clone(), None);
+        // `http://HOST:PORT/...` -> HOST:PORT
+        let addr_of = |url: &str| url.split("://").nth(1).unwrap().split('/').next().unwrap().parse::<SocketAddr>().unwrap();
         let found = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut addr = None;
             while let Some(line) = rx.recv().await {
                 if let Some(url) = line.strip_prefix("cobrowse listening on ") {
-                    let hostport = url.split("://").nth(1).unwrap();
-                    return Some(hostport.parse::<SocketAddr>().unwrap());
+                    addr = Some(addr_of(url));
+                }
+                if let (Some(addr), Some(url)) = (addr, line.trim_start().strip_prefix("operator console:")) {
+                    return Some((addr, addr_of(url.trim())));
                 }
             }
             None
         })
         .await;
         match found {
-            Ok(Some(addr)) => Cobrowse { child, addr, output, _dir: dir },
+            Ok(Some((addr, console_addr))) => Cobrowse { child, addr, console_addr, output, _dir: dir },
             _ => panic!("cobrowse did not start; it printed:\n{}", output.lock().unwrap()),
         }
     }
@@ -96,6 +103,20 @@ impl Cobrowse {
 
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A URL on the operator console's own origin.
+    pub fn console_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.console_addr, path)
+    }
+
+    pub fn console_ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.console_addr, path)
+    }
+
+    /// The console's origin, as a browser on it sends `Origin`.
+    pub fn console_origin(&self) -> String {
+        format!("http://{}", self.console_addr)
     }
 
     /// Everything the binary printed so far (for failure messages).
