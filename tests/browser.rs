@@ -109,6 +109,10 @@ impl Shared {
     }
 }
 
+/// JS for the content frame: the console's drawing tool has reached its
+/// agent (the console tells it by postMessage, which the mouse may overtake).
+pub const DRAWING_ON: &str = "document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelector('.capture')?.hidden === false";
+
 /// `js` evaluated with the content frame's `window`, `document`, `location`,
 /// `history`, `scrollY` (and the component page's `houseRoot`) in scope;
 /// `el` is the iframe element.

@@ -19,6 +19,7 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
 
     // The operator draws a stroke over the page.
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(o, "the drawing tool on in the content frame", CONTENT, &in_frame(DRAWING_ON), &[c, o], &s.server).await;
     let (fx, fy) = o.center(CONTENT).await;
     o.drag(&[(fx - 100.0, fy - 50.0), (fx - 50.0, fy - 20.0), (fx, fy), (fx + 60.0, fy + 10.0)]).await;
     s.on_customer("the operator's stroke", &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 1")).await;
@@ -85,6 +86,7 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
 
     // A stroke drawn across the nested frame reaches the customer.
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(o, "the drawing tool on in the content frame", CONTENT, &in_frame(DRAWING_ON), &[c, o], &s.server).await;
     o.drag(&[(x - 60.0, y - 10.0), (x - 20.0, y), (x + 20.0, y + 5.0), (x + 60.0, y + 10.0)]).await;
     s.on_customer("the operator's stroke over the nested frame", "document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelectorAll('[data-cobrowse=ink] polyline').length === 1").await;
     s.assert_no_errors();

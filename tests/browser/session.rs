@@ -79,6 +79,7 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     assert_eq!(c.eval("document.activeElement === document.querySelector('#notes')").await, serde_json::json!(false));
     o.click(r#"[data-cobrowse="fade"]"#).await;
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(o, "the drawing tool on in the content frame", CONTENT, &in_frame(DRAWING_ON), &[c, o], &s.server).await;
     let (fx, fy) = o.center(&content("h1")).await;
     o.drag(&[(fx - 60.0, fy + 30.0), (fx, fy + 40.0), (fx + 60.0, fy + 30.0)]).await;
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;

@@ -186,7 +186,7 @@ pub struct Tab {
 /// docs) and its centre in the top page's viewport, through frames (scaled
 /// or not) and shadow roots.
 const FIND: &str = r#"
-const __find = (chain, x0 = 0, y0 = 0, s0 = 1) => {
+const __find = (chain, x0 = 0, y0 = 0, s0 = 1, into = false) => {
   const steps = chain.split(' | ');
   let root = document, el = null;
   for (let i = 0; i < steps.length; i++) {
@@ -195,7 +195,7 @@ const __find = (chain, x0 = 0, y0 = 0, s0 = 1) => {
     const framed = el.localName === 'iframe' || el.localName === 'frame';
     let inner = null;
     if (framed) { try { inner = el.contentDocument; } catch (e) { inner = null; } }
-    if (i === steps.length - 1 && !(framed && !inner && el.contentWindow)) break;
+    if (i === steps.length - 1 && !(into && framed && !inner && el.contentWindow)) break;
     if (framed) {
       const r = el.getBoundingClientRect();
       const s = el.offsetWidth ? r.width / el.offsetWidth : 1;
@@ -233,8 +233,11 @@ impl Tab {
     /// null) and returns its JSON value.
     pub async fn eval_on(&self, chain: &str, body: &str) -> Value {
         let chain = serde_json::to_string(chain).unwrap();
+        // A chain that ends at a cross-origin frame names the frame itself,
+        // unless the body asks for what is inside it.
+        let into = body.contains("contentWindow") || body.contains("contentDocument");
         let first = self
-            .eval(&format!("(() => {{ {FIND} const f = __find({chain}); if (f && f.cross) return {{ __cross: f.cross }}; const el = f && f.el; return ({body}); }})()"))
+            .eval(&format!("(() => {{ {FIND} const f = __find({chain}, 0, 0, 1, {into}); if (f && f.cross) return {{ __cross: f.cross }}; const el = f && f.el; return ({body}); }})()"))
             .await;
         let Some(cross) = first.get("__cross") else { return first };
         // A frame of another origin: the rest of the chain in its context.
