@@ -119,6 +119,9 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
+    if config.console.public_origin.is_some() {
+        println!("  console listener:  {scheme}://{}", config.console.listen);
+    }
     println!("  operator console:  {console_home}");
     if config.demo {
         println!("  demo operator:     user `demo`, password `demo` (demo account from proxy.toml)");

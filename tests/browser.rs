@@ -6,6 +6,7 @@
 pub mod harness;
 
 mod call;
+mod console_origin;
 mod driver;
 mod fidelity;
 mod forms;

@@ -79,13 +79,19 @@ impl Cobrowse {
         // `http://HOST:PORT/...` -> HOST:PORT
         let addr_of = |url: &str| url.split("://").nth(1).unwrap().split('/').next().unwrap().parse::<SocketAddr>().unwrap();
         let found = tokio::time::timeout(Duration::from_secs(20), async {
-            let mut addr = None;
+            let (mut addr, mut console) = (None, None);
             while let Some(line) = rx.recv().await {
+                let line = line.trim_start();
                 if let Some(url) = line.strip_prefix("cobrowse listening on ") {
                     addr = Some(addr_of(url));
                 }
-                if let (Some(addr), Some(url)) = (addr, line.trim_start().strip_prefix("operator console:")) {
-                    return Some((addr, addr_of(url.trim())));
+                // Behind a public origin, the console's listener has a line
+                // of its own before the console's public address.
+                if let Some(url) = line.strip_prefix("console listener:") {
+                    console = Some(addr_of(url.trim()));
+                }
+                if let (Some(addr), Some(url)) = (addr, line.strip_prefix("operator console:")) {
+                    return Some((addr, console.unwrap_or_else(|| addr_of(url.trim()))));
                 }
             }
             None
