@@ -17,7 +17,9 @@ const ATTACK: &str = r#"(async () => {
     ws.onmessage = (ev) => {
       seen.push(ev.data);
       const m = JSON.parse(ev.data);
-      if (m.type === 'offer') ws.send(JSON.stringify({ type: 'respond', session: m.session }));
+      // The queue lists the calls; with an offer in it, take it.
+      if (m.type === 'queue' && m.offer) ws.send(JSON.stringify({ type: 'respond', session: m.offer }));
+      else if (m.type === 'queue') { ws.close(); resolve('listed ' + seen.join(' | ')); }
       if (m.type === 'joined') { ws.close(); resolve('joined ' + seen.join(' | ')); }
     };
     ws.onclose = () => resolve('closed ' + seen.join(' | '));
