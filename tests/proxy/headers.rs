@@ -150,3 +150,21 @@ async fn behind_a_tls_terminating_balancer_the_browser_sees_https() {
     assert_eq!(plain.header("location"), format!("http://{}/cart", proxy.addr));
     assert!(!plain.header("set-cookie").contains("Secure"), "{}", plain.header("set-cookie"));
 }
+
+/// Cookies ignore ports: the browser sends the console's login cookie to the
+/// site's port too. It is the operator's, never the upstream's.
+#[tokio::test]
+async fn the_operators_login_cookie_never_goes_upstream() {
+    let origin = Origin::start(|req| async move {
+        let cookie = req.headers().get("cookie").map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+        Response::builder().header("content-type", "text/plain").body(full(format!("cookie={cookie}"))).unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    for cookie in ["cobrowse_operator=0123456789abcdef; site=1", "site=1; cobrowse_operator=0123456789abcdef", "site=1"] {
+        let got = fetch("GET", &proxy.url("/account"), &[("cookie", cookie)]).await;
+        assert_eq!(got.text(), "cookie=site=1", "sent {cookie}");
+    }
+    let got = fetch("GET", &proxy.url("/account"), &[("cookie", "cobrowse_operator=0123456789abcdef")]).await;
+    assert_eq!(got.text(), "cookie=-");
+}
