@@ -26,7 +26,7 @@ fn options(upstream: &str) -> Options {
         mapper,
         prefix: "/__cobrowse/".into(),
         nonce: "0123456789abcdef0123456789abcdef".into(),
-        csp: Allowance { origin: "http://127.0.0.1:8080".into(), prefix: "/__cobrowse/".into() },
+        csp: Allowance { origin: "http://127.0.0.1:8080".into(), prefix: "/__cobrowse/".into(), console: None },
         memory_limit: 1 << 20,
         declared: None,
         mask: Vec::new(),

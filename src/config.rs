@@ -827,7 +827,7 @@ mod tests {
             ("[console]\nlisten = \"nowhere\"\n", "console.listen"),
             ("[console]\npublic_origin = \"https://c.test/path\"\n", "console.public_origin"),
             ("public_origins = [\"https://c.test\"]\n[console]\npublic_origin = \"https://c.test\"\n", "console.public_origin"),
-            ("[console]\nport = 1\n", "console.port"),
+            ("[console]\nport = 1\n", "port"),
         ] {
             let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
             assert_eq!(e.field, field, "{text}: {e}");
