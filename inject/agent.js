@@ -62,7 +62,7 @@
     // so by the console. The console lives on an origin of its own: from
     // here it is reachable only by postMessage, to and from that origin.
     const CONTENT_FRAME_NAME = 'cobrowse-content';
-    const CONSOLE_ORIGIN = CONFIG.console.origin || `${location.protocol}//${location.hostname}:${CONFIG.console.port}`;
+    const CONSOLE_ORIGIN = CONFIG.console.origin || new URL(`${location.protocol}//${location.hostname}:${CONFIG.console.port}`).origin;
 
     // The highest same-origin ancestor carrying the agent.
     function sharedRoot() {
@@ -162,6 +162,7 @@
             },
             notice(text) { post({ type: 'notice', text: String(text) }); },
         };
+        CB.link = link;
         function setStatus(msg) {
             link.me = msg.me || null;
             link.participants = Array.isArray(msg.participants) ? msg.participants : [];

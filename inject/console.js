@@ -12,7 +12,7 @@
     const PREFIX = '/__cobrowse/';
     // `SITE` (the site's public origin or null, and its port) is put in scope
     // by the server.
-    const SITE_ORIGIN = SITE.origin || `${location.protocol}//${location.hostname}:${SITE.port}`;
+    const SITE_ORIGIN = SITE.origin || new URL(`${location.protocol}//${location.hostname}:${SITE.port}`).origin;
     const BOOTSTRAP = PREFIX + 'frame';
     const $ = (name) => document.querySelector(`[data-cobrowse="${name}"]`);
     const ui = {

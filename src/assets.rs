@@ -149,5 +149,16 @@ mod tests {
         assert!(text.starts_with("(function () {\n'use strict';\nconst CONFIG = {"));
         assert!(text.trim_end().ends_with("})();"));
         assert!(text.contains("\"upstreams\":[\"http://127.0.0.1:9\"]"));
+        assert!(text.contains("\"console\":{\"origin\":null,\"port\":8081}"), "the agent knows the console's port");
+    }
+
+    #[test]
+    fn the_console_knows_the_one_site_it_frames() {
+        let toml = "upstream = \"http://127.0.0.1:9\"\npublic_origins = [\"https://shop.example\"]\n[console]\npublic_origin = \"https://console.example\"\n";
+        let config = Config::parse(toml, None, &Default::default()).expect("a valid config");
+        let a = Assets::new(&config);
+        let text = |name: &str| String::from_utf8(a.files.iter().find(|f| f.name == name).unwrap().bytes.clone()).unwrap();
+        assert!(text("console.js").starts_with("(function () {\n'use strict';\nconst SITE = {\"origin\":\"https://shop.example\",\"port\":8080};"));
+        assert!(text("agent.js").contains("\"console\":{\"origin\":\"https://console.example\",\"port\":8081}"));
     }
 }

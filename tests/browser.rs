@@ -114,6 +114,9 @@ impl Shared {
 /// agent (the console tells it by postMessage, which the mouse may overtake).
 pub const DRAWING_ON: &str = "document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelector('.capture')?.hidden === false";
 
+/// JS for the content frame: the console's pointer tool has reached its agent.
+pub const POINTER_ON: &str = "window.__cobrowse.link?.tools.pointer === true";
+
 /// `js` evaluated with the content frame's `window`, `document`, `location`,
 /// `history`, `scrollY` (and the component page's `houseRoot`) in scope;
 /// `el` is the iframe element.

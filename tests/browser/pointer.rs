@@ -75,6 +75,7 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
     // The operator's, moved inside the content frame's nested frame, shows
     // on the customer's page over the same field.
     o.click(r#"[data-cobrowse="pointer"]"#).await;
+    until_on(o, "the pointer tool on in the content frame", CONTENT, &in_frame(POINTER_ON), &[c, o], &s.server).await;
     let (x, y) = o.center(&content(STREET)).await;
     o.mouse(MouseMoved, x - 3.0, y, 0).await;
     o.mouse(MouseMoved, x, y, 0).await;

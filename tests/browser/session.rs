@@ -66,6 +66,7 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
 
     // The operator's pointer needs no control, and shows on the customer's page.
     o.click(r#"[data-cobrowse="pointer"]"#).await;
+    until_on(o, "the pointer tool on in the content frame", CONTENT, &in_frame(POINTER_ON), &[c, o], &s.server).await;
     let (x, y) = o.center(&content("h1")).await;
     o.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
     s.on_customer("the operator's pointer with their name", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Olivia Operator'").await;
