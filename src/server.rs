@@ -1,7 +1,12 @@
-//! The one listening port: accepts plain or TLS connections, serves HTTP/1.1
-//! and HTTP/2 on them, and routes each request. Paths under the reserved
-//! prefix (`/__cobrowse/` by default) are ours: the hub, login, the assets,
-//! health and metrics. Every other path belongs to the upstream site.
+//! The listening ports: accepts plain or TLS connections, serves HTTP/1.1
+//! and HTTP/2 on them, and routes each request.
+//!
+//! Two doors, one accept loop. The site's door: paths under the reserved
+//! prefix (`/__cobrowse/` by default) are ours (the customer's hub link,
+//! the agent, health and metrics); every other path belongs to the upstream
+//! site. The console's door, a listener of its own so the console has an
+//! origin of its own: the operator console, login and operator WebSockets,
+//! and nothing of the site, so no script of the site can reach them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +23,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::assets::Assets;
@@ -30,12 +36,23 @@ use crate::proxy::Proxy;
 /// How long open connections get to finish after shutdown is asked for.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The proxied site's origin: pages, the agent, the customer's hub link.
+    Site,
+    /// The operator console's own origin: the console, login, operators'
+    /// hub links.
+    Console,
+}
+
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub remote: SocketAddr,
     /// The client reached us over TLS (so our own origin is https).
     pub tls: bool,
+    pub door: Door,
 }
 
 impl Ctx {
@@ -85,6 +102,14 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let console = TcpListener::bind(config.console.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the operator console's listener {} ([console] listen)",
+                config.console.listen
+            )
+        })?;
     if config.demo {
         let demo_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -95,18 +120,23 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         info!(%addr, "demo site started");
     }
     let local = listener.local_addr()?;
+    // The ports actually bound (0 picks one): the browser side is told them.
+    config.listen = local;
+    config.console.listen = console.local_addr()?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    // Tests and scripts read these lines to find the port.
+    let console_home =
+        console_home(&config, &format!("{scheme}://{local}")).context("the console's address")?;
+    // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
-    println!(
-        "  operator console:  {scheme}://{local}{}console",
-        config.prefix
-    );
+    if config.console.public_origin.is_some() {
+        println!("  console listener:  {scheme}://{}", config.console.listen);
+    }
+    println!("  operator console:  {console_home}");
     if config.demo {
         println!(
             "  demo operator:     user `demo`, password `demo` (demo account from proxy.toml)"
@@ -121,13 +151,24 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
     let app = Arc::new(App::new(config)?);
-    run(listener, app, shutdown).await
+    run(listener, console, app, shutdown).await
 }
 
-/// Serves connections from `listener` until `shutdown` completes, then lets
-/// open connections finish for a bounded grace period.
+/// The console's home page beside the site reached at `site_origin`.
+fn console_home(config: &Config, site_origin: &str) -> Option<String> {
+    Some(format!(
+        "{}{}console",
+        config.console.origin_beside(site_origin)?,
+        config.prefix
+    ))
+}
+
+/// Serves connections from the site's listener and the console's until
+/// `shutdown` completes, then lets open connections finish for a bounded
+/// grace period.
 pub async fn run(
-    listener: TcpListener,
+    site: TcpListener,
+    console: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -136,8 +177,36 @@ pub async fn run(
         None => None,
     };
     let graceful = GracefulShutdown::new();
+    let stop = CancellationToken::new();
+    let asked = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    tokio::join!(
+        asked,
+        accept(site, Door::Site, &app, tls.as_ref(), &graceful, &stop),
+        accept(console, Door::Console, &app, tls.as_ref(), &graceful, &stop),
+    );
+    info!("shutting down: draining open connections");
+    tokio::select! {
+        () = graceful.shutdown() => info!("all connections closed"),
+        () = tokio::time::sleep(GRACE) => warn!("grace period over, closing remaining connections"),
+    }
+    app.hub.shutdown();
+    Ok(())
+}
+
+/// The one accept loop, for either door: serves connections from `listener`
+/// until `stop` is cancelled.
+async fn accept(
+    listener: TcpListener,
+    door: Door,
+    app: &Arc<App>,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    graceful: &GracefulShutdown,
+    stop: &CancellationToken,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -149,19 +218,20 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let ctx = Ctx {
             remote,
             tls: tls.is_some(),
+            door,
         };
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(route(&app, req, ctx).await) }
         });
-        match &tls {
+        match tls {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -197,23 +267,25 @@ pub async fn run(
             }
         }
     }
-    drop(listener);
-    info!("shutting down: draining open connections");
-    tokio::select! {
-        () = graceful.shutdown() => info!("all connections closed"),
-        () = tokio::time::sleep(GRACE) => warn!("grace period over, closing remaining connections"),
-    }
-    app.hub.shutdown();
-    Ok(())
 }
 
 /// Picks the handler for a request: ours under the prefix, the proxy's
-/// otherwise.
-async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
-    let Some(rest) = req.uri().path().strip_prefix(app.config.prefix.as_str()) else {
+/// otherwise; on the console's door, the console's routes only.
+async fn route(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if ctx.door == Door::Console {
+        return route_console(app, req, ctx).await;
+    }
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(app.config.prefix.as_str())
+        .map(str::to_string);
+    let Some(rest) = rest else {
+        // Cookies ignore ports: the console's login cookie reaches the
+        // site's host too. It is ours, and never the upstream's.
+        crate::driver::take_cookie(req.headers_mut(), crate::hub::auth::COOKIE);
         return app.proxy.handle(req, ctx).await;
     };
-    let rest = rest.to_string();
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
@@ -227,6 +299,17 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
                 "metrics recorder not installed in this process\n",
             ),
         },
+        // The address people know: the console lives on its own origin.
+        "console" => {
+            match site_origin(&req, ctx, &app.config).and_then(|o| console_home(&app.config, &o)) {
+                Some(home) => redirect(&home),
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "the Host header does not name this proxy\n",
+                ),
+            }
+        }
+        "console.js" | "console.css" => text(StatusCode::NOT_FOUND, "not found\n"),
         _ => {
             let method = req.method().clone();
             let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
@@ -239,6 +322,113 @@ async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
                 .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
+}
+
+/// The console's door: the console page and its files, login, logout, `me`
+/// and operators' hub links. Nothing of the site is served here.
+async fn route_console(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    let prefix = app.config.prefix.as_str();
+    let path = req.uri().path();
+    if path == "/" {
+        return redirect(&format!("{prefix}console"));
+    }
+    let Some(rest) = path.strip_prefix(prefix).map(str::to_string) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this is the operator console's origin: the site is not served here\n",
+        );
+    };
+    match rest.as_str() {
+        "healthz" => text(StatusCode::OK, "ok\n"),
+        "console" | "console.js" | "console.css" => {
+            let if_none_match = req.headers().get(header::IF_NONE_MATCH);
+            let Some(mut response) = app.assets.serve(&rest, req.method(), if_none_match) else {
+                return text(StatusCode::NOT_FOUND, "not found\n");
+            };
+            if rest == "console" {
+                let site = console_origin(&req, ctx, &app.config)
+                    .and_then(|c| app.config.site_origin_beside(&c));
+                console_page_headers(response.headers_mut(), site.as_deref());
+            }
+            response
+        }
+        _ => app
+            .hub
+            .handle(&rest, req, ctx)
+            .await
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+/// The console is framed by nobody and opened by nobody else's window (a
+/// site page that opens it gets no handle on it); it frames only the site.
+fn console_page_headers(headers: &mut http::HeaderMap, site: Option<&str>) {
+    let frame_src = site.unwrap_or("'none'");
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+         frame-src {frame_src}; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    );
+    let pairs = [
+        (header::CONTENT_SECURITY_POLICY, policy),
+        (header::X_FRAME_OPTIONS, "DENY".to_string()),
+        (
+            http::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin".to_string(),
+        ),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The origin the browser reached us at: the request's scheme and `Host`.
+fn request_origin<B>(req: &Request<B>, ctx: Ctx) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()))?;
+    let url = url::Url::parse(&format!("{}://{host}", ctx.scheme())).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
+/// The site's origin a request on the site's door was made to: the first
+/// public origin behind a load balancer, else the request's own.
+fn site_origin<B>(req: &Request<B>, ctx: Ctx, config: &Config) -> Option<String> {
+    config
+        .public_origins
+        .first()
+        .cloned()
+        .or_else(|| request_origin(req, ctx))
+}
+
+/// The console's origin a request on the console's door was made to.
+fn console_origin<B>(req: &Request<B>, ctx: Ctx, config: &Config) -> Option<String> {
+    config
+        .console
+        .public_origin
+        .clone()
+        .or_else(|| request_origin(req, ctx))
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body::full(format!(
+            "The operator console is at {location}\n"
+        )))
+        .unwrap_or_else(|_| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "the Host header does not name this proxy\n",
+            )
+        })
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {

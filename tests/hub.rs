@@ -31,18 +31,41 @@ fn second_operator() -> String {
     )
 }
 
-/// A raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
+type Exchange = (u16, Vec<(String, String)>, String);
+
+/// A raw HTTP/1.1 exchange with the site's door: status, headers
+/// (lowercased names) and body.
 async fn http(
     proxy: &Cobrowse,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+) -> Exchange {
+    http_to(proxy.addr, method, path, headers, body).await
+}
+
+/// The same with the operator console's door.
+async fn console_http(
+    proxy: &Cobrowse,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Exchange {
+    http_to(proxy.console_addr, method, path, headers, body).await
+}
+
+async fn http_to(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Exchange {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        proxy.addr,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -84,7 +107,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// Logs in and returns the `Cookie` header value to send.
 async fn login_as(proxy: &Cobrowse, user: &str) -> String {
     let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-    let (status, headers, text) = http(
+    let (status, headers, text) = console_http(
         proxy,
         "POST",
         "/__cobrowse/login",
@@ -109,13 +132,20 @@ struct Client {
 }
 
 impl Client {
+    /// Customers connect on the site's door, operators on the console's,
+    /// each from its own origin.
     async fn open(
         proxy: &Cobrowse,
         name: &'static str,
         role: &str,
         cookie: Option<&str>,
     ) -> Client {
-        Self::open_from(proxy, name, role, cookie, &format!("http://{}", proxy.addr)).await
+        let origin = if role == "operator" {
+            proxy.console_origin()
+        } else {
+            format!("http://{}", proxy.addr)
+        };
+        Self::open_from(proxy, name, role, cookie, &origin).await
     }
 
     /// Opens the WebSocket as a page of `origin` would.
@@ -126,10 +156,13 @@ impl Client {
         cookie: Option<&str>,
         origin: &str,
     ) -> Client {
-        let mut req = proxy
-            .ws_url(&format!("/__cobrowse/ws?role={role}"))
-            .into_client_request()
-            .unwrap();
+        let path = format!("/__cobrowse/ws?role={role}");
+        let url = if role == "operator" {
+            proxy.console_ws_url(&path)
+        } else {
+            proxy.ws_url(&path)
+        };
+        let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert("Origin", origin.parse().unwrap());
         if let Some(c) = cookie {
             req.headers_mut().insert("Cookie", c.parse().unwrap());
@@ -708,8 +741,9 @@ async fn another_customer_tab_joins_the_session() {
 #[tokio::test]
 async fn operators_must_log_in_and_logins_are_rate_limited() {
     let proxy = start("").await;
-    let ws = proxy.ws_url("/__cobrowse/ws?role=operator");
+    let ws = proxy.console_ws_url("/__cobrowse/ws?role=operator");
     let origin = format!("http://{}", proxy.addr);
+    let console = proxy.console_origin();
 
     // The handshake: no cookie, a foreign origin, no role.
     let refused = |status: u16, req: http::Request<()>| async move {
@@ -724,7 +758,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         }
     };
     let mut req = ws.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    req.headers_mut().insert("Origin", console.parse().unwrap());
     refused(401, req).await;
     let mut req = proxy
         .ws_url("/__cobrowse/ws?role=customer")
@@ -745,7 +779,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     refused(400, req).await;
     let mut req = ws.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    req.headers_mut().insert("Origin", console.parse().unwrap());
     req.headers_mut().insert(
         "Cookie",
         "cobrowse_operator=00000000000000000000000000000000"
@@ -756,7 +790,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 
     // Login: JSON works too; the cookie is HttpOnly and SameSite=Strict.
     let body = json!({"user": OPERATOR_USER, "password": OPERATOR_PASSWORD}).to_string();
-    let (status, headers, _) = http(
+    let (status, headers, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -773,15 +807,16 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         "{set}"
     );
     let cookie = set.split(';').next().unwrap().to_string();
-    let (status, _, me) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    let (status, _, me) =
+        console_http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&me).unwrap()["user"],
         OPERATOR_USER
     );
-    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
+    let (status, _, _) = console_http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
     assert_eq!(status, 401);
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/logout",
@@ -790,9 +825,10 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     )
     .await;
     assert_eq!(status, 204);
-    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    let (status, _, _) =
+        console_http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 401, "a logged-out cookie is worth nothing");
-    let (status, _, text) = http(
+    let (status, _, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -806,7 +842,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Origin", "http://evil.example"),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -817,9 +853,9 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 403);
     let ours = [
         ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Origin", origin.as_str()),
+        ("Origin", console.as_str()),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -831,7 +867,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 
     // Wrong passwords: 401 with a clear error, then 429 for the account.
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let (status, _, text) = http(
+    let (status, _, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -843,7 +879,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert!(text.contains("wrong user or password"), "{text}");
     let mut last = 0;
     for _ in 0..12 {
-        last = http(
+        last = console_http(
             &proxy,
             "POST",
             "/__cobrowse/login",
@@ -858,7 +894,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         assert_eq!(last, 401);
     }
     assert_eq!(last, 429, "wrong passwords are rate-limited per account");
-    let (status, headers, _) = http(
+    let (status, headers, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -874,7 +910,11 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 #[tokio::test]
 async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     let public = "https://support.example.com";
-    let proxy = start(&format!("public_origins = [\"{public}\"]\n")).await;
+    let console = "https://console.example.com";
+    let proxy = start(&format!(
+        "public_origins = [\"{public}\"]\n[console]\npublic_origin = \"{console}\"\n"
+    ))
+    .await;
     let own = format!("http://{}", proxy.addr);
     let handshake = |origin: &str| {
         let mut req = proxy
@@ -897,8 +937,9 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     assert_eq!(handshake("http://support.example.com").await, 403);
     assert_eq!(handshake("https://evil.example").await, 403);
 
-    // Login from the public origin works, and its cookie is Secure since the
-    // browser speaks HTTPS; a foreign page and our own plain origin cannot.
+    // Login from the console's public origin works, and its cookie is Secure
+    // since the browser speaks HTTPS; a foreign page, the site's public
+    // origin and the console's plain origin cannot.
     let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
     let from = |origin: &'static str| {
         [
@@ -906,11 +947,11 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
             ("Origin", origin),
         ]
     };
-    let (status, headers, text) = http(
+    let (status, headers, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
-        &from("https://support.example.com"),
+        &from("https://console.example.com"),
         &form,
     )
     .await;
@@ -918,27 +959,18 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     let set = header(&headers, "set-cookie").unwrap();
     assert!(set.contains("; Secure"), "{set}");
     let cookie = set.split(';').next().unwrap().to_string();
-    let (status, _, _) = http(
-        &proxy,
-        "POST",
-        "/__cobrowse/login",
-        &from("https://evil.example"),
-        &form,
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _, _) = http(
-        &proxy,
-        "POST",
-        "/__cobrowse/login",
-        &from("http://support.example.com"),
-        &form,
-    )
-    .await;
-    assert_eq!(status, 403);
+    for other in [
+        "https://evil.example",
+        "https://support.example.com",
+        "http://console.example.com",
+    ] {
+        let (status, _, _) =
+            console_http(&proxy, "POST", "/__cobrowse/login", &from(other), &form).await;
+        assert_eq!(status, 403, "login from {other}");
+    }
 
     // The whole call works from the public origin.
-    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), public).await;
+    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), console).await;
     op.send(json!({"type": "ready"})).await;
     op.expect(&proxy, "queue").await;
     let mut customer = Client::open_from(&proxy, "customer", "customer", None, public).await;
@@ -1251,4 +1283,176 @@ async fn calls_are_served_first_come_first_served() {
     first.expect(&proxy, "ended").await;
     op.expect_where(&proxy, "offer", |o| o["session"] == second_session.as_str())
         .await;
+}
+
+/// The operator's authority is the console's alone: a page of the site (the
+/// same host on another port, so the browser sends it the operator's cookie
+/// all the same) cannot log in, ask who is logged in, log out or open the
+/// hub as an operator, and the console's door serves nothing of the site.
+#[tokio::test]
+async fn operator_routes_answer_only_on_the_consoles_own_origin() {
+    let proxy = start("").await;
+    let site = format!("http://{}", proxy.addr);
+    let console = proxy.console_origin();
+    let cookie = login_as(&proxy, OPERATOR_USER).await;
+    let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
+    let from = |origin: &str| {
+        [
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("Origin", origin.to_string()),
+        ]
+    };
+    let pairs =
+        |h: &[(&'static str, String)]| h.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+
+    // The site's door: none of the operator's routes, whoever asks.
+    for origin in [site.as_str(), console.as_str()] {
+        let h = pairs(&from(origin));
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &h, &form).await;
+        assert_eq!(
+            status, 403,
+            "login on the site's door from {origin}: {text}"
+        );
+    }
+    let (status, _, text) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 403, "me on the site's door: {text}");
+    assert!(!text.contains("\"user\""), "{text}");
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie), ("Origin", &site)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let handshake = |url: String, origin: String, cookie: Option<String>| async move {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        if let Some(c) = cookie {
+            req.headers_mut().insert("Cookie", c.parse().unwrap());
+        }
+        match connect_async(req).await {
+            Ok((_, r)) => r.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    };
+    let on_site = proxy.ws_url("/__cobrowse/ws?role=operator");
+    let on_console = proxy.console_ws_url("/__cobrowse/ws?role=operator");
+    assert_eq!(
+        handshake(on_site.clone(), site.clone(), Some(cookie.clone())).await,
+        403,
+        "an operator hub link from the site's page"
+    );
+    assert_eq!(
+        handshake(on_site, console.clone(), Some(cookie.clone())).await,
+        403,
+        "an operator hub link on the site's door"
+    );
+    assert_eq!(
+        handshake(on_console.clone(), site.clone(), Some(cookie.clone())).await,
+        403,
+        "the site's page reaching for the console's door"
+    );
+    assert_eq!(
+        handshake(
+            proxy.console_ws_url("/__cobrowse/ws?role=customer"),
+            console.clone(),
+            None
+        )
+        .await,
+        403,
+        "customers use the site's door"
+    );
+    assert_eq!(
+        handshake(on_console, console.clone(), Some(cookie.clone())).await,
+        101,
+        "the console itself"
+    );
+
+    // The console's door, asked by the site's pages.
+    let h = pairs(&from(&site));
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, _) = console_http(&proxy, "POST", "/__cobrowse/login", &h, &form).await;
+    assert_eq!(status, 403, "a login posted by the site's page");
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Origin", &site)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-site")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a same-site, cross-origin read of `me`: {text}"
+    );
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-origin")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // Where things are: the known address redirects; the console's door
+    // serves the console and nothing of the site.
+    let (status, headers, _) = http(&proxy, "GET", "/__cobrowse/console", &[], "").await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("{console}/__cobrowse/console").as_str())
+    );
+    let (status, headers, _) = console_http(&proxy, "GET", "/", &[], "").await;
+    assert_eq!(
+        (status, header(&headers, "location")),
+        (302, Some("/__cobrowse/console"))
+    );
+    let (status, headers, page) = console_http(&proxy, "GET", "/__cobrowse/console", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("data-cobrowse=\"content\""), "{page}");
+    let policy = header(&headers, "content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains(&format!("frame-src {site}")),
+        "{policy}"
+    );
+    assert_eq!(
+        header(&headers, "cross-origin-opener-policy"),
+        Some("same-origin")
+    );
+    for path in [
+        "/index.html",
+        "/__cobrowse/agent.js",
+        "/__cobrowse/bind",
+        "/__cobrowse/frame",
+    ] {
+        assert_eq!(
+            console_http(&proxy, "GET", path, &[], "").await.0,
+            404,
+            "{path} on the console's door"
+        );
+    }
+    for path in ["/__cobrowse/console.js", "/__cobrowse/console.css"] {
+        assert_eq!(
+            http(&proxy, "GET", path, &[], "").await.0,
+            404,
+            "{path} on the site's door"
+        );
+    }
 }

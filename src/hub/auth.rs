@@ -1,6 +1,10 @@
 //! Operator login: accounts from the config, checked against their argon2id
 //! hashes, a random token in an HttpOnly SameSite=Strict cookie, and login
 //! attempts rate-limited per account and per address.
+//!
+//! Login, logout and `me` answer only on the console's door and only to the
+//! console's own pages: the site's scripts run on another origin, and the
+//! operator's authority must be out of their reach.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::server::Ctx;
+use crate::server::{Ctx, Door};
 
 pub const COOKIE: &str = "cobrowse_operator";
 
@@ -183,11 +187,22 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     }
 }
 
-/// A browser says where a form or script posting to us came from; a
-/// foreign page must not log an operator in or out (login CSRF). Clients
-/// that send no `Origin` (scripts, tests) are not browsers on a foreign page.
-fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
+/// Whether a request comes from the console's own pages: it came in on the
+/// console's door, and a browser that says where it comes from names the
+/// console's origin. A foreign page must not log an operator in or out
+/// (login CSRF), and the site's pages (the same host on another port, so
+/// the cookie reaches them) must not use the login. Clients that send
+/// neither `Origin` nor `Sec-Fetch-Site` (scripts, tests) are not browsers
+/// on a foreign page.
+pub fn from_the_console<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
+    if ctx.door != Door::Console {
+        return false;
+    }
     let headers = req.headers();
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return false;
+    }
     if !headers.contains_key(header::ORIGIN) {
         return true;
     }
@@ -195,7 +210,17 @@ fn from_our_pages<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or(req.uri().authority().map(|a| a.as_str()));
-    super::ws::same_origin(headers, host, ctx, &config.public_origins)
+    super::ws::same_origin(headers, host, ctx, config.console.public_origin.as_slice())
+}
+
+/// The answer to operator routes asked for elsewhere than the console.
+fn not_from_the_console(req: &Request<Incoming>, ctx: &Ctx) -> Response<Body> {
+    warn!(remote = %ctx.remote, path = req.uri().path(), origin = ?req.headers().get(header::ORIGIN), "operator route refused: not from the console's origin");
+    metrics::counter!("cobrowse_hub_operator_refusals_total", "reason" => "origin").increment(1);
+    error(
+        StatusCode::FORBIDDEN,
+        "operators sign in on the operator console's own origin, not from the site's pages",
+    )
 }
 
 /// `POST {prefix}login`.
@@ -208,13 +233,11 @@ pub async fn login(
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
-    if !from_our_pages(&req, &ctx, config) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "log in from this proxy's own console",
-        );
+    if !from_the_console(&req, &ctx, config) {
+        return not_from_the_console(&req, &ctx);
     }
-    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    let secure =
+        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
     let creds = match credentials(req).await {
         Ok(c) => c,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -289,11 +312,8 @@ pub fn logout(
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
-    if !from_our_pages(req, &ctx, config) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "log out from this proxy's own console",
-        );
+    if !from_the_console(req, &ctx, config) {
+        return not_from_the_console(req, &ctx);
     }
     if let Some(a) = logins.account(req.headers()) {
         info!(target: "audit", event = "logout", user = %a.user);
@@ -303,7 +323,8 @@ pub fn logout(
         .status(StatusCode::NO_CONTENT)
         .body(body::empty())
         .expect("static response parts are valid");
-    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    let secure =
+        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
     let c = cookie_header(config, secure, "", Some(0));
     r.headers_mut()
         .insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
@@ -311,7 +332,10 @@ pub fn logout(
 }
 
 /// `GET {prefix}me`.
-pub fn me(logins: &Logins, req: &Request<Incoming>) -> Response<Body> {
+pub fn me(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if !from_the_console(req, &ctx, config) {
+        return not_from_the_console(req, &ctx);
+    }
     match logins.account(req.headers()) {
         Some(a) => json(
             StatusCode::OK,

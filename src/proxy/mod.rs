@@ -165,9 +165,12 @@ impl Proxy {
 
         let (mut parts, incoming) = response.into_parts();
         let nonce = nonce();
+        let origin = route.mapper.proxy_origin(route.site).unwrap_or_default();
+        let console = self.config.console.origin_beside(&origin);
         let allow = csp::Allowance {
-            origin: route.mapper.proxy_origin(route.site).unwrap_or_default(),
+            origin,
             prefix: self.config.prefix.clone(),
+            console,
         };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         // The driver's document is kept as its browser reads it: after the
