@@ -34,6 +34,7 @@ fn options(upstream: &str) -> Options {
         csp: Allowance {
             origin: "http://127.0.0.1:8080".into(),
             prefix: "/__cobrowse/".into(),
+            console: None,
         },
         memory_limit: 1 << 20,
         declared: None,

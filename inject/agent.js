@@ -61,25 +61,14 @@
 
     // ---- where this document sits -----------------------------------------
 
-    const CONTENT_FRAME = 'iframe[data-cobrowse="content"]';
-
-    // The operator's console shows the shared page in its content frame; the
-    // window loaded there is the operator's root of the page tree.
-    function operatorRoot() {
-        try {
-            for (let cur = W; ;) {
-                const fe = cur.frameElement;
-                if (!fe) return null;
-                if (fe.matches(CONTENT_FRAME)) return cur;
-                cur = cur.parent;
-            }
-        } catch (e) {
-            return null;
-        }
-    }
+    // The operator console shows the shared page in its content frame, named
+    // so by the console. The console lives on an origin of its own: from
+    // here it is reachable only by postMessage, to and from that origin.
+    const CONTENT_FRAME_NAME = 'cobrowse-content';
+    const CONSOLE_ORIGIN = CONFIG.console.origin || new URL(`${location.protocol}//${location.hostname}:${CONFIG.console.port}`).origin;
 
     // The highest same-origin ancestor carrying the agent.
-    function customerRoot() {
+    function sharedRoot() {
         let root = W;
         try {
             while (root.parent !== root && root.frameElement && root.parent[NS]) root = root.parent;
@@ -87,9 +76,21 @@
         return root;
     }
 
-    const opRoot = operatorRoot();
-    CB.operator = !!opRoot;
-    CB.root = opRoot || customerRoot();
+    // Whether `root` is the console's content frame: framed by the console's
+    // origin (where the browser says so), and named as the console names it.
+    function isOperatorRoot(root) {
+        if (root.parent === root) return false;
+        try {
+            const above = root.location.ancestorOrigins;
+            if (above && above.length) return above[0] === CONSOLE_ORIGIN;
+            return root.name === CONTENT_FRAME_NAME;
+        } catch (e) {
+            return false;
+        }
+    }
+
+    CB.root = sharedRoot();
+    CB.operator = isOperatorRoot(CB.root);
     CB.isRoot = CB.root === W;
 
     function rootCB() {
@@ -119,6 +120,124 @@
         }
     }
 
+    // ---- the operator's content frame ---------------------------------------
+
+    // The console (another origin) holds the operator's link to the hub; this
+    // frame holds only what its one session needs: the session's commands,
+    // who takes part, and the credential that binds this browser as a
+    // follower of that session. It asks for them with `hello` on every page
+    // load and sends its own commands back; the console relays nothing else.
+    function operatorFrame() {
+        const BOOTSTRAP = CONFIG.prefix + 'frame';
+        const post = (msg) => W.parent.postMessage({ cobrowse: 'frame', ...msg }, CONSOLE_ORIGIN);
+        const mirror = new Map();
+        function put(cmd) {
+            mirror.delete(cmd.key);
+            mirror.set(cmd.key, cmd);
+            if (cmd.fn === 'navigate') {
+                for (const k of [...mirror.keys()]) if (k.startsWith(cmd.key + '/')) mirror.delete(k);
+            }
+        }
+        const link = {
+            role: 'operator',
+            me: null,
+            participants: [],
+            control: false,
+            joined: false,
+            tools: { pointer: false, draw: false, fade: false },
+            mayAct() { return this.control; },
+            send(cmd) {
+                const full = { type: 'command', attribute: 'others', ...cmd };
+                put(full);
+                post({ type: 'command', command: full });
+            },
+            known(path) {
+                const nav = mirror.get(path);
+                return nav && nav.fn === 'navigate' ? nav.args[0] : undefined;
+            },
+            setKnown(path, url) {
+                const nav = mirror.get(path);
+                if (nav && nav.fn === 'navigate') nav.args = [url, ...nav.args.slice(1)];
+                post({ type: 'known', path, url });
+            },
+            stored(prefix) {
+                return [...mirror.values()].filter((c) => c.key === prefix || c.key.startsWith(prefix + '/'));
+            },
+            notice(text) { post({ type: 'notice', text: String(text) }); },
+        };
+        CB.link = link;
+        function setStatus(msg) {
+            link.me = msg.me || null;
+            link.participants = Array.isArray(msg.participants) ? msg.participants : [];
+            link.control = !!msg.control;
+            link.joined = !!msg.joined;
+        }
+        // The bootstrap page binds this browser to the session, then shows
+        // the customer's page (only a path on this origin).
+        function bootstrap(msg) {
+            const body = msg.bind ? JSON.stringify(msg.bind) : '';
+            fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
+                .catch(() => { /* the page still loads, as an unbound follower */ })
+                .then(() => {
+                    if (!msg.bind) return;
+                    post({ type: 'bound', session: msg.session });
+                    const show = msg.show;
+                    if (typeof show === 'string' && show.startsWith('/') && !show.startsWith('//') && !show.startsWith('/\\')) W.location.replace(show);
+                });
+        }
+        function start(msg) {
+            setStatus(msg);
+            link.tools = { ...link.tools, ...(msg.tools || {}) };
+            mirror.clear();
+            for (const c of msg.commands || []) put(c);
+            loadEngine().then(() => {
+                if (!CB.engine) CB.engine = CB.engineFactory(W, link);
+            }).catch((e) => console.warn('cobrowse:', e.message));
+        }
+        W.addEventListener('message', (ev) => {
+            // Only the console that frames this page speaks for the session.
+            if (ev.source !== W.parent || ev.origin !== CONSOLE_ORIGIN) return;
+            const msg = ev.data;
+            if (!msg || msg.cobrowse !== 'console') return;
+            // Not the site's business.
+            ev.stopImmediatePropagation();
+            const e = CB.engine;
+            switch (msg.type) {
+                case 'init':
+                    if (location.pathname === BOOTSTRAP) bootstrap(msg);
+                    else start(msg);
+                    break;
+                case 'command':
+                    if (!msg.command || typeof msg.command.key !== 'string') break;
+                    put(msg.command);
+                    if (e && msg.command.key !== 'top/@viewport') e.receive(msg.command);
+                    break;
+                case 'replay':
+                    mirror.clear();
+                    for (const c of msg.commands || []) put(c);
+                    if (e) for (const c of mirror.values()) if (c.key !== 'top/@viewport') e.receive(c);
+                    break;
+                case 'status':
+                    setStatus(msg);
+                    if (e) e.status();
+                    break;
+                case 'tools': {
+                    const before = `${link.tools.pointer} ${link.tools.draw}`;
+                    link.tools = { ...link.tools, ...(msg.tools || {}) };
+                    if (e && before !== `${link.tools.pointer} ${link.tools.draw}`) e.tools();
+                    break;
+                }
+                case 'clear':
+                    if (e) e.clear();
+                    break;
+                default:
+                    break;
+            }
+        }, true);
+        W.addEventListener('pagehide', () => post({ type: 'bye' }));
+        whenReady(() => post({ type: 'hello', url: location.pathname + location.search + location.hash }));
+    }
+
     // ---- loading the rest -------------------------------------------------
 
     let loading = null;
@@ -143,12 +262,7 @@
 
     // The operator's content frame: the console holds the hub link.
     if (CB.operator && CB.isRoot) {
-        whenReady(() => {
-            loadEngine().then(() => {
-                const link = W.parent[NS] && W.parent[NS].console;
-                if (link) CB.engine = CB.engineFactory(W, link);
-            }).catch((e) => console.warn('cobrowse:', e.message));
-        });
+        operatorFrame();
         return;
     }
     if (CB.operator || !CB.isRoot) return;

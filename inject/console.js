@@ -1,11 +1,19 @@
 // The operator's console: the control frame (sign-in, the queue, Respond,
 // invite, hang-up, tools, participants) beside the content frame, which shows
-// the customer's page through the proxy, same origin. The console holds the
-// operator's link to the hub; the agent in the content frame finds it as
-// `parent.__cobrowse.console` and shares the page through it.
+// the customer's page through the proxy, on the site's origin. The console is
+// served on an origin of its own and holds the operator's link to the hub;
+// the site's scripts cannot reach it. The agent in the content frame and the
+// console talk by postMessage only, each checking the other's origin (and the
+// console that the message comes from its content frame): the frame gets its
+// one session's commands and the credential that binds it to that session,
+// and can send difference commands, nothing else.
 (function consolePage() {
     'use strict';
     const PREFIX = '/__cobrowse/';
+    // `SITE` (the site's public origin or null, and its port) is put in scope
+    // by the server.
+    const SITE_ORIGIN = SITE.origin || new URL(`${location.protocol}//${location.hostname}:${SITE.port}`).origin;
+    const BOOTSTRAP = PREFIX + 'frame';
     const $ = (name) => document.querySelector(`[data-cobrowse="${name}"]`);
     const ui = {
         login: $('login'), loginError: $('login-error'), desk: $('desk'), me: $('me'), logout: $('logout'),
@@ -15,18 +23,6 @@
         content: $('content'), idle: $('idle'),
     };
     const SAVED = 'cobrowse.console.session';
-
-    // Tells the proxy this browser follows a session, so the content frame
-    // is served the customer's documents and never repeats a side effect
-    // (docs/driver.md). It proves it with the single-use token the hub gave
-    // this connection in `joined`. Resolves once the cookie is set; no
-    // session clears it.
-    function bindBrowser(session, token) {
-        const body = session ? JSON.stringify({ session, token }) : '';
-        return fetch(PREFIX + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
-            .catch(() => { /* the page still works, as an unbound follower */ });
-    }
-    let bound = Promise.resolve();
 
     // The store as this operator knows it: the latest command per key, in the
     // order keys were last written, with a navigation dropping what was below
@@ -44,39 +40,87 @@
     const state = {
         user: null, ws: null, session: null, offer: null, queue: [], phase: 'signed-out',
         retries: 0, viewport: null,
+        // This participant's session and single-use bind token: binds the content
+        // frame's browser as a follower of this session, and nothing more.
+        credential: null, boundSession: null,
     };
 
-    // The link the content frame's agent uses.
+    // What the console knows of its content frame: whether an agent there
+    // said hello (and on which page), and the session this browser was bound
+    // to from it.
+    const frame = { ready: false, url: null };
+
+    // The operator's part in the session, as the content frame is told it.
     const link = {
-        role: 'operator',
         me: null,
         participants: [],
         control: false,
         joined: false,
         tools: { pointer: false, draw: false, fade: false },
-        mayAct() { return this.control; },
-        send(cmd) {
-            const full = { type: 'command', attribute: 'others', ...cmd };
-            put(full);
-            if (state.ws && state.ws.readyState === 1 && this.joined) state.ws.send(JSON.stringify(full));
-        },
-        known(path) {
-            const nav = mirror.get(path);
-            return nav && nav.fn === 'navigate' ? nav.args[0] : undefined;
-        },
-        setKnown(path, url) {
-            const nav = mirror.get(path);
-            if (nav && nav.fn === 'navigate') nav.args = [url, ...nav.args.slice(1)];
-        },
-        stored(prefix) {
-            return [...mirror.values()].filter((c) => c.key === prefix || c.key.startsWith(prefix + '/'));
-        },
-        notice(text) { notice(text); },
     };
-    window.__cobrowse = { console: link };
 
-    function engine() {
-        try { const cb = ui.content.contentWindow.__cobrowse; return cb && cb.engine; } catch (e) { return null; }
+    // Only to the site's origin: a page of any other origin in the frame
+    // gets nothing.
+    function toFrame(msg) {
+        const w = ui.content.contentWindow;
+        if (w) w.postMessage({ cobrowse: 'console', ...msg }, SITE_ORIGIN);
+    }
+    function statusOf() {
+        return { me: link.me, participants: link.participants, control: link.control, joined: link.joined };
+    }
+
+    // What the content frame may ask: its session's state on each page
+    // load, and to send a difference command; nothing of the queue, offers
+    // or other sessions.
+    window.addEventListener('message', (ev) => {
+        if (ev.origin !== SITE_ORIGIN || ev.source !== ui.content.contentWindow) return;
+        const msg = ev.data;
+        if (!msg || msg.cobrowse !== 'frame' || typeof msg.type !== 'string') return;
+        switch (msg.type) {
+            case 'hello':
+                frame.ready = true;
+                frame.url = typeof msg.url === 'string' ? msg.url : null;
+                toFrame({
+                    type: 'init',
+                    session: state.session,
+                    ...statusOf(),
+                    tools: link.tools,
+                    commands: [...mirror.values()],
+                    // The bootstrap page binds the browser, then shows the page.
+                    bind: frame.url === BOOTSTRAP && state.session ? state.credential : null,
+                    show: (mirror.get('top') || { args: [] }).args[0],
+                });
+                break;
+            case 'bound':
+                if (msg.session && msg.session === state.session) state.boundSession = state.session;
+                break;
+            case 'bye':
+                frame.ready = false;
+                break;
+            case 'command':
+                relay(msg.command);
+                break;
+            case 'known': {
+                const nav = typeof msg.path === 'string' && mirror.get(msg.path);
+                if (nav && nav.fn === 'navigate' && typeof msg.url === 'string') nav.args = [msg.url, ...nav.args.slice(1)];
+                break;
+            }
+            case 'notice':
+                notice(String(msg.text || '').slice(0, 300));
+                break;
+            default:
+                break;
+        }
+    });
+
+    // A difference command from the content frame, rebuilt from its fields
+    // so nothing but a command reaches the hub.
+    function relay(cmd) {
+        if (!cmd || typeof cmd.key !== 'string' || typeof cmd.fn !== 'string') return;
+        const attribute = cmd.attribute === 'all' ? 'all' : 'others';
+        const full = { type: 'command', key: cmd.key, attribute, fn: cmd.fn, args: Array.isArray(cmd.args) ? cmd.args : [] };
+        put(full);
+        if (state.ws && state.ws.readyState === 1 && link.joined) state.ws.send(JSON.stringify(full));
     }
 
     let noticeTimer = 0;
@@ -204,7 +248,11 @@
                 state.offer = null;
                 state.queue = [];
                 sessionStorage.setItem(SAVED, JSON.stringify({ session: msg.session, resume: msg.resume }));
-                bound = bindBrowser(msg.session, msg.bind);
+                // The content frame binds its browser to the session with the
+                // single-use token the hub gave this connection in `joined`
+                // (docs/protocol.md, "Binding a browser").
+                state.credential = { session: msg.session, token: msg.bind };
+                state.boundSession = null;
                 break;
             case 'replay': {
                 // The session's current state, on joining; or, to
@@ -213,10 +261,11 @@
                 if (state.fresh) mirror.clear();
                 state.fresh = false;
                 for (const c of msg.commands || []) put(c);
-                const e = engine();
                 const nav = mirror.get('top');
-                if (e && nav && currentUrl() === nav.args[0]) {
-                    for (const c of mirror.values()) if (c.key === 'top/@viewport') fitViewport(c.args); else e.receive(c);
+                if (frame.ready && nav && frame.url === nav.args[0] && state.boundSession === state.session) {
+                    const vp = mirror.get('top/@viewport');
+                    if (vp) fitViewport(vp.args);
+                    toFrame({ type: 'replay', commands: [...mirror.values()] });
                 } else {
                     showPage();
                 }
@@ -230,7 +279,7 @@
                 if (msg.participants) link.participants = msg.participants;
                 link.control = !!msg.control;
                 state.sessionState = msg.state;
-                { const e = engine(); if (e) e.status(); }
+                toFrame({ type: 'status', ...statusOf() });
                 break;
             case 'left':
             case 'ended':
@@ -250,13 +299,12 @@
     }
 
     function onCommand(cmd) {
-        if (cmd.key === 'top/@viewport') return fitViewport(cmd.args);
-        const e = engine();
+        if (cmd.key === 'top/@viewport') fitViewport(cmd.args);
         // Without an agent in the content frame (still loading, or blank),
         // the console loads the customer's page itself; the agent applies
         // the rest from the mirror once it is there.
-        if (cmd.key === 'top' && cmd.fn === 'navigate' && !e) return showPage();
-        if (e) e.receive(cmd);
+        if (cmd.key === 'top' && cmd.fn === 'navigate' && !frame.ready) return showPage();
+        if (frame.ready) toFrame({ type: 'command', command: cmd });
     }
 
     // Whether `url` is a path on the proxied site, the only kind of URL the
@@ -267,13 +315,14 @@
     // parsed, never compared as text alone.
     function sitePath(url) {
         if (typeof url !== 'string' || url[0] !== '/' || /[\u0000-\u0020\u007f]/.test(url)) return false;
-        // The content frame shows the site on the console's own origin.
-        const site = location.origin;
-        try { return new URL(url, site).origin === site; } catch (e) { return false; }
+        try { return new URL(url, SITE_ORIGIN).origin === new URL(SITE_ORIGIN).origin; } catch (e) { return false; }
     }
 
-    function currentUrl() {
-        try { const l = ui.content.contentWindow.location; return l.pathname + l.search + l.hash; } catch (e) { return null; }
+    // Navigates the content frame (a frame of ours may be sent anywhere,
+    // across origins), replacing its history entry.
+    function load(url) {
+        frame.ready = false;
+        try { ui.content.contentWindow.location.replace(url); } catch (e) { ui.content.src = url; }
     }
 
     // Loads the customer's current page into the content frame, unless it
@@ -288,9 +337,13 @@
         const url = nav.args[0];
         // Only paths on the proxied site are loaded into the content frame.
         if (!sitePath(url)) return;
-        if (currentUrl() === url && engine()) return;
-        // Loaded only once the proxy knows this browser follows the session.
-        bound.then(() => { if (state.session) ui.content.contentWindow.location.replace(url); });
+        if (frame.ready && frame.url === url && state.boundSession === state.session) return;
+        if (!state.session) return;
+        // The customer's page is loaded only once the proxy knows this
+        // browser follows the session: the bootstrap page on the site's
+        // origin binds it first, then shows the page.
+        if (state.boundSession !== state.session) load(SITE_ORIGIN + BOOTSTRAP);
+        else load(SITE_ORIGIN + url);
     }
 
     function clearSession(message) {
@@ -301,8 +354,10 @@
         link.control = false;
         link.tools.pointer = link.tools.draw = false;
         state.session = null;
+        state.credential = null;
+        state.boundSession = null;
+        frame.ready = false;
         sessionStorage.removeItem(SAVED);
-        bound = bindBrowser(null);
         ui.content.src = 'about:blank';
         ui.viewport.hidden = true;
         ui.idle.hidden = false;
@@ -346,18 +401,19 @@
     });
     ui.pointer.addEventListener('click', () => {
         link.tools.pointer = !link.tools.pointer;
-        const e = engine();
-        if (e) e.tools();
+        toFrame({ type: 'tools', tools: link.tools });
         render();
     });
     ui.draw.addEventListener('click', () => {
         link.tools.draw = !link.tools.draw;
-        const e = engine();
-        if (e) e.tools();
+        toFrame({ type: 'tools', tools: link.tools });
         render();
     });
-    ui.fade.addEventListener('change', () => { link.tools.fade = ui.fade.checked; });
-    ui.clear.addEventListener('click', () => { const e = engine(); if (e) e.clear(); });
+    ui.fade.addEventListener('change', () => {
+        link.tools.fade = ui.fade.checked;
+        toFrame({ type: 'tools', tools: link.tools });
+    });
+    ui.clear.addEventListener('click', () => toFrame({ type: 'clear' }));
 
     function li(text, color) {
         const item = document.createElement('li');

@@ -188,16 +188,19 @@ const PATCH_URLS = (function () {
 
   // Inside the operator console the site's top document is a frame: links
   // and forms aimed at `_top` (or `_parent` from the site's top) would
-  // replace the console. They are aimed at the site's top frame instead.
+  // replace the console. They are aimed at the site's top frame instead:
+  // the console's content frame, which the console (on an origin of its own,
+  // so a cross-origin parent) names `cobrowse-content`.
   const siteTop = (function () {
+    let w = window;
     try {
-      let w = window;
       while (w.parent !== w) {
         if (w.parent.location.pathname.indexOf(CONFIG.prefix + 'console') === 0) return w;
         w = w.parent;
       }
     } catch (e) {
-      // A cross-origin ancestor: not the console.
+      // A cross-origin ancestor: the console's, if it named this frame so.
+      return w.name === 'cobrowse-content' ? w : null;
     }
     return null;
   })();

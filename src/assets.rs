@@ -29,16 +29,14 @@ const AGENT_PARTS: &[&str] = &[
 /// The files of `inject/`, by the route they are served on. `share.js` is
 /// the sharing engine, loaded by the agent only when a session starts, so
 /// pages without a call carry only the small synchronous part.
+/// The console's files are served on the console's own door, the others on
+/// the site's (`frame` is the console's content frame's first page, on the
+/// site's origin).
 const FILES: &[(&str, &str, &str)] = &[
     (
         "console",
         "text/html; charset=utf-8",
         include_str!("../inject/console.html"),
-    ),
-    (
-        "console.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../inject/console.js"),
     ),
     (
         "console.css",
@@ -50,6 +48,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../inject/share.js"),
     ),
+    (
+        "frame",
+        "text/html; charset=utf-8",
+        include_str!("../inject/frame.html"),
+    ),
 ];
 
 impl Assets {
@@ -59,10 +62,15 @@ impl Assets {
             "text/javascript; charset=utf-8",
             agent_source(config),
         );
+        let console = (
+            "console.js",
+            "text/javascript; charset=utf-8",
+            console_source(config),
+        );
         let files = FILES
             .iter()
             .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
-            .chain(std::iter::once(agent))
+            .chain([agent, console])
             .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
@@ -132,6 +140,9 @@ fn agent_source(config: &Config) -> String {
         "prefix": config.prefix,
         "upstreams": upstreams,
         "mask": config.privacy.mask,
+        // Where the operator console is, so its content frame's agent talks
+        // to that origin only: the public origin, or this host on its port.
+        "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },
     });
     let mut source = format!("(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n");
     for part in AGENT_PARTS {
@@ -140,6 +151,17 @@ fn agent_source(config: &Config) -> String {
     }
     source.push_str("})();\n");
     source
+}
+
+/// `console.js` in a scope with `SITE`: where the site is, the one origin
+/// whose pages the console frames and listens to (the first public origin,
+/// or the console's host on the site's port).
+fn console_source(config: &Config) -> String {
+    let site = serde_json::json!({ "origin": config.public_origins.first(), "port": config.listen.port() });
+    format!(
+        "(function () {{\n'use strict';\nconst SITE = {site};\n{}\n}})();\n",
+        include_str!("../inject/console.js")
+    )
 }
 
 /// A content hash for ETags; not cryptographic, only needs to change when the
@@ -173,6 +195,7 @@ mod tests {
             "console",
             "console.js",
             "console.css",
+            "frame",
         ] {
             let first = a.serve(name, &Method::GET, None).expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
@@ -207,5 +230,32 @@ mod tests {
         assert!(text.starts_with("(function () {\n'use strict';\nconst CONFIG = {"));
         assert!(text.trim_end().ends_with("})();"));
         assert!(text.contains("\"upstreams\":[\"http://127.0.0.1:9\"]"));
+        assert!(
+            text.contains("\"console\":{\"origin\":null,\"port\":8081}"),
+            "the agent knows the console's port"
+        );
+    }
+
+    #[test]
+    fn the_console_knows_the_one_site_it_frames() {
+        let toml = "upstream = \"http://127.0.0.1:9\"\npublic_origins = [\"https://shop.example\"]\n[console]\npublic_origin = \"https://console.example\"\n";
+        let config = Config::parse(toml, None, &Default::default()).expect("a valid config");
+        let a = Assets::new(&config);
+        let text = |name: &str| {
+            String::from_utf8(
+                a.files
+                    .iter()
+                    .find(|f| f.name == name)
+                    .unwrap()
+                    .bytes
+                    .clone(),
+            )
+            .unwrap()
+        };
+        assert!(text("console.js").starts_with("(function () {\n'use strict';\nconst SITE = {\"origin\":\"https://shop.example\",\"port\":8080};"));
+        assert!(
+            text("agent.js")
+                .contains("\"console\":{\"origin\":\"https://console.example\",\"port\":8081}")
+        );
     }
 }

@@ -42,6 +42,8 @@ pub struct Config {
     /// the browser sees, so when this is set it replaces them in the Origin
     /// checks. Empty (the default): the request's own scheme and `Host`.
     pub public_origins: Vec<String>,
+    /// The operator console's own origin (`[console]`).
+    pub console: Console,
     pub operators: Vec<Operator>,
     pub privacy: Privacy,
     pub server: ServerLimits,
@@ -56,6 +58,37 @@ pub struct Audit {
     /// The JSON-lines file audit events are appended to. `None` (the
     /// default): they stay in the log under the target `audit`.
     pub path: Option<PathBuf>,
+}
+
+/// The operator console is served on a listener of its own, so it has an
+/// origin of its own: the site's scripts, which run on the proxy's origin,
+/// can neither read it nor act with the operator's login (the login, the
+/// queue and operator WebSockets are accepted only from this origin).
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// Where the console's listener binds. Default: the address of `listen`
+    /// with the next port (port 0, an ephemeral port, stays 0).
+    pub listen: SocketAddr,
+    /// The origin browsers see the console at, `https://host[:port]`, when a
+    /// load balancer in front terminates TLS; replaces the request's own
+    /// scheme and `Host` in the console's Origin checks, and is where the
+    /// site's `{prefix}console` redirects. `None` (the default): the site's
+    /// host name, its scheme, and the console listener's port.
+    pub public_origin: Option<String>,
+}
+
+impl Console {
+    /// The console's origin as seen beside a site reached at `site_origin`
+    /// (`scheme://host[:port]`): the public origin when configured, else the
+    /// same scheme and host name on the console's port.
+    pub fn origin_beside(&self, site_origin: &str) -> Option<String> {
+        if let Some(public) = &self.public_origin {
+            return Some(public.clone());
+        }
+        let mut url = Url::parse(site_origin).ok()?;
+        url.set_port(Some(self.listen.port())).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -282,12 +315,20 @@ struct RawConfig {
     proxy: Option<RawProxy>,
     driver: Option<RawDriver>,
     audit: Option<RawAudit>,
+    console: Option<RawConsole>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    listen: Option<Spanned<String>>,
+    public_origin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -456,6 +497,18 @@ impl Config {
             .find(|s| s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
             .or_else(|| self.sites.iter().find(|s| s.hosts.is_empty()))
             .or_else(|| self.sites.first())
+    }
+
+    /// The site's origin beside the console reached at `console_origin`:
+    /// the first public origin behind a load balancer, else the same scheme
+    /// and host name on the site's port.
+    pub fn site_origin_beside(&self, console_origin: &str) -> Option<String> {
+        if let Some(public) = self.public_origins.first() {
+            return Some(public.clone());
+        }
+        let mut url = Url::parse(console_origin).ok()?;
+        url.set_port(Some(self.listen.port())).ok()?;
+        Some(url.origin().ascii_serialization())
     }
 
     /// Points the demo site (started by the binary) as the upstream.
@@ -640,6 +693,9 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
             public_origins.push(origin);
         }
     }
+
+    let console = resolve_console(raw.console.as_ref(), src, listen)?;
+    check_console_apart(&console, &public_origins, raw.console.as_ref(), src)?;
 
     let mut operators: Vec<Operator> = Vec::new();
     for (i, op) in raw.operators.iter().enumerate() {
@@ -927,6 +983,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         tls,
         upstream_ca,
         public_origins,
+        console,
         operators,
         privacy,
         server,
@@ -935,6 +992,82 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         driver,
         audit,
     })
+}
+
+/// `[console]`: its listener defaults to the next port after `listen`, so
+/// `cargo run --release` serves the site on 8080 and the console on 8081.
+fn resolve_console(
+    raw: Option<&RawConsole>,
+    src: &Source<'_>,
+    listen: SocketAddr,
+) -> Result<Console, ConfigError> {
+    let console_listen = match raw.and_then(|c| c.listen.as_ref()) {
+        Some(v) => v.get_ref().parse::<SocketAddr>().map_err(|e| {
+            src.at(
+                "console.listen",
+                v,
+                format!("`{}` is not an address:port ({e})", v.get_ref()),
+            )
+        })?,
+        None => {
+            let port = match listen.port() {
+                0 => Some(0),
+                p => p.checked_add(1),
+            };
+            let Some(port) = port else {
+                return Err(src.error(
+                    "console.listen",
+                    None,
+                    format!(
+                        "`listen` uses the last port, {}: set `[console] listen` to a free one",
+                        listen.port()
+                    ),
+                ));
+            };
+            SocketAddr::new(listen.ip(), port)
+        }
+    };
+    if console_listen.port() != 0 && console_listen == listen {
+        let span = raw.and_then(|c| c.listen.as_ref()).map(|v| v.span());
+        return Err(src.error(
+            "console.listen",
+            span,
+            format!(
+                "`{console_listen}` is `listen` itself: the console needs an origin of its own"
+            ),
+        ));
+    }
+    let public_origin = match raw.and_then(|c| c.public_origin.as_ref()) {
+        Some(v) => Some(
+            parse_public_origin(v.get_ref()).map_err(|m| src.at("console.public_origin", v, m))?,
+        ),
+        None => None,
+    };
+    Ok(Console {
+        listen: console_listen,
+        public_origin,
+    })
+}
+
+/// The console's public origin must not be one of the site's: an origin of
+/// its own is the whole point.
+fn check_console_apart(
+    console: &Console,
+    public_origins: &[String],
+    raw: Option<&RawConsole>,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    match (
+        &console.public_origin,
+        raw.and_then(|c| c.public_origin.as_ref()),
+    ) {
+        (Some(o), Some(v)) if public_origins.contains(o) => Err(src.at(
+            "console.public_origin",
+            v,
+            format!("`{o}` is one of `public_origins`: the console needs an origin of its own"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Sets `slot` from a count that must not be zero, when the file gives one.
@@ -1307,6 +1440,51 @@ mod tests {
                 (field, Some(line)),
                 "{text}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn the_console_listens_on_the_next_port_by_default() {
+        let c = parse("upstream = \"http://a\"\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(c.console.listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.console.public_origin, None);
+        assert_eq!(
+            c.console.origin_beside("http://shop.test:8080").as_deref(),
+            Some("http://shop.test:8081")
+        );
+        assert_eq!(
+            c.console.origin_beside("https://shop.test").as_deref(),
+            Some("https://shop.test:8081")
+        );
+        let c = parse("upstream = \"http://a\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(c.console.listen.port(), 0);
+        let c = parse("upstream = \"http://a\"\n[console]\nlisten = \"0.0.0.0:9000\"\npublic_origin = \"https://Console.Example.com/\"\n").unwrap();
+        assert_eq!(c.console.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(
+            c.console
+                .origin_beside("https://shop.example.com")
+                .as_deref(),
+            Some("https://console.example.com")
+        );
+        for (text, field) in [
+            ("listen = \"127.0.0.1:65535\"\n", "console.listen"),
+            (
+                "listen = \"127.0.0.1:80\"\n[console]\nlisten = \"127.0.0.1:80\"\n",
+                "console.listen",
+            ),
+            ("[console]\nlisten = \"nowhere\"\n", "console.listen"),
+            (
+                "[console]\npublic_origin = \"https://c.test/path\"\n",
+                "console.public_origin",
+            ),
+            (
+                "public_origins = [\"https://c.test\"]\n[console]\npublic_origin = \"https://c.test\"\n",
+                "console.public_origin",
+            ),
+            ("[console]\nport = 1\n", "port"),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
         }
     }
 

@@ -6,7 +6,8 @@
 //!
 //! - [`cli`], [`config`]: the command line and `proxy.toml`, read raw then
 //!   resolved into [`config::Config`].
-//! - [`server`]: the one listening port (plain or TLS, HTTP/1.1 and HTTP/2);
+//! - [`server`]: the listeners, the site's and the operator console's (plain or
+//!   TLS, HTTP/1.1 and HTTP/2);
 //!   routes the reserved prefix (`/__cobrowse/`) to the hub and the assets,
 //!   everything else to the proxy. Graceful shutdown.
 //! - [`listener`]: accepting connections, with caps in total and per

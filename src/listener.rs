@@ -48,12 +48,23 @@ use tracing::{debug, info, warn};
 use crate::body::Body;
 use crate::config::ServerLimits;
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The proxied site's origin: pages, the agent, the customer's hub link.
+    Site,
+    /// The operator console's own origin: the console, login, operators'
+    /// hub links.
+    Console,
+}
+
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub remote: SocketAddr,
     /// The client reached us over TLS (so our own origin is https).
     pub tls: bool,
+    pub door: Door,
 }
 
 impl Ctx {
@@ -78,6 +89,7 @@ const RESERVED_FILES: u64 = 64;
 /// their own watch, see [`Connections::drained`]).
 pub async fn serve(
     listener: TcpListener,
+    door: Door,
     tls: Option<TlsAcceptor>,
     connections: Arc<Connections>,
     handler: Handler,
@@ -114,6 +126,7 @@ pub async fn serve(
         let ctx = Ctx {
             remote,
             tls: tls.is_some(),
+            door,
         };
         tokio::spawn(connection(
             stream,

@@ -1,8 +1,13 @@
-//! The one listening port: accepts plain or TLS connections (through
+//! The listening ports: accepts plain or TLS connections (through
 //! [`crate::listener`], which bounds them), serves HTTP/1.1 and HTTP/2 on
-//! them, and routes each request. Paths under the reserved
-//! prefix (`/__cobrowse/` by default) are ours: the hub, login, the assets,
-//! health and metrics. Every other path belongs to the upstream site.
+//! them, and routes each request.
+//!
+//! Two doors, one accept loop. The site's door: paths under the reserved
+//! prefix (`/__cobrowse/` by default) are ours (the customer's hub link,
+//! the agent, health and metrics); every other path belongs to the upstream
+//! site. The console's door, a listener of its own so the console has an
+//! origin of its own: the operator console, login and operator WebSockets,
+//! and nothing of the site, so no script of the site can reach them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use crate::listener::{self, Connections, Handler};
 use crate::proxy::Proxy;
 use crate::telemetry::{self, Telemetry};
 
-pub use crate::listener::Ctx;
+pub use crate::listener::{Ctx, Door};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -62,6 +67,14 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let console = TcpListener::bind(config.console.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the operator console's listener {} ([console] listen)",
+                config.console.listen
+            )
+        })?;
     if config.demo {
         let demo_listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -72,18 +85,23 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         info!(%addr, "demo site started");
     }
     let local = listener.local_addr()?;
+    // The ports actually bound (0 picks one): the browser side is told them.
+    config.listen = local;
+    config.console.listen = console.local_addr()?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    // Tests and scripts read these lines to find the port.
+    let console_home =
+        console_home(&config, &format!("{scheme}://{local}")).context("the console's address")?;
+    // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
-    println!(
-        "  operator console:  {scheme}://{local}{}console",
-        config.prefix
-    );
+    if config.console.public_origin.is_some() {
+        println!("  console listener:  {scheme}://{}", config.console.listen);
+    }
+    println!("  operator console:  {console_home}");
     if config.demo {
         println!(
             "  demo operator:     user `demo`, password `demo` (demo account from proxy.toml)"
@@ -98,15 +116,25 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
     let app = Arc::new(App::new(config)?);
-    run(listener, app, shutdown).await
+    run(listener, console, app, shutdown).await
 }
 
-/// Serves connections from `listener` until `shutdown` completes. Then it
-/// stops accepting, closes idle connections at once, sends every hub
+/// The console's home page beside the site reached at `site_origin`.
+fn console_home(config: &Config, site_origin: &str) -> Option<String> {
+    Some(format!(
+        "{}{}console",
+        config.console.origin_beside(site_origin)?,
+        config.prefix
+    ))
+}
+
+/// Serves connections from the site's listener and the console's until
+/// `shutdown` completes. Then it stops accepting, closes idle connections at once, sends every hub
 /// participant `1001` and lets requests in progress finish, all within the
 /// grace period (`server.shutdown_grace_secs`).
 pub async fn run(
-    listener: TcpListener,
+    site: TcpListener,
+    console: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -128,16 +156,22 @@ pub async fn run(
             Box::pin(async move { route(&app, req, ctx).await })
         })
     };
-    let accepting = tokio::spawn(listener::serve(
-        listener,
-        tls,
-        connections.clone(),
-        handler,
-        stop.clone(),
-    ));
+    // Both doors share one set of connection caps.
+    let accepting = [(site, Door::Site), (console, Door::Console)].map(|(listener, door)| {
+        tokio::spawn(listener::serve(
+            listener,
+            door,
+            tls.clone(),
+            connections.clone(),
+            handler.clone(),
+            stop.clone(),
+        ))
+    });
     shutdown.await;
     stop.cancel();
-    let _ = accepting.await;
+    for task in accepting {
+        let _ = task.await;
+    }
     info!(
         open = connections.count(),
         "shutting down: idle connections closed, requests in progress may finish"
@@ -192,14 +226,24 @@ fn route_name(prefix: &str, path: &str) -> &'static str {
 }
 
 /// Picks the handler for a request: ours under the prefix, the proxy's
-/// otherwise.
-async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
-    let Some(rest) = req.uri().path().strip_prefix(app.config.prefix.as_str()) else {
+/// otherwise; on the console's door, the console's routes only.
+async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(app.config.prefix.as_str())
+        .map(str::to_string);
+    let Some(rest) = rest else {
+        if ctx.door == Door::Console {
+            return route_console(app, req, ctx, None).await;
+        }
+        // Cookies ignore ports: the console's login cookie reaches the
+        // site's host too. It is ours, and never the upstream's.
+        crate::driver::take_cookie(req.headers_mut(), crate::hub::auth::COOKIE);
         return app.proxy.handle(req, ctx).await;
     };
-    let rest = rest.to_string();
     if !crate::driver::is_safe(req.method())
-        && let Some(why) = crate::hub::ws::foreign_page(&req, &ctx, &app.config.public_origins)
+        && let Some(why) = crate::hub::ws::foreign_page(&req, &ctx, public_origins(&app.config, ctx.door))
     {
         // One rule for every route of ours that may change state: only our
         // own pages ask for it (cross-site request forgery).
@@ -214,6 +258,9 @@ async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
             .body(body::full(body.to_string()))
             .expect("static response parts are valid");
     }
+    if ctx.door == Door::Console {
+        return route_console(app, req, ctx, Some(rest)).await;
+    }
     match rest.as_str() {
         "healthz" => text(StatusCode::OK, "ok\n"),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
@@ -227,6 +274,17 @@ async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
                 "metrics recorder not installed in this process\n",
             ),
         },
+        // The address people know: the console lives on its own origin.
+        "console" => {
+            match site_origin(&req, ctx, &app.config).and_then(|o| console_home(&app.config, &o)) {
+                Some(home) => redirect(&home),
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "the Host header does not name this proxy\n",
+                ),
+            }
+        }
+        "console.js" | "console.css" => text(StatusCode::NOT_FOUND, "not found\n"),
         _ => {
             let method = req.method().clone();
             let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
@@ -241,6 +299,15 @@ async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body>
     }
 }
 
+/// The origins a browser may reach a door at besides its own `Host`
+/// (behind a load balancer that terminates TLS).
+fn public_origins(config: &Config, door: Door) -> &[String] {
+    match door {
+        Door::Site => &config.public_origins,
+        Door::Console => config.console.public_origin.as_slice(),
+    }
+}
+
 /// A metric label for a route under the prefix: known names only, so a
 /// client cannot grow the label set.
 fn route_label(route: &str) -> &'static str {
@@ -250,6 +317,116 @@ fn route_label(route: &str) -> &'static str {
         "logout" => "logout",
         _ => "other",
     }
+}
+
+/// The console's door: the console page and its files, login, logout, `me`
+/// and operators' hub links. Nothing of the site is served here.
+async fn route_console(
+    app: &App,
+    req: Request<Incoming>,
+    ctx: Ctx,
+    rest: Option<String>,
+) -> Response<Body> {
+    let Some(rest) = rest else {
+        if req.uri().path() == "/" {
+            return redirect(&format!("{}console", app.config.prefix));
+        }
+        return text(
+            StatusCode::NOT_FOUND,
+            "this is the operator console's origin: the site is not served here\n",
+        );
+    };
+    match rest.as_str() {
+        "healthz" => text(StatusCode::OK, "ok\n"),
+        "console" | "console.js" | "console.css" => {
+            let if_none_match = req.headers().get(header::IF_NONE_MATCH);
+            let Some(mut response) = app.assets.serve(&rest, req.method(), if_none_match) else {
+                return text(StatusCode::NOT_FOUND, "not found\n");
+            };
+            if rest == "console" {
+                let site = console_origin(&req, ctx, &app.config)
+                    .and_then(|c| app.config.site_origin_beside(&c));
+                console_page_headers(response.headers_mut(), site.as_deref());
+            }
+            response
+        }
+        _ => app
+            .hub
+            .handle(&rest, req, ctx)
+            .await
+            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+/// The console is framed by nobody and opened by nobody else's window (a
+/// site page that opens it gets no handle on it); it frames only the site.
+fn console_page_headers(headers: &mut http::HeaderMap, site: Option<&str>) {
+    let frame_src = site.unwrap_or("'none'");
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+         frame-src {frame_src}; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    );
+    let pairs = [
+        (header::CONTENT_SECURITY_POLICY, policy),
+        (header::X_FRAME_OPTIONS, "DENY".to_string()),
+        (
+            http::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin".to_string(),
+        ),
+        (header::REFERRER_POLICY, "no-referrer".to_string()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// The origin the browser reached us at: the request's scheme and `Host`.
+fn request_origin<B>(req: &Request<B>, ctx: Ctx) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()))?;
+    let url = url::Url::parse(&format!("{}://{host}", ctx.scheme())).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
+/// The site's origin a request on the site's door was made to: the first
+/// public origin behind a load balancer, else the request's own.
+fn site_origin<B>(req: &Request<B>, ctx: Ctx, config: &Config) -> Option<String> {
+    config
+        .public_origins
+        .first()
+        .cloned()
+        .or_else(|| request_origin(req, ctx))
+}
+
+/// The console's origin a request on the console's door was made to.
+fn console_origin<B>(req: &Request<B>, ctx: Ctx, config: &Config) -> Option<String> {
+    config
+        .console
+        .public_origin
+        .clone()
+        .or_else(|| request_origin(req, ctx))
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body::full(format!(
+            "The operator console is at {location}\n"
+        )))
+        .unwrap_or_else(|_| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "the Host header does not name this proxy\n",
+            )
+        })
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -65,6 +65,7 @@ pub const HUB_SLOW_CLOSED: &str = "cobrowse_hub_slow_closed_total";
 pub const HUB_OFFER_TIMEOUTS: &str = "cobrowse_hub_offer_timeouts_total";
 pub const HUB_SESSIONS_ENDED: &str = "cobrowse_hub_sessions_ended_total";
 pub const HUB_LOGINS: &str = "cobrowse_hub_logins_total";
+pub const HUB_OPERATOR_REFUSALS: &str = "cobrowse_hub_operator_refusals_total";
 pub const HUB_SOCKETS_REFUSED: &str = "cobrowse_hub_sockets_refused_total";
 pub const HUB_RATE_LIMITED: &str = "cobrowse_hub_rate_limited_total";
 pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refused_total";
@@ -356,6 +357,12 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         help: "Requests to bind a browser to a participant refused, by reason.",
         labels: &[("reason", &["content_type", "token"])],
+    },
+    Metric {
+        name: HUB_OPERATOR_REFUSALS,
+        kind: Kind::Counter,
+        help: "Operator routes (login, logout, operator WebSockets) refused because they did not come from the console's own origin, or came in on the wrong door.",
+        labels: &[("reason", &["origin", "door"])],
     },
     Metric {
         name: HUB_SOCKETS_REFUSED,

@@ -8,6 +8,7 @@ pub mod harness;
 mod audit;
 mod binding;
 mod call;
+mod console_origin;
 mod driver;
 mod fidelity;
 mod forms;
@@ -175,6 +176,13 @@ impl Shared {
     }
 }
 
+/// JS for the content frame: the console's drawing tool has reached its
+/// agent (the console tells it by postMessage, which the mouse may overtake).
+pub const DRAWING_ON: &str = "document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelector('.capture')?.hidden === false";
+
+/// JS for the content frame: the console's pointer tool has reached its agent.
+pub const POINTER_ON: &str = "window.__cobrowse.link?.tools.pointer === true";
+
 /// `js` evaluated with the content frame's `window`, `document`, `location`,
 /// `history`, `scrollY` (and the component page's `houseRoot`) in scope;
 /// `el` is the iframe element.
@@ -189,6 +197,8 @@ pub fn in_frame(js: &str) -> String {
 pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
+    // The address people know, on the site's origin: it leads to the
+    // console's own origin.
     operator.goto(&server.url("/__cobrowse/console")).await;
     operator
         .type_into(r#"form[data-cobrowse="login"] input[name="user"]"#, user)

@@ -33,18 +33,41 @@ fn second_operator() -> String {
     )
 }
 
-/// A raw HTTP/1.1 exchange: status, headers (lowercased names) and body.
+type Exchange = (u16, Vec<(String, String)>, String);
+
+/// A raw HTTP/1.1 exchange with the site's door: status, headers
+/// (lowercased names) and body.
 pub(crate) async fn http(
     proxy: &Cobrowse,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+) -> Exchange {
+    http_to(proxy.addr, method, path, headers, body).await
+}
+
+/// The same with the operator console's door.
+async fn console_http(
+    proxy: &Cobrowse,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Exchange {
+    http_to(proxy.console_addr, method, path, headers, body).await
+}
+
+async fn http_to(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Exchange {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        proxy.addr,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -86,12 +109,13 @@ pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<
 /// Logs in and returns the `Cookie` header value to send.
 async fn login_as(proxy: &Cobrowse, user: &str) -> String {
     let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-    let origin = format!("http://{}", proxy.addr);
+    let origin = format!("http://{}", proxy.console_addr);
     let form = [
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Origin", origin.as_str()),
     ];
-    let (status, headers, text) = http(proxy, "POST", "/__cobrowse/login", &form, &body).await;
+    let (status, headers, text) =
+        console_http(proxy, "POST", "/__cobrowse/login", &form, &body).await;
     assert_eq!(status, 204, "login failed: {text}\n{}", proxy.output());
     let set = header(&headers, "set-cookie").expect("a cookie");
     set.split(';').next().unwrap().to_string()
@@ -109,13 +133,20 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// Customers connect on the site's door, operators on the console's,
+    /// each from its own origin.
     async fn open(
         proxy: &Cobrowse,
         name: &'static str,
         role: &str,
         cookie: Option<&str>,
     ) -> Client {
-        Self::open_from(proxy, name, role, cookie, &format!("http://{}", proxy.addr)).await
+        let origin = if role == "operator" {
+            proxy.console_origin()
+        } else {
+            format!("http://{}", proxy.addr)
+        };
+        Self::open_from(proxy, name, role, cookie, &origin).await
     }
 
     /// Opens the WebSocket as a page of `origin` would.
@@ -126,10 +157,13 @@ impl Client {
         cookie: Option<&str>,
         origin: &str,
     ) -> Client {
-        let mut req = proxy
-            .ws_url(&format!("/__cobrowse/ws?role={role}"))
-            .into_client_request()
-            .unwrap();
+        let path = format!("/__cobrowse/ws?role={role}");
+        let url = if role == "operator" {
+            proxy.console_ws_url(&path)
+        } else {
+            proxy.ws_url(&path)
+        };
+        let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert("Origin", origin.parse().unwrap());
         if let Some(c) = cookie {
             req.headers_mut().insert("Cookie", c.parse().unwrap());
@@ -708,8 +742,9 @@ async fn another_customer_tab_joins_the_session() {
 #[tokio::test]
 async fn operators_must_log_in_and_logins_are_rate_limited() {
     let proxy = start("").await;
-    let ws = proxy.ws_url("/__cobrowse/ws?role=operator");
+    let ws = proxy.console_ws_url("/__cobrowse/ws?role=operator");
     let origin = format!("http://{}", proxy.addr);
+    let console = proxy.console_origin();
 
     // The handshake: no cookie, a foreign origin, no role.
     let refused = |status: u16, req: http::Request<()>| async move {
@@ -724,7 +759,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         }
     };
     let mut req = ws.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    req.headers_mut().insert("Origin", console.parse().unwrap());
     refused(401, req).await;
     let mut req = proxy
         .ws_url("/__cobrowse/ws?role=customer")
@@ -745,7 +780,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     refused(400, req).await;
     let mut req = ws.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    req.headers_mut().insert("Origin", console.parse().unwrap());
     req.headers_mut().insert(
         "Cookie",
         "cobrowse_operator=00000000000000000000000000000000"
@@ -758,9 +793,10 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     let body = json!({"user": OPERATOR_USER, "password": OPERATOR_PASSWORD}).to_string();
     let json_ours = [
         ("Content-Type", "application/json"),
-        ("Origin", origin.as_str()),
+        ("Origin", console.as_str()),
     ];
-    let (status, headers, _) = http(&proxy, "POST", "/__cobrowse/login", &json_ours, &body).await;
+    let (status, headers, _) =
+        console_http(&proxy, "POST", "/__cobrowse/login", &json_ours, &body).await;
     assert_eq!(status, 204);
     let set = header(&headers, "set-cookie").unwrap().to_string();
     assert!(
@@ -770,16 +806,17 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         "{set}"
     );
     let cookie = set.split(';').next().unwrap().to_string();
-    let (status, _, me) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    let (status, _, me) =
+        console_http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&me).unwrap()["user"],
         OPERATOR_USER
     );
-    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
+    let (status, _, _) = console_http(&proxy, "GET", "/__cobrowse/me", &[], "").await;
     assert_eq!(status, 401);
     // A page that cannot say it is ours cannot log anyone out.
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/logout",
@@ -788,7 +825,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/logout",
@@ -797,8 +834,8 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
-    assert_eq!(status, 200, "still logged in");
+    // Nor can the site's pages, though the cookie reaches them (cookies
+    // ignore ports).
     let (status, _, _) = http(
         &proxy,
         "POST",
@@ -807,10 +844,23 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         "",
     )
     .await;
+    assert_ne!(status, 204);
+    let (status, _, _) =
+        console_http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200, "still logged in");
+    let (status, _, _) = console_http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie), ("Origin", console.as_str())],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
-    let (status, _, _) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    let (status, _, _) =
+        console_http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 401, "a logged-out cookie is worth nothing");
-    let (status, _, text) = http(
+    let (status, _, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -825,7 +875,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Origin", "http://evil.example"),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -835,7 +885,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     .await;
     assert_eq!(status, 403);
     let unsaid = [("Content-Type", "application/x-www-form-urlencoded")];
-    let (status, _, text) = http(
+    let (status, _, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -847,10 +897,10 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert!(text.contains("no Origin"), "{text}");
     let cross = [
         ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Origin", origin.as_str()),
+        ("Origin", console.as_str()),
         ("Sec-Fetch-Site", "cross-site"),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -861,9 +911,9 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert_eq!(status, 403);
     let ours = [
         ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Origin", origin.as_str()),
+        ("Origin", console.as_str()),
     ];
-    let (status, _, _) = http(
+    let (status, _, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -876,9 +926,9 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     // Wrong passwords: 401 with a clear error, then 429 for the account.
     let form = [
         ("Content-Type", "application/x-www-form-urlencoded"),
-        ("Origin", origin.as_str()),
+        ("Origin", console.as_str()),
     ];
-    let (status, _, text) = http(
+    let (status, _, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -890,7 +940,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
     assert!(text.contains("wrong user or password"), "{text}");
     let mut last = 0;
     for _ in 0..12 {
-        last = http(
+        last = console_http(
             &proxy,
             "POST",
             "/__cobrowse/login",
@@ -905,7 +955,7 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
         assert_eq!(last, 401);
     }
     assert_eq!(last, 429, "wrong passwords are rate-limited per account");
-    let (status, headers, _) = http(
+    let (status, headers, _) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
@@ -921,7 +971,11 @@ async fn operators_must_log_in_and_logins_are_rate_limited() {
 #[tokio::test]
 async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     let public = "https://support.example.com";
-    let proxy = start(&format!("public_origins = [\"{public}\"]\n")).await;
+    let console = "https://console.example.com";
+    let proxy = start(&format!(
+        "public_origins = [\"{public}\"]\n[console]\npublic_origin = \"{console}\"\n"
+    ))
+    .await;
     let own = format!("http://{}", proxy.addr);
     let handshake = |origin: &str| {
         let mut req = proxy
@@ -944,8 +998,9 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     assert_eq!(handshake("http://support.example.com").await, 403);
     assert_eq!(handshake("https://evil.example").await, 403);
 
-    // Login from the public origin works, and its cookie is Secure since the
-    // browser speaks HTTPS; a foreign page and our own plain origin cannot.
+    // Login from the console's public origin works, and its cookie is Secure
+    // since the browser speaks HTTPS; a foreign page, the site's public
+    // origin and the console's plain origin cannot.
     let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
     let from = |origin: &'static str| {
         [
@@ -953,11 +1008,11 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
             ("Origin", origin),
         ]
     };
-    let (status, headers, text) = http(
+    let (status, headers, text) = console_http(
         &proxy,
         "POST",
         "/__cobrowse/login",
-        &from("https://support.example.com"),
+        &from("https://console.example.com"),
         &form,
     )
     .await;
@@ -965,27 +1020,18 @@ async fn behind_a_tls_load_balancer_the_public_origin_is_ours() {
     let set = header(&headers, "set-cookie").unwrap();
     assert!(set.contains("; Secure"), "{set}");
     let cookie = set.split(';').next().unwrap().to_string();
-    let (status, _, _) = http(
-        &proxy,
-        "POST",
-        "/__cobrowse/login",
-        &from("https://evil.example"),
-        &form,
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _, _) = http(
-        &proxy,
-        "POST",
-        "/__cobrowse/login",
-        &from("http://support.example.com"),
-        &form,
-    )
-    .await;
-    assert_eq!(status, 403);
+    for other in [
+        "https://evil.example",
+        "https://support.example.com",
+        "http://console.example.com",
+    ] {
+        let (status, _, _) =
+            console_http(&proxy, "POST", "/__cobrowse/login", &from(other), &form).await;
+        assert_eq!(status, 403, "login from {other}");
+    }
 
     // The whole call works from the public origin.
-    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), public).await;
+    let mut op = Client::open_from(&proxy, "operator", "operator", Some(&cookie), console).await;
     op.send(json!({"type": "ready"})).await;
     op.expect(&proxy, "queue").await;
     let mut customer = Client::open_from(&proxy, "customer", "customer", None, public).await;
@@ -1478,4 +1524,176 @@ async fn only_our_own_page_with_a_fresh_bind_token_binds_a_browser() {
         out.contains("refused a request from a foreign page") && out.contains("bind refused"),
         "{out}"
     );
+}
+
+/// The operator's authority is the console's alone: a page of the site (the
+/// same host on another port, so the browser sends it the operator's cookie
+/// all the same) cannot log in, ask who is logged in, log out or open the
+/// hub as an operator, and the console's door serves nothing of the site.
+#[tokio::test]
+async fn operator_routes_answer_only_on_the_consoles_own_origin() {
+    let proxy = start("").await;
+    let site = format!("http://{}", proxy.addr);
+    let console = proxy.console_origin();
+    let cookie = login_as(&proxy, OPERATOR_USER).await;
+    let form = format!("user={OPERATOR_USER}&password={OPERATOR_PASSWORD}");
+    let from = |origin: &str| {
+        [
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("Origin", origin.to_string()),
+        ]
+    };
+    let pairs =
+        |h: &[(&'static str, String)]| h.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+
+    // The site's door: none of the operator's routes, whoever asks.
+    for origin in [site.as_str(), console.as_str()] {
+        let h = pairs(&from(origin));
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, text) = http(&proxy, "POST", "/__cobrowse/login", &h, &form).await;
+        assert_eq!(
+            status, 403,
+            "login on the site's door from {origin}: {text}"
+        );
+    }
+    let (status, _, text) = http(&proxy, "GET", "/__cobrowse/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 403, "me on the site's door: {text}");
+    assert!(!text.contains("\"user\""), "{text}");
+    let (status, _, _) = http(
+        &proxy,
+        "POST",
+        "/__cobrowse/logout",
+        &[("Cookie", &cookie), ("Origin", &site)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let handshake = |url: String, origin: String, cookie: Option<String>| async move {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        if let Some(c) = cookie {
+            req.headers_mut().insert("Cookie", c.parse().unwrap());
+        }
+        match connect_async(req).await {
+            Ok((_, r)) => r.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    };
+    let on_site = proxy.ws_url("/__cobrowse/ws?role=operator");
+    let on_console = proxy.console_ws_url("/__cobrowse/ws?role=operator");
+    assert_eq!(
+        handshake(on_site.clone(), site.clone(), Some(cookie.clone())).await,
+        403,
+        "an operator hub link from the site's page"
+    );
+    assert_eq!(
+        handshake(on_site, console.clone(), Some(cookie.clone())).await,
+        403,
+        "an operator hub link on the site's door"
+    );
+    assert_eq!(
+        handshake(on_console.clone(), site.clone(), Some(cookie.clone())).await,
+        403,
+        "the site's page reaching for the console's door"
+    );
+    assert_eq!(
+        handshake(
+            proxy.console_ws_url("/__cobrowse/ws?role=customer"),
+            console.clone(),
+            None
+        )
+        .await,
+        403,
+        "customers use the site's door"
+    );
+    assert_eq!(
+        handshake(on_console, console.clone(), Some(cookie.clone())).await,
+        101,
+        "the console itself"
+    );
+
+    // The console's door, asked by the site's pages.
+    let h = pairs(&from(&site));
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, _) = console_http(&proxy, "POST", "/__cobrowse/login", &h, &form).await;
+    assert_eq!(status, 403, "a login posted by the site's page");
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Origin", &site)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-site")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a same-site, cross-origin read of `me`: {text}"
+    );
+    let (status, _, text) = console_http(
+        &proxy,
+        "GET",
+        "/__cobrowse/me",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-origin")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+
+    // Where things are: the known address redirects; the console's door
+    // serves the console and nothing of the site.
+    let (status, headers, _) = http(&proxy, "GET", "/__cobrowse/console", &[], "").await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("{console}/__cobrowse/console").as_str())
+    );
+    let (status, headers, _) = console_http(&proxy, "GET", "/", &[], "").await;
+    assert_eq!(
+        (status, header(&headers, "location")),
+        (302, Some("/__cobrowse/console"))
+    );
+    let (status, headers, page) = console_http(&proxy, "GET", "/__cobrowse/console", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("data-cobrowse=\"content\""), "{page}");
+    let policy = header(&headers, "content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains(&format!("frame-src {site}")),
+        "{policy}"
+    );
+    assert_eq!(
+        header(&headers, "cross-origin-opener-policy"),
+        Some("same-origin")
+    );
+    for path in [
+        "/index.html",
+        "/__cobrowse/agent.js",
+        "/__cobrowse/bind",
+        "/__cobrowse/frame",
+    ] {
+        assert_eq!(
+            console_http(&proxy, "GET", path, &[], "").await.0,
+            404,
+            "{path} on the console's door"
+        );
+    }
+    for path in ["/__cobrowse/console.js", "/__cobrowse/console.css"] {
+        assert_eq!(
+            http(&proxy, "GET", path, &[], "").await.0,
+            404,
+            "{path} on the site's door"
+        );
+    }
 }

@@ -68,6 +68,12 @@ pub fn is_safe(method: &Method) -> bool {
 /// Removes the participant cookie from `headers` (it is ours, not the
 /// site's) and returns its value.
 pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
+    take_cookie(headers, PARTICIPANT_COOKIE)
+}
+
+/// Removes cookie `name` from `headers` and returns its value.
+pub fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
+    let wanted = name;
     let mut found = None;
     let mut kept: Vec<HeaderValue> = Vec::new();
     for value in headers.get_all(header::COOKIE) {
@@ -78,7 +84,7 @@ pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
         let mut rest = Vec::new();
         for pair in text.split(';') {
             match pair.trim().split_once('=') {
-                Some((name, v)) if name == PARTICIPANT_COOKIE => found = Some(v.to_string()),
+                Some((name, v)) if name == wanted => found = Some(v.to_string()),
                 _ if pair.trim().is_empty() => {}
                 _ => rest.push(pair.trim()),
             }

@@ -1,6 +1,10 @@
 //! Operator login: accounts from the config, checked against their argon2id
 //! hashes, a random token in an HttpOnly SameSite=Strict cookie, and login
 //! attempts rate-limited per account and per address.
+//!
+//! Login, logout and `me` answer only on the console's door and only to the
+//! console's own pages: the site's scripts run on another origin, and the
+//! operator's authority must be out of their reach.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::server::Ctx;
+use crate::server::{Ctx, Door};
 use crate::telemetry;
 
 pub const COOKIE: &str = "cobrowse_operator";
@@ -184,8 +188,45 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     }
 }
 
-/// `POST {prefix}login`. Only our own pages may ask (the Origin rule for
-/// every state-changing route, in `server::route`): no login CSRF.
+/// Whether a request comes from the console's own pages: it came in on the
+/// console's door, and a browser that says where it comes from names the
+/// console's origin. A foreign page must not log an operator in or out
+/// (login CSRF), and the site's pages (the same host on another port, so
+/// the cookie reaches them) must not use the login. Clients that send
+/// neither `Origin` nor `Sec-Fetch-Site` (scripts, tests) are not browsers
+/// on a foreign page.
+pub fn from_the_console<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool {
+    if ctx.door != Door::Console {
+        return false;
+    }
+    let headers = req.headers();
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return false;
+    }
+    if !headers.contains_key(header::ORIGIN) {
+        return true;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()));
+    super::ws::same_origin(headers, host, ctx, config.console.public_origin.as_slice())
+}
+
+/// The answer to operator routes asked for elsewhere than the console.
+fn not_from_the_console(req: &Request<Incoming>, ctx: &Ctx) -> Response<Body> {
+    warn!(remote = %ctx.remote, path = req.uri().path(), origin = ?req.headers().get(header::ORIGIN), "operator route refused: not from the console's origin");
+    metrics::counter!(telemetry::HUB_OPERATOR_REFUSALS, "reason" => "origin").increment(1);
+    error(
+        StatusCode::FORBIDDEN,
+        "operators sign in on the operator console's own origin, not from the site's pages",
+    )
+}
+
+/// `POST {prefix}login`. Only the console's own pages may ask: the Origin
+/// rule for every state-changing route (in `server::dispatch`), then this
+/// door's own check. No login CSRF.
 pub async fn login(
     config: &Config,
     logins: &Logins,
@@ -195,7 +236,11 @@ pub async fn login(
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
-    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    if !from_the_console(&req, &ctx, config) {
+        return not_from_the_console(&req, &ctx);
+    }
+    let secure =
+        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
     let creds = match credentials(req).await {
         Ok(c) => c,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
@@ -271,6 +316,9 @@ pub fn logout(
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
+    if !from_the_console(req, &ctx, config) {
+        return not_from_the_console(req, &ctx);
+    }
     if let Some(a) = logins.account(req.headers()) {
         info!(target: "audit", event = "logout", user = %a.user);
     }
@@ -279,7 +327,8 @@ pub fn logout(
         .status(StatusCode::NO_CONTENT)
         .body(body::empty())
         .expect("static response parts are valid");
-    let secure = super::ws::browser_over_https(req.headers(), &ctx, &config.public_origins);
+    let secure =
+        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
     let c = cookie_header(config, secure, "", Some(0));
     r.headers_mut()
         .insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
@@ -287,7 +336,10 @@ pub fn logout(
 }
 
 /// `GET {prefix}me`.
-pub fn me(logins: &Logins, req: &Request<Incoming>) -> Response<Body> {
+pub fn me(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -> Response<Body> {
+    if !from_the_console(req, &ctx, config) {
+        return not_from_the_console(req, &ctx);
+    }
     match logins.account(req.headers()) {
         Some(a) => json(
             StatusCode::OK,

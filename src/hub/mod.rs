@@ -32,7 +32,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -136,7 +136,8 @@ impl Hub {
     }
 
     /// Handles the hub's routes under the prefix (`ws`, `login`, `logout`,
-    /// `me`); `None` for any other route.
+    /// `me`); `None` for any other route. Which door the request came in on
+    /// decides who may use them (operators: the console's only).
     pub async fn handle(
         &self,
         route: &str,
@@ -148,7 +149,7 @@ impl Hub {
             "ws" => ws::upgrade(shared, req, ctx),
             "login" => auth::login(&shared.config, &shared.logins, req, ctx).await,
             "logout" => auth::logout(&shared.config, &shared.logins, &req, ctx),
-            "me" => auth::me(&shared.logins, &req),
+            "me" => auth::me(&shared.config, &shared.logins, &req, ctx),
             _ => return None,
         })
     }
@@ -168,11 +169,6 @@ impl Hub {
     /// block in it.
     pub fn on_session_end(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         self.shared.on_session_end(hook);
-    }
-
-    /// The logged-in operator a request's cookies belong to.
-    pub fn operator(&self, headers: &HeaderMap) -> Option<Account> {
-        self.shared.logins.account(headers)
     }
 
     pub fn session(&self, id: &str) -> Option<SessionView> {

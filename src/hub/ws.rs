@@ -1,6 +1,11 @@
-//! The WebSocket handshake at `{prefix}ws`: checks Origin, role and the
-//! operator cookie, answers `101`, then hands the upgraded connection to
-//! [`super::connection::serve`].
+//! The WebSocket handshake at `{prefix}ws`: checks the door, Origin, role
+//! and the operator cookie, answers `101`, then hands the upgraded
+//! connection to [`super::connection::serve`].
+//!
+//! Customers connect on the site's door from the site's origin; operators
+//! on the console's door from the console's origin, and nowhere else, so a
+//! site script in an operator's browser (whose cookie the browser would
+//! send, cookies ignoring ports) cannot open the hub as that operator.
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::protocol::Role;
 use super::state::Shared;
 use crate::body::{self, Body};
-use crate::server::Ctx;
+use crate::server::{Ctx, Door};
 
 fn plain(status: StatusCode, message: &str) -> Response<Body> {
     Response::builder()
@@ -143,16 +148,35 @@ pub fn upgrade(shared: &Arc<Shared>, mut req: Request<Incoming>, ctx: Ctx) -> Re
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or(req.uri().authority().map(|a| a.as_str()));
-    if !same_origin(headers, host, &ctx, &shared.config.public_origins) {
-        info!(remote = %ctx.remote, origin = ?headers.get(header::ORIGIN), host, "WebSocket refused: foreign origin");
-        return plain(StatusCode::FORBIDDEN, "the Origin is not this proxy's own");
-    }
     let Some(role) = role_of(req.uri().query()) else {
         return plain(
             StatusCode::BAD_REQUEST,
             "say who you are: `?role=customer` or `?role=operator`",
         );
     };
+    let config = &shared.config;
+    let (door_ok, origins) = match role {
+        Role::Customer => (ctx.door == Door::Site, config.public_origins.as_slice()),
+        Role::Operator => (
+            ctx.door == Door::Console,
+            config.console.public_origin.as_slice(),
+        ),
+    };
+    if !door_ok {
+        info!(remote = %ctx.remote, role = role.as_str(), door = ?ctx.door, "WebSocket refused: wrong door for the role");
+        metrics::counter!(crate::telemetry::HUB_OPERATOR_REFUSALS, "reason" => "door").increment(1);
+        return plain(
+            StatusCode::FORBIDDEN,
+            match role {
+                Role::Operator => "operators connect from the operator console's own origin",
+                Role::Customer => "customers connect on the site's origin, not the console's",
+            },
+        );
+    }
+    if !same_origin(headers, host, &ctx, origins) {
+        info!(remote = %ctx.remote, origin = ?headers.get(header::ORIGIN), host, "WebSocket refused: foreign origin");
+        return plain(StatusCode::FORBIDDEN, "the Origin is not this proxy's own");
+    }
     let account = shared.logins.account(headers);
     if role == Role::Operator && account.is_none() {
         return plain(StatusCode::UNAUTHORIZED, "operators log in first");
@@ -221,6 +245,7 @@ mod tests {
         Ctx {
             remote: "127.0.0.1:1".parse().unwrap(),
             tls,
+            door: Door::Site,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Content-Security-Policy, rewritten rather than dropped: everything the
 //! site asked for stays, extended just enough for the agent script and the
-//! hub's WebSocket, with framing limited to the proxy's own origin (the
-//! operator console frames the site same-origin).
+//! hub's WebSocket, with framing limited to the proxy's own origin and the
+//! operator console's (the console frames the site from its own origin).
 
 /// What a policy must let through, for one response.
 #[derive(Debug, Clone)]
@@ -10,11 +10,20 @@ pub struct Allowance {
     pub origin: String,
     /// The reserved prefix, `/__cobrowse/`.
     pub prefix: String,
+    /// The operator console's origin, which frames the site.
+    pub console: Option<String>,
 }
 
 impl Allowance {
     fn tls(&self) -> bool {
         self.origin.starts_with("https:")
+    }
+
+    /// Who may frame the site: the proxy itself and the console.
+    pub fn frame_ancestors(&self) -> Vec<String> {
+        std::iter::once("'self'".to_string())
+            .chain(self.console.clone())
+            .collect()
     }
 
     fn agent_url(&self) -> String {
@@ -79,7 +88,7 @@ fn rewrite_one(policy: &str, allow: &Allowance, nonce: &str, meta: bool) -> Stri
         values.extend(allow.hub_sources());
     }
     if let Some(i) = has(&directives, "frame-ancestors").filter(|_| !meta) {
-        directives[i].1 = vec!["'self'".into()];
+        directives[i].1 = allow.frame_ancestors();
     }
     if !allow.tls() {
         // Served over plain HTTP, the proxy's own URLs must not be upgraded
@@ -109,6 +118,7 @@ mod tests {
         Allowance {
             origin: "http://p.test:8080".into(),
             prefix: "/__cobrowse/".into(),
+            console: None,
         }
     }
 
@@ -161,7 +171,16 @@ mod tests {
         let tls = Allowance {
             origin: "https://p.test".into(),
             prefix: "/x/".into(),
+            console: None,
         };
+        let with_console = Allowance {
+            console: Some("http://p.test:8081".into()),
+            ..allow()
+        };
+        assert_eq!(
+            rewrite("frame-ancestors 'none'", &with_console, "N", false),
+            "frame-ancestors 'self' http://p.test:8081"
+        );
         assert_eq!(
             rewrite("upgrade-insecure-requests", &tls, "N", false),
             "upgrade-insecure-requests"

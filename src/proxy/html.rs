@@ -496,6 +496,7 @@ mod tests {
             csp: csp::Allowance {
                 origin: "http://a.test:8080".into(),
                 prefix: "/__cobrowse/".into(),
+                console: None,
             },
             memory_limit: 64 * 1024,
             declared: None,

@@ -176,9 +176,12 @@ impl Proxy {
             metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "received"),
         );
         let nonce = nonce();
+        let origin = route.mapper.proxy_origin(route.site).unwrap_or_default();
+        let console = self.config.console.origin_beside(&origin);
         let allow = csp::Allowance {
-            origin: route.mapper.proxy_origin(route.site).unwrap_or_default(),
+            origin,
             prefix: self.config.prefix.clone(),
+            console,
         };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         let mut mask = Vec::new();

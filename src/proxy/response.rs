@@ -46,12 +46,13 @@ pub fn translate(headers: &mut HeaderMap, mapper: &Mapper, allow: &csp::Allowanc
             Some(csp::rewrite(&mapper.map_str(v), allow, nonce, false))
         });
     }
-    if headers.contains_key(header::X_FRAME_OPTIONS) {
-        // The console frames the site from the proxy's own origin.
-        headers.insert(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("SAMEORIGIN"),
-        );
+    if headers.remove(header::X_FRAME_OPTIONS).is_some() {
+        // The console frames the site from its own origin, which
+        // X-Frame-Options cannot name: a policy that can says the same.
+        let policy = format!("frame-ancestors {}", allow.frame_ancestors().join(" "));
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.append(header::CONTENT_SECURITY_POLICY, v);
+        }
     }
 }
 
@@ -132,6 +133,7 @@ mod tests {
         let allow = csp::Allowance {
             origin: "http://a.test:8080".into(),
             prefix: "/__cobrowse/".into(),
+            console: Some("http://a.test:8081".into()),
         };
         let mut h = HeaderMap::new();
         h.insert(
@@ -168,10 +170,18 @@ mod tests {
         );
         assert_eq!(h["refresh"], "3; url=http://a.test:8080/x");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://a.test:8080");
-        assert_eq!(h[header::X_FRAME_OPTIONS], "SAMEORIGIN");
+        assert!(!h.contains_key(header::X_FRAME_OPTIONS));
+        let policies: Vec<&str> = h
+            .get_all(header::CONTENT_SECURITY_POLICY)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(
-            h[header::CONTENT_SECURITY_POLICY],
-            "frame-ancestors 'self'; img-src http://a.test:8080"
+            policies,
+            [
+                "frame-ancestors 'self' http://a.test:8081; img-src http://a.test:8080",
+                "frame-ancestors 'self' http://a.test:8081"
+            ]
         );
         assert!(
             !h.contains_key(header::STRICT_TRANSPORT_SECURITY) && !h.contains_key(header::ALT_SVC)

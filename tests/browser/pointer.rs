@@ -32,6 +32,15 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
 
     // The operator draws a stroke over the page.
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(
+        o,
+        "the drawing tool on in the content frame",
+        CONTENT,
+        &in_frame(DRAWING_ON),
+        &[c, o],
+        &s.server,
+    )
+    .await;
     let (fx, fy) = o.center(CONTENT).await;
     o.drag(&[
         (fx - 100.0, fy - 50.0),
@@ -53,7 +62,7 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
     operator_waits(&late, &s.server, "op2", &[c, o]).await;
     o.click(r#"[data-cobrowse="invite"]"#).await;
     operator_responds(&late, &s.server, &[c, o]).await;
-    until(&late, "the stroke for the late joiner", &format!("(() => {{ const d = document.querySelector('{}').contentDocument; const r = d.querySelector('cobrowse-overlay')?.shadowRoot; return r && r.querySelectorAll('[data-cobrowse=ink] polyline').length === 1 && !!r.querySelector('[data-cobrowse=remote-pointer]'); }})()", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
+    until_on(&late, "the stroke for the late joiner", CONTENT, &in_frame("(() => { const r = document.querySelector('cobrowse-overlay')?.shadowRoot; return r && r.querySelectorAll('[data-cobrowse=ink] polyline').length === 1 && !!r.querySelector('[data-cobrowse=remote-pointer]'); })()"), &all, &s.server).await;
     until(&late, "both operators listed", r#"document.querySelector('[data-cobrowse="participants"]').textContent.includes('Olivia Operator') && document.querySelector('[data-cobrowse="participants"]').textContent.includes('Oscar Second')"#, &all, &s.server).await;
 
     // Clearing clears everywhere.
@@ -63,7 +72,7 @@ async fn pointer_and_drawing_reach_everyone_including_a_late_joiner() {
         &format!("{OVERLAY}?.querySelectorAll('[data-cobrowse=ink] polyline').length === 0"),
     )
     .await;
-    until(&late, "the drawing cleared for the late joiner", &format!("document.querySelector('{}').contentDocument.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0", CONTENT.replace('"', "\\\"")), &all, &s.server).await;
+    until_on(&late, "the drawing cleared for the late joiner", CONTENT, &in_frame("document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 0"), &all, &s.server).await;
     s.assert_no_errors();
 }
 
@@ -106,6 +115,15 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
     // The operator's, moved inside the content frame's nested frame, shows
     // on the customer's page over the same field.
     o.click(r#"[data-cobrowse="pointer"]"#).await;
+    until_on(
+        o,
+        "the pointer tool on in the content frame",
+        CONTENT,
+        &in_frame(POINTER_ON),
+        &[c, o],
+        &s.server,
+    )
+    .await;
     let (x, y) = o.center(&content(STREET)).await;
     o.mouse(MouseMoved, x - 3.0, y, 0).await;
     o.mouse(MouseMoved, x, y, 0).await;
@@ -123,6 +141,15 @@ async fn pointer_and_drawing_work_inside_nested_frames() {
 
     // A stroke drawn across the nested frame reaches the customer.
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(
+        o,
+        "the drawing tool on in the content frame",
+        CONTENT,
+        &in_frame(DRAWING_ON),
+        &[c, o],
+        &s.server,
+    )
+    .await;
     o.drag(&[
         (x - 60.0, y - 10.0),
         (x - 20.0, y),

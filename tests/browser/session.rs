@@ -129,6 +129,15 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
 
     // The operator's pointer needs no control, and shows on the customer's page.
     o.click(r#"[data-cobrowse="pointer"]"#).await;
+    until_on(
+        o,
+        "the pointer tool on in the content frame",
+        CONTENT,
+        &in_frame(POINTER_ON),
+        &[c, o],
+        &s.server,
+    )
+    .await;
     let (x, y) = o.center(&content("h1")).await;
     o.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
     s.on_customer("the operator's pointer with their name", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Olivia Operator'").await;
@@ -148,6 +157,15 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     );
     o.click(r#"[data-cobrowse="fade"]"#).await;
     o.click(r#"[data-cobrowse="draw"]"#).await;
+    until_on(
+        o,
+        "the drawing tool on in the content frame",
+        CONTENT,
+        &in_frame(DRAWING_ON),
+        &[c, o],
+        &s.server,
+    )
+    .await;
     let (fx, fy) = o.center(&content("h1")).await;
     o.drag(&[
         (fx - 60.0, fy + 30.0),

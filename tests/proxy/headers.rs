@@ -132,13 +132,25 @@ async fn urls_cookies_and_policies_in_response_headers() {
         got.headers.get("strict-transport-security").is_none()
             && got.headers.get("alt-svc").is_none()
     );
-    assert_eq!(got.header("x-frame-options"), "SAMEORIGIN");
+    // Framing: the proxy itself and the console's own origin, said in a
+    // policy (X-Frame-Options cannot name another origin).
+    assert!(got.headers.get("x-frame-options").is_none());
+    let console = proxy.console_origin();
+    let policies: Vec<&str> = got
+        .headers
+        .get_all("content-security-policy")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(
-        got.header("content-security-policy"),
-        format!(
-            "default-src 'self' {me} {me}/__cobrowse/agent.js {me}/__cobrowse/ ws://{}/__cobrowse/; frame-ancestors 'self'",
-            proxy.addr
-        )
+        policies,
+        [
+            format!(
+                "default-src 'self' {me} {me}/__cobrowse/agent.js {me}/__cobrowse/ ws://{}/__cobrowse/; frame-ancestors 'self' {console}",
+                proxy.addr
+            ),
+            format!("frame-ancestors 'self' {console}")
+        ]
     );
 }
 
@@ -263,4 +275,37 @@ async fn behind_a_tls_terminating_balancer_the_browser_sees_https() {
         "{}",
         plain.header("set-cookie")
     );
+}
+
+/// Cookies ignore ports: the browser sends the console's login cookie to the
+/// site's port too. It is the operator's, never the upstream's.
+#[tokio::test]
+async fn the_operators_login_cookie_never_goes_upstream() {
+    let origin = Origin::start(|req| async move {
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .map_or("-".to_string(), |v| v.to_str().unwrap().to_string());
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full(format!("cookie={cookie}")))
+            .unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    for cookie in [
+        "cobrowse_operator=0123456789abcdef; site=1",
+        "site=1; cobrowse_operator=0123456789abcdef",
+        "site=1",
+    ] {
+        let got = fetch("GET", &proxy.url("/account"), &[("cookie", cookie)]).await;
+        assert_eq!(got.text(), "cookie=site=1", "sent {cookie}");
+    }
+    let got = fetch(
+        "GET",
+        &proxy.url("/account"),
+        &[("cookie", "cobrowse_operator=0123456789abcdef")],
+    )
+    .await;
+    assert_eq!(got.text(), "cookie=-");
 }

@@ -9,6 +9,12 @@
 //! `iframe[data-cobrowse="content"] | #name` or
 //! `[data-cobrowse="widget"] | [data-cobrowse="call"]`.
 //!
+//! The operator console frames the site from another origin: a step into a
+//! frame whose document the top page cannot read goes on in that frame's
+//! own JavaScript context (found by the frame's name), as a user's eye
+//! would; there `el` for the frame itself is `{ contentWindow: window,
+//! contentDocument: document }`.
+//!
 //! Input is real: clicks are CDP mouse events at the element's place on the
 //! screen and typing is CDP key events, so the page's listeners see what a
 //! user's actions would make them see.
@@ -232,21 +238,24 @@ pub struct Tab {
 /// docs) and its centre in the top page's viewport, through frames (scaled
 /// or not) and shadow roots.
 const FIND: &str = r#"
-const __find = (chain) => {
+const __find = (chain, x0 = 0, y0 = 0, s0 = 1, into = false) => {
   const steps = chain.split(' | ');
-  let root = document, x0 = 0, y0 = 0, s0 = 1, el = null;
+  let root = document, el = null;
   for (let i = 0; i < steps.length; i++) {
     el = root.querySelector(steps[i]);
     if (!el) return null;
-    if (i === steps.length - 1) break;
-    if (el.localName === 'iframe' || el.localName === 'frame') {
+    const framed = el.localName === 'iframe' || el.localName === 'frame';
+    let inner = null;
+    if (framed) { try { inner = el.contentDocument; } catch (e) { inner = null; } }
+    if (i === steps.length - 1 && !(into && framed && !inner && el.contentWindow)) break;
+    if (framed) {
       const r = el.getBoundingClientRect();
       const s = el.offsetWidth ? r.width / el.offsetWidth : 1;
       x0 += s0 * (r.left + s * el.clientLeft);
       y0 += s0 * (r.top + s * el.clientTop);
       s0 *= s;
-      root = el.contentDocument;
-      if (!root) return null;
+      if (!inner) return el.contentWindow && el.name ? { cross: { name: el.name, rest: steps.slice(i + 1).join(' | '), x0, y0, s0 } } : null;
+      root = inner;
     } else {
       root = el.shadowRoot;
       if (!root) return null;
@@ -276,8 +285,75 @@ impl Tab {
     /// null) and returns its JSON value.
     pub async fn eval_on(&self, chain: &str, body: &str) -> Value {
         let chain = serde_json::to_string(chain).unwrap();
-        self.eval(&format!("(() => {{ {FIND} const f = __find({chain}); const el = f && f.el; return ({body}); }})()"))
+        // A chain that ends at a cross-origin frame names the frame itself,
+        // unless the body asks for what is inside it.
+        let into = body.contains("contentWindow") || body.contains("contentDocument");
+        let first = self
+            .eval(&format!("(() => {{ {FIND} const f = __find({chain}, 0, 0, 1, {into}); if (f && f.cross) return {{ __cross: f.cross }}; const el = f && f.el; return ({body}); }})()"))
+            .await;
+        let Some(cross) = first.get("__cross") else {
+            return first;
+        };
+        // A frame of another origin: the rest of the chain in its context.
+        let Some(context) = self
+            .frame_context(cross["name"].as_str().unwrap_or_default())
             .await
+        else {
+            return Value::Null;
+        };
+        let rest = cross["rest"].as_str().unwrap_or_default();
+        let (x0, y0, s0) = (&cross["x0"], &cross["y0"], &cross["s0"]);
+        let js = if rest.is_empty() {
+            format!(
+                "(() => {{ const f = {{ x0: {x0}, y0: {y0}, s0: {s0} }}; const el = {{ contentWindow: window, contentDocument: document }}; return ({body}); }})()"
+            )
+        } else {
+            let rest = serde_json::to_string(rest).unwrap();
+            format!(
+                "(() => {{ {FIND} const f = __find({rest}, {x0}, {y0}, {s0}); const el = f && f.el; return ({body}); }})()"
+            )
+        };
+        self.eval_in(context, &js).await
+    }
+
+    /// The main-world JavaScript context of the frame named `name`.
+    async fn frame_context(
+        &self,
+        name: &str,
+    ) -> Option<chromiumoxide::cdp::js_protocol::runtime::ExecutionContextId> {
+        for id in self.page.frames().await.ok()? {
+            if self
+                .page
+                .frame_name(id.clone())
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(name)
+            {
+                return self.page.frame_execution_context(id).await.ok().flatten();
+            }
+        }
+        None
+    }
+
+    /// Evaluates `js` in one JavaScript context (a frame's).
+    async fn eval_in(
+        &self,
+        context: chromiumoxide::cdp::js_protocol::runtime::ExecutionContextId,
+        js: &str,
+    ) -> Value {
+        let params = EvaluateParams::builder()
+            .expression(js)
+            .context_id(context)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .expect("evaluate params");
+        match self.page.evaluate_expression(params).await {
+            Ok(r) => r.value().cloned().unwrap_or(Value::Null),
+            Err(e) => Value::String(format!("evaluation failed: {e}")),
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -483,6 +559,18 @@ impl Tab {
 })()"#,
             )
             .await;
+        let content = self
+            .eval_on(
+                r#"iframe[data-cobrowse="content"]"#,
+                "el && el.contentDocument && !el.contentDocument.defaultView.frameElement ? `  [content frame ${location.href}] ${(document.body ? document.body.innerText : '').replace(/\\s+/g, ' ').slice(0, 1500)}` : ''",
+            )
+            .await;
+        let pages = match content.as_str() {
+            Some(c) if !c.is_empty() => {
+                Value::String(format!("{}\n{c}", pages.as_str().unwrap_or_default()))
+            }
+            _ => pages,
+        };
         let log = self.log.lock().unwrap().join("\n");
         let frames = self.frames.lock().unwrap();
         let tail: Vec<&String> = frames
@@ -570,9 +658,22 @@ pub async fn until_on(
     all: &[&Tab],
     server: &Cobrowse,
 ) -> Value {
-    let chain = serde_json::to_string(chain).unwrap();
-    until(tab, what, &format!("(() => {{ {FIND} const f = __find({chain}); const el = f && f.el; return ({body}); }})()"), all, server)
-        .await
+    let timeout = Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = tab.eval_on(chain, body).await;
+        if truthy(&last) {
+            return last;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{}: timed out after {timeout:?} waiting for {what}\n(last value: {last})\n{}",
+                tab.name,
+                context(all, server).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn truthy(v: &Value) -> bool {

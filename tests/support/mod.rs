@@ -28,6 +28,8 @@ pub const OPERATOR_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$fFU60TuR/LwNrJDl
 pub struct Cobrowse {
     child: Child,
     pub addr: SocketAddr,
+    /// The operator console's own listener (`operator console:` line).
+    pub console_addr: SocketAddr,
     output: Arc<Mutex<String>>,
     /// Standard error alone (the logs).
     stderr: Arc<Mutex<String>>,
@@ -107,20 +109,41 @@ impl Cobrowse {
             vec![output.clone(), stderr.clone()],
             None,
         );
+        // `http://HOST:PORT/...` -> HOST:PORT
+        let addr_of = |url: &str| {
+            url.split("://")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap()
+        };
         let found = tokio::time::timeout(Duration::from_secs(20), async {
+            let (mut addr, mut console) = (None, None);
             while let Some(line) = rx.recv().await {
+                let line = line.trim_start();
                 if let Some(url) = line.strip_prefix("cobrowse listening on ") {
-                    let hostport = url.split("://").nth(1).unwrap();
-                    return Some(hostport.parse::<SocketAddr>().unwrap());
+                    addr = Some(addr_of(url));
+                }
+                // Behind a public origin, the console's listener has a line
+                // of its own before the console's public address.
+                if let Some(url) = line.strip_prefix("console listener:") {
+                    console = Some(addr_of(url.trim()));
+                }
+                if let (Some(addr), Some(url)) = (addr, line.strip_prefix("operator console:")) {
+                    return Some((addr, console.unwrap_or_else(|| addr_of(url.trim()))));
                 }
             }
             None
         })
         .await;
         match found {
-            Ok(Some(addr)) => Cobrowse {
+            Ok(Some((addr, console_addr))) => Cobrowse {
                 child,
                 addr,
+                console_addr,
                 output,
                 stderr,
                 dir,
@@ -138,6 +161,20 @@ impl Cobrowse {
 
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A URL on the operator console's own origin.
+    pub fn console_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.console_addr, path)
+    }
+
+    pub fn console_ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.console_addr, path)
+    }
+
+    /// The console's origin, as a browser on it sends `Origin`.
+    pub fn console_origin(&self) -> String {
+        format!("http://{}", self.console_addr)
     }
 
     /// Everything the binary printed so far (for failure messages).
