@@ -243,11 +243,13 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         return app.proxy.handle(req, ctx).await;
     };
     if !crate::driver::is_safe(req.method())
-        && let Some(why) = crate::hub::ws::foreign_page(&req, &ctx, public_origins(&app.config, ctx.door))
+        && let Some(why) =
+            crate::hub::ws::foreign_page(&req, &ctx, public_origins(&app.config, ctx.door))
     {
         // One rule for every route of ours that may change state: only our
         // own pages ask for it (cross-site request forgery).
-        metrics::counter!(telemetry::FOREIGN_REQUESTS_REFUSED, "route" => route_label(&rest)).increment(1);
+        metrics::counter!(telemetry::FOREIGN_REQUESTS_REFUSED, "route" => route_label(&rest))
+            .increment(1);
         warn!(route = %rest, method = %req.method(), origin = ?req.headers().get(header::ORIGIN),
             sec_fetch_site = ?req.headers().get("sec-fetch-site"), remote = %ctx.remote, why, "refused a request from a foreign page");
         let body = serde_json::json!({ "error": format!("refused: {why}; this request must come from this proxy's own pages") });

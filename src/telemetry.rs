@@ -165,7 +165,13 @@ pub const METRICS: &[Metric] = &[
         help: "Upstream requests that failed: could not connect, failed, or timed out waiting for headers.",
         labels: &[(
             "kind",
-            &["connect", "request", "timeout", "body_idle", "stacked_encodings"],
+            &[
+                "connect",
+                "request",
+                "timeout",
+                "body_idle",
+                "stacked_encodings",
+            ],
         )],
     },
     Metric {
@@ -326,7 +332,10 @@ pub const METRICS: &[Metric] = &[
         name: SERVER_CONNECTIONS_REFUSED,
         kind: Kind::Counter,
         help: "Client connections refused at accept, by the cap that refused them.",
-        labels: &[("reason", &["max_connections", "max_connections_per_address"])],
+        labels: &[(
+            "reason",
+            &["max_connections", "max_connections_per_address"],
+        )],
     },
     Metric {
         name: SERVER_CONNECTIONS_CLOSED,
@@ -334,7 +343,12 @@ pub const METRICS: &[Metric] = &[
         help: "Client connections closed by a timeout or by shutdown, by reason.",
         labels: &[(
             "reason",
-            &["idle_timeout", "header_read_timeout", "tls_handshake_timeout", "shutdown"],
+            &[
+                "idle_timeout",
+                "header_read_timeout",
+                "tls_handshake_timeout",
+                "shutdown",
+            ],
         )],
     },
     Metric {
@@ -349,7 +363,15 @@ pub const METRICS: &[Metric] = &[
         help: "Responses refused to a follower because they could not be masked, by reason.",
         labels: &[(
             "reason",
-            &["html", "type", "partial", "upstream", "encoding", "too-large", "not-json"],
+            &[
+                "html",
+                "type",
+                "partial",
+                "upstream",
+                "encoding",
+                "too-large",
+                "not-json",
+            ],
         )],
     },
     Metric {

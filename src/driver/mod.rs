@@ -300,8 +300,7 @@ pub async fn bind(
         );
     }
     if !is_json(req.headers()) {
-        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "content_type")
-            .increment(1);
+        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "content_type").increment(1);
         warn!(remote = %ctx.remote, content_type = ?req.headers().get(header::CONTENT_TYPE), "bind refused: not JSON");
         return json(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -477,8 +476,7 @@ impl Driver {
                     if let Some(doc) = kept {
                         return Decision::Answer(match serve_kept(doc, privacy) {
                             Ok(response) => {
-                                metrics::counter!(telemetry::DOCUMENTS_SERVED)
-                                    .increment(1);
+                                metrics::counter!(telemetry::DOCUMENTS_SERVED).increment(1);
                                 response
                             }
                             Err(reason) => unmaskable(session, &target, reason),
@@ -536,7 +534,11 @@ impl Driver {
 }
 
 /// A follower's request that must not reach the site, answered here.
-fn refuse_follower(session: &str, participant: &str, parts: &http::request::Parts) -> Option<Response<Body>> {
+fn refuse_follower(
+    session: &str,
+    participant: &str,
+    parts: &http::request::Parts,
+) -> Option<Response<Body>> {
     let headers = &parts.headers;
     let (reason, what) = if !is_safe(&parts.method) {
         ("method", format!("This {} request", parts.method))

@@ -255,8 +255,7 @@ impl Html {
         self.links.stop(out);
         out.extend_from_slice(CUT_NOTICE.as_bytes());
         self.state = State::Cut;
-        metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => "html")
-            .increment(1);
+        metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => "html").increment(1);
         warn!(
             "the HTML rewrite gave up on a document for a follower; the rest of it was cut off, not passed unmasked"
         );
