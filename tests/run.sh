@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need and is missing
-# (Debian's chromium for the browser tests), then runs the whole suite.
+# (Debian's chromium for the browser tests), checks formatting and lints,
+# then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,10 @@ if ((${#missing[@]})); then
         exit 1
     fi
 fi
+
+# The code is formatted and lint-free before anything runs.
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 
 # The whole suite; the last line sums every test binary's result.
 log=$(mktemp)
