@@ -206,6 +206,11 @@ pub struct ProxyLimits {
     /// An upstream body that sends nothing for this long is abandoned and the
     /// client's response aborted. Default 60 s.
     pub body_idle_timeout: Duration,
+    /// A rewritten document (HTML, CSS, a driver's JSON kept for followers)
+    /// must arrive whole this long after its headers, else the client's
+    /// response is aborted: an upstream that trickles is never idle.
+    /// Default 120 s.
+    pub document_timeout: Duration,
     /// The most a rewritten document (HTML or CSS) may decode to; past it the
     /// client's response is aborted. Default 32 MiB.
     pub max_decoded_bytes: u64,
@@ -251,6 +256,7 @@ impl Default for ProxyLimits {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_secs(60),
+            document_timeout: Duration::from_secs(120),
             max_decoded_bytes: 32 * 1024 * 1024,
         }
     }
@@ -415,6 +421,7 @@ struct RawProxy {
     connect_timeout_secs: Option<Spanned<u64>>,
     response_timeout_secs: Option<Spanned<u64>>,
     body_idle_timeout_secs: Option<Spanned<u64>>,
+    document_timeout_secs: Option<Spanned<u64>>,
     max_decoded_bytes: Option<Spanned<u64>>,
 }
 
@@ -913,6 +920,9 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
         if let Some(v) = &p.body_idle_timeout_secs {
             proxy.body_idle_timeout = secs(src, "proxy.body_idle_timeout_secs", v)?;
+        }
+        if let Some(v) = &p.document_timeout_secs {
+            proxy.document_timeout = secs(src, "proxy.document_timeout_secs", v)?;
         }
         if let Some(v) = &p.max_decoded_bytes {
             if *v.get_ref() < 65536 {

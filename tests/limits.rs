@@ -393,6 +393,78 @@ async fn an_upstream_that_stalls_mid_body_is_cut_and_the_client_sees_it_incomple
     }
 }
 
+/// An upstream that answers a page with its head and then one byte every
+/// 200 ms, forever: never idle, never done.
+async fn trickling_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut request = Vec::new();
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html><head></head><body>";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Bounded: a minute at most, whatever the proxy does.
+                for _ in 0..300 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if s.write_all(b".").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_page_that_trickles_is_cut_at_its_deadline_and_the_client_sees_it_incomplete() {
+    let (upstream, _task) = trickling_upstream().await;
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for(
+        &format!("http://{upstream}"),
+        "[proxy]\nbody_idle_timeout_secs = 2\ndocument_timeout_secs = 3\n",
+    ))
+    .await;
+    let started = Instant::now();
+    let (raw, closed) = raw_get(&proxy, "/", Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    assert!(
+        closed,
+        "still open after {took:?} though the idle timeout never fires; received:\n{raw}\n{}",
+        tail(&proxy.output())
+    );
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a rewritten page is chunked: {head}"
+    );
+    assert!(
+        !body.ends_with("0\r\n\r\n"),
+        "the chunked body was ended as complete: {raw:?}"
+    );
+    wait_for(
+        "the cut to be logged",
+        Duration::from_secs(5),
+        || async { proxy.output().contains("not whole in time").then_some(()) },
+        || tail(&proxy.output()),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn sigterm_sends_1001_to_hub_sockets_and_does_not_wait_on_idle_connections() {
     let mut proxy = Cobrowse::with_config(&Cobrowse::config_for(

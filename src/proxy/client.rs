@@ -183,3 +183,53 @@ impl http_body::Body for Idle {
         self.inner.size_hint()
     }
 }
+
+/// A rewritten document's body, abandoned with an error when it has not
+/// arrived whole `limit` after its headers. The idle timeout does not catch
+/// an upstream that trickles (a byte a second is never idle); documents are
+/// read whole by the rewriter and kept for followers, so they get a deadline
+/// of their own. Downloads and streams, which pass through, do not.
+pub fn within(body: Body, limit: std::time::Duration) -> Body {
+    crate::body::boxed(Within {
+        inner: body,
+        limit,
+        deadline: Box::pin(tokio::time::sleep(limit)),
+    })
+}
+
+struct Within {
+    inner: Body,
+    limit: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Within {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            warn!(limit = ?self.limit, "upstream document not whole in time; response aborted");
+            metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "kind" => "document_timeout")
+                .increment(1);
+            return Poll::Ready(Some(Err(format!(
+                "the upstream's document did not arrive whole within {:?} (proxy.document_timeout_secs)",
+                self.limit
+            )
+            .into())));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -390,6 +390,7 @@ impl Proxy {
                 // Without a length the server reads the body to its end,
                 // where the recorder keeps it.
                 headers.remove(header::CONTENT_LENGTH);
+                let incoming = client::within(incoming, self.config.proxy.document_timeout);
                 return Ok(Pipeline::default().then(recorder).apply(incoming));
             }
             return Ok(incoming);
@@ -459,7 +460,7 @@ impl Proxy {
                 headers.insert(header::ETAG, weak);
             }
         }
-        Ok(pipeline.apply(incoming))
+        Ok(pipeline.apply(client::within(incoming, self.config.proxy.document_timeout)))
     }
 }
 
