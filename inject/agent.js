@@ -17,6 +17,8 @@
 
     const CB = {
         config: CONFIG,
+        // The masking rule and what it has seen on this page (mask.js).
+        mask: MASK,
         // Open and closed shadow roots seen since the document started, in
         // creation order: closed ones are reachable nowhere else.
         shadows: [],
@@ -48,6 +50,7 @@
     const nativeAttachShadow = wrap(Element.prototype, 'attachShadow', (host, _args, root) => {
         CB.shadows.push(root);
         CB.shadowOf.set(host, root);
+        MASK.watch(root);
         notify('shadow', root);
     });
     CB.nativeAttachShadow = nativeAttachShadow;

@@ -192,22 +192,22 @@
         function controlOf(node) {
             if (!node || node.nodeType !== 1) return null;
             if (isControl(node)) return node;
-            if (node.isContentEditable) {
-                let host = node;
-                while (host.parentElement && host.parentElement.isContentEditable) host = host.parentElement;
-                return host;
-            }
-            return null;
+            return node.isContentEditable ? CB.mask.editingHost(node) : null;
+        }
+
+        // The masking rule of the document that holds `node` (mask.js): each
+        // document's agent has followed its elements since it started, so
+        // an element masked once stays masked.
+        function maskOf(node) {
+            const doc = node.nodeType === 9 ? node : node.ownerDocument;
+            const cb = doc && cbOf(doc.defaultView);
+            return (cb && cb.mask) || CB.mask;
         }
 
         function masked(el) {
-            if (el.localName === 'input' && el.type === 'password') return true;
-            const ac = (el.getAttribute('autocomplete') || '').toLowerCase().split(/\s+/);
-            if (ac.some((t) => t.startsWith('cc-'))) return true;
-            for (const sel of CONFIG.mask || []) {
-                try { if (el.closest(sel)) return true; } catch (e) { /* a selector this browser can't parse */ }
-            }
-            return false;
+            if (maskOf(el).masked(el)) return true;
+            // A radio group is one key: masked when any of its radios is.
+            return el.localName === 'input' && el.type === 'radio' && !!el.name && radioGroup(el).some((r) => maskOf(r).masked(r));
         }
 
         function radioGroup(el) {
@@ -282,10 +282,16 @@
             return l.pathname + l.search + l.hash;
         }
 
+        // The frame's URL as it is shared: parameters that carry masked
+        // fields' values keep their names with empty values.
+        function sharedUrl(w) {
+            return maskOf(w.document).blankUrl(here(w));
+        }
+
         function historyState(w) {
             try {
                 const s = w.history.state;
-                return s === undefined ? null : JSON.parse(JSON.stringify(s));
+                return s === undefined ? null : maskOf(w.document).scrub(JSON.parse(JSON.stringify(s)));
             } catch (e) {
                 return null;
             }
@@ -387,7 +393,7 @@
                 if (raw.startsWith('#') || /^javascript:/i.test(raw)) return false;
                 e.preventDefault();
                 const path = pathOf(anchor);
-                if (path && mayAct()) send(`${path}/${partKey(anchor)}/@follow`, 'follow', [anchor.href], true);
+                if (path && mayAct()) send(`${path}/${partKey(anchor)}/@follow`, 'follow', [maskOf(anchor).blankUrl(anchor.href)], true);
                 return true;
             },
             submit(form, submitter, e) {
@@ -462,6 +468,9 @@
             }
             if (t.closest('input, select, textarea, label, option, [contenteditable=""], [contenteditable="true"]')) return;
             if (t.localName === 'html' || t.localName === 'body') return;
+            // What is chosen inside a masked region (a custom menu) is as
+            // private as a masked control's value.
+            if (maskOf(t).within(t)) return;
             const path = pathOf(t);
             if (!path || !mayAct()) return;
             send(`${path}/${partKey(t)}/@click`, 'click', [], true);
@@ -583,7 +592,7 @@
         function onHistory(w, kind) {
             const a = attached.get(w);
             if (!a || stopped) return;
-            const url = here(w);
+            const url = sharedUrl(w);
             const known = link.known(a.path);
             if (known === url) return;
             if (!mayAct()) {
@@ -642,7 +651,7 @@
             if (w === ROOT && !CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
 
             if (CB.operator) {
-                const url = here(w);
+                const url = sharedUrl(w);
                 const known = link.known(path);
                 if (known != null && known !== url) {
                     // The operator navigated this frame.
@@ -684,11 +693,12 @@
         // Operators see that a masked field exists, never its value, and
         // cannot type into it.
         function markMasked(w) {
-            for (const el of allControls(w)) {
-                if (!masked(el)) continue;
-                if ('readOnly' in el) el.readOnly = true;
-                el.setAttribute('aria-readonly', 'true');
-            }
+            for (const el of allControls(w)) if (masked(el)) lock(el);
+        }
+
+        function lock(el) {
+            if ('readOnly' in el) el.readOnly = true;
+            el.setAttribute('aria-readonly', 'true');
         }
 
         function allControls(w) {
@@ -704,7 +714,7 @@
             const a = attached.get(w);
             if (!a) return;
             const path = a.path;
-            const url = here(w);
+            const url = sharedUrl(w);
             link.setKnown(path, url);
             forget(path);
             send(path, 'navigate', [url, 'load', historyState(w), a.doc], true);
@@ -817,7 +827,13 @@
             if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
-                if (CB.operator) overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);
+                // Masked on the driver's page (a field a secret was pasted
+                // into, say): masked here too, for the life of this page.
+                maskOf(el).keep(el);
+                if (CB.operator) {
+                    lock(el);
+                    overlay().badge(el, args[0] ? 'Private field: filled' : 'Private field: empty', cmd.key);
+                }
                 return;
             }
             // Values for masked fields are never applied on the customer's side.
@@ -886,7 +902,9 @@
             forget(path);
             const fresh = how === 'load' && doc && shownDocs().get(path) !== doc;
             if (doc) shownDocs().set(path, doc);
-            if (here(w) === url) {
+            // The driver's own URL may carry masked values its shared form
+            // has blanked: either form is this page.
+            if (here(w) === url || sharedUrl(w) === url) {
                 // Same URL, new document: load it again (a follower's load is
                 // a GET, answered with the driver's kept document).
                 if (fresh) w.location.reload();
@@ -895,7 +913,7 @@
             const cb = cbOf(w);
             const base = (u) => u.split('#')[0];
             if (how === 'load' || !cb) { w.location.replace(url); return; }
-            if (how === 'hash' && base(url) === base(here(w)) && url.includes('#')) {
+            if (how === 'hash' && base(url) === base(sharedUrl(w)) && url.includes('#')) {
                 w.location.hash = url.slice(url.indexOf('#'));
                 return;
             }

@@ -18,10 +18,11 @@ pub struct Assets {
 }
 
 /// The parts of `agent.js`, in the order they run. The agent is one
-/// synchronous script, first in `<head>`: the run-time URL patches must be in
-/// place before the site's own scripts run.
+/// synchronous script, first in `<head>`: the run-time URL patches and the
+/// masking watch must be in place before the site's own scripts run.
 const AGENT_PARTS: &[&str] = &[
     include_str!("../inject/patch-urls.js"),
+    include_str!("../inject/mask.js"),
     include_str!("../inject/agent.js"),
 ];
 

@@ -18,6 +18,9 @@ mod session;
 mod third_party;
 mod widget;
 
+use std::path::PathBuf;
+
+use crate::support::origin::{Origin, full};
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 use harness::{Browser, Tab, until, until_on};
 
@@ -45,6 +48,37 @@ pub async fn demo_server() -> Cobrowse {
          [[operators]]\nuser = \"{OPERATOR_USER}\"\nname = \"Olivia Operator\"\npassword_hash = \"{OPERATOR_HASH}\"\n\n\
          [[operators]]\nuser = \"op2\"\nname = \"Oscar Second\"\npassword_hash = \"{OPERATOR_HASH}\"\n"
     ))
+    .await
+}
+
+/// An upstream site serving the files of `tests/fixtures/{dir}`.
+pub async fn fixture_site(dir: &str) -> Origin {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    Origin::start(move |req| {
+        let dir = dir.clone();
+        async move {
+            let path = req.uri().path().trim_start_matches('/').to_string();
+            let content_type = match path.rsplit('.').next() {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript",
+                Some("css") => "text/css",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            match (path.contains(".."), std::fs::read(dir.join(&path))) {
+                (false, Ok(bytes)) => http::Response::builder()
+                    .header("content-type", content_type)
+                    .body(full(bytes))
+                    .unwrap(),
+                _ => http::Response::builder()
+                    .status(404)
+                    .body(full("not found"))
+                    .unwrap(),
+            }
+        }
+    })
     .await
 }
 

@@ -3,44 +3,12 @@
 //! controls behind styled labels, custom select menus, spinners and tabs
 //! driven by click handlers.
 
-use std::path::PathBuf;
-
 use super::harness::until;
 use super::*;
-use crate::support::origin::{Origin, full};
-
-async fn fixture_site() -> Origin {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/third-party/jquery-ui");
-    Origin::start(move |req| {
-        let dir = dir.clone();
-        async move {
-            let path = req.uri().path().trim_start_matches('/').to_string();
-            let content_type = match path.rsplit('.').next() {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") => "text/javascript",
-                Some("css") => "text/css",
-                Some("png") => "image/png",
-                _ => "application/octet-stream",
-            };
-            match (path.contains(".."), std::fs::read(dir.join(&path))) {
-                (false, Ok(bytes)) => http::Response::builder()
-                    .header("content-type", content_type)
-                    .body(full(bytes))
-                    .unwrap(),
-                _ => http::Response::builder()
-                    .status(404)
-                    .body(full("not found"))
-                    .unwrap(),
-            }
-        }
-    })
-    .await
-}
 
 #[tokio::test]
 async fn jquery_ui_widgets_are_shared_both_ways() {
-    let site = fixture_site().await;
+    let site = fixture_site("third-party/jquery-ui").await;
     let server = Cobrowse::with_config(&Cobrowse::config_for(
         &site.url(),
         "[privacy]\nmask = [\"#vertical-spinner\"]",

@@ -425,6 +425,28 @@ impl Tab {
         }
     }
 
+    /// Runs an editing command (`selectAll`, `copy`, `cut`, `paste`) on
+    /// whatever has focus, as its keyboard shortcut would.
+    pub async fn edit(&self, command: &str) {
+        for kind in [
+            DispatchKeyEventType::RawKeyDown,
+            DispatchKeyEventType::KeyUp,
+        ] {
+            let mut event = DispatchKeyEventParams::builder()
+                .r#type(kind.clone())
+                .modifiers(2)
+                .key("Control")
+                .code("ControlLeft");
+            if kind == DispatchKeyEventType::RawKeyDown {
+                event = event.commands([command]);
+            }
+            self.page
+                .execute(event.build().unwrap())
+                .await
+                .expect("key event");
+        }
+    }
+
     /// Presses a named key (`Backspace`, `Enter`, `Tab`, `ArrowLeft`...).
     pub async fn press(&self, key: &str, code: i64) {
         for kind in [
