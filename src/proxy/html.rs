@@ -84,6 +84,9 @@ enum State {
     /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
     /// stopped: bytes go through untouched.
     Passing,
+    /// The same for a follower's document: its masked fields could not be
+    /// blanked, so nothing more of it is served.
+    Refused,
     /// The document ended.
     Ended,
 }
@@ -151,18 +154,19 @@ impl Stage for Html {
                     return Ok(());
                 }
                 let head = std::mem::take(head);
-                self.begin(&head, out);
+                self.begin(&head, out)?;
             }
             State::Rewriting(rewriter) => {
                 if rewriter.write(input).is_err() {
                     // Every error bails out gracefully (logged by the
                     // bail-out handler): lol_html has already flushed what
                     // it held and this chunk, untouched.
-                    self.state = State::Passing;
+                    self.give_up()?;
                 }
                 self.drain(out);
             }
             State::Passing | State::Ended => out.extend_from_slice(input),
+            State::Refused => return Err(REFUSED.into()),
         }
         Ok(())
     }
@@ -170,15 +174,17 @@ impl Stage for Html {
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
         if let State::Sniffing(head) = &mut self.state {
             let head = std::mem::take(head);
-            self.begin(&head, out);
+            self.begin(&head, out)?;
+        }
+        if matches!(self.state, State::Refused) {
+            return Err(REFUSED.into());
         }
         if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
-            let ended = rewriter.end();
-            self.state = if ended.is_ok() {
-                State::Ended
+            if rewriter.end().is_ok() {
+                self.state = State::Ended;
             } else {
-                State::Passing
-            };
+                self.give_up()?;
+            }
             self.drain(out);
         }
         self.links.finish(out);
@@ -186,23 +192,44 @@ impl Stage for Html {
     }
 }
 
+/// Why a follower's document stops part way.
+const REFUSED: &str =
+    "the document to a follower could not be rewritten, so its masked fields could not be blanked";
+
 impl Html {
-    fn begin(&mut self, head: &[u8], out: &mut Vec<u8>) {
+    fn begin(&mut self, head: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
         match self.start(head) {
             Some(mut rewriter) => {
                 // On an error the bail-out has flushed `head` untouched.
-                self.state = if rewriter.write(head).is_ok() {
-                    State::Rewriting(rewriter)
+                if rewriter.write(head).is_ok() {
+                    self.state = State::Rewriting(rewriter);
                 } else {
-                    State::Passing
-                };
+                    self.give_up()?;
+                }
                 self.drain(out);
             }
             None => {
+                self.give_up()?;
                 out.extend_from_slice(head);
-                self.state = State::Passing;
             }
         }
+        Ok(())
+    }
+
+    /// The rewrite cannot go on: a customer gets the rest of the document
+    /// as it came; a follower gets nothing more (fail closed: what is held
+    /// and what follows may carry values that had to be masked), and its
+    /// response is aborted, never passed off as complete.
+    fn give_up(&mut self) -> Result<(), BoxError> {
+        if self.options.mask.is_empty() {
+            self.state = State::Passing;
+            return Ok(());
+        }
+        self.state = State::Refused;
+        self.out.lock().expect("sink lock").clear();
+        warn!("{REFUSED}; the response is aborted");
+        metrics::counter!("cobrowse_proxy_follower_documents_refused_total").increment(1);
+        Err(REFUSED.into())
     }
 }
 
@@ -648,6 +675,65 @@ mod tests {
         assert!(
             out.ends_with(&page[page.find("<title>").unwrap()..]),
             "the rest is passed through as it came"
+        );
+    }
+
+    /// Runs `input` in `size`-byte chunks as the body would: output until
+    /// the first error, and whether there was one.
+    fn served(options: Options, input: &[u8], size: usize) -> (Vec<u8>, bool) {
+        let mut pipeline = Pipeline::default().then(Html::new(options));
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            match pipeline.push(chunk) {
+                Ok(o) => out.extend(o),
+                Err(_) => return (out, true),
+            }
+        }
+        match pipeline.finish() {
+            Ok(o) => out.extend(o),
+            Err(_) => return (out, true),
+        }
+        (out, false)
+    }
+
+    fn follower() -> Options {
+        let mut opts = options();
+        opts.mask = crate::driver::mask::selectors(&[]);
+        opts
+    }
+
+    #[test]
+    fn a_followers_document_stops_where_the_rewrite_gives_up() {
+        // Past the memory limit a customer's document passes through as it
+        // came; a follower's would carry the password unmasked.
+        let huge = "x".repeat(200_000);
+        let page = format!(
+            "<html><head><title>t</title></head><body><div data-x=\"{huge}\">after</div><input type=password value=\"hunter2\"></body></html>"
+        );
+        let mut opts = follower();
+        opts.memory_limit = 4096;
+        // In one chunk the attribute needs no buffering and the rewrite
+        // goes on; cut, it goes past the limit.
+        for (size, gives_up) in [(1024, true), (page.len(), false)] {
+            let (out, failed) = served(opts.clone(), page.as_bytes(), size);
+            assert_eq!(failed, gives_up, "chunk size {size}: aborted, not complete");
+            let out = String::from_utf8_lossy(&out);
+            assert!(!out.contains("hunter2"), "chunk size {size}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_followers_document_in_a_charset_the_rewriter_cannot_read_is_refused() {
+        let page: Vec<u8> = "\u{feff}<input type=password value=hunter2>"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let (out, failed) = served(follower(), &page, page.len());
+        assert!(failed && out.is_empty(), "served {out:?}");
+        let (out, failed) = served(options(), &page, page.len());
+        assert!(
+            !failed && out == page,
+            "a customer still gets it as it came"
         );
     }
 
