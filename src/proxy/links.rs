@@ -206,11 +206,12 @@ impl Links {
             out.extend_from_slice(&buf[from..to]);
             return to;
         }
-        let text = &buf[from..to];
-        match self.mapper.map_into(text, out, last) {
-            Some(n) => from + n,
+        // The bytes before `from` are context: a marker right after them
+        // may sit inside a path.
+        match self.mapper.map_after(&buf[..to], from, out, last) {
+            Some(n) => n,
             None => {
-                out.extend_from_slice(text);
+                out.extend_from_slice(&buf[from..to]);
                 to
             }
         }
