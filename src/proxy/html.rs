@@ -654,6 +654,33 @@ mod tests {
     }
 
     #[test]
+    fn a_marker_inside_a_path_in_style_stays_wherever_the_chunks_are_cut() {
+        // Found by the fuzzer (its first two bytes are the target's flags):
+        // in `url(https://shop.example/p://shop.example/p.png)` the second
+        // marker is inside a path, which the byte before it tells even when
+        // that byte came in an earlier chunk.
+        let input = include_bytes!("../../fuzz/corpus/rewrite/seed-style-path-marker");
+        let page = &input[2..];
+        let whole = rewrite(page);
+        assert!(
+            String::from_utf8_lossy(&whole)
+                .contains("url(http://a.test:8080/p://shop.example/p.png)")
+        );
+        let mut pipeline = Pipeline::default().then(Html::new(options()));
+        let (mut out, mut rest, mut sizes) = (Vec::new(), page, [6, 8].into_iter().cycle());
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap().min(rest.len());
+            out.extend(pipeline.push(&rest[..n]).unwrap());
+            rest = &rest[n..];
+        }
+        out.extend(pipeline.finish().unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&whole)
+        );
+    }
+
+    #[test]
     fn a_huge_attribute_passes_through_past_the_memory_limit() {
         let mut opts = options();
         opts.memory_limit = 4096;

@@ -53,6 +53,9 @@ pub struct Links {
     mapper: Mapper,
     /// Bytes not yet scanned: an unfinished tag, comment, or end tag.
     carry: Vec<u8>,
+    /// The document's byte before `carry`: CSS mapping needs the byte before
+    /// a marker, wherever the chunk boundary fell.
+    before: Option<u8>,
     /// Inside a raw-text element: its name.
     raw: Option<&'static str>,
     limit: usize,
@@ -65,6 +68,7 @@ impl Links {
         Links {
             mapper,
             carry: Vec::new(),
+            before: None,
             raw: None,
             limit,
             stopped: false,
@@ -91,6 +95,9 @@ impl Links {
             &owned
         };
         let consumed = self.scan(buf, false, out);
+        if consumed > 0 {
+            self.before = Some(buf[consumed - 1]);
+        }
         self.carry = buf[consumed..].to_vec();
         if self.carry.len() > self.limit {
             warn!(
@@ -206,10 +213,18 @@ impl Links {
             out.extend_from_slice(&buf[from..to]);
             return to;
         }
-        // The bytes before `from` are context: a marker right after them
-        // may sit inside a path.
-        match self.mapper.map_after(&buf[..to], from, out, last) {
-            Some(n) => n,
+        // The byte before `from` is context: a marker right after it may sit
+        // inside a path. At the start of `buf` it came in an earlier chunk.
+        let with_before;
+        let (text, shift) = match self.before.filter(|_| from == 0) {
+            Some(b) => {
+                with_before = [&[b][..], &buf[..to]].concat();
+                (&with_before[..], 1)
+            }
+            None => (&buf[..to], 0),
+        };
+        match self.mapper.map_after(text, from + shift, out, last) {
+            Some(n) => n - shift,
             None => {
                 out.extend_from_slice(&buf[from..to]);
                 to
