@@ -28,8 +28,9 @@ CYCLE=${SOAK_CYCLE:-30}        # seconds a session lasts before its hang-up
 PAGE_LOOPS=${SOAK_PAGE_LOOPS:-4}
 PAGE_PAUSE=${SOAK_PAGE_PAUSE:-0.1}  # seconds between one loop's requests
 # Seconds of quiet before the final reading: past the upstream client's
-# idle pool timeout (90 s), so its keep-alive connections are closed too.
-SETTLE=${SOAK_SETTLE:-100}
+# idle pool timeout (90 s, checked every 90 s, so up to 180 s), so its
+# keep-alive connections are closed too.
+SETTLE=${SOAK_SETTLE:-200}
 MAX_GROWTH_MIB=${SOAK_MAX_GROWTH_MIB:-32}
 PORT=${SOAK_PORT:-18090}
 PASSWORD=soak-password

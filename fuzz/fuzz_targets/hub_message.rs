@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match parse(text) {
         Ok(ClientMessage::Command(command)) => {
-            assert!(command.check().is_ok(), "accepted a malformed command: {command:?}");
+            assert!(
+                command.check().is_ok(),
+                "accepted a malformed command: {command:?}"
+            );
             let mut json = serde_json::to_value(&command).expect("a command serialises");
             json["type"] = "command".into();
             let again = parse(&json.to_string()).expect("a delivered command parses again");

@@ -41,7 +41,11 @@ fn mapper() -> Mapper {
     sites.mapper(0, "a.test:8080", false)
 }
 
-fn options(follower: bool, declared: Option<&'static encoding_rs::Encoding>, memory_limit: usize) -> Options {
+fn options(
+    follower: bool,
+    declared: Option<&'static encoding_rs::Encoding>,
+    memory_limit: usize,
+) -> Options {
     let configured: Vec<String> = CONFIGURED.iter().map(|s| s.to_string()).collect();
     Options {
         mapper: mapper(),
@@ -99,19 +103,24 @@ fn unmasked(document: &[u8], declared: Option<&'static encoding_rs::Encoding>) -
     for selector in mask::selectors(&configured) {
         let parsed: Selector = selector.parse().expect("mask selectors parse");
         let found = found.clone();
-        let handlers = ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
-            let tag = el.tag_name();
-            let kept = match tag.as_str() {
-                "input" => el.get_attribute("value").is_some(),
-                "option" => el.has_attribute("selected"),
-                _ => false,
-            };
-            if kept {
-                found.lock().unwrap().push(format!("<{tag}> matching {selector}"));
-            }
-            Ok(())
-        });
-        settings = settings.append_element_content_handler((std::borrow::Cow::Owned(parsed), handlers));
+        let handlers =
+            ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+                let tag = el.tag_name();
+                let kept = match tag.as_str() {
+                    "input" => el.get_attribute("value").is_some(),
+                    "option" => el.has_attribute("selected"),
+                    _ => false,
+                };
+                if kept {
+                    found
+                        .lock()
+                        .unwrap()
+                        .push(format!("<{tag}> matching {selector}"));
+                }
+                Ok(())
+            });
+        settings =
+            settings.append_element_content_handler((std::borrow::Cow::Owned(parsed), handlers));
     }
     let mut rewriter = HtmlRewriter::new(settings, |_: &[u8]| {});
     let _ = rewriter.write(document).and_then(|()| rewriter.end());
@@ -153,7 +162,10 @@ fuzz_target!(|data: &[u8]| {
     let chunked = run(&make, document, &sizes);
     if !small {
         let once = run(&make, document, &whole);
-        assert_eq!(once, chunked, "HTML output depends on the chunk boundaries {sizes:?}");
+        assert_eq!(
+            once, chunked,
+            "HTML output depends on the chunk boundaries {sizes:?}"
+        );
     }
     let Ok(out) = chunked else {
         assert!(follower, "a customer's rewrite failed: {chunked:?}");
@@ -161,7 +173,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if follower {
         let left = unmasked(&out, declared);
-        assert!(left.is_empty(), "masked values served to a follower: {left:?}");
+        assert!(
+            left.is_empty(),
+            "masked values served to a follower: {left:?}"
+        );
     } else if !small
         && encoding_rs::Encoding::for_bom(document).is_none_or(|(e, _)| e.is_ascii_compatible())
         && memchr::memmem::find(document, b"agent.js").is_none()
