@@ -145,6 +145,33 @@ impl Html {
     }
 }
 
+impl Html {
+    /// [`Html::drain`] for the document's last output. The agent appended
+    /// at the end of a document that ends inside an unfinished tag would
+    /// become part of that tag and close it, with whatever value it carries
+    /// (a browser drops a tag unfinished at the end): then the agent is left
+    /// out.
+    fn drain_end(&mut self, out: &mut Vec<u8>) {
+        let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        let tag = self.options.agent_tag();
+        let Some(at) = done
+            .ends_with(tag.as_bytes())
+            .then(|| done.len() - tag.len())
+        else {
+            self.links.push(&done, out);
+            return;
+        };
+        self.links.push(&done[..at], out);
+        if self.links.in_tag() {
+            warn!("the document ends inside an unfinished tag; the agent is left out");
+            metrics::counter!("cobrowse_proxy_html_passed_through_total", "reason" => "unfinished")
+                .increment(1);
+        } else {
+            self.links.push(&done[at..], out);
+        }
+    }
+}
+
 impl Stage for Html {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
         match &mut self.state {
@@ -182,10 +209,11 @@ impl Stage for Html {
         if let State::Rewriting(rewriter) = std::mem::replace(&mut self.state, State::Passing) {
             if rewriter.end().is_ok() {
                 self.state = State::Ended;
+                self.drain_end(out);
             } else {
                 self.give_up()?;
+                self.drain(out);
             }
-            self.drain(out);
         }
         self.links.finish(out);
         Ok(())
@@ -678,6 +706,27 @@ mod tests {
             String::from_utf8_lossy(&out),
             String::from_utf8_lossy(&whole)
         );
+    }
+
+    #[test]
+    fn the_agent_never_closes_an_unfinished_tag_at_the_end() {
+        // Found by the fuzzer: with no element to inject before, the agent
+        // is appended at the end; after an unfinished tag its `>` would
+        // close that tag, which the browser would then show with its value.
+        let page = b"<#>text<input type=PASSWORD value=hunter2 integrity=x\t\t";
+        for opts in [options(), follower()] {
+            for size in [1, 5, page.len()] {
+                let (out, failed) = served(opts.clone(), page, size);
+                assert!(!failed);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(page),
+                    "chunk size {size}"
+                );
+            }
+        }
+        assert!(rewrite_str("plain text only").ends_with(TAG));
+        assert!(rewrite_str("text <").ends_with(TAG));
     }
 
     #[test]

@@ -111,6 +111,18 @@ impl Links {
         }
     }
 
+    /// Whether the text so far ends inside an unfinished start or end tag.
+    pub fn in_tag(&self) -> bool {
+        !self.stopped
+            && self.raw.is_none()
+            && self.carry.first() == Some(&b'<')
+            && self
+                .carry
+                .get(1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/')
+            && tag_end(&self.carry).is_none()
+    }
+
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.stopped {
             return;
