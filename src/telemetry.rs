@@ -190,7 +190,10 @@ pub const METRICS: &[Metric] = &[
         name: HTML_PASSED_THROUGH,
         kind: Kind::Counter,
         help: "HTML documents (or their rest) passed through without rewriting, by reason.",
-        labels: &[("reason", &["charset", "memory", "ambiguity", "handler"])],
+        labels: &[(
+            "reason",
+            &["charset", "memory", "ambiguity", "handler", "unfinished"],
+        )],
     },
     Metric {
         name: SERVICE_WORKERS_REFUSED,

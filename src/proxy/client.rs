@@ -6,7 +6,7 @@ use anyhow::Context;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tracing::{debug, warn};
@@ -15,6 +15,22 @@ use crate::body::Body;
 use crate::config::Config;
 
 pub type Upstream = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// How long an idle upstream connection is kept for reuse.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// A client builder whose pool closes idle connections after `idle`. The
+/// timer is what makes the timeout run: without one the pool drops an
+/// expired connection only when next asked for one, so after a burst the
+/// sockets (ours and the upstream's) stay open for as long as no request
+/// comes.
+fn builder(idle: std::time::Duration) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle);
+    builder
+}
 
 /// `(any protocol, HTTP/1.1 only)`.
 pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
@@ -68,10 +84,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Upstream, Upstream)> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok((
-        Client::builder(TokioExecutor::new()).build(any),
-        Client::builder(TokioExecutor::new()).build(h1),
-    ))
+    Ok((builder(POOL_IDLE).build(any), builder(POOL_IDLE).build(h1)))
 }
 
 /// Wraps a request body so the caller learns when it has been sent whole
@@ -231,5 +244,46 @@ impl http_body::Body for Within {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_upstream_connection_is_closed_without_further_requests() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "a request");
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // The connection is idle in the client's pool from here: it
+            // must be closed (end of stream) within the idle timeout.
+            tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await
+        });
+        let client = builder(Duration::from_millis(200)).build::<_, Body>(HttpConnector::new());
+        let response = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        let closed = upstream.await.unwrap();
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "the idle connection was still open after 5 s: {closed:?}"
+        );
+        drop(client);
     }
 }

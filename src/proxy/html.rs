@@ -158,6 +158,33 @@ impl Html {
     }
 }
 
+impl Html {
+    /// [`Html::drain`] for the document's last output. The agent appended
+    /// at the end of a document that ends inside an unfinished tag would
+    /// become part of that tag and close it, with whatever value it carries
+    /// (a browser drops a tag unfinished at the end): then the agent is left
+    /// out.
+    fn drain_end(&mut self, out: &mut Vec<u8>) {
+        let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        let tag = self.options.agent_tag();
+        let Some(at) = done
+            .ends_with(tag.as_bytes())
+            .then(|| done.len() - tag.len())
+        else {
+            self.links.push(&done, out);
+            return;
+        };
+        self.links.push(&done[..at], out);
+        if self.links.in_tag() {
+            warn!("the document ends inside an unfinished tag; the agent is left out");
+            metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "unfinished")
+                .increment(1);
+        } else {
+            self.links.push(&done[at..], out);
+        }
+    }
+}
+
 impl Stage for Html {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
         match &mut self.state {
@@ -184,10 +211,12 @@ impl Stage for Html {
         match std::mem::replace(&mut self.state, State::Passing) {
             State::Rewriting(rewriter) => {
                 self.state = State::Ended;
-                if rewriter.end().is_err() {
+                if rewriter.end().is_ok() {
+                    self.drain_end(out);
+                } else {
                     self.give_up(out);
+                    self.drain(out);
                 }
-                self.drain(out);
             }
             other => self.state = other,
         }
@@ -685,6 +714,77 @@ mod tests {
                 "output differs with chunk size {size} (CHUNK_SEED={seed})"
             );
         }
+    }
+
+    #[test]
+    fn a_marker_inside_a_path_in_style_stays_wherever_the_chunks_are_cut() {
+        // Found by the fuzzer (its first two bytes are the target's flags):
+        // in `url(https://shop.example/p://shop.example/p.png)` the second
+        // marker is inside a path, which the byte before it tells even when
+        // that byte came in an earlier chunk.
+        let input = include_bytes!("../../fuzz/corpus/rewrite/seed-style-path-marker");
+        let page = &input[2..];
+        let whole = rewrite(page);
+        assert!(
+            String::from_utf8_lossy(&whole)
+                .contains("url(http://a.test:8080/p://shop.example/p.png)")
+        );
+        let mut pipeline = Pipeline::default().then(Html::new(options()));
+        let (mut out, mut rest, mut sizes) = (Vec::new(), page, [6, 8].into_iter().cycle());
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap().min(rest.len());
+            out.extend(pipeline.push(&rest[..n]).unwrap());
+            rest = &rest[n..];
+        }
+        out.extend(pipeline.finish().unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&whole)
+        );
+    }
+
+    #[test]
+    fn the_agent_never_closes_an_unfinished_tag_at_the_end() {
+        // Found by the fuzzer: with no element to inject before, the agent
+        // is appended at the end; after an unfinished tag its `>` would
+        // close that tag, which the browser would then show with its value.
+        let page = b"<#>text<input type=PASSWORD value=hunter2 integrity=x\t\t";
+        for opts in [options(), follower()] {
+            for size in [1, 5, page.len()] {
+                let (out, failed) = served(opts.clone(), page, size);
+                assert!(!failed);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(page),
+                    "chunk size {size}"
+                );
+            }
+        }
+        assert!(rewrite_str("plain text only").ends_with(TAG));
+        assert!(rewrite_str("text <").ends_with(TAG));
+    }
+
+    fn served(options: Options, input: &[u8], size: usize) -> (Vec<u8>, bool) {
+        let mut pipeline = Pipeline::default().then(Html::new(options));
+        let mut out = Vec::new();
+        for chunk in input.chunks(size) {
+            match pipeline.push(chunk) {
+                Ok(o) => out.extend(o),
+                Err(_) => return (out, true),
+            }
+        }
+        match pipeline.finish() {
+            Ok(o) => out.extend(o),
+            Err(_) => return (out, true),
+        }
+        (out, false)
+    }
+
+    fn follower() -> Options {
+        let mut opts = options();
+        opts.mask = crate::driver::mask::selectors(&[]);
+        opts.follower = true;
+        opts
     }
 
     #[test]

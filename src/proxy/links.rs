@@ -54,6 +54,9 @@ pub struct Links {
     mapper: Mapper,
     /// Bytes not yet scanned: an unfinished tag, comment, or end tag.
     carry: Vec<u8>,
+    /// The document's byte before `carry`: CSS mapping needs the byte before
+    /// a marker, wherever the chunk boundary fell.
+    before: Option<u8>,
     /// Inside a raw-text element: its name.
     raw: Option<&'static str>,
     limit: usize,
@@ -66,6 +69,7 @@ impl Links {
         Links {
             mapper,
             carry: Vec::new(),
+            before: None,
             raw: None,
             limit,
             stopped: false,
@@ -92,6 +96,9 @@ impl Links {
             &owned
         };
         let consumed = self.scan(buf, false, out);
+        if consumed > 0 {
+            self.before = Some(buf[consumed - 1]);
+        }
         self.carry = buf[consumed..].to_vec();
         if self.carry.len() > self.limit {
             warn!(
@@ -103,6 +110,18 @@ impl Links {
             telemetry::limit_hit(telemetry::limit::HTML_MEMORY);
             self.stop(out);
         }
+    }
+
+    /// Whether the text so far ends inside an unfinished start or end tag.
+    pub fn in_tag(&self) -> bool {
+        !self.stopped
+            && self.raw.is_none()
+            && self.carry.first() == Some(&b'<')
+            && self
+                .carry
+                .get(1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/')
+            && tag_end(&self.carry).is_none()
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
@@ -207,11 +226,20 @@ impl Links {
             out.extend_from_slice(&buf[from..to]);
             return to;
         }
-        let text = &buf[from..to];
-        match self.mapper.map_into(text, out, last) {
-            Some(n) => from + n,
+        // The byte before `from` is context: a marker right after it may sit
+        // inside a path. At the start of `buf` it came in an earlier chunk.
+        let with_before;
+        let (text, shift) = match self.before.filter(|_| from == 0) {
+            Some(b) => {
+                with_before = [&[b][..], &buf[..to]].concat();
+                (&with_before[..], 1)
+            }
+            None => (&buf[..to], 0),
+        };
+        match self.mapper.map_after(text, from + shift, out, last) {
+            Some(n) => n - shift,
             None => {
-                out.extend_from_slice(text);
+                out.extend_from_slice(&buf[from..to]);
                 to
             }
         }

@@ -40,6 +40,9 @@ pub mod site;
 pub mod stream;
 pub mod tunnel;
 
+#[cfg(test)]
+mod properties;
+
 use std::sync::Arc;
 
 use encoding_rs::Encoding;

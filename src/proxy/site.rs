@@ -189,13 +189,26 @@ impl Mapper {
     /// consumed, or `None` when `last` and nothing was replaced (then `out`
     /// is untouched).
     pub fn map_into(&self, text: &[u8], out: &mut Vec<u8>, last: bool) -> Option<usize> {
+        self.map_after(text, 0, out, last)
+    }
+
+    /// [`Mapper::map_into`] for `text[from..]`, with `text[..from]` (already
+    /// written) as context: whether a marker starts a URL depends on the
+    /// byte before it. Returns the position in `text` consumed up to.
+    pub fn map_after(
+        &self,
+        text: &[u8],
+        from: usize,
+        out: &mut Vec<u8>,
+        last: bool,
+    ) -> Option<usize> {
         let limit = if last {
             text.len()
         } else {
             text.len().saturating_sub(self.window())
         };
-        let mut pos = 0;
-        let mut search = 0;
+        let mut pos = from;
+        let mut search = from;
         let mut replaced = false;
         let mut stop = limit;
         while let Some(hit) = self.next_hit(text, search) {
@@ -302,7 +315,11 @@ impl Mapper {
 /// that could hold a match cut by a chunk boundary.
 pub struct StreamMapper {
     mapper: Mapper,
+    /// `carry[..written]` has been written already and is kept as context
+    /// (at most one byte: whether a marker starts a URL depends on the byte
+    /// before it, wherever the chunk boundary fell); the rest is pending.
     carry: Vec<u8>,
+    written: usize,
 }
 
 impl StreamMapper {
@@ -310,27 +327,34 @@ impl StreamMapper {
         StreamMapper {
             mapper,
             carry: Vec::new(),
+            written: 0,
         }
     }
 
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.carry.extend_from_slice(input);
-        if !self.mapper.mentions(&self.carry) {
+        let consumed = if !self.mapper.mentions(&self.carry[self.written..]) {
             // The common case: nothing to map; keep only the tail, which
             // may hold the start of a marker the next chunk completes.
-            let keep = self.carry.len().min(self.mapper.window());
-            out.extend_from_slice(&self.carry[..self.carry.len() - keep]);
-            self.carry.drain(..self.carry.len() - keep);
-            return;
-        }
-        let consumed = self.mapper.map_into(&self.carry, out, false).unwrap_or(0);
-        self.carry.drain(..consumed);
+            let keep = (self.carry.len() - self.written).min(self.mapper.window());
+            let end = self.carry.len() - keep;
+            out.extend_from_slice(&self.carry[self.written..end]);
+            end
+        } else {
+            self.mapper
+                .map_after(&self.carry, self.written, out, false)
+                .unwrap_or(self.written)
+        };
+        let drop = consumed.saturating_sub(1);
+        self.carry.drain(..drop);
+        self.written = consumed - drop;
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let carry = std::mem::take(&mut self.carry);
-        if self.mapper.map_into(&carry, out, true).is_none() {
-            out.extend_from_slice(&carry);
+        let from = std::mem::take(&mut self.written);
+        if self.mapper.map_after(&carry, from, out, true).is_none() {
+            out.extend_from_slice(&carry[from..]);
         }
     }
 }
@@ -338,6 +362,29 @@ impl StreamMapper {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_inside_a_path_stays_wherever_the_chunks_are_cut() {
+        // `p//127.0.0.1:9000` is a path, not a URL: the byte before the
+        // marker decides, even when an earlier chunk carried it.
+        let css = b"url(shop.examp//127.0.0.1:9000/i.png) url(//127.0.0.1:9000/j.png)";
+        let whole = mapper(false)
+            .map_str(std::str::from_utf8(css).unwrap())
+            .into_owned();
+        assert_eq!(
+            whole,
+            "url(shop.examp//127.0.0.1:9000/i.png) url(//b.test:8080/j.png)"
+        );
+        for size in 1..=css.len() {
+            let mut s = StreamMapper::new(mapper(false));
+            let mut out = Vec::new();
+            for chunk in css.chunks(size) {
+                s.push(chunk, &mut out);
+            }
+            s.finish(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "chunk size {size}");
+        }
+    }
 
     pub fn mapper(tls: bool) -> Mapper {
         let config = Config::parse(

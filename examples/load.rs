@@ -1,0 +1,395 @@
+//! A load generator for the hub: `S` sessions, each a customer who calls,
+//! an operator who responds, commands both ways at a steady rate (typing,
+//! scrolling, pointer, drawing), a second customer tab that joins and
+//! leaves, and a hang-up; then the customer calls again, for as long as
+//! asked. Reports the delivery latency of commands (send to receipt at the
+//! other participant) as percentiles.
+//!
+//! ```text
+//! cargo run --release --example load -- --addr 127.0.0.1:8080 \
+//!     --sessions 8 --rate 20 --cycle 30 --duration 300 \
+//!     --operator-prefix load --password secret
+//! ```
+//!
+//! Operators `{prefix}1` .. `{prefix}S` must exist in `proxy.toml` with
+//! `--password` (see `benches/soak.sh`, which writes such a configuration).
+//! On a loopback address each customer and operator connects from its own
+//! source address (127.0.x.y), so the per-address limits of the hub (calls,
+//! logins, sockets) count each simulated person once, as in production.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// The proxy's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Concurrent sessions (and operators).
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    /// Commands per second each participant sends.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Seconds a session lasts before its customer hangs up and calls again.
+    #[arg(long, default_value_t = 30)]
+    cycle: u64,
+    /// Seconds to run in all.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Operator accounts are this prefix followed by 1..=sessions.
+    #[arg(long, default_value = "load")]
+    operator_prefix: String,
+    /// The operators' password.
+    #[arg(long, env = "LOAD_PASSWORD")]
+    password: String,
+}
+
+/// Counters and latencies shared by every task.
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+    calls: AtomicU64,
+    joins: AtomicU64,
+    hangups: AtomicU64,
+    errors: AtomicU64,
+    /// Commands that crossed a hang-up (`not_in_session`): expected races.
+    late: AtomicU64,
+    /// Delivery latencies, in microseconds.
+    latencies: Mutex<Vec<u64>>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn epoch() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+/// The source address of simulated person `n` of a `group` (customers 0,
+/// operators 1, extra tabs 2): distinct on loopback, any elsewhere.
+fn source(target: &SocketAddr, group: u8, n: usize) -> Option<IpAddr> {
+    target.ip().is_loopback().then(|| {
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            10 + group,
+            (n / 250) as u8,
+            (n % 250 + 2) as u8,
+        ))
+    })
+}
+
+async fn connect_tcp(target: SocketAddr, from: Option<IpAddr>) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = from {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    Ok(socket.connect(target).await?)
+}
+
+/// Logs in and returns the `Cookie` header value.
+async fn login(args: &Args, user: &str, from: Option<IpAddr>) -> Result<String> {
+    let body = serde_json::to_string(&json!({"user": user, "password": args.password}))?;
+    let mut stream = connect_tcp(args.addr, from).await?;
+    let req = format!(
+        "POST /__cobrowse/login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        args.addr,
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw);
+    if !text.starts_with("HTTP/1.1 204") {
+        bail!(
+            "login of {user} failed: {}",
+            text.lines().next().unwrap_or("")
+        );
+    }
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.trim().split(';').next().unwrap_or("").to_string())
+        })
+        .context("no cookie in the login answer")
+}
+
+async fn open(args: &Args, role: &str, cookie: Option<&str>, from: Option<IpAddr>) -> Result<Ws> {
+    let mut req = format!("ws://{}/__cobrowse/ws?role={role}", args.addr).into_client_request()?;
+    req.headers_mut()
+        .insert("Origin", format!("http://{}", args.addr).parse()?);
+    if let Some(c) = cookie {
+        req.headers_mut().insert("Cookie", c.parse()?);
+    }
+    let stream = connect_tcp(args.addr, from).await?;
+    Ok(client_async(req, stream).await?.0)
+}
+
+async fn send(ws: &mut Ws, v: Value) -> Result<()> {
+    ws.send(Message::text(v.to_string())).await?;
+    Ok(())
+}
+
+/// What a received message means for the stats; returns it parsed.
+fn note(stats: &Stats, text: &str) -> Value {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    match v["type"].as_str() {
+        Some("command") => {
+            if let Some(t) = v["args"].as_array().and_then(|a| a.last()?["t"].as_u64()) {
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                let lat = now_us().saturating_sub(t);
+                stats.latencies.lock().unwrap().push(lat);
+            }
+        }
+        Some("error") if v["code"] == "not_in_session" => {
+            stats.late.fetch_add(1, Ordering::Relaxed);
+        }
+        Some("error") => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("hub error: {v}");
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Waits for a message that satisfies `want`, noting everything seen.
+async fn wait_for(
+    ws: &mut Ws,
+    stats: &Stats,
+    what: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .with_context(|| format!("no {what} within 30 s"))?;
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v = note(stats, &t);
+                if want(&v) {
+                    return Ok(v);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => bail!("waiting for {what}: {e}"),
+            None => bail!("connection closed waiting for {what}"),
+        }
+    }
+}
+
+/// One command of the mixed load, stamped with its send time.
+fn command(key: &str, f: &str, mut args: Vec<Value>) -> Value {
+    args.push(json!({"t": now_us()}));
+    json!({"type": "command", "key": key, "attribute": "others", "fn": f, "args": args})
+}
+
+/// An operator: ready, responds to every offer, sends pointer and drawing
+/// while in a session, until `end`.
+async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
+    let from = source(&args.addr, 1, n);
+    let user = format!("{}{}", args.operator_prefix, n + 1);
+    let cookie = login(&args, &user, from).await?;
+    let mut ws = open(&args, "operator", Some(&cookie), from).await?;
+    send(&mut ws, json!({"type": "ready"})).await?;
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let mut tick = tokio::time::interval(period);
+    let mut in_session = false;
+    let mut i: u64 = 0;
+    while Instant::now() < end {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(msg) = msg else { bail!("{user}: the hub closed the connection") };
+                let Message::Text(t) = msg? else { continue };
+                let v = note(&stats, &t);
+                match v["type"].as_str() {
+                    Some("offer") => {
+                        send(&mut ws, json!({"type": "respond", "session": v["session"]})).await?;
+                    }
+                    Some("joined") => in_session = true,
+                    Some("ended") | Some("left") => in_session = false,
+                    _ => {}
+                }
+            }
+            _ = tick.tick(), if in_session => {
+                i += 1;
+                let (x, y) = ((i * 7 % 800) as i64, (i * 13 % 600) as i64);
+                let c = match i % 10 {
+                    0 => command("top/draw/op", "clear", vec![]),
+                    1..=4 => command("top/draw/op", "draw", vec![json!([[x, y], [x + 5, y + 3]])]),
+                    _ => command("top/pointer/op", "pointer", vec![json!(x), json!(y)]),
+                };
+                send(&mut ws, c).await?;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+/// A customer: calls, waits for an operator, grants control, types,
+/// scrolls and points; half-way a second tab joins then closes; after
+/// `--cycle` seconds hangs up and calls again, until `end`.
+async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
+    let from = source(&args.addr, 0, n);
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let mut cycle = 0usize;
+    while Instant::now() < end {
+        let mut ws = open(&args, "customer", None, from).await?;
+        send(&mut ws, json!({"type": "call"})).await?;
+        let joined = wait_for(&mut ws, &stats, "joined", |v| v["type"] == "joined").await?;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let (session, resume) = (joined["session"].clone(), joined["resume"].clone());
+        wait_for(&mut ws, &stats, "an operator", |v| {
+            v["type"] == "status" && v["state"] == "connected"
+        })
+        .await?;
+        send(&mut ws, json!({"type": "control", "granted": true})).await?;
+        send(&mut ws, command("top", "navigate", vec![json!("/")])).await?;
+        let cycle_end = (Instant::now() + Duration::from_secs(args.cycle)).min(end);
+        let join_at = Instant::now() + Duration::from_secs(args.cycle) / 2;
+        let mut tab_joined = false;
+        let mut tick = tokio::time::interval(period);
+        let mut typed = String::new();
+        let mut i: u64 = 0;
+        while Instant::now() < cycle_end {
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(msg) = msg else { bail!("customer {n}: the hub closed the connection") };
+                    if let Message::Text(t) = msg? {
+                        note(&stats, &t);
+                    }
+                }
+                _ = tick.tick() => {
+                    i += 1;
+                    let c = match i % 4 {
+                        0 => {
+                            if typed.len() > 40 { typed.clear(); }
+                            typed.push(char::from(b'a' + (i % 26) as u8));
+                            command("top/form#search/input[name=q]", "value", vec![json!(typed)])
+                        }
+                        1 => command("top", "scroll", vec![json!(0), json!((i * 40) % 4000)]),
+                        _ => command("top/pointer/c", "pointer", vec![json!(i % 800), json!(i % 600)]),
+                    };
+                    send(&mut ws, c).await?;
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    if !tab_joined && Instant::now() >= join_at {
+                        // Another tab of the customer joins, gets its
+                        // replay, and is closed again.
+                        let mut tab = open(&args, "customer", None, source(&args.addr, 2, n)).await?;
+                        send(&mut tab, json!({"type": "join", "session": session, "resume": resume})).await?;
+                        wait_for(&mut tab, &stats, "the joining tab's replay", |v| v["type"] == "replay").await?;
+                        stats.joins.fetch_add(1, Ordering::Relaxed);
+                        let _ = tab.close(None).await;
+                        tab_joined = true;
+                    }
+                }
+            }
+        }
+        send(&mut ws, json!({"type": "hangup"})).await?;
+        wait_for(&mut ws, &stats, "ended", |v| v["type"] == "ended").await?;
+        stats.hangups.fetch_add(1, Ordering::Relaxed);
+        let _ = ws.close(None).await;
+        cycle += 1;
+        // Calls from one address are limited (a burst, then one per 2 s).
+        if cycle > 20 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn report(stats: &Stats, elapsed: Duration, last: bool) {
+    let mut lat = if last {
+        std::mem::take(&mut *stats.latencies.lock().unwrap())
+    } else {
+        stats.latencies.lock().unwrap().clone()
+    };
+    lat.sort_unstable();
+    println!(
+        "{}{:>5}s sent {} delivered {} calls {} joins {} hangups {} errors {} late {} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+        if last { "total " } else { "" },
+        elapsed.as_secs(),
+        stats.sent.load(Ordering::Relaxed),
+        stats.delivered.load(Ordering::Relaxed),
+        stats.calls.load(Ordering::Relaxed),
+        stats.joins.load(Ordering::Relaxed),
+        stats.hangups.load(Ordering::Relaxed),
+        stats.errors.load(Ordering::Relaxed),
+        stats.late.load(Ordering::Relaxed),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+    );
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Arc::new(Args::parse());
+    if args.rate <= 0.0 || args.sessions == 0 {
+        bail!("--rate and --sessions must be positive");
+    }
+    let start = epoch();
+    let end = start + Duration::from_secs(args.duration);
+    let stats = Arc::new(Stats::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..args.sessions {
+        tasks.spawn(operator(args.clone(), stats.clone(), n, end));
+    }
+    for n in 0..args.sessions {
+        tasks.spawn(customer(args.clone(), stats.clone(), n, end));
+    }
+    let reporter = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                report(&stats, start.elapsed(), false);
+            }
+        })
+    };
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+            failed += 1;
+            eprintln!("a participant stopped: {e:#}");
+        }
+    }
+    reporter.abort();
+    report(&stats, start.elapsed(), true);
+    if failed > 0 {
+        bail!("{failed} participants stopped early");
+    }
+    Ok(())
+}

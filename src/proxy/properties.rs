@@ -1,0 +1,227 @@
+//! Property tests of the document rewrites: whatever the document and
+//! wherever the chunks are cut, the output is the input with only the
+//! intended edits (the agent injected once, upstream origins mapped, masked
+//! values blanked for a follower), and a masked value never reaches a
+//! follower. The fuzz targets in `fuzz/` check the same on arbitrary bytes.
+
+use proptest::prelude::*;
+
+use super::csp::Allowance;
+use super::html::{Html, Options};
+use super::site::StreamMapper;
+use super::site::tests::mapper;
+use super::stream::Pipeline;
+use crate::driver::mask;
+
+/// Selectors configured beside the ones always masked.
+const CONFIGURED: [&str; 2] = [".secret", "#ssn"];
+
+/// Every masked value starts so; no other piece can contain it.
+const SECRET: &str = "s3cr3t";
+
+fn options(follower: bool) -> Options {
+    let configured: Vec<String> = CONFIGURED.iter().map(|s| s.to_string()).collect();
+    Options {
+        mapper: mapper(false),
+        prefix: "/__cobrowse/".into(),
+        nonce: "N0NCE".into(),
+        csp: Allowance {
+            origin: "http://a.test:8080".into(),
+            prefix: "/__cobrowse/".into(),
+            console: None,
+        },
+        memory_limit: 1 << 20,
+        declared: None,
+        mask: if follower {
+            mask::selectors(&configured)
+        } else {
+            Vec::new()
+        },
+        follower,
+    }
+}
+
+/// One piece of a generated document: what goes in, what a customer gets
+/// and what a follower gets.
+#[derive(Debug, Clone)]
+struct Piece {
+    input: String,
+    customer: String,
+    follower: String,
+}
+
+fn same(s: String) -> Piece {
+    Piece {
+        input: s.clone(),
+        customer: s.clone(),
+        follower: s,
+    }
+}
+
+fn piece() -> impl Strategy<Value = Piece> {
+    // Text cannot spell the secret marker (no digits).
+    let text = "[a-z ,.]{0,24}";
+    let path = "[a-z]{0,8}";
+    let secret = "[A-Za-z0-9]{1,12}".prop_map(|s| format!("{SECRET}{s}"));
+    prop_oneof![
+        text.prop_map(same),
+        prop::sample::select(vec![
+            "<!doctype html>",
+            "<html>",
+            "<head>",
+            "</head>",
+            "<title>t</title>",
+            "<body>",
+            "<p>",
+            "</p>",
+            "<div class=x>",
+            "</div>",
+            "<br>",
+            "<!-- c -->",
+            "<style>p{color:red}</style>",
+            "<script>var a = 1 < 2;</script>",
+            "<input name=q value=\"shoes\">",
+            "<select><option selected>blue</option></select>",
+        ])
+        .prop_map(|s| same(s.to_string())),
+        path.prop_map(|p| Piece {
+            input: format!("<a href=\"https://shop.example/{p}\">l</a>"),
+            customer: format!("<a href=\"http://a.test:8080/{p}\">l</a>"),
+            follower: format!("<a href=\"http://a.test:8080/{p}\">l</a>"),
+        }),
+        path.prop_map(|p| same(format!("<a href=\"https://other.test/{p}\">o</a>"))),
+        path.prop_map(|p| Piece {
+            input: format!("<img src=\"//127.0.0.1:9000/{p}.png\">"),
+            customer: format!("<img src=\"//b.test:8080/{p}.png\">"),
+            follower: format!("<img src=\"//b.test:8080/{p}.png\">"),
+        }),
+        secret.clone().prop_map(|s| Piece {
+            input: format!("<input type=password name=pw value=\"{s}\">"),
+            customer: format!("<input type=password name=pw value=\"{s}\">"),
+            follower: "<input type=password name=pw>".into(),
+        }),
+        secret.clone().prop_map(|s| Piece {
+            input: format!("<input autocomplete=\"billing cc-number\" value={s}>"),
+            customer: format!("<input autocomplete=\"billing cc-number\" value={s}>"),
+            follower: "<input autocomplete=\"billing cc-number\">".into(),
+        }),
+        secret.clone().prop_map(|s| Piece {
+            input: format!("<input id=\"ssn\" value='{s}'>"),
+            customer: format!("<input id=\"ssn\" value='{s}'>"),
+            follower: "<input id=\"ssn\">".into(),
+        }),
+        (secret.clone(), secret).prop_map(|(a, b)| Piece {
+            input: format!(
+                "<div class=\"secret\"><input value=\"{a}\"><textarea>{b}</textarea><select><option selected>c</option></select></div>"
+            ),
+            customer: format!(
+                "<div class=\"secret\"><input value=\"{a}\"><textarea>{b}</textarea><select><option selected>c</option></select></div>"
+            ),
+            follower: "<div class=\"secret\"><input><textarea></textarea><select><option>c</option></select></div>".into(),
+        }),
+    ]
+}
+
+/// Runs `input` through `make()`, cut into chunks of `sizes` (cycled).
+fn run(make: &dyn Fn() -> Pipeline, input: &[u8], sizes: &[usize]) -> Vec<u8> {
+    let mut pipeline = make();
+    let mut out = Vec::new();
+    let mut rest = input;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let n = (*size).clamp(1, rest.len());
+        out.extend(pipeline.push(&rest[..n]).unwrap());
+        rest = &rest[n..];
+    }
+    out.extend(pipeline.finish().unwrap());
+    out
+}
+
+/// `out` without the one agent tag it must hold.
+fn without_agent(out: &str) -> Result<String, TestCaseError> {
+    let tag = options(false).agent_tag();
+    prop_assert_eq!(out.matches(&tag).count(), 1, "the agent once in {}", out);
+    Ok(out.replacen(&tag, "", 1))
+}
+
+fn check_document(
+    pieces: Vec<Piece>,
+    sizes: Vec<usize>,
+    follower: bool,
+) -> Result<(), TestCaseError> {
+    let input: String = pieces.iter().map(|p| p.input.as_str()).collect();
+    let expected: String = pieces
+        .iter()
+        .map(|p| if follower { &p.follower } else { &p.customer }.as_str())
+        .collect();
+    let make = || Pipeline::default().then(Html::new(options(follower)));
+    let whole = run(&make, input.as_bytes(), &[input.len().max(1)]);
+    let chunked = run(&make, input.as_bytes(), &sizes);
+    prop_assert!(
+        whole == chunked,
+        "chunks {:?} changed the output of {}",
+        sizes,
+        input
+    );
+    let out = String::from_utf8(chunked).unwrap();
+    if follower {
+        prop_assert!(
+            !out.contains(SECRET),
+            "a masked value reached a follower: {}",
+            out
+        );
+    }
+    prop_assert_eq!(without_agent(&out)?, expected, "input {}", input);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_customers_document_is_the_input_with_only_the_intended_edits(
+        pieces in prop::collection::vec(piece(), 0..24),
+        sizes in prop::collection::vec(1usize..48, 1..6),
+    ) {
+        check_document(pieces, sizes, false)?;
+    }
+
+    #[test]
+    fn a_followers_document_never_holds_a_masked_value(
+        pieces in prop::collection::vec(piece(), 0..24),
+        sizes in prop::collection::vec(1usize..48, 1..6),
+    ) {
+        check_document(pieces, sizes, true)?;
+    }
+
+    #[test]
+    fn a_stylesheet_is_the_input_with_only_upstream_origins_mapped(
+        parts in prop::collection::vec(
+            prop_oneof![
+                "[a-z{}:;( ) ]{0,16}".prop_map(|s| (s.clone(), s)),
+                "[a-z]{0,8}".prop_map(|p| (
+                    format!("url(https://shop.example/{p})"),
+                    format!("url(http://a.test:8080/{p})"),
+                )),
+                "[a-z]{0,8}".prop_map(|p| (
+                    format!("@import '//127.0.0.1:9000/{p}';"),
+                    format!("@import '//b.test:8080/{p}';"),
+                )),
+                "[a-z]{0,8}".prop_map(|p| {
+                    let s = format!("url(https://shop.example.evil/{p}) //shop.examples");
+                    (s.clone(), s)
+                }),
+            ],
+            0..16,
+        ),
+        sizes in prop::collection::vec(1usize..32, 1..6),
+    ) {
+        let input: String = parts.iter().map(|p| p.0.as_str()).collect();
+        let expected: String = parts.iter().map(|p| p.1.as_str()).collect();
+        let make = || Pipeline::default().then(StreamMapper::new(mapper(false)));
+        let out = run(&make, input.as_bytes(), &sizes);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), expected, "input {}", input);
+    }
+}
