@@ -35,6 +35,8 @@ pub mod listener;
 pub mod logging;
 pub mod password;
 pub mod proxy;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod web;

@@ -37,9 +37,8 @@ use self::documents::{Document, Documents, Limits, Recorder};
 use crate::body::{self, Body};
 use crate::config::Privacy;
 use crate::hub::Hub;
-use crate::proxy::{Kind, kind};
-use crate::server::Ctx;
 use crate::telemetry;
+use crate::web::{self, Ctx, Kind, kind};
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -68,38 +67,7 @@ pub fn is_safe(method: &Method) -> bool {
 /// Removes the participant cookie from `headers` (it is ours, not the
 /// site's) and returns its value.
 pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
-    take_cookie(headers, PARTICIPANT_COOKIE)
-}
-
-/// Removes cookie `name` from `headers` and returns its value.
-pub fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
-    let wanted = name;
-    let mut found = None;
-    let mut kept: Vec<HeaderValue> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            kept.push(value.clone());
-            continue;
-        };
-        let mut rest = Vec::new();
-        for pair in text.split(';') {
-            match pair.trim().split_once('=') {
-                Some((name, v)) if name == wanted => found = Some(v.to_string()),
-                _ if pair.trim().is_empty() => {}
-                _ => rest.push(pair.trim()),
-            }
-        }
-        if !rest.is_empty() {
-            kept.push(
-                HeaderValue::from_str(&rest.join("; ")).expect("parts of a valid header value"),
-            );
-        }
-    }
-    headers.remove(header::COOKIE);
-    for value in kept {
-        headers.append(header::COOKIE, value);
-    }
-    found
+    web::take_cookie(headers, PARTICIPANT_COOKIE)
 }
 
 /// What the proxy keeps per shared session for its followers.
@@ -269,11 +237,7 @@ struct BindRequest {
 /// sent with this type by another site's page without the browser asking us
 /// first (CORS), and we never agree.
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    web::media_type(headers).is_some_and(|(essence, _)| essence == "application/json")
 }
 
 /// `POST {prefix}bind` with `{"session":…,"token":…}`: sets the participant
@@ -310,7 +274,7 @@ pub async fn bind(
     }
     let (parts, body) = req.into_parts();
     // The same rule as the operator cookie's, for TLS ended in front of us.
-    let https = crate::hub::ws::browser_over_https(&parts.headers, &ctx, public_origins);
+    let https = web::browser_on_https(&ctx, web::Named::Origin(&parts.headers), public_origins);
     let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -362,15 +326,14 @@ pub async fn bind(
 }
 
 fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Body> {
-    let mut r = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store");
+    let mut r = web::json(status, text);
     if let Some(c) = cookie {
-        r = r.header(header::SET_COOKIE, c);
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::try_from(c).expect("the cookie is made of a live session's id and secret"),
+        );
     }
-    r.body(body::full(text))
-        .expect("static response parts are valid")
+    r
 }
 
 /// What the proxy does with a request, decided before it goes upstream.
@@ -648,38 +611,35 @@ pub async fn mask_json_response(
 pub fn unmaskable(session: &str, target: &str, reason: &'static str) -> Response<Body> {
     metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => reason).increment(1);
     warn!(%session, %target, reason, "refused a response to a follower that could not be masked");
-    let html = "<!doctype html><html><head><meta charset=utf-8><title>Not shown</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>Not shown</h1><p>The site's answer to this request could not be checked for the customer's \
+    let mut page = web::page(
+        StatusCode::FORBIDDEN,
+        "Not shown",
+        "Not shown",
+        "<p>The site's answer to this request could not be checked for the customer's \
          masked values (passwords, payment fields), so it is not shown to operators. \
-         The customer sees it in their own browser.</p><p><small>cobrowse proxy</small></p></body></html>";
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-cobrowse-refused", "unmaskable")
-        .body(body::full(html))
-        .expect("static response parts are valid")
+         The customer sees it in their own browser.</p>",
+    );
+    page.headers_mut()
+        .insert("x-cobrowse-refused", HeaderValue::from_static("unmaskable"));
+    page
 }
 
 /// The answer to a follower's request that would change the site's state,
 /// or act as the customer through another door; `what` names the request.
 fn refusal(what: &str) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>403 Not performed</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>Not performed</h1><p>{what} was not sent to the site. \
-         In a shared session only the customer's browser makes requests that change the site's state \
-         or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>\
-         <p><small>cobrowse proxy</small></p></body></html>"
+    let mut page = web::page(
+        StatusCode::FORBIDDEN,
+        "403 Not performed",
+        "Not performed",
+        &format!(
+            "<p>{what} was not sent to the site. \
+             In a shared session only the customer's browser makes requests that change the site's state \
+             or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>"
+        ),
     );
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-cobrowse-refused", "one-driver")
-        .body(body::full(html))
-        .expect("static response parts are valid")
+    page.headers_mut()
+        .insert("x-cobrowse-refused", HeaderValue::from_static("one-driver"));
+    page
 }
 
 /// All `Cookie` headers as one (HTTP/2 clients send one per cookie).

@@ -41,6 +41,7 @@ use super::protocol::{
 use super::session::{self, ConnId, Offer, Participant, Session};
 use super::store::{Store, StoreError};
 use crate::config::Config;
+use crate::secret::{new_secret, same_secret};
 use crate::telemetry;
 
 /// Messages queued to one connection before it counts as not reading and is
@@ -214,20 +215,6 @@ impl Drop for SocketSlot {
             }
         }
     }
-}
-
-/// 128 random bits as 32 lowercase hex digits.
-pub fn new_secret() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// How long a participant whose connection dropped stays in its session

@@ -42,7 +42,6 @@ pub mod tunnel;
 
 use std::sync::Arc;
 
-use encoding_rs::Encoding;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -54,8 +53,8 @@ use self::stream::Pipeline;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::driver::{Decision, Sessions};
-use crate::server::Ctx;
 use crate::telemetry;
+use crate::web::{self, Ctx, Kind, kind};
 
 pub use self::error::page as error_page;
 
@@ -243,7 +242,7 @@ impl Proxy {
         if let Some(answer) = request::server_wide(req.method(), req.uri()) {
             return Err(answer);
         }
-        let host = request_host(req).unwrap_or_default();
+        let host = web::host(req).unwrap_or_default().to_string();
         if !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
@@ -276,23 +275,12 @@ impl Proxy {
         }
         Ok(Route {
             site,
-            mapper: self
-                .sites
-                .mapper(site, &host, self.browser_on_https(&host, ctx)),
+            mapper: self.sites.mapper(
+                site,
+                &host,
+                web::browser_on_https(ctx, web::Named::Host(&host), &self.config.public_origins),
+            ),
         })
-    }
-
-    /// Whether the browser reached us over HTTPS: our own TLS, or a
-    /// configured public `https://` origin for this host (a load balancer in
-    /// front terminates TLS). Links, cookies and policies follow it, so the
-    /// browser gets no mixed content and keeps its `Secure` cookies.
-    fn browser_on_https(&self, host: &str, ctx: &Ctx) -> bool {
-        let host = host.strip_suffix(":443").unwrap_or(host);
-        ctx.tls
-            || self.config.public_origins.iter().any(|o| {
-                o.strip_prefix("https://")
-                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
-            })
     }
 
     /// Phase 3: the upstream's response headers, or the page that says why
@@ -480,49 +468,6 @@ impl Proxy {
                 .recorder(session, target, status, headers, decoded),
         )
     }
-}
-
-/// What a body is, as far as rewriting and masking go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Html,
-    Css,
-    /// `application/json`, `text/json` and `+json` types: masked for
-    /// followers, otherwise untouched.
-    Json,
-    Other,
-}
-
-/// The kind of body and the charset its `Content-Type` declares.
-pub fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return (Kind::Other, None);
-    };
-    let mut parts = ct.split(';');
-    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let charset = parts
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .and_then(|(_, v)| Encoding::for_label(v.trim().trim_matches('"').as_bytes()));
-    let kind = match essence.as_str() {
-        "text/html" => Kind::Html,
-        "text/css" => Kind::Css,
-        "application/json" | "text/json" => Kind::Json,
-        e if e.ends_with("+json") => Kind::Json,
-        _ => Kind::Other,
-    };
-    (kind, charset)
-}
-
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
 /// A fresh CSP nonce per response: 128 random bits.
