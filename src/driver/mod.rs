@@ -33,9 +33,9 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use self::documents::{Document, Documents, Limits, Recorder};
+use self::documents::{Document, Documents, Recorder};
 use crate::body::{self, Body};
-use crate::config::Privacy;
+use crate::config::{DriverLimits, Privacy};
 use crate::hub::Hub;
 use crate::telemetry;
 use crate::web::{self, Ctx, Kind, kind};
@@ -89,7 +89,7 @@ struct Credentials {
 }
 
 impl Driver {
-    pub fn new(limits: Limits) -> Driver {
+    pub fn new(limits: DriverLimits) -> Driver {
         Driver {
             documents: Documents::new(limits),
             credentials: Arc::default(),
@@ -731,8 +731,8 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    fn limits() -> Limits {
-        Limits {
+    fn limits() -> DriverLimits {
+        DriverLimits {
             documents_per_session: 4,
             bytes_per_session: 1 << 20,
             max_age: std::time::Duration::from_secs(60),
@@ -765,8 +765,8 @@ mod tests {
         let decoded = content_type.starts_with("text/html");
         let mut recorder = d.recorder("s".into(), target.into(), StatusCode::OK, &headers, decoded);
         let mut out = Vec::new();
-        crate::proxy::stream::Stage::push(&mut recorder, body, &mut out).unwrap();
-        crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
+        crate::proxy::stage::Stage::push(&mut recorder, body, &mut out).unwrap();
+        crate::proxy::stage::Stage::finish(&mut recorder, &mut out).unwrap();
     }
 
     async fn text(response: Response<Body>) -> String {

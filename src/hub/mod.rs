@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod connection;
 pub mod memory;
+pub mod outbox;
 pub mod protocol;
 pub mod session;
 pub mod state;

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::auth::{Account, Logins};
-use super::connection::{Latest, Outbound, Outbox};
+use super::outbox::{Latest, Outbound, Outbox};
 use super::protocol::{
     ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
 };
@@ -562,7 +562,7 @@ impl Shared {
     /// Queues a refusal for the connection that caused it.
     pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
         metrics::counter!(telemetry::HUB_ERRORS, "code" => refusal.code.as_str()).increment(1);
-        if let Some(limit) = telemetry::limit::of_refusal(refusal.code) {
+        if let Some(limit) = refusal.code.limit() {
             telemetry::limit_hit(limit);
         }
         self.lock().send_text(conn, refusal.to_json());

@@ -18,7 +18,7 @@ use http::header::{ACCEPT_ENCODING, HeaderValue};
 use tokio::io::AsyncWrite;
 use tracing::warn;
 
-use super::stream::Stage;
+use super::stage::Stage;
 use crate::body::BoxError;
 use crate::web;
 

@@ -24,7 +24,7 @@
 //!
 //! `site` URL mapping · `client` upstream connections · `request`,
 //! `response`, `csp` header phases · `html`, `links`, `css` body rewrites ·
-//! `compress` codecs · `stream` the body pipeline · `tunnel` upgrades ·
+//! `compress` codecs · `stage` a body rewrite's interface · `stream` the body pipeline · `tunnel` upgrades ·
 //! `error` pages.
 
 pub mod client;
@@ -37,6 +37,7 @@ pub mod links;
 pub mod request;
 pub mod response;
 pub mod site;
+pub mod stage;
 pub mod stream;
 pub mod tunnel;
 
