@@ -50,7 +50,7 @@ impl App {
         Ok(App {
             proxy: Proxy::new(config.clone())
                 .context("building the upstream client")?
-                .with_sessions(sessions.clone()),
+                .with_policy(Arc::new(sessions.clone())),
             sessions,
             hub,
             assets: Assets::new(&config),

@@ -4,11 +4,11 @@
 //! - Requests that change state (any method but GET, HEAD, OPTIONS) reach
 //!   the upstream only from the driver; a follower's are refused here.
 //! - The documents the driver received are kept ([`documents`]) and served to
-//!   followers with masked fields blanked ([`mask`]).
+//!   followers with masked fields blanked ([`crate::proxy::mask`]).
 //! - A follower reads what the driver read, and nothing else as the
 //!   customer: its reads the driver also made (documents, and the GETs the
 //!   driver's scripts made) are answered with what the driver received
-//!   ([`documents`]), masked fields blanked in HTML ([`mask`]) and masked
+//!   ([`documents`]), masked fields blanked in HTML ([`crate::proxy::mask`]) and masked
 //!   keys in JSON ([`json`]); the page the driver was on when its browser was
 //!   bound is read with the driver's cookies; every other read goes upstream
 //!   without any credentials. Site WebSockets, event streams and method
@@ -21,12 +21,12 @@
 
 pub mod documents;
 pub mod json;
-pub mod mask;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -37,6 +37,8 @@ use self::documents::{Document, Documents, Recorder};
 use crate::body::{self, Body};
 use crate::config::{DriverLimits, Privacy};
 use crate::hub::Hub;
+use crate::proxy::policy::{Decision, Follower, Policy};
+use crate::proxy::stage::Stage;
 use crate::telemetry;
 use crate::web::{self, Ctx, Kind, kind};
 
@@ -336,27 +338,46 @@ fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Bo
     r
 }
 
-/// What the proxy does with a request, decided before it goes upstream.
-pub enum Decision {
-    /// Send it upstream. `record` names the session whose driver is reading
-    /// (a document, or a GET of its scripts), so the response is kept for
-    /// followers; `follower` is set when the response goes to a follower.
-    Forward {
-        record: Option<String>,
-        follower: Option<Follower>,
-    },
-    /// Answer it here: a kept response for a follower, or a refusal.
-    Answer(Response<Body>),
-}
+/// The proxy's phases ask the shared sessions through this.
+impl Policy for Sessions {
+    fn before_upstream<'a>(
+        &'a self,
+        parts: &'a mut http::request::Parts,
+        privacy: &'a Privacy,
+    ) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            let standing = self.standing(&mut parts.headers);
+            self.driver.before_upstream(&standing, parts, privacy).await
+        })
+    }
 
-/// A follower's read that goes upstream: its response is masked, fails
-/// closed, and never sets the site's cookies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Follower {
-    pub session: String,
-    /// Made with the driver's cookies (the page the driver was on when it
-    /// was bound); otherwise made with no credentials at all.
-    pub as_driver: bool,
+    fn recorder(
+        &self,
+        session: String,
+        target: String,
+        status: StatusCode,
+        headers: &HeaderMap,
+        decoded: bool,
+    ) -> Box<dyn Stage> {
+        Box::new(
+            self.driver
+                .recorder(session, target, status, headers, decoded),
+        )
+    }
+
+    fn mask_json<'a>(
+        &'a self,
+        headers: &'a mut HeaderMap,
+        status: StatusCode,
+        body: Body,
+        privacy: &'a Privacy,
+    ) -> BoxFuture<'a, Result<Body, &'static str>> {
+        Box::pin(mask_json_response(headers, status, body, privacy))
+    }
+
+    fn unmaskable(&self, session: &str, target: &str, reason: &'static str) -> Response<Body> {
+        unmaskable(session, target, reason)
+    }
 }
 
 /// Whether the browser is loading a document (a page or a frame), as opposed
@@ -542,10 +563,12 @@ fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, &'stat
         false => doc.body.to_vec(),
     };
     let masked = match kind(&doc.headers) {
-        (Kind::Html, declared) => {
-            mask::mask_document(&body, declared.unwrap_or(encoding_rs::UTF_8), &privacy.mask)
-                .ok_or("html")?
-        }
+        (Kind::Html, declared) => crate::proxy::mask::mask_document(
+            &body,
+            declared.unwrap_or(encoding_rs::UTF_8),
+            &privacy.mask,
+        )
+        .ok_or("html")?,
         (Kind::Json, _) => json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
             .map_err(json::Refused::reason)?,
         _ => return Err("type"),

@@ -308,7 +308,7 @@ fn settings(
             std::borrow::Cow::Owned(parsed),
             lol_html::send::ElementContentHandlers::default().element(
                 |el: &mut lol_html::send::Element<'_, '_>| {
-                    crate::driver::mask::blank(el);
+                    super::mask::blank(el);
                     Ok(())
                 },
             ),
@@ -636,7 +636,7 @@ mod tests {
         let mut opts = options();
         opts.memory_limit = 4096;
         opts.follower = true;
-        opts.mask = crate::driver::mask::selectors(&[]);
+        opts.mask = crate::proxy::mask::selectors(&[]);
         let huge = "x".repeat(200_000);
         let page = format!(
             "<html><head><title>t</title></head><body><input type=password value=early-secret><div data-x=\"{huge}\">after</div>\

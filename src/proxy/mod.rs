@@ -34,6 +34,8 @@ pub mod css;
 pub mod error;
 pub mod html;
 pub mod links;
+pub mod mask;
+pub mod policy;
 pub mod request;
 pub mod response;
 pub mod site;
@@ -49,11 +51,11 @@ use hyper::body::Incoming;
 use tracing::warn;
 
 use self::compress::{Codec, Coding};
+use self::policy::{Decision, Follower, Policy};
 use self::site::{Mapper, Sites, StreamMapper};
 use self::stream::Pipeline;
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::driver::{Decision, Sessions};
 use crate::telemetry;
 use crate::web::{self, Ctx, Kind, kind};
 
@@ -65,8 +67,9 @@ pub struct Proxy {
     client: client::Upstream,
     /// HTTP/1.1 only, for upgrades.
     client_h1: client::Upstream,
-    /// Shared sessions: one driver, followers served what it received.
-    sessions: Option<Sessions>,
+    /// The session rules (one driver, followers served what it
+    /// received), when shared sessions are on.
+    policy: Option<Arc<dyn Policy>>,
 }
 
 /// What a request's route phase decided.
@@ -91,13 +94,13 @@ impl Proxy {
             config,
             client,
             client_h1,
-            sessions: None,
+            policy: None,
         })
     }
 
     /// Applies the one-driver rules of shared sessions to every request.
-    pub fn with_sessions(mut self, sessions: Sessions) -> Proxy {
-        self.sessions = Some(sessions);
+    pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Proxy {
+        self.policy = Some(policy);
         self
     }
 
@@ -123,11 +126,9 @@ impl Proxy {
             .to_string();
         let mut record = None;
         let mut follower = None;
-        if let Some(sessions) = &self.sessions {
-            let standing = sessions.standing(&mut parts.headers);
-            match sessions
-                .driver
-                .before_upstream(&standing, &mut parts, &self.config.privacy)
+        if let Some(policy) = &self.policy {
+            match policy
+                .before_upstream(&mut parts, &self.config.privacy)
                 .await
             {
                 Decision::Answer(response) => return response,
@@ -185,23 +186,25 @@ impl Proxy {
         };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         let mut mask = Vec::new();
-        if let Some(f) = &follower {
+        // A follower comes from the policy: both are there or neither.
+        if let (Some(f), Some(policy)) = (&follower, &self.policy) {
             // The site's cookies are the customer's, or would become the
             // operator's own account at the site: neither is given to a
             // follower's browser.
             parts.headers.remove(header::SET_COOKIE);
-            mask = crate::driver::mask::selectors(&self.config.privacy.mask);
+            mask = mask::selectors(&self.config.privacy.mask);
             if kind(&parts.headers).0 == Kind::Json && want.method != Method::HEAD {
-                return match crate::driver::mask_json_response(
-                    &mut parts.headers,
-                    parts.status,
-                    incoming,
-                    &self.config.privacy,
-                )
-                .await
+                return match policy
+                    .mask_json(
+                        &mut parts.headers,
+                        parts.status,
+                        incoming,
+                        &self.config.privacy,
+                    )
+                    .await
                 {
                     Ok(body) => Response::from_parts(parts, body),
-                    Err(reason) => crate::driver::unmaskable(&f.session, &target, reason),
+                    Err(reason) => policy.unmaskable(&f.session, &target, reason),
                 };
             }
         }
@@ -225,11 +228,16 @@ impl Proxy {
             options,
         ) {
             Ok(body) => Response::from_parts(parts, body),
-            Err(reason) => crate::driver::unmaskable(
-                follower.as_ref().map_or("", |f| &f.session),
-                &target,
-                reason,
-            ),
+            Err(reason) => match &self.policy {
+                Some(policy) => policy.unmaskable(
+                    follower.as_ref().map_or("", |f| &f.session),
+                    &target,
+                    reason,
+                ),
+                // Only a follower's body is refused, and followers come
+                // from the policy.
+                None => error::page(StatusCode::FORBIDDEN, "The response could not be masked."),
+            },
         }
     }
 
@@ -356,7 +364,7 @@ impl Proxy {
         headers: &mut HeaderMap,
         incoming: Body,
         record: Option<(String, String)>,
-        follower: Option<&crate::driver::Follower>,
+        follower: Option<&Follower>,
         mut options: html::Options,
     ) -> Result<Body, &'static str> {
         let (kind, declared) = kind(headers);
@@ -461,13 +469,9 @@ impl Proxy {
         status: StatusCode,
         headers: &HeaderMap,
         decoded: bool,
-    ) -> Option<crate::driver::documents::Recorder> {
-        let (sessions, (session, target)) = (self.sessions.as_ref()?, record?);
-        Some(
-            sessions
-                .driver
-                .recorder(session, target, status, headers, decoded),
-        )
+    ) -> Option<Box<dyn stage::Stage>> {
+        let (policy, (session, target)) = (self.policy.as_ref()?, record?);
+        Some(policy.recorder(session, target, status, headers, decoded))
     }
 }
 

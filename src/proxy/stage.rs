@@ -13,3 +13,15 @@ pub trait Stage: Send {
     /// The input has ended: write whatever is held back.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError>;
 }
+
+/// A stage chosen at run time (the driver's recorder, through the proxy's
+/// session policy).
+impl Stage for Box<dyn Stage> {
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        (**self).push(input, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        (**self).finish(out)
+    }
+}
