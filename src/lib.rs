@@ -40,21 +40,28 @@
 //! 3. driver: `driver`
 //! 4. parts: `proxy`, `hub`, `assets`, `demo`
 //! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`
+//!
+//! ## Visibility
+//!
+//! Only what the binary (`main.rs`) and the benchmarks use is public:
+//! `server`, `cli`, `config`, `logging`, `audit`, `password`, `telemetry`,
+//! and `proxy` (its rewrite stages are benchmarked). Everything else is
+//! `pub(crate)`.
 
-pub mod assets;
+pub(crate) mod assets;
 pub mod audit;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod driver;
-pub mod hub;
-pub mod listener;
+pub(crate) mod demo;
+pub(crate) mod driver;
+pub(crate) mod hub;
+pub(crate) mod listener;
 pub mod logging;
 pub mod password;
 pub mod proxy;
-pub mod secret;
+pub(crate) mod secret;
 pub mod server;
 pub mod telemetry;
-pub mod tls;
-pub mod web;
+pub(crate) mod tls;
+pub(crate) mod web;

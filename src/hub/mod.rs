@@ -40,7 +40,6 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::web::Ctx;
 
-pub use auth::Account;
 pub use protocol::Role;
 use state::Shared;
 use store::{Bounds, Store};

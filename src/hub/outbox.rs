@@ -163,6 +163,7 @@ impl Outbox {
     }
 
     /// Bytes queued (for tests).
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.queued().bytes
     }
