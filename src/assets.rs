@@ -96,7 +96,7 @@ impl Assets {
     ) -> Option<Response<Body>> {
         let asset = self.files.iter().find(|a| a.name == name)?;
         if method != Method::GET && method != Method::HEAD {
-            return Some(crate::server::text(
+            return Some(crate::web::text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n",
             ));

@@ -49,7 +49,7 @@ pub struct Config {
     pub server: ServerLimits,
     pub hub: HubLimits,
     pub proxy: ProxyLimits,
-    pub driver: crate::driver::documents::Limits,
+    pub driver: DriverLimits,
     pub audit: Audit,
 }
 
@@ -120,7 +120,7 @@ pub struct Privacy {
     pub mask: Vec<String>,
     /// JSON object keys whose values are blanked in JSON served to
     /// followers, beside the built-in password, PIN, CVC and card-number
-    /// keys; stored normalised (see `driver::json::normalise`).
+    /// keys; stored normalised (see [`normalise_key`]).
     pub json_keys: Vec<String>,
     /// Largest JSON body (decoded) masked for a follower; a larger one is
     /// refused to followers. Default 2 MiB.
@@ -262,15 +262,45 @@ impl Default for ProxyLimits {
     }
 }
 
-impl Default for crate::driver::documents::Limits {
+impl Default for DriverLimits {
     fn default() -> Self {
-        crate::driver::documents::Limits {
+        DriverLimits {
             documents_per_session: 32,
             bytes_per_session: 16 * 1024 * 1024,
             max_age: Duration::from_secs(10 * 60),
             follower_wait: Duration::from_secs(3),
         }
     }
+}
+
+/// Bounds on the driver's documents kept per session for its followers.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverLimits {
+    pub documents_per_session: usize,
+    pub bytes_per_session: usize,
+    pub max_age: Duration,
+    /// How long a follower's read waits for the driver's response to the
+    /// same request when the follower asks first.
+    pub follower_wait: Duration,
+}
+
+/// A JSON key as masking compares it: lowercase ASCII letters and digits
+/// only, so `cardNumber`, `card_number`, `card-number` and `CC-Number` are
+/// one key each with their kin. Configured keys are stored this way.
+pub fn normalise_key(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether `selector` is one the document rewriter (lol_html) can match,
+/// so a bad `privacy.mask` selector is refused at start.
+fn check_selector(selector: &str) -> Result<(), String> {
+    selector
+        .parse::<lol_html::Selector>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -740,7 +770,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     if let Some(p) = &raw.privacy {
         for (i, sel) in p.mask.iter().enumerate() {
             let s = sel.get_ref().trim();
-            if let Err(e) = crate::driver::mask::check_selector(s).and_then(|()| {
+            if let Err(e) = check_selector(s).and_then(|()| {
                 if s.contains(['{', '}', ';']) {
                     Err("not a selector".into())
                 } else {
@@ -756,7 +786,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
             privacy.mask.push(s.to_string());
         }
         for (i, key) in p.json_keys.iter().enumerate() {
-            let normal = crate::driver::json::normalise(key.get_ref());
+            let normal = normalise_key(key.get_ref());
             if normal.is_empty() {
                 return Err(src.at(
                     &format!("privacy.json_keys[{i}]"),
@@ -932,7 +962,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         }
     }
 
-    let mut driver = crate::driver::documents::Limits::default();
+    let mut driver = DriverLimits::default();
     if let Some(d) = &raw.driver {
         positive(
             src,
@@ -1514,5 +1544,11 @@ mod tests {
             c.site_for_host("zzz").unwrap().upstream.as_str(),
             "http://a:1/"
         );
+    }
+
+    #[test]
+    fn selector_check() {
+        assert!(check_selector("#a .b > input[name=x]").is_ok());
+        assert!(check_selector("a[").is_err());
     }
 }

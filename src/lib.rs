@@ -12,29 +12,60 @@
 //!   everything else to the proxy. Graceful shutdown.
 //! - [`listener`]: accepting connections, with caps in total and per
 //!   address, header-read, idle and handshake timeouts, and shutdown.
+//! - [`driver`]: one driver per shared session; what followers may ask
+//!   for and are served, masked.
 //! - [`proxy`]: the upstream client, the header phases, the streaming HTML
 //!   rewrite that injects the agent.
 //! - [`hub`]: WebSocket sessions, difference commands and their store, the
 //!   call and operator allocation, operator login.
 //! - [`assets`]: the browser side (`inject/`) compiled into the binary.
 //! - [`demo`]: the bundled demo site the default `proxy.toml` fronts.
+//! - [`web`]: the connection a request came on and the small HTTP helpers
+//!   (host, Origin rules, https, tokens, cookies, body kind, our own
+//!   responses), one of each.
 //! - [`telemetry`]: every metric's name, kind and help; registered at start.
 //! - [`logging`]: text or JSON log lines, request and connection ids;
 //!   [`audit`]: the audit log's own file.
-//! - [`tls`], [`password`], [`body`]: support.
+//! - [`tls`], [`password`], [`secret`], [`body`]: support.
+//!
+//! ## Layers
+//!
+//! Imports run one way, down this list: a module imports only modules of
+//! its own layer or of a layer below, and no files import each other in a
+//! cycle. `tests/layers.rs` reads this list and every `use` of `src/`, and
+//! holds both rules.
+//!
+//! 1. entry: `main`, `cli`
+//! 2. server: `server`, `listener`
+//! 3. driver: `driver`
+//! 4. parts: `proxy`, `hub`, `assets`, `demo`
+//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`
+//!
+//! ## Visibility
+//!
+//! Only what the binary (`main.rs`) and the benchmarks use is public:
+//! `server`, `cli`, `config`, `logging`, `audit`, `password`, `telemetry`,
+//! and `proxy` (its rewrite stages are benchmarked and fuzzed). The hub's
+//! message parser is re-exported for its fuzz target (`fuzz/`). Everything
+//! else is `pub(crate)`.
 
-pub mod assets;
+pub(crate) mod assets;
 pub mod audit;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod driver;
-pub mod hub;
-pub mod listener;
+pub(crate) mod demo;
+pub(crate) mod driver;
+pub(crate) mod hub;
+pub(crate) mod listener;
 pub mod logging;
 pub mod password;
 pub mod proxy;
+pub(crate) mod secret;
 pub mod server;
 pub mod telemetry;
-pub mod tls;
+pub(crate) mod tls;
+pub(crate) mod web;
+
+/// The hub's message parser, for the fuzz target over it (`fuzz/`).
+pub use hub::protocol::{ClientMessage, parse as parse_hub_message};

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -47,31 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::body::Body;
 use crate::config::ServerLimits;
-
-/// Which listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Door {
-    /// The proxied site's origin: pages, the agent, the customer's hub link.
-    Site,
-    /// The operator console's own origin: the console, login, operators'
-    /// hub links.
-    Console,
-}
-
-/// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
-pub struct Ctx {
-    pub remote: SocketAddr,
-    /// The client reached us over TLS (so our own origin is https).
-    pub tls: bool,
-    pub door: Door,
-}
-
-impl Ctx {
-    pub fn scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
-    }
-}
+use crate::web::{Ctx, Door};
 
 /// What answers a request on a connection.
 pub type Handler = Arc<

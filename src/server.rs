@@ -28,8 +28,7 @@ use crate::hub::Hub;
 use crate::listener::{self, Connections, Handler};
 use crate::proxy::Proxy;
 use crate::telemetry::{self, Telemetry};
-
-pub use crate::listener::{Ctx, Door};
+use crate::web::{self, Ctx, Door};
 
 /// Everything a request may need, shared by all connections.
 pub struct App {
@@ -51,7 +50,7 @@ impl App {
         Ok(App {
             proxy: Proxy::new(config.clone())
                 .context("building the upstream client")?
-                .with_sessions(sessions.clone()),
+                .with_policy(Arc::new(sessions.clone())),
             sessions,
             hub,
             assets: Assets::new(&config),
@@ -239,12 +238,11 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         }
         // Cookies ignore ports: the console's login cookie reaches the
         // site's host too. It is ours, and never the upstream's.
-        crate::driver::take_cookie(req.headers_mut(), crate::hub::auth::COOKIE);
+        web::take_cookie(req.headers_mut(), crate::hub::auth::COOKIE);
         return app.proxy.handle(req, ctx).await;
     };
     if !crate::driver::is_safe(req.method())
-        && let Some(why) =
-            crate::hub::ws::foreign_page(&req, &ctx, public_origins(&app.config, ctx.door))
+        && let Some(why) = web::foreign_page(&req, &ctx, public_origins(&app.config, ctx.door))
     {
         // One rule for every route of ours that may change state: only our
         // own pages ask for it (cross-site request forgery).
@@ -264,14 +262,14 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         return route_console(app, req, ctx, Some(rest)).await;
     }
     match rest.as_str() {
-        "healthz" => text(StatusCode::OK, "ok\n"),
+        "healthz" => web::text(StatusCode::OK, "ok\n"),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
             Some(telemetry) => Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(body::full(telemetry.render()))
                 .expect("static response parts are valid"),
-            None => text(
+            None => web::text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "metrics recorder not installed in this process\n",
             ),
@@ -280,13 +278,13 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         "console" => {
             match site_origin(&req, ctx, &app.config).and_then(|o| console_home(&app.config, &o)) {
                 Some(home) => redirect(&home),
-                None => text(
+                None => web::text(
                     StatusCode::BAD_REQUEST,
                     "the Host header does not name this proxy\n",
                 ),
             }
         }
-        "console.js" | "console.css" => text(StatusCode::NOT_FOUND, "not found\n"),
+        "console.js" | "console.css" => web::text(StatusCode::NOT_FOUND, "not found\n"),
         _ => {
             let method = req.method().clone();
             let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
@@ -296,7 +294,7 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
             // Remaining routes are the assets, read-only.
             app.assets
                 .serve(&rest, &method, if_none_match.as_ref())
-                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+                .unwrap_or_else(|| web::text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
 }
@@ -333,17 +331,17 @@ async fn route_console(
         if req.uri().path() == "/" {
             return redirect(&format!("{}console", app.config.prefix));
         }
-        return text(
+        return web::text(
             StatusCode::NOT_FOUND,
             "this is the operator console's origin: the site is not served here\n",
         );
     };
     match rest.as_str() {
-        "healthz" => text(StatusCode::OK, "ok\n"),
+        "healthz" => web::text(StatusCode::OK, "ok\n"),
         "console" | "console.js" | "console.css" => {
             let if_none_match = req.headers().get(header::IF_NONE_MATCH);
             let Some(mut response) = app.assets.serve(&rest, req.method(), if_none_match) else {
-                return text(StatusCode::NOT_FOUND, "not found\n");
+                return web::text(StatusCode::NOT_FOUND, "not found\n");
             };
             if rest == "console" {
                 let site = console_origin(&req, ctx, &app.config)
@@ -356,7 +354,7 @@ async fn route_console(
             .hub
             .handle(&rest, req, ctx)
             .await
-            .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
+            .unwrap_or_else(|| web::text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
 
@@ -386,11 +384,7 @@ fn console_page_headers(headers: &mut http::HeaderMap, site: Option<&str>) {
 
 /// The origin the browser reached us at: the request's scheme and `Host`.
 fn request_origin<B>(req: &Request<B>, ctx: Ctx) -> Option<String> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(req.uri().authority().map(|a| a.as_str()))?;
+    let host = web::host(req)?;
     let url = url::Url::parse(&format!("{}://{host}", ctx.scheme())).ok()?;
     Some(url.origin().ascii_serialization())
 }
@@ -424,19 +418,11 @@ fn redirect(location: &str) -> Response<Body> {
             "The operator console is at {location}\n"
         )))
         .unwrap_or_else(|_| {
-            text(
+            web::text(
                 StatusCode::BAD_REQUEST,
                 "the Host header does not name this proxy\n",
             )
         })
-}
-
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(body::full(body))
-        .expect("static response parts are valid")
 }
 
 /// Completes on Ctrl-C or SIGTERM. The signals are caught from the call

@@ -126,17 +126,6 @@ pub mod limit {
         LOGIN_RATE,
         DECODED_SIZE,
     ];
-
-    /// The limit a hub refusal reports hitting, if it is one.
-    pub fn of_refusal(code: crate::hub::protocol::ErrorCode) -> Option<&'static str> {
-        use crate::hub::protocol::ErrorCode;
-        match code {
-            ErrorCode::RateLimited => Some(RATE),
-            ErrorCode::TooLarge => Some(MESSAGE_SIZE),
-            ErrorCode::Limit => Some(CAPACITY),
-            _ => None,
-        }
-    }
 }
 
 /// Every metric the program records.

@@ -7,6 +7,7 @@ mod support;
 mod browser;
 mod cli;
 mod hub;
+mod layers;
 mod limits;
 mod observe;
 mod proxy;

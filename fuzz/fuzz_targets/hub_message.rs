@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use cobrowse::hub::protocol::{ClientMessage, parse};
+use cobrowse::{ClientMessage, parse_hub_message as parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

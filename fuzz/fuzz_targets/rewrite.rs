@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex};
 
 use cobrowse::config::{Config, Overrides};
-use cobrowse::driver::mask;
+use cobrowse::proxy::mask;
 use cobrowse::proxy::csp::Allowance;
 use cobrowse::proxy::html::{Html, Options};
 use cobrowse::proxy::site::{Mapper, Sites, StreamMapper};

@@ -8,25 +8,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::body::BoxError;
-use crate::proxy::stream::Stage;
+use crate::config::DriverLimits;
+use crate::proxy::stage::Stage;
 use crate::telemetry;
-
-/// Bounds on what is kept per session.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub documents_per_session: usize,
-    pub bytes_per_session: usize,
-    pub max_age: Duration,
-    /// How long a follower's read waits for the driver's response to the
-    /// same request when the follower asks first.
-    pub follower_wait: Duration,
-}
 
 /// One document as the driver received it (decoded, agent injected).
 #[derive(Debug, Clone)]
@@ -54,11 +44,11 @@ pub struct Documents {
     /// Woken whenever a document is kept: followers waiting for the
     /// driver's response look again.
     kept: Arc<tokio::sync::Notify>,
-    limits: Limits,
+    limits: DriverLimits,
 }
 
 impl Documents {
-    pub fn new(limits: Limits) -> Documents {
+    pub fn new(limits: DriverLimits) -> Documents {
         Documents {
             inner: Arc::default(),
             kept: Arc::default(),
@@ -66,7 +56,7 @@ impl Documents {
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> DriverLimits {
         self.limits
     }
 
@@ -268,9 +258,10 @@ impl Stage for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn limits() -> Limits {
-        Limits {
+    fn limits() -> DriverLimits {
+        DriverLimits {
             documents_per_session: 2,
             bytes_per_session: 10,
             max_age: Duration::from_secs(60),
@@ -316,7 +307,7 @@ mod tests {
 
     #[test]
     fn age_bound_and_session_drop() {
-        let d = Documents::new(Limits {
+        let d = Documents::new(DriverLimits {
             max_age: Duration::ZERO,
             ..limits()
         });
@@ -332,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_url_with_blanked_values_finds_the_drivers_document() {
-        let d = Documents::new(Limits {
+        let d = Documents::new(DriverLimits {
             bytes_per_session: 1000,
             ..limits()
         });
@@ -361,7 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_waits_for_the_drivers_document_within_the_bound() {
-        let d = Documents::new(Limits {
+        let d = Documents::new(DriverLimits {
             bytes_per_session: 1000,
             ..limits()
         });
@@ -382,7 +373,7 @@ mod tests {
 
     #[test]
     fn recorder_passes_through_and_keeps_a_copy() {
-        let d = Documents::new(Limits {
+        let d = Documents::new(DriverLimits {
             bytes_per_session: 1000,
             ..limits()
         });

@@ -6,6 +6,7 @@
 
 use http::HeaderMap;
 
+use crate::config::normalise_key as normalise;
 use crate::proxy::compress;
 use crate::proxy::stream::Pipeline;
 
@@ -41,16 +42,6 @@ pub const ALWAYS_MASKED: &[&str] = &[
     "pan",
     "primaryaccountnumber",
 ];
-
-/// A key as it is compared: lowercase ASCII letters and digits only, so
-/// `cardNumber`, `card_number`, `card-number` and `CC-Number` are one key
-/// each with their kin.
-pub fn normalise(key: &str) -> String {
-    key.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
 
 /// Why a JSON body cannot be served to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,11 +4,11 @@
 //! - Requests that change state (any method but GET, HEAD, OPTIONS) reach
 //!   the upstream only from the driver; a follower's are refused here.
 //! - The documents the driver received are kept ([`documents`]) and served to
-//!   followers with masked fields blanked ([`mask`]).
+//!   followers with masked fields blanked ([`crate::proxy::mask`]).
 //! - A follower reads what the driver read, and nothing else as the
 //!   customer: its reads the driver also made (documents, and the GETs the
 //!   driver's scripts made) are answered with what the driver received
-//!   ([`documents`]), masked fields blanked in HTML ([`mask`]) and masked
+//!   ([`documents`]), masked fields blanked in HTML ([`crate::proxy::mask`]) and masked
 //!   keys in JSON ([`json`]); the page the driver was on when its browser was
 //!   bound is read with the driver's cookies; every other read goes upstream
 //!   without any credentials. Site WebSockets, event streams and method
@@ -21,25 +21,26 @@
 
 pub mod documents;
 pub mod json;
-pub mod mask;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use self::documents::{Document, Documents, Limits, Recorder};
+use self::documents::{Document, Documents, Recorder};
 use crate::body::{self, Body};
-use crate::config::Privacy;
+use crate::config::{DriverLimits, Privacy};
 use crate::hub::Hub;
-use crate::proxy::{Kind, kind};
-use crate::server::Ctx;
+use crate::proxy::policy::{Decision, Follower, Policy};
+use crate::proxy::stage::Stage;
 use crate::telemetry;
+use crate::web::{self, Ctx, Kind, kind};
 
 /// The cookie that names the participant a browser is in a session:
 /// `<session>.<resume secret>`. HttpOnly, SameSite=Strict, Path=/; removed
@@ -68,38 +69,7 @@ pub fn is_safe(method: &Method) -> bool {
 /// Removes the participant cookie from `headers` (it is ours, not the
 /// site's) and returns its value.
 pub fn take_participant_cookie(headers: &mut HeaderMap) -> Option<String> {
-    take_cookie(headers, PARTICIPANT_COOKIE)
-}
-
-/// Removes cookie `name` from `headers` and returns its value.
-pub fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
-    let wanted = name;
-    let mut found = None;
-    let mut kept: Vec<HeaderValue> = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            kept.push(value.clone());
-            continue;
-        };
-        let mut rest = Vec::new();
-        for pair in text.split(';') {
-            match pair.trim().split_once('=') {
-                Some((name, v)) if name == wanted => found = Some(v.to_string()),
-                _ if pair.trim().is_empty() => {}
-                _ => rest.push(pair.trim()),
-            }
-        }
-        if !rest.is_empty() {
-            kept.push(
-                HeaderValue::from_str(&rest.join("; ")).expect("parts of a valid header value"),
-            );
-        }
-    }
-    headers.remove(header::COOKIE);
-    for value in kept {
-        headers.append(header::COOKIE, value);
-    }
-    found
+    web::take_cookie(headers, PARTICIPANT_COOKIE)
 }
 
 /// What the proxy keeps per shared session for its followers.
@@ -121,7 +91,7 @@ struct Credentials {
 }
 
 impl Driver {
-    pub fn new(limits: Limits) -> Driver {
+    pub fn new(limits: DriverLimits) -> Driver {
         Driver {
             documents: Documents::new(limits),
             credentials: Arc::default(),
@@ -269,11 +239,7 @@ struct BindRequest {
 /// sent with this type by another site's page without the browser asking us
 /// first (CORS), and we never agree.
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    web::media_type(headers).is_some_and(|(essence, _)| essence == "application/json")
 }
 
 /// `POST {prefix}bind` with `{"session":…,"token":…}`: sets the participant
@@ -310,7 +276,7 @@ pub async fn bind(
     }
     let (parts, body) = req.into_parts();
     // The same rule as the operator cookie's, for TLS ended in front of us.
-    let https = crate::hub::ws::browser_over_https(&parts.headers, &ctx, public_origins);
+    let https = web::browser_on_https(&ctx, web::Named::Origin(&parts.headers), public_origins);
     let bytes = match Limited::new(body, 4096).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -362,38 +328,56 @@ pub async fn bind(
 }
 
 fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Body> {
-    let mut r = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store");
+    let mut r = web::json(status, text);
     if let Some(c) = cookie {
-        r = r.header(header::SET_COOKIE, c);
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::try_from(c).expect("the cookie is made of a live session's id and secret"),
+        );
     }
-    r.body(body::full(text))
-        .expect("static response parts are valid")
+    r
 }
 
-/// What the proxy does with a request, decided before it goes upstream.
-pub enum Decision {
-    /// Send it upstream. `record` names the session whose driver is reading
-    /// (a document, or a GET of its scripts), so the response is kept for
-    /// followers; `follower` is set when the response goes to a follower.
-    Forward {
-        record: Option<String>,
-        follower: Option<Follower>,
-    },
-    /// Answer it here: a kept response for a follower, or a refusal.
-    Answer(Response<Body>),
-}
+/// The proxy's phases ask the shared sessions through this.
+impl Policy for Sessions {
+    fn before_upstream<'a>(
+        &'a self,
+        parts: &'a mut http::request::Parts,
+        privacy: &'a Privacy,
+    ) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            let standing = self.standing(&mut parts.headers);
+            self.driver.before_upstream(&standing, parts, privacy).await
+        })
+    }
 
-/// A follower's read that goes upstream: its response is masked, fails
-/// closed, and never sets the site's cookies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Follower {
-    pub session: String,
-    /// Made with the driver's cookies (the page the driver was on when it
-    /// was bound); otherwise made with no credentials at all.
-    pub as_driver: bool,
+    fn recorder(
+        &self,
+        session: String,
+        target: String,
+        status: StatusCode,
+        headers: &HeaderMap,
+        decoded: bool,
+    ) -> Box<dyn Stage> {
+        Box::new(
+            self.driver
+                .recorder(session, target, status, headers, decoded),
+        )
+    }
+
+    fn mask_json<'a>(
+        &'a self,
+        headers: &'a mut HeaderMap,
+        status: StatusCode,
+        body: Body,
+        privacy: &'a Privacy,
+    ) -> BoxFuture<'a, Result<Body, &'static str>> {
+        Box::pin(mask_json_response(headers, status, body, privacy))
+    }
+
+    fn unmaskable(&self, session: &str, target: &str, reason: &'static str) -> Response<Body> {
+        unmaskable(session, target, reason)
+    }
 }
 
 /// Whether the browser is loading a document (a page or a frame), as opposed
@@ -579,10 +563,12 @@ fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, &'stat
         false => doc.body.to_vec(),
     };
     let masked = match kind(&doc.headers) {
-        (Kind::Html, declared) => {
-            mask::mask_document(&body, declared.unwrap_or(encoding_rs::UTF_8), &privacy.mask)
-                .ok_or("html")?
-        }
+        (Kind::Html, declared) => crate::proxy::mask::mask_document(
+            &body,
+            declared.unwrap_or(encoding_rs::UTF_8),
+            &privacy.mask,
+        )
+        .ok_or("html")?,
         (Kind::Json, _) => json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
             .map_err(json::Refused::reason)?,
         _ => return Err("type"),
@@ -648,38 +634,35 @@ pub async fn mask_json_response(
 pub fn unmaskable(session: &str, target: &str, reason: &'static str) -> Response<Body> {
     metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => reason).increment(1);
     warn!(%session, %target, reason, "refused a response to a follower that could not be masked");
-    let html = "<!doctype html><html><head><meta charset=utf-8><title>Not shown</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>Not shown</h1><p>The site's answer to this request could not be checked for the customer's \
+    let mut page = web::page(
+        StatusCode::FORBIDDEN,
+        "Not shown",
+        "Not shown",
+        "<p>The site's answer to this request could not be checked for the customer's \
          masked values (passwords, payment fields), so it is not shown to operators. \
-         The customer sees it in their own browser.</p><p><small>cobrowse proxy</small></p></body></html>";
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-cobrowse-refused", "unmaskable")
-        .body(body::full(html))
-        .expect("static response parts are valid")
+         The customer sees it in their own browser.</p>",
+    );
+    page.headers_mut()
+        .insert("x-cobrowse-refused", HeaderValue::from_static("unmaskable"));
+    page
 }
 
 /// The answer to a follower's request that would change the site's state,
 /// or act as the customer through another door; `what` names the request.
 fn refusal(what: &str) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>403 Not performed</title></head>\
-         <body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>Not performed</h1><p>{what} was not sent to the site. \
-         In a shared session only the customer's browser makes requests that change the site's state \
-         or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>\
-         <p><small>cobrowse proxy</small></p></body></html>"
+    let mut page = web::page(
+        StatusCode::FORBIDDEN,
+        "403 Not performed",
+        "Not performed",
+        &format!(
+            "<p>{what} was not sent to the site. \
+             In a shared session only the customer's browser makes requests that change the site's state \
+             or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>"
+        ),
     );
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-cobrowse-refused", "one-driver")
-        .body(body::full(html))
-        .expect("static response parts are valid")
+    page.headers_mut()
+        .insert("x-cobrowse-refused", HeaderValue::from_static("one-driver"));
+    page
 }
 
 /// All `Cookie` headers as one (HTTP/2 clients send one per cookie).
@@ -771,8 +754,8 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    fn limits() -> Limits {
-        Limits {
+    fn limits() -> DriverLimits {
+        DriverLimits {
             documents_per_session: 4,
             bytes_per_session: 1 << 20,
             max_age: std::time::Duration::from_secs(60),
@@ -805,8 +788,8 @@ mod tests {
         let decoded = content_type.starts_with("text/html");
         let mut recorder = d.recorder("s".into(), target.into(), StatusCode::OK, &headers, decoded);
         let mut out = Vec::new();
-        crate::proxy::stream::Stage::push(&mut recorder, body, &mut out).unwrap();
-        crate::proxy::stream::Stage::finish(&mut recorder, &mut out).unwrap();
+        crate::proxy::stage::Stage::push(&mut recorder, body, &mut out).unwrap();
+        crate::proxy::stage::Stage::finish(&mut recorder, &mut out).unwrap();
     }
 
     async fn text(response: Response<Body>) -> String {

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::server::{Ctx, Door};
 use crate::telemetry;
+use crate::web::{self, Ctx, Door};
 
 pub const COOKIE: &str = "cobrowse_operator";
 
@@ -74,7 +74,7 @@ impl Logins {
 
     /// The operator a request's cookie belongs to.
     pub fn account(&self, headers: &HeaderMap) -> Option<Account> {
-        let token = cookie(headers, COOKIE)?;
+        let token = web::cookie(headers, COOKIE)?;
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         let (account, issued) = tokens.get(token)?;
         (issued.elapsed() < LOGIN_LIFETIME).then(|| account.clone())
@@ -91,7 +91,7 @@ impl Logins {
     }
 
     fn issue(&self, account: Account) -> String {
-        let token = super::state::new_secret();
+        let token = crate::secret::new_secret();
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -100,7 +100,7 @@ impl Logins {
     }
 
     fn revoke(&self, headers: &HeaderMap) {
-        if let Some(token) = cookie(headers, COOKIE) {
+        if let Some(token) = web::cookie(headers, COOKIE) {
             self.tokens
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -109,35 +109,10 @@ impl Logins {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
 #[derive(Deserialize)]
 struct Credentials {
     user: String,
     password: String,
-}
-
-fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(body::full(value.to_string()))
-        .expect("static response parts are valid")
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, serde_json::json!({ "error": message }))
 }
 
 fn cookie_header(config: &Config, secure: bool, value: &str, max_age: Option<u64>) -> String {
@@ -207,18 +182,19 @@ pub fn from_the_console<B>(req: &Request<B>, ctx: &Ctx, config: &Config) -> bool
     if !headers.contains_key(header::ORIGIN) {
         return true;
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(req.uri().authority().map(|a| a.as_str()));
-    super::ws::same_origin(headers, host, ctx, config.console.public_origin.as_slice())
+    web::same_origin(
+        headers,
+        web::host(req),
+        ctx,
+        config.console.public_origin.as_slice(),
+    )
 }
 
 /// The answer to operator routes asked for elsewhere than the console.
 fn not_from_the_console(req: &Request<Incoming>, ctx: &Ctx) -> Response<Body> {
     warn!(remote = %ctx.remote, path = req.uri().path(), origin = ?req.headers().get(header::ORIGIN), "operator route refused: not from the console's origin");
     metrics::counter!(telemetry::HUB_OPERATOR_REFUSALS, "reason" => "origin").increment(1);
-    error(
+    web::json_error(
         StatusCode::FORBIDDEN,
         "operators sign in on the operator console's own origin, not from the site's pages",
     )
@@ -234,16 +210,19 @@ pub async fn login(
     ctx: Ctx,
 ) -> Response<Body> {
     if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
+        return web::json_error(StatusCode::METHOD_NOT_ALLOWED, "log in with POST");
     }
     if !from_the_console(&req, &ctx, config) {
         return not_from_the_console(&req, &ctx);
     }
-    let secure =
-        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
+    let secure = web::browser_on_https(
+        &ctx,
+        web::Named::Origin(req.headers()),
+        config.console.public_origin.as_slice(),
+    );
     let creds = match credentials(req).await {
         Ok(c) => c,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+        Err(m) => return web::json_error(StatusCode::BAD_REQUEST, m),
     };
     let addr = ctx.remote.ip();
     let clock = DefaultClock::default();
@@ -259,7 +238,7 @@ pub async fn login(
         metrics::counter!(telemetry::HUB_LOGINS, "outcome" => "rate_limited").increment(1);
         telemetry::limit_hit(telemetry::limit::LOGIN_RATE);
         let secs = wait.as_secs() + 1;
-        let mut r = error(
+        let mut r = web::json_error(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("too many login attempts; try again in {secs} s"),
         );
@@ -301,7 +280,7 @@ pub async fn login(
         _ => {
             info!(target: "audit", event = "login_failed", user = %creds.user, %addr, reason = "bad_credentials");
             metrics::counter!(telemetry::HUB_LOGINS, "outcome" => "bad_credentials").increment(1);
-            error(StatusCode::UNAUTHORIZED, "wrong user or password")
+            web::json_error(StatusCode::UNAUTHORIZED, "wrong user or password")
         }
     }
 }
@@ -314,7 +293,7 @@ pub fn logout(
     ctx: Ctx,
 ) -> Response<Body> {
     if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
+        return web::json_error(StatusCode::METHOD_NOT_ALLOWED, "log out with POST");
     }
     if !from_the_console(req, &ctx, config) {
         return not_from_the_console(req, &ctx);
@@ -327,8 +306,11 @@ pub fn logout(
         .status(StatusCode::NO_CONTENT)
         .body(body::empty())
         .expect("static response parts are valid");
-    let secure =
-        super::ws::browser_over_https(req.headers(), &ctx, config.console.public_origin.as_slice());
+    let secure = web::browser_on_https(
+        &ctx,
+        web::Named::Origin(req.headers()),
+        config.console.public_origin.as_slice(),
+    );
     let c = cookie_header(config, secure, "", Some(0));
     r.headers_mut()
         .insert(header::SET_COOKIE, c.parse().expect("the cookie is ASCII"));
@@ -341,35 +323,15 @@ pub fn me(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -
         return not_from_the_console(req, &ctx);
     }
     match logins.account(req.headers()) {
-        Some(a) => json(
+        Some(a) => web::json(
             StatusCode::OK,
-            serde_json::json!({ "user": a.user, "name": a.name }),
+            serde_json::json!({ "user": a.user, "name": a.name }).to_string(),
         ),
-        None => error(StatusCode::UNAUTHORIZED, "not logged in"),
+        None => web::json_error(StatusCode::UNAUTHORIZED, "not logged in"),
     }
 }
 
 /// argon2id of a random password nobody knows, with the default parameters.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    crate::password::hash(&super::state::new_secret()).expect("hashing a fresh secret succeeds")
+    crate::password::hash(&crate::secret::new_secret()).expect("hashing a fresh secret succeeds")
 });
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookie_finds_its_value_among_others() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            "a=1; cobrowse_operator=abc; b=2".parse().unwrap(),
-        );
-        assert_eq!(cookie(&h, COOKIE), Some("abc"));
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "a=1".parse().unwrap());
-        h.append(header::COOKIE, "cobrowse_operator=xyz".parse().unwrap());
-        assert_eq!(cookie(&h, COOKIE), Some("xyz"));
-        assert_eq!(cookie(&HeaderMap::new(), COOKIE), None);
-    }
-}

@@ -115,18 +115,17 @@ impl Commands {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
+    #[cfg(test)]
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod connection;
 pub mod memory;
+pub mod outbox;
 pub mod protocol;
 pub mod session;
 pub mod state;
@@ -37,9 +38,8 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::Config;
-use crate::server::Ctx;
+use crate::web::Ctx;
 
-pub use auth::Account;
 pub use protocol::Role;
 use state::Shared;
 use store::{Bounds, Store};
@@ -187,7 +187,7 @@ impl Hub {
         let pid = s.participants.iter().find(|p| {
             st.participants
                 .get(*p)
-                .is_some_and(|p| state::same_secret(&p.resume, resume))
+                .is_some_and(|p| crate::secret::same_secret(&p.resume, resume))
         })?;
         let v = view(&st, session)?;
         let p = v.participants.iter().find(|p| &p.id == pid)?.clone();
@@ -212,7 +212,7 @@ impl Hub {
                 st.participants
                     .get(*p)
                     .and_then(|p| p.bind.as_ref())
-                    .is_some_and(|(t, _)| state::same_secret(t, token))
+                    .is_some_and(|(t, _)| crate::secret::same_secret(t, token))
             })?
             .clone();
         let p = st.participants.get_mut(&pid).expect("found above");

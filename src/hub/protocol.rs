@@ -169,6 +169,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The limit (a [`crate::telemetry::limit`] name) this refusal reports
+    /// hitting, if it is one.
+    pub fn limit(self) -> Option<&'static str> {
+        use crate::telemetry::limit;
+        match self {
+            ErrorCode::RateLimited => Some(limit::RATE),
+            ErrorCode::TooLarge => Some(limit::MESSAGE_SIZE),
+            ErrorCode::Limit => Some(limit::CAPACITY),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadJson => "bad_json",

@@ -34,13 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::auth::{Account, Logins};
-use super::connection::{Latest, Outbound, Outbox};
+use super::outbox::{Latest, Outbound, Outbox};
 use super::protocol::{
     ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
 };
 use super::session::{self, ConnId, Offer, Participant, Session};
 use super::store::{Store, StoreError};
 use crate::config::Config;
+use crate::secret::{new_secret, same_secret};
 use crate::telemetry;
 
 /// Messages queued to one connection before it counts as not reading and is
@@ -214,20 +215,6 @@ impl Drop for SocketSlot {
             }
         }
     }
-}
-
-/// 128 random bits as 32 lowercase hex digits.
-pub fn new_secret() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// How long a participant whose connection dropped stays in its session
@@ -575,7 +562,7 @@ impl Shared {
     /// Queues a refusal for the connection that caused it.
     pub fn refuse(&self, conn: ConnId, refusal: &Refusal) {
         metrics::counter!(telemetry::HUB_ERRORS, "code" => refusal.code.as_str()).increment(1);
-        if let Some(limit) = telemetry::limit::of_refusal(refusal.code) {
+        if let Some(limit) = refusal.code.limit() {
             telemetry::limit_hit(limit);
         }
         self.lock().send_text(conn, refusal.to_json());

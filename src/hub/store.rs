@@ -269,10 +269,12 @@ impl Feed {
     }
 
     /// Commands kept for subscribers (for tests).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ring().commands.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::auth::Account;
 use super::memory::MemoryStore;
 use super::store::{Bounds, Store};
-use super::{Account, Hub, Role, connection};
+use super::{Hub, Role, connection};
 use crate::config::{Config, Overrides};
 
 const WAIT: Duration = Duration::from_secs(5);

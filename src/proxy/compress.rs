@@ -18,8 +18,9 @@ use http::header::{ACCEPT_ENCODING, HeaderValue};
 use tokio::io::AsyncWrite;
 use tracing::warn;
 
-use super::stream::Stage;
+use super::stage::Stage;
 use crate::body::BoxError;
+use crate::web;
 
 /// The encodings the proxy can decode, as offered upstream.
 pub const UPSTREAM_ACCEPT: &str = "gzip, deflate, br, zstd";
@@ -56,11 +57,7 @@ impl Coding {
 /// What the client's `Accept-Encoding` lets the proxy send a rewritten body
 /// in: the cheapest good codec first (zstd, then br, then gzip).
 pub fn choose(request: &HeaderMap) -> Option<Coding> {
-    let accepted: Vec<(String, f32)> = request
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+    let accepted: Vec<(String, f32)> = web::tokens(request, ACCEPT_ENCODING)
         .map(|item| {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -83,12 +80,7 @@ pub fn choose(request: &HeaderMap) -> Option<Coding> {
 /// The `Accept-Encoding` to send upstream: the client's wishes limited to
 /// what the proxy can decode when it must rewrite.
 pub fn upstream_accept(request: &HeaderMap) -> HeaderValue {
-    let wanted: Vec<&str> = request
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let wanted: Vec<&str> = web::tokens(request, ACCEPT_ENCODING)
         .filter(|item| {
             let name = item.split(';').next().unwrap_or("").trim();
             Coding::parse(name).is_some() || name.eq_ignore_ascii_case("identity")

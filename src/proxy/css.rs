@@ -3,7 +3,7 @@
 //! still found. Everything else passes byte for byte.
 
 use super::site::StreamMapper;
-use super::stream::Stage;
+use super::stage::Stage;
 use crate::body::BoxError;
 
 impl Stage for StreamMapper {

@@ -9,7 +9,6 @@
 //! srcdoc frames, integrity. Links in attributes and `<style>` are mapped on
 //! its output by [`Links`], on the byte stream.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
@@ -20,9 +19,9 @@ use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element, end};
 use tracing::warn;
 
 use super::csp;
-use super::links::Links;
+use super::links::{Links, decode_entities, map_attribute};
 use super::site::Mapper;
-use super::stream::Stage;
+use super::stage::Stage;
 use crate::body::BoxError;
 use crate::telemetry;
 
@@ -39,7 +38,7 @@ pub struct Options {
     /// The charset the `Content-Type` header declared.
     pub declared: Option<&'static Encoding>,
     /// Selectors whose fields' values are blanked: set for documents served
-    /// to a follower, empty otherwise (see `driver::mask`).
+    /// to a follower, empty otherwise (see `proxy::mask`).
     pub mask: Vec<String>,
     /// The document goes to a follower: where the rewrite gives up, the
     /// rest is cut off with a notice instead of passing unmasked.
@@ -338,7 +337,7 @@ fn settings(
             std::borrow::Cow::Owned(parsed),
             lol_html::send::ElementContentHandlers::default().element(
                 |el: &mut lol_html::send::Element<'_, '_>| {
-                    crate::driver::mask::blank(el);
+                    super::mask::blank(el);
                     Ok(())
                 },
             ),
@@ -427,86 +426,6 @@ fn settings(
         }));
 
     settings
-}
-
-/// Maps the URLs in one attribute value as the browser would see it:
-/// character references are decoded first, so `https:&#x2F;&#x2F;host` is
-/// found too, and `&` is escaped again after.
-pub(crate) fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
-    let scheme = raw
-        .trim_start()
-        .get(..11)
-        .unwrap_or(raw)
-        .to_ascii_lowercase();
-    if ["data:", "blob:", "javascript:"]
-        .iter()
-        .any(|s| scheme.starts_with(s))
-    {
-        return Cow::Borrowed(raw);
-    }
-    if !raw.contains('&') {
-        return mapper.map_str(raw);
-    }
-    let decoded = decode_entities(raw);
-    match mapper.map_str(&decoded) {
-        Cow::Borrowed(_) => Cow::Borrowed(raw),
-        Cow::Owned(mapped) => Cow::Owned(mapped.replace('&', "&amp;")),
-    }
-}
-
-/// Decodes numeric character references and the named ones that can occur
-/// in URLs. Others are left as they are (and then escaped, which a browser
-/// reads back as the same text only for the decoded ones: good enough for
-/// the URLs this is used on).
-pub fn decode_entities(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('&') {
-        return Cow::Borrowed(raw);
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let end = rest[1..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '#'))
-            .map_or(rest.len(), |e| e + 1);
-        let name = &rest[1..end];
-        let decoded = if let Some(num) = name.strip_prefix('#') {
-            let n = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => num.parse().ok(),
-            };
-            n.and_then(char::from_u32)
-        } else {
-            match name {
-                "amp" => Some('&'),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                "sol" => Some('/'),
-                "colon" => Some(':'),
-                "period" => Some('.'),
-                "quest" => Some('?'),
-                "equals" => Some('='),
-                "num" => Some('#'),
-                _ => None,
-            }
-        };
-        match decoded {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end..];
-                rest = rest.strip_prefix(';').unwrap_or(rest);
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -782,7 +701,7 @@ mod tests {
 
     fn follower() -> Options {
         let mut opts = options();
-        opts.mask = crate::driver::mask::selectors(&[]);
+        opts.mask = crate::proxy::mask::selectors(&[]);
         opts.follower = true;
         opts
     }
@@ -817,7 +736,7 @@ mod tests {
         let mut opts = options();
         opts.memory_limit = 4096;
         opts.follower = true;
-        opts.mask = crate::driver::mask::selectors(&[]);
+        opts.mask = crate::proxy::mask::selectors(&[]);
         let huge = "x".repeat(200_000);
         let page = format!(
             "<html><head><title>t</title></head><body><input type=password value=early-secret><div data-x=\"{huge}\">after</div>\

@@ -15,7 +15,6 @@ use std::borrow::Cow;
 use memchr::{memchr, memchr2, memmem};
 use tracing::warn;
 
-use super::html::map_attribute;
 use super::site::Mapper;
 use crate::telemetry;
 
@@ -420,6 +419,86 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
             }
         }
     }
+}
+
+/// Maps the URLs in one attribute value as the browser would see it:
+/// character references are decoded first, so `https:&#x2F;&#x2F;host` is
+/// found too, and `&` is escaped again after.
+pub(crate) fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
+    let scheme = raw
+        .trim_start()
+        .get(..11)
+        .unwrap_or(raw)
+        .to_ascii_lowercase();
+    if ["data:", "blob:", "javascript:"]
+        .iter()
+        .any(|s| scheme.starts_with(s))
+    {
+        return Cow::Borrowed(raw);
+    }
+    if !raw.contains('&') {
+        return mapper.map_str(raw);
+    }
+    let decoded = decode_entities(raw);
+    match mapper.map_str(&decoded) {
+        Cow::Borrowed(_) => Cow::Borrowed(raw),
+        Cow::Owned(mapped) => Cow::Owned(mapped.replace('&', "&amp;")),
+    }
+}
+
+/// Decodes numeric character references and the named ones that can occur
+/// in URLs. Others are left as they are (and then escaped, which a browser
+/// reads back as the same text only for the decoded ones: good enough for
+/// the URLs this is used on).
+pub fn decode_entities(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('&') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest[1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '#'))
+            .map_or(rest.len(), |e| e + 1);
+        let name = &rest[1..end];
+        let decoded = if let Some(num) = name.strip_prefix('#') {
+            let n = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => num.parse().ok(),
+            };
+            n.and_then(char::from_u32)
+        } else {
+            match name {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "sol" => Some('/'),
+                "colon" => Some(':'),
+                "period" => Some('.'),
+                "quest" => Some('?'),
+                "equals" => Some('='),
+                "num" => Some('#'),
+                _ => None,
+            }
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end..];
+                rest = rest.strip_prefix(';').unwrap_or(rest);
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 //!
 //! `site` URL mapping · `client` upstream connections · `request`,
 //! `response`, `csp` header phases · `html`, `links`, `css` body rewrites ·
-//! `compress` codecs · `stream` the body pipeline · `tunnel` upgrades ·
+//! `compress` codecs · `stage` a body rewrite's interface · `stream` the body pipeline · `tunnel` upgrades ·
 //! `error` pages.
 
 pub mod client;
@@ -34,9 +34,12 @@ pub mod css;
 pub mod error;
 pub mod html;
 pub mod links;
+pub mod mask;
+pub mod policy;
 pub mod request;
 pub mod response;
 pub mod site;
+pub mod stage;
 pub mod stream;
 pub mod tunnel;
 
@@ -45,20 +48,19 @@ mod properties;
 
 use std::sync::Arc;
 
-use encoding_rs::Encoding;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::warn;
 
 use self::compress::{Codec, Coding};
+use self::policy::{Decision, Follower, Policy};
 use self::site::{Mapper, Sites, StreamMapper};
 use self::stream::Pipeline;
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::driver::{Decision, Sessions};
-use crate::server::Ctx;
 use crate::telemetry;
+use crate::web::{self, Ctx, Kind, kind};
 
 pub use self::error::page as error_page;
 
@@ -68,8 +70,9 @@ pub struct Proxy {
     client: client::Upstream,
     /// HTTP/1.1 only, for upgrades.
     client_h1: client::Upstream,
-    /// Shared sessions: one driver, followers served what it received.
-    sessions: Option<Sessions>,
+    /// The session rules (one driver, followers served what it
+    /// received), when shared sessions are on.
+    policy: Option<Arc<dyn Policy>>,
 }
 
 /// What a request's route phase decided.
@@ -94,13 +97,13 @@ impl Proxy {
             config,
             client,
             client_h1,
-            sessions: None,
+            policy: None,
         })
     }
 
     /// Applies the one-driver rules of shared sessions to every request.
-    pub fn with_sessions(mut self, sessions: Sessions) -> Proxy {
-        self.sessions = Some(sessions);
+    pub fn with_policy(mut self, policy: Arc<dyn Policy>) -> Proxy {
+        self.policy = Some(policy);
         self
     }
 
@@ -126,11 +129,9 @@ impl Proxy {
             .to_string();
         let mut record = None;
         let mut follower = None;
-        if let Some(sessions) = &self.sessions {
-            let standing = sessions.standing(&mut parts.headers);
-            match sessions
-                .driver
-                .before_upstream(&standing, &mut parts, &self.config.privacy)
+        if let Some(policy) = &self.policy {
+            match policy
+                .before_upstream(&mut parts, &self.config.privacy)
                 .await
             {
                 Decision::Answer(response) => return response,
@@ -188,23 +189,25 @@ impl Proxy {
         };
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         let mut mask = Vec::new();
-        if let Some(f) = &follower {
+        // A follower comes from the policy: both are there or neither.
+        if let (Some(f), Some(policy)) = (&follower, &self.policy) {
             // The site's cookies are the customer's, or would become the
             // operator's own account at the site: neither is given to a
             // follower's browser.
             parts.headers.remove(header::SET_COOKIE);
-            mask = crate::driver::mask::selectors(&self.config.privacy.mask);
+            mask = mask::selectors(&self.config.privacy.mask);
             if kind(&parts.headers).0 == Kind::Json && want.method != Method::HEAD {
-                return match crate::driver::mask_json_response(
-                    &mut parts.headers,
-                    parts.status,
-                    incoming,
-                    &self.config.privacy,
-                )
-                .await
+                return match policy
+                    .mask_json(
+                        &mut parts.headers,
+                        parts.status,
+                        incoming,
+                        &self.config.privacy,
+                    )
+                    .await
                 {
                     Ok(body) => Response::from_parts(parts, body),
-                    Err(reason) => crate::driver::unmaskable(&f.session, &target, reason),
+                    Err(reason) => policy.unmaskable(&f.session, &target, reason),
                 };
             }
         }
@@ -228,11 +231,16 @@ impl Proxy {
             options,
         ) {
             Ok(body) => Response::from_parts(parts, body),
-            Err(reason) => crate::driver::unmaskable(
-                follower.as_ref().map_or("", |f| &f.session),
-                &target,
-                reason,
-            ),
+            Err(reason) => match &self.policy {
+                Some(policy) => policy.unmaskable(
+                    follower.as_ref().map_or("", |f| &f.session),
+                    &target,
+                    reason,
+                ),
+                // Only a follower's body is refused, and followers come
+                // from the policy.
+                None => error::page(StatusCode::FORBIDDEN, "The response could not be masked."),
+            },
         }
     }
 
@@ -246,7 +254,7 @@ impl Proxy {
         if let Some(answer) = request::server_wide(req.method(), req.uri()) {
             return Err(answer);
         }
-        let host = request_host(req).unwrap_or_default();
+        let host = web::host(req).unwrap_or_default().to_string();
         if !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
@@ -279,23 +287,12 @@ impl Proxy {
         }
         Ok(Route {
             site,
-            mapper: self
-                .sites
-                .mapper(site, &host, self.browser_on_https(&host, ctx)),
+            mapper: self.sites.mapper(
+                site,
+                &host,
+                web::browser_on_https(ctx, web::Named::Host(&host), &self.config.public_origins),
+            ),
         })
-    }
-
-    /// Whether the browser reached us over HTTPS: our own TLS, or a
-    /// configured public `https://` origin for this host (a load balancer in
-    /// front terminates TLS). Links, cookies and policies follow it, so the
-    /// browser gets no mixed content and keeps its `Secure` cookies.
-    fn browser_on_https(&self, host: &str, ctx: &Ctx) -> bool {
-        let host = host.strip_suffix(":443").unwrap_or(host);
-        ctx.tls
-            || self.config.public_origins.iter().any(|o| {
-                o.strip_prefix("https://")
-                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
-            })
     }
 
     /// Phase 3: the upstream's response headers, or the page that says why
@@ -370,7 +367,7 @@ impl Proxy {
         headers: &mut HeaderMap,
         incoming: Body,
         record: Option<(String, String)>,
-        follower: Option<&crate::driver::Follower>,
+        follower: Option<&Follower>,
         mut options: html::Options,
     ) -> Result<Body, &'static str> {
         let (kind, declared) = kind(headers);
@@ -476,57 +473,10 @@ impl Proxy {
         status: StatusCode,
         headers: &HeaderMap,
         decoded: bool,
-    ) -> Option<crate::driver::documents::Recorder> {
-        let (sessions, (session, target)) = (self.sessions.as_ref()?, record?);
-        Some(
-            sessions
-                .driver
-                .recorder(session, target, status, headers, decoded),
-        )
+    ) -> Option<Box<dyn stage::Stage>> {
+        let (policy, (session, target)) = (self.policy.as_ref()?, record?);
+        Some(policy.recorder(session, target, status, headers, decoded))
     }
-}
-
-/// What a body is, as far as rewriting and masking go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Html,
-    Css,
-    /// `application/json`, `text/json` and `+json` types: masked for
-    /// followers, otherwise untouched.
-    Json,
-    Other,
-}
-
-/// The kind of body and the charset its `Content-Type` declares.
-pub fn kind(headers: &HeaderMap) -> (Kind, Option<&'static Encoding>) {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return (Kind::Other, None);
-    };
-    let mut parts = ct.split(';');
-    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let charset = parts
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .and_then(|(_, v)| Encoding::for_label(v.trim().trim_matches('"').as_bytes()));
-    let kind = match essence.as_str() {
-        "text/html" => Kind::Html,
-        "text/css" => Kind::Css,
-        "application/json" | "text/json" => Kind::Json,
-        e if e.ends_with("+json") => Kind::Json,
-        _ => Kind::Other,
-    };
-    (kind, charset)
-}
-
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
 }
 
 /// A fresh CSP nonce per response: 128 random bits.

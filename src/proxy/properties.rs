@@ -11,7 +11,7 @@ use super::html::{Html, Options};
 use super::site::StreamMapper;
 use super::site::tests::mapper;
 use super::stream::Pipeline;
-use crate::driver::mask;
+use crate::proxy::mask;
 
 /// Selectors configured beside the ones always masked.
 const CONFIGURED: [&str; 2] = [".secret", "#ssn"];

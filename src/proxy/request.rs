@@ -12,7 +12,7 @@ use http::{Method, Response, StatusCode, Uri, Version};
 use super::compress;
 use super::site::Mapper;
 use crate::body::{self, Body};
-use crate::server::Ctx;
+use crate::web::{self, Ctx};
 
 /// The methods the proxy passes on, as a server-wide `OPTIONS` tells them.
 const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -65,12 +65,8 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = web::tokens(headers, header::CONNECTION)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);

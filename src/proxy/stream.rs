@@ -18,17 +18,9 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tracing::warn;
 
 use super::compress::{Coding, Decoder};
+use super::stage::Stage;
 use crate::body::{self, Body, BoxError};
 use crate::telemetry;
-
-/// One step of a body transformation. Stages are synchronous: they only
-/// move bytes from `input` to `out`, and their output is about the size of
-/// their input (decoding, which is not, is done by the pipeline itself).
-pub trait Stage: Send {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError>;
-    /// The input has ended: write whatever is held back.
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError>;
-}
 
 /// The most decoded bytes handled at once: a decoder stops there until the
 /// piece has gone through the stages after it.

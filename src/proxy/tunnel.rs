@@ -11,17 +11,11 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use crate::body::{self, Body};
+use crate::web;
 
 /// The protocol asked for when `req` is an HTTP/1.1 upgrade request.
 pub fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
-    let wants = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
+    if web::has_token(req.headers(), header::CONNECTION, "upgrade") {
         req.headers().get(header::UPGRADE).cloned()
     } else {
         None
