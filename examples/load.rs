@@ -34,9 +34,13 @@ use tokio_tungstenite::{WebSocketStream, client_async};
 
 #[derive(Parser, Debug, Clone)]
 struct Args {
-    /// The proxy's address.
+    /// The proxy's address (the site's listener: customers).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// The operator console's listener (operators log in and connect
+    /// there); default: the next port after `--addr`, as `[console]` has.
+    #[arg(long)]
+    console: Option<SocketAddr>,
     /// Concurrent sessions (and operators).
     #[arg(long, default_value_t = 4)]
     sessions: usize,
@@ -104,13 +108,25 @@ async fn connect_tcp(target: SocketAddr, from: Option<IpAddr>) -> Result<TcpStre
     Ok(socket.connect(target).await?)
 }
 
-/// Logs in and returns the `Cookie` header value.
+impl Args {
+    /// Where operators go: the console's own listener.
+    fn console(&self) -> SocketAddr {
+        self.console.unwrap_or_else(|| {
+            let mut console = self.addr;
+            console.set_port(self.addr.port() + 1);
+            console
+        })
+    }
+}
+
+/// Logs in on the console's listener, as the console's own page does (its
+/// Origin), and returns the `Cookie` header value.
 async fn login(args: &Args, user: &str, from: Option<IpAddr>) -> Result<String> {
     let body = serde_json::to_string(&json!({"user": user, "password": args.password}))?;
-    let mut stream = connect_tcp(args.addr, from).await?;
+    let console = args.console();
+    let mut stream = connect_tcp(console, from).await?;
     let req = format!(
-        "POST /__cobrowse/login HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        args.addr,
+        "POST /__cobrowse/login HTTP/1.1\r\nHost: {console}\r\nOrigin: http://{console}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(req.as_bytes()).await?;
@@ -132,14 +148,21 @@ async fn login(args: &Args, user: &str, from: Option<IpAddr>) -> Result<String> 
         .context("no cookie in the login answer")
 }
 
+/// A participant's WebSocket: customers on the site's listener, operators
+/// on the console's, each from its own page's origin.
 async fn open(args: &Args, role: &str, cookie: Option<&str>, from: Option<IpAddr>) -> Result<Ws> {
-    let mut req = format!("ws://{}/__cobrowse/ws?role={role}", args.addr).into_client_request()?;
+    let target = if role == "operator" {
+        args.console()
+    } else {
+        args.addr
+    };
+    let mut req = format!("ws://{target}/__cobrowse/ws?role={role}").into_client_request()?;
     req.headers_mut()
-        .insert("Origin", format!("http://{}", args.addr).parse()?);
+        .insert("Origin", format!("http://{target}").parse()?);
     if let Some(c) = cookie {
         req.headers_mut().insert("Cookie", c.parse()?);
     }
-    let stream = connect_tcp(args.addr, from).await?;
+    let stream = connect_tcp(target, from).await?;
     Ok(client_async(req, stream).await?.0)
 }
 
