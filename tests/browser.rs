@@ -173,6 +173,17 @@ impl Shared {
             &self.server,
         )
         .await;
+        // The customer's widget learns of the grant by its own status message,
+        // which may arrive after the operator's: until its button offers to
+        // take control back, a click on it would grant again.
+        until(
+            &self.customer,
+            "the widget to offer taking control back",
+            &format!("{WIDGET_STATUS}.includes('They can act on this page')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
     }
 }
 
