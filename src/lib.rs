@@ -26,7 +26,8 @@
 //! - [`telemetry`]: every metric's name, kind and help; registered at start.
 //! - [`logging`]: text or JSON log lines, request and connection ids;
 //!   [`audit`]: the audit log's own file.
-//! - [`tls`], [`password`], [`secret`], [`body`]: support.
+//! - [`tls`], [`password`], [`secret`], [`body`]: support; [`allocator`]:
+//!   what the process gives back to the system.
 //!
 //! ## Layers
 //!
@@ -39,16 +40,18 @@
 //! 2. server: `server`, `listener`
 //! 3. driver: `driver`
 //! 4. parts: `proxy`, `hub`, `assets`, `demo`
-//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`
+//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `allocator`
 //!
 //! ## Visibility
 //!
 //! Only what the binary (`main.rs`) and the benchmarks use is public:
 //! `server`, `cli`, `config`, `logging`, `audit`, `password`, `telemetry`,
+//! `allocator`,
 //! and `proxy` (its rewrite stages are benchmarked and fuzzed). The hub's
 //! message parser is re-exported for its fuzz target (`fuzz/`). Everything
 //! else is `pub(crate)`.
 
+pub mod allocator;
 pub(crate) mod assets;
 pub mod audit;
 pub(crate) mod body;
