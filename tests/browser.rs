@@ -163,6 +163,19 @@ impl Shared {
     }
 
     /// The customer grants remote control; waits until the console says so.
+    /// The customer's widget says it is connected with an operator: after a
+    /// navigation, once the new page's agent has resumed the session.
+    pub async fn customer_connected(&self, what: &str) {
+        until(
+            &self.customer,
+            what,
+            &format!("{WIDGET_STATUS}.includes('Connected with')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
+    }
+
     pub async fn grant_control(&self) {
         self.customer.click(CONTROL).await;
         until(

@@ -234,14 +234,7 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
         "location.pathname === '/pay.html' && !!window.__cobrowse.engine",
     )
     .await;
-    until(
-        c,
-        "the customer reconnected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the customer reconnected").await;
     c.type_into("#pin", "9931-pin").await;
     c.eval("history.pushState(null, '', '/pay.html?step=2#/confirm?pin=9931-pin&n=1')")
         .await;
@@ -273,14 +266,7 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
     )
     .await;
     s.on_operator("the operator after the scripted submission", "location.pathname === '/done.html' && location.search === '?pin=&ref=r1&check=' && !!window.__cobrowse.engine").await;
-    until(
-        c,
-        "the customer reconnected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the customer reconnected").await;
 
     // A later URL of the tab with the same parameter names: the names are
     // kept for the tab.
