@@ -1020,8 +1020,12 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
 .badge { position: absolute; background: #444c5c; pointer-events: none; }
 .capture { position: fixed; inset: 0; pointer-events: auto; cursor: crosshair; background: transparent; }
 [hidden] { display: none; }
-</style><svg data-cobrowse="ink" width="0" height="0"></svg><div class="capture" data-cobrowse="canvas" hidden></div>`;
+</style><svg data-cobrowse="ink" width="1" height="1"></svg><div class="capture" data-cobrowse="canvas" hidden></div>`;
             doc.documentElement.appendChild(host);
+            // The drawing layer is 1x1 and lets its strokes overflow: an
+            // outer <svg> of zero width or height renders nothing at all
+            // (SVG 1.1), and one sized to the document would add to the
+            // page's scrollable area.
             const svg = root.querySelector('svg');
             const capture = root.querySelector('.capture');
             const pointers = new Map();

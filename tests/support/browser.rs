@@ -374,10 +374,7 @@ impl Tab {
         let at = self
             .eval("[visualViewport.pageLeft, visualViewport.pageTop]")
             .await;
-        let (sx, sy) = (
-            at[0].as_f64().unwrap_or(0.0),
-            at[1].as_f64().unwrap_or(0.0),
-        );
+        let (sx, sy) = (at[0].as_f64().unwrap_or(0.0), at[1].as_f64().unwrap_or(0.0));
         let (x, y) = (x.round(), y.round());
         let (w, h) = (w.round().max(1.0), h.round().max(1.0));
         let shot = self
@@ -456,7 +453,9 @@ const __hit = (x, y) => {
   }
 };
 "#;
-        let mut found = self.eval(&format!("(() => {{ {HIT} return __hit({x}, {y}); }})()")).await;
+        let mut found = self
+            .eval(&format!("(() => {{ {HIT} return __hit({x}, {y}); }})()"))
+            .await;
         let mut path: Vec<String> = Vec::new();
         loop {
             path.extend(
@@ -475,7 +474,10 @@ const __hit = (x, y) => {
             };
             let (fx, fy) = (&found["x"], &found["y"]);
             found = self
-                .eval_in(context, &format!("(() => {{ {HIT} return __hit({fx}, {fy}); }})()"))
+                .eval_in(
+                    context,
+                    &format!("(() => {{ {HIT} return __hit({fx}, {fy}); }})()"),
+                )
                 .await;
         }
         path.join(" | ")
@@ -838,7 +840,11 @@ impl Pixels {
         let info = reader.next_frame(&mut buf).expect("PNG pixels");
         buf.truncate(info.buffer_size());
         let channels = buf.len() / (info.width * info.height) as usize;
-        assert!(channels >= 3, "an 8-bit colour PNG, not {:?}", info.color_type);
+        assert!(
+            channels >= 3,
+            "an 8-bit colour PNG, not {:?}",
+            info.color_type
+        );
         Pixels {
             at,
             width: info.width,
@@ -851,7 +857,11 @@ impl Pixels {
     pub fn count_near(&self, colour: [u8; 3], tolerance: u8) -> usize {
         self.rgb
             .iter()
-            .filter(|p| p.iter().zip(colour).all(|(a, b)| a.abs_diff(b) <= tolerance))
+            .filter(|p| {
+                p.iter()
+                    .zip(colour)
+                    .all(|(a, b)| a.abs_diff(b) <= tolerance)
+            })
             .count()
     }
 
