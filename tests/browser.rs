@@ -8,6 +8,7 @@ pub mod harness;
 mod audit;
 mod binding;
 mod call;
+mod commits;
 mod console_origin;
 mod driver;
 mod fidelity;

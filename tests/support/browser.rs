@@ -523,6 +523,17 @@ const __hit = (x, y) => {
         self.mouse_at(x, y).await;
     }
 
+    /// Waits for the element to exist and double-clicks its centre: two
+    /// presses, the second counted as the second click, as a mouse makes.
+    pub async fn double_click(&self, chain: &str) {
+        self.click(chain).await;
+        let (x, y) = self.center(chain).await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 2)
+            .await;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 2)
+            .await;
+    }
+
     pub async fn mouse_at(&self, x: f64, y: f64) {
         self.mouse(DispatchMouseEventType::MouseMoved, x, y, 0)
             .await;
