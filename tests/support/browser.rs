@@ -883,7 +883,7 @@ impl Pixels {
             *counts.entry(*p).or_default() += 1;
         }
         let mut top: Vec<_> = counts.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         let colours: Vec<String> = top
             .iter()
             .take(6)
