@@ -1212,6 +1212,9 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
                     place(c, r.x - 3, r.y - 3);
                     c.style.width = `${r.w + 2}px`;
                     c.style.height = `${r.h + 2}px`;
+                    // The label sits above the field, or below it where
+                    // above is out of sight (a field at the window's top).
+                    c.querySelector('span').style.top = r.y - 21 < ROOT.scrollY ? `${r.h + 4}px` : '';
                 },
                 badge(el, text, key) {
                     if (!text) return unmark(badges, key);

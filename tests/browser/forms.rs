@@ -127,7 +127,8 @@ async fn every_control_type_is_shared_both_ways() {
     s.on_operator("the customer's selection in the operator's field", "document.querySelector('#full').selectionStart === 2 && document.querySelector('#full').selectionEnd === 5").await;
     s.on_operator("the customer's caret marker", "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=remote-caret]')].some(b => b.textContent.endsWith('2–5'))").await;
     // Seen around the field on the operator's screen: the marker's frame
-    // along the field's left edge.
+    // along the field's left edge, and its label above or, where that is
+    // out of sight (the field at the top of the window), below it.
     let caret = s
         .on_operator("the caret marker's colour", "document.querySelector('cobrowse-overlay').shadowRoot.querySelector('[data-cobrowse=remote-caret]')?.style.borderColor || null")
         .await;
@@ -146,6 +147,16 @@ async fn every_control_type_is_shared_both_ways() {
         &s.server,
     )
     .await;
+    let above = o.pixels_at(x, y - 18.0, 40.0, 14.0).await;
+    let below = o.pixels_at(x, y + h + 4.0, 40.0, 14.0).await;
+    let tolerance = super::harness::COLOUR_TOLERANCE;
+    let want = super::harness::rgb(caret);
+    assert!(
+        above.count_near(want, tolerance) >= 150 || below.count_near(want, tolerance) >= 150,
+        "the caret marker's label is not seen by the field: above {}, below {}",
+        above.summary(),
+        below.summary()
+    );
 
     // Clicks that drive the page's scripts.
     c.click("#menu-button").await;
