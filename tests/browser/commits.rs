@@ -4,7 +4,7 @@
 //! sides, one per commit, whoever types: the customer, or the operator with
 //! control.
 
-use super::harness::Tab;
+use super::harness::{Tab, until};
 use super::*;
 
 /// JS: the texts of the list `#id`, joined with `|`.
@@ -167,6 +167,45 @@ async fn change_and_blur_are_replayed_once_per_commit_both_ways() {
         commits.len(),
         2,
         "the customer's commits of the errand field: {commits:#?}"
+    );
+
+    // Control taken back: the operator's double click, typing and leaving
+    // the field commit nothing on the customer's side.
+    c.click(CONTROL).await;
+    until(
+        o,
+        "view only again",
+        &format!("{CONSOLE_STATUS}.includes('View only')"),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    let before = o.websocket_frames().len();
+    o.double_click(&content("#shopping > li:nth-child(2)"))
+        .await;
+    o.type_text("Stale").await;
+    // The console's notice comes after anything the content frame sent
+    // before it (messages from one frame arrive in order).
+    o.eval("document.querySelector('[data-cobrowse=notice]').textContent = ''")
+        .await;
+    o.click(&content("h1")).await;
+    until(o, "the console to explain view-only", r#"document.querySelector('[data-cobrowse="notice"]').textContent.includes('has not given you control')"#, &s.tabs(), &s.server).await;
+    let acted: Vec<String> = o.websocket_frames()[before..]
+        .iter()
+        .filter(|f| {
+            f.starts_with("sent")
+                && (f.contains(r#""fn":"commit""#) || f.contains(r#""fn":"dblclick""#))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        acted.is_empty(),
+        "a view-only operator's commits were sent: {acted:#?}"
+    );
+    assert_eq!(
+        c.eval(&list("shopping")).await,
+        serde_json::json!("Soy milk|Rye bread|Pears"),
+        "the customer's list after a view-only operator's edit"
     );
     s.assert_no_errors();
 }
