@@ -492,6 +492,70 @@
             sweepSoon(el.ownerDocument.defaultView);
         }
 
+        // Commit events as this browser fired them: a text field's `change`
+        // (Enter, or leaving a changed field) and leaving any control
+        // (`blur`), which apps use to add an entry or save an edit in place.
+        // Followers get values as `input` only, so they fire `change` and
+        // `blur` exactly when the sender's browser did, once. The page's own
+        // scripts firing these are repeated by the same scripts there.
+        function onCommit(e, R) {
+            if (applying || stopped || !e.isTrusted) return;
+            const el = controlOf(ownTarget(e, R));
+            if (!el || !el.isConnected || ours(el) || masked(el)) return;
+            if (e.type === 'change' && !commitsByChange(el)) return;
+            const path = pathOf(el);
+            if (!path || !mayAct(true)) return;
+            const args = e.type === 'change' ? ['change', el.value] : ['blur'];
+            send(`${path}/${partKey(el)}/@commit`, 'commit', args, true);
+        }
+
+        // The controls whose `change` fires apart from their value changing
+        // (at commit): inputs shared by `value` and textareas. Selects,
+        // checkboxes and radios fire it with the change, which the value
+        // command (or the replayed click) repeats.
+        function commitsByChange(el) {
+            if (el.localName === 'textarea') return true;
+            return el.localName === 'input' && !['checkbox', 'radio', 'file'].includes(el.type);
+        }
+
+        function replayCommit(el, [type, value]) {
+            const w = el.ownerDocument.defaultView;
+            if (type === 'change') {
+                if (!commitsByChange(el)) return;
+                // The committed value goes first, so the change carries it
+                // even when a value command was deduplicated away.
+                if (typeof value === 'string' && el.value !== value) {
+                    setNative(el, 'value', value);
+                    fire(el, 'input');
+                }
+                fire(el, 'change');
+                return;
+            }
+            if (type !== 'blur') return;
+            // Where the control has focus here too, it loses it as it did
+            // there; otherwise the app still hears that it was left.
+            let heard = false;
+            const hear = () => { heard = true; };
+            el.addEventListener('blur', hear, { once: true });
+            if (el.getRootNode().activeElement === el) el.blur();
+            el.removeEventListener('blur', hear);
+            if (heard) return;
+            el.dispatchEvent(new w.FocusEvent('blur', { composed: true }));
+            el.dispatchEvent(new w.FocusEvent('focusout', { bubbles: true, composed: true }));
+        }
+
+        // A double click drives the page like a click (edit in place); the
+        // clicks before it are shared as clicks.
+        function onDoubleClick(e, R) {
+            if (applying || stopped || !e.isTrusted) return;
+            const t = ownTarget(e, R);
+            if (!t || t.nodeType !== 1 || !t.isConnected || ours(t) || maskOf(t).within(t)) return;
+            if (t.localName === 'html' || t.localName === 'body') return;
+            const path = pathOf(t);
+            if (!path || !mayAct(true)) return;
+            send(`${path}/${partKey(t)}/@dblclick`, 'dblclick', [], true);
+        }
+
         function replayKey(el, [key, code]) {
             const w = el.ownerDocument.defaultView;
             for (const type of ['keydown', 'keyup']) {
@@ -620,6 +684,9 @@
             const cap = { capture: true, passive: true };
             listen(R, 'input', (e) => onControl(e, R), cap, off);
             listen(R, 'change', (e) => onControl(e, R), cap, off);
+            listen(R, 'change', (e) => onCommit(e, R), cap, off);
+            listen(R, 'blur', (e) => onCommit(e, R), cap, off);
+            listen(R, 'dblclick', (e) => onDoubleClick(e, R), cap, off);
             listen(R, 'compositionstart', (e) => onComposition(e, R), cap, off);
             listen(R, 'compositionend', (e) => onComposition(e, R), cap, off);
             // An operator's clicks and submissions may be taken over for the
@@ -803,7 +870,8 @@
                 try { el.setSelectionRange(Math.min(start, n), Math.min(end, n)); } catch (e) { /* no selection */ }
             }
             fire(el, 'input');
-            fire(el, 'change');
+            // A text field's `change` is a commit of its own (`@commit`).
+            if (!commitsByChange(el)) fire(el, 'change');
         }
 
         function apply(w, k, el, cmd) {
@@ -825,6 +893,8 @@
             if (aspect === '@click') { if (el) press(el); return; }
             if (aspect === '@follow' || aspect === '@submit') { if (el && drives()) perform(el, aspect, args); return; }
             if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
+            if (aspect === '@commit') { if (el && !masked(el)) replayCommit(el, args); return; }
+            if (aspect === '@dblclick') { if (el) pressTwice(el); return; }
             if (!el) return;
             if (cmd.fn === 'masked') {
                 // Masked on the driver's page (a field a secret was pasted
@@ -885,6 +955,12 @@
             el.dispatchEvent(new Pointer('pointerup', { ...at, pointerId: 1, isPrimary: true }));
             el.dispatchEvent(new w.MouseEvent('mouseup', at));
             el.click();
+        }
+
+        function pressTwice(el) {
+            const w = el.ownerDocument.defaultView;
+            const r = el.getBoundingClientRect();
+            el.dispatchEvent(new w.MouseEvent('dblclick', { bubbles: true, cancelable: true, composed: true, view: w, detail: 2, button: 0, clientX: r.left + r.width / 2, clientY: r.top + r.height / 2 }));
         }
 
         // Which document each frame shows, kept on the link so it outlives
@@ -1020,8 +1096,12 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
 .badge { position: absolute; background: #444c5c; pointer-events: none; }
 .capture { position: fixed; inset: 0; pointer-events: auto; cursor: crosshair; background: transparent; }
 [hidden] { display: none; }
-</style><svg data-cobrowse="ink" width="0" height="0"></svg><div class="capture" data-cobrowse="canvas" hidden></div>`;
+</style><svg data-cobrowse="ink" width="1" height="1"></svg><div class="capture" data-cobrowse="canvas" hidden></div>`;
             doc.documentElement.appendChild(host);
+            // The drawing layer is 1x1 and lets its strokes overflow: an
+            // outer <svg> of zero width or height renders nothing at all
+            // (SVG 1.1), and one sized to the document would add to the
+            // page's scrollable area.
             const svg = root.querySelector('svg');
             const capture = root.querySelector('.capture');
             const pointers = new Map();
@@ -1132,6 +1212,9 @@ svg { position: absolute; left: 0; top: 0; overflow: visible; pointer-events: no
                     place(c, r.x - 3, r.y - 3);
                     c.style.width = `${r.w + 2}px`;
                     c.style.height = `${r.h + 2}px`;
+                    // The label sits above the field, or below it where
+                    // above is out of sight (a field at the window's top).
+                    c.querySelector('span').style.top = r.y - 21 < ROOT.scrollY ? `${r.h + 4}px` : '';
                 },
                 badge(el, text, key) {
                     if (!text) return unmark(badges, key);

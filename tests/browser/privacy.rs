@@ -33,6 +33,27 @@ async fn masked_values_never_leave_the_customers_browser() {
     for (id, _) in SECRETS {
         s.on_operator(&format!("{id} empty and read-only for the operator"), &format!("document.querySelector('{id}').value === '' && document.querySelector('{id}').readOnly")).await;
     }
+    // Seen: the badge's dark ground beside a masked field, once the
+    // customer's window (and so the operator's) shows it.
+    c.eval("document.querySelector('#ssn').scrollIntoView({block: 'center', behavior: 'instant'})")
+        .await;
+    let y = c.eval("Math.round(scrollY)").await;
+    s.on_operator(
+        "the operator's window at the customer's position",
+        &format!("Math.round(scrollY) === {y}"),
+    )
+    .await;
+    let (x, y, w, _) = o.rect(&content("#ssn")).await.expect("the masked field");
+    super::harness::until_seen(
+        o,
+        "the badge beside the masked field",
+        (x + w + 8.0, y + 2.0, 40.0, 10.0),
+        "#444c5c",
+        40,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
 
     // With control, the operator still cannot type into a masked field.
     s.grant_control().await;

@@ -141,14 +141,52 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     let (x, y) = o.center(&content("h1")).await;
     o.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
     s.on_customer("the operator's pointer with their name", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Olivia Operator'").await;
+    let colour = s
+        .on_customer(
+            "the operator's pointer colour",
+            &pointer_colour("Olivia Operator"),
+        )
+        .await;
+    until_seen(
+        c,
+        "the operator's pointer over the customer's heading",
+        around(centre(c, "h1").await, 8.0),
+        colour.as_str().unwrap(),
+        10,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
 
     // The customer draws a fading stroke: the operator sees it, then it goes.
     c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="draw"]"#)
         .await;
     let (cx, cy) = c.center("#notes").await;
-    c.drag(&[(cx - 80.0, cy), (cx, cy + 10.0), (cx + 80.0, cy)])
-        .await;
+    c.drag(&[(cx - 80.0, cy), (cx, cy), (cx + 80.0, cy)]).await;
     s.on_operator("the customer's stroke", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1").await;
+    // The quote page's stroke is seen on both screens, across the notes.
+    let ink = c.eval(STROKE_COLOUR).await;
+    let ink = ink.as_str().expect("the stroke's colour").to_string();
+    until_seen(
+        c,
+        "the customer's own stroke",
+        around((cx, cy), 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    until_seen(
+        o,
+        "the customer's stroke across the operator's notes",
+        around(centre(o, &content("#notes")).await, 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     // Drawing mode takes the mouse: the page under it is not clicked.
     assert_eq!(
         c.eval("document.activeElement === document.querySelector('#notes')")
@@ -166,15 +204,50 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
         &s.server,
     )
     .await;
-    let (fx, fy) = o.center(&content("h1")).await;
+    // Across the name field, away from where the pointer ends.
+    let (fx, fy) = centre(o, &content("#name")).await;
     o.drag(&[
-        (fx - 60.0, fy + 30.0),
-        (fx, fy + 40.0),
-        (fx + 60.0, fy + 30.0),
+        (fx - 120.0, fy),
+        (fx - 40.0, fy),
+        (fx + 40.0, fy),
+        (fx + 120.0, fy),
     ])
     .await;
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;
+    let fading = c.eval(STROKE_COLOUR).await;
+    let fading = fading.as_str().expect("the fading stroke's colour");
+    let name = around(centre(c, "#name").await, 8.0);
+    until_seen(
+        c,
+        "the operator's fading stroke across the name field",
+        name,
+        fading,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     super::harness::until_for(c, "the fading stroke gone, the other kept", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1", std::time::Duration::from_secs(10), &s.tabs(), &s.server).await;
+    until_unseen(
+        c,
+        "the faded stroke",
+        name,
+        fading,
+        std::time::Duration::from_secs(5),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    until_seen(
+        c,
+        "the kept stroke",
+        around((cx, cy), 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     s.assert_no_errors();
 }
 
