@@ -595,7 +595,7 @@ fn open_file_limit() -> Option<u64> {
 
 /// True at most once per `period` for one `last` (rate-limits a log line).
 fn once_per(last: &Mutex<Option<std::time::Instant>>, period: Duration) -> bool {
-    let mut last = lock(&last);
+    let mut last = lock(last);
     let now = std::time::Instant::now();
     if last.is_some_and(|t| now.duration_since(t) < period) {
         return false;
