@@ -26,8 +26,9 @@
 //! - [`telemetry`]: every metric's name, kind and help; registered at start.
 //! - [`logging`]: text or JSON log lines, request and connection ids;
 //!   [`audit`]: the audit log's own file.
-//! - [`tls`], [`password`], [`secret`], [`body`]: support; [`allocator`]:
-//!   what the process gives back to the system.
+//! - [`tls`], [`password`], [`secret`], [`body`]: support; [`lock`]: the one
+//!   policy for a poisoned lock (recover and keep serving, counted);
+//!   [`allocator`]: what the process gives back to the system.
 //!
 //! ## Layers
 //!
@@ -40,7 +41,7 @@
 //! 2. server: `server`, `listener`
 //! 3. driver: `driver`
 //! 4. parts: `proxy`, `hub`, `assets`, `demo`
-//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `allocator`
+//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `lock`, `allocator`
 //!
 //! ## Visibility
 //!
@@ -61,6 +62,7 @@ pub(crate) mod demo;
 pub(crate) mod driver;
 pub(crate) mod hub;
 pub(crate) mod listener;
+pub(crate) mod lock;
 pub mod logging;
 pub mod password;
 pub mod proxy;

@@ -39,6 +39,7 @@ use self::refusal::{BIND_MAX_BYTES, Refusal, Rule};
 use crate::body::{self, Body};
 use crate::config::{DriverLimits, Privacy};
 use crate::hub::Hub;
+use crate::lock::lock;
 use crate::proxy::error::{Error, Unmaskable};
 use crate::proxy::policy::{Decision, Follower, Policy};
 use crate::proxy::stage::Stage;
@@ -112,9 +113,7 @@ impl Driver {
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.parse::<http::Uri>().ok())
             .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()));
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .entry(session.to_string())
             .or_default()
             .page = page;
@@ -122,9 +121,7 @@ impl Driver {
 
     /// Remembers the cookies the driver sends upstream.
     fn remember_cookies(&self, session: &str, headers: &HeaderMap) {
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .entry(session.to_string())
             .or_default()
             .cookie = join_cookies(headers);
@@ -134,10 +131,7 @@ impl Driver {
     pub fn apply_credentials(&self, session: &str, headers: &mut HeaderMap) {
         headers.remove(header::COOKIE);
         headers.remove(header::AUTHORIZATION);
-        if let Some(cookie) = self
-            .credentials
-            .lock()
-            .expect("credentials lock")
+        if let Some(cookie) = lock(&self.credentials)
             .get(session)
             .and_then(|c| c.cookie.clone())
         {
@@ -147,9 +141,7 @@ impl Driver {
 
     /// Whether `target` is the page the driver was on when it was bound.
     fn is_drivers_page(&self, session: &str, target: &str) -> bool {
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .get(session)
             .and_then(|c| c.page.as_deref())
             == Some(target)
@@ -158,19 +150,13 @@ impl Driver {
     /// Drops everything kept for a session that ended.
     pub fn end_session(&self, session: &str) {
         self.documents.drop_session(session);
-        self.credentials
-            .lock()
-            .expect("credentials lock")
-            .remove(session);
+        lock(&self.credentials).remove(session);
     }
 
     /// Drops everything kept for sessions `alive` says have ended.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
         self.documents.retain(&mut alive);
-        self.credentials
-            .lock()
-            .expect("credentials lock")
-            .retain(|s, _| alive(s));
+        lock(&self.credentials).retain(|s, _| alive(s));
     }
 }
 
@@ -253,7 +239,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// only the page that holds the participant's connection may do it: the
 /// request comes from our own origin (checked for every state-changing route
 /// in `server::route`), is JSON, and carries the bind token the hub gave
-/// that connection, good once and for [`crate::hub::state::BIND_TOKEN_LIFETIME`].
+/// that connection, good once and for [`crate::hub::membership::BIND_TOKEN_LIFETIME`].
 /// A session id and resume secret alone bind nothing.
 pub async fn bind(
     sessions: &Sessions,
