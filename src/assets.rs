@@ -26,10 +26,24 @@ const AGENT_PARTS: &[&str] = &[
     include_str!("../inject/agent.js"),
 ];
 
-/// The files of `inject/`, by the route they are served on. `share.js` is
-/// the sharing engine, loaded by the agent only when a session starts, so
-/// pages without a call carry only the small synchronous part.
-/// The console's files are served on the console's own door, the others on
+/// The parts of `share.js`, the sharing engine, in the order they are
+/// joined: one function scope, the body of `engineFactory(ROOT, link)`
+/// (`ROOT` the root window of the shared page tree, `link` the link to the
+/// hub). Declarations first; `engine.js`, last, builds the `engine` the
+/// factory returns and attaches the frames already known. The agent loads
+/// it only when a session starts, so pages without a call carry only the
+/// small synchronous part.
+const SHARE_PARTS: &[&str] = &[
+    include_str!("../inject/share/keys.js"),
+    include_str!("../inject/share/page.js"),
+    include_str!("../inject/share/detectors.js"),
+    include_str!("../inject/share/appliers.js"),
+    include_str!("../inject/share/overlay.js"),
+    include_str!("../inject/share/engine.js"),
+];
+
+/// The files of `inject/` served as they are, by the route they are served
+/// on. The console's files are served on the console's own door, the others on
 /// the site's (`frame` is the console's content frame's first page, on the
 /// site's origin).
 const FILES: &[(&str, &str, &str)] = &[
@@ -42,11 +56,6 @@ const FILES: &[(&str, &str, &str)] = &[
         "console.css",
         "text/css; charset=utf-8",
         include_str!("../inject/console.css"),
-    ),
-    (
-        "share.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../inject/share.js"),
     ),
     (
         "frame",
@@ -62,6 +71,7 @@ impl Assets {
             "text/javascript; charset=utf-8",
             agent_source(config),
         );
+        let share = ("share.js", "text/javascript; charset=utf-8", share_source());
         let console = (
             "console.js",
             "text/javascript; charset=utf-8",
@@ -70,7 +80,7 @@ impl Assets {
         let files = FILES
             .iter()
             .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
-            .chain([agent, console])
+            .chain([agent, share, console])
             .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
@@ -150,6 +160,20 @@ fn agent_source(config: &Config) -> String {
         source.push('\n');
     }
     source.push_str("})();\n");
+    source
+}
+
+/// `share.js`: its parts in the body of the engine factory the agent calls
+/// when a session starts (`CB.engineFactory`), defined once per window.
+fn share_source() -> String {
+    let mut source = String::from(
+        "(function share() {\n'use strict';\nconst CB = window.__cobrowse;\nif (!CB || CB.engineFactory) return;\nCB.engineFactory = function engineFactory(ROOT, link) {\n",
+    );
+    for part in SHARE_PARTS {
+        source.push_str(part);
+        source.push('\n');
+    }
+    source.push_str("return engine;\n};\n})();\n");
     source
 }
 
@@ -234,6 +258,20 @@ mod tests {
             text.contains("\"console\":{\"origin\":null,\"port\":8081}"),
             "the agent knows the console's port"
         );
+    }
+
+    #[test]
+    fn the_sharing_engine_is_its_parts_in_one_factory() {
+        let a = assets();
+        let share = &a.files.iter().find(|f| f.name == "share.js").unwrap().bytes;
+        let text = std::str::from_utf8(share).unwrap();
+        assert!(text.starts_with("(function share() {\n'use strict';\n"));
+        assert!(text.trim_end().ends_with("return engine;\n};\n})();"));
+        let mut at = 0;
+        for part in SHARE_PARTS {
+            let found = text[at..].find(part.trim()).expect("every part, in order");
+            at += found + part.trim().len();
+        }
     }
 
     #[test]

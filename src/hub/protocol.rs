@@ -91,7 +91,7 @@ impl Command {
 /// `/\t/host` once the parser drops the tab), any scheme (`javascript:`,
 /// `data:`) or an absolute URL would steer other participants' frames off
 /// the site. The agent checks the same rule before it applies a navigation
-/// (`onThisSite` in `inject/share.js`, `sitePath` in `inject/console.js`).
+/// (`onThisSite` in `inject/share/appliers.js`, `sitePath` in `inject/console.js`).
 pub fn navigation_target(url: &str) -> Result<(), String> {
     let refuse = |why: &str| {
         Err(format!(
