@@ -238,26 +238,6 @@ function onHistory(w, kind) {
     send(a.path, 'navigate', [url, kind, historyState(w)], true);
 }
 
-function listen(target, type, fn, opts, off) {
-    target.addEventListener(type, fn, opts);
-    off.push(() => target.removeEventListener(type, fn, opts));
-}
-
-function listenRoot(R, off) {
-    const cap = { capture: true, passive: true };
-    listen(R, 'input', (e) => onControl(e, R), cap, off);
-    listen(R, 'change', (e) => onControl(e, R), cap, off);
-    listen(R, 'compositionstart', (e) => onComposition(e, R), cap, off);
-    listen(R, 'compositionend', (e) => onComposition(e, R), cap, off);
-    // An operator's clicks and submissions may be taken over for the
-    // driver, which needs a listener that can prevent the default.
-    listen(R, 'click', (e) => onClick(e, R), CB.operator ? { capture: true } : cap, off);
-    if (CB.operator) listen(R, 'submit', (e) => onSubmit(e, R), { capture: true }, off);
-    listen(R, 'keydown', (e) => onKey(e, R), cap, off);
-    listen(R, 'scroll', (e) => onScroll(e, R), cap, off);
-    for (const t of ['select', 'keyup', 'mouseup', 'focusin', 'focusout']) listen(R, t, onCaret, cap, off);
-}
-
 let resizeFrame = 0;
 function onResize() {
     if (resizeFrame) return;
@@ -283,4 +263,102 @@ function onMouse(e, w) {
             send(`top/@pointer/${me()}`, 'pointer', at.map(Math.round));
         });
     }
+}
+
+// ---- one detector per event kind --------------------------------------------
+
+const CAPTURE = { capture: true, passive: true };
+
+// Each detector adds its listeners to every document and shadow root of a
+// frame (`root`) and to the frame itself (`frame`) through `on`, which
+// records their removal for when the frame detaches; `stop` drops what it
+// has pending (a coalesced send waiting for the next animation frame) when
+// the engine stops, so nothing is sent after the session ends. History
+// changes reach the engine from the agent's patches (`onHistory`).
+const DETECTORS = [
+    {
+        kind: 'control',
+        root(R, on) {
+            on(R, 'input', (e) => onControl(e, R), CAPTURE);
+            on(R, 'change', (e) => onControl(e, R), CAPTURE);
+        },
+    },
+    {
+        kind: 'composition',
+        root(R, on) {
+            on(R, 'compositionstart', (e) => onComposition(e, R), CAPTURE);
+            on(R, 'compositionend', (e) => onComposition(e, R), CAPTURE);
+        },
+    },
+    {
+        kind: 'click',
+        // An operator's clicks may be taken over for the driver, which
+        // needs a listener that can prevent the default.
+        root(R, on) { on(R, 'click', (e) => onClick(e, R), CB.operator ? { capture: true } : CAPTURE); },
+    },
+    {
+        kind: 'submit',
+        root(R, on) { if (CB.operator) on(R, 'submit', (e) => onSubmit(e, R), { capture: true }); },
+    },
+    {
+        kind: 'key',
+        root(R, on) { on(R, 'keydown', (e) => onKey(e, R), CAPTURE); },
+    },
+    {
+        kind: 'scroll',
+        root(R, on) { on(R, 'scroll', (e) => onScroll(e, R), CAPTURE); },
+        stop() {
+            if (scrollFrame) ROOT.cancelAnimationFrame(scrollFrame);
+            scrollFrame = 0;
+            scrollPending.clear();
+        },
+    },
+    {
+        kind: 'caret',
+        root(R, on) { for (const t of ['select', 'keyup', 'mouseup', 'focusin', 'focusout']) on(R, t, onCaret, CAPTURE); },
+        frame(w, on) { on(w.document, 'selectionchange', onCaret, { passive: true }); },
+        stop() {
+            if (caretFrame) ROOT.cancelAnimationFrame(caretFrame);
+            caretFrame = 0;
+        },
+    },
+    {
+        kind: 'pointer',
+        // Followed in every frame, not only the root: a frame's document
+        // gets its own mouse events.
+        frame(w, on) { on(w.document, 'mousemove', (e) => onMouse(e, w), CAPTURE); },
+        stop() {
+            if (mouseFrame) ROOT.cancelAnimationFrame(mouseFrame);
+            mouseFrame = 0;
+        },
+    },
+    {
+        kind: 'viewport',
+        frame(w, on) { if (w === ROOT && !CB.operator) on(w, 'resize', onResize, { passive: true }); },
+        stop() {
+            if (resizeFrame) ROOT.cancelAnimationFrame(resizeFrame);
+            resizeFrame = 0;
+        },
+    },
+];
+
+function listen(target, type, fn, opts, off) {
+    target.addEventListener(type, fn, opts);
+    off.push(() => target.removeEventListener(type, fn, opts));
+}
+
+// The detectors' listeners on a document or shadow root of a frame.
+function listenRoot(R, off) {
+    const on = (target, type, fn, opts) => listen(target, type, fn, opts, off);
+    for (const d of DETECTORS) if (d.root) d.root(R, on);
+}
+
+// The detectors' listeners on the frame's window and document themselves.
+function listenFrame(w, off) {
+    const on = (target, type, fn, opts) => listen(target, type, fn, opts, off);
+    for (const d of DETECTORS) if (d.frame) d.frame(w, on);
+}
+
+function stopDetectors() {
+    for (const d of DETECTORS) if (d.stop) d.stop();
 }

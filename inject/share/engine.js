@@ -52,14 +52,10 @@ function attach(w) {
     // POST at the same URL, is a new document followers must load.
     attached.set(w, { path, off, doc: Math.random().toString(36).slice(2) });
     listenRoot(doc, off);
-    listen(doc, 'selectionchange', onCaret, { passive: true }, off);
-    listen(w, 'pagehide', () => detach(w), {}, off);
     const cb = cbOf(w);
     for (const R of cb ? cb.shadows : []) listenRoot(R, off);
-    // The pointer is followed in every frame, not only the root:
-    // a frame's document gets its own mouse events.
-    listen(doc, 'mousemove', (e) => onMouse(e, w), { capture: true, passive: true }, off);
-    if (w === ROOT && !CB.operator) listen(w, 'resize', onResize, { passive: true }, off);
+    listenFrame(w, off);
+    listen(w, 'pagehide', () => detach(w), {}, off);
 
     if (CB.operator) {
         const url = sharedUrl(w);
@@ -168,6 +164,7 @@ const engine = {
     stop() {
         stopped = true;
         for (const w of [...attached.keys()]) detach(w);
+        stopDetectors();
         if (ov) { ov.remove(); ov = null; }
     },
     // For tests and the console: what the engine sees.
