@@ -122,7 +122,7 @@ function apply(w, k, el, cmd) {
     const a = attached.get(w);
     const aspect = k.aspect[0];
     const args = cmd.args || [];
-    if (cmd.fn === 'navigate' && !k.part.length) return applyNavigate(w, a.path, args);
+    if (cmd.fn === VOCABULARY.navigate && !k.part.length) return applyNavigate(w, a.path, args);
     if (aspect === '@scroll' && cmd.fn === 'scroll') {
         // Instant even where the site asks for smooth scrolling: the
         // positions an animation passes through would be shared back.
@@ -206,16 +206,10 @@ function shownDocs() {
     return link.shownDocs;
 }
 
-// Whether `url` is a path on the site `w` shows: the only kind of
-// URL a navigation command may load, whoever sent it (never a
-// `javascript:` URL or another site). The hub refuses other targets
-// (`navigation_target` in src/hub/protocol.rs); this is the same rule
-// where it is applied. Tabs and newlines vanish in URL parsing
-// (`/\t/evil.example` is `//evil.example`), so the URL is parsed,
-// never compared as text alone.
+// A navigation is applied only to a path on the site `w` shows (the hub's
+// rule, `sitePath` in hub.js).
 function onThisSite(w, url) {
-    if (typeof url !== 'string' || url[0] !== '/' || /[\u0000-\u0020\u007f]/.test(url)) return false;
-    try { return new w.URL(url, w.location.href).origin === w.location.origin; } catch (e) { return false; }
+    return sitePath(url, w.location.href);
 }
 
 function applyNavigate(w, path, [url, how, state, doc]) {

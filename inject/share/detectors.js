@@ -235,7 +235,7 @@ function onHistory(w, kind) {
     }
     link.setKnown(a.path, url);
     forget(a.path);
-    send(a.path, 'navigate', [url, kind, historyState(w)], true);
+    send(a.path, VOCABULARY.navigate, [url, kind, historyState(w)], true);
 }
 
 let resizeFrame = 0;

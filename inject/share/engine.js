@@ -21,7 +21,17 @@ function sig(fn, args) {
     return JSON.stringify([fn, args]);
 }
 
+// Sends a difference command unless it is the state last sent or applied
+// for its key (`force`: send anyway). Only functions of the vocabulary
+// leave this browser, and an operator without control sends only those
+// that show (the hub's gate, `ALWAYS_ALLOWED` in src/hub/protocol.rs; the
+// detectors ask `mayAct` first, so this only holds the line).
 function send(key, fn, args, force) {
+    if (!Object.hasOwn(VOCABULARY.functions, fn)) {
+        console.warn('cobrowse: a command outside the vocabulary was not sent:', fn);
+        return;
+    }
+    if (!VOCABULARY.alwaysAllowed.includes(fn) && !link.mayAct()) return;
     const s = sig(fn, args);
     if (!force && last.get(key) === s) return;
     last.set(key, s);
@@ -64,14 +74,14 @@ function attach(w) {
             // The operator navigated this frame.
             if (mayAct()) {
                 link.setKnown(path, url);
-                send(path, 'navigate', [url, 'load', null], true);
+                send(path, VOCABULARY.navigate, [url, 'load', null], true);
             } else if (onThisSite(w, known)) {
                 w.location.replace(known);
             }
             return;
         }
         // The document shown is the one the stored navigation named.
-        const nav = link.stored(path).find((c) => c.key === path && c.fn === 'navigate');
+        const nav = link.stored(path).find((c) => c.key === path && c.fn === VOCABULARY.navigate);
         if (nav && nav.args[3]) shownDocs().set(path, nav.args[3]);
         applyStored(path);
         markMasked(w);
@@ -91,7 +101,7 @@ function detach(w) {
 // What was stored for a frame before it (re)loaded here.
 function applyStored(path) {
     for (const cmd of link.stored(path)) {
-        if (cmd.fn === 'navigate') continue;
+        if (cmd.fn === VOCABULARY.navigate) continue;
         if (parseKey(cmd.key).frame !== path) continue;
         receive(cmd);
     }
@@ -106,7 +116,7 @@ function publishFrame(w) {
     const url = sharedUrl(w);
     link.setKnown(path, url);
     forget(path);
-    send(path, 'navigate', [url, 'load', historyState(w), a.doc], true);
+    send(path, VOCABULARY.navigate, [url, 'load', historyState(w), a.doc], true);
     const radios = new Set();
     for (const el of allControls(w)) {
         if (ours(el)) continue;
