@@ -306,3 +306,113 @@ async fn reloads_on_either_side_keep_the_session() {
     );
     s.assert_no_errors();
 }
+
+/// The link to the hub (`inject/hub.js`, one for the customer's agent and
+/// the console): a session resumed by another tab or console window (the
+/// hub closes the old connection with `4001`) ends sharing where it was and
+/// never comes back there, while the session goes on in the new place.
+#[tokio::test]
+async fn a_session_resumed_elsewhere_ends_the_link_where_it_was_for_good() {
+    let s = Shared::start("/form.html").await;
+    let notice = "(document.querySelector('[data-cobrowse=widget]')?.shadowRoot?.querySelector('[data-cobrowse=notice]')?.textContent || '')";
+
+    // A second tab with a copy of the customer's session storage resumes.
+    let saved = s
+        .customer
+        .eval("sessionStorage.getItem('cobrowse.session')")
+        .await;
+    let saved = saved
+        .as_str()
+        .expect("the customer's tab keeps its session");
+    let copy = s.browser.tab("the customer's copied tab", 1000, 760).await;
+    copy.goto(&s.server.url("/form.html")).await;
+    copy.eval(&format!(
+        "sessionStorage.setItem('cobrowse.session', {})",
+        serde_json::to_string(saved).unwrap()
+    ))
+    .await;
+    copy.goto(&s.server.url("/form.html")).await;
+    let all = [&s.customer, &s.operator, &copy];
+    until(
+        &copy,
+        "the copied tab to share the session",
+        &format!("{WIDGET_STATUS}.includes('Connected with')"),
+        &all,
+        &s.server,
+    )
+    .await;
+    until(&s.customer, "the first tab to stop sharing and say where it goes on", &format!("{notice}.includes('Sharing continues in another tab.') && sessionStorage.getItem('cobrowse.session') === null && window.__cobrowse.link.state === 'idle' && !window.__cobrowse.engine"), &all, &s.server).await;
+
+    // The session goes on with the copy; the first tab stays out of it.
+    copy.type_into("#name", "Copied Carla").await;
+    s.on_operator(
+        "the operator to see what the copied tab typed",
+        "document.querySelector('#name').value === 'Copied Carla'",
+    )
+    .await;
+    let first = s.customer.eval(&format!("({{ state: window.__cobrowse.link.state, saved: sessionStorage.getItem('cobrowse.session'), call: document.querySelector('[data-cobrowse=widget]').shadowRoot.querySelector('[data-cobrowse=call]').textContent, name: document.querySelector('#name').value, notice: {notice} }})")).await;
+    assert_eq!(first["state"], "idle", "{first}");
+    assert_eq!(first["saved"], serde_json::Value::Null, "{first}");
+    assert_eq!(first["call"], "Call operator", "{first}");
+    assert_ne!(first["name"], "Copied Carla", "{first}");
+
+    // A second console window with a copy of the console's session storage
+    // resumes the operator's part: the first window steps back for good.
+    let saved = s
+        .operator
+        .eval("sessionStorage.getItem('cobrowse.console.session')")
+        .await;
+    let saved = saved.as_str().expect("the console keeps its session");
+    let console = s.browser.tab("a second console window", 1400, 1000).await;
+    console.goto(&s.server.url("/__cobrowse/console")).await;
+    console
+        .eval(&format!(
+            "sessionStorage.setItem('cobrowse.console.session', {})",
+            serde_json::to_string(saved).unwrap()
+        ))
+        .await;
+    console
+        .type_into(r#"input[name="user"]"#, OPERATOR_USER)
+        .await;
+    console
+        .type_into(
+            r#"input[name="password"]"#,
+            crate::support::OPERATOR_PASSWORD,
+        )
+        .await;
+    console.type_text("\n").await; // signs in, then resumes what it was given
+    let all = [&s.operator, &console, &copy];
+    until(
+        &console,
+        "the second console window to be in the session",
+        &format!("{CONSOLE_STATUS}.startsWith('Connected')"),
+        &all,
+        &s.server,
+    )
+    .await;
+    until(
+        &s.operator,
+        "the first console window to step back",
+        &format!("{CONSOLE_STATUS}.includes('continues in another console window') && document.querySelector('[data-cobrowse=\"content\"]').src === 'about:blank'"),
+        &all,
+        &s.server,
+    )
+    .await;
+    copy.type_text(" again").await; // still in the field
+    until_on(
+        &console,
+        "the second console window to follow the customer",
+        CONTENT,
+        &in_frame("document.querySelector('#name').value === 'Copied Carla again'"),
+        &all,
+        &s.server,
+    )
+    .await;
+    let status = s.operator.eval(CONSOLE_STATUS).await;
+    assert!(
+        status
+            .as_str()
+            .is_some_and(|t| t.contains("continues in another console window")),
+        "the first console window came back: {status}"
+    );
+}
