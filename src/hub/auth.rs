@@ -121,7 +121,19 @@ fn cookie_header(config: &Config, secure: bool, value: &str, max_age: Option<u64
     c
 }
 
-async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str> {
+/// Why a login request carries no credentials this module can read: the
+/// client's fault, answered 400 with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BadLogin {
+    #[error("the login body is unreadable or too large")]
+    Body,
+    #[error("expected a JSON object with string fields `user` and `password`")]
+    Json,
+    #[error("expected form fields `user` and `password`")]
+    Form,
+}
+
+async fn credentials(req: Request<Incoming>) -> Result<Credentials, BadLogin> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -134,11 +146,11 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     let bytes = Limited::new(req.into_body(), MAX_LOGIN_BODY)
         .collect()
         .await
-        .map_err(|_| "the login body is unreadable or too large")?
+        .map_err(|_| BadLogin::Body)?
         .to_bytes();
     if is_json {
         return serde_json::from_slice(&bytes)
-            .map_err(|_| "expected a JSON object with string fields `user` and `password`");
+            .map_err(|_| BadLogin::Json);
     }
     let mut user = None;
     let mut password = None;
@@ -151,7 +163,7 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, &'static str
     }
     match (user, password) {
         (Some(user), Some(password)) => Ok(Credentials { user, password }),
-        _ => Err("expected form fields `user` and `password`"),
+        _ => Err(BadLogin::Form),
     }
 }
 
@@ -214,7 +226,7 @@ pub async fn login(
     );
     let creds = match credentials(req).await {
         Ok(c) => c,
-        Err(m) => return web::json_error(StatusCode::BAD_REQUEST, m),
+        Err(e) => return web::json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let addr = ctx.remote.ip();
     let clock = DefaultClock::default();

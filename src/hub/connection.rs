@@ -224,13 +224,13 @@ async fn next_command(following: &mut Option<Following>) -> Result<Arc<Stamped>,
 
 /// Sends one text message, in fragments when it is long (see [`FRAGMENT`]).
 /// `Err` when the connection is gone.
-async fn send_text<Si>(sink: &mut Si, text: impl Into<String>) -> Result<(), ()>
+async fn send_text<Si>(sink: &mut Si, text: impl Into<String>) -> Result<(), Si::Error>
 where
     Si: Sink<Message> + Unpin,
 {
     let text: String = text.into();
     if text.len() <= FRAGMENT {
-        return sink.send(Message::text(text)).await.map_err(|_| ());
+        return sink.send(Message::text(text)).await;
     }
     // Cut on character boundaries, so each fragment is UTF-8 on its own too.
     let mut cuts = Vec::with_capacity(text.len() / FRAGMENT + 1);
@@ -247,7 +247,7 @@ where
     for (i, &(start, end)) in cuts.iter().enumerate() {
         let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
         let frame = Frame::message(bytes.slice(start..end), opcode, i + 1 == cuts.len());
-        sink.send(Message::Frame(frame)).await.map_err(|_| ())?;
+        sink.send(Message::Frame(frame)).await?;
     }
     Ok(())
 }
