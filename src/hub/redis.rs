@@ -384,6 +384,11 @@ impl RedisStore {
                 }
             }
         };
+        // This receiver's place in the feed is taken before anything else,
+        // holding what arrives from now on: a command published after the
+        // snapshot may reach this node before the snapshot does, and the
+        // feed would let go of it if nobody here wanted it yet.
+        let mut live = feed.subscribe(0);
         // Subscribed (and confirmed) before the snapshot is read: nothing
         // published after the snapshot can be missed.
         let (done, confirmed) = oneshot::channel();
@@ -394,7 +399,8 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Unavailable("the Redis subscriber has stopped".into()))??;
         let snapshot = self.snapshot_now(session).await?;
-        Ok((feed.subscribe(snapshot.last_seq), snapshot))
+        live.skip_to(snapshot.last_seq);
+        Ok((live, snapshot))
     }
 
     async fn remove_now(&self, session: &str) {
