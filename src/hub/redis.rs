@@ -34,6 +34,7 @@
 //! `command` message exactly as receivers get it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -171,10 +172,29 @@ pub struct RedisStore {
     subscribe: mpsc::UnboundedSender<Subscribe>,
 }
 
+/// When a failure was last logged (milliseconds since the Unix epoch), and
+/// how many were not logged since.
+static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+static NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
+
 /// What a Redis failure means to the hub: the store is unavailable. Logged
-/// here, once per failed request, with what was being done.
+/// here with what was being done, at most once a second (an outage under
+/// load fails every request), with the count of those not logged.
 fn unavailable(doing: &str, e: RedisError) -> StoreError {
-    warn!(error = %e, "Redis store: {doing} failed");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LAST_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let also = NOT_LOGGED.swap(0, Ordering::Relaxed);
+        warn!(error = %e, failures_not_logged = also, "Redis store: {doing} failed");
+    } else {
+        NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
+    }
     StoreError::Unavailable(format!("the shared store (Redis) failed while {doing}: {e}"))
 }
 
@@ -395,9 +415,19 @@ impl RedisStore {
         self.subscribe
             .send(Subscribe { channel, done })
             .map_err(|_| StoreError::Unavailable("the Redis subscriber has stopped".into()))?;
-        confirmed
-            .await
-            .map_err(|_| StoreError::Unavailable("the Redis subscriber has stopped".into()))??;
+        match tokio::time::timeout(REQUEST_TIMEOUT * 2, confirmed).await {
+            Ok(Ok(subscribed)) => subscribed?,
+            Ok(Err(_)) => {
+                return Err(StoreError::Unavailable(
+                    "the Redis subscriber has stopped".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "the shared store (Redis) did not confirm a subscription in time".into(),
+                ));
+            }
+        }
         let snapshot = self.snapshot_now(session).await?;
         live.skip_to(snapshot.last_seq);
         Ok((live, snapshot))
@@ -534,7 +564,8 @@ async fn subscriber(
         };
         let mut resubscribed = true;
         for (channel, _) in &followed {
-            if sink.subscribe(channel).await.is_err() {
+            let subscribed = tokio::time::timeout(REQUEST_TIMEOUT, sink.subscribe(channel)).await;
+            if !matches!(subscribed, Ok(Ok(()))) {
                 resubscribed = false;
                 break;
             }
@@ -553,7 +584,8 @@ async fn subscriber(
         if was_down {
             info!("Redis store: the subscriber connection is back");
         }
-        was_down = false;
+        // Every way out of the loop below is the connection lost.
+        was_down = true;
         backoff = Duration::from_millis(50);
 
         loop {
@@ -574,19 +606,28 @@ async fn subscriber(
                         }
                         dead
                     };
-                    let mut result = Ok(());
-                    if !dead.is_empty() && let Err(e) = sink.unsubscribe(&dead).await {
-                        result = Err(e);
-                    }
-                    if result.is_ok() {
-                        result = sink.subscribe(&channel).await;
-                    }
-                    match result {
-                        Ok(()) => {
+                    // Bounded: a Redis that stops answering must not hold
+                    // this task (and every follow behind it) for ever.
+                    let changed = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                        if !dead.is_empty() {
+                            sink.unsubscribe(&dead).await?;
+                        }
+                        sink.subscribe(&channel).await
+                    })
+                    .await;
+                    match changed {
+                        Ok(Ok(())) => {
                             let _ = done.send(Ok(()));
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             let _ = done.send(Err(unavailable("subscribing to a session", e)));
+                            break;
+                        }
+                        Err(_) => {
+                            warn!("Redis store: a subscription was not confirmed in time; reconnecting");
+                            let _ = done.send(Err(StoreError::Unavailable(
+                                "the shared store (Redis) did not confirm a subscription in time".into(),
+                            )));
                             break;
                         }
                     }
@@ -594,7 +635,6 @@ async fn subscriber(
                 message = stream.next() => {
                     let Some(message) = message else {
                         warn!("Redis store: the subscriber connection was lost; reconnecting");
-                        was_down = true;
                         break;
                     };
                     let channel = message.get_channel_name().to_string();
