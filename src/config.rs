@@ -1096,7 +1096,10 @@ fn resolve_store(raw: Option<&RawStore>, src: &Source<'_>) -> Result<Store, Conf
         for (field, set) in [
             ("store.url", raw.url.as_ref().map(Spanned::span)),
             ("store.prefix", raw.prefix.as_ref().map(Spanned::span)),
-            ("store.expire_secs", raw.expire_secs.as_ref().map(Spanned::span)),
+            (
+                "store.expire_secs",
+                raw.expire_secs.as_ref().map(Spanned::span),
+            ),
         ] {
             if let Some(span) = set {
                 return Err(src.error(
@@ -1117,7 +1120,11 @@ fn resolve_store(raw: Option<&RawStore>, src: &Source<'_>) -> Result<Store, Conf
     };
     check_redis_url(url.get_ref()).map_err(|m| src.at("store.url", url, m))?;
     let prefix = match &raw.prefix {
-        Some(p) if p.get_ref().chars().any(|c| c.is_whitespace() || c.is_control()) => {
+        Some(p)
+            if p.get_ref()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control()) =>
+        {
             return Err(src.at(
                 "store.prefix",
                 p,
@@ -1147,9 +1154,12 @@ fn check_redis_url(url: &str) -> Result<(), String> {
             "not a Redis URL (scheme `{scheme}`): use `redis://host:port/db` (or `redis+unix:///path`; TLS to Redis is not built in)"
         ));
     }
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| format!("not a usable Redis URL ({})", e.detail().unwrap_or(e.category())))
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "not a usable Redis URL ({})",
+            e.detail().unwrap_or(e.category())
+        )
+    })
 }
 
 /// `[console]`: its listener defaults to the next port after `listen`, so
@@ -1495,12 +1505,32 @@ mod tests {
         for (text, field, says) in [
             ("kind = \"postgres\"\n", "store.kind", "memory"),
             ("kind = \"redis\"\n", "store.url", "needs"),
-            ("kind = \"redis\"\nurl = \"http://:secret@r\"\n", "store.url", "scheme"),
-            ("kind = \"redis\"\nurl = \"redis://:secret@[zz\"\n", "store.url", "usable"),
+            (
+                "kind = \"redis\"\nurl = \"http://:secret@r\"\n",
+                "store.url",
+                "scheme",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://:secret@[zz\"\n",
+                "store.url",
+                "usable",
+            ),
             ("url = \"redis://r\"\n", "store.url", "only a Redis store"),
-            ("kind = \"memory\"\nexpire_secs = 5\n", "store.expire_secs", "only a Redis store"),
-            ("kind = \"redis\"\nurl = \"redis://r\"\nexpire_secs = 0\n", "store.expire_secs", "greater than 0"),
-            ("kind = \"redis\"\nurl = \"redis://r\"\nprefix = \"a b\"\n", "store.prefix", "spaces"),
+            (
+                "kind = \"memory\"\nexpire_secs = 5\n",
+                "store.expire_secs",
+                "only a Redis store",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://r\"\nexpire_secs = 0\n",
+                "store.expire_secs",
+                "greater than 0",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://r\"\nprefix = \"a b\"\n",
+                "store.prefix",
+                "spaces",
+            ),
             ("kind = \"redis\"\nhost = \"r\"\n", "host", ""),
         ] {
             let e = parse(&format!("upstream = \"http://a\"\n[store]\n{text}")).unwrap_err();

@@ -73,7 +73,12 @@ fn first_arg(c: &Stamped) -> Value {
 fn keys(s: &Snapshot) -> Vec<(String, String)> {
     s.commands
         .iter()
-        .map(|c| (c.key.to_string(), first_arg(c).as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c.key.to_string(),
+                first_arg(c).as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -103,7 +108,10 @@ async fn same_key_overwrites_and_moves_to_the_end(kind: Kind) {
     let store = opened(&kind, ROOMY, 16).await;
     put(&store, "p1", "top/a", "value", "1").await;
     put(&store, "p1", "top/b", "value", "2").await;
-    let stamped = store.append("s", "p2", cmd("top/a", "value", "3")).await.unwrap();
+    let stamped = store
+        .append("s", "p2", cmd("top/a", "value", "3"))
+        .await
+        .unwrap();
     let s = store.snapshot("s").await.unwrap();
     assert_eq!(keys(&s), owned(&[("top/b", "2"), ("top/a", "3")]));
     assert_eq!(s.last_seq, 3);
@@ -112,7 +120,9 @@ async fn same_key_overwrites_and_moves_to_the_end(kind: Kind) {
     assert_eq!(&*stored.json, &*stamped.json);
     assert_eq!(
         stored.json.as_ref(),
-        Stamped::new("s", "p2", 3, cmd("top/a", "value", "3")).json.as_ref()
+        Stamped::new("s", "p2", 3, cmd("top/a", "value", "3"))
+            .json
+            .as_ref()
     );
     assert_eq!((stored.seq, stored.sender.as_str()), (3, "p2"));
     assert_eq!(
@@ -143,7 +153,11 @@ async fn a_frame_url_drops_the_frames_subtree_only(kind: Kind) {
     put(&store, "p1", "top", "navigate", "/two").await;
     assert_eq!(
         keys(&store.snapshot("s").await.unwrap()),
-        owned(&[("top", "/two"), ("topmost", "sibling"), ("top.x", "sibling2")])
+        owned(&[
+            ("top", "/two"),
+            ("topmost", "sibling"),
+            ("top.x", "sibling2")
+        ])
     );
 }
 
@@ -207,7 +221,11 @@ async fn bounds_refuse_without_changing_anything(kind: Kind) {
     put(&store, "p1", "top/a", "value", "a").await;
     put(&store, "p1", "top/b", "value", "b").await;
     let e = store
-        .append("s", "p1", cmd("top/c", "value", "a much longer value than before"))
+        .append(
+            "s",
+            "p1",
+            cmd("top/c", "value", "a much longer value than before"),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -309,7 +327,10 @@ async fn a_subscriber_that_falls_behind_is_told(kind: Kind) {
             Err(FeedError::Closed) => panic!("closed"),
         }
     }
-    assert!(missed > 0, "a receiver 5 behind a backlog of 2 was not told");
+    assert!(
+        missed > 0,
+        "a receiver 5 behind a backlog of 2 was not told"
+    );
     assert_eq!(received + missed, 5);
     let replay = store.snapshot("s").await.unwrap().replay_json("s");
     let v: Value = serde_json::from_str(&replay).unwrap();
@@ -427,8 +448,7 @@ mod properties {
                         let s = store.snapshot(&session).await.unwrap();
                         prop_assert!(s.commands.len() <= bounds.max_keys);
                         prop_assert!(
-                            s.commands.iter().map(|c| c.bytes()).sum::<usize>()
-                                <= bounds.max_bytes
+                            s.commands.iter().map(|c| c.bytes()).sum::<usize>() <= bounds.max_bytes
                         );
                     }
                     let snapshot = store.snapshot(&session).await.unwrap();
@@ -569,7 +589,14 @@ async fn two_nodes_share_a_session_with_no_gap_and_no_duplicate() {
     a.open("s").await.unwrap();
     b.open("s").await.unwrap();
     for i in 0..20 {
-        put(&a, "customer", &format!("top/form/input{i}"), "value", "typed").await;
+        put(
+            &a,
+            "customer",
+            &format!("top/form/input{i}"),
+            "value",
+            "typed",
+        )
+        .await;
     }
     let mut early = Receiver::follow(&b, "s").await;
     assert_eq!(early.last_seq, 20);
@@ -614,7 +641,10 @@ async fn two_nodes_share_a_session_with_no_gap_and_no_duplicate() {
     for (i, (node, r)) in late.iter_mut().enumerate() {
         r.until(node, "s", 320).await;
         assert_eq!(r.state, expected, "late joiner {i}");
-        assert_eq!(r.resyncs, 0, "late joiner {i} missed commands between its replay and live delivery");
+        assert_eq!(
+            r.resyncs, 0,
+            "late joiner {i} missed commands between its replay and live delivery"
+        );
     }
     assert_eq!(early.resyncs, 0);
     // Everything after its replay reached the early receiver live, in order.
@@ -686,7 +716,10 @@ async fn redis_unreachable_is_a_clear_error_and_the_store_recovers() {
     redis.run().unwrap();
     let deadline = std::time::Instant::now() + PATIENCE;
     while store.open("s").await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the store did not reconnect");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not reconnect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     put(&store, "p1", "top/a", "value", "1").await;
@@ -719,14 +752,8 @@ async fn redis_unreachable_is_a_clear_error_and_the_store_recovers() {
 #[tokio::test]
 async fn a_sessions_keys_expire_and_count_their_bytes() {
     let redis = Redis::start();
-    let store = RedisStore::new(
-        &redis.url(),
-        "test:",
-        ROOMY,
-        16,
-        Duration::from_secs(100),
-    )
-    .unwrap();
+    let store =
+        RedisStore::new(&redis.url(), "test:", ROOMY, 16, Duration::from_secs(100)).unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     store.open("s").await.unwrap();
     put(&store, "p1", "top", "navigate", "/x").await;
@@ -745,7 +772,10 @@ async fn a_sessions_keys_expire_and_count_their_bytes() {
         snapshot.commands.iter().map(|c| c.bytes()).sum::<usize>()
     );
     store.remove("s").await;
-    assert_eq!(redis.command(&["EXISTS", "test:{s}:m", "test:{s}:o"]), ":0\r\n");
+    assert_eq!(
+        redis.command(&["EXISTS", "test:{s}:m", "test:{s}:o"]),
+        ":0\r\n"
+    );
 }
 
 /// Measured, not timed: a late join (follow: subscribe and snapshot) of a
@@ -763,7 +793,14 @@ async fn late_join_of_ten_thousand_keys() {
     store.open("s").await.unwrap();
     put(&store, "c", "top", "navigate", "/catalogue").await;
     for i in 1..10_000 {
-        put(&store, "c", &format!("top/form#f/input[name=field{i}]"), "value", &format!("value {i}")).await;
+        put(
+            &store,
+            "c",
+            &format!("top/form#f/input[name=field{i}]"),
+            "value",
+            &format!("value {i}"),
+        )
+        .await;
     }
     let mut runs = Vec::new();
     for _ in 0..9 {

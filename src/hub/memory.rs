@@ -284,7 +284,13 @@ mod tests {
             .unwrap();
         c.append("s", "p1", cmd("top/f/x", "value", "x"), ROOMY)
             .unwrap();
-        let sum = |c: &Commands| c.snapshot().commands.iter().map(|c| c.bytes()).sum::<usize>();
+        let sum = |c: &Commands| {
+            c.snapshot()
+                .commands
+                .iter()
+                .map(|c| c.bytes())
+                .sum::<usize>()
+        };
         assert_eq!((c.len(), c.bytes()), (4, sum(&c)));
         c.append("s", "p1", cmd("top", "navigate", "/two"), ROOMY)
             .unwrap();

@@ -113,9 +113,9 @@ impl Hub {
         };
         let feed_bytes = config.hub.max_feed_bytes_per_session;
         let store: Arc<dyn Store> = match &config.store {
-            crate::config::Store::Memory => Arc::new(
-                memory::MemoryStore::new(bounds, FEED_BACKLOG).with_feed_bytes(feed_bytes),
-            ),
+            crate::config::Store::Memory => {
+                Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG).with_feed_bytes(feed_bytes))
+            }
             crate::config::Store::Redis(r) => Arc::new(
                 redis::RedisStore::new(&r.url, &r.prefix, bounds, FEED_BACKLOG, r.expire)?
                     .with_feed_bytes(feed_bytes),

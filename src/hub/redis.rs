@@ -195,7 +195,9 @@ fn unavailable(doing: &str, e: RedisError) -> StoreError {
     } else {
         NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
     }
-    StoreError::Unavailable(format!("the shared store (Redis) failed while {doing}: {e}"))
+    StoreError::Unavailable(format!(
+        "the shared store (Redis) failed while {doing}: {e}"
+    ))
 }
 
 fn malformed(what: &str) -> StoreError {
@@ -527,7 +529,10 @@ async fn subscriber(
                     _ => "timed out".to_string(),
                 };
                 if !was_down {
-                    warn!(error, "Redis store: the subscriber connection is down; retrying");
+                    warn!(
+                        error,
+                        "Redis store: the subscriber connection is down; retrying"
+                    );
                 }
                 was_down = true;
                 // Whoever waits to follow is told now rather than kept waiting.

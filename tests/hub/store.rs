@@ -4,10 +4,13 @@
 //! clear error to the sender, with the session working again once it
 //! answers.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::{Client, command, connected_call, second_operator, start};
 use crate::support::redis::Redis;
+use crate::support::wait_for;
 
 fn redis_store(redis: &Redis) -> String {
     format!(
@@ -64,16 +67,27 @@ async fn a_call_over_the_redis_store() {
         refused["message"].as_str().unwrap().contains("Redis"),
         "{refused}"
     );
-    assert!(
-        proxy.output().contains("Redis store"),
-        "the failure is not logged:\n{}",
-        proxy.output()
-    );
+    wait_for(
+        "the failure in the log",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .output()
+                .contains("Redis store: storing a command failed")
+                .then_some(())
+        },
+        || proxy.output(),
+    )
+    .await;
 
     // And answers again: the same session goes on.
     redis.command(&["CLIENT", "UNPAUSE"]);
     customer
-        .send(command("top/form#f/input[name=q]", "value", json!("sandals")))
+        .send(command(
+            "top/form#f/input[name=q]",
+            "value",
+            json!("sandals"),
+        ))
         .await;
     op.expect_where(&proxy, "command", |v| v["args"][0] == "sandals")
         .await;

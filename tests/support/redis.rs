@@ -26,10 +26,8 @@ impl Redis {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let dir = std::env::temp_dir().join(format!(
-                "cobrowse-redis-{}-{port}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("cobrowse-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("a directory for redis-server");
             let mut redis = Redis {
                 child: None,
@@ -64,7 +62,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot run redis-server ({e}); install it (tests/run.sh does)"))?;
+            .map_err(|e| {
+                format!("cannot run redis-server ({e}); install it (tests/run.sh does)")
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
