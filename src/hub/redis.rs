@@ -195,8 +195,10 @@ fn unavailable(doing: &str, e: RedisError) -> StoreError {
     } else {
         NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
     }
+    // The participant is told what failed, not Redis's own words (hosts,
+    // addresses): those are in the log.
     StoreError::Unavailable(format!(
-        "the shared store (Redis) failed while {doing}: {e}"
+        "the shared store (Redis) failed while {doing}; try again"
     ))
 }
 
@@ -543,9 +545,9 @@ async fn subscriber(
                         _ = &mut wait => break,
                         request = requests.recv() => match request {
                             Some(r) => {
-                                let _ = r.done.send(Err(StoreError::Unavailable(format!(
-                                    "the shared store (Redis) is unreachable: {error}"
-                                ))));
+                                let _ = r.done.send(Err(StoreError::Unavailable(
+                                    "the shared store (Redis) is unreachable; try again".into(),
+                                )));
                             }
                             None => return,
                         },
