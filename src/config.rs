@@ -51,7 +51,32 @@ pub struct Config {
     pub proxy: ProxyLimits,
     pub driver: DriverLimits,
     pub audit: Audit,
+    /// Where sessions' difference commands are kept (`[store]`).
+    pub store: Store,
 }
+
+/// `[store]`: the command store. In memory (the default) or in Redis, where
+/// several nodes with the same `[store]` share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+    Redis(RedisStore),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    pub url: String,
+    /// Put before every key and channel name, so deployments can share one
+    /// Redis. Default `cobrowse:`.
+    pub prefix: String,
+    /// A session's keys expire this long after it was last written or read,
+    /// so a node that dies leaves nothing behind for good. Default 24 h.
+    pub expire: Duration,
+}
+
+pub const DEFAULT_REDIS_PREFIX: &str = "cobrowse:";
+pub const DEFAULT_REDIS_EXPIRE: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
@@ -352,6 +377,16 @@ struct RawConfig {
     driver: Option<RawDriver>,
     audit: Option<RawAudit>,
     console: Option<RawConsole>,
+    store: Option<RawStore>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    expire_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -1015,6 +1050,8 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         audit.path = Some(path.to_path_buf());
     }
 
+    let store = resolve_store(raw.store.as_ref(), src)?;
+
     Ok(Config {
         listen,
         prefix,
@@ -1031,6 +1068,97 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         proxy,
         driver,
         audit,
+        store,
+    })
+}
+
+/// `[store]`: `kind = "memory"` needs nothing else; `kind = "redis"` needs
+/// a `url` the Redis client accepts.
+fn resolve_store(raw: Option<&RawStore>, src: &Source<'_>) -> Result<Store, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Store::Memory);
+    };
+    let redis = match &raw.kind {
+        None => false,
+        Some(k) => match k.get_ref().as_str() {
+            "memory" => false,
+            "redis" => true,
+            other => {
+                return Err(src.at(
+                    "store.kind",
+                    k,
+                    format!("`{other}` is not a store: use `memory` or `redis`"),
+                ));
+            }
+        },
+    };
+    if !redis {
+        for (field, set) in [
+            ("store.url", raw.url.as_ref().map(Spanned::span)),
+            ("store.prefix", raw.prefix.as_ref().map(Spanned::span)),
+            (
+                "store.expire_secs",
+                raw.expire_secs.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(span) = set {
+                return Err(src.error(
+                    field,
+                    Some(span),
+                    "only a Redis store takes it: set `kind = \"redis\"`, or remove it",
+                ));
+            }
+        }
+        return Ok(Store::Memory);
+    }
+    let Some(url) = &raw.url else {
+        return Err(src.error(
+            "store.url",
+            raw.kind.as_ref().map(Spanned::span),
+            "a Redis store needs `url = \"redis://host:port/db\"`",
+        ));
+    };
+    check_redis_url(url.get_ref()).map_err(|m| src.at("store.url", url, m))?;
+    let prefix = match &raw.prefix {
+        Some(p)
+            if p.get_ref()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(src.at(
+                "store.prefix",
+                p,
+                "must not hold spaces or control characters",
+            ));
+        }
+        Some(p) => p.get_ref().clone(),
+        None => DEFAULT_REDIS_PREFIX.to_string(),
+    };
+    let expire = match &raw.expire_secs {
+        Some(v) => secs(src, "store.expire_secs", v)?,
+        None => DEFAULT_REDIS_EXPIRE,
+    };
+    Ok(Store::Redis(RedisStore {
+        url: url.get_ref().clone(),
+        prefix,
+        expire,
+    }))
+}
+
+/// What the Redis client would refuse at start, refused now with the
+/// reason. The URL may carry a password: messages do not repeat it.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !matches!(scheme, "redis" | "redis+unix" | "unix") {
+        return Err(format!(
+            "not a Redis URL (scheme `{scheme}`): use `redis://host:port/db` (or `redis+unix:///path`; TLS to Redis is not built in)"
+        ));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "not a usable Redis URL ({})",
+            e.detail().unwrap_or(e.category())
+        )
     })
 }
 
@@ -1363,6 +1491,68 @@ mod tests {
                 .field,
             "public_origins"
         );
+    }
+
+    #[test]
+    fn store_is_memory_unless_redis_is_named() {
+        let c = parse("upstream = \"http://a\"\n").unwrap();
+        assert_eq!(c.store, Store::Memory);
+        let c = parse("upstream = \"http://a\"\n[store]\nkind = \"memory\"\n").unwrap();
+        assert_eq!(c.store, Store::Memory);
+        let c = parse(
+            "upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6380/2\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            Store::Redis(RedisStore {
+                url: "redis://:pw@127.0.0.1:6380/2".into(),
+                prefix: DEFAULT_REDIS_PREFIX.into(),
+                expire: DEFAULT_REDIS_EXPIRE,
+            })
+        );
+        let c = parse("upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\nprefix = \"shop:\"\nexpire_secs = 60\n").unwrap();
+        assert!(
+            matches!(c.store, Store::Redis(ref r) if r.prefix == "shop:" && r.expire == Duration::from_secs(60))
+        );
+        for (text, field, says) in [
+            ("kind = \"postgres\"\n", "store.kind", "memory"),
+            ("kind = \"redis\"\n", "store.url", "needs"),
+            (
+                "kind = \"redis\"\nurl = \"http://:secret@r\"\n",
+                "store.url",
+                "scheme",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://:secret@[zz\"\n",
+                "store.url",
+                "usable",
+            ),
+            ("url = \"redis://r\"\n", "store.url", "only a Redis store"),
+            (
+                "kind = \"memory\"\nexpire_secs = 5\n",
+                "store.expire_secs",
+                "only a Redis store",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://r\"\nexpire_secs = 0\n",
+                "store.expire_secs",
+                "greater than 0",
+            ),
+            (
+                "kind = \"redis\"\nurl = \"redis://r\"\nprefix = \"a b\"\n",
+                "store.prefix",
+                "spaces",
+            ),
+            ("kind = \"redis\"\nhost = \"r\"\n", "host", ""),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n[store]\n{text}")).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+            // A password in the URL is never repeated.
+            assert!(!e.to_string().contains("secret"), "{text}: {e}");
+            assert!(e.line.is_some(), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
-        let hub = Hub::new(config.clone());
+        let hub = Hub::new(config.clone()).context("starting the command store ([store])")?;
         let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
         Ok(App {
             proxy: Proxy::new(config.clone())

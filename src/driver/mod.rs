@@ -642,7 +642,7 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        let hub = Hub::new(std::sync::Arc::new(config));
+        let hub = Hub::new(std::sync::Arc::new(config)).unwrap();
         let d = Driver::new(limits());
         let _sessions = Sessions::new(hub.clone(), d.clone());
         let shared = hub.shared().clone();

@@ -8,7 +8,8 @@
 //! - [`protocol`]: the messages clients send and the hub answers, and the
 //!   error codes.
 //! - [`store`]: the interface of the command store; [`memory`]: the
-//!   in-memory store, the default.
+//!   in-memory store, the default; [`redis`]: the store in Redis, shared
+//!   by nodes with the same `[store]`.
 //! - [`session`]: sessions and participants.
 //! - The shared state and the operations on it, from the bottom up (a file
 //!   imports only those above it in this list):
@@ -36,12 +37,15 @@ pub mod offers;
 pub mod outbox;
 pub mod protocol;
 pub mod queue;
+pub mod redis;
 pub mod registry;
 pub mod session;
 pub mod state;
 pub mod store;
 pub mod ws;
 
+#[cfg(test)]
+mod contract;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +61,7 @@ use crate::web::Ctx;
 
 pub use protocol::Role;
 use state::Shared;
-use store::{Bounds, Store};
+use store::{Bounds, Store, StoreError};
 
 /// Commands a participant's connection may fall behind the live feed by
 /// before it is resynchronised from the store.
@@ -114,14 +118,25 @@ impl SessionView {
 }
 
 impl Hub {
-    pub fn new(config: Arc<Config>) -> Hub {
+    /// A hub over the store `[store]` names. A Redis store connects lazily
+    /// (a node starts while Redis is down, and reports it per request), so
+    /// this fails only outside a runtime or on a URL the client refuses.
+    pub fn new(config: Arc<Config>) -> Result<Hub, StoreError> {
         let bounds = Bounds {
             max_keys: config.hub.max_keys_per_session,
             max_bytes: config.hub.max_bytes_per_session,
         };
-        let store = memory::MemoryStore::new(bounds, FEED_BACKLOG)
-            .with_feed_bytes(config.hub.max_feed_bytes_per_session);
-        Self::with_store(config, Arc::new(store))
+        let feed_bytes = config.hub.max_feed_bytes_per_session;
+        let store: Arc<dyn Store> = match &config.store {
+            crate::config::Store::Memory => {
+                Arc::new(memory::MemoryStore::new(bounds, FEED_BACKLOG).with_feed_bytes(feed_bytes))
+            }
+            crate::config::Store::Redis(r) => Arc::new(
+                redis::RedisStore::new(&r.url, &r.prefix, bounds, FEED_BACKLOG, r.expire)?
+                    .with_feed_bytes(feed_bytes),
+            ),
+        };
+        Ok(Self::with_store(config, store))
     }
 
     /// A hub over any store (the in-memory one, or a shared one).

@@ -71,6 +71,26 @@ impl Stamped {
         }
     }
 
+    /// The wire form of `command` around its sequence number, for a store
+    /// that assigns the number elsewhere (Redis, in a script): `head` ends
+    /// with `"seq":`, `tail` follows the number. With the number between
+    /// them they are exactly [`Stamped::new`]'s `json`.
+    pub fn wire_parts(session: &str, sender: &str, command: &Command) -> (String, String) {
+        let json = serde_json::to_string(&StampedOut {
+            kind: "command",
+            session,
+            sender,
+            seq: 0,
+            command,
+        })
+        .expect("commands always serialise");
+        // `type`, `session` and `sender` come first; the strings are escaped,
+        // so the first `"seq":0` is the field.
+        const FIELD: &str = "\"seq\":";
+        let at = json.find("\"seq\":0").expect("the seq field is serialised") + FIELD.len();
+        (json[..at].to_string(), json[at + 1..].to_string())
+    }
+
     /// Whether `participant` receives this command live.
     pub fn is_for(&self, participant: &str) -> bool {
         self.sender != participant || self.attribute == Attribute::All
@@ -178,6 +198,9 @@ struct Ring {
     cursors: HashMap<u64, u64>,
     next_subscriber: u64,
     closed: bool,
+    /// Commands up to this one may never arrive (a shared store's link was
+    /// lost): a subscriber still waiting for one resynchronises.
+    lost_up_to: u64,
 }
 
 impl Ring {
@@ -212,6 +235,7 @@ impl Feed {
             cursors: HashMap::new(),
             next_subscriber: 0,
             closed: false,
+            lost_up_to: 0,
         };
         Arc::new(Feed {
             ring: Mutex::new(ring),
@@ -223,13 +247,24 @@ impl Feed {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes the next command (sequence numbers follow each other).
+    /// Publishes the next command. Sequence numbers follow each other; a
+    /// shared store delivering from elsewhere may repeat one (ignored) or
+    /// skip some (the ring restarts at the new one, so a receiver waiting
+    /// for a skipped one is told `Lagged` and resynchronises).
     pub fn publish(&self, command: Arc<Stamped>) {
         let seq = command.seq;
         {
             let mut r = self.ring();
-            if r.closed {
+            if r.closed || seq <= r.lost_up_to {
                 return;
+            }
+            match r.commands.back().map(|c| c.seq) {
+                Some(last) if seq <= last => return,
+                Some(last) if seq > last + 1 => {
+                    r.commands.clear();
+                    r.bytes = 0;
+                }
+                _ => {}
             }
             r.bytes += command.bytes();
             r.commands.push_back(command);
@@ -254,6 +289,20 @@ impl Feed {
             next: last_seq + 1,
             woken: self.published.subscribe(),
         }
+    }
+
+    /// Commands up to `seq` may never arrive (a shared store's link was lost
+    /// and is back): every subscriber waiting for one is told `Lagged` and
+    /// resynchronises from a snapshot, which has them.
+    pub fn lost(&self, seq: u64) {
+        {
+            let mut r = self.ring();
+            r.lost_up_to = r.lost_up_to.max(seq);
+            while r.commands.front().is_some_and(|c| c.seq <= seq) {
+                r.pop();
+            }
+        }
+        self.published.send_modify(|_| {});
     }
 
     /// The session is gone: subscribers get `Closed`, and the commands kept
@@ -301,6 +350,13 @@ impl Subscription {
                 let mut r = self.feed.ring();
                 if r.closed {
                     return Err(FeedError::Closed);
+                }
+                if self.next <= r.lost_up_to {
+                    let missed = r.lost_up_to + 1 - self.next;
+                    self.next = r.lost_up_to + 1;
+                    r.cursors.insert(self.id, self.next);
+                    r.trim();
+                    return Err(FeedError::Lagged(missed));
                 }
                 if let Some(first) = r.commands.front() {
                     if first.seq > self.next {
@@ -364,4 +420,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets everything kept for the session; its subscriptions close.
     fn remove<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn stamped(seq: u64) -> Arc<Stamped> {
+        let command = Command {
+            key: format!("top/{seq}"),
+            attribute: Attribute::Others,
+            function: "value".into(),
+            args: vec![Value::from("v")],
+        };
+        Arc::new(Stamped::new("s", "p1", seq, command))
+    }
+
+    /// A shared store delivers from elsewhere: a repeated command is not
+    /// delivered twice, and a skipped one makes the receiver resynchronise
+    /// rather than wait for it.
+    #[tokio::test]
+    async fn a_feed_drops_repeats_and_reports_gaps() {
+        let feed = Feed::new(16, usize::MAX);
+        let mut live = feed.subscribe(0);
+        // Holds every command in the feed: nothing is let go of early.
+        let _idle = feed.subscribe(0);
+        for seq in [1, 2, 2, 3] {
+            feed.publish(stamped(seq));
+        }
+        for seq in [1, 2, 3] {
+            assert_eq!(live.recv().await.unwrap().seq, seq);
+        }
+        feed.publish(stamped(3));
+        feed.publish(stamped(6));
+        assert_eq!(live.recv().await.unwrap_err(), FeedError::Lagged(2));
+        assert_eq!(live.recv().await.unwrap().seq, 6);
+    }
+
+    /// What was published while a shared store's link was down never
+    /// arrives: receivers waiting for it are told, the others are not.
+    #[tokio::test]
+    async fn lost_commands_make_waiting_receivers_resynchronise() {
+        let feed = Feed::new(16, usize::MAX);
+        let mut behind = feed.subscribe(0);
+        let mut current = feed.subscribe(3);
+        feed.lost(3);
+        assert_eq!(behind.recv().await.unwrap_err(), FeedError::Lagged(3));
+        // Anything at or below what was lost that turns up late is dropped.
+        feed.publish(stamped(3));
+        feed.publish(stamped(4));
+        assert_eq!(behind.recv().await.unwrap().seq, 4);
+        assert_eq!(current.recv().await.unwrap().seq, 4);
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod redis;
 pub mod shop;
 
 use std::future::Future;
