@@ -9,6 +9,7 @@ mod audit;
 mod binding;
 mod call;
 mod console_origin;
+mod conversation;
 mod driver;
 mod fidelity;
 mod forms;

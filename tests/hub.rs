@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 
 mod bounds;
+mod conversation;
 
 /// How long any one expected message may take.
 const WAIT: Duration = Duration::from_secs(5);

@@ -16,9 +16,15 @@
 //!   `Sink`/`Stream`.
 //! - [`ws`]: the handshake (Origin, role, operator cookie).
 //! - [`auth`]: operator login, logout and `me`.
+//! - [`conversation`]: what people say beside the page: [`code`] (join
+//!   codes), [`chat`], [`control`] (requests for control).
 
 pub mod auth;
+pub mod chat;
+pub mod code;
 pub mod connection;
+pub mod control;
+pub mod conversation;
 pub mod memory;
 pub mod outbox;
 pub mod protocol;
@@ -114,6 +120,9 @@ impl Hub {
         let hub = Hub {
             shared: Arc::new(Shared::new(config, store)),
         };
+        let conversation = hub.shared.conversation.clone();
+        hub.shared
+            .on_session_end(move |sid| conversation.forget(sid));
         // Without a runtime (a unit test building a hub) nothing expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&hub.shared);

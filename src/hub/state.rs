@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::auth::{Account, Logins};
+use super::conversation::Conversation;
 use super::outbox::{Latest, Outbound, Outbox};
 use super::protocol::{
     ALWAYS_ALLOWED, CallEntry, Command, ErrorCode, ParticipantEntry, Refusal, Role, ServerMessage,
@@ -114,6 +115,8 @@ pub struct Shared {
     pub sockets: Arc<SocketCount>,
     state: Mutex<State>,
     end_hooks: Mutex<Vec<EndHook>>,
+    /// Join codes, chat and requests for control (see its module).
+    pub conversation: Arc<Conversation>,
 }
 
 /// The state, locked. Releasing it announces the sessions that ended while
@@ -224,7 +227,7 @@ pub fn reconnect_grace(config: &Config) -> Duration {
     config.hub.idle_session.min(config.hub.reconnect_grace)
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -262,7 +265,7 @@ impl State {
         }
     }
 
-    fn send_text(&self, conn: ConnId, text: String) {
+    pub(super) fn send_text(&self, conn: ConnId, text: String) {
         self.send(conn, Outbound::Text(text));
     }
 
@@ -293,7 +296,7 @@ impl State {
     }
 
     /// Tells every connected participant of `sid` where the session stands.
-    fn status_to(&mut self, sid: &str) {
+    pub(super) fn status_to(&mut self, sid: &str) {
         let Some(s) = self.sessions.get(sid) else {
             return;
         };
@@ -339,7 +342,7 @@ impl State {
         }
     }
 
-    fn connected(&self, sid: &str) -> Vec<ConnId> {
+    pub(super) fn connected(&self, sid: &str) -> Vec<ConnId> {
         self.sessions
             .get(sid)
             .map(|s| {
@@ -358,7 +361,7 @@ impl State {
     /// Sends `status` to every queued session whose place or state moved
     /// (in one pass over the queue: a change costs messages only where it
     /// changes something) and `queue` to every waiting operator.
-    fn refresh(&mut self) {
+    pub(super) fn refresh(&mut self) {
         let mut moved = Vec::new();
         let mut place = 0;
         for sid in &self.queue {
@@ -427,7 +430,7 @@ impl State {
         }
     }
 
-    fn gauges(&self) {
+    pub(super) fn gauges(&self) {
         metrics::gauge!(telemetry::HUB_SESSIONS).set(self.sessions.len() as f64);
         metrics::gauge!(telemetry::HUB_PARTICIPANTS).set(self.participants.len() as f64);
         metrics::gauge!(telemetry::HUB_CONNECTIONS).set(self.conns.len() as f64);
@@ -464,6 +467,7 @@ impl Shared {
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(limits.call_burst_per_address).unwrap_or(NonZeroU32::MIN));
         Shared {
+            conversation: Arc::new(Conversation::new(&config.hub)),
             config,
             store,
             logins: Logins::new(),
@@ -487,6 +491,7 @@ impl Shared {
     pub fn tidy(&self) {
         self.calls.retain_recent();
         self.logins.tidy();
+        self.conversation.tidy();
     }
 
     pub fn lock(&self) -> Locked<'_> {
@@ -579,7 +584,7 @@ impl Shared {
     /// has waited longest, among those who have not let it lapse this round;
     /// when all have, a new round starts, so a call is never left unoffered
     /// while an operator is free.
-    fn allocate(self: &Arc<Self>, st: &mut State) {
+    pub(super) fn allocate(self: &Arc<Self>, st: &mut State) {
         for sid in st.queue.clone() {
             let Some(s) = st.sessions.get(&sid) else {
                 continue;
@@ -673,7 +678,7 @@ impl Shared {
         st.refresh();
     }
 
-    fn participant_of(st: &State, conn: ConnId) -> Result<(&Conn, Option<&Participant>), Refusal> {
+    pub(super) fn participant_of(st: &State, conn: ConnId) -> Result<(&Conn, Option<&Participant>), Refusal> {
         let c = st
             .conns
             .get(&conn)
@@ -838,6 +843,23 @@ impl Shared {
             .account
             .clone()
             .ok_or_else(|| refuse(ErrorCode::Forbidden, "only operators respond"))?;
+        self.admit_operator(&mut st, conn, sid, &account, None);
+        Ok(())
+    }
+
+    /// An operator enters a session as a new participant, by whichever way
+    /// it was let in (`respond`, a join code): `joined`, the replay and
+    /// `status` to everyone; the session no longer waits for an operator,
+    /// and offers of it, or held by this operator, are withdrawn. The caller
+    /// checked that the session exists.
+    pub(super) fn admit_operator(
+        self: &Arc<Self>,
+        st: &mut State,
+        conn: ConnId,
+        sid: &str,
+        account: &Account,
+        via: Option<&str>,
+    ) {
         let pid = format!("p{}", st.next());
         let mut p = Participant {
             id: pid.clone(),
@@ -860,21 +882,30 @@ impl Shared {
             },
         );
         st.participants.insert(pid.clone(), p);
-        let c = st.conns.get_mut(&conn).expect("checked above");
-        c.offer = None;
-        c.participant = Some(pid.clone());
-        let s = st.sessions.get_mut(sid).expect("checked above");
+        st.release_offer(conn, Release::Withdrawn);
+        if let Some(other) = st.sessions.get_mut(sid).and_then(|s| s.offer.take())
+            && let Some(c) = st.conns.get_mut(&other.conn)
+        {
+            c.offer = None;
+        }
+        st.conns.get_mut(&conn).expect("checked by the caller").participant = Some(pid.clone());
+        let s = st.sessions.get_mut(sid).expect("checked by the caller");
         s.participants.push(pid.clone());
-        s.offer = None;
         s.wants_operator = false;
         s.idle_since = None;
         st.queue.retain(|q| q != sid);
-        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user);
+        match via {
+            None => {
+                info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user)
+            }
+            Some(via) => {
+                info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user, via)
+            }
+        }
         st.status_to(sid);
-        self.allocate(&mut st);
+        self.allocate(st);
         st.refresh();
         st.gauges();
-        Ok(())
     }
 
     pub fn decline(self: &Arc<Self>, conn: ConnId, sid: &str) -> Result<(), Refusal> {

@@ -1,0 +1,52 @@
+//! What the people in a session say to each other beside the page: join
+//! codes a customer reads out ([`code`](super::code)), the chat
+//! ([`chat`](super::chat)) and requests for control
+//! ([`control`](super::control)).
+//!
+//! Each part has its own lock, always taken after the hub's state lock and
+//! never held while taking it, so the operations that use both stay in one
+//! order. Everything kept for a session is forgotten when it ends
+//! ([`Conversation::forget`], called from the hub's session end hook).
+
+use std::sync::Mutex;
+
+use super::chat::Chats;
+use super::code::Codes;
+use super::control::Asks;
+use crate::config::HubLimits;
+
+pub struct Conversation {
+    pub codes: Codes,
+    pub chats: Mutex<Chats>,
+    pub asks: Mutex<Asks>,
+}
+
+impl Conversation {
+    pub fn new(limits: &HubLimits) -> Conversation {
+        Conversation {
+            codes: Codes::new(limits),
+            chats: Mutex::new(Chats::new(limits)),
+            asks: Mutex::new(Asks::default()),
+        }
+    }
+
+    /// The session ended: its code, its chat and any open request for
+    /// control go with it.
+    pub fn forget(&self, session: &str) {
+        self.codes.forget(session);
+        lock(&self.chats).forget(session);
+        lock(&self.asks).forget(session);
+    }
+
+    /// Forgets rate-limit entries of operators and addresses gone quiet, and
+    /// codes past their expiry.
+    pub fn tidy(&self) {
+        self.codes.tidy();
+    }
+}
+
+/// A lock that a panic elsewhere does not poison for good: what it guards
+/// stays consistent between statements.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
