@@ -285,6 +285,7 @@ pub const METRICS: &[Metric] = &[
                 "limit",
                 "forbidden",
                 "unavailable",
+                "unknown_code",
             ],
         )],
     },
