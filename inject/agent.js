@@ -382,7 +382,19 @@
 
     let leaving = false;
     W.addEventListener('pagehide', () => { leaving = true; });
-    W.addEventListener('pageshow', (e) => { if (e.persisted) { leaving = false; if (readJSON(STORE) && !link.ws) connect('resume'); } });
+    W.addEventListener('pageshow', (e) => {
+        if (!e.persisted) return;
+        leaving = false;
+        // Back from the back/forward cache (Back in the operator's address
+        // bar leads here too): the engine let go of this page's documents
+        // when it was hidden; it takes them up again, to publish them.
+        if (CB.engine) {
+            for (const f of CB.frames) {
+                try { if (!f.closed) CB.engine.attach(f); } catch (err) { /* a frame gone meanwhile */ }
+            }
+        }
+        if (readJSON(STORE) && !link.ws) connect('resume');
+    });
 
     function onMessage(msg) {
         switch (msg.type) {
@@ -404,7 +416,14 @@
                 // publishes its own state, so the stored one is not applied.
                 // Later, a replay resynchronises a slow link: it carries what
                 // the others did meanwhile.
-                if (link.fresh) { link.fresh = false; break; }
+                if (link.fresh) {
+                    link.fresh = false;
+                    // An address-bar command that came while this tab was
+                    // away (between pages) is still for it; the engine
+                    // performs each one once.
+                    if (CB.engine) for (const c of msg.commands || []) if (c.key === 'top/@go') CB.engine.receive(c);
+                    break;
+                }
                 for (const c of msg.commands || []) onMessage(c);
                 break;
             case 'status':
@@ -412,14 +431,18 @@
                 link.position = msg.position || 0;
                 link.participants = msg.participants || [];
                 link.control = !!msg.control;
-                // An operator is here: the code was used, or is not needed.
-                if (msg.state === 'connected') writeJSON(CODE, null);
+                // Another operator came in: the code was used (or is not
+                // needed any more).
+                {
+                    const code = readJSON(CODE);
+                    if (code && operatorsIn(link.participants) > code.operators) writeJSON(CODE, null);
+                }
                 if (link.control) widget.closePrompt();
                 if (CB.engine) CB.engine.status();
                 widget.render();
                 break;
             case 'code':
-                writeJSON(CODE, { code: String(msg.code), until: Date.now() + (Number(msg.expires_in) || 600) * 1000 });
+                writeJSON(CODE, { code: String(msg.code), until: Date.now() + (Number(msg.expires_in) || 600) * 1000, operators: operatorsIn(link.participants) });
                 widget.render();
                 break;
             case 'control_request':
@@ -450,6 +473,10 @@
             default:
                 break;
         }
+    }
+
+    function operatorsIn(participants) {
+        return participants.filter((p) => p.role === 'operator').length;
     }
 
     function start(how) {
@@ -717,8 +744,8 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
         function renderConversation() {
             const s = link.state;
             const code = readJSON(CODE);
-            const live = code && code.until > Date.now() && s !== 'connected' && s !== 'idle' ? code.code : '';
-            ui.share.hidden = s === 'connected' || s === 'calling' || !!live;
+            const live = code && code.until > Date.now() && s !== 'idle' ? code.code : '';
+            ui.share.hidden = s === 'calling' || !!live;
             ui.codeBox.hidden = !live;
             ui.code.textContent = live;
             clearTimeout(codeTimer);

@@ -44,11 +44,14 @@ async fn customer_shares_a_code(customer: &Tab, server: &Cobrowse, all: &[&Tab])
     code.as_str().unwrap().to_string()
 }
 
-/// The operator types a code into the console's join form and submits it.
-async fn operator_joins_by_code(operator: &Tab, code: &str) {
-    operator
-        .type_into(r#"form[data-cobrowse="join-code"] input"#, &format!("{code}\n"))
-        .await;
+/// The operator types a code into the console's join form and submits it
+/// with Enter.
+async fn operator_joins_by_code(operator: &Tab, code: &str, server: &Cobrowse, all: &[&Tab]) {
+    let field = r#"form[data-cobrowse="join-code"] input"#;
+    until_on(operator, "the join-code field enabled", field, "el && !el.disabled", all, server).await;
+    operator.type_into(field, code).await;
+    until_on(operator, "the code in the field", field, &format!("el.value === {code:?}"), all, server).await;
+    operator.type_text("\n").await;
 }
 
 #[tokio::test]
@@ -67,9 +70,9 @@ async fn an_operator_joins_the_customer_by_the_code_read_out() {
 
     // A wrong code is refused with a sentence; the right one joins.
     let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
-    operator_joins_by_code(&operator, &wrong).await;
+    operator_joins_by_code(&operator, &wrong, &server, &all).await;
     until(&operator, "the refusal of a wrong code", &format!("{CONSOLE_NOTICE}.includes('No session has that code')"), &all, &server).await;
-    operator_joins_by_code(&operator, &code).await;
+    operator_joins_by_code(&operator, &code, &server, &all).await;
     until(&operator, "the console to be connected", &format!("{CONSOLE_STATUS}.startsWith('Connected')"), &all, &server).await;
     let field = operator.eval_on(r#"form[data-cobrowse="join-code"] input"#, "el.value").await;
     assert_eq!(field, serde_json::json!(""), "the code is not kept in the form");
@@ -113,14 +116,17 @@ async fn the_operators_address_bar_follows_the_customer_and_drives_their_browser
     assert_eq!(customer.eval("location.pathname").await, serde_json::json!("/app/cart"));
 
     // A path of the site is opened by the customer's browser, once.
-    customer.eval("window.__loads = (Number(sessionStorage.getItem('loads')) || 0); true").await;
     operator.eval_on(address, "(el.focus(), el.select(), true)").await;
     operator.type_text("/form.html?from=operator\n").await;
     until(customer, "the customer's browser to open the typed page", "location.pathname + location.search === '/form.html?from=operator'", &all, server).await;
     until_on(operator, "the operator to follow", CONTENT, &in_frame("location.pathname === '/form.html'"), &all, server).await;
     until(operator, "the address bar to show it", &shown("/form.html?from=operator"), &all, server).await;
-    let opened = customer.websocket_frames().iter().filter(|f| f.contains(r#""fn":"go""#)).count();
-    assert_eq!(opened, 1, "the customer received the go once: {:?}", customer.websocket_frames());
+    let loads = customer
+        .websocket_frames()
+        .iter()
+        .filter(|f| f.starts_with("sent") && f.contains(r#""fn":"navigate","args":["/form.html?from=operator","load""#))
+        .count();
+    assert_eq!(loads, 1, "the customer's browser opened the page once: {:?}", customer.websocket_frames());
 
     // Back and Forward move the customer's own history.
     operator.click(r#"[data-cobrowse="back"]"#).await;
@@ -128,6 +134,7 @@ async fn the_operators_address_bar_follows_the_customer_and_drives_their_browser
     until(operator, "the address bar to follow back", &shown("/app/cart"), &all, server).await;
     operator.click(r#"[data-cobrowse="forward"]"#).await;
     until(customer, "the customer's browser to go forward", "location.pathname === '/form.html'", &all, server).await;
+    until_on(operator, "the operator to follow forward", CONTENT, &in_frame("location.pathname === '/form.html'"), &all, server).await;
     customer.eval("window.__before_reload = 1").await;
     operator.click(r#"[data-cobrowse="reload"]"#).await;
     until(customer, "the customer's page to reload", "window.__before_reload === undefined && !!window.__cobrowse", &all, server).await;
@@ -236,7 +243,7 @@ async fn customer_and_operators_chat_beside_the_page() {
     let all3 = [customer, operator, &second];
     operator_waits(&second, server, "op2", &all).await;
     let code = customer_shares_a_code(customer, server, &all3).await;
-    operator_joins_by_code(&second, &code).await;
+    operator_joins_by_code(&second, &code, server, &all3).await;
     let late = until(&second, "the conversation so far", &format!("{console_log}.length === 2 && {console_log}"), &all3, server).await;
     assert!(late[0].as_str().unwrap().contains("Olivia Operator"), "{late}");
     customer.eval("location.reload()").await;
