@@ -1430,7 +1430,11 @@ mod tests {
             (6, Duration::from_secs(600))
         );
         assert_eq!(
-            (c.hub.chat_max_messages, c.hub.chat_max_bytes, c.hub.chat_max_chars),
+            (
+                c.hub.chat_max_messages,
+                c.hub.chat_max_bytes,
+                c.hub.chat_max_chars
+            ),
             (200, 64 * 1024, 1000)
         );
         let c = parse("upstream = \"http://a\"\n[hub]\ncode_length = 8\ncode_expiry_secs = 60\nchat_max_chars = 20\n").unwrap();

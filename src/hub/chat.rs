@@ -79,7 +79,10 @@ impl Chats {
                 ),
             ));
         }
-        if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        if text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             return Err(Refusal::new(
                 ErrorCode::BadMessage,
                 "a chat message is plain text: no control characters",
@@ -218,7 +221,10 @@ mod tests {
             c.keep("s", said(&format!("m{i}"))).unwrap();
         }
         let log = c.log_json("s").unwrap();
-        assert!(!log.contains("\"m1\"") && log.contains("\"m2\"") && log.contains("\"m4\""), "{log}");
+        assert!(
+            !log.contains("\"m1\"") && log.contains("\"m2\"") && log.contains("\"m4\""),
+            "{log}"
+        );
         assert!(log.contains("\"n\":5"), "{log}");
         assert_eq!(c.kept("s").0, 3);
 

@@ -99,8 +99,7 @@ impl Codes {
     /// refused past either, whatever code it names.
     pub fn allow(&self, user: &str, remote: IpAddr) -> Result<(), Refusal> {
         let refused = |whose: &str, n: u32| {
-            metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "rate_limited")
-                .increment(1);
+            metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "rate_limited").increment(1);
             Err(Refusal::new(
                 ErrorCode::RateLimited,
                 format!(

@@ -184,7 +184,11 @@ mod tests {
         let t = Instant::now();
         assert_eq!(a.ask("s", "p2", t), Ok(true));
         assert_eq!(a.ask("s", "p3", t), Ok(false), "one open request");
-        assert_eq!(a.ask("s", "p3", t + ASK_OPEN), Ok(true), "unanswered for long");
+        assert_eq!(
+            a.ask("s", "p3", t + ASK_OPEN),
+            Ok(true),
+            "unanswered for long"
+        );
         assert_eq!(a.answer("s", false, t + ASK_OPEN).as_deref(), Some("p3"));
         assert!(a.ask("s", "p2", t + ASK_OPEN).is_err());
         assert_eq!(a.ask("s", "p2", t + ASK_OPEN + AFTER_DENIAL), Ok(true));

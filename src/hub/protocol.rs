@@ -154,15 +154,11 @@ pub enum ClientMessage {
     Respond { session: String },
     Decline { session: String },
     Invite,
-    /// A customer asks for a code to read out to an operator.
+    // The conversation beside the page (join codes, control requests, chat).
     Code,
-    /// An operator joins the session a customer's code names.
     JoinCode { code: String },
-    /// An operator asks the customer for control.
     RequestControl,
-    /// The customer answers a request for control.
     AnswerControl { granted: bool },
-    /// A chat message to everyone in the session.
     Chat { text: String },
 }
 
@@ -400,7 +396,10 @@ pub enum ServerMessage<'a> {
         name: &'a str,
     },
     /// The customer's answer, to the session's operators.
-    ControlAnswer { session: &'a str, granted: bool },
+    ControlAnswer {
+        session: &'a str,
+        granted: bool,
+    },
     Chat {
         session: &'a str,
         #[serde(flatten)]

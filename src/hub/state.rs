@@ -678,7 +678,10 @@ impl Shared {
         st.refresh();
     }
 
-    pub(super) fn participant_of(st: &State, conn: ConnId) -> Result<(&Conn, Option<&Participant>), Refusal> {
+    pub(super) fn participant_of(
+        st: &State,
+        conn: ConnId,
+    ) -> Result<(&Conn, Option<&Participant>), Refusal> {
         let c = st
             .conns
             .get(&conn)
@@ -888,7 +891,10 @@ impl Shared {
         {
             c.offer = None;
         }
-        st.conns.get_mut(&conn).expect("checked by the caller").participant = Some(pid.clone());
+        st.conns
+            .get_mut(&conn)
+            .expect("checked by the caller")
+            .participant = Some(pid.clone());
         let s = st.sessions.get_mut(sid).expect("checked by the caller");
         s.participants.push(pid.clone());
         s.wants_operator = false;
