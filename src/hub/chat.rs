@@ -14,10 +14,7 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::conversation::lock;
 use super::protocol::{ChatMessage, ErrorCode, Refusal, ServerMessage};
-use super::session::ConnId;
-use super::state::{Shared, now_secs};
 use crate::config::HubLimits;
 
 /// Chat messages one participant may send at once before the pace of one a
@@ -45,7 +42,8 @@ pub struct Chats {
     max_messages: usize,
     max_bytes: usize,
     max_chars: usize,
-    pace: DefaultKeyedRateLimiter<String>,
+    /// Chat messages per participant id.
+    pub pace: DefaultKeyedRateLimiter<String>,
 }
 
 impl Chats {
@@ -61,7 +59,7 @@ impl Chats {
     }
 
     /// Checks `text` as a chat message: what is kept is the text trimmed.
-    fn check<'t>(&self, text: &'t str) -> Result<&'t str, Refusal> {
+    pub fn check<'t>(&self, text: &'t str) -> Result<&'t str, Refusal> {
         let text = text.trim();
         if text.is_empty() {
             return Err(Refusal::new(
@@ -92,7 +90,11 @@ impl Chats {
     }
 
     /// Keeps a message in its session's log, the oldest making room.
-    fn keep(&mut self, session: &str, mut message: ChatMessage) -> Result<ChatMessage, Refusal> {
+    pub fn keep(
+        &mut self,
+        session: &str,
+        mut message: ChatMessage,
+    ) -> Result<ChatMessage, Refusal> {
         let size = cost(&message);
         if size > self.max_bytes {
             return Err(Refusal::new(
@@ -141,51 +143,6 @@ impl Chats {
         self.logs
             .get(session)
             .map_or((0, 0), |l| (l.messages.len(), l.bytes))
-    }
-}
-
-impl Shared {
-    /// A participant says something: kept, and delivered to everyone
-    /// connected in the session, the sender included.
-    pub fn chat(&self, conn: ConnId, text: &str) -> Result<(), Refusal> {
-        let st = self.lock();
-        let (_, p) = Self::participant_of(&st, conn)?;
-        let p = p.ok_or_else(|| {
-            Refusal::new(ErrorCode::NotInSession, "join a session before chatting")
-        })?;
-        if !st.sessions.contains_key(&p.session) {
-            return Err(Refusal::new(
-                ErrorCode::NotInSession,
-                "the session has ended",
-            ));
-        }
-        let mut chats = lock(&self.conversation.chats);
-        let text = chats.check(text)?;
-        if chats.pace.check_key(&p.id).is_err() {
-            return Err(Refusal::new(
-                ErrorCode::RateLimited,
-                format!("more than {BURST} chat messages at once, then one a second; slow down"),
-            ));
-        }
-        let message = ChatMessage {
-            n: 0,
-            sender: p.id.clone(),
-            name: p.name.clone(),
-            role: p.role,
-            time: now_secs(),
-            text: text.to_string(),
-        };
-        let message = chats.keep(&p.session, message)?;
-        drop(chats);
-        let json = ServerMessage::Chat {
-            session: &p.session,
-            message: &message,
-        }
-        .to_json();
-        for to in st.connected(&p.session) {
-            st.send_text(to, json.clone());
-        }
-        Ok(())
     }
 }
 

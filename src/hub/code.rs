@@ -17,16 +17,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tracing::info;
 
-use super::conversation::lock;
-use super::protocol::{ErrorCode, Refusal, Role, ServerMessage};
-use super::session::ConnId;
-use super::state::{Shared, address_of};
+use super::protocol::{ErrorCode, Refusal};
 use crate::config::HubLimits;
 use crate::telemetry;
 
@@ -69,10 +65,14 @@ impl Codes {
         }
     }
 
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A fresh code for `session`, replacing the one it had, and its
     /// lifetime.
     pub fn issue(&self, session: &str) -> (String, Duration) {
-        let mut t = lock(&self.live);
+        let mut t = self.table();
         let now = Instant::now();
         if let Some(old) = t.by_session.remove(session) {
             t.by_code.remove(&old);
@@ -95,9 +95,10 @@ impl Codes {
         (code, self.expiry)
     }
 
-    /// Counts one lookup against the operator's and the address's budgets;
-    /// refused past either, whatever code it names.
-    pub fn allow(&self, user: &str, remote: IpAddr) -> Result<(), Refusal> {
+    /// Counts one lookup against the operator's and the address's budgets
+    /// (`address` as [`super::state::address_of`] counts it); refused past
+    /// either, whatever code it names.
+    pub fn allow(&self, user: &str, address: IpAddr) -> Result<(), Refusal> {
         let refused = |whose: &str, n: u32| {
             metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "rate_limited").increment(1);
             Err(Refusal::new(
@@ -110,7 +111,7 @@ impl Codes {
         if self.per_operator.check_key(&user.to_string()).is_err() {
             return refused("operator", self.operator_quota);
         }
-        if self.per_address.check_key(&address_of(remote)).is_err() {
+        if self.per_address.check_key(&address).is_err() {
             return refused("address", self.address_quota);
         }
         Ok(())
@@ -118,14 +119,14 @@ impl Codes {
 
     /// The session `code` names, if it is live. The code is used up.
     pub fn redeem(&self, code: &str) -> Option<String> {
-        let mut t = lock(&self.live);
+        let mut t = self.table();
         let (session, until) = t.by_code.remove(code)?;
         t.by_session.remove(&session);
         (until > Instant::now()).then_some(session)
     }
 
     pub fn forget(&self, session: &str) {
-        let mut t = lock(&self.live);
+        let mut t = self.table();
         if let Some(code) = t.by_session.remove(session) {
             t.by_code.remove(&code);
         }
@@ -135,7 +136,7 @@ impl Codes {
     /// quiet.
     pub fn tidy(&self) {
         let now = Instant::now();
-        let mut t = lock(&self.live);
+        let mut t = self.table();
         let void: Vec<String> = t
             .by_code
             .iter()
@@ -154,82 +155,7 @@ impl Codes {
 
     #[cfg(test)]
     pub fn live(&self) -> usize {
-        lock(&self.live).by_code.len()
-    }
-}
-
-impl Shared {
-    /// A customer asks for a code to read out; only its own connection is
-    /// told it.
-    pub fn issue_code(&self, conn: ConnId) -> Result<(), Refusal> {
-        let st = self.lock();
-        let (c, p) = Self::participant_of(&st, conn)?;
-        if c.role != Role::Customer {
-            return Err(Refusal::new(
-                ErrorCode::Forbidden,
-                "only a customer gives out a join code",
-            ));
-        }
-        let p = p.ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::NotInSession,
-                "call first: a join code names the session it joins",
-            )
-        })?;
-        if !st.sessions.contains_key(&p.session) {
-            return Err(Refusal::new(
-                ErrorCode::NotInSession,
-                "the session has ended",
-            ));
-        }
-        let (code, lasts) = self.conversation.codes.issue(&p.session);
-        let json = ServerMessage::Code {
-            session: &p.session,
-            code: &code,
-            expires_in: lasts.as_secs(),
-        }
-        .to_json();
-        info!(target: "audit", event = "code_issued", session = %p.session, participant = %p.id);
-        st.send_text(conn, json);
-        Ok(())
-    }
-
-    /// An operator joins the session a customer's code names, straight in
-    /// (the queue is skipped), admitted as by `respond`.
-    pub fn join_by_code(self: &Arc<Self>, conn: ConnId, code: &str) -> Result<(), Refusal> {
-        let mut st = self.lock();
-        let (c, p) = Self::participant_of(&st, conn)?;
-        let account = match (c.role, &c.account) {
-            (Role::Operator, Some(a)) => a.clone(),
-            _ => {
-                return Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    "only operators join by code",
-                ));
-            }
-        };
-        if p.is_some() {
-            return Err(Refusal::new(
-                ErrorCode::InSession,
-                "leave your session before joining another",
-            ));
-        }
-        self.conversation.codes.allow(&account.user, c.remote)?;
-        let Some(sid) = self
-            .conversation
-            .codes
-            .redeem(code)
-            .filter(|sid| st.sessions.contains_key(sid))
-        else {
-            metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "unknown").increment(1);
-            return Err(Refusal::new(
-                ErrorCode::UnknownCode,
-                "no session has that code: it may be mistyped, used already or expired",
-            ));
-        };
-        metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "joined").increment(1);
-        self.admit_operator(&mut st, conn, &sid, &account, Some("code"));
-        Ok(())
+        self.table().by_code.len()
     }
 }
 

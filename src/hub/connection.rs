@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
 use super::auth::Account;
-use super::conversation;
 use super::outbox::{Outbound, Outbox};
 use super::protocol::{self, ClientMessage, ErrorCode, Refusal, Role};
 use super::session::ConnId;
@@ -312,7 +311,7 @@ async fn write<Si>(
                                 }
                                 // The conversation so far, after the page; a
                                 // message also queued live is told apart by its `n`.
-                                let chat = conversation::lock(&shared.conversation.chats).log_json(&session);
+                                let chat = shared.conversation.chats().log_json(&session);
                                 if let Some(text) = chat
                                     && send_text(&mut sink, text).await.is_err()
                                 {

@@ -1,14 +1,15 @@
-//! What the people in a session say to each other beside the page: join
-//! codes a customer reads out ([`code`](super::code)), the chat
-//! ([`chat`](super::chat)) and requests for control
-//! ([`control`](super::control)).
+//! What the hub keeps of what the people in a session say to each other
+//! beside the page: join codes a customer reads out ([`code`](super::code)),
+//! the chat ([`chat`](super::chat)) and requests for control
+//! ([`control`](super::control)). The operations on them are in
+//! [`talk`](super::talk).
 //!
 //! Each part has its own lock, always taken after the hub's state lock and
 //! never held while taking it, so the operations that use both stay in one
 //! order. Everything kept for a session is forgotten when it ends
 //! ([`Conversation::forget`], called from the hub's session end hook).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use super::chat::Chats;
 use super::code::Codes;
@@ -17,8 +18,8 @@ use crate::config::HubLimits;
 
 pub struct Conversation {
     pub codes: Codes,
-    pub chats: Mutex<Chats>,
-    pub asks: Mutex<Asks>,
+    chats: Mutex<Chats>,
+    asks: Mutex<Asks>,
 }
 
 impl Conversation {
@@ -34,8 +35,16 @@ impl Conversation {
     /// control go with it.
     pub fn forget(&self, session: &str) {
         self.codes.forget(session);
-        lock(&self.chats).forget(session);
-        lock(&self.asks).forget(session);
+        self.chats().forget(session);
+        self.asks().forget(session);
+    }
+
+    pub fn chats(&self) -> MutexGuard<'_, Chats> {
+        self.chats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn asks(&self) -> MutexGuard<'_, Asks> {
+        self.asks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forgets rate-limit entries of operators and addresses gone quiet, and
@@ -43,10 +52,4 @@ impl Conversation {
     pub fn tidy(&self) {
         self.codes.tidy();
     }
-}
-
-/// A lock that a panic elsewhere does not poison for good: what it guards
-/// stays consistent between statements.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -16,8 +16,9 @@
 //!   `Sink`/`Stream`.
 //! - [`ws`]: the handshake (Origin, role, operator cookie).
 //! - [`auth`]: operator login, logout and `me`.
-//! - [`conversation`]: what people say beside the page: [`code`] (join
-//!   codes), [`chat`], [`control`] (requests for control).
+//! - [`conversation`]: what the hub keeps of what people say beside the
+//!   page: [`code`] (join codes), [`chat`], [`control`] (requests for
+//!   control); [`talk`]: the operations on it.
 
 pub mod auth;
 pub mod chat;
@@ -31,6 +32,7 @@ pub mod protocol;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod talk;
 pub mod ws;
 
 #[cfg(test)]
