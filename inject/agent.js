@@ -448,6 +448,10 @@
             case 'control_request':
                 widget.askControl(String(msg.name || 'The operator'));
                 break;
+            case 'control_answer':
+                // Answered here or in another tab of this customer.
+                widget.closePrompt();
+                break;
             case 'chat':
                 widget.chat.add([msg]);
                 break;

@@ -203,7 +203,7 @@ impl Shared {
     }
 
     /// The customer answers a request for control. Allowing is granting
-    /// control ([`Shared::control`]); the session's operators are told the
+    /// control ([`Shared::control`]); everyone in the session is told the
     /// answer.
     pub fn answer_control(&self, conn: ConnId, granted: bool) -> Result<(), Refusal> {
         {
@@ -235,7 +235,8 @@ impl Shared {
                     granted,
                 }
                 .to_json();
-                for to in conns_of(&st, &p.session, Role::Operator) {
+                // The customer's other tabs close their prompt too.
+                for to in st.connected(&p.session) {
                     st.send_text(to, json.clone());
                 }
             }
