@@ -130,14 +130,8 @@
     function operatorFrame() {
         const BOOTSTRAP = CONFIG.prefix + 'frame';
         const post = (msg) => W.parent.postMessage({ cobrowse: 'frame', ...msg }, CONSOLE_ORIGIN);
-        const mirror = new Map();
-        function put(cmd) {
-            mirror.delete(cmd.key);
-            mirror.set(cmd.key, cmd);
-            if (cmd.fn === 'navigate') {
-                for (const k of [...mirror.keys()]) if (k.startsWith(cmd.key + '/')) mirror.delete(k);
-            }
-        }
+        const mirror = commandStore();
+        const put = mirror.put;
         const link = {
             role: 'operator',
             me: null,
@@ -153,16 +147,14 @@
             },
             known(path) {
                 const nav = mirror.get(path);
-                return nav && nav.fn === 'navigate' ? nav.args[0] : undefined;
+                return nav && nav.fn === VOCABULARY.navigate ? nav.args[0] : undefined;
             },
             setKnown(path, url) {
                 const nav = mirror.get(path);
-                if (nav && nav.fn === 'navigate') nav.args = [url, ...nav.args.slice(1)];
+                if (nav && nav.fn === VOCABULARY.navigate) nav.args = [url, ...nav.args.slice(1)];
                 post({ type: 'known', path, url });
             },
-            stored(prefix) {
-                return [...mirror.values()].filter((c) => c.key === prefix || c.key.startsWith(prefix + '/'));
-            },
+            stored: mirror.under,
             notice(text) { post({ type: 'notice', text: String(text) }); },
         };
         CB.link = link;
@@ -175,14 +167,12 @@
         // The bootstrap page binds this browser to the session, then shows
         // the customer's page (only a path on this origin).
         function bootstrap(msg) {
-            const body = msg.bind ? JSON.stringify(msg.bind) : '';
-            fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
-                .catch(() => { /* the page still loads, as an unbound follower */ })
+            bindBrowser(CONFIG.prefix, msg.bind || null)
                 .then(() => {
                     if (!msg.bind) return;
                     post({ type: 'bound', session: msg.session });
                     const show = msg.show;
-                    if (typeof show === 'string' && show.startsWith('/') && !show.startsWith('//') && !show.startsWith('/\\')) W.location.replace(show);
+                    if (sitePath(show, location.href)) W.location.replace(show);
                 });
         }
         function start(msg) {
@@ -293,32 +283,25 @@
         state: 'idle',
         position: 0,
         control: false,
-        ws: null,
         queue: [],
         joined: false,
-        retries: 0,
         // Received this page: what a frame that loads later still needs.
-        mirror: new Map(),
+        mirror: commandStore(),
         tools: { pointer: false, draw: false },
         // The customer drives: the operators act only when granted.
         mayAct() { return true; },
         send(cmd) {
             const msg = JSON.stringify({ type: 'command', attribute: 'others', ...cmd });
-            if (this.joined && this.ws && this.ws.readyState === 1) this.ws.send(msg);
-            else this.queue.push(msg);
+            if (!(this.joined && hub.send(msg))) this.queue.push(msg);
         },
-        sendRaw(msg) {
-            if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(msg));
-        },
+        sendRaw(msg) { hub.send(msg); },
         known(path) { return (readJSON(KNOWN) || {})[path]; },
         setKnown(path, url) {
             const k = readJSON(KNOWN) || {};
             k[path] = url;
             writeJSON(KNOWN, k);
         },
-        stored(prefix) {
-            return [...this.mirror.values()].filter((c) => c.key === prefix || c.key.startsWith(prefix + '/'));
-        },
+        stored(prefix) { return this.mirror.under(prefix); },
         nameOf(id) {
             const p = this.participants.find((x) => x.id === id);
             return p ? (p.name || p.role) : 'Operator';
@@ -327,57 +310,44 @@
     };
     CB.link = link;
 
-    // Tells the proxy which participant this browser is, so it can apply
-    // the one-driver rules to the page's own requests (docs/driver.md),
-    // proving it with the single-use token the hub gave this connection in
-    // `joined`; no session clears it.
-    function bindBrowser(session, token) {
-        const body = session ? JSON.stringify({ session, token }) : '';
-        return fetch(CONFIG.prefix + 'bind', { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' }, body })
-            .catch(() => { /* sharing still works; the proxy sees an unbound browser */ });
-    }
-
-    function connect(first) {
-        const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-        const ws = new WebSocket(`${proto}//${location.host}${CONFIG.prefix}ws?role=customer`);
-        link.ws = ws;
-        ws.onopen = () => {
-            link.retries = 0;
+    // How the next socket says who this is: `call` for a new call, else
+    // `resume` (a retry, the next page of this tab).
+    let opening = 'resume';
+    const hub = hubLink('customer', CONFIG.prefix, {
+        open() {
             const saved = readJSON(STORE);
             // A resume is answered with a replay; a new call is not.
-            link.resuming = !!(first === 'resume' && saved);
-            if (link.resuming) ws.send(JSON.stringify({ type: 'resume', session: saved.session, resume: saved.resume }));
-            else ws.send(JSON.stringify({ type: 'call' }));
-            first = 'resume';
-        };
-        ws.onmessage = (ev) => {
-            let msg;
-            try { msg = JSON.parse(ev.data); } catch (e) { return; }
-            onMessage(msg);
-        };
-        ws.onclose = (ev) => {
-            // Leaving the page: the next page of this tab resumes; nothing
-            // here may touch the session storage it will read.
-            if (link.ws !== ws || leaving) return;
-            link.ws = null;
+            link.resuming = !!(opening === 'resume' && saved);
+            if (link.resuming) hub.send({ type: 'resume', session: saved.session, resume: saved.resume });
+            else hub.send({ type: 'call' });
+            opening = 'resume';
+        },
+        message: onMessage,
+        closed(how) {
             link.joined = false;
-            if (ev.code === 4001) {
+            if (how === 'replaced') {
                 // Another tab with a copy of this tab's session storage took
                 // the session over; it goes on there.
                 end();
                 widget.notice('Sharing continues in another tab.');
-                return;
-            }
-            // A network blip or a server restart: come back as the same
-            // participant while the session may still exist.
-            if (readJSON(STORE) && link.retries < 8) {
-                const delay = Math.min(8000, 250 * 2 ** link.retries++);
-                setTimeout(() => { if (readJSON(STORE) && !link.ws) connect('resume'); }, delay);
+            } else if (how === 'retrying') {
+                // Come back as the same participant while the session may
+                // still exist.
+                opening = 'resume';
                 widget.render();
             } else {
                 end();
             }
-        };
+        },
+        wanted: () => !!readJSON(STORE),
+        // Leaving the page: the next page of this tab resumes; nothing
+        // here may touch the session storage it will read.
+        quiet: () => leaving,
+    }, 8);
+
+    function connect(first) {
+        opening = first;
+        hub.connect();
     }
 
     let leaving = false;
@@ -393,18 +363,18 @@
                 try { if (!f.closed) CB.engine.attach(f); } catch (err) { /* a frame gone meanwhile */ }
             }
         }
-        if (readJSON(STORE) && !link.ws) connect('resume');
+        if (readJSON(STORE) && !hub.ws) connect('resume');
     });
 
     function onMessage(msg) {
         switch (msg.type) {
             case 'joined':
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
-                bindBrowser(msg.session, msg.bind);
+                bindBrowser(CONFIG.prefix, { session: msg.session, token: msg.bind });
                 link.me = msg.participant;
                 link.joined = true;
                 link.fresh = link.resuming;
-                for (const m of link.queue.splice(0)) link.ws.send(m);
+                for (const m of link.queue.splice(0)) hub.send(m);
                 // "Share with the person I'm talking to" before a call:
                 // the call is made, now the code for it.
                 if (link.wantCode) { link.wantCode = false; link.sendRaw({ type: 'code' }); }
@@ -459,10 +429,7 @@
                 widget.chat.add(Array.isArray(msg.messages) ? msg.messages : []);
                 break;
             case 'command':
-                link.mirror.set(msg.key, msg);
-                if (msg.fn === 'navigate') {
-                    for (const k of [...link.mirror.keys()]) if (k.startsWith(msg.key + '/')) link.mirror.delete(k);
-                }
+                link.mirror.put(msg);
                 if (CB.engine) CB.engine.receive(msg);
                 break;
             case 'ended':
@@ -496,7 +463,7 @@
     }
 
     function end() {
-        if (readJSON(STORE)) bindBrowser(null);
+        if (readJSON(STORE)) bindBrowser(CONFIG.prefix, null);
         writeJSON(STORE, null);
         writeJSON(KNOWN, null);
         writeJSON(CODE, null);
@@ -504,8 +471,6 @@
         link.wantCode = false;
         widget.closePrompt();
         widget.chat.clear();
-        const ws = link.ws;
-        link.ws = null;
         link.joined = false;
         link.queue = [];
         link.mirror.clear();
@@ -513,13 +478,13 @@
         link.participants = [];
         link.control = false;
         link.tools.pointer = link.tools.draw = false;
-        if (ws) try { ws.close(); } catch (e) { /* closed already */ }
+        hub.close();
         if (CB.engine) { CB.engine.stop(); CB.engine = null; }
         widget.render();
     }
 
     function hangup() {
-        if (link.ws && link.ws.readyState === 1) link.ws.send(JSON.stringify({ type: 'hangup' }));
+        hub.send({ type: 'hangup' });
         end();
     }
 
@@ -651,7 +616,7 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             let text;
             if (s === 'idle') text = 'Need help? Call an operator to look at this page with you.';
             else if (s === 'calling') text = 'Calling…';
-            else if (!link.ws && readJSON(STORE)) text = 'Reconnecting…';
+            else if (!hub.ws && readJSON(STORE)) text = 'Reconnecting…';
             else if (s === 'queued') text = link.position ? `Waiting for an operator: you are ${ordinal(link.position)} in the queue.` : 'Waiting for an operator…';
             else if (s === 'offered') text = 'An operator is being connected…';
             else if (s === 'connected') text = operators.length ? `Connected with ${operators.join(', ')}.` : 'Connected.';
@@ -692,7 +657,7 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             ui.chatForm.addEventListener('submit', (e) => {
                 e.preventDefault();
                 const text = ui.chatInput.value.trim();
-                if (!text || !link.ws || link.ws.readyState !== 1) return;
+                if (!text || !hub.open()) return;
                 link.sendRaw({ type: 'chat', text });
                 ui.chatInput.value = '';
             });

@@ -30,19 +30,13 @@
     // The store as this operator knows it: the latest command per key, in the
     // order keys were last written, with a navigation dropping what was below
     // its frame (the hub's rules, docs/protocol.md). A content frame that
-    // (re)loads applies what is stored for it from here.
-    const mirror = new Map();
-    function put(cmd) {
-        mirror.delete(cmd.key);
-        mirror.set(cmd.key, cmd);
-        if (cmd.fn === 'navigate') {
-            for (const k of [...mirror.keys()]) if (k.startsWith(cmd.key + '/')) mirror.delete(k);
-        }
-    }
+    // (re)loads applies what is stored for it from here (`commandStore`, hub.js).
+    const mirror = commandStore();
+    const put = mirror.put;
 
     const state = {
-        user: null, ws: null, session: null, offer: null, queue: [], phase: 'signed-out',
-        retries: 0, viewport: null,
+        user: null, session: null, offer: null, queue: [], phase: 'signed-out',
+        viewport: null,
         // This participant's session and single-use bind token: binds the content
         // frame's browser as a follower of this session, and nothing more.
         credential: null, boundSession: null,
@@ -88,7 +82,7 @@
                     session: state.session,
                     ...statusOf(),
                     tools: link.tools,
-                    commands: [...mirror.values()],
+                    commands: mirror.values(),
                     // The bootstrap page binds the browser, then shows the page.
                     bind: frame.url === BOOTSTRAP && state.session ? state.credential : null,
                     show: (mirror.get('top') || { args: [] }).args[0],
@@ -105,7 +99,7 @@
                 break;
             case 'known': {
                 const nav = typeof msg.path === 'string' && mirror.get(msg.path);
-                if (nav && nav.fn === 'navigate' && typeof msg.url === 'string') nav.args = [msg.url, ...nav.args.slice(1)];
+                if (nav && nav.fn === VOCABULARY.navigate && typeof msg.url === 'string') nav.args = [msg.url, ...nav.args.slice(1)];
                 break;
             }
             case 'notice':
@@ -123,7 +117,7 @@
         const attribute = cmd.attribute === 'all' ? 'all' : 'others';
         const full = { type: 'command', key: cmd.key, attribute, fn: cmd.fn, args: Array.isArray(cmd.args) ? cmd.args : [] };
         put(full);
-        if (state.ws && state.ws.readyState === 1 && link.joined) state.ws.send(JSON.stringify(full));
+        if (link.joined) hub.send(full);
     }
 
     let noticeTimer = 0;
@@ -167,9 +161,7 @@
         if (link.joined) send({ type: 'hangup' });
         await fetch(`${PREFIX}logout`, { method: 'POST', credentials: 'same-origin' }).catch(() => null);
         sessionStorage.removeItem(SAVED);
-        const ws = state.ws;
-        state.ws = null;
-        if (ws) ws.close();
+        hub.close();
         clearSession();
         state.phase = 'signed-out';
         ui.desk.hidden = true;
@@ -187,32 +179,20 @@
     // ---- the hub ----------------------------------------------------------------
 
     function send(msg) {
-        if (state.ws && state.ws.readyState === 1) state.ws.send(JSON.stringify(msg));
+        hub.send(msg);
     }
 
-    function connect() {
-        const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-        const ws = new WebSocket(`${proto}//${location.host}${PREFIX}ws?role=operator`);
-        state.ws = ws;
-        state.phase = 'connecting';
-        render();
-        ws.onopen = () => {
-            state.retries = 0;
+    const hub = hubLink('operator', PREFIX, {
+        open() {
             let saved = null;
             try { saved = JSON.parse(sessionStorage.getItem(SAVED) || 'null'); } catch (e) { /* none */ }
             if (saved) send({ type: 'resume', session: saved.session, resume: saved.resume });
             else ready();
-        };
-        ws.onmessage = (ev) => {
-            let msg;
-            try { msg = JSON.parse(ev.data); } catch (e) { return; }
-            onMessage(msg);
-        };
-        ws.onclose = (ev) => {
-            if (state.ws !== ws) return;
-            state.ws = null;
+        },
+        message: onMessage,
+        closed(how) {
             link.joined = false;
-            if (ev.code === 4001) {
+            if (how === 'replaced') {
                 // Resumed in another console window: this one steps back.
                 clearSession('This session continues in another console window.');
                 state.phase = 'signed-out';
@@ -222,9 +202,14 @@
             }
             state.phase = 'reconnecting';
             render();
-            const delay = Math.min(8000, 250 * 2 ** state.retries++);
-            setTimeout(() => { if (!state.ws && state.user) connect(); }, delay);
-        };
+        },
+        wanted: () => !!state.user,
+    });
+
+    function connect() {
+        hub.connect();
+        state.phase = 'connecting';
+        render();
     }
 
     function ready() {
@@ -268,7 +253,7 @@
                 if (frame.ready && nav && frame.url === nav.args[0] && state.boundSession === state.session) {
                     const vp = mirror.get('top/@viewport');
                     if (vp) fitViewport(vp.args);
-                    toFrame({ type: 'replay', commands: [...mirror.values()] });
+                    toFrame({ type: 'replay', commands: mirror.values() });
                 } else {
                     showPage();
                 }
@@ -317,20 +302,10 @@
         // Without an agent in the content frame (still loading, or blank),
         // the console loads the customer's page itself; the agent applies
         // the rest from the mirror once it is there.
-        if (cmd.key === 'top' && cmd.fn === 'navigate' && !frame.ready) return showPage();
+        if (cmd.key === 'top' && cmd.fn === VOCABULARY.navigate && !frame.ready) return showPage();
         if (frame.ready) toFrame({ type: 'command', command: cmd });
     }
 
-    // Whether `url` is a path on the proxied site, the only kind of URL the
-    // content frame may load: the hub's rule for navigation targets
-    // (`navigation_target` in src/hub/protocol.rs), which the agent applies
-    // too (`onThisSite` in share.js). Tabs and newlines vanish in URL
-    // parsing (`/\t/evil.example` is `//evil.example`), so the URL is
-    // parsed, never compared as text alone.
-    function sitePath(url) {
-        if (typeof url !== 'string' || url[0] !== '/' || /[\u0000-\u0020\u007f]/.test(url)) return false;
-        try { return new URL(url, SITE_ORIGIN).origin === new URL(SITE_ORIGIN).origin; } catch (e) { return false; }
-    }
 
     // Navigates the content frame (a frame of ours may be sent anywhere,
     // across origins), replacing its history entry.
@@ -350,7 +325,7 @@
         if (!nav) return;
         const url = nav.args[0];
         // Only paths on the proxied site are loaded into the content frame.
-        if (!sitePath(url)) return;
+        if (!sitePath(url, SITE_ORIGIN)) return;
         if (frame.ready && frame.url === url && state.boundSession === state.session) return;
         if (!state.session) return;
         // The customer's page is loaded only once the proxy knows this
@@ -496,7 +471,7 @@
         try { u = new URL(typed, SITE_ORIGIN + '/'); } catch (e) { return null; }
         if (u.origin !== new URL(SITE_ORIGIN).origin) return null;
         const path = u.pathname + u.search + u.hash;
-        return sitePath(path) ? path : null;
+        return sitePath(path, SITE_ORIGIN) ? path : null;
     }
     function go(what, path) {
         if (!link.joined) return;

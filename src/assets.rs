@@ -5,6 +5,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::hub::protocol;
 
 struct Asset {
     name: &'static str,
@@ -17,19 +18,39 @@ pub struct Assets {
     files: Vec<Asset>,
 }
 
+/// The hub as the browser side knows it (the store's rule, the navigation
+/// rule, binding, the WebSocket link), joined into `agent.js`, `share.js`
+/// and `console.js` after the generated `VOCABULARY` ([`vocabulary_part`]).
+const HUB_PART: &str = include_str!("../inject/hub.js");
+
 /// The parts of `agent.js`, in the order they run. The agent is one
 /// synchronous script, first in `<head>`: the run-time URL patches and the
 /// masking watch must be in place before the site's own scripts run.
 const AGENT_PARTS: &[&str] = &[
     include_str!("../inject/patch-urls.js"),
     include_str!("../inject/mask.js"),
+    HUB_PART,
     include_str!("../inject/agent.js"),
 ];
 
-/// The files of `inject/`, by the route they are served on. `share.js` is
-/// the sharing engine, loaded by the agent only when a session starts, so
-/// pages without a call carry only the small synchronous part.
-/// The console's files are served on the console's own door, the others on
+/// The parts of `share.js`, the sharing engine, in the order they are
+/// joined: one function scope, the body of `engineFactory(ROOT, link)`
+/// (`ROOT` the root window of the shared page tree, `link` the link to the
+/// hub). Declarations first; `engine.js`, last, builds the `engine` the
+/// factory returns and attaches the frames already known. The agent loads
+/// it only when a session starts, so pages without a call carry only the
+/// small synchronous part.
+const SHARE_PARTS: &[&str] = &[
+    include_str!("../inject/share/keys.js"),
+    include_str!("../inject/share/page.js"),
+    include_str!("../inject/share/detectors.js"),
+    include_str!("../inject/share/appliers.js"),
+    include_str!("../inject/share/overlay.js"),
+    include_str!("../inject/share/engine.js"),
+];
+
+/// The files of `inject/` served as they are, by the route they are served
+/// on. The console's files are served on the console's own door, the others on
 /// the site's (`frame` is the console's content frame's first page, on the
 /// site's origin).
 const FILES: &[(&str, &str, &str)] = &[
@@ -42,11 +63,6 @@ const FILES: &[(&str, &str, &str)] = &[
         "console.css",
         "text/css; charset=utf-8",
         include_str!("../inject/console.css"),
-    ),
-    (
-        "share.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../inject/share.js"),
     ),
     (
         "frame",
@@ -62,6 +78,7 @@ impl Assets {
             "text/javascript; charset=utf-8",
             agent_source(config),
         );
+        let share = ("share.js", "text/javascript; charset=utf-8", share_source());
         let console = (
             "console.js",
             "text/javascript; charset=utf-8",
@@ -70,7 +87,7 @@ impl Assets {
         let files = FILES
             .iter()
             .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
-            .chain([agent, console])
+            .chain([agent, share, console])
             .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
@@ -144,13 +161,22 @@ fn agent_source(config: &Config) -> String {
         // to that origin only: the public origin, or this host on its port.
         "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },
     });
-    let mut source = format!("(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n");
-    for part in AGENT_PARTS {
-        source.push_str(part);
-        source.push('\n');
-    }
-    source.push_str("})();\n");
-    source
+    let head = format!(
+        "(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n{}",
+        vocabulary_part()
+    );
+    joined(head, AGENT_PARTS, "})();\n")
+}
+
+/// `share.js`: its parts in the body of the engine factory the agent calls
+/// when a session starts (`CB.engineFactory`), defined once per window, in a
+/// scope with the vocabulary and the hub's rules.
+fn share_source() -> String {
+    let head = format!(
+        "(function share() {{\n'use strict';\n{}{HUB_PART}\nconst CB = window.__cobrowse;\nif (!CB || CB.engineFactory) return;\nCB.engineFactory = function engineFactory(ROOT, link) {{\n",
+        vocabulary_part()
+    );
+    joined(head, SHARE_PARTS, "return engine;\n};\n})();\n")
 }
 
 /// `console.js` in a scope with `SITE`: where the site is, the one origin
@@ -158,10 +184,33 @@ fn agent_source(config: &Config) -> String {
 /// or the console's host on the site's port).
 fn console_source(config: &Config) -> String {
     let site = serde_json::json!({ "origin": config.public_origins.first(), "port": config.listen.port() });
-    format!(
-        "(function () {{\n'use strict';\nconst SITE = {site};\n{}\n}})();\n",
-        include_str!("../inject/console.js")
+    let head = format!(
+        "(function () {{\n'use strict';\nconst SITE = {site};\n{}",
+        vocabulary_part()
+    );
+    joined(
+        head,
+        &[HUB_PART, include_str!("../inject/console.js")],
+        "})();\n",
     )
+}
+
+/// A script: `head`, each part on lines of its own, then `tail`.
+fn joined(head: String, parts: &[&str], tail: &str) -> String {
+    let mut source = head;
+    for part in parts {
+        source.push_str(part);
+        source.push('\n');
+    }
+    source.push_str(tail);
+    source
+}
+
+/// `const VOCABULARY = {…};`: the command vocabulary and close codes as
+/// `src/hub/protocol.rs` defines them, so the browser side spells none of
+/// them by hand.
+fn vocabulary_part() -> String {
+    format!("const VOCABULARY = {};\n", protocol::browser_vocabulary())
 }
 
 /// A content hash for ETags; not cryptographic, only needs to change when the
@@ -184,6 +233,12 @@ mod tests {
         )
         .expect("a valid config");
         Assets::new(&config)
+    }
+
+    /// The served text of the asset called `name`.
+    fn text_of(a: &Assets, name: &str) -> String {
+        let file = a.files.iter().find(|f| f.name == name).expect(name);
+        String::from_utf8(file.bytes.clone()).expect("assets are text")
     }
 
     #[test]
@@ -224,9 +279,7 @@ mod tests {
 
     #[test]
     fn the_agent_is_one_scope_with_its_config() {
-        let a = assets();
-        let agent = &a.files.iter().find(|f| f.name == "agent.js").unwrap().bytes;
-        let text = std::str::from_utf8(agent).unwrap();
+        let text = text_of(&assets(), "agent.js");
         assert!(text.starts_with("(function () {\n'use strict';\nconst CONFIG = {"));
         assert!(text.trim_end().ends_with("})();"));
         assert!(text.contains("\"upstreams\":[\"http://127.0.0.1:9\"]"));
@@ -237,21 +290,191 @@ mod tests {
     }
 
     #[test]
+    fn the_sharing_engine_is_its_parts_in_one_factory() {
+        let text = text_of(&assets(), "share.js");
+        assert!(text.starts_with("(function share() {\n'use strict';\n"));
+        assert!(text.trim_end().ends_with("return engine;\n};\n})();"));
+        let mut at = 0;
+        for part in SHARE_PARTS {
+            let found = text[at..].find(part.trim()).expect("every part, in order");
+            at += found + part.trim().len();
+        }
+    }
+
+    /// Each quoted word that follows `marker` in `text`.
+    fn quoted_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
+        text.match_indices(marker)
+            .map(|(i, _)| {
+                let rest = &text[i + marker.len()..];
+                &rest[..rest.find('\'').expect("a closing quote")]
+            })
+            .collect()
+    }
+
+    /// The engine's `send(key, fn, …)` calls: the key as written and the
+    /// function (a literal, or the vocabulary's `navigate`); calls whose
+    /// function is a variable (a control's described state) are left out.
+    fn sends(text: &str) -> Vec<(&str, &str)> {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let Some(at) = line.find("send(") else {
+                continue;
+            };
+            if line[..at].ends_with('.') || line[..at].ends_with("function ") {
+                continue; // the link's or the hub's send, or the definition
+            }
+            // Keys are names or template strings without commas: the
+            // function is what follows the first one.
+            let call = &line[at + "send(".len()..];
+            let Some(comma) = call.find(", ") else {
+                continue;
+            };
+            let (key, function) = (&call[..comma], &call[comma + 2..]);
+            if let Some(literal) = function.strip_prefix('\'') {
+                out.push((key, &literal[..literal.find('\'').unwrap()]));
+            } else if function.starts_with("VOCABULARY.navigate") {
+                out.push((key, protocol::NAVIGATE));
+            }
+        }
+        out
+    }
+
+    /// The browser side speaks the vocabulary of `src/hub/protocol.rs`, all
+    /// of it and nothing else: every function the engine or the console
+    /// sends, or the engine applies, is in it, with the aspect its key ends
+    /// in, and every function in it is sent by some part and applied, by
+    /// its name or its aspect.
+    #[test]
+    fn the_engine_speaks_the_vocabulary_and_all_of_it() {
+        let vocabulary: std::collections::HashMap<&str, Option<&str>> =
+            protocol::FUNCTIONS.iter().copied().collect();
+        let share = SHARE_PARTS.concat();
+        let appliers = include_str!("../inject/share/appliers.js");
+
+        let mut sent: Vec<&str> = quoted_after(&share, "fn: '");
+        for (key, function) in sends(&share) {
+            let aspect = vocabulary
+                .get(function)
+                .unwrap_or_else(|| panic!("`{function}` is sent but not in the vocabulary"));
+            match (key.find('@'), aspect) {
+                (Some(i), Some(aspect)) => {
+                    let written = key[i..].split(['/', '`', '\'']).next().unwrap();
+                    assert_eq!(written, *aspect, "`{function}` is sent under {key}");
+                }
+                (Some(_), None) => panic!("`{function}` is sent under an aspect: {key}"),
+                (None, Some(aspect)) if key.contains(['`', '\'']) => {
+                    panic!("`{function}` is sent without its aspect {aspect}: {key}")
+                }
+                _ => {}
+            }
+            sent.push(function);
+        }
+        // The console sends commands of its own (the address bar's `go`),
+        // each written whole on one line with a literal key and function
+        // (it also relays the content frame's, which the engine sent).
+        let console = include_str!("../inject/console.js");
+        let own = |l: &&str| l.contains("type: 'command'") && l.contains("fn: '");
+        for line in console.lines().filter(own) {
+            let (keys, functions) = (quoted_after(line, "key: '"), quoted_after(line, "fn: '"));
+            let ([key], [function]) = (keys.as_slice(), functions.as_slice()) else {
+                panic!("a console command without a literal key and function: {line}");
+            };
+            let aspect = vocabulary
+                .get(function)
+                .unwrap_or_else(|| panic!("the console sends `{function}`, not in the vocabulary"));
+            let written = key.find('@').map(|i| key[i..].split('/').next().unwrap());
+            assert_eq!(
+                written, *aspect,
+                "the console sends `{function}` under {key}"
+            );
+            sent.push(function);
+        }
+        let mut applied = quoted_after(appliers, ".fn === '");
+        applied.extend(quoted_after(appliers, "case '"));
+        if appliers.contains(".fn === VOCABULARY.navigate") {
+            applied.push(protocol::NAVIGATE);
+        }
+        let aspects = quoted_after(appliers, "aspect === '");
+        for function in sent.iter().chain(&applied) {
+            assert!(
+                vocabulary.contains_key(function),
+                "`{function}` is used by the engine but not in the vocabulary"
+            );
+        }
+        for (&function, aspect) in &vocabulary {
+            assert!(sent.contains(&function), "`{function}` is never sent");
+            let by_aspect = aspect.is_some_and(|a| aspects.contains(&a));
+            assert!(
+                applied.contains(&function) || by_aspect,
+                "`{function}` is never applied"
+            );
+        }
+        for aspect in aspects {
+            assert!(
+                vocabulary.values().any(|a| *a == Some(aspect)),
+                "the appliers handle {aspect}, which no function is keyed under"
+            );
+        }
+    }
+
+    /// docs/protocol.md's table of functions lists the vocabulary, each
+    /// under the key its aspect names.
+    #[test]
+    fn the_protocol_documents_the_vocabulary() {
+        let doc = include_str!("../docs/protocol.md");
+        let table = &doc[doc
+            .find("**Functions and their arguments.**")
+            .expect("the table")..];
+        let mut documented = Vec::new();
+        for row in table
+            .lines()
+            .skip_while(|l| !l.starts_with("| fn |"))
+            .skip(2)
+        {
+            if !row.starts_with("| `") {
+                break;
+            }
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let function = cells[0].trim_start_matches("| ").trim_matches('`');
+            let aspect = protocol::FUNCTIONS
+                .iter()
+                .find(|f| f.0 == function)
+                .unwrap_or_else(|| panic!("`{function}` is documented but not in the vocabulary"))
+                .1;
+            if let Some(aspect) = aspect {
+                assert!(cells[1].contains(aspect), "`{function}`: {}", cells[1]);
+            }
+            documented.push(function);
+        }
+        for (function, _) in protocol::FUNCTIONS {
+            assert!(
+                documented.contains(function),
+                "`{function}` is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn every_script_gets_the_vocabulary_and_the_hub_part() {
+        let a = assets();
+        let vocabulary = format!("const VOCABULARY = {};", protocol::browser_vocabulary());
+        for name in ["agent.js", "share.js", "console.js"] {
+            let text = text_of(&a, name);
+            assert_eq!(text.matches(&vocabulary).count(), 1, "{name}");
+            assert_eq!(text.matches("function hubLink(").count(), 1, "{name}");
+            assert!(
+                text.find(&vocabulary) < text.find("function hubLink("),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn the_console_knows_the_one_site_it_frames() {
         let toml = "upstream = \"http://127.0.0.1:9\"\npublic_origins = [\"https://shop.example\"]\n[console]\npublic_origin = \"https://console.example\"\n";
         let config = Config::parse(toml, None, &Default::default()).expect("a valid config");
         let a = Assets::new(&config);
-        let text = |name: &str| {
-            String::from_utf8(
-                a.files
-                    .iter()
-                    .find(|f| f.name == name)
-                    .unwrap()
-                    .bytes
-                    .clone(),
-            )
-            .unwrap()
-        };
+        let text = |name: &str| text_of(&a, name);
         assert!(text("console.js").starts_with("(function () {\n'use strict';\nconst SITE = {\"origin\":\"https://shop.example\",\"port\":8080};"));
         assert!(
             text("agent.js")

@@ -1251,6 +1251,19 @@ mod tests {
         Config::parse(text, Some(Path::new("proxy.toml")), &Overrides::default())
     }
 
+    /// Each `(text, field, line)`: `text` after an upstream line is refused,
+    /// naming `field` at `line`.
+    fn assert_refused(cases: &[(&str, &str, usize)]) {
+        for &(text, field, line) in cases {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                (field, Some(line)),
+                "{text}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn single_site_needs_only_upstream() {
         let c = parse("upstream = \"http://127.0.0.1:9000\"").unwrap();
@@ -1485,7 +1498,7 @@ mod tests {
             ),
             (7, 600)
         );
-        for (text, field, line) in [
+        assert_refused(&[
             (
                 "[hub]\nreconnect_grace_secs = 0\n",
                 "hub.reconnect_grace_secs",
@@ -1523,14 +1536,7 @@ mod tests {
                 "hub.calls_per_minute_per_address",
                 3,
             ),
-        ] {
-            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
-            assert_eq!(
-                (e.field.as_str(), e.line),
-                (field, Some(line)),
-                "{text}: {e}"
-            );
-        }
+        ]);
     }
 
     #[test]
@@ -1562,7 +1568,7 @@ mod tests {
                 .max_connections_per_address,
             10
         );
-        for (text, field, line) in [
+        assert_refused(&[
             (
                 "[server]\nidle_timeout_secs = 0\n",
                 "server.idle_timeout_secs",
@@ -1579,14 +1585,7 @@ mod tests {
                 "proxy.max_decoded_bytes",
                 3,
             ),
-        ] {
-            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
-            assert_eq!(
-                (e.field.as_str(), e.line),
-                (field, Some(line)),
-                "{text}: {e}"
-            );
-        }
+        ]);
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //! - [`telemetry`]: every metric's name, kind and help; registered at start.
 //! - [`logging`]: text or JSON log lines, request and connection ids;
 //!   [`audit`]: the audit log's own file.
-//! - [`tls`], [`password`], [`secret`], [`body`]: support.
+//! - [`tls`], [`password`], [`secret`], [`body`]: support; [`lock`]: the one
+//!   policy for a poisoned lock (recover and keep serving, counted);
+//!   [`allocator`]: what the process gives back to the system.
 //!
 //! ## Layers
 //!
@@ -39,16 +41,18 @@
 //! 2. server: `server`, `listener`
 //! 3. driver: `driver`
 //! 4. parts: `proxy`, `hub`, `assets`, `demo`
-//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`
+//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `lock`, `allocator`
 //!
 //! ## Visibility
 //!
 //! Only what the binary (`main.rs`) and the benchmarks use is public:
 //! `server`, `cli`, `config`, `logging`, `audit`, `password`, `telemetry`,
+//! `allocator`,
 //! and `proxy` (its rewrite stages are benchmarked and fuzzed). The hub's
 //! message parser is re-exported for its fuzz target (`fuzz/`). Everything
 //! else is `pub(crate)`.
 
+pub mod allocator;
 pub(crate) mod assets;
 pub mod audit;
 pub(crate) mod body;
@@ -58,6 +62,7 @@ pub(crate) mod demo;
 pub(crate) mod driver;
 pub(crate) mod hub;
 pub(crate) mod listener;
+pub(crate) mod lock;
 pub mod logging;
 pub mod password;
 pub mod proxy;

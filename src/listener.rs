@@ -47,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::body::Body;
 use crate::config::ServerLimits;
+use crate::lock::lock;
 use crate::web::{Ctx, Door};
 
 /// What answers a request on a connection.
@@ -239,9 +240,7 @@ impl Activity {
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.phase)
     }
 
     /// Bytes arrived.
@@ -472,9 +471,7 @@ impl Connections {
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, Open> {
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.open)
     }
 
     /// Connections open now.
@@ -598,9 +595,7 @@ fn open_file_limit() -> Option<u64> {
 
 /// True at most once per `period` for one `last` (rate-limits a log line).
 fn once_per(last: &Mutex<Option<std::time::Instant>>, period: Duration) -> bool {
-    let mut last = last
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last = lock(last);
     let now = std::time::Instant::now();
     if last.is_some_and(|t| now.duration_since(t) < period) {
         return false;

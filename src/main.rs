@@ -11,6 +11,7 @@ use cobrowse::cli::{Cli, Command, RunArgs};
 use cobrowse::config::Config;
 
 fn main() -> ExitCode {
+    cobrowse::allocator::keep_large_blocks_mapped();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check { config }) => check(&config),

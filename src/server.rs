@@ -249,14 +249,11 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         metrics::counter!(telemetry::FOREIGN_REQUESTS_REFUSED, "route" => route_label(&rest))
             .increment(1);
         warn!(route = %rest, method = %req.method(), origin = ?req.headers().get(header::ORIGIN),
-            sec_fetch_site = ?req.headers().get("sec-fetch-site"), remote = %ctx.remote, why, "refused a request from a foreign page");
-        let body = serde_json::json!({ "error": format!("refused: {why}; this request must come from this proxy's own pages") });
-        return Response::builder()
-            .status(StatusCode::FORBIDDEN)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(body::full(body.to_string()))
-            .expect("static response parts are valid");
+            sec_fetch_site = ?req.headers().get("sec-fetch-site"), remote = %ctx.remote, why = %why, "refused a request from a foreign page");
+        return web::json_error(
+            StatusCode::FORBIDDEN,
+            &format!("refused: {why}; this request must come from this proxy's own pages"),
+        );
     }
     if ctx.door == Door::Console {
         return route_console(app, req, ctx, Some(rest)).await;

@@ -75,6 +75,7 @@ pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refuse
 
 pub const LIMITS_HIT: &str = "cobrowse_limits_hit_total";
 pub const AUDIT_WRITE_ERRORS: &str = "cobrowse_audit_write_errors_total";
+pub const LOCK_POISON_RECOVERED: &str = "cobrowse_lock_poison_recovered_total";
 pub const BUILD_INFO: &str = "cobrowse_build_info";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +415,12 @@ pub const METRICS: &[Metric] = &[
         name: AUDIT_WRITE_ERRORS,
         kind: Kind::Counter,
         help: "Audit lines that could not be written to the audit file.",
+        labels: &[],
+    },
+    Metric {
+        name: LOCK_POISON_RECOVERED,
+        kind: Kind::Counter,
+        help: "Locks found poisoned by a panic (a bug) and recovered to keep serving; each is also logged.",
         labels: &[],
     },
     Metric {

@@ -109,6 +109,27 @@ pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx, public: &
     normal(origin) == normal(&ours)
 }
 
+/// Why a request does not come from a page of our own origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    NoOrigin,
+    OtherOrigin,
+    /// `Sec-Fetch-Site` is not `same-origin`.
+    OtherSite,
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Foreign::NoOrigin => "the request carries no Origin",
+            Foreign::OtherOrigin => "the Origin is not this proxy's own",
+            Foreign::OtherSite => {
+                "the browser says the request comes from another site (Sec-Fetch-Site)"
+            }
+        })
+    }
+}
+
 /// Why a request that may change state (under the prefix: `bind`, `login`,
 /// `logout`, any method but GET, HEAD and OPTIONS) does not come from a page
 /// of our own origin, or `None` when it does. Browsers send `Origin` with
@@ -116,17 +137,17 @@ pub fn same_origin(headers: &HeaderMap, host: Option<&str>, ctx: &Ctx, public: &
 /// as a foreign one is (a page on another site posting a form, an
 /// `enctype=text/plain` form carrying JSON included). Where the browser also
 /// says `Sec-Fetch-Site`, it must be `same-origin`.
-pub fn foreign_page<B>(req: &Request<B>, ctx: &Ctx, public: &[String]) -> Option<&'static str> {
+pub fn foreign_page<B>(req: &Request<B>, ctx: &Ctx, public: &[String]) -> Option<Foreign> {
     let headers = req.headers();
     if !headers.contains_key(header::ORIGIN) {
-        return Some("the request carries no Origin");
+        return Some(Foreign::NoOrigin);
     }
     if !same_origin(headers, host(req), ctx, public) {
-        return Some("the Origin is not this proxy's own");
+        return Some(Foreign::OtherOrigin);
     }
     match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
         None | Some(b"same-origin") => None,
-        Some(_) => Some("the browser says the request comes from another site (Sec-Fetch-Site)"),
+        Some(_) => Some(Foreign::OtherSite),
     }
 }
 
@@ -407,17 +428,23 @@ mod tests {
             ]),
             None
         );
-        assert!(check(&[]).is_some(), "no Origin");
-        assert!(check(&[("origin", "null")]).is_some());
-        assert!(check(&[("origin", "http://evil.example")]).is_some());
-        assert!(check(&[("origin", "http://proxy.example:8081")]).is_some());
+        assert_eq!(check(&[]), Some(Foreign::NoOrigin));
+        assert_eq!(check(&[("origin", "null")]), Some(Foreign::OtherOrigin));
+        assert_eq!(
+            check(&[("origin", "http://evil.example")]),
+            Some(Foreign::OtherOrigin)
+        );
+        assert_eq!(
+            check(&[("origin", "http://proxy.example:8081")]),
+            Some(Foreign::OtherOrigin)
+        );
         for site in ["same-site", "cross-site", "none"] {
-            assert!(
+            assert_eq!(
                 check(&[
                     ("origin", "http://proxy.example:8080"),
                     ("sec-fetch-site", site)
-                ])
-                .is_some(),
+                ]),
+                Some(Foreign::OtherSite),
                 "{site}"
             );
         }

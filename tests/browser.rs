@@ -8,6 +8,7 @@ pub mod harness;
 mod audit;
 mod binding;
 mod call;
+mod commits;
 mod console_origin;
 mod conversation;
 mod driver;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 
 use crate::support::origin::{Origin, full};
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
-use harness::{Browser, Tab, until, until_on};
+use harness::{Browser, Tab, around, until, until_on, until_seen, until_unseen};
 
 pub const CALL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="call"]"#;
 pub const CONTROL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="control"]"#;
@@ -164,6 +165,19 @@ impl Shared {
     }
 
     /// The customer grants remote control; waits until the console says so.
+    /// The customer's widget says it is connected with an operator: after a
+    /// navigation, once the new page's agent has resumed the session.
+    pub async fn customer_connected(&self, what: &str) {
+        until(
+            &self.customer,
+            what,
+            &format!("{WIDGET_STATUS}.includes('Connected with')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
+    }
+
     pub async fn grant_control(&self) {
         self.customer.click(CONTROL).await;
         until(
@@ -187,6 +201,27 @@ impl Shared {
         .await;
     }
 }
+
+/// The centre of the element named by `chain` on `tab`'s screen, where it
+/// is now (unlike [`Tab::center`], nothing is scrolled to show it: a
+/// scroll would be shared).
+pub async fn centre(tab: &Tab, chain: &str) -> (f64, f64) {
+    match tab.rect(chain).await {
+        Some((x, y, w, h)) => (x + w / 2.0, y + h / 2.0),
+        None => panic!("{}: no element `{chain}`\n{}", tab.name, tab.dump().await),
+    }
+}
+
+/// JS for a shared page's root document: the colour of the remote pointer
+/// labelled `name` (its dot), or null.
+pub fn pointer_colour(name: &str) -> String {
+    format!(
+        "[...(document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelectorAll('[data-cobrowse=remote-pointer]') || [])].find((p) => p.textContent === '{name}')?.querySelector('i').style.backgroundColor || null"
+    )
+}
+
+/// JS for a shared page's root document: the colour of the latest stroke.
+pub const STROKE_COLOUR: &str = "[...(document.querySelector('cobrowse-overlay')?.shadowRoot?.querySelectorAll('[data-cobrowse=ink] polyline') || [])].pop()?.getAttribute('stroke') || null";
 
 /// JS for the content frame: the console's drawing tool has reached its
 /// agent (the console tells it by postMessage, which the mouse may overtake).

@@ -49,7 +49,7 @@ pub(crate) async fn http(
 }
 
 /// The same with the operator console's door.
-async fn console_http(
+pub(crate) async fn console_http(
     proxy: &Cobrowse,
     method: &str,
     path: &str,

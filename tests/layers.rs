@@ -366,3 +366,61 @@ fn cycles(edges: &BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>) -> Vec<V
     }
     out
 }
+
+/// The modules that answer requests. Each layer's error says who failed and
+/// becomes its response, metric and log line in one place (the proxy's
+/// `Error`, the driver's `Refusal`), so none of them returns a response, `()`
+/// or a bare string as its error.
+const TYPED_ERRORS: [&str; 7] = [
+    "proxy",
+    "driver",
+    "server.rs",
+    "listener.rs",
+    "assets.rs",
+    "audit.rs",
+    "web.rs",
+];
+
+#[test]
+fn errors_that_answer_requests_are_typed() {
+    let mut paths = Vec::new();
+    for module in TYPED_ERRORS {
+        let path = src().join(module);
+        if path.is_dir() {
+            rust_files(&path, &mut paths);
+        } else {
+            paths.push(path);
+        }
+    }
+    let untyped = [", Response<Body>>", ", &'static str>", ", String>", ", ()>"];
+    let mut found = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).expect("read a source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim();
+            if code == "#[cfg(test)]"
+                && lines.get(i + 1).is_some_and(|next| {
+                    next.trim_start().starts_with("mod ") && next.ends_with('{')
+                })
+            {
+                // The test module closes the file.
+                break;
+            }
+            if code.starts_with("//") {
+                continue;
+            }
+            let bad = code.contains("result_large_err")
+                || code.contains("Err(())")
+                || (code.contains("Result<") && untyped.iter().any(|u| code.contains(u)));
+            if bad {
+                found.push(format!("{}:{}: {code}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "errors that are responses, `()` or bare strings (return the layer's error type):\n{}",
+        found.join("\n")
+    );
+}

@@ -580,3 +580,49 @@ async fn a_tls_handshake_that_never_completes_is_closed() {
         started.elapsed()
     );
 }
+
+/// Checking a password takes argon2's 19 MiB of working memory. Logins that
+/// have come and gone must give it back: a login flood must not leave the
+/// process holding a copy per thread that ever hashed.
+#[tokio::test]
+async fn logins_give_back_the_password_hashs_memory() {
+    use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for("http://127.0.0.1:9", "")).await;
+    let login = |user: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let origin = format!("http://{}", proxy.console_addr);
+            let headers = [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin.as_str()),
+            ];
+            let body = format!("user={user}&password={OPERATOR_PASSWORD}");
+            crate::hub::console_http(proxy, "POST", "/__cobrowse/login", &headers, &body)
+                .await
+                .0
+        }
+    };
+    // The first login settles what any login allocates anyway.
+    assert_eq!(login(OPERATOR_USER).await, 204, "{}", proxy.output());
+    let before = proxy.status_kib("VmRSS");
+    // Known and unknown users cost the same hash; several at once run on
+    // several threads.
+    for _ in 0..3 {
+        let statuses = futures_util::future::join_all(
+            ["op", "nobody-1", "nobody-2", "nobody-3", "op", "nobody-4"].map(login),
+        )
+        .await;
+        assert!(
+            statuses.iter().all(|s| [204, 401].contains(s)),
+            "{statuses:?}\n{}",
+            proxy.output()
+        );
+    }
+    let grown = proxy.status_kib("VmRSS").saturating_sub(before);
+    println!("resident memory grew by {grown} KiB after 18 logins");
+    assert!(
+        grown < 16 * 1024,
+        "resident memory grew by {grown} KiB after the logins ended\n{}",
+        tail(&proxy.output())
+    );
+}

@@ -15,6 +15,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::body::BoxError;
 use crate::config::DriverLimits;
+use crate::lock::lock;
 use crate::proxy::stage::Stage;
 use crate::telemetry;
 
@@ -75,7 +76,7 @@ impl Documents {
             telemetry::limit_hit(telemetry::limit::DOCUMENT_SIZE);
             return;
         }
-        let mut sessions = self.inner.lock().expect("documents lock");
+        let mut sessions = lock(&self.inner);
         let docs = sessions.entry(session.to_string()).or_default();
         if let Some(i) = docs.documents.iter().position(|d| d.target == target) {
             let old = docs.documents.remove(i).expect("index from position");
@@ -107,7 +108,7 @@ impl Documents {
     /// values blanked (the agent blanks masked fields' values in the URLs it
     /// shares) matches the driver's document for the real URL.
     pub fn lookup(&self, session: &str, target: &str) -> Option<Document> {
-        let mut sessions = self.inner.lock().expect("documents lock");
+        let mut sessions = lock(&self.inner);
         let docs = sessions.get_mut(session)?;
         let max_age = self.limits.max_age;
         while docs
@@ -147,20 +148,17 @@ impl Documents {
 
     /// Forgets everything kept for `session`.
     pub fn drop_session(&self, session: &str) {
-        self.inner.lock().expect("documents lock").remove(session);
+        lock(&self.inner).remove(session);
     }
 
     /// Keeps only the sessions `alive` says are still going.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
-        self.inner
-            .lock()
-            .expect("documents lock")
-            .retain(|session, _| alive(session));
+        lock(&self.inner).retain(|session, _| alive(session));
     }
 
     /// How many documents and bytes are kept for `session`.
     pub fn usage(&self, session: &str) -> (usize, usize) {
-        let sessions = self.inner.lock().expect("documents lock");
+        let sessions = lock(&self.inner);
         sessions
             .get(session)
             .map_or((0, 0), |d| (d.documents.len(), d.bytes))

@@ -8,6 +8,7 @@ use http::HeaderMap;
 
 use crate::config::normalise_key as normalise;
 use crate::proxy::compress;
+use crate::proxy::error::Unmaskable;
 use crate::proxy::stream::Pipeline;
 
 /// Keys masked on every site, normalised: passwords, PINs, card security
@@ -43,28 +44,11 @@ pub const ALWAYS_MASKED: &[&str] = &[
     "primaryaccountnumber",
 ];
 
-/// Why a JSON body cannot be served to a follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    TooLarge,
-    NotJson,
-}
-
-impl Refused {
-    /// The reason as logged and counted.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refused::TooLarge => "too-large",
-            Refused::NotJson => "not-json",
-        }
-    }
-}
-
 /// `body` decoded from its `Content-Encoding`, refused past `max` decoded
 /// bytes (checked as it grows, so a small compressed body cannot expand
 /// without bound) or in an encoding the proxy cannot decode.
-pub fn decode(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Vec<u8>, &'static str> {
-    let codings = compress::parse_content_encoding(headers).ok_or("encoding")?;
+pub fn decode(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Vec<u8>, Unmaskable> {
+    let codings = compress::parse_content_encoding(headers).ok_or(Unmaskable::Encoding)?;
     let mut pipeline = Pipeline::bounded(max as u64);
     for coding in codings.iter().rev() {
         pipeline = pipeline.decode(*coding);
@@ -73,17 +57,17 @@ pub fn decode(headers: &HeaderMap, body: &[u8], max: usize) -> Result<Vec<u8>, &
     for chunk in body.chunks(1024) {
         match pipeline.push(chunk) {
             Ok(piece) => out.extend(piece),
-            Err(_) if pipeline.over_limit() => return Err(Refused::TooLarge.reason()),
-            Err(_) => return Err("encoding"),
+            Err(_) if pipeline.over_limit() => return Err(Unmaskable::TooLarge),
+            Err(_) => return Err(Unmaskable::Encoding),
         }
     }
     match pipeline.finish() {
         Ok(piece) => out.extend(piece),
-        Err(_) if pipeline.over_limit() => return Err(Refused::TooLarge.reason()),
-        Err(_) => return Err("encoding"),
+        Err(_) if pipeline.over_limit() => return Err(Unmaskable::TooLarge),
+        Err(_) => return Err(Unmaskable::Encoding),
     }
     if out.len() > max {
-        return Err(Refused::TooLarge.reason());
+        return Err(Unmaskable::TooLarge);
     }
     Ok(out)
 }
@@ -94,9 +78,9 @@ const XSSI_PREFIX: &[u8] = b")]}'";
 
 /// `body` with the value of every masked key blanked, at any depth.
 /// `configured` keys are normalised already (config.rs does it).
-pub fn mask(body: &[u8], configured: &[String], max_bytes: usize) -> Result<Vec<u8>, Refused> {
+pub fn mask(body: &[u8], configured: &[String], max_bytes: usize) -> Result<Vec<u8>, Unmaskable> {
     if body.len() > max_bytes {
-        return Err(Refused::TooLarge);
+        return Err(Unmaskable::TooLarge);
     }
     let (prefix, json) = match body.strip_prefix(XSSI_PREFIX) {
         Some(rest) => {
@@ -113,7 +97,7 @@ pub fn mask(body: &[u8], configured: &[String], max_bytes: usize) -> Result<Vec<
         return Ok(body.to_vec());
     }
     // Checked whole first, so the rewrite below only ever sees valid JSON.
-    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|_| Refused::NotJson)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|_| Unmaskable::NotJson)?;
     let mut out = prefix.to_vec();
     out.reserve(json.len());
     blank(json, &mut out, configured);
@@ -292,9 +276,9 @@ mod tests {
 
     #[test]
     fn unparsable_or_too_large_is_refused() {
-        assert_eq!(mask(b"{\"password\":", &[], 100), Err(Refused::NotJson));
-        assert_eq!(mask(b"<html>", &[], 100), Err(Refused::NotJson));
-        assert_eq!(mask(&[b' '; 101], &[], 100), Err(Refused::TooLarge));
+        assert_eq!(mask(b"{\"password\":", &[], 100), Err(Unmaskable::NotJson));
+        assert_eq!(mask(b"<html>", &[], 100), Err(Unmaskable::NotJson));
+        assert_eq!(mask(&[b' '; 101], &[], 100), Err(Unmaskable::TooLarge));
         assert_eq!(mask(b"  ", &[], 100).unwrap(), b"  ");
     }
 
@@ -309,13 +293,13 @@ mod tests {
             http::header::CONTENT_ENCODING,
             http::HeaderValue::from_static("gzip"),
         );
-        assert_eq!(decode(&headers, &bomb, 10_000), Err("too-large"));
+        assert_eq!(decode(&headers, &bomb, 10_000), Err(Unmaskable::TooLarge));
         assert_eq!(decode(&headers, &bomb, 100_000).unwrap().len(), 100_000);
         headers.insert(
             http::header::CONTENT_ENCODING,
             http::HeaderValue::from_static("snappy"),
         );
-        assert_eq!(decode(&headers, b"{}", 100), Err("encoding"));
+        assert_eq!(decode(&headers, b"{}", 100), Err(Unmaskable::Encoding));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 pub mod documents;
 pub mod json;
+pub mod refusal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,12 +32,15 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use self::documents::{Document, Documents, Recorder};
+use self::refusal::{BIND_MAX_BYTES, Refusal, Rule};
 use crate::body::{self, Body};
 use crate::config::{DriverLimits, Privacy};
 use crate::hub::Hub;
+use crate::lock::lock;
+use crate::proxy::error::{Error, Unmaskable};
 use crate::proxy::policy::{Decision, Follower, Policy};
 use crate::proxy::stage::Stage;
 use crate::telemetry;
@@ -109,9 +113,7 @@ impl Driver {
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.parse::<http::Uri>().ok())
             .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()));
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .entry(session.to_string())
             .or_default()
             .page = page;
@@ -119,9 +121,7 @@ impl Driver {
 
     /// Remembers the cookies the driver sends upstream.
     fn remember_cookies(&self, session: &str, headers: &HeaderMap) {
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .entry(session.to_string())
             .or_default()
             .cookie = join_cookies(headers);
@@ -131,10 +131,7 @@ impl Driver {
     pub fn apply_credentials(&self, session: &str, headers: &mut HeaderMap) {
         headers.remove(header::COOKIE);
         headers.remove(header::AUTHORIZATION);
-        if let Some(cookie) = self
-            .credentials
-            .lock()
-            .expect("credentials lock")
+        if let Some(cookie) = lock(&self.credentials)
             .get(session)
             .and_then(|c| c.cookie.clone())
         {
@@ -144,9 +141,7 @@ impl Driver {
 
     /// Whether `target` is the page the driver was on when it was bound.
     fn is_drivers_page(&self, session: &str, target: &str) -> bool {
-        self.credentials
-            .lock()
-            .expect("credentials lock")
+        lock(&self.credentials)
             .get(session)
             .and_then(|c| c.page.as_deref())
             == Some(target)
@@ -155,19 +150,13 @@ impl Driver {
     /// Drops everything kept for a session that ended.
     pub fn end_session(&self, session: &str) {
         self.documents.drop_session(session);
-        self.credentials
-            .lock()
-            .expect("credentials lock")
-            .remove(session);
+        lock(&self.credentials).remove(session);
     }
 
     /// Drops everything kept for sessions `alive` says have ended.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
         self.documents.retain(&mut alive);
-        self.credentials
-            .lock()
-            .expect("credentials lock")
-            .retain(|s, _| alive(s));
+        lock(&self.credentials).retain(|s, _| alive(s));
     }
 }
 
@@ -250,7 +239,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// only the page that holds the participant's connection may do it: the
 /// request comes from our own origin (checked for every state-changing route
 /// in `server::route`), is JSON, and carries the bind token the hub gave
-/// that connection, good once and for [`crate::hub::state::BIND_TOKEN_LIFETIME`].
+/// that connection, good once and for [`crate::hub::membership::BIND_TOKEN_LIFETIME`].
 /// A session id and resume secret alone bind nothing.
 pub async fn bind(
     sessions: &Sessions,
@@ -258,54 +247,47 @@ pub async fn bind(
     ctx: Ctx,
     public_origins: &[String],
 ) -> Response<Body> {
+    try_bind(sessions, req, ctx, public_origins)
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
+
+async fn try_bind(
+    sessions: &Sessions,
+    req: Request<Incoming>,
+    ctx: Ctx,
+    public_origins: &[String],
+) -> Result<Response<Body>, Refusal> {
     if req.method() != Method::POST {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"use POST"}"#.into(),
-            None,
-        );
+        return Err(Refusal::BindMethod);
     }
     if !is_json(req.headers()) {
-        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "content_type").increment(1);
-        warn!(remote = %ctx.remote, content_type = ?req.headers().get(header::CONTENT_TYPE), "bind refused: not JSON");
-        return json(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            r#"{"error":"send Content-Type: application/json"}"#.into(),
-            None,
-        );
+        return Err(Refusal::BindNotJson {
+            remote: ctx.remote,
+            content_type: req.headers().get(header::CONTENT_TYPE).cloned(),
+        });
     }
     let (parts, body) = req.into_parts();
     // The same rule as the operator cookie's, for TLS ended in front of us.
     let https = web::browser_on_https(&ctx, web::Named::Origin(&parts.headers), public_origins);
-    let bytes = match Limited::new(body, 4096).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                r#"{"error":"body larger than 4096 bytes"}"#.into(),
-                None,
-            );
-        }
-    };
+    let bytes = Limited::new(body, BIND_MAX_BYTES)
+        .collect()
+        .await
+        .map_err(|_| Refusal::BindTooLarge)?
+        .to_bytes();
     let secure = if https { "; Secure" } else { "" };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         let clear =
             format!("{PARTICIPANT_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
-        return json(StatusCode::OK, r#"{"bound":false}"#.into(), Some(clear));
+        return Ok(with_cookie(r#"{"bound":false}"#.into(), clear));
     }
-    let Ok(bind) = serde_json::from_slice::<BindRequest>(&bytes) else {
-        return json(
-            StatusCode::BAD_REQUEST,
-            r#"{"error":"expected {\"session\":…,\"token\":…} (the bind token from `joined`)"}"#
-                .into(),
-            None,
-        );
-    };
+    let bind = serde_json::from_slice::<BindRequest>(&bytes).map_err(|_| Refusal::BindMalformed)?;
     let Some((view, participant, resume)) = sessions.hub.redeem_bind(&bind.session, &bind.token)
     else {
-        metrics::counter!(telemetry::BINDS_REFUSED, "reason" => "token").increment(1);
-        warn!(remote = %ctx.remote, session = %bind.session, "bind refused: no live participant holds that token (used, expired or never given)");
-        return json(StatusCode::FORBIDDEN, r#"{"error":"the bind token is not (or no longer) good: it is used once, within a minute of `joined`"}"#.into(), None);
+        return Err(Refusal::BindToken {
+            remote: ctx.remote,
+            session: bind.session,
+        });
     };
     let driving = !view.is_follower(&participant.id);
     if driving {
@@ -320,21 +302,20 @@ pub async fn bind(
         "{PARTICIPANT_COOKIE}={}.{resume}; Path=/; HttpOnly; SameSite=Strict{secure}",
         bind.session
     );
-    json(
-        StatusCode::OK,
+    Ok(with_cookie(
         serde_json::json!({ "bound": true, "driver": driving }).to_string(),
-        Some(cookie),
-    )
+        cookie,
+    ))
 }
 
-fn json(status: StatusCode, text: String, cookie: Option<String>) -> Response<Body> {
-    let mut r = web::json(status, text);
-    if let Some(c) = cookie {
-        r.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::try_from(c).expect("the cookie is made of a live session's id and secret"),
-        );
-    }
+/// `bind`'s answer: `text`, and the participant cookie set or cleared.
+fn with_cookie(text: String, cookie: String) -> Response<Body> {
+    let mut r = web::json(StatusCode::OK, text);
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::try_from(cookie)
+            .expect("the cookie is made of a live session's id and secret"),
+    );
     r
 }
 
@@ -371,12 +352,8 @@ impl Policy for Sessions {
         status: StatusCode,
         body: Body,
         privacy: &'a Privacy,
-    ) -> BoxFuture<'a, Result<Body, &'static str>> {
+    ) -> BoxFuture<'a, Result<Body, Unmaskable>> {
         Box::pin(mask_json_response(headers, status, body, privacy))
-    }
-
-    fn unmaskable(&self, session: &str, target: &str, reason: &'static str) -> Response<Body> {
-        unmaskable(session, target, reason)
     }
 }
 
@@ -431,8 +408,15 @@ impl Driver {
                 session,
                 participant,
             } => {
-                if let Some(refused) = refuse_follower(session, participant, parts) {
-                    return Decision::Answer(refused);
+                if let Some(rule) = broken_rule(parts) {
+                    let refusal = Refusal::Follower {
+                        session: session.clone(),
+                        participant: participant.clone(),
+                        method: parts.method.clone(),
+                        uri: parts.uri.clone(),
+                        rule,
+                    };
+                    return Decision::Answer(refusal.into_response());
                 }
                 // Served whole or not at all: a part of a document cannot be
                 // masked.
@@ -463,7 +447,12 @@ impl Driver {
                                 metrics::counter!(telemetry::DOCUMENTS_SERVED).increment(1);
                                 response
                             }
-                            Err(reason) => unmaskable(session, &target, reason),
+                            Err(reason) => Error::Unmaskable {
+                                session: session.clone(),
+                                target,
+                                reason,
+                            }
+                            .into_response(),
                         });
                     }
                 }
@@ -517,46 +506,30 @@ impl Driver {
     }
 }
 
-/// A follower's request that must not reach the site, answered here.
-fn refuse_follower(
-    session: &str,
-    participant: &str,
-    parts: &http::request::Parts,
-) -> Option<Response<Body>> {
+/// The rule a follower's request would break if it reached the site, if
+/// any: such a request is answered here ([`Refusal::Follower`]).
+fn broken_rule(parts: &http::request::Parts) -> Option<Rule> {
     let headers = &parts.headers;
-    let (reason, what) = if !is_safe(&parts.method) {
-        ("method", format!("This {} request", parts.method))
+    if !is_safe(&parts.method) {
+        Some(Rule::Method)
     } else if let Some(name) = METHOD_OVERRIDES.iter().find(|n| headers.contains_key(**n)) {
-        (
-            "method-override",
-            format!("This request asking the site (by {name}) to treat it as another method"),
-        )
+        Some(Rule::MethodOverride(name))
     } else if headers.contains_key(header::UPGRADE) {
-        // The site's WebSocket would carry the customer's session both ways.
-        (
-            "websocket",
-            "The site's WebSocket (or other upgraded connection)".to_string(),
-        )
+        Some(Rule::WebSocket)
     } else if headers
         .get_all(header::ACCEPT)
         .iter()
         .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
     {
-        // A live stream of the customer's account cannot be served from what
-        // the driver received, nor masked.
-        ("event-stream", "The site's event stream".to_string())
+        Some(Rule::EventStream)
     } else {
-        return None;
-    };
-    info!(target: "audit", event = "follower_refused", session = %session, participant = %participant, method = %parts.method, path = parts.uri.path(), reason);
-    metrics::counter!(telemetry::FOLLOWER_REFUSALS, "reason" => reason).increment(1);
-    warn!(%session, method = %parts.method, uri = %parts.uri, reason, "refused a follower request that would act as the customer");
-    Some(refusal(&what))
+        None
+    }
 }
 
 /// What the driver received for a read, prepared for a follower: decoded,
 /// masked (HTML fields, JSON keys), never a cookie of the site.
-fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, &'static str> {
+fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, Unmaskable> {
     // HTML was kept decoded; JSON as the upstream sent it.
     let body = match doc.headers.contains_key(header::CONTENT_ENCODING) {
         true => json::decode(&doc.headers, &doc.body, privacy.json_max_bytes)?,
@@ -568,10 +541,9 @@ fn serve_kept(doc: Document, privacy: &Privacy) -> Result<Response<Body>, &'stat
             declared.unwrap_or(encoding_rs::UTF_8),
             &privacy.mask,
         )
-        .ok_or("html")?,
-        (Kind::Json, _) => json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
-            .map_err(json::Refused::reason)?,
-        _ => return Err("type"),
+        .ok_or(Unmaskable::Html)?,
+        (Kind::Json, _) => json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)?,
+        _ => return Err(Unmaskable::Type),
     };
     let mut response = Response::builder().status(doc.status);
     for (name, value) in doc
@@ -596,9 +568,9 @@ pub async fn mask_json_response(
     status: StatusCode,
     incoming: Body,
     privacy: &Privacy,
-) -> Result<Body, &'static str> {
+) -> Result<Body, Unmaskable> {
     if status == StatusCode::PARTIAL_CONTENT {
-        return Err("partial");
+        return Err(Unmaskable::Partial);
     }
     let mut incoming = incoming;
     let mut raw = Vec::new();
@@ -607,16 +579,15 @@ pub async fn mask_json_response(
             .map_err(|_| ())
             .and_then(|f| f.into_data().or(Ok(bytes::Bytes::new())))
         else {
-            return Err("upstream");
+            return Err(Unmaskable::Upstream);
         };
         raw.extend_from_slice(&data);
         if raw.len() > privacy.json_max_bytes {
-            return Err(json::Refused::TooLarge.reason());
+            return Err(Unmaskable::TooLarge);
         }
     }
     let body = json::decode(headers, &raw, privacy.json_max_bytes)?;
-    let masked = json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)
-        .map_err(json::Refused::reason)?;
+    let masked = json::mask(&body, &privacy.json_keys, privacy.json_max_bytes)?;
     for name in [
         header::CONTENT_ENCODING,
         header::CONTENT_LENGTH,
@@ -626,43 +597,6 @@ pub async fn mask_json_response(
         headers.remove(name);
     }
     Ok(body::full(masked))
-}
-
-/// The answer to a follower when a response for it cannot be masked (too
-/// large, not parsable, partial, in an unknown encoding, of a type with no
-/// masking): refused, never passed through.
-pub fn unmaskable(session: &str, target: &str, reason: &'static str) -> Response<Body> {
-    metrics::counter!(telemetry::FOLLOWER_UNMASKABLE, "reason" => reason).increment(1);
-    warn!(%session, %target, reason, "refused a response to a follower that could not be masked");
-    let mut page = web::page(
-        StatusCode::FORBIDDEN,
-        "Not shown",
-        "Not shown",
-        "<p>The site's answer to this request could not be checked for the customer's \
-         masked values (passwords, payment fields), so it is not shown to operators. \
-         The customer sees it in their own browser.</p>",
-    );
-    page.headers_mut()
-        .insert("x-cobrowse-refused", HeaderValue::from_static("unmaskable"));
-    page
-}
-
-/// The answer to a follower's request that would change the site's state,
-/// or act as the customer through another door; `what` names the request.
-fn refusal(what: &str) -> Response<Body> {
-    let mut page = web::page(
-        StatusCode::FORBIDDEN,
-        "403 Not performed",
-        "Not performed",
-        &format!(
-            "<p>{what} was not sent to the site. \
-             In a shared session only the customer's browser makes requests that change the site's state \
-             or act as the customer (rule: one driver); ask the customer, or act with remote control so the customer's browser performs it.</p>"
-        ),
-    );
-    page.headers_mut()
-        .insert("x-cobrowse-refused", HeaderValue::from_static("one-driver"));
-    page
 }
 
 /// All `Cookie` headers as one (HTTP/2 clients send one per cookie).

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::lock::lock;
 use crate::telemetry;
 use crate::web::{self, Ctx, Door};
 
@@ -75,36 +76,27 @@ impl Logins {
     /// The operator a request's cookie belongs to.
     pub fn account(&self, headers: &HeaderMap) -> Option<Account> {
         let token = web::cookie(headers, COOKIE)?;
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = lock(&self.tokens);
         let (account, issued) = tokens.get(token)?;
         (issued.elapsed() < LOGIN_LIFETIME).then(|| account.clone())
     }
 
     /// Drops expired logins and forgotten rate-limit entries.
     pub fn tidy(&self) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
+        lock(&self.tokens).retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
         self.per_account.retain_recent();
         self.per_address.retain_recent();
     }
 
     fn issue(&self, account: Account) -> String {
         let token = crate::secret::new_secret();
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), (account, Instant::now()));
+        lock(&self.tokens).insert(token.clone(), (account, Instant::now()));
         token
     }
 
     fn revoke(&self, headers: &HeaderMap) {
         if let Some(token) = web::cookie(headers, COOKIE) {
-            self.tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(token);
+            lock(&self.tokens).remove(token);
         }
     }
 }

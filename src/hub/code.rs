@@ -24,6 +24,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::protocol::{ErrorCode, Refusal};
 use crate::config::HubLimits;
+use crate::lock::lock;
 use crate::telemetry;
 
 /// The live codes, both ways round.
@@ -66,7 +67,7 @@ impl Codes {
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.live)
     }
 
     /// A fresh code for `session`, replacing the one it had, and its
@@ -96,7 +97,7 @@ impl Codes {
     }
 
     /// Counts one lookup against the operator's and the address's budgets
-    /// (`address` as [`super::state::address_of`] counts it); refused past
+    /// (`address` as [`super::registry::address_of`] counts it); refused past
     /// either, whatever code it names.
     pub fn allow(&self, user: &str, address: IpAddr) -> Result<(), Refusal> {
         let refused = |whose: &str, n: u32| {

@@ -15,6 +15,7 @@ use super::chat::Chats;
 use super::code::Codes;
 use super::control::Asks;
 use crate::config::HubLimits;
+use crate::lock::lock;
 
 pub struct Conversation {
     pub codes: Codes,
@@ -40,11 +41,11 @@ impl Conversation {
     }
 
     pub fn chats(&self) -> MutexGuard<'_, Chats> {
-        self.chats.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.chats)
     }
 
     pub fn asks(&self) -> MutexGuard<'_, Asks> {
-        self.asks.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.asks)
     }
 
     /// Forgets rate-limit entries of operators and addresses gone quiet, and

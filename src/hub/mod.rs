@@ -10,15 +10,29 @@
 //! - [`store`]: the interface of the command store; [`memory`]: the
 //!   in-memory store, the default.
 //! - [`session`]: sessions and participants.
-//! - [`state`]: the shared state and every operation on it (the call, the
-//!   queue and its offers, joining, control, hang-up, resume).
+//! - [`conversation`]: what the hub keeps of what people say beside the
+//!   page: [`code`] (join codes), [`chat`], [`control`] (requests for
+//!   control). It imports nothing of the shared state below; the state
+//!   holds it.
+//! - The shared state and the operations on it, from the bottom up (a file
+//!   imports only those above it in this list):
+//!   - [`registry`]: connections, participants, sessions; sending to a
+//!     connection; sockets per address.
+//!   - [`queue`]: the queue of calls, offers and allocation, and telling
+//!     participants and waiting operators what moved (coalesced).
+//!   - [`state`]: `Shared`, the one lock, and what releasing it does
+//!     (allocate, tell, gauges, offer timeouts, end hooks).
+//!   - [`offers`]: operators waiting, stepping away, declining, inviting.
+//!   - [`membership`]: the call, respond, join, resume (one admission
+//!     path), hang-up, leaving, expiry, the end of a session.
+//!   - [`gate`]: which commands a participant may send; control.
+//!   - [`talk`]: the conversation's operations: a join code and joining by
+//!     it (through `membership`'s admission), chat, requests for control
+//!     (answered through `gate`'s grant).
 //! - [`connection`]: one participant's WebSocket, against a generic
 //!   `Sink`/`Stream`.
 //! - [`ws`]: the handshake (Origin, role, operator cookie).
 //! - [`auth`]: operator login, logout and `me`.
-//! - [`conversation`]: what the hub keeps of what people say beside the
-//!   page: [`code`] (join codes), [`chat`], [`control`] (requests for
-//!   control); [`talk`]: the operations on it.
 
 pub mod auth;
 pub mod chat;
@@ -26,9 +40,14 @@ pub mod code;
 pub mod connection;
 pub mod control;
 pub mod conversation;
+pub mod gate;
+pub mod membership;
 pub mod memory;
+pub mod offers;
 pub mod outbox;
 pub mod protocol;
+pub mod queue;
+pub mod registry;
 pub mod session;
 pub mod state;
 pub mod store;
@@ -120,7 +139,7 @@ impl Hub {
     /// A hub over any store (the in-memory one, or a shared one).
     pub fn with_store(config: Arc<Config>, store: Arc<dyn Store>) -> Hub {
         let hub = Hub {
-            shared: Arc::new(Shared::new(config, store)),
+            shared: Shared::new(config, store),
         };
         let conversation = hub.shared.conversation.clone();
         hub.shared
@@ -130,7 +149,7 @@ impl Hub {
             let weak = Arc::downgrade(&hub.shared);
             // Often enough that neither the idle expiry nor the reconnect
             // grace is overrun by more than a quarter of itself.
-            let soonest = state::reconnect_grace(&hub.shared.config);
+            let soonest = membership::reconnect_grace(&hub.shared.config);
             let every = (soonest / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -208,7 +227,7 @@ impl Hub {
     /// Redeems a bind token: the session and participant it was given to,
     /// and that participant's resume secret, if `token` is the one its
     /// connection was last given and was issued less than
-    /// [`state::BIND_TOKEN_LIFETIME`] ago. A token is good once.
+    /// [`membership::BIND_TOKEN_LIFETIME`] ago. A token is good once.
     pub fn redeem_bind(
         &self,
         session: &str,
@@ -228,7 +247,7 @@ impl Hub {
             .clone();
         let p = st.participants.get_mut(&pid).expect("found above");
         let (_, issued) = p.bind.take().expect("found above");
-        if issued.elapsed() >= state::BIND_TOKEN_LIFETIME {
+        if issued.elapsed() >= membership::BIND_TOKEN_LIFETIME {
             return None;
         }
         let resume = p.resume.clone();
@@ -256,7 +275,7 @@ impl Hub {
     }
 }
 
-fn view(st: &state::State, id: &str) -> Option<SessionView> {
+fn view(st: &registry::State, id: &str) -> Option<SessionView> {
     let s = st.sessions.get(id)?;
     let participants = s
         .participants

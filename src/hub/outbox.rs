@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+use crate::lock::lock;
+
 /// What a message that states the whole of something is about: a newer one
 /// replaces an older one still waiting in the same [`Outbox`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +97,7 @@ impl Outbox {
     }
 
     fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
-        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.queued)
     }
 
     /// Queues `out`. `Full` the first time it does not fit (one message

@@ -60,6 +60,58 @@ pub const GO: &str = "go";
 /// do not act on the page.
 pub const ALWAYS_ALLOWED: [&str; 3] = ["pointer", "draw", "clear"];
 
+/// The command vocabulary (docs/protocol.md, "Functions and their
+/// arguments"): every function the browser side sends and applies, with the
+/// aspect its key ends in (`None`: a frame's URL key or a control's part).
+/// Written once here: `assets.rs` serves it, with [`ALWAYS_ALLOWED`],
+/// [`NAVIGATE`] and the close codes, to the browser side as `VOCABULARY`
+/// ([`browser_vocabulary`]), and a test holds the JavaScript to it.
+pub const FUNCTIONS: &[(&str, Option<&str>)] = &[
+    (NAVIGATE, None),
+    ("value", None),
+    ("check", None),
+    ("radio", None),
+    ("select", None),
+    ("html", None),
+    ("files", None),
+    ("masked", None),
+    ("scroll", Some("@scroll")),
+    ("viewport", Some("@viewport")),
+    ("caret", Some("@caret")),
+    ("click", Some("@click")),
+    ("key", Some("@key")),
+    ("dblclick", Some("@dblclick")),
+    ("commit", Some("@commit")),
+    ("follow", Some("@follow")),
+    ("submit", Some("@submit")),
+    ("pointer", Some("@pointer")),
+    ("draw", Some("@draw")),
+    ("clear", Some("@draw")),
+    (GO, Some("@go")),
+];
+
+/// The WebSocket close code that tells a participant its session was
+/// resumed by another connection (another tab or console window with a copy
+/// of its resume token): it must not reconnect.
+pub const CLOSE_RESUMED_ELSEWHERE: u16 = 4001;
+
+/// The vocabulary as the browser side reads it (`VOCABULARY` in `agent.js`,
+/// `share.js` and `console.js`): `functions` maps each function to its
+/// aspect or `null`, `alwaysAllowed` is [`ALWAYS_ALLOWED`], `navigate` the
+/// function whose command is a frame's URL key, `close` the close codes.
+pub fn browser_vocabulary() -> Value {
+    let functions: serde_json::Map<String, Value> = FUNCTIONS
+        .iter()
+        .map(|&(name, aspect)| (name.to_string(), aspect.map_or(Value::Null, Value::from)))
+        .collect();
+    serde_json::json!({
+        "navigate": NAVIGATE,
+        "functions": functions,
+        "alwaysAllowed": ALWAYS_ALLOWED,
+        "close": { "resumedElsewhere": CLOSE_RESUMED_ELSEWHERE },
+    })
+}
+
 impl Command {
     /// Whether this command is the URL key of the frame its key names.
     pub fn is_frame_url(&self) -> bool {
@@ -115,7 +167,8 @@ impl Command {
 /// `/\t/host` once the parser drops the tab), any scheme (`javascript:`,
 /// `data:`) or an absolute URL would steer other participants' frames off
 /// the site. The agent checks the same rule before it applies a navigation
-/// (`onThisSite` in `inject/share.js`, `sitePath` in `inject/console.js`).
+/// and before the console or its content frame loads anything (`sitePath`
+/// in `inject/hub.js`).
 pub fn navigation_target(url: &str) -> Result<(), String> {
     let refuse = |why: &str| {
         Err(format!(
@@ -535,6 +588,32 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadMessage);
         // Only the URL key is checked: a part's value may be anything.
         assert!(parse(r#"{"type":"command","key":"top/input","attribute":"all","fn":"value","args":["//evil"]}"#).is_ok());
+    }
+
+    #[test]
+    fn the_vocabulary_names_each_function_once_and_holds_the_gate() {
+        let mut names: Vec<&str> = FUNCTIONS.iter().map(|&(name, _)| name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FUNCTIONS.len(), "a function is listed twice");
+        assert!(names.contains(&NAVIGATE));
+        for allowed in ALWAYS_ALLOWED {
+            assert!(
+                names.contains(&allowed),
+                "{allowed} is not in the vocabulary"
+            );
+        }
+        for &(name, aspect) in FUNCTIONS {
+            assert!(
+                aspect.is_none_or(|a| a.starts_with('@') && !a.contains('/')),
+                "{name}: {aspect:?}"
+            );
+        }
+        let v = browser_vocabulary();
+        assert_eq!(v["functions"]["scroll"], "@scroll");
+        assert_eq!(v["functions"]["value"], Value::Null);
+        assert_eq!(v["alwaysAllowed"][0], "pointer");
+        assert_eq!(v["close"]["resumedElsewhere"], 4001);
     }
 
     #[test]

@@ -4,15 +4,16 @@
 //! customer's answer. Each checks who asks under the state lock, then uses
 //! the conversation's own locks (after the state lock, never before).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
 
 use super::chat;
+use super::membership::now_secs;
 use super::protocol::{ChatMessage, ErrorCode, Refusal, Role, ServerMessage};
+use super::registry::{State, address_of};
 use super::session::ConnId;
-use super::state::{Shared, State, address_of, now_secs};
+use super::state::Shared;
 use crate::telemetry;
 
 impl Shared {
@@ -20,7 +21,7 @@ impl Shared {
     /// told it.
     pub fn issue_code(&self, conn: ConnId) -> Result<(), Refusal> {
         let st = self.lock();
-        let (c, p) = Self::participant_of(&st, conn)?;
+        let (c, p) = st.participant_of(conn)?;
         if c.role != Role::Customer {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -53,9 +54,9 @@ impl Shared {
 
     /// An operator joins the session a customer's code names, straight in
     /// (the queue is skipped), admitted as by `respond`.
-    pub fn join_by_code(self: &Arc<Self>, conn: ConnId, code: &str) -> Result<(), Refusal> {
+    pub fn join_by_code(&self, conn: ConnId, code: &str) -> Result<(), Refusal> {
         let mut st = self.lock();
-        let (c, p) = Self::participant_of(&st, conn)?;
+        let (c, p) = st.participant_of(conn)?;
         let account = match (c.role, &c.account) {
             (Role::Operator, Some(a)) => a.clone(),
             _ => {
@@ -87,7 +88,8 @@ impl Shared {
             ));
         };
         metrics::counter!(telemetry::HUB_CODE_LOOKUPS, "result" => "joined").increment(1);
-        self.admit_operator(&mut st, conn, &sid, &account, Some("code"));
+        let pid = st.admit_operator(conn, &sid, &account);
+        info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user, via = "code");
         Ok(())
     }
 }
@@ -97,7 +99,7 @@ impl Shared {
     /// connected in the session, the sender included.
     pub fn chat(&self, conn: ConnId, text: &str) -> Result<(), Refusal> {
         let st = self.lock();
-        let (_, p) = Self::participant_of(&st, conn)?;
+        let (_, p) = st.participant_of(conn)?;
         let p = p.ok_or_else(|| {
             Refusal::new(ErrorCode::NotInSession, "join a session before chatting")
         })?;
@@ -157,7 +159,7 @@ impl Shared {
     /// session shows the prompt.
     pub fn request_control(&self, conn: ConnId) -> Result<(), Refusal> {
         let st = self.lock();
-        let (c, p) = Self::participant_of(&st, conn)?;
+        let (c, p) = st.participant_of(conn)?;
         if c.role != Role::Operator {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -208,7 +210,7 @@ impl Shared {
     pub fn answer_control(&self, conn: ConnId, granted: bool) -> Result<(), Refusal> {
         {
             let st = self.lock();
-            let (c, p) = Self::participant_of(&st, conn)?;
+            let (c, p) = st.participant_of(conn)?;
             if c.role != Role::Customer {
                 return Err(Refusal::new(
                     ErrorCode::Forbidden,

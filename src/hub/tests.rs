@@ -242,7 +242,7 @@ async fn calls_wait_in_order_and_learn_their_place() {
 
 #[test]
 fn sockets_are_counted_per_address_and_ipv6_per_64() {
-    use super::state::{SocketCount, address_of};
+    use super::registry::{SocketCount, address_of};
     use std::net::IpAddr;
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let (a, b, other) = (
@@ -298,6 +298,101 @@ async fn only_calls_whose_place_moves_are_told() {
     customers[0].send(json!({"type": "ready"})).await;
     let next = customers[0].next().await;
     assert_eq!(next["code"], "forbidden", "{:#?}", customers[0].seen);
+}
+
+/// Sends a message that is refused and returns what `peer` receives up to
+/// and including the refusal: what the hub queued for it meanwhile.
+async fn until_refused(peer: &mut Peer, probe: Value) -> Vec<Value> {
+    peer.send(probe).await;
+    let mut got = Vec::new();
+    loop {
+        let v = peer.next().await;
+        let done = v["type"] == "error";
+        got.push(v);
+        if done {
+            return got;
+        }
+    }
+}
+
+fn kinds(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m["position"].as_u64() {
+            Some(p) => format!("{}@{p}", m["type"].as_str().unwrap_or("?")),
+            None => m["type"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn queue_positions_cost_messages_only_where_they_move() {
+    const N: usize = 6;
+    let (hub, _) = hub_with_backlog(config(""), 64);
+    let mut op = Peer::connect(&hub, "op", Role::Operator, 256);
+    op.send(json!({"type": "ready"})).await;
+    op.expect("queue").await;
+    let mut customers = Vec::new();
+    for i in 0..N {
+        let mut c = Peer::connect(&hub, "customer", Role::Customer, 256);
+        c.send(json!({"type": "call"})).await;
+        c.expect("joined").await;
+        c.expect_where("status", |s| s["position"] == i as u64 + 1)
+            .await;
+        customers.push(c);
+    }
+    // Everyone has read what the calls caused (the operator's `queue` may
+    // still be coalescing): start counting from here.
+    for c in &mut customers[..N - 1] {
+        let got = until_refused(c, json!({"type": "ready"})).await;
+        assert_eq!(kinds(&got), ["error"], "{}", c.name);
+    }
+    let _ = until_refused(&mut op, json!({"type": "call"})).await;
+
+    // One more call: nobody ahead of it moved, so nobody ahead is told; the
+    // waiting operator's list of calls changed: one `queue`.
+    let mut last = Peer::connect(&hub, "last", Role::Customer, 256);
+    last.send(json!({"type": "call"})).await;
+    last.expect("joined").await;
+    last.expect_where("status", |s| s["position"] == N as u64 + 1)
+        .await;
+    for (i, c) in customers.iter_mut().enumerate() {
+        let got = until_refused(c, json!({"type": "ready"})).await;
+        assert_eq!(kinds(&got), ["error"], "customer {i} was told again");
+    }
+    let got = until_refused(&mut op, json!({"type": "call"})).await;
+    assert_eq!(kinds(&got), ["queue", "error"], "the operator");
+    customers.push(last);
+
+    // A change that moves nothing in the queue (a queued customer grants
+    // control) tells that session only, and the operator nothing.
+    customers[0]
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    let got = until_refused(&mut customers[0], json!({"type": "ready"})).await;
+    assert_eq!(kinds(&got), ["status@1", "error"]);
+    let got = until_refused(&mut op, json!({"type": "call"})).await;
+    assert_eq!(kinds(&got), ["error"], "the operator");
+
+    // The third leaves the queue: those ahead of it are not told, each one
+    // behind it is told its new place exactly once.
+    let gone = 2;
+    customers[gone].send(json!({"type": "hangup"})).await;
+    customers[gone].expect("ended").await;
+    for (i, c) in customers.iter_mut().enumerate() {
+        if i == gone {
+            continue;
+        }
+        let got = until_refused(c, json!({"type": "ready"})).await;
+        let expected: Vec<String> = if i < gone {
+            vec!["error".into()]
+        } else {
+            vec![format!("status@{i}"), "error".into()]
+        };
+        assert_eq!(kinds(&got), expected, "customer {i}");
+    }
+    let got = until_refused(&mut op, json!({"type": "call"})).await;
+    assert_eq!(kinds(&got), ["queue", "error"], "the operator");
 }
 
 #[tokio::test]
@@ -388,7 +483,7 @@ async fn a_participant_gone_past_the_grace_is_taken_out() {
         "within the grace they may still resume"
     );
     let later = Instant::now()
-        + super::state::reconnect_grace(&hub.shared().config)
+        + super::membership::reconnect_grace(&hub.shared().config)
         + Duration::from_secs(1);
     assert_eq!(shared.drop_detached(later), 2);
     // The operator was the last one: the customer is told the session is over.
@@ -437,7 +532,7 @@ async fn calls_beyond_max_sessions_are_refused_with_no_session() {
 
 #[test]
 fn the_reconnect_grace_is_configured_and_capped_by_the_idle_expiry() {
-    let grace = |extra: &str| super::state::reconnect_grace(&config(extra));
+    let grace = |extra: &str| super::membership::reconnect_grace(&config(extra));
     assert_eq!(grace(""), Duration::from_secs(120));
     assert_eq!(
         grace("[hub]\nreconnect_grace_secs = 5\n"),
@@ -808,7 +903,7 @@ async fn a_bind_token_is_good_once_and_only_while_fresh() {
             .unwrap();
         let (_, issued) = p.bind.as_mut().unwrap();
         *issued = Instant::now()
-            .checked_sub(super::state::BIND_TOKEN_LIFETIME)
+            .checked_sub(super::membership::BIND_TOKEN_LIFETIME)
             .unwrap();
     }
     assert!(

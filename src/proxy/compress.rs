@@ -16,8 +16,8 @@ use async_compression::tokio::write as codec;
 use http::HeaderMap;
 use http::header::{ACCEPT_ENCODING, HeaderValue};
 use tokio::io::AsyncWrite;
-use tracing::warn;
 
+use super::error::Error;
 use super::stage::Stage;
 use crate::body::BoxError;
 use crate::web;
@@ -97,24 +97,21 @@ pub fn upstream_accept(request: &HeaderMap) -> HeaderValue {
 /// multiplies what a few bytes may decode to.
 pub const MAX_STACKED: usize = 2;
 
-/// A 502 page for a response with more than [`MAX_STACKED`] content codings
+/// Refuses (502) a response with more than [`MAX_STACKED`] content codings
 /// (whether or not its body would be rewritten: nothing legitimate sends
 /// them).
-pub fn refuse_deep_stacking(headers: &HeaderMap) -> Option<http::Response<crate::body::Body>> {
-    let codings = parse_content_encoding(headers)?;
+pub fn refuse_deep_stacking(headers: &HeaderMap) -> Result<(), Error> {
+    let Some(codings) = parse_content_encoding(headers) else {
+        return Ok(());
+    };
     if codings.len() <= MAX_STACKED {
-        return None;
+        return Ok(());
     }
-    warn!(encoding = ?headers.get(http::header::CONTENT_ENCODING), "upstream response refused: more than {MAX_STACKED} content codings");
-    metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "kind" => "stacked_encodings")
-        .increment(1);
-    Some(super::error::page(
-        http::StatusCode::BAD_GATEWAY,
-        &format!(
-            "The site behind this proxy sent a body with {} stacked content encodings; at most {MAX_STACKED} are accepted.",
-            codings.len()
-        ),
-    ))
+    Err(Error::StackedEncodings {
+        codings: codings.len(),
+        max: MAX_STACKED,
+        header: headers.get(http::header::CONTENT_ENCODING).cloned(),
+    })
 }
 
 /// The Content-Encoding header's codings, in the order they were applied;
@@ -515,13 +512,13 @@ mod tests {
             http::header::CONTENT_ENCODING,
             HeaderValue::from_static("gzip, gzip"),
         );
-        assert!(refuse_deep_stacking(&h).is_none());
+        assert!(refuse_deep_stacking(&h).is_ok());
         h.insert(
             http::header::CONTENT_ENCODING,
             HeaderValue::from_static("gzip, br, gzip"),
         );
         assert_eq!(
-            refuse_deep_stacking(&h).unwrap().status(),
+            refuse_deep_stacking(&h).unwrap_err().status(),
             http::StatusCode::BAD_GATEWAY
         );
     }

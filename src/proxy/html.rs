@@ -23,6 +23,7 @@ use super::links::{Links, decode_entities, map_attribute};
 use super::site::Mapper;
 use super::stage::Stage;
 use crate::body::BoxError;
+use crate::lock::lock;
 use crate::telemetry;
 
 /// What one HTML response is rewritten with.
@@ -130,9 +131,7 @@ impl Html {
             return None;
         };
         let sink_out = self.out.clone();
-        let sink: Sink = Box::new(move |chunk: &[u8]| {
-            sink_out.lock().expect("sink lock").extend_from_slice(chunk)
-        });
+        let sink: Sink = Box::new(move |chunk: &[u8]| lock(&sink_out).extend_from_slice(chunk));
         Some(Box::new(HtmlRewriter::new(
             settings(&self.options, encoding, from_meta),
             sink,
@@ -142,7 +141,7 @@ impl Html {
     /// Moves the rewriter's output on, through the link mapping while the
     /// rewrite is on.
     fn drain(&mut self, out: &mut Vec<u8>) {
-        let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        let done = std::mem::take(&mut *lock(&self.out));
         if matches!(self.state, State::Cut) {
             // What lol_html flushed on giving up is raw input: dropped.
             return;
@@ -164,7 +163,7 @@ impl Html {
     /// (a browser drops a tag unfinished at the end): then the agent is left
     /// out.
     fn drain_end(&mut self, out: &mut Vec<u8>) {
-        let done = std::mem::take(&mut *self.out.lock().expect("sink lock"));
+        let done = std::mem::take(&mut *lock(&self.out));
         let tag = self.options.agent_tag();
         let Some(at) = done
             .ends_with(tag.as_bytes())
@@ -278,7 +277,7 @@ impl Html {
         }
         // The failed write's output holds lol_html's raw flush: dropped
         // whole. What earlier writes finished is masked and goes out first.
-        self.out.lock().expect("sink lock").clear();
+        lock(&self.out).clear();
         self.links.finish(out);
         self.links.stop(out);
         out.extend_from_slice(CUT_NOTICE.as_bytes());
@@ -350,7 +349,7 @@ fn settings(
     // foreign content.
     let first = "head, body, frameset, title, meta, link, base, style, script, noscript, template, svg, math";
     settings = settings.append_element_content_handler(element!(first, move |el| {
-        let mut done = injection.lock().expect("injection lock");
+        let mut done = lock(&injection);
         if !*done {
             *done = true;
             if el.tag_name() == "head" {
@@ -365,7 +364,7 @@ fn settings(
     settings = settings.append_document_content_handler(end!(move |end| {
         // A document with no element that could start it (text only, or a
         // bare `<html>`): the agent still comes once, at the end.
-        if !*injection_end.lock().expect("injection lock") {
+        if !*lock(&injection_end) {
             end.append(&end_tag, ContentType::Html);
         }
         Ok(())

@@ -11,8 +11,8 @@
 //! 1. **route** ([`site`]): the site by `Host`, and the [`site::Mapper`]
 //!    from its upstream URLs to the proxy's own.
 //! 2. **request headers** ([`request`]): readdressed to the upstream.
-//! 3. **forward** ([`client`]): sent upstream; failures and timeouts become
-//!    [`error`] pages (502, 504). Upgrades go through [`tunnel`].
+//! 3. **forward** ([`client`]): sent upstream; failures and timeouts are
+//!    upstream [`Error`]s (502, 504). Upgrades go through [`tunnel`].
 //! 4. **response headers** ([`response`], [`csp`]): URLs, cookies, policies.
 //! 5. **body**: HTML ([`html`], [`links`]) and CSS ([`css`]) are decoded
 //!    ([`compress`]), rewritten and encoded again as a [`stream`]; every
@@ -20,12 +20,17 @@
 //!    session, JSON is masked and what cannot be rewritten and masked is
 //!    refused instead of passed (see `driver`).
 //!
+//! Every phase that refuses or fails returns an [`Error`] saying who failed
+//! (the client, the upstream, a rule of ours); [`Proxy::handle`] turns it
+//! into the page, the metric and the log line in one place
+//! ([`Error::into_response`]).
+//!
 //! # Layout
 //!
 //! `site` URL mapping · `client` upstream connections · `request`,
 //! `response`, `csp` header phases · `html`, `links`, `css` body rewrites ·
 //! `compress` codecs · `stage` a body rewrite's interface · `stream` the body pipeline · `tunnel` upgrades ·
-//! `error` pages.
+//! `error` the proxy's error type and its pages.
 
 pub mod client;
 pub mod compress;
@@ -62,7 +67,8 @@ use crate::config::Config;
 use crate::telemetry;
 use crate::web::{self, Ctx, Kind, kind};
 
-pub use self::error::page as error_page;
+pub use self::error::Error;
+use self::error::Unmaskable;
 
 pub struct Proxy {
     config: Arc<Config>,
@@ -76,6 +82,14 @@ pub struct Proxy {
 }
 
 /// What a request's route phase decided.
+enum Routed {
+    /// The request is for the site: forward it.
+    Site(Route),
+    /// The request is about the server itself, answered here.
+    Answered(Response<Body>),
+}
+
+/// The site a request is for.
 pub struct Route {
     /// Index of the site (and its upstream) in the config.
     pub site: usize,
@@ -107,10 +121,18 @@ impl Proxy {
         self
     }
 
-    pub async fn handle(&self, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
-        let route = match self.route(&req, &ctx) {
-            Ok(route) => route,
-            Err(refusal) => return refusal,
+    pub async fn handle(&self, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+        self.serve(req, ctx)
+            .await
+            .unwrap_or_else(Error::into_response)
+    }
+
+    /// The phases in order; the first that fails or refuses ends the
+    /// request with its error.
+    async fn serve(&self, mut req: Request<Incoming>, ctx: Ctx) -> Result<Response<Body>, Error> {
+        let route = match self.route(&req, &ctx)? {
+            Routed::Site(route) => route,
+            Routed::Answered(response) => return Ok(response),
         };
         let want = Want {
             method: req.method().clone(),
@@ -134,7 +156,7 @@ impl Proxy {
                 .before_upstream(&mut parts, &self.config.privacy)
                 .await
             {
-                Decision::Answer(response) => return response,
+                Decision::Answer(response) => return Ok(response),
                 Decision::Forward {
                     record: session,
                     follower: f,
@@ -144,9 +166,7 @@ impl Proxy {
                 }
             }
         }
-        if request::translate(&mut parts, &route.mapper, route.site, &ctx).is_err() {
-            return error::page(StatusCode::BAD_REQUEST, "The request path is not valid.");
-        }
+        request::translate(&mut parts, &route.mapper, route.site, &ctx)?;
         let (upgrade, client) = match upgrade {
             // A follower's upgrade was refused in phase 1b.
             Some((protocol, on)) if follower.is_none() => {
@@ -159,19 +179,13 @@ impl Proxy {
             body::boxed(incoming),
             metrics::counter!(telemetry::UPSTREAM_BYTES, "direction" => "sent"),
         );
-        let response = match self
+        let response = self
             .forward(client, Request::from_parts(parts, sent), &route)
-            .await
-        {
-            Ok(response) => response,
-            Err(page) => return page,
-        };
+            .await?;
         if let Some(on) = upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
-            return tunnel::splice(response, on);
+            return Ok(tunnel::splice(response, on));
         }
-        if let Some(page) = compress::refuse_deep_stacking(response.headers()) {
-            return page;
-        }
+        compress::refuse_deep_stacking(response.headers())?;
 
         let (mut parts, incoming) = response.into_parts();
         let incoming = client::idle_timeout(incoming, self.config.proxy.body_idle_timeout);
@@ -190,14 +204,14 @@ impl Proxy {
         response::translate(&mut parts.headers, &route.mapper, &allow, &nonce);
         let mut mask = Vec::new();
         // A follower comes from the policy: both are there or neither.
-        if let (Some(f), Some(policy)) = (&follower, &self.policy) {
+        if let (Some(_), Some(policy)) = (&follower, &self.policy) {
             // The site's cookies are the customer's, or would become the
             // operator's own account at the site: neither is given to a
             // follower's browser.
             parts.headers.remove(header::SET_COOKIE);
             mask = mask::selectors(&self.config.privacy.mask);
             if kind(&parts.headers).0 == Kind::Json && want.method != Method::HEAD {
-                return match policy
+                let body = policy
                     .mask_json(
                         &mut parts.headers,
                         parts.status,
@@ -205,10 +219,8 @@ impl Proxy {
                         &self.config.privacy,
                     )
                     .await
-                {
-                    Ok(body) => Response::from_parts(parts, body),
-                    Err(reason) => policy.unmaskable(&f.session, &target, reason),
-                };
+                    .map_err(|reason| unmaskable(follower.as_ref(), target, reason))?;
+                return Ok(Response::from_parts(parts, body));
             }
         }
         let options = html::Options {
@@ -221,38 +233,26 @@ impl Proxy {
             mask,
             follower: follower.is_some(),
         };
-        match self.body(
-            &want,
-            parts.status,
-            &mut parts.headers,
-            incoming,
-            record,
-            follower.as_ref(),
-            options,
-        ) {
-            Ok(body) => Response::from_parts(parts, body),
-            Err(reason) => match &self.policy {
-                Some(policy) => policy.unmaskable(
-                    follower.as_ref().map_or("", |f| &f.session),
-                    &target,
-                    reason,
-                ),
-                // Only a follower's body is refused, and followers come
-                // from the policy.
-                None => error::page(StatusCode::FORBIDDEN, "The response could not be masked."),
-            },
-        }
+        let body = self
+            .body(
+                &want,
+                parts.status,
+                &mut parts.headers,
+                incoming,
+                record,
+                follower.as_ref(),
+                options,
+            )
+            .map_err(|reason| unmaskable(follower.as_ref(), target, reason))?;
+        Ok(Response::from_parts(parts, body))
     }
 
-    /// Phase 1: the site for the request's `Host`. Requests the proxy must
-    /// not pass on are answered here.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the refusal is the response itself, built once per refused request"
-    )]
-    fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Route, Response<Body>> {
-        if let Some(answer) = request::server_wide(req.method(), req.uri()) {
-            return Err(answer);
+    /// Phase 1: the site for the request's `Host`. Requests about the
+    /// server itself are answered here; those the proxy must not pass on
+    /// are refused.
+    fn route(&self, req: &Request<Incoming>, ctx: &Ctx) -> Result<Routed, Error> {
+        if let Some(answer) = request::server_wide(req.method(), req.uri())? {
+            return Ok(Routed::Answered(answer));
         }
         let host = web::host(req).unwrap_or_default().to_string();
         if !host
@@ -260,16 +260,10 @@ impl Proxy {
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         {
             // The host is written into pages, URLs and policies.
-            return Err(error::page(
-                StatusCode::BAD_REQUEST,
-                "The Host header is not a host name.",
-            ));
+            return Err(Error::BadHost);
         }
         let Some(site) = self.sites.for_host(&host) else {
-            return Err(error::page(
-                StatusCode::MISDIRECTED_REQUEST,
-                "No site is configured for this host.",
-            ));
+            return Err(Error::NoSite);
         };
         if req
             .headers()
@@ -279,35 +273,26 @@ impl Proxy {
             // A service worker of the site would take over the proxy host's
             // pages and outlive the session; the browser asks for its script
             // with this header, so refusing it here refuses the registration.
-            metrics::counter!(telemetry::SERVICE_WORKERS_REFUSED).increment(1);
-            return Err(error::page(
-                StatusCode::FORBIDDEN,
-                "Service workers are not available through the co-browsing proxy.",
-            ));
+            return Err(Error::ServiceWorker);
         }
-        Ok(Route {
+        Ok(Routed::Site(Route {
             site,
             mapper: self.sites.mapper(
                 site,
                 &host,
                 web::browser_on_https(ctx, web::Named::Host(&host), &self.config.public_origins),
             ),
-        })
+        }))
     }
 
-    /// Phase 3: the upstream's response headers, or the page that says why
-    /// there are none.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the error is the response itself, built once per failed request"
-    )]
+    /// Phase 3: the upstream's response headers, or why there are none.
     async fn forward(
         &self,
         client: &client::Upstream,
         req: Request<Body>,
         route: &Route,
-    ) -> Result<Response<Incoming>, Response<Body>> {
-        let upstream = &self.sites.upstreams[route.site].origin;
+    ) -> Result<Response<Incoming>, Error> {
+        let upstream = || self.sites.upstreams[route.site].origin.to_string();
         let (parts, body) = req.into_parts();
         let (body, sent) = client::until_sent(body);
         let request = client.request(Request::from_parts(parts, body));
@@ -317,35 +302,15 @@ impl Proxy {
             let _ = sent.await;
             tokio::time::sleep(self.config.proxy.response_timeout).await;
         };
-        let answer = tokio::select! {
-            r = request => Ok(r),
-            () = deadline => Err(()),
-        };
-        match answer {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                let cause = std::error::Error::source(&e)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                warn!(error = %e, %cause, %upstream, "upstream request failed");
-                metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
-                // The upstream's address is ours to know (it is in the log),
-                // not the browser's: it names an internal host.
-                let message = if e.is_connect() {
-                    "The site could not be reached. Try again in a moment."
-                } else {
-                    "The site failed to answer. Try again in a moment."
-                };
-                Err(error::page(StatusCode::BAD_GATEWAY, message))
-            }
-            Err(_) => {
-                warn!(%upstream, timeout = ?self.config.proxy.response_timeout, "upstream response timed out");
-                metrics::counter!(telemetry::UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
-                Err(error::page(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The site did not answer in time. Try again in a moment.",
-                ))
-            }
+        tokio::select! {
+            r = request => r.map_err(|error| Error::Upstream {
+                upstream: upstream(),
+                error,
+            }),
+            () = deadline => Err(Error::Timeout {
+                upstream: upstream(),
+                timeout: self.config.proxy.response_timeout,
+            }),
         }
     }
 
@@ -353,7 +318,7 @@ impl Proxy {
     /// (decoded and encoded again around the rewrite); every other body,
     /// partial content, and bodies in an unknown encoding pass untouched to
     /// the driver or a browser alone. To a `follower`, what cannot be
-    /// rewritten and masked is refused instead (the reason is returned).
+    /// rewritten and masked is refused instead (why is returned).
     /// `record` names the session and target whose driver's response is kept
     /// for followers.
     #[allow(
@@ -369,7 +334,7 @@ impl Proxy {
         record: Option<(String, String)>,
         follower: Option<&Follower>,
         mut options: html::Options,
-    ) -> Result<Body, &'static str> {
+    ) -> Result<Body, Unmaskable> {
         let (kind, declared) = kind(headers);
         if kind == Kind::Other || kind == Kind::Json {
             if follower.is_some_and(|f| f.as_driver)
@@ -378,7 +343,7 @@ impl Proxy {
             {
                 // Read with the customer's cookies, and nothing in it can be
                 // masked.
-                return Err("type");
+                return Err(Unmaskable::Type);
             }
             // A JSON answer to the driver's script is kept, as it came, for
             // followers reading the same.
@@ -401,7 +366,7 @@ impl Proxy {
             return Ok(incoming);
         }
         if status == StatusCode::PARTIAL_CONTENT && follower.is_some() {
-            return Err("partial");
+            return Err(Unmaskable::Partial);
         }
         if status == StatusCode::PARTIAL_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -411,7 +376,7 @@ impl Proxy {
         }
         let Some(codings) = compress::parse_content_encoding(headers) else {
             if follower.is_some() {
-                return Err("encoding");
+                return Err(Unmaskable::Encoding);
             }
             warn!(encoding = ?headers.get(header::CONTENT_ENCODING), "unknown content encoding; passed through without rewriting");
             return Ok(incoming);
@@ -476,6 +441,17 @@ impl Proxy {
     ) -> Option<Box<dyn stage::Stage>> {
         let (policy, (session, target)) = (self.policy.as_ref()?, record?);
         Some(policy.recorder(session, target, status, headers, decoded))
+    }
+}
+
+/// A follower's response refused because it could not be masked. Only a
+/// follower's body is ever refused, and followers come from the policy;
+/// without one the refusal names no session.
+fn unmaskable(follower: Option<&Follower>, target: String, reason: Unmaskable) -> Error {
+    Error::Unmaskable {
+        session: follower.map(|f| f.session.clone()).unwrap_or_default(),
+        target,
+        reason,
     }
 }
 

@@ -7,6 +7,7 @@
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Response, StatusCode};
 
+use super::error::Unmaskable;
 use super::stage::Stage;
 use crate::body::Body;
 use crate::config::Privacy;
@@ -58,16 +59,12 @@ pub trait Policy: Send + Sync {
     ) -> Box<dyn Stage>;
 
     /// Phase 5: a JSON body for a follower with its masked keys masked, or
-    /// why it cannot be.
+    /// why it cannot be (the proxy then refuses it: [`super::error::Error::Unmaskable`]).
     fn mask_json<'a>(
         &'a self,
         headers: &'a mut HeaderMap,
         status: StatusCode,
         body: Body,
         privacy: &'a Privacy,
-    ) -> BoxFuture<'a, Result<Body, &'static str>>;
-
-    /// The answer to a follower when a response for it cannot be masked:
-    /// refused, never passed through.
-    fn unmaskable(&self, session: &str, target: &str, reason: &'static str) -> Response<Body>;
+    ) -> BoxFuture<'a, Result<Body, Unmaskable>>;
 }

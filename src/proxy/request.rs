@@ -10,12 +10,10 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Method, Response, StatusCode, Uri, Version};
 
 use super::compress;
+use super::error::{ALLOW, Error};
 use super::site::Mapper;
 use crate::body::{self, Body};
 use crate::web::{self, Ctx};
-
-/// The methods the proxy passes on, as a server-wide `OPTIONS` tells them.
-const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// The answer to a request that is not for a resource of the site, so it is
 /// answered here and never goes upstream. A target of `*` (RFC 9112 3.2.4)
@@ -23,32 +21,21 @@ const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// method with `*` is not a valid request (`400`). `CONNECT` (authority
 /// form) asks for a tunnel to a host of the client's choosing, which a
 /// reverse proxy does not give (`405`).
-pub fn server_wide(method: &Method, uri: &Uri) -> Option<Response<Body>> {
+pub fn server_wide(method: &Method, uri: &Uri) -> Result<Option<Response<Body>>, Error> {
     if method == Method::CONNECT {
-        metrics::counter!(crate::telemetry::BAD_TARGETS).increment(1);
-        let mut page = super::error::page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "This is not a forward proxy: CONNECT is not available.",
-        );
-        page.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-        return Some(page);
+        return Err(Error::Connect);
     }
     if uri.authority().is_some() || uri.path() != "*" {
-        return None;
+        return Ok(None);
     }
     if method == Method::OPTIONS {
         let response = Response::builder()
             .status(StatusCode::OK)
             .header(header::ALLOW, ALLOW)
             .body(body::empty());
-        return Some(response.expect("static response parts are valid"));
+        return Ok(Some(response.expect("static response parts are valid")));
     }
-    metrics::counter!(crate::telemetry::BAD_TARGETS).increment(1);
-    Some(super::error::page(
-        StatusCode::BAD_REQUEST,
-        &format!("The request target `*` is only for OPTIONS, not {method}."),
-    ))
+    Err(Error::AsteriskTarget(method.clone()))
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
@@ -73,10 +60,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request path cannot be put in a URI for the upstream.
-#[derive(Debug)]
-pub struct BadPath;
-
 /// Readdresses `parts` to upstream `current`. The upstream URI is built
 /// from parsed parts: the configured upstream's scheme and authority, and
 /// the request's path, which must be a path (origin form, RFC 9112 3.2.1).
@@ -87,23 +70,23 @@ pub fn translate(
     mapper: &Mapper,
     current: usize,
     ctx: &Ctx,
-) -> Result<(), BadPath> {
+) -> Result<(), Error> {
     let upstream = &mapper.upstreams()[current];
     let path = match parts.uri.path_and_query() {
         Some(p) if p.as_str().starts_with('/') => p.clone(),
-        Some(_) => return Err(BadPath),
+        Some(_) => return Err(Error::BadPath),
         None => PathAndQuery::from_static("/"),
     };
     let authority = upstream
         .authority
         .parse::<Authority>()
-        .map_err(|_| BadPath)?;
+        .map_err(|_| Error::BadPath)?;
     parts.uri = Uri::builder()
         .scheme(upstream.origin.scheme())
         .authority(authority)
         .path_and_query(path)
         .build()
-        .map_err(|_| BadPath)?;
+        .map_err(|_| Error::BadPath)?;
     // The upstream client picks HTTP/1.1 or HTTP/2 per connection by ALPN.
     parts.version = Version::HTTP_11;
     let client_host = parts.headers.get(header::HOST).cloned();

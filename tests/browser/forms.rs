@@ -1,7 +1,7 @@
 //! Form state of every control type, contenteditable, file names, caret and
 //! clicks that drive the page's own scripts, both ways.
 
-use super::harness::until_on;
+use super::harness::{until_on, until_seen};
 use super::*;
 
 /// Sets a control's value the way its browser-drawn picker would (colour,
@@ -100,6 +100,19 @@ async fn every_control_type_is_shared_both_ways() {
     // A chosen file: its name only, shown beside the field.
     c.eval_on("#docs", "(() => { const dt = new DataTransfer(); dt.items.add(new File(['secret contents'], 'deeds.pdf')); el.files = dt.files; el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return true; })()").await;
     s.on_operator("the chosen file's name shown to the operator", "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=badge]')].some(b => b.textContent === 'Chosen: deeds.pdf')").await;
+    // Seen beside the field, on the operator's screen: the badge's dark
+    // ground just right of it.
+    let (x, y, w, h) = o.rect(&content("#docs")).await.expect("the file field");
+    until_seen(
+        o,
+        "the file badge beside the field",
+        (x + w + 6.0, y, 60.0, h.min(16.0)),
+        "#444c5c",
+        40,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     assert!(
         !c.websocket_frames()
             .iter()
@@ -113,6 +126,37 @@ async fn every_control_type_is_shared_both_ways() {
         .await;
     s.on_operator("the customer's selection in the operator's field", "document.querySelector('#full').selectionStart === 2 && document.querySelector('#full').selectionEnd === 5").await;
     s.on_operator("the customer's caret marker", "[...document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=remote-caret]')].some(b => b.textContent.endsWith('2–5'))").await;
+    // Seen around the field on the operator's screen: the marker's frame
+    // along the field's left edge, and its label above or, where that is
+    // out of sight (the field at the top of the window), below it.
+    let caret = s
+        .on_operator("the caret marker's colour", "document.querySelector('cobrowse-overlay').shadowRoot.querySelector('[data-cobrowse=remote-caret]')?.style.borderColor || null")
+        .await;
+    let caret = caret.as_str().unwrap();
+    let (x, y, _, h) = o
+        .rect(&content("#full"))
+        .await
+        .expect("the full name field");
+    until_seen(
+        o,
+        "the caret marker's frame left of the field",
+        (x - 5.0, y + 2.0, 5.0, h - 4.0),
+        caret,
+        10,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    let above = o.pixels_at(x, y - 18.0, 40.0, 14.0).await;
+    let below = o.pixels_at(x, y + h + 4.0, 40.0, 14.0).await;
+    let tolerance = super::harness::COLOUR_TOLERANCE;
+    let want = super::harness::rgb(caret);
+    assert!(
+        above.count_near(want, tolerance) >= 150 || below.count_near(want, tolerance) >= 150,
+        "the caret marker's label is not seen by the field: above {}, below {}",
+        above.summary(),
+        below.summary()
+    );
 
     // Clicks that drive the page's scripts.
     c.click("#menu-button").await;

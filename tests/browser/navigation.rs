@@ -80,14 +80,7 @@ async fn full_page_loads_follow_both_ways() {
         "location.search.includes('name=Lin')",
     )
     .await;
-    super::harness::until(
-        c,
-        "the widget still connected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the widget still connected").await;
     s.assert_no_errors();
 }
 

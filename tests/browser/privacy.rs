@@ -33,6 +33,27 @@ async fn masked_values_never_leave_the_customers_browser() {
     for (id, _) in SECRETS {
         s.on_operator(&format!("{id} empty and read-only for the operator"), &format!("document.querySelector('{id}').value === '' && document.querySelector('{id}').readOnly")).await;
     }
+    // Seen: the badge's dark ground beside a masked field, once the
+    // customer's window (and so the operator's) shows it.
+    c.eval("document.querySelector('#ssn').scrollIntoView({block: 'center', behavior: 'instant'})")
+        .await;
+    let y = c.eval("Math.round(scrollY)").await;
+    s.on_operator(
+        "the operator's window at the customer's position",
+        &format!("Math.round(scrollY) === {y}"),
+    )
+    .await;
+    let (x, y, w, _) = o.rect(&content("#ssn")).await.expect("the masked field");
+    super::harness::until_seen(
+        o,
+        "the badge beside the masked field",
+        (x + w + 8.0, y + 2.0, 40.0, 10.0),
+        "#444c5c",
+        40,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
 
     // With control, the operator still cannot type into a masked field.
     s.grant_control().await;
@@ -234,14 +255,7 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
         "location.pathname === '/pay.html' && !!window.__cobrowse.engine",
     )
     .await;
-    until(
-        c,
-        "the customer reconnected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the customer reconnected").await;
     c.type_into("#pin", "9931-pin").await;
     c.eval("history.pushState(null, '', '/pay.html?step=2#/confirm?pin=9931-pin&n=1')")
         .await;
@@ -273,14 +287,7 @@ async fn a_get_form_never_shares_masked_values_in_the_next_url() {
     )
     .await;
     s.on_operator("the operator after the scripted submission", "location.pathname === '/done.html' && location.search === '?pin=&ref=r1&check=' && !!window.__cobrowse.engine").await;
-    until(
-        c,
-        "the customer reconnected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the customer reconnected").await;
 
     // A later URL of the tab with the same parameter names: the names are
     // kept for the tab.

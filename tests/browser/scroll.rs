@@ -35,6 +35,45 @@ async fn window_and_pane_scroll_follow_and_the_viewport_is_outlined() {
         &s.server,
     )
     .await;
+    // Seen: the dashed outline just outside the frame's left and top edges,
+    // and nothing of the console over the customer's page inside it.
+    let outline = o
+        .eval_on(
+            r#"[data-cobrowse="viewport"]"#,
+            "getComputedStyle(el).outlineColor",
+        )
+        .await;
+    let outline = outline.as_str().expect("the outline's colour");
+    let (x, y, w, h) = o
+        .rect(r#"[data-cobrowse="viewport"]"#)
+        .await
+        .expect("the viewport");
+    super::harness::until_seen(
+        o,
+        "the outline along the left edge",
+        (x - 4.0, y + 10.0, 4.0, h - 20.0),
+        outline,
+        30,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    super::harness::until_seen(
+        o,
+        "the outline along the top edge",
+        (x + 10.0, y - 4.0, w - 20.0, 4.0),
+        outline,
+        30,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    let (hx, hy) = centre(o, &content("h1")).await;
+    let hit = o.element_at(hx, hy).await;
+    assert!(
+        hit.starts_with(r#"iframe[data-cobrowse=content] | "#) && hit.ends_with("h1"),
+        "the operator's click on the page's heading reaches it, not {hit:?}"
+    );
 
     wheel(c, (500.0, 600.0), 900.0).await;
     s.on_customer("the customer's window scrolled", "scrollY > 500")

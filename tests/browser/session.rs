@@ -141,14 +141,52 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
     let (x, y) = o.center(&content("h1")).await;
     o.mouse(DispatchMouseEventType::MouseMoved, x, y, 0).await;
     s.on_customer("the operator's pointer with their name", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelector('[data-cobrowse=remote-pointer]')?.textContent === 'Olivia Operator'").await;
+    let colour = s
+        .on_customer(
+            "the operator's pointer colour",
+            &pointer_colour("Olivia Operator"),
+        )
+        .await;
+    until_seen(
+        c,
+        "the operator's pointer over the customer's heading",
+        around(centre(c, "h1").await, 8.0),
+        colour.as_str().unwrap(),
+        10,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
 
     // The customer draws a fading stroke: the operator sees it, then it goes.
     c.click(r#"[data-cobrowse="widget"] | [data-cobrowse="draw"]"#)
         .await;
     let (cx, cy) = c.center("#notes").await;
-    c.drag(&[(cx - 80.0, cy), (cx, cy + 10.0), (cx + 80.0, cy)])
-        .await;
+    c.drag(&[(cx - 80.0, cy), (cx, cy), (cx + 80.0, cy)]).await;
     s.on_operator("the customer's stroke", "document.querySelector('cobrowse-overlay')?.shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1").await;
+    // The quote page's stroke is seen on both screens, across the notes.
+    let ink = c.eval(STROKE_COLOUR).await;
+    let ink = ink.as_str().expect("the stroke's colour").to_string();
+    until_seen(
+        c,
+        "the customer's own stroke",
+        around((cx, cy), 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    until_seen(
+        o,
+        "the customer's stroke across the operator's notes",
+        around(centre(o, &content("#notes")).await, 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     // Drawing mode takes the mouse: the page under it is not clicked.
     assert_eq!(
         c.eval("document.activeElement === document.querySelector('#notes')")
@@ -166,15 +204,50 @@ async fn window_size_navigation_without_control_pointer_and_fading_strokes() {
         &s.server,
     )
     .await;
-    let (fx, fy) = o.center(&content("h1")).await;
+    // Across the name field, away from where the pointer ends.
+    let (fx, fy) = centre(o, &content("#name")).await;
     o.drag(&[
-        (fx - 60.0, fy + 30.0),
-        (fx, fy + 40.0),
-        (fx + 60.0, fy + 30.0),
+        (fx - 120.0, fy),
+        (fx - 40.0, fy),
+        (fx + 40.0, fy),
+        (fx + 120.0, fy),
     ])
     .await;
     s.on_customer("the operator's fading stroke", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 2").await;
+    let fading = c.eval(STROKE_COLOUR).await;
+    let fading = fading.as_str().expect("the fading stroke's colour");
+    let name = around(centre(c, "#name").await, 8.0);
+    until_seen(
+        c,
+        "the operator's fading stroke across the name field",
+        name,
+        fading,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     super::harness::until_for(c, "the fading stroke gone, the other kept", "document.querySelector('cobrowse-overlay').shadowRoot.querySelectorAll('[data-cobrowse=ink] polyline').length === 1", std::time::Duration::from_secs(10), &s.tabs(), &s.server).await;
+    until_unseen(
+        c,
+        "the faded stroke",
+        name,
+        fading,
+        std::time::Duration::from_secs(5),
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
+    until_seen(
+        c,
+        "the kept stroke",
+        around((cx, cy), 8.0),
+        &ink,
+        6,
+        &s.tabs(),
+        &s.server,
+    )
+    .await;
     s.assert_no_errors();
 }
 
@@ -232,4 +305,114 @@ async fn reloads_on_either_side_keep_the_session() {
         "still one customer and one operator"
     );
     s.assert_no_errors();
+}
+
+/// The link to the hub (`inject/hub.js`, one for the customer's agent and
+/// the console): a session resumed by another tab or console window (the
+/// hub closes the old connection with `4001`) ends sharing where it was and
+/// never comes back there, while the session goes on in the new place.
+#[tokio::test]
+async fn a_session_resumed_elsewhere_ends_the_link_where_it_was_for_good() {
+    let s = Shared::start("/form.html").await;
+    let notice = "(document.querySelector('[data-cobrowse=widget]')?.shadowRoot?.querySelector('[data-cobrowse=notice]')?.textContent || '')";
+
+    // A second tab with a copy of the customer's session storage resumes.
+    let saved = s
+        .customer
+        .eval("sessionStorage.getItem('cobrowse.session')")
+        .await;
+    let saved = saved
+        .as_str()
+        .expect("the customer's tab keeps its session");
+    let copy = s.browser.tab("the customer's copied tab", 1000, 760).await;
+    copy.goto(&s.server.url("/form.html")).await;
+    copy.eval(&format!(
+        "sessionStorage.setItem('cobrowse.session', {})",
+        serde_json::to_string(saved).unwrap()
+    ))
+    .await;
+    copy.goto(&s.server.url("/form.html")).await;
+    let all = [&s.customer, &s.operator, &copy];
+    until(
+        &copy,
+        "the copied tab to share the session",
+        &format!("{WIDGET_STATUS}.includes('Connected with')"),
+        &all,
+        &s.server,
+    )
+    .await;
+    until(&s.customer, "the first tab to stop sharing and say where it goes on", &format!("{notice}.includes('Sharing continues in another tab.') && sessionStorage.getItem('cobrowse.session') === null && window.__cobrowse.link.state === 'idle' && !window.__cobrowse.engine"), &all, &s.server).await;
+
+    // The session goes on with the copy; the first tab stays out of it.
+    copy.type_into("#name", "Copied Carla").await;
+    s.on_operator(
+        "the operator to see what the copied tab typed",
+        "document.querySelector('#name').value === 'Copied Carla'",
+    )
+    .await;
+    let first = s.customer.eval(&format!("({{ state: window.__cobrowse.link.state, saved: sessionStorage.getItem('cobrowse.session'), call: document.querySelector('[data-cobrowse=widget]').shadowRoot.querySelector('[data-cobrowse=call]').textContent, name: document.querySelector('#name').value, notice: {notice} }})")).await;
+    assert_eq!(first["state"], "idle", "{first}");
+    assert_eq!(first["saved"], serde_json::Value::Null, "{first}");
+    assert_eq!(first["call"], "Call operator", "{first}");
+    assert_ne!(first["name"], "Copied Carla", "{first}");
+
+    // A second console window with a copy of the console's session storage
+    // resumes the operator's part: the first window steps back for good.
+    let saved = s
+        .operator
+        .eval("sessionStorage.getItem('cobrowse.console.session')")
+        .await;
+    let saved = saved.as_str().expect("the console keeps its session");
+    let console = s.browser.tab("a second console window", 1400, 1000).await;
+    console.goto(&s.server.url("/__cobrowse/console")).await;
+    console
+        .eval(&format!(
+            "sessionStorage.setItem('cobrowse.console.session', {})",
+            serde_json::to_string(saved).unwrap()
+        ))
+        .await;
+    console
+        .type_into(r#"input[name="user"]"#, OPERATOR_USER)
+        .await;
+    console
+        .type_into(
+            r#"input[name="password"]"#,
+            crate::support::OPERATOR_PASSWORD,
+        )
+        .await;
+    console.type_text("\n").await; // signs in, then resumes what it was given
+    let all = [&s.operator, &console, &copy];
+    until(
+        &console,
+        "the second console window to be in the session",
+        &format!("{CONSOLE_STATUS}.startsWith('Connected')"),
+        &all,
+        &s.server,
+    )
+    .await;
+    until(
+        &s.operator,
+        "the first console window to step back",
+        &format!("{CONSOLE_STATUS}.includes('continues in another console window') && document.querySelector('[data-cobrowse=\"content\"]').src === 'about:blank'"),
+        &all,
+        &s.server,
+    )
+    .await;
+    copy.type_text(" again").await; // still in the field
+    until_on(
+        &console,
+        "the second console window to follow the customer",
+        CONTENT,
+        &in_frame("document.querySelector('#name').value === 'Copied Carla again'"),
+        &all,
+        &s.server,
+    )
+    .await;
+    let status = s.operator.eval(CONSOLE_STATUS).await;
+    assert!(
+        status
+            .as_str()
+            .is_some_and(|t| t.contains("continues in another console window")),
+        "the first console window came back: {status}"
+    );
 }

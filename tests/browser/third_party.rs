@@ -3,7 +3,6 @@
 //! controls behind styled labels, custom select menus, spinners and tabs
 //! driven by click handlers.
 
-use super::harness::until;
 use super::*;
 
 #[tokio::test]
@@ -67,14 +66,7 @@ async fn jquery_ui_widgets_are_shared_both_ways() {
     // Tabs: links the page's script handles, both ways.
     c.goto(&s.server.url("/tabs.html")).await;
     s.on_operator("the tabs page", "location.pathname === '/tabs.html' && !!window.__cobrowse.engine && !!document.querySelector('.ui-tabs')").await;
-    until(
-        c,
-        "the customer reconnected",
-        &format!("{WIDGET_STATUS}.includes('Connected with')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.customer_connected("the customer reconnected").await;
     c.click(r##"a[href="#tabs-2"]"##).await;
     s.on_operator("the second tab open", "document.querySelector('#tabs-2').style.display !== 'none' && document.querySelector('#tabs-1').style.display === 'none'").await;
     o.click(&content(r##"a[href="#tabs-3"]"##)).await;

@@ -47,6 +47,34 @@ pub(super) async fn no_problems(tab: &Tab, state: &str) {
     assert_eq!(problems, serde_json::json!([]), "the widget, {state}");
 }
 
+/// The widget's call button is what a person sees and clicks at its place:
+/// hit testing finds it there (nothing of the page or of the overlay takes
+/// the click), and the screen shows its colour.
+pub async fn seen_on_top(tab: &Tab, all: &[&Tab], server: &Cobrowse) {
+    let (x, y) = centre(tab, CALL).await;
+    let hit = tab.element_at(x, y).await;
+    assert!(
+        hit.ends_with("button[data-cobrowse=call]"),
+        "{}: a click on the call button's place reaches {hit:?}",
+        tab.name
+    );
+    let ground = tab
+        .eval_on(CALL, "getComputedStyle(el).backgroundColor")
+        .await;
+    let (bx, by, bw, bh) = tab.rect(CALL).await.expect("the call button");
+    // Inside its rounded border, where the button's ground shows.
+    super::harness::until_seen(
+        tab,
+        "the call button",
+        (bx + 6.0, by + 4.0, bw - 12.0, bh - 8.0),
+        ground.as_str().expect("a background colour"),
+        20,
+        all,
+        server,
+    )
+    .await;
+}
+
 /// Presses Tab until the widget button `which` has focus.
 async fn tab_to(tab: &Tab, which: &str) {
     for _ in 0..60 {
@@ -106,6 +134,7 @@ async fn the_widget_works_by_keyboard_and_reads_well_in_every_state() {
     )
     .await;
     no_problems(&customer, "connected").await;
+    seen_on_top(&customer, &[&customer, &operator], &server).await;
 
     // The control toggle is reached and pressed by keyboard too, and says
     // so both in its pressed state and in the status line.

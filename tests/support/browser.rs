@@ -18,6 +18,12 @@
 //! Input is real: clicks are CDP mouse events at the element's place on the
 //! screen and typing is CDP key events, so the page's listeners see what a
 //! user's actions would make them see.
+//!
+//! What a person sees is read the same way: [`Tab::pixels_at`] takes the
+//! screen's pixels in a rectangle (a screenshot, decoded), and
+//! [`Tab::element_at`] asks hit testing what is on top at a point, through
+//! frames and shadow roots. Marks that let the mouse through (the overlay's
+//! pointer, strokes, carets) are invisible to hit testing: read their pixels.
 
 #![allow(dead_code)]
 
@@ -33,6 +39,9 @@ use chromiumoxide::cdp::browser_protocol::input::{
 };
 use chromiumoxide::cdp::browser_protocol::network::{
     EnableParams as NetworkEnable, EventWebSocketFrameReceived, EventWebSocketFrameSent,
+};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, CaptureScreenshotParams, Viewport,
 };
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
@@ -356,6 +365,124 @@ impl Tab {
         }
     }
 
+    /// The pixels the screen shows in the rectangle at (`x`, `y`) of the
+    /// top page's viewport, `w` x `h` CSS pixels (one device pixel each: the
+    /// tabs have a device scale factor of 1).
+    pub async fn pixels_at(&self, x: f64, y: f64, w: f64, h: f64) -> Pixels {
+        // The clip is in the document's coordinates: add the top page's
+        // scroll (the visual viewport's place in the page).
+        let at = self
+            .eval("[visualViewport.pageLeft, visualViewport.pageTop]")
+            .await;
+        let (sx, sy) = (at[0].as_f64().unwrap_or(0.0), at[1].as_f64().unwrap_or(0.0));
+        let (x, y) = (x.round(), y.round());
+        let (w, h) = (w.round().max(1.0), h.round().max(1.0));
+        let shot = self
+            .page
+            .execute(
+                CaptureScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .clip(Viewport {
+                        x: x + sx,
+                        y: y + sy,
+                        width: w,
+                        height: h,
+                        scale: 1.0,
+                    })
+                    .build(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: a screenshot: {e}", self.name));
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(AsRef::<str>::as_ref(&shot.result.data))
+            .expect("a base64 screenshot");
+        Pixels::decode(&png, (x, y))
+    }
+
+    /// The screen rectangle (x, y, width, height in the top page's
+    /// viewport) of the element named by `chain`, as it is now (not
+    /// scrolled into view), through frames, scaled or not.
+    pub async fn rect(&self, chain: &str) -> Option<(f64, f64, f64, f64)> {
+        let v = self
+            .eval_on(
+                chain,
+                "el && (() => { const r = el.getBoundingClientRect(); \
+                 return [f.x0 + f.s0 * r.left, f.y0 + f.s0 * r.top, f.s0 * r.width, f.s0 * r.height]; })()",
+            )
+            .await;
+        let a = v.as_array()?;
+        Some((
+            a[0].as_f64()?,
+            a[1].as_f64()?,
+            a[2].as_f64()?,
+            a[3].as_f64()?,
+        ))
+    }
+
+    /// What hit testing finds on top at the point (`x`, `y`) of the top
+    /// page's viewport, as a person's click there would: the chain of
+    /// elements from the top document down through frames and open shadow
+    /// roots, each as `tag#id[data-cobrowse=hook]`, joined by ` | ` (as in
+    /// selector chains). Empty when nothing is there.
+    pub async fn element_at(&self, x: f64, y: f64) -> String {
+        const HIT: &str = r#"
+const __hit = (x, y) => {
+  const name = (e) => e.localName + (e.id ? '#' + e.id : '') + (e.getAttribute('data-cobrowse') ? `[data-cobrowse=${e.getAttribute('data-cobrowse')}]` : '');
+  const path = [];
+  let doc = document;
+  for (;;) {
+    let el = doc.elementFromPoint(x, y);
+    if (!el) return { path };
+    path.push(name(el));
+    for (let root = el.shadowRoot; root; root = el.shadowRoot) {
+      const inner = root.elementFromPoint(x, y);
+      if (!inner || inner === el) break;
+      el = inner;
+      path.push(name(el));
+    }
+    if (el.localName !== 'iframe' && el.localName !== 'frame') return { path };
+    const r = el.getBoundingClientRect();
+    const s = el.offsetWidth ? r.width / el.offsetWidth : 1;
+    x = (x - r.left) / s - el.clientLeft;
+    y = (y - r.top) / s - el.clientTop;
+    let inner = null;
+    try { inner = el.contentDocument; } catch (e) { inner = null; }
+    if (!inner) return { path, cross: el.name, x, y };
+    doc = inner;
+  }
+};
+"#;
+        let mut found = self
+            .eval(&format!("(() => {{ {HIT} return __hit({x}, {y}); }})()"))
+            .await;
+        let mut path: Vec<String> = Vec::new();
+        loop {
+            path.extend(
+                found["path"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string)),
+            );
+            let Some(frame) = found["cross"].as_str() else {
+                break;
+            };
+            // A frame of another origin: hit testing goes on in its context.
+            let Some(context) = self.frame_context(frame).await else {
+                break;
+            };
+            let (fx, fy) = (&found["x"], &found["y"]);
+            found = self
+                .eval_in(
+                    context,
+                    &format!("(() => {{ {HIT} return __hit({fx}, {fy}); }})()"),
+                )
+                .await;
+        }
+        path.join(" | ")
+    }
+
     pub async fn goto(&self, url: &str) {
         self.page
             .goto(url)
@@ -394,6 +521,17 @@ impl Tab {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         self.mouse_at(x, y).await;
+    }
+
+    /// Waits for the element to exist and double-clicks its centre: two
+    /// presses, the second counted as the second click, as a mouse makes.
+    pub async fn double_click(&self, chain: &str) {
+        self.click(chain).await;
+        let (x, y) = self.center(chain).await;
+        self.mouse(DispatchMouseEventType::MousePressed, x, y, 2)
+            .await;
+        self.mouse(DispatchMouseEventType::MouseReleased, x, y, 2)
+            .await;
     }
 
     pub async fn mouse_at(&self, x: f64, y: f64) {
@@ -674,6 +812,166 @@ pub async fn until_on(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A colour as CSS writes it: `#rrggbb` or `rgb(r, g, b)`.
+pub fn rgb(css: &str) -> [u8; 3] {
+    let css = css.trim();
+    if let Some(hex) = css.strip_prefix('#').filter(|h| h.len() == 6) {
+        let c = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).expect("a hex colour");
+        return [c(0), c(2), c(4)];
+    }
+    let parts: Vec<u8> = css
+        .trim_start_matches("rgba(")
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(',')
+        .take(3)
+        .map(|p| p.trim().parse().expect("an rgb() colour"))
+        .collect();
+    assert_eq!(parts.len(), 3, "not a colour: {css}");
+    [parts[0], parts[1], parts[2]]
+}
+
+/// Pixels of a part of the screen, decoded from a PNG screenshot.
+pub struct Pixels {
+    /// Where the rectangle is in the top page's viewport.
+    pub at: (f64, f64),
+    pub width: u32,
+    pub height: u32,
+    rgb: Vec<[u8; 3]>,
+}
+
+impl Pixels {
+    fn decode(png_bytes: &[u8], at: (f64, f64)) -> Pixels {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+            .read_info()
+            .expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("a bounded PNG")];
+        let info = reader.next_frame(&mut buf).expect("PNG pixels");
+        buf.truncate(info.buffer_size());
+        let channels = buf.len() / (info.width * info.height) as usize;
+        assert!(
+            channels >= 3,
+            "an 8-bit colour PNG, not {:?}",
+            info.color_type
+        );
+        Pixels {
+            at,
+            width: info.width,
+            height: info.height,
+            rgb: buf.chunks(channels).map(|p| [p[0], p[1], p[2]]).collect(),
+        }
+    }
+
+    /// How many pixels are within `tolerance` (on each channel) of `colour`.
+    pub fn count_near(&self, colour: [u8; 3], tolerance: u8) -> usize {
+        self.rgb
+            .iter()
+            .filter(|p| {
+                p.iter()
+                    .zip(colour)
+                    .all(|(a, b)| a.abs_diff(b) <= tolerance)
+            })
+            .count()
+    }
+
+    /// The most frequent colours, for failure messages.
+    pub fn summary(&self) -> String {
+        let mut counts: std::collections::HashMap<[u8; 3], usize> = Default::default();
+        for p in &self.rgb {
+            *counts.entry(*p).or_default() += 1;
+        }
+        let mut top: Vec<_> = counts.into_iter().collect();
+        top.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        let colours: Vec<String> = top
+            .iter()
+            .take(6)
+            .map(|([r, g, b], n)| format!("#{r:02x}{g:02x}{b:02x} x{n}"))
+            .collect();
+        format!(
+            "{}x{} at ({}, {}): {}",
+            self.width,
+            self.height,
+            self.at.0,
+            self.at.1,
+            colours.join(", ")
+        )
+    }
+}
+
+/// How close a screenshot's pixel must be to a mark's colour: marks are
+/// drawn antialiased, and a scaled content frame blends their edges.
+pub const COLOUR_TOLERANCE: u8 = 40;
+
+/// Waits until at least `least` pixels of `colour` (a CSS colour) show in
+/// the rectangle (`x`, `y`, `w`, `h`) of `tab`'s screen, as a person would
+/// see the mark there; fails with the colours found and what every tab and
+/// the server saw.
+#[allow(clippy::too_many_arguments)]
+pub async fn until_seen(
+    tab: &Tab,
+    what: &str,
+    (x, y, w, h): (f64, f64, f64, f64),
+    colour: &str,
+    least: usize,
+    all: &[&Tab],
+    server: &Cobrowse,
+) {
+    let want = rgb(colour);
+    let timeout = Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let px = tab.pixels_at(x, y, w, h).await;
+        if px.count_near(want, COLOUR_TOLERANCE) >= least {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{}: timed out after {timeout:?} waiting to see {what}: {least} pixels of {colour} in the screen's {}\n{}",
+                tab.name,
+                px.summary(),
+                context(all, server).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until no pixel of `colour` shows in the rectangle any more (a
+/// mark that faded or was cleared).
+#[allow(clippy::too_many_arguments)]
+pub async fn until_unseen(
+    tab: &Tab,
+    what: &str,
+    (x, y, w, h): (f64, f64, f64, f64),
+    colour: &str,
+    timeout: Duration,
+    all: &[&Tab],
+    server: &Cobrowse,
+) {
+    let want = rgb(colour);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let px = tab.pixels_at(x, y, w, h).await;
+        if px.count_near(want, COLOUR_TOLERANCE) == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{}: timed out after {timeout:?} waiting for {what} to go: {colour} still in the screen's {}\n{}",
+                tab.name,
+                px.summary(),
+                context(all, server).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A rectangle of `size` CSS pixels centred on (`x`, `y`).
+pub fn around((x, y): (f64, f64), size: f64) -> (f64, f64, f64, f64) {
+    (x - size / 2.0, y - size / 2.0, size, size)
 }
 
 fn truthy(v: &Value) -> bool {

@@ -1,0 +1,190 @@
+// The sharing engine (share.js), loaded by agent.js when a session starts
+// (a customer's call or resume, an operator's content frame). It runs in the
+// root window of the shared page tree and works on every same-origin frame
+// below it: the detectors turn local changes into difference commands keyed
+// by frame path and part, the appliers apply the commands that arrive.
+//
+// This part: what the engine knows (the frames attached, the state last sent or
+// applied per key), sending, attaching and detaching frames, publishing the
+// customer's page, and the entry points the agent calls. Joined last:
+// attaching the frames already known starts the detectors.
+
+let applying = 0;
+// The last state sent or applied per key: a detector that finds the
+// same state again (the page reacting to an applied command, maybe
+// asynchronously) sends nothing.
+const last = new Map();
+const attached = new Map();
+let stopped = false;
+
+function sig(fn, args) {
+    return JSON.stringify([fn, args]);
+}
+
+// Sends a difference command unless it is the state last sent or applied
+// for its key (`force`: send anyway). Only functions of the vocabulary
+// leave this browser, and an operator without control sends only those
+// that show (the hub's gate, `ALWAYS_ALLOWED` in src/hub/protocol.rs; the
+// detectors ask `mayAct` first, so this only holds the line).
+function send(key, fn, args, force) {
+    if (!Object.hasOwn(VOCABULARY.functions, fn)) {
+        console.warn('cobrowse: a command outside the vocabulary was not sent:', fn);
+        return;
+    }
+    if (!VOCABULARY.alwaysAllowed.includes(fn) && !link.mayAct()) return;
+    const s = sig(fn, args);
+    if (!force && last.get(key) === s) return;
+    last.set(key, s);
+    link.send({ key, fn, args });
+}
+
+function forget(prefix) {
+    for (const k of [...last.keys()]) if (k.startsWith(prefix + '/')) last.delete(k);
+}
+
+const me = () => link.me || link.role;
+
+// Operators act only with the customer's permission; the hub refuses
+// the command anyway, this just says why at once.
+function mayAct(quiet) {
+    if (link.mayAct()) return true;
+    if (!quiet) link.notice('View only: the customer has not given you control.');
+    return false;
+}
+
+function attach(w) {
+    if (stopped || attached.has(w)) return;
+    const path = framePath(w);
+    if (!path) return;
+    const doc = w.document;
+    const off = [];
+    // Names this document instance: a reload, or a page reached by
+    // POST at the same URL, is a new document followers must load.
+    attached.set(w, { path, off, doc: Math.random().toString(36).slice(2) });
+    listenRoot(doc, off);
+    const cb = cbOf(w);
+    for (const R of cb ? cb.shadows : []) listenRoot(R, off);
+    listenFrame(w, off);
+    listen(w, 'pagehide', () => detach(w), {}, off);
+
+    if (CB.operator) {
+        const url = sharedUrl(w);
+        const known = link.known(path);
+        if (known != null && known !== url) {
+            // The operator navigated this frame.
+            if (mayAct()) {
+                link.setKnown(path, url);
+                send(path, VOCABULARY.navigate, [url, 'load', null], true);
+            } else if (onThisSite(w, known)) {
+                w.location.replace(known);
+            }
+            return;
+        }
+        // The document shown is the one the stored navigation named.
+        const nav = link.stored(path).find((c) => c.key === path && c.fn === VOCABULARY.navigate);
+        if (nav && nav.args[3]) shownDocs().set(path, nav.args[3]);
+        applyStored(path);
+        markMasked(w);
+    } else {
+        applyStored(path);
+        if (link.joined) publishFrame(w);
+    }
+}
+
+function detach(w) {
+    const a = attached.get(w);
+    if (!a) return;
+    for (const f of a.off) f();
+    attached.delete(w);
+}
+
+// What was stored for a frame before it (re)loaded here.
+function applyStored(path) {
+    for (const cmd of link.stored(path)) {
+        if (cmd.fn === VOCABULARY.navigate) continue;
+        if (parseKey(cmd.key).frame !== path) continue;
+        receive(cmd);
+    }
+}
+
+// ---- publishing the customer's page ------------------------------------
+
+function publishFrame(w) {
+    const a = attached.get(w);
+    if (!a) return;
+    const path = a.path;
+    const url = sharedUrl(w);
+    link.setKnown(path, url);
+    forget(path);
+    send(path, VOCABULARY.navigate, [url, 'load', historyState(w), a.doc], true);
+    const radios = new Set();
+    for (const el of allControls(w)) {
+        if (ours(el)) continue;
+        if (el.type === 'radio' && el.name) {
+            const group = radioGroup(el);
+            if (radios.has(group[0])) continue;
+            radios.add(group[0]);
+            if (group.every((r) => r.checked === r.defaultChecked)) continue;
+        } else if (masked(el) ? !isFilled(el) : isDefault(el)) {
+            continue;
+        }
+        const d = describe(el, path);
+        send(d.key, d.fn, d.args, true);
+    }
+    if (w.scrollX || w.scrollY) send(`${path}/@scroll`, 'scroll', [Math.round(w.scrollX), Math.round(w.scrollY)], true);
+    for (const el of w.document.querySelectorAll('*')) {
+        if ((el.scrollTop || el.scrollLeft) && el !== w.document.documentElement && el !== w.document.body && !ours(el)) {
+            send(`${path}/${partKey(el)}/@scroll`, 'scroll', [Math.round(el.scrollLeft), Math.round(el.scrollTop)], true);
+        }
+    }
+    if (w === ROOT) sendViewport();
+}
+
+function publish() {
+    for (const w of attached.keys()) if (w === ROOT) publishFrame(w);
+    for (const w of attached.keys()) if (w !== ROOT) publishFrame(w);
+}
+
+const engine = {
+    attach(w) {
+        const doc = w.document;
+        if (doc.readyState === 'loading') doc.addEventListener('DOMContentLoaded', () => attach(w), { once: true });
+        else attach(w);
+    },
+    event(w, kind, detail) {
+        if (kind === 'history') onHistory(w, detail);
+        else if (kind === 'shadow') {
+            const a = attached.get(w);
+            if (a) listenRoot(detail, a.off);
+        }
+    },
+    receive,
+    publish,
+    status() {
+        if (CB.operator && !link.mayAct()) for (const w of attached.keys()) markMasked(w);
+    },
+    tools() {
+        overlay().drawing(!!link.tools.draw);
+        if (!link.tools.pointer) send(`top/@pointer/${me()}`, 'pointer', [null, null]);
+    },
+    clear() {
+        overlay().clear();
+        send('top/@draw', 'clear', [], true);
+    },
+    stop() {
+        stopped = true;
+        for (const w of [...attached.keys()]) detach(w);
+        stopDetectors();
+        if (ov) { ov.remove(); ov = null; }
+    },
+    // For tests and the console: what the engine sees.
+    keyOf(el) { const p = pathOf(el); return p && `${p}/${partKey(el)}`; },
+    resolve: resolveKey,
+    overlay,
+};
+
+for (const w of CB.frames) {
+    try { if (!w.closed && cbOf(w)) engine.attach(w); } catch (e) { CB.frames.delete(w); }
+}
+// Drawing stays on across the operator's page changes.
+if (link.tools.draw) overlay().drawing(true);
