@@ -261,6 +261,10 @@
 
     const STORE = 'cobrowse.session';
     const KNOWN = 'cobrowse.known';
+    // The join code on show while the customer waits, and the last chat
+    // message the customer has seen (for the unread count).
+    const CODE = 'cobrowse.code';
+    const READ = 'cobrowse.chat.read';
 
     function readJSON(name) {
         try { return JSON.parse(sessionStorage.getItem(name) || 'null'); } catch (e) { return null; }
@@ -348,7 +352,19 @@
 
     let leaving = false;
     W.addEventListener('pagehide', () => { leaving = true; });
-    W.addEventListener('pageshow', (e) => { if (e.persisted) { leaving = false; if (readJSON(STORE) && !hub.ws) connect('resume'); } });
+    W.addEventListener('pageshow', (e) => {
+        if (!e.persisted) return;
+        leaving = false;
+        // Back from the back/forward cache (Back in the operator's address
+        // bar leads here too): the engine let go of this page's documents
+        // when it was hidden; it takes them up again, to publish them.
+        if (CB.engine) {
+            for (const f of CB.frames) {
+                try { if (!f.closed) CB.engine.attach(f); } catch (err) { /* a frame gone meanwhile */ }
+            }
+        }
+        if (readJSON(STORE) && !hub.ws) connect('resume');
+    });
 
     function onMessage(msg) {
         switch (msg.type) {
@@ -359,6 +375,9 @@
                 link.joined = true;
                 link.fresh = link.resuming;
                 for (const m of link.queue.splice(0)) hub.send(m);
+                // "Share with the person I'm talking to" before a call:
+                // the call is made, now the code for it.
+                if (link.wantCode) { link.wantCode = false; link.sendRaw({ type: 'code' }); }
                 // The customer's page is the truth: publish all of it.
                 if (CB.engine) CB.engine.publish();
                 break;
@@ -367,7 +386,14 @@
                 // publishes its own state, so the stored one is not applied.
                 // Later, a replay resynchronises a slow link: it carries what
                 // the others did meanwhile.
-                if (link.fresh) { link.fresh = false; break; }
+                if (link.fresh) {
+                    link.fresh = false;
+                    // An address-bar command that came while this tab was
+                    // away (between pages) is still for it; the engine
+                    // performs each one once.
+                    if (CB.engine) for (const c of msg.commands || []) if (c.key === 'top/@go') CB.engine.receive(c);
+                    break;
+                }
                 for (const c of msg.commands || []) onMessage(c);
                 break;
             case 'status':
@@ -375,8 +401,32 @@
                 link.position = msg.position || 0;
                 link.participants = msg.participants || [];
                 link.control = !!msg.control;
+                // Another operator came in: the code was used (or is not
+                // needed any more).
+                {
+                    const code = readJSON(CODE);
+                    if (code && operatorsIn(link.participants) > code.operators) writeJSON(CODE, null);
+                }
+                if (link.control) widget.closePrompt();
                 if (CB.engine) CB.engine.status();
                 widget.render();
+                break;
+            case 'code':
+                writeJSON(CODE, { code: String(msg.code), until: Date.now() + (Number(msg.expires_in) || 600) * 1000, operators: operatorsIn(link.participants) });
+                widget.render();
+                break;
+            case 'control_request':
+                widget.askControl(String(msg.name || 'The operator'));
+                break;
+            case 'control_answer':
+                // Answered here or in another tab of this customer.
+                widget.closePrompt();
+                break;
+            case 'chat':
+                widget.chat.add([msg]);
+                break;
+            case 'chat_log':
+                widget.chat.add(Array.isArray(msg.messages) ? msg.messages : []);
                 break;
             case 'command':
                 link.mirror.put(msg);
@@ -396,6 +446,10 @@
         }
     }
 
+    function operatorsIn(participants) {
+        return participants.filter((p) => p.role === 'operator').length;
+    }
+
     function start(how) {
         link.state = 'calling';
         widget.render();
@@ -412,6 +466,11 @@
         if (readJSON(STORE)) bindBrowser(CONFIG.prefix, null);
         writeJSON(STORE, null);
         writeJSON(KNOWN, null);
+        writeJSON(CODE, null);
+        writeJSON(READ, null);
+        link.wantCode = false;
+        widget.closePrompt();
+        widget.chat.clear();
         link.joined = false;
         link.queue = [];
         link.mirror.clear();
@@ -450,6 +509,17 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
 [hidden] { display: none !important; }
 .status { margin: 0; }
 .notice { margin: 0; color: #8a3b00; }
+.code, .ask { margin: 0; }
+.code strong { font-size: 20px; letter-spacing: 3px; }
+.prompt { border: 2px solid #1f47a8; border-radius: 8px; padding: 8px; display: flex; flex-direction: column; gap: 6px; }
+.chat { display: flex; flex-direction: column; gap: 6px; }
+.chat ol { list-style: none; margin: 0; padding: 0; max-height: 160px; overflow: auto; }
+.chat li { margin: 0 0 4px; overflow-wrap: anywhere; white-space: pre-wrap; }
+.chat .who { font-weight: 600; }
+.chat .when { color: #4a5263; font-size: 12px; }
+.chat form { display: flex; gap: 6px; }
+.chat input { font: inherit; flex: 1; min-width: 0; padding: 5px; border: 1px solid #6b7588; border-radius: 6px; color: #1b2330; background: #fff; }
+.chat input:focus-visible { outline: 3px solid #f0b400; outline-offset: 1px; }
 `;
 
         function build() {
@@ -463,10 +533,31 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
   <div class="row">
     <button type="button" class="primary" data-cobrowse="call" aria-describedby="status"></button>
   </div>
+  <div class="row" data-cobrowse="share">
+    <button type="button" data-cobrowse="share-code">Share with the person I'm talking to</button>
+  </div>
+  <p class="code" data-cobrowse="code-box" hidden>Your code: <strong data-cobrowse="code"></strong><br>Read it to the person you are talking to.</p>
+  <div class="prompt" data-cobrowse="control-prompt" role="group" aria-labelledby="ask" hidden>
+    <p class="ask" id="ask" role="alert"></p>
+    <div class="row">
+      <button type="button" class="primary" data-cobrowse="allow-control">Allow</button>
+      <button type="button" data-cobrowse="deny-control">Deny</button>
+    </div>
+  </div>
   <div class="row" data-cobrowse="tools" role="group" aria-label="Sharing tools" hidden>
     <button type="button" data-cobrowse="control" aria-pressed="false">Give control</button>
     <button type="button" data-cobrowse="pointer" aria-pressed="false">Pointer</button>
     <button type="button" data-cobrowse="draw" aria-pressed="false">Draw</button>
+  </div>
+  <div class="row" data-cobrowse="chat-row" hidden>
+    <button type="button" data-cobrowse="chat-toggle" aria-expanded="false" aria-controls="chat">Chat</button>
+  </div>
+  <div class="chat" id="chat" data-cobrowse="chat" role="region" aria-label="Chat" hidden>
+    <ol data-cobrowse="chat-log" aria-live="polite"></ol>
+    <form data-cobrowse="chat-form">
+      <input data-cobrowse="chat-input" aria-label="Message" autocomplete="off" maxlength="1000">
+      <button type="submit">Send</button>
+    </form>
   </div>
 </div>`;
             ui = {
@@ -477,7 +568,22 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
                 control: root.querySelector('[data-cobrowse="control"]'),
                 pointer: root.querySelector('[data-cobrowse="pointer"]'),
                 draw: root.querySelector('[data-cobrowse="draw"]'),
+                share: root.querySelector('[data-cobrowse="share"]'),
+                shareCode: root.querySelector('[data-cobrowse="share-code"]'),
+                codeBox: root.querySelector('[data-cobrowse="code-box"]'),
+                code: root.querySelector('[data-cobrowse="code"]'),
+                prompt: root.querySelector('[data-cobrowse="control-prompt"]'),
+                ask: root.querySelector('#ask'),
+                allow: root.querySelector('[data-cobrowse="allow-control"]'),
+                deny: root.querySelector('[data-cobrowse="deny-control"]'),
+                chatRow: root.querySelector('[data-cobrowse="chat-row"]'),
+                chatToggle: root.querySelector('[data-cobrowse="chat-toggle"]'),
+                chat: root.querySelector('[data-cobrowse="chat"]'),
+                chatLog: root.querySelector('[data-cobrowse="chat-log"]'),
+                chatForm: root.querySelector('[data-cobrowse="chat-form"]'),
+                chatInput: root.querySelector('[data-cobrowse="chat-input"]'),
             };
+            buildConversation();
             ui.call.addEventListener('click', () => {
                 if (link.state === 'idle') start('call');
                 else hangup();
@@ -531,11 +637,124 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
             ui.draw.setAttribute('aria-pressed', String(link.tools.draw));
             ui.notice.hidden = !noticeText;
             ui.notice.textContent = noticeText;
+            renderConversation();
+        }
+
+        // ---- the conversation: join code, request for control, chat ----
+
+        function buildConversation() {
+            ui.shareCode.addEventListener('click', () => {
+                if (link.state === 'idle') { link.wantCode = true; start('call'); } else link.sendRaw({ type: 'code' });
+            });
+            ui.allow.addEventListener('click', () => answer(true));
+            ui.deny.addEventListener('click', () => answer(false));
+            ui.chatToggle.addEventListener('click', () => {
+                chat.open = !chat.open;
+                render();
+                if (chat.open) ui.chatInput.focus();
+            });
+            // Enter in the field sends; the hub numbers, times and returns it.
+            ui.chatForm.addEventListener('submit', (e) => {
+                e.preventDefault();
+                const text = ui.chatInput.value.trim();
+                if (!text || !hub.open()) return;
+                link.sendRaw({ type: 'chat', text });
+                ui.chatInput.value = '';
+            });
+        }
+
+        function answer(granted) {
+            link.sendRaw({ type: 'answer_control', granted });
+            closePrompt();
+        }
+
+        function askControl(name) {
+            if (!ui || link.control) return;
+            // Not focused: a customer typing in the page must not allow by
+            // pressing Enter. The question is announced; Tab reaches it.
+            ui.ask.textContent = `${name} asks to act on this page for you.`;
+            ui.allow.setAttribute('aria-label', `Allow ${name} to act on this page`);
+            ui.deny.setAttribute('aria-label', 'Deny: keep control yourself');
+            ui.prompt.hidden = false;
+        }
+
+        function closePrompt() {
+            if (ui) ui.prompt.hidden = true;
+        }
+
+        // The chat as this page knows it: every message by its number.
+        const chat = {
+            open: false,
+            messages: new Map(),
+            read() { return Number(readJSON(READ)) || 0; },
+            add(list) {
+                for (const m of list) {
+                    if (!m || typeof m.n !== 'number' || this.messages.has(m.n)) continue;
+                    this.messages.set(m.n, m);
+                }
+                // The page keeps what the hub keeps, no more.
+                const keys = [...this.messages.keys()].sort((a, b) => a - b);
+                for (const n of keys.slice(0, Math.max(0, keys.length - 200))) this.messages.delete(n);
+                render();
+            },
+            clear() {
+                this.messages.clear();
+                this.open = false;
+            },
+        };
+
+        let codeTimer = 0;
+
+        function timeOf(secs) {
+            const d = new Date(Number(secs) * 1000);
+            return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        }
+
+        function renderConversation() {
+            const s = link.state;
+            const code = readJSON(CODE);
+            const live = code && code.until > Date.now() && s !== 'idle' ? code.code : '';
+            ui.share.hidden = s === 'calling' || !!live;
+            ui.codeBox.hidden = !live;
+            ui.code.textContent = live;
+            clearTimeout(codeTimer);
+            // Gone from the screen once void.
+            if (live) codeTimer = setTimeout(render, Math.max(1000, code.until - Date.now()));
+            if (s === 'idle') closePrompt();
+            // Messages are text: set as text, never parsed as markup.
+            const messages = [...chat.messages.values()].sort((a, b) => a.n - b.n);
+            if (ui.chatLog.childElementCount !== messages.length || (messages.length && ui.chatLog.lastElementChild.dataset.n !== String(messages[messages.length - 1].n))) {
+                ui.chatLog.replaceChildren(...messages.map((m) => {
+                    const li = document.createElement('li');
+                    li.dataset.n = String(m.n);
+                    const who = document.createElement('span');
+                    who.className = 'who';
+                    who.textContent = m.sender === link.me ? 'You' : String(m.name || m.role || '');
+                    const when = document.createElement('span');
+                    when.className = 'when';
+                    when.textContent = ` ${timeOf(m.time)} `;
+                    li.append(who, when, document.createTextNode(String(m.text)));
+                    return li;
+                }));
+                ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+            }
+            const inSession = s !== 'idle' && s !== 'calling';
+            ui.chatRow.hidden = !inSession;
+            ui.chat.hidden = !inSession || !chat.open;
+            const last = messages.length ? messages[messages.length - 1].n : 0;
+            if (chat.open && inSession) writeJSON(READ, last);
+            const unread = chat.open ? 0 : messages.filter((m) => m.n > chat.read() && m.sender !== link.me).length;
+            ui.chatToggle.textContent = unread ? `Chat (${unread} new)` : 'Chat';
+            ui.chatToggle.setAttribute('aria-expanded', String(chat.open && inSession));
+            ui.chatToggle.setAttribute('aria-label', `${ui.chatToggle.textContent}: ${chat.open ? 'hide' : 'show'} the conversation with the operator`);
         }
 
         return {
             build,
             render,
+            askControl,
+            closePrompt,
+            chat,
             notice(text) {
                 noticeText = text;
                 render();

@@ -21,6 +21,9 @@
         tools: $('tools'), pointer: $('pointer'), draw: $('draw'), fade: $('fade'), clear: $('clear'),
         participants: $('participants'), queue: $('queue'), stage: $('stage'), viewport: $('viewport'),
         content: $('content'), idle: $('idle'),
+        requestControl: $('request-control'), joinCode: $('join-code'), address: $('address'),
+        back: $('back'), forward: $('forward'), reload: $('reload'), open: $('open'),
+        chat: $('chat'), chatLog: $('chat-log'), chatForm: $('chat-form'), chatInput: $('chat-input'),
     };
     const SAVED = 'cobrowse.console.session';
 
@@ -266,6 +269,15 @@
                 state.sessionState = msg.state;
                 toFrame({ type: 'status', ...statusOf() });
                 break;
+            case 'control_answer':
+                notice(msg.granted ? 'The customer gave you control.' : 'The customer declined to give you control.');
+                break;
+            case 'chat':
+                chatAdd([msg]);
+                break;
+            case 'chat_log':
+                chatAdd(Array.isArray(msg.messages) ? msg.messages : []);
+                break;
             case 'left':
             case 'ended':
                 clearSession(msg.type === 'ended' ? 'The customer ended the session.' : 'You left the session.');
@@ -273,6 +285,8 @@
                 break;
             case 'error':
                 if (msg.code === 'no_control') notice('View only: the customer has not given you control.');
+                else if (msg.code === 'unknown_code') notice('No session has that code: check it with the customer. A code works once, and not for long.');
+                else if (msg.request === 'join_code' || msg.request === 'chat' || msg.request === 'request_control') notice(msg.message || msg.code);
                 else if (msg.code === 'unknown_session' && msg.request === 'resume') { clearSession(); ready(); }
                 else if (msg.code === 'not_offered') { state.offer = null; notice('That call was taken or withdrawn.'); }
                 else notice(`The hub refused ${msg.request || 'a message'}: ${msg.message || msg.code}`);
@@ -323,6 +337,7 @@
 
     function clearSession(message) {
         mirror.clear();
+        chat.clear();
         link.joined = false;
         link.me = null;
         link.participants = [];
@@ -421,12 +436,126 @@
         ui.tools.disabled = !connected;
         ui.pointer.setAttribute('aria-pressed', String(link.tools.pointer));
         ui.draw.setAttribute('aria-pressed', String(link.tools.draw));
+        renderConversation(connected);
         ui.participants.replaceChildren(...(link.participants.length
             ? link.participants.map((p) => li(`${p.name || p.role}${p.id === link.me ? ' (you)' : ''} · ${p.role}`))
             : [li('Nobody yet.')]));
         ui.queue.replaceChildren(...(state.queue.length
             ? state.queue.map((c, i) => li(`Call ${i + 1}${c.session === state.offer ? ' (offered to you)' : ''}`))
             : [li('No calls waiting.')]));
+    }
+
+    // ---- the conversation: join by code, the address bar, control, chat ----
+
+    // A code the customer reads out joins that session at once, past the
+    // queue; the hub answers as for Respond. The code is not kept here.
+    ui.joinCode.addEventListener('submit', (e) => {
+        e.preventDefault();
+        const field = ui.joinCode.elements.code;
+        const code = field.value.replace(/[\s-]+/g, '');
+        field.value = '';
+        if (code && !link.joined) send({ type: 'join_code', code });
+    });
+
+    ui.requestControl.addEventListener('click', () => {
+        send({ type: 'request_control' });
+        notice('Asked the customer for control; waiting for the answer…');
+    });
+
+    // The address bar: what the operator types is opened by the driver's
+    // browser (the customer's), once, like a link the operator follows; the
+    // navigation that follows reaches everyone. Only pages of the proxied
+    // site, by the same rule as every navigation (`sitePath`).
+    function addressPath(typed) {
+        let u;
+        try { u = new URL(typed, SITE_ORIGIN + '/'); } catch (e) { return null; }
+        if (u.origin !== new URL(SITE_ORIGIN).origin) return null;
+        const path = u.pathname + u.search + u.hash;
+        return sitePath(path, SITE_ORIGIN) ? path : null;
+    }
+    function go(what, path) {
+        if (!link.joined) return;
+        if (!link.control) {
+            notice('View only: request control from the customer first.');
+            return;
+        }
+        const args = path ? [what, path] : [what];
+        send({ type: 'command', key: 'top/@go', attribute: 'others', fn: 'go', args });
+    }
+    ui.address.addEventListener('submit', (e) => {
+        e.preventDefault();
+        const field = ui.address.elements.url;
+        const typed = field.value.trim();
+        const path = addressPath(typed);
+        if (!path) {
+            notice(`Only pages of this site can be opened: ${typed.slice(0, 120)} is not one.`);
+            return;
+        }
+        go('load', path);
+        field.blur();
+    });
+    ui.back.addEventListener('click', () => go('back'));
+    ui.forward.addEventListener('click', () => go('forward'));
+    ui.reload.addEventListener('click', () => go('reload'));
+
+    // The chat: every message by its number, as the hub numbered it.
+    const chat = {
+        messages: new Map(),
+        unread: 0,
+        clear() { this.messages.clear(); this.unread = 0; ui.chatLog.replaceChildren(); },
+    };
+    const TITLE = document.title;
+    function chatAdd(list) {
+        let fresh = 0;
+        for (const m of list) {
+            if (!m || typeof m.n !== 'number' || chat.messages.has(m.n)) continue;
+            chat.messages.set(m.n, m);
+            if (m.sender !== link.me) fresh++;
+        }
+        const keys = [...chat.messages.keys()].sort((a, b) => a - b);
+        for (const n of keys.slice(0, Math.max(0, keys.length - 200))) chat.messages.delete(n);
+        // Messages are text: set as text, never parsed as markup.
+        ui.chatLog.replaceChildren(...keys.filter((n) => chat.messages.has(n)).map((n) => {
+            const m = chat.messages.get(n);
+            const item = document.createElement('li');
+            item.dataset.n = String(n);
+            const who = document.createElement('span');
+            who.className = 'who';
+            who.textContent = m.sender === link.me ? 'You' : String(m.name || m.role || '');
+            const when = document.createElement('span');
+            when.className = 'when';
+            const d = new Date(Number(m.time) * 1000);
+            when.textContent = Number.isNaN(d.getTime()) ? ' ' : ` ${d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })} `;
+            item.append(who, when, document.createTextNode(String(m.text)));
+            return item;
+        }));
+        ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+        // Unread while the operator looks elsewhere: in the tab's title.
+        if (document.hidden && fresh) {
+            chat.unread += fresh;
+            document.title = `(${chat.unread}) ${TITLE}`;
+        }
+    }
+    document.addEventListener('visibilitychange', () => {
+        if (!document.hidden) { chat.unread = 0; document.title = TITLE; }
+    });
+    ui.chatForm.addEventListener('submit', (e) => {
+        e.preventDefault();
+        const text = ui.chatInput.value.trim();
+        if (!text || !link.joined) return;
+        send({ type: 'chat', text });
+        ui.chatInput.value = '';
+    });
+
+    function renderConversation(connected) {
+        ui.requestControl.disabled = !connected || link.control;
+        for (const el of [ui.joinCode.elements.code, ui.joinCode.querySelector('button')]) el.disabled = connected || state.phase === 'signed-out';
+        const field = ui.address.elements.url;
+        for (const el of [field, ui.back, ui.forward, ui.reload, ui.open]) el.disabled = !connected;
+        // The customer's current URL, unless the operator is typing one.
+        const nav = mirror.get('top');
+        if (document.activeElement !== field) field.value = connected && nav ? SITE_ORIGIN + nav.args[0] : '';
+        ui.chat.hidden = !connected;
     }
 
     whoAmI().then((user) => { if (user) signedIn(user); }).catch(() => { /* stay on the sign-in form */ });

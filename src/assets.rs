@@ -340,9 +340,10 @@ mod tests {
     }
 
     /// The browser side speaks the vocabulary of `src/hub/protocol.rs`, all
-    /// of it and nothing else: every function the engine sends or applies
-    /// is in it, with the aspect its key ends in, and every function in it
-    /// is sent by some part and applied, by its name or its aspect.
+    /// of it and nothing else: every function the engine or the console
+    /// sends, or the engine applies, is in it, with the aspect its key ends
+    /// in, and every function in it is sent by some part and applied, by
+    /// its name or its aspect.
     #[test]
     fn the_engine_speaks_the_vocabulary_and_all_of_it() {
         let vocabulary: std::collections::HashMap<&str, Option<&str>> =
@@ -366,6 +367,26 @@ mod tests {
                 }
                 _ => {}
             }
+            sent.push(function);
+        }
+        // The console sends commands of its own (the address bar's `go`),
+        // each written whole on one line with a literal key and function
+        // (it also relays the content frame's, which the engine sent).
+        let console = include_str!("../inject/console.js");
+        let own = |l: &&str| l.contains("type: 'command'") && l.contains("fn: '");
+        for line in console.lines().filter(own) {
+            let (keys, functions) = (quoted_after(line, "key: '"), quoted_after(line, "fn: '"));
+            let ([key], [function]) = (keys.as_slice(), functions.as_slice()) else {
+                panic!("a console command without a literal key and function: {line}");
+            };
+            let aspect = vocabulary
+                .get(function)
+                .unwrap_or_else(|| panic!("the console sends `{function}`, not in the vocabulary"));
+            let written = key.find('@').map(|i| key[i..].split('/').next().unwrap());
+            assert_eq!(
+                written, *aspect,
+                "the console sends `{function}` under {key}"
+            );
             sent.push(function);
         }
         let mut applied = quoted_after(appliers, ".fn === '");

@@ -195,6 +195,22 @@ pub struct HubLimits {
     /// Calls from one client address per minute once the burst is spent.
     /// Default 60.
     pub calls_per_minute_per_address: u32,
+    /// Digits in a join code a customer reads out. Default 6 (6 to 12).
+    pub code_length: usize,
+    /// A join code not used within this is void. Default 10 min.
+    pub code_expiry: Duration,
+    /// Join-code lookups per operator account per minute (also the burst).
+    /// Default 10.
+    pub code_lookups_per_minute_per_operator: u32,
+    /// Join-code lookups per client address per minute (also the burst).
+    /// Default 30.
+    pub code_lookups_per_minute_per_address: u32,
+    /// Chat messages a session keeps for late joiners. Default 200.
+    pub chat_max_messages: usize,
+    /// Bytes of chat text (and sender names) a session keeps. Default 64 KiB.
+    pub chat_max_bytes: usize,
+    /// Characters in one chat message. Default 1000.
+    pub chat_max_chars: usize,
 }
 
 /// What one client connection may hold, and for how long.
@@ -270,6 +286,13 @@ impl Default for HubLimits {
             max_sockets_per_address: 500,
             call_burst_per_address: 100,
             calls_per_minute_per_address: 60,
+            code_length: 6,
+            code_expiry: Duration::from_secs(10 * 60),
+            code_lookups_per_minute_per_operator: 10,
+            code_lookups_per_minute_per_address: 30,
+            chat_max_messages: 200,
+            chat_max_bytes: 64 * 1024,
+            chat_max_chars: 1000,
         }
     }
 }
@@ -466,6 +489,13 @@ struct RawHub {
     max_sockets_per_address: Option<Spanned<usize>>,
     call_burst_per_address: Option<Spanned<u32>>,
     calls_per_minute_per_address: Option<Spanned<u32>>,
+    code_length: Option<Spanned<usize>>,
+    code_expiry_secs: Option<Spanned<u64>>,
+    code_lookups_per_minute_per_operator: Option<Spanned<u32>>,
+    code_lookups_per_minute_per_address: Option<Spanned<u32>>,
+    chat_max_messages: Option<Spanned<usize>>,
+    chat_max_bytes: Option<Spanned<usize>>,
+    chat_max_chars: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -910,6 +940,46 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         if let Some(v) = &h.reconnect_grace_secs {
             hub.reconnect_grace = secs(src, "hub.reconnect_grace_secs", v)?;
         }
+        if let Some(v) = &h.code_length {
+            // Fewer digits are guessed too easily, even rate-limited.
+            if !(6..=12).contains(v.get_ref()) {
+                return Err(src.at("hub.code_length", v, "must be from 6 to 12 digits"));
+            }
+            hub.code_length = *v.get_ref();
+        }
+        if let Some(v) = &h.code_expiry_secs {
+            hub.code_expiry = secs(src, "hub.code_expiry_secs", v)?;
+        }
+        positive(
+            src,
+            "hub.code_lookups_per_minute_per_operator",
+            &h.code_lookups_per_minute_per_operator,
+            &mut hub.code_lookups_per_minute_per_operator,
+        )?;
+        positive(
+            src,
+            "hub.code_lookups_per_minute_per_address",
+            &h.code_lookups_per_minute_per_address,
+            &mut hub.code_lookups_per_minute_per_address,
+        )?;
+        positive(
+            src,
+            "hub.chat_max_messages",
+            &h.chat_max_messages,
+            &mut hub.chat_max_messages,
+        )?;
+        positive(
+            src,
+            "hub.chat_max_bytes",
+            &h.chat_max_bytes,
+            &mut hub.chat_max_bytes,
+        )?;
+        positive(
+            src,
+            "hub.chat_max_chars",
+            &h.chat_max_chars,
+            &mut hub.chat_max_chars,
+        )?;
     }
 
     let mut server = ServerLimits::default();
@@ -1552,6 +1622,42 @@ mod tests {
             // A password in the URL is never repeated.
             assert!(!e.to_string().contains("secret"), "{text}: {e}");
             assert!(e.line.is_some(), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn join_codes_and_chat() {
+        let c = parse("upstream = \"http://a\"\n").unwrap();
+        assert_eq!(
+            (c.hub.code_length, c.hub.code_expiry),
+            (6, Duration::from_secs(600))
+        );
+        assert_eq!(
+            (
+                c.hub.chat_max_messages,
+                c.hub.chat_max_bytes,
+                c.hub.chat_max_chars
+            ),
+            (200, 64 * 1024, 1000)
+        );
+        let c = parse("upstream = \"http://a\"\n[hub]\ncode_length = 8\ncode_expiry_secs = 60\nchat_max_chars = 20\n").unwrap();
+        assert_eq!(
+            (c.hub.code_length, c.hub.code_expiry, c.hub.chat_max_chars),
+            (8, Duration::from_secs(60), 20)
+        );
+        for (text, field) in [
+            ("[hub]\ncode_length = 4\n", "hub.code_length"),
+            ("[hub]\ncode_length = 13\n", "hub.code_length"),
+            ("[hub]\ncode_expiry_secs = 0\n", "hub.code_expiry_secs"),
+            (
+                "[hub]\ncode_lookups_per_minute_per_operator = 0\n",
+                "hub.code_lookups_per_minute_per_operator",
+            ),
+            ("[hub]\nchat_max_messages = 0\n", "hub.chat_max_messages"),
+            ("[hub]\nchat_max_bytes = 0\n", "hub.chat_max_bytes"),
+        ] {
+            let e = parse(&format!("upstream = \"http://a\"\n{text}")).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
         }
     }
 

@@ -68,6 +68,7 @@ pub const HUB_LOGINS: &str = "cobrowse_hub_logins_total";
 pub const HUB_OPERATOR_REFUSALS: &str = "cobrowse_hub_operator_refusals_total";
 pub const HUB_SOCKETS_REFUSED: &str = "cobrowse_hub_sockets_refused_total";
 pub const HUB_RATE_LIMITED: &str = "cobrowse_hub_rate_limited_total";
+pub const HUB_CODE_LOOKUPS: &str = "cobrowse_hub_code_lookups_total";
 pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refused_total";
 
 // ---- across the program -------------------------------------------------
@@ -249,6 +250,12 @@ pub const METRICS: &[Metric] = &[
         labels: &[("reason", &["max_sessions"])],
     },
     Metric {
+        name: HUB_CODE_LOOKUPS,
+        kind: Kind::Counter,
+        help: "Operators' join-code lookups, by result.",
+        labels: &[("result", &["joined", "unknown", "rate_limited"])],
+    },
+    Metric {
         name: HUB_COMMANDS,
         kind: Kind::Counter,
         help: "Difference commands accepted into the store.",
@@ -279,6 +286,7 @@ pub const METRICS: &[Metric] = &[
                 "limit",
                 "forbidden",
                 "unavailable",
+                "unknown_code",
             ],
         )],
     },

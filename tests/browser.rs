@@ -10,6 +10,7 @@ mod binding;
 mod call;
 mod commits;
 mod console_origin;
+mod conversation;
 mod driver;
 mod fidelity;
 mod forms;

@@ -48,6 +48,26 @@ function perform(el, aspect, [arg]) {
     else el.submit();
 }
 
+// The operator's address bar (`go`, docs/agent.md): the driver loads a
+// path of this site or moves through its own history, as if the customer
+// had; the navigation that follows reaches everyone. A `go` is performed
+// once: one seen again (in a replay that resynchronises, on this page or
+// the next) is not repeated.
+function go(w, [what, url], cmd) {
+    const DONE = 'cobrowse.go';
+    const seq = cmd.seq;
+    let done = link.wentTo || null;
+    try { done = JSON.parse(w.sessionStorage.getItem(DONE)) || done; } catch (e) { /* storage off: this page's memory */ }
+    if (typeof seq !== 'number' || (done && done.session === cmd.session && seq <= done.seq)) return;
+    link.wentTo = { session: cmd.session, seq };
+    try { w.sessionStorage.setItem(DONE, JSON.stringify(link.wentTo)); } catch (e) { /* kept on the link */ }
+    if (what === 'back') w.history.back();
+    else if (what === 'forward') w.history.forward();
+    else if (what === 'reload') w.location.reload();
+    else if (what === 'load' && onThisSite(w, url)) w.location.assign(url);
+    else console.warn('cobrowse: an address off this site was not opened:', JSON.stringify(url));
+}
+
 function replayKey(el, [key, code]) {
     const w = el.ownerDocument.defaultView;
     for (const type of ['keydown', 'keyup']) {
@@ -163,6 +183,7 @@ function apply(w, k, el, cmd) {
     if (aspect === '@draw') return cmd.fn === 'clear' ? overlay().clear() : overlay().stroke(cmd.key, k.aspect[1], args);
     if (aspect === '@click') { if (el) press(el); return; }
     if (aspect === '@follow' || aspect === '@submit') { if (el && drives()) perform(el, aspect, args); return; }
+    if (aspect === '@go' && !k.part.length) { if (drives()) go(w, args, cmd); return; }
     if (aspect === '@key') { if (el && !masked(el)) replayKey(el, args); return; }
     if (aspect === '@commit') { if (el && !masked(el)) replayCommit(el, args); return; }
     if (aspect === '@dblclick') { if (el) pressTwice(el); return; }

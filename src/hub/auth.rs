@@ -149,8 +149,7 @@ async fn credentials(req: Request<Incoming>) -> Result<Credentials, BadLogin> {
         .map_err(|_| BadLogin::Body)?
         .to_bytes();
     if is_json {
-        return serde_json::from_slice(&bytes)
-            .map_err(|_| BadLogin::Json);
+        return serde_json::from_slice(&bytes).map_err(|_| BadLogin::Json);
     }
     let mut user = None;
     let mut password = None;

@@ -211,6 +211,11 @@ async fn dispatch(
         ClientMessage::Respond { session } => shared.respond(conn, &session),
         ClientMessage::Decline { session } => shared.decline(conn, &session),
         ClientMessage::Invite => shared.invite(conn),
+        ClientMessage::Code => shared.issue_code(conn),
+        ClientMessage::JoinCode { code } => shared.join_by_code(conn, &code),
+        ClientMessage::RequestControl => shared.request_control(conn),
+        ClientMessage::AnswerControl { granted } => shared.answer_control(conn, granted),
+        ClientMessage::Chat { text } => shared.chat(conn, &text),
     }
 }
 
@@ -300,6 +305,14 @@ async fn write<Si>(
                                 let last_seq = snapshot.last_seq;
                                 drop(snapshot);
                                 if let Some(text) = text
+                                    && send_text(&mut sink, text).await.is_err()
+                                {
+                                    break;
+                                }
+                                // The conversation so far, after the page; a
+                                // message also queued live is told apart by its `n`.
+                                let chat = shared.conversation.chats().log_json(&session);
+                                if let Some(text) = chat
                                     && send_text(&mut sink, text).await.is_err()
                                 {
                                     break;

@@ -5,13 +5,16 @@
 //!
 //! Every way in goes through one admission path: [`State::admit`] makes a
 //! new participant, [`State::attach`] gives a participant its connection
-//! (both `resume` and every new participant end there).
+//! (both `resume` and every new participant end there). An operator let in
+//! by `respond` or by a customer's join code (`talk`) is admitted by
+//! [`State::admit_operator`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use super::auth::Account;
 use super::outbox::Outbound;
 use super::protocol::{ErrorCode, Refusal, Role, ServerMessage};
 use super::queue::Release;
@@ -33,7 +36,7 @@ pub fn reconnect_grace(config: &Config) -> Duration {
     config.hub.idle_session.min(config.hub.reconnect_grace)
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -122,6 +125,27 @@ impl State {
             s.idle_since = None;
         }
         self.touch(&sid);
+    }
+
+    /// An operator enters the existing session `sid` as a new participant,
+    /// whichever way it was let in (`respond`, a join code): admitted with
+    /// the replay, the session no longer waits for an operator, and an
+    /// offer of it still open to another operator is withdrawn. Returns the
+    /// participant's id.
+    pub(super) fn admit_operator(&mut self, conn: ConnId, sid: &str, account: &Account) -> String {
+        let operator = Newcomer {
+            role: Role::Operator,
+            name: account.name.clone(),
+            user: Some(account.user.clone()),
+        };
+        let pid = self.admit(conn, sid, operator, true);
+        if let Some(other) = self.sessions.get(sid).and_then(|s| s.offer) {
+            self.release_offer(other.conn, Release::Withdrawn);
+        }
+        let s = self.sessions.get_mut(sid).expect("admitted above");
+        s.wants_operator = false;
+        self.queue.retain(|q| q != sid);
+        pid
     }
 }
 
@@ -219,16 +243,8 @@ impl Shared {
             .account
             .clone()
             .ok_or_else(|| Refusal::new(ErrorCode::Forbidden, "only operators respond"))?;
-        let operator = Newcomer {
-            role: Role::Operator,
-            name: account.name.clone(),
-            user: Some(account.user.clone()),
-        };
         // Admission withdraws the offer this operator held: this one.
-        let pid = st.admit(conn, sid, operator, true);
-        let s = st.sessions.get_mut(sid).expect("checked above");
-        s.wants_operator = false;
-        st.queue.retain(|q| q != sid);
+        let pid = st.admit_operator(conn, sid, &account);
         info!(target: "audit", event = "join", session = %sid, participant = %pid, role = "operator", user = %account.user);
         Ok(())
     }

@@ -11,6 +11,10 @@
 //!   in-memory store, the default; [`redis`]: the store in Redis, shared
 //!   by nodes with the same `[store]`.
 //! - [`session`]: sessions and participants.
+//! - [`conversation`]: what the hub keeps of what people say beside the
+//!   page: [`code`] (join codes), [`chat`], [`control`] (requests for
+//!   control). It imports nothing of the shared state below; the state
+//!   holds it.
 //! - The shared state and the operations on it, from the bottom up (a file
 //!   imports only those above it in this list):
 //!   - [`registry`]: connections, participants, sessions; sending to a
@@ -23,13 +27,20 @@
 //!   - [`membership`]: the call, respond, join, resume (one admission
 //!     path), hang-up, leaving, expiry, the end of a session.
 //!   - [`gate`]: which commands a participant may send; control.
+//!   - [`talk`]: the conversation's operations: a join code and joining by
+//!     it (through `membership`'s admission), chat, requests for control
+//!     (answered through `gate`'s grant).
 //! - [`connection`]: one participant's WebSocket, against a generic
 //!   `Sink`/`Stream`.
 //! - [`ws`]: the handshake (Origin, role, operator cookie).
 //! - [`auth`]: operator login, logout and `me`.
 
 pub mod auth;
+pub mod chat;
+pub mod code;
 pub mod connection;
+pub mod control;
+pub mod conversation;
 pub mod gate;
 pub mod membership;
 pub mod memory;
@@ -42,6 +53,7 @@ pub mod registry;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod talk;
 pub mod ws;
 
 #[cfg(test)]
@@ -144,6 +156,9 @@ impl Hub {
         let hub = Hub {
             shared: Shared::new(config, store),
         };
+        let conversation = hub.shared.conversation.clone();
+        hub.shared
+            .on_session_end(move |sid| conversation.forget(sid));
         // Without a runtime (a unit test building a hub) nothing expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&hub.shared);

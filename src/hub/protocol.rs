@@ -51,6 +51,11 @@ pub struct Command {
 /// The function whose command is a frame's URL key.
 pub const NAVIGATE: &str = "navigate";
 
+/// The function that asks the driver's browser to move through its own
+/// history or load a path (the operator's address bar): `["load", url]`,
+/// `["back"]`, `["forward"]` or `["reload"]`.
+pub const GO: &str = "go";
+
 /// Functions an operator may send without remote control: they show, they
 /// do not act on the page.
 pub const ALWAYS_ALLOWED: [&str; 3] = ["pointer", "draw", "clear"];
@@ -82,6 +87,7 @@ pub const FUNCTIONS: &[(&str, Option<&str>)] = &[
     ("pointer", Some("@pointer")),
     ("draw", Some("@draw")),
     ("clear", Some("@draw")),
+    (GO, Some("@go")),
 ];
 
 /// The WebSocket close code that tells a participant its session was
@@ -130,6 +136,25 @@ impl Command {
                 .and_then(Value::as_str)
                 .ok_or("a `navigate` command's first argument is its URL, a string")?;
             navigation_target(url)?;
+        }
+        if self.function == GO {
+            match self.args.first().and_then(Value::as_str) {
+                Some("load") => {
+                    let url = self
+                        .args
+                        .get(1)
+                        .and_then(Value::as_str)
+                        .ok_or("a `go` to `load` names its URL, a string, second")?;
+                    navigation_target(url)?;
+                }
+                Some("back" | "forward" | "reload") => {}
+                _ => {
+                    return Err(
+                        "a `go` command's first argument is `load`, `back`, `forward` or `reload`"
+                            .into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -182,6 +207,12 @@ pub enum ClientMessage {
     Respond { session: String },
     Decline { session: String },
     Invite,
+    // The conversation beside the page (join codes, control requests, chat).
+    Code,
+    JoinCode { code: String },
+    RequestControl,
+    AnswerControl { granted: bool },
+    Chat { text: String },
 }
 
 impl ClientMessage {
@@ -198,6 +229,11 @@ impl ClientMessage {
             ClientMessage::Respond { .. } => "respond",
             ClientMessage::Decline { .. } => "decline",
             ClientMessage::Invite => "invite",
+            ClientMessage::Code => "code",
+            ClientMessage::JoinCode { .. } => "join_code",
+            ClientMessage::RequestControl => "request_control",
+            ClientMessage::AnswerControl { .. } => "answer_control",
+            ClientMessage::Chat { .. } => "chat",
         }
     }
 }
@@ -218,6 +254,7 @@ pub enum ErrorCode {
     Limit,
     Forbidden,
     Unavailable,
+    UnknownCode,
 }
 
 impl ErrorCode {
@@ -247,6 +284,7 @@ impl ErrorCode {
             ErrorCode::Limit => "limit",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnknownCode => "unknown_code",
         }
     }
 }
@@ -397,6 +435,48 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         request: Option<&'a str>,
     },
+    /// A join code for the customer to read out; never sent to anyone else.
+    Code {
+        session: &'a str,
+        code: &'a str,
+        /// Seconds until the code is void.
+        expires_in: u64,
+    },
+    /// An operator asks the customer for control.
+    ControlRequest {
+        session: &'a str,
+        from: &'a str,
+        name: &'a str,
+    },
+    /// The customer's answer, to the session's operators.
+    ControlAnswer {
+        session: &'a str,
+        granted: bool,
+    },
+    Chat {
+        session: &'a str,
+        #[serde(flatten)]
+        message: &'a ChatMessage,
+    },
+    /// The conversation so far, for a participant who joins or comes back.
+    ChatLog {
+        session: &'a str,
+        messages: Vec<&'a ChatMessage>,
+    },
+}
+
+/// One chat message as the session keeps it and delivers it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatMessage {
+    /// Numbers the session's messages from 1, so a client that receives a
+    /// message both live and in a `chat_log` shows it once.
+    pub n: u64,
+    pub sender: String,
+    pub name: String,
+    pub role: Role,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    pub text: String,
 }
 
 impl ServerMessage<'_> {

@@ -17,7 +17,8 @@
 //!
 //! The operations themselves live by responsibility: `offers` (operators
 //! waiting, declining, inviting), `membership` (call, respond, join, resume,
-//! hang-up, expiry), `gate` (commands and control).
+//! hang-up, expiry), `gate` (commands and control), `talk` (join codes,
+//! chat, requests for control).
 //!
 //! The life of a session (see also `docs/protocol.md`):
 //!
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::auth::{Account, Logins};
+use super::conversation::Conversation;
 use super::outbox::{Outbound, Outbox};
 use super::protocol::{ErrorCode, Refusal, Role};
 use super::registry::{Conn, OUTBOUND_CAPACITY, SocketCount, State};
@@ -67,6 +69,8 @@ pub struct Shared {
     pub sockets: Arc<SocketCount>,
     state: Mutex<State>,
     end_hooks: Mutex<Vec<EndHook>>,
+    /// Join codes, chat and requests for control (see its module).
+    pub conversation: Arc<Conversation>,
     /// Itself, for the offer timeouts armed when the lock is released: a
     /// timeout that fires after the hub is gone does nothing.
     me: Weak<Shared>,
@@ -171,6 +175,7 @@ impl Shared {
             .expect("a non-zero period")
             .allow_burst(NonZeroU32::new(limits.call_burst_per_address).unwrap_or(NonZeroU32::MIN));
         Arc::new_cyclic(|me| Shared {
+            conversation: Arc::new(Conversation::new(&config.hub)),
             config,
             store,
             logins: Logins::new(),
@@ -188,10 +193,12 @@ impl Shared {
         lock(&self.end_hooks).push(Arc::new(hook));
     }
 
-    /// Forgets rate-limit entries of addresses gone quiet.
+    /// Forgets rate-limit entries of addresses gone quiet, and join codes
+    /// past their expiry.
     pub fn tidy(&self) {
         self.calls.retain_recent();
         self.logins.tidy();
+        self.conversation.tidy();
     }
 
     pub fn lock(&self) -> Locked<'_> {

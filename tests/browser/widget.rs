@@ -14,7 +14,7 @@ const FOCUSED: &str = "(() => { const h = document.activeElement; return h && h.
 /// are named; every shown button has an accessible name that starts with
 /// its visible text (so it can be found by what it says), and reaches 4.5:1
 /// contrast; the status text too.
-const PROBLEMS: &str = r#"(() => {
+pub(super) const PROBLEMS: &str = r#"(() => {
   const root = document.querySelector('[data-cobrowse="widget"]').shadowRoot;
   const out = [];
   const region = root.querySelector('[role="region"]');
@@ -42,7 +42,7 @@ const PROBLEMS: &str = r#"(() => {
   return out;
 })()"#;
 
-async fn no_problems(tab: &Tab, state: &str) {
+pub(super) async fn no_problems(tab: &Tab, state: &str) {
     let problems = tab.eval(PROBLEMS).await;
     assert_eq!(problems, serde_json::json!([]), "the widget, {state}");
 }
