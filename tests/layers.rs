@@ -381,6 +381,31 @@ const TYPED_ERRORS: [&str; 7] = [
     "web.rs",
 ];
 
+/// Every line of code of `paths` with its place (`path:line`): comments and
+/// a closing test module (`#[cfg(test)] mod … {`) left out.
+fn code_lines(paths: &[PathBuf]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).expect("read a source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim();
+            if code == "#[cfg(test)]"
+                && lines.get(i + 1).is_some_and(|next| {
+                    next.trim_start().starts_with("mod ") && next.ends_with('{')
+                })
+            {
+                // The test module closes the file.
+                break;
+            }
+            if !code.starts_with("//") {
+                out.push((format!("{}:{}", path.display(), i + 1), code.to_string()));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn errors_that_answer_requests_are_typed() {
     let mut paths = Vec::new();
@@ -393,34 +418,47 @@ fn errors_that_answer_requests_are_typed() {
         }
     }
     let untyped = [", Response<Body>>", ", &'static str>", ", String>", ", ()>"];
-    let mut found = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).expect("read a source file");
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            let code = line.trim();
-            if code == "#[cfg(test)]"
-                && lines.get(i + 1).is_some_and(|next| {
-                    next.trim_start().starts_with("mod ") && next.ends_with('{')
-                })
-            {
-                // The test module closes the file.
-                break;
-            }
-            if code.starts_with("//") {
-                continue;
-            }
-            let bad = code.contains("result_large_err")
+    let found: Vec<String> = code_lines(&paths)
+        .into_iter()
+        .filter(|(_, code)| {
+            code.contains("result_large_err")
                 || code.contains("Err(())")
-                || (code.contains("Result<") && untyped.iter().any(|u| code.contains(u)));
-            if bad {
-                found.push(format!("{}:{}: {code}", path.display(), i + 1));
-            }
-        }
-    }
+                || (code.contains("Result<") && untyped.iter().any(|u| code.contains(u)))
+        })
+        .map(|(at, code)| format!("{at}: {code}"))
+        .collect();
     assert!(
         found.is_empty(),
         "errors that are responses, `()` or bare strings (return the layer's error type):\n{}",
+        found.join("\n")
+    );
+}
+
+/// One policy for a poisoned lock (`src/lock.rs`: recover, log, count):
+/// nowhere else does the code unwrap, expect or recover a lock itself.
+#[test]
+fn every_lock_follows_the_one_policy() {
+    let mut paths = Vec::new();
+    rust_files(&src(), &mut paths);
+    paths.retain(|p| !p.ends_with("lock.rs") && !p.ends_with("tests.rs"));
+    let found: Vec<String> = code_lines(&paths)
+        .into_iter()
+        .filter(|(_, code)| {
+            [
+                ".lock().unwrap()",
+                ".lock().expect(",
+                "p.into_inner()",
+                ".read().unwrap()",
+                ".write().unwrap()",
+            ]
+            .iter()
+            .any(|bad| code.contains(bad))
+        })
+        .map(|(at, code)| format!("{at}: {code}"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "locks taken outside the one policy (use `crate::lock::lock`):\n{}",
         found.join("\n")
     );
 }

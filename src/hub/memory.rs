@@ -163,7 +163,7 @@ impl MemoryStore {
     }
 
     fn open_now(&self, session: &str) {
-        let mut sessions = self.sessions.lock().unwrap();
+        let mut sessions = crate::lock::lock(&self.sessions);
         sessions
             .entry(session.to_string())
             .or_insert_with(|| Entry {
@@ -178,7 +178,7 @@ impl MemoryStore {
         sender: &str,
         command: Command,
     ) -> Result<Arc<Stamped>, StoreError> {
-        let mut sessions = self.sessions.lock().unwrap();
+        let mut sessions = crate::lock::lock(&self.sessions);
         let entry = sessions
             .get_mut(session)
             .ok_or(StoreError::UnknownSession)?;
@@ -191,7 +191,7 @@ impl MemoryStore {
     }
 
     fn snapshot_now(&self, session: &str) -> Result<Snapshot, StoreError> {
-        let sessions = self.sessions.lock().unwrap();
+        let sessions = crate::lock::lock(&self.sessions);
         Ok(sessions
             .get(session)
             .ok_or(StoreError::UnknownSession)?
@@ -201,14 +201,14 @@ impl MemoryStore {
 
     fn follow_now(&self, session: &str) -> Result<(Subscription, Snapshot), StoreError> {
         // One lock for both: nothing is appended between them.
-        let sessions = self.sessions.lock().unwrap();
+        let sessions = crate::lock::lock(&self.sessions);
         let entry = sessions.get(session).ok_or(StoreError::UnknownSession)?;
         let snapshot = entry.commands.snapshot();
         Ok((entry.feed.subscribe(snapshot.last_seq), snapshot))
     }
 
     fn remove_now(&self, session: &str) {
-        if let Some(entry) = self.sessions.lock().unwrap().remove(session) {
+        if let Some(entry) = crate::lock::lock(&self.sessions).remove(session) {
             entry.feed.close();
         }
     }

@@ -149,7 +149,7 @@ struct Live {
 
 impl Live {
     fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Feed>>> {
-        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.feeds)
     }
 }
 

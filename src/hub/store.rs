@@ -244,7 +244,7 @@ impl Feed {
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.ring)
     }
 
     /// Publishes the next command. Sequence numbers follow each other; a
