@@ -369,9 +369,10 @@ fn cycles(edges: &BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>) -> Vec<V
 
 /// The modules that answer requests. Each layer's error says who failed and
 /// becomes its response, metric and log line in one place (the proxy's
-/// `Error`, the driver's `Refusal`), so none of them returns a response, `()`
+/// `Error`, the driver's `Refusal`, the hub's `Refusal`), so none of them returns a response, `()`
 /// or a bare string as its error.
-const TYPED_ERRORS: [&str; 7] = [
+const TYPED_ERRORS: [&str; 8] = [
+    "hub",
     "proxy",
     "driver",
     "server.rs",
@@ -417,6 +418,8 @@ fn errors_that_answer_requests_are_typed() {
             paths.push(path);
         }
     }
+    // Unit test files drive the code with what they like.
+    paths.retain(|p| !p.ends_with("tests.rs") && !p.ends_with("contract.rs"));
     let untyped = [", Response<Body>>", ", &'static str>", ", String>", ", ()>"];
     let found: Vec<String> = code_lines(&paths)
         .into_iter()

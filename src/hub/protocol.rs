@@ -119,45 +119,47 @@ impl Command {
     }
 
     /// Keys are frame paths then parts: non-empty `/`-separated levels.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Refusal> {
         if self.key.is_empty() {
-            return Err("`key` must not be empty".into());
+            return Err(bad_command("`key` must not be empty"));
         }
         if self.key.split('/').any(str::is_empty) {
-            return Err("`key` has an empty level (a leading, trailing or doubled `/`)".into());
+            return Err(bad_command(
+                "`key` has an empty level (a leading, trailing or doubled `/`)",
+            ));
         }
         if self.function.is_empty() {
-            return Err("`fn` must not be empty".into());
+            return Err(bad_command("`fn` must not be empty"));
         }
         if self.is_frame_url() {
-            let url = self
-                .args
-                .first()
-                .and_then(Value::as_str)
-                .ok_or("a `navigate` command's first argument is its URL, a string")?;
+            let url = self.args.first().and_then(Value::as_str).ok_or_else(|| {
+                bad_command("a `navigate` command's first argument is its URL, a string")
+            })?;
             navigation_target(url)?;
         }
         if self.function == GO {
             match self.args.first().and_then(Value::as_str) {
                 Some("load") => {
-                    let url = self
-                        .args
-                        .get(1)
-                        .and_then(Value::as_str)
-                        .ok_or("a `go` to `load` names its URL, a string, second")?;
+                    let url = self.args.get(1).and_then(Value::as_str).ok_or_else(|| {
+                        bad_command("a `go` to `load` names its URL, a string, second")
+                    })?;
                     navigation_target(url)?;
                 }
                 Some("back" | "forward" | "reload") => {}
                 _ => {
-                    return Err(
-                        "a `go` command's first argument is `load`, `back`, `forward` or `reload`"
-                            .into(),
-                    );
+                    return Err(bad_command(
+                        "a `go` command's first argument is `load`, `back`, `forward` or `reload`",
+                    ));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A command that breaks the protocol's rules, refused with why.
+fn bad_command(why: impl Into<String>) -> Refusal {
+    Refusal::new(ErrorCode::BadMessage, why).to("command")
 }
 
 /// Whether `url`, a frame URL key's target, stays on the proxied site: a
@@ -169,11 +171,11 @@ impl Command {
 /// the site. The agent checks the same rule before it applies a navigation
 /// and before the console or its content frame loads anything (`sitePath`
 /// in `inject/hub.js`).
-pub fn navigation_target(url: &str) -> Result<(), String> {
+pub fn navigation_target(url: &str) -> Result<(), Refusal> {
     let refuse = |why: &str| {
-        Err(format!(
+        Err(bad_command(format!(
             "navigate target {url:?} is not a path on this site: {why}"
-        ))
+        )))
     };
     if !url.starts_with('/') {
         return refuse("it must start with `/`");
@@ -357,8 +359,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
         Refusal::new(ErrorCode::BadMessage, text).to(&request)
     })?;
     if let ClientMessage::Command(c) = &message {
-        c.check()
-            .map_err(|m| Refusal::new(ErrorCode::BadMessage, m).to("command"))?;
+        c.check()?;
     }
     Ok(message)
 }
