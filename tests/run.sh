@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need and is missing
-# (Debian's chromium for the browser tests, redis-server for the Redis store's), checks formatting and lints,
-# then runs the whole suite.
+# (Debian's chromium for the browser tests, redis-server for the Redis
+# store's), checks formatting and lints, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
