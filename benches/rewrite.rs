@@ -29,7 +29,7 @@ fn options(upstream: &str) -> Options {
     let mapper = Arc::new(Sites::new(&config)).mapper(0, "127.0.0.1:8080", false);
     Options {
         mapper,
-        prefix: "/__cobrowse/".into(),
+        agent: "/__cobrowse/agent.js?v=0123456789abcdef".into(),
         nonce: "0123456789abcdef0123456789abcdef".into(),
         csp: Allowance {
             origin: "http://127.0.0.1:8080".into(),
