@@ -92,20 +92,27 @@ struct Stats {
     late: AtomicU64,
     /// Delivery latencies, in microseconds.
     latencies: Mutex<Vec<u64>>,
-    /// When the first command was sent (microseconds after the start, 0
-    /// before): the rate counts from there, not from the set-up.
-    first_sent: AtomicU64,
+    /// Participants in their session (or room) and sending, and how many
+    /// there will be.
+    ready: AtomicU64,
+    participants: u64,
+    /// When the last participant became ready (microseconds after the
+    /// start, 0 before): the rate and the latencies count from there, not
+    /// during the set-up (operators' logins hash passwords on the same
+    /// cores).
+    steady_at: AtomicU64,
+    delivered_steady: AtomicU64,
 }
 
 impl Stats {
     fn sent_one(&self) {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let _ = self.first_sent.compare_exchange(
-            0,
-            now_us().max(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+    }
+
+    fn ready_one(&self) {
+        if self.ready.fetch_add(1, Ordering::Relaxed) + 1 == self.participants {
+            self.steady_at.store(now_us().max(1), Ordering::Relaxed);
+        }
     }
 }
 
@@ -211,8 +218,11 @@ fn note(stats: &Stats, text: &str) -> Value {
         Some("command") => {
             if let Some(t) = v["args"].as_array().and_then(|a| a.last()?["t"].as_u64()) {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
-                let lat = now_us().saturating_sub(t);
-                stats.latencies.lock().unwrap().push(lat);
+                if stats.steady_at.load(Ordering::Relaxed) != 0 {
+                    stats.delivered_steady.fetch_add(1, Ordering::Relaxed);
+                    let lat = now_us().saturating_sub(t);
+                    stats.latencies.lock().unwrap().push(lat);
+                }
             }
         }
         Some("error") if v["code"] == "not_in_session" => {
@@ -234,11 +244,12 @@ async fn wait_for(
     what: &str,
     want: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Long enough for a set-up where hundreds of operators log in at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .with_context(|| format!("no {what} within 30 s"))?;
+            .with_context(|| format!("no {what} within 120 s"))?;
         match msg {
             Some(Ok(Message::Text(t))) => {
                 let v = note(stats, &t);
@@ -270,6 +281,7 @@ async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let mut tick = tokio::time::interval(period);
     let mut in_session = false;
+    let mut ever_joined = false;
     let mut i: u64 = 0;
     while Instant::now() < end {
         tokio::select! {
@@ -281,7 +293,12 @@ async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
                     Some("offer") => {
                         send(&mut ws, json!({"type": "respond", "session": v["session"]})).await?;
                     }
-                    Some("joined") => in_session = true,
+                    Some("joined") => {
+                        if !std::mem::replace(&mut ever_joined, true) {
+                            stats.ready_one();
+                        }
+                        in_session = true;
+                    }
                     Some("ended") | Some("left") => in_session = false,
                     _ => {}
                 }
@@ -314,6 +331,9 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
             v["type"] == "status" && v["state"] == "connected"
         })
         .await?;
+        if cycle == 0 {
+            stats.ready_one();
+        }
         send(&mut ws, json!({"type": "control", "granted": true})).await?;
         send(&mut ws, command("top", "navigate", vec![json!("/")])).await?;
         let cycle_end = (Instant::now() + Duration::from_secs(args.cycle)).min(end);
@@ -402,6 +422,7 @@ async fn relay_participant(
     let req = format!("ws://{target}/hub/{n}").into_client_request()?;
     let stream = connect_tcp(target, from).await?;
     let mut ws = client_async(req, stream).await?.0;
+    stats.ready_one();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     let (mut i, mut typed) = (0u64, String::new());
     while Instant::now() < end {
@@ -510,12 +531,12 @@ fn report(stats: &Stats, elapsed: Duration, last: bool) {
         stats.latencies.lock().unwrap().clone()
     };
     lat.sort_unstable();
-    let first = stats.first_sent.load(Ordering::Relaxed);
-    let sending = elapsed.as_secs_f64() - first as f64 / 1e6;
-    let rate = if first == 0 || sending <= 0.0 {
+    let steady = stats.steady_at.load(Ordering::Relaxed);
+    let sending = elapsed.as_secs_f64() - steady as f64 / 1e6;
+    let rate = if steady == 0 || sending <= 0.0 {
         0.0
     } else {
-        stats.delivered.load(Ordering::Relaxed) as f64 / sending
+        stats.delivered_steady.load(Ordering::Relaxed) as f64 / sending
     };
     println!(
         "{}{:>5}s sent {} delivered {} ({:.0}/s) calls {} joins {} hangups {} errors {} late {} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} p999 {:.1} max {:.1}",
@@ -548,7 +569,10 @@ async fn main() -> Result<()> {
         return late_join(&args, keys).await;
     }
     let end = start + Duration::from_secs(args.duration);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        participants: 2 * args.sessions as u64,
+        ..Stats::default()
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..args.sessions {
         if args.relay {

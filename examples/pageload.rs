@@ -138,7 +138,9 @@ async fn reach(base: &str, rtt: Duration) -> Result<String> {
 /// Loads `url` in `page` and reads the navigation timing once `load` has
 /// ended.
 async fn load(page: &chromiumoxide::Page, url: &str) -> Result<Timing> {
-    page.goto(url).await.with_context(|| format!("loading {url}"))?;
+    page.goto(url)
+        .await
+        .with_context(|| format!("loading {url}"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v: serde_json::Value = page
