@@ -70,7 +70,10 @@ fn rounds() -> (usize, Duration) {
     if smoke() {
         (1, Duration::from_millis(20))
     } else {
-        (5, Duration::from_millis(600))
+        // Many short rounds, the configurations interleaved: a burst of
+        // load from elsewhere on the machine falls on a few rounds of each,
+        // and the median leaves them out.
+        (15, Duration::from_millis(200))
     }
 }
 
@@ -154,7 +157,7 @@ fn lol_html_our_selectors(input: &[u8]) -> usize {
     out.len()
 }
 
-/// B3: the corpus, one round of each configuration after the other, five
+/// B3: the corpus, one round of each configuration after the other, 15
 /// rounds; prints each one's median MB/s and the ratios to the anchor.
 fn corpus(list: &str) {
     let pages: Vec<Vec<u8>> = std::fs::read_to_string(list)

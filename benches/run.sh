@@ -316,18 +316,32 @@ if want B5; then
     relay_pid=$!
     pids+=("$relay_pid")
     wait_http "http://127.0.0.1:$RELAY_PORT/healthz"
-    # One load run against a server: "delivered/s p50 p99 p999 cpu_us_per_command rss_kib_per_socket",
+    # One load run against a server: "delivered/s p50 p99 p999 cpu_us_per_command rss_kib_per_socket"
     # nothing when the load generator failed. The rate and latencies count
     # from when every participant is in (not during the operators' logins).
     hub_run() {
         local pid=$1 rss0 t0 t1 rss1 line
         shift
-        rss0=$(rss_kib "$pid")
-        t0=$(cpu_ticks "$pid")
+        : > "$work/load.out"
         ("$LOAD_BIN" --sessions "$B5_SESSIONS" --rate "$B5_RATE" --duration "$B5_SECONDS" \
             --cycle $((B5_SECONDS * 10)) "$@" > "$work/load.out" 2>"$work/load.err") &
         local load=$!
-        sleep $((B5_SECONDS * 3 / 4))
+        # CPU and memory count from when the operators are logged in (the
+        # password hashes are not the hub's per-command cost), memory again
+        # once every participant is in.
+        wait_line() {
+            for _ in $(seq 12000); do
+                grep -q "$1" "$work/load.out" && return 0
+                kill -0 "$load" 2>/dev/null || return 1
+                sleep 0.05
+            done
+            return 1
+        }
+        wait_line '^logged in' || true
+        rss0=$(rss_kib "$pid")
+        t0=$(cpu_ticks "$pid")
+        wait_line '^steady' || true
+        sleep 1
         rss1=$(rss_kib "$pid")
         if ! wait "$load"; then
             echo "load generator failed: $(grep -v '^ *at \|^ *[0-9]*: \|^Stack' "$work/load.err" | tail -3)" >&2

@@ -74,6 +74,10 @@ struct Args {
     /// Measure the late join of a session holding this many keys instead.
     #[arg(long)]
     late_join: Option<usize>,
+    /// Customers call this many milliseconds apart at the start, as calls
+    /// arrive on a site, rather than all in the same instant.
+    #[arg(long, default_value_t = 10)]
+    ramp_ms: u64,
     /// How many tabs join in `--late-join`.
     #[arg(long, default_value_t = 20)]
     joins: usize,
@@ -112,6 +116,8 @@ impl Stats {
     fn ready_one(&self) {
         if self.ready.fetch_add(1, Ordering::Relaxed) + 1 == self.participants {
             self.steady_at.store(now_us().max(1), Ordering::Relaxed);
+            // benches/run.sh reads the server's memory from here on.
+            println!("steady: all {} participants in", self.participants);
         }
     }
 }
@@ -272,10 +278,15 @@ fn command(key: &str, f: &str, mut args: Vec<Value>) -> Value {
 
 /// An operator: ready, responds to every offer, sends pointer and drawing
 /// while in a session, until `end`.
-async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
+async fn operator(
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    n: usize,
+    cookie: String,
+    end: Instant,
+) -> Result<()> {
     let from = source(&args.addr, 1, n);
     let user = format!("{}{}", args.operator_prefix, n + 1);
-    let cookie = login(&args, &user, from).await?;
     let mut ws = open(&args, "operator", Some(&cookie), from).await?;
     send(&mut ws, json!({"type": "ready"})).await?;
     let period = Duration::from_secs_f64(1.0 / args.rate);
@@ -320,6 +331,7 @@ async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
 async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
     let from = source(&args.addr, 0, n);
     let period = Duration::from_secs_f64(1.0 / args.rate);
+    tokio::time::sleep(Duration::from_millis(args.ramp_ms * n as u64)).await;
     let mut cycle = 0usize;
     while Instant::now() < end {
         let mut ws = open(&args, "customer", None, from).await?;
@@ -568,7 +580,30 @@ async fn main() -> Result<()> {
     if let Some(keys) = args.late_join {
         return late_join(&args, keys).await;
     }
-    let end = start + Duration::from_secs(args.duration);
+    // Operators log in first, all at once: the run's duration counts from
+    // when they are in, not from the password hashing of hundreds of
+    // logins on the same cores.
+    let mut cookies = vec![String::new(); args.sessions];
+    if !args.relay {
+        let mut logins = tokio::task::JoinSet::new();
+        for n in 0..args.sessions {
+            let args = args.clone();
+            logins.spawn(async move {
+                let user = format!("{}{}", args.operator_prefix, n + 1);
+                (n, login(&args, &user, source(&args.addr, 1, n)).await)
+            });
+        }
+        while let Some(done) = logins.join_next().await {
+            let (n, cookie) = done?;
+            cookies[n] = cookie?;
+        }
+    }
+    // benches/run.sh reads the server's CPU time and memory from here on.
+    println!(
+        "logged in: {} operators",
+        if args.relay { 0 } else { args.sessions }
+    );
+    let end = Instant::now() + Duration::from_secs(args.duration);
     let stats = Arc::new(Stats {
         participants: 2 * args.sessions as u64,
         ..Stats::default()
@@ -584,7 +619,8 @@ async fn main() -> Result<()> {
                 end,
             ));
         } else {
-            tasks.spawn(operator(args.clone(), stats.clone(), n, end));
+            let cookie = std::mem::take(&mut cookies[n]);
+            tasks.spawn(operator(args.clone(), stats.clone(), n, cookie, end));
         }
     }
     for n in 0..args.sessions {
