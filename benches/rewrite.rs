@@ -157,6 +157,9 @@ fn lol_html_our_selectors(input: &[u8]) -> usize {
     out.len()
 }
 
+/// One configuration of B3: a page in, the output's length out.
+type Rewrite = Box<dyn Fn(&[u8]) -> usize>;
+
 /// B3: the corpus, one round of each configuration after the other, 15
 /// rounds; prints each one's median MB/s and the ratios to the anchor.
 fn corpus(list: &str) {
@@ -182,7 +185,7 @@ fn corpus(list: &str) {
             })
         }
     };
-    let configs: [(&str, Box<dyn Fn(&[u8]) -> usize>); 4] = [
+    let configs: [(&str, Rewrite); 4] = [
         (
             "lol_html, injection only",
             Box::new(lol_html_injection_only),

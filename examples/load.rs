@@ -22,6 +22,7 @@
 //! - `--late-join KEYS`: one customer stores `KEYS` distinct keys, then
 //!   other tabs join `--joins` times; prints the time from `join` until the
 //!   whole `replay` has arrived.
+//!
 //! On a loopback address each customer and operator connects from its own
 //! source address (127.0.x.y), so the per-address limits of the hub (calls,
 //! logins, sockets) count each simulated person once, as in production.
@@ -177,7 +178,10 @@ async fn login(args: &Args, user: &str, from: Option<IpAddr>) -> Result<String> 
     );
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    // Hundreds of logins at once hash their passwords on the same cores.
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .with_context(|| format!("no answer to the login of {user} within 120 s"))??;
     let text = String::from_utf8_lossy(&raw);
     if !text.starts_with("HTTP/1.1 204") {
         bail!(
@@ -609,7 +613,7 @@ async fn main() -> Result<()> {
         ..Stats::default()
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..args.sessions {
+    for (n, cookie) in cookies.into_iter().enumerate() {
         if args.relay {
             tasks.spawn(relay_participant(
                 args.clone(),
@@ -619,7 +623,6 @@ async fn main() -> Result<()> {
                 end,
             ));
         } else {
-            let cookie = std::mem::take(&mut cookies[n]);
             tasks.spawn(operator(args.clone(), stats.clone(), n, cookie, end));
         }
     }

@@ -59,6 +59,9 @@ struct Timing {
     load: f64,
 }
 
+/// A cold load and a warm one of the same page.
+type Loads = (Timing, Timing);
+
 /// Forwards connections on a new loopback port to `target`, each chunk held
 /// `rtt / 2` in each direction, a connection's first bytes one `rtt` more.
 async fn delaying_relay(target: SocketAddr, rtt: Duration) -> Result<SocketAddr> {
@@ -170,7 +173,7 @@ async fn load(page: &chromiumoxide::Page, url: &str) -> Result<Timing> {
 
 /// A cold load (a fresh browser context: empty cache, no connections) and
 /// a warm one (the same page again in that context, after `about:blank`).
-async fn cold_and_warm(browser: &Browser, url: &str) -> Result<(Timing, Timing)> {
+async fn cold_and_warm(browser: &Browser, url: &str) -> Result<Loads> {
     let context = browser
         .create_browser_context(CreateBrowserContextParams::default())
         .await?;
@@ -234,7 +237,7 @@ async fn main() -> Result<()> {
     let mut ratios: [Vec<f64>; 4] = Default::default();
     let mut totals: [Vec<f64>; 8] = Default::default();
     for path in &pages {
-        let (mut d, mut p): (Vec<(Timing, Timing)>, Vec<(Timing, Timing)>) = (vec![], vec![]);
+        let (mut d, mut p): (Vec<Loads>, Vec<Loads>) = (vec![], vec![]);
         // One load of each first, not counted: the servers' own first-use
         // costs (connections to the upstream, files read from disk).
         cold_and_warm(&browser, &format!("{direct}/{path}")).await?;
@@ -243,10 +246,8 @@ async fn main() -> Result<()> {
             d.push(cold_and_warm(&browser, &format!("{direct}/{path}")).await?);
             p.push(cold_and_warm(&browser, &format!("{proxied}/{path}")).await?);
         }
-        let pick = |v: &[(Timing, Timing)], f: fn(&(Timing, Timing)) -> f64| {
-            median(v.iter().map(f).collect())
-        };
-        let getters: [fn(&(Timing, Timing)) -> f64; 4] =
+        let pick = |v: &[Loads], f: fn(&Loads) -> f64| median(v.iter().map(f).collect());
+        let getters: [fn(&Loads) -> f64; 4] =
             [|t| t.0.dcl, |t| t.0.load, |t| t.1.dcl, |t| t.1.load];
         let mut line = format!("{path:<60}");
         for (i, get) in getters.iter().enumerate() {
