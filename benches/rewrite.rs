@@ -5,6 +5,14 @@
 //! Three configurations separate the costs: injection only (no link names
 //! an upstream), injection plus link mapping, and the same through gzip
 //! decoding and encoding.
+//!
+//! With `REWRITE_CORPUS` naming a file that lists HTML pages (one path a
+//! line; `benches/run.sh` lists real documentation pages), it also measures
+//! row B3 of docs/performance.md: MB/s over the whole corpus for the
+//! customer's rewrite and a follower's (with masking), against lol_html
+//! doing only the injection, rounds interleaved so the ratios come from the
+//! same moments of a noisy machine. `REWRITE_SMOKE=1` runs one short round
+//! of everything (the test suite's check that the tooling still works).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,6 +22,7 @@ use cobrowse::config::{Config, Overrides};
 use cobrowse::proxy::compress::{Codec, Coding};
 use cobrowse::proxy::csp::Allowance;
 use cobrowse::proxy::html::{Html, Options};
+use cobrowse::proxy::mask;
 use cobrowse::proxy::site::Sites;
 use cobrowse::proxy::stream::Pipeline;
 
@@ -29,7 +38,7 @@ fn options(upstream: &str) -> Options {
     let mapper = Arc::new(Sites::new(&config)).mapper(0, "127.0.0.1:8080", false);
     Options {
         mapper,
-        prefix: "/__cobrowse/".into(),
+        agent: "/__cobrowse/agent.js?v=0123456789abcdef".into(),
         nonce: "0123456789abcdef0123456789abcdef".into(),
         csp: Allowance {
             origin: "http://127.0.0.1:8080".into(),
@@ -52,15 +61,32 @@ fn run(input: &[u8], make: &dyn Fn() -> Pipeline) -> usize {
     n + pipeline.finish().unwrap().len()
 }
 
+fn smoke() -> bool {
+    std::env::var_os("REWRITE_SMOKE").is_some_and(|v| v == "1")
+}
+
+/// Rounds and the time each takes.
+fn rounds() -> (usize, Duration) {
+    if smoke() {
+        (1, Duration::from_millis(20))
+    } else {
+        // Many short rounds, the configurations interleaved: a burst of
+        // load from elsewhere on the machine falls on a few rounds of each,
+        // and the median leaves them out.
+        (15, Duration::from_millis(200))
+    }
+}
+
 fn measure(name: &str, input: &[u8], make: &dyn Fn() -> Pipeline) {
-    for _ in 0..20 {
+    for _ in 0..if smoke() { 1 } else { 20 } {
         black_box(run(input, make));
     }
+    let (n, round) = rounds();
     let mut rates = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..n {
         let start = Instant::now();
         let mut pages = 0u32;
-        while start.elapsed() < Duration::from_millis(600) {
+        while start.elapsed() < round {
             black_box(run(input, make));
             pages += 1;
         }
@@ -71,6 +97,140 @@ fn measure(name: &str, input: &[u8], make: &dyn Fn() -> Pipeline) {
     println!(
         "{name:<44} {median:>8.0} pages/s  {:>6.0} MB/s",
         median * PAGE.len() as f64 / 1e6
+    );
+}
+
+/// The anchor of B3: lol_html with the one handler the injection needs,
+/// fed and drained the same way.
+fn lol_html_injection_only(input: &[u8]) -> usize {
+    use lol_html::html_content::ContentType;
+    use lol_html::{HtmlRewriter, Settings, element};
+    let tag = "<script src=\"/__cobrowse/agent.js?v=0123456789abcdef\" nonce=\"0123456789abcdef0123456789abcdef\"></script>";
+    let mut out = Vec::with_capacity(input.len() + 256);
+    let mut rewriter = HtmlRewriter::new(
+        Settings::new()
+            .with_strict(false)
+            .append_element_content_handler(element!("head", |el| {
+                el.prepend(tag, ContentType::Html);
+                Ok(())
+            })),
+        |c: &[u8]| out.extend_from_slice(c),
+    );
+    for chunk in input.chunks(16 * 1024) {
+        rewriter.write(chunk).unwrap();
+    }
+    rewriter.end().unwrap();
+    out.len()
+}
+
+/// Not an anchor but a measure of where our time goes: lol_html with the
+/// selectors the customer's rewrite registers (`proxy::html::settings`)
+/// and handlers that do nothing but the injection, without the link
+/// scanner on its output. Against the anchor it shows what the selector
+/// list costs on every element; against ours, what the scanner costs.
+fn lol_html_our_selectors(input: &[u8]) -> usize {
+    use lol_html::html_content::ContentType;
+    use lol_html::{HtmlRewriter, Settings, element};
+    let tag = "<script src=\"/__cobrowse/agent.js?v=0123456789abcdef\" nonce=\"0123456789abcdef0123456789abcdef\"></script>";
+    let mut out = Vec::with_capacity(input.len() + 256);
+    let mut done = false;
+    let first = "head, body, frameset, title, meta, link, base, style, script, noscript, template, svg, math";
+    let mut rewriter = HtmlRewriter::new(
+        Settings::new()
+            .with_strict(false)
+            .append_element_content_handler(element!(first, move |el| {
+                if !done {
+                    done = true;
+                    el.prepend(tag, ContentType::Html);
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("iframe[srcdoc]", |_el| Ok(())))
+            .append_element_content_handler(element!("link[integrity]", |_el| Ok(())))
+            .append_element_content_handler(element!("meta[http-equiv][content]", |_el| Ok(()))),
+        |c: &[u8]| out.extend_from_slice(c),
+    );
+    for chunk in input.chunks(16 * 1024) {
+        rewriter.write(chunk).unwrap();
+    }
+    rewriter.end().unwrap();
+    out.len()
+}
+
+/// One configuration of B3: a page in, the output's length out.
+type Rewrite = Box<dyn Fn(&[u8]) -> usize>;
+
+/// B3: the corpus, one round of each configuration after the other, 15
+/// rounds; prints each one's median MB/s and the ratios to the anchor.
+fn corpus(list: &str) {
+    let pages: Vec<Vec<u8>> = std::fs::read_to_string(list)
+        .unwrap_or_else(|e| panic!("REWRITE_CORPUS {list}: {e}"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| std::fs::read(l.trim()).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(!pages.is_empty(), "REWRITE_CORPUS {list} lists no page");
+    let bytes: usize = pages.iter().map(Vec::len).sum();
+    let customer = options("http://127.0.0.1:18081");
+    let follower = Options {
+        mask: mask::selectors(&[]),
+        follower: true,
+        ..customer.clone()
+    };
+    let ours = |options: &Options| {
+        let options = options.clone();
+        move |page: &[u8]| {
+            run(page, &|| {
+                Pipeline::default().then(Html::new(options.clone()))
+            })
+        }
+    };
+    let configs: [(&str, Rewrite); 4] = [
+        (
+            "lol_html, injection only",
+            Box::new(lol_html_injection_only),
+        ),
+        (
+            "lol_html, our selectors, no link scanner",
+            Box::new(lol_html_our_selectors),
+        ),
+        ("cobrowse, customer", Box::new(ours(&customer))),
+        ("cobrowse, follower with masking", Box::new(ours(&follower))),
+    ];
+    let (n, round) = rounds();
+    let mut rates = vec![Vec::new(); configs.len()];
+    for _ in 0..n {
+        for (i, (_, rewrite)) in configs.iter().enumerate() {
+            let start = Instant::now();
+            let mut done = 0usize;
+            while start.elapsed() < round {
+                for page in &pages {
+                    black_box(rewrite(page));
+                }
+                done += bytes;
+            }
+            rates[i].push(done as f64 / start.elapsed().as_secs_f64() / 1e6);
+        }
+    }
+    let medians: Vec<f64> = rates
+        .iter_mut()
+        .map(|r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect();
+    println!(
+        "corpus: {} pages, {:.1} MB; median of {n} rounds",
+        pages.len(),
+        bytes as f64 / 1e6
+    );
+    for ((name, _), mbs) in configs.iter().zip(&medians) {
+        println!("{name:<44} {mbs:>8.1} MB/s  {:>5.2}x", mbs / medians[0]);
+    }
+    // One line for benches/run.sh.
+    println!(
+        "B3 anchor {:.1} customer {:.1} follower {:.1} selectors {:.1}",
+        medians[0], medians[2], medians[3], medians[1]
     );
 }
 
@@ -98,4 +258,7 @@ fn main() {
             .then(Html::new(options("https://shop.example")))
             .then(Codec::encoder(Coding::Gzip))
     });
+    if let Ok(list) = std::env::var("REWRITE_CORPUS") {
+        corpus(&list);
+    }
 }

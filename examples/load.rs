@@ -13,6 +13,16 @@
 //!
 //! Operators `{prefix}1` .. `{prefix}S` must exist in `proxy.toml` with
 //! `--password` (see `benches/soak.sh`, which writes such a configuration).
+//!
+//! Two more modes serve the benchmarks (`benches/run.sh`):
+//! - `--relay`: the same participants and commands against a plain room
+//!   relay (`benches/relay/relay.js`, the TogetherJS hub's design): each
+//!   session is the room `/hub/{n}`, with no call, login or hang-up, so the
+//!   hub is compared with the floor of what relaying costs.
+//! - `--late-join KEYS`: one customer stores `KEYS` distinct keys, then
+//!   other tabs join `--joins` times; prints the time from `join` until the
+//!   whole `replay` has arrived.
+//!
 //! On a loopback address each customer and operator connects from its own
 //! source address (127.0.x.y), so the per-address limits of the hub (calls,
 //! logins, sockets) count each simulated person once, as in production.
@@ -56,9 +66,22 @@ struct Args {
     /// Operator accounts are this prefix followed by 1..=sessions.
     #[arg(long, default_value = "load")]
     operator_prefix: String,
-    /// The operators' password.
-    #[arg(long, env = "LOAD_PASSWORD")]
+    /// The operators' password (not needed with `--relay` or `--late-join`).
+    #[arg(long, env = "LOAD_PASSWORD", default_value = "")]
     password: String,
+    /// Drive a room relay at `--addr` instead of the hub.
+    #[arg(long)]
+    relay: bool,
+    /// Measure the late join of a session holding this many keys instead.
+    #[arg(long)]
+    late_join: Option<usize>,
+    /// Customers call this many milliseconds apart at the start, as calls
+    /// arrive on a site, rather than all in the same instant.
+    #[arg(long, default_value_t = 10)]
+    ramp_ms: u64,
+    /// How many tabs join in `--late-join`.
+    #[arg(long, default_value_t = 20)]
+    joins: usize,
 }
 
 /// Counters and latencies shared by every task.
@@ -74,6 +97,30 @@ struct Stats {
     late: AtomicU64,
     /// Delivery latencies, in microseconds.
     latencies: Mutex<Vec<u64>>,
+    /// Participants in their session (or room) and sending, and how many
+    /// there will be.
+    ready: AtomicU64,
+    participants: u64,
+    /// When the last participant became ready (microseconds after the
+    /// start, 0 before): the rate and the latencies count from there, not
+    /// during the set-up (operators' logins hash passwords on the same
+    /// cores).
+    steady_at: AtomicU64,
+    delivered_steady: AtomicU64,
+}
+
+impl Stats {
+    fn sent_one(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ready_one(&self) {
+        if self.ready.fetch_add(1, Ordering::Relaxed) + 1 == self.participants {
+            self.steady_at.store(now_us().max(1), Ordering::Relaxed);
+            // benches/run.sh reads the server's memory from here on.
+            println!("steady: all {} participants in", self.participants);
+        }
+    }
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -131,7 +178,10 @@ async fn login(args: &Args, user: &str, from: Option<IpAddr>) -> Result<String> 
     );
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    // Hundreds of logins at once hash their passwords on the same cores.
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .with_context(|| format!("no answer to the login of {user} within 120 s"))??;
     let text = String::from_utf8_lossy(&raw);
     if !text.starts_with("HTTP/1.1 204") {
         bail!(
@@ -178,8 +228,11 @@ fn note(stats: &Stats, text: &str) -> Value {
         Some("command") => {
             if let Some(t) = v["args"].as_array().and_then(|a| a.last()?["t"].as_u64()) {
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
-                let lat = now_us().saturating_sub(t);
-                stats.latencies.lock().unwrap().push(lat);
+                if stats.steady_at.load(Ordering::Relaxed) != 0 {
+                    stats.delivered_steady.fetch_add(1, Ordering::Relaxed);
+                    let lat = now_us().saturating_sub(t);
+                    stats.latencies.lock().unwrap().push(lat);
+                }
             }
         }
         Some("error") if v["code"] == "not_in_session" => {
@@ -201,11 +254,12 @@ async fn wait_for(
     what: &str,
     want: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Long enough for a set-up where hundreds of operators log in at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .with_context(|| format!("no {what} within 30 s"))?;
+            .with_context(|| format!("no {what} within 120 s"))?;
         match msg {
             Some(Ok(Message::Text(t))) => {
                 let v = note(stats, &t);
@@ -228,15 +282,21 @@ fn command(key: &str, f: &str, mut args: Vec<Value>) -> Value {
 
 /// An operator: ready, responds to every offer, sends pointer and drawing
 /// while in a session, until `end`.
-async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
+async fn operator(
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    n: usize,
+    cookie: String,
+    end: Instant,
+) -> Result<()> {
     let from = source(&args.addr, 1, n);
     let user = format!("{}{}", args.operator_prefix, n + 1);
-    let cookie = login(&args, &user, from).await?;
     let mut ws = open(&args, "operator", Some(&cookie), from).await?;
     send(&mut ws, json!({"type": "ready"})).await?;
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let mut tick = tokio::time::interval(period);
     let mut in_session = false;
+    let mut ever_joined = false;
     let mut i: u64 = 0;
     while Instant::now() < end {
         tokio::select! {
@@ -248,21 +308,20 @@ async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
                     Some("offer") => {
                         send(&mut ws, json!({"type": "respond", "session": v["session"]})).await?;
                     }
-                    Some("joined") => in_session = true,
+                    Some("joined") => {
+                        if !std::mem::replace(&mut ever_joined, true) {
+                            stats.ready_one();
+                        }
+                        in_session = true;
+                    }
                     Some("ended") | Some("left") => in_session = false,
                     _ => {}
                 }
             }
             _ = tick.tick(), if in_session => {
                 i += 1;
-                let (x, y) = ((i * 7 % 800) as i64, (i * 13 % 600) as i64);
-                let c = match i % 10 {
-                    0 => command("top/draw/op", "clear", vec![]),
-                    1..=4 => command("top/draw/op", "draw", vec![json!([[x, y], [x + 5, y + 3]])]),
-                    _ => command("top/pointer/op", "pointer", vec![json!(x), json!(y)]),
-                };
-                send(&mut ws, c).await?;
-                stats.sent.fetch_add(1, Ordering::Relaxed);
+                send(&mut ws, mixed_command(false, i, &mut String::new())).await?;
+                stats.sent_one();
             }
         }
     }
@@ -276,6 +335,7 @@ async fn operator(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
 async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
     let from = source(&args.addr, 0, n);
     let period = Duration::from_secs_f64(1.0 / args.rate);
+    tokio::time::sleep(Duration::from_millis(args.ramp_ms * n as u64)).await;
     let mut cycle = 0usize;
     while Instant::now() < end {
         let mut ws = open(&args, "customer", None, from).await?;
@@ -287,6 +347,9 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
             v["type"] == "status" && v["state"] == "connected"
         })
         .await?;
+        if cycle == 0 {
+            stats.ready_one();
+        }
         send(&mut ws, json!({"type": "control", "granted": true})).await?;
         send(&mut ws, command("top", "navigate", vec![json!("/")])).await?;
         let cycle_end = (Instant::now() + Duration::from_secs(args.cycle)).min(end);
@@ -305,17 +368,8 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
                 }
                 _ = tick.tick() => {
                     i += 1;
-                    let c = match i % 4 {
-                        0 => {
-                            if typed.len() > 40 { typed.clear(); }
-                            typed.push(char::from(b'a' + (i % 26) as u8));
-                            command("top/form#search/input[name=q]", "value", vec![json!(typed)])
-                        }
-                        1 => command("top", "scroll", vec![json!(0), json!((i * 40) % 4000)]),
-                        _ => command("top/pointer/c", "pointer", vec![json!(i % 800), json!(i % 600)]),
-                    };
-                    send(&mut ws, c).await?;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    send(&mut ws, mixed_command(true, i, &mut typed)).await?;
+                    stats.sent_one();
                     if !tab_joined && Instant::now() >= join_at {
                         // Another tab of the customer joins, gets its
                         // replay, and is closed again.
@@ -342,6 +396,142 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
     Ok(())
 }
 
+/// The commands a customer (`true`) or an operator sends, in turn.
+fn mixed_command(customer: bool, i: u64, typed: &mut String) -> Value {
+    if customer {
+        match i % 4 {
+            0 => {
+                if typed.len() > 40 {
+                    typed.clear();
+                }
+                typed.push(char::from(b'a' + (i % 26) as u8));
+                command("top/form#search/input[name=q]", "value", vec![json!(typed)])
+            }
+            1 => command("top", "scroll", vec![json!(0), json!((i * 40) % 4000)]),
+            _ => command(
+                "top/pointer/c",
+                "pointer",
+                vec![json!(i % 800), json!(i % 600)],
+            ),
+        }
+    } else {
+        let (x, y) = ((i * 7 % 800) as i64, (i * 13 % 600) as i64);
+        match i % 10 {
+            0 => command("top/draw/op", "clear", vec![]),
+            1..=4 => command("top/draw/op", "draw", vec![json!([[x, y], [x + 5, y + 3]])]),
+            _ => command("top/pointer/op", "pointer", vec![json!(x), json!(y)]),
+        }
+    }
+}
+
+/// `--relay`: one participant of room `n`, sending the same commands as on
+/// the hub at the same rate and noting what the others send, until `end`.
+async fn relay_participant(
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    n: usize,
+    customer: bool,
+    end: Instant,
+) -> Result<()> {
+    let from = source(&args.addr, u8::from(!customer), n);
+    let target = args.addr;
+    let req = format!("ws://{target}/hub/{n}").into_client_request()?;
+    let stream = connect_tcp(target, from).await?;
+    let mut ws = client_async(req, stream).await?.0;
+    stats.ready_one();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let (mut i, mut typed) = (0u64, String::new());
+    while Instant::now() < end {
+        tokio::select! {
+            msg = ws.next() => {
+                let Some(msg) = msg else { bail!("room {n}: the relay closed the connection") };
+                if let Message::Text(t) = msg? {
+                    note(&stats, &t);
+                }
+            }
+            _ = tick.tick() => {
+                i += 1;
+                send(&mut ws, mixed_command(customer, i, &mut typed)).await?;
+                stats.sent_one();
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+/// `--late-join KEYS`: a customer calls and stores `KEYS` distinct keys
+/// (typing into that many fields); once a joining tab's replay holds them
+/// all, `--joins` more tabs join one after the other, each timed from its
+/// `join` until its whole `replay` has arrived and been parsed.
+async fn late_join(args: &Args, keys: usize) -> Result<()> {
+    let stats = Stats::default();
+    let from = source(&args.addr, 0, 0);
+    let mut ws = open(args, "customer", None, from).await?;
+    send(&mut ws, json!({"type": "call"})).await?;
+    let joined = wait_for(&mut ws, &stats, "joined", |v| v["type"] == "joined").await?;
+    let (session, resume) = (joined["session"].clone(), joined["resume"].clone());
+    for i in 0..keys {
+        let key = format!("top/form#f/input[name=field{i}]");
+        send(
+            &mut ws,
+            command(&key, "value", vec![json!(format!("value {i}"))]),
+        )
+        .await?;
+    }
+    let join = |n: usize| {
+        let (session, resume) = (session.clone(), resume.clone());
+        async move {
+            let mut tab = open(args, "customer", None, source(&args.addr, 2, n)).await?;
+            let start = Instant::now();
+            send(
+                &mut tab,
+                json!({"type": "join", "session": session, "resume": resume}),
+            )
+            .await?;
+            let replay = wait_for(&mut tab, &Stats::default(), "the replay", |v| {
+                v["type"] == "replay"
+            })
+            .await?;
+            let took = start.elapsed();
+            let _ = tab.close(None).await;
+            let held = replay["commands"].as_array().map_or(0, Vec::len);
+            anyhow::Ok((took, held))
+        }
+    };
+    // The customer's commands are stored in the order they came: wait
+    // until a replay holds all of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, held) = join(0).await?;
+        if held >= keys {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the session holds {held} of {keys} keys after 60 s (hub.max_keys_per_session?)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut times = Vec::new();
+    for n in 1..=args.joins {
+        let (took, held) = join(n).await?;
+        if held < keys {
+            bail!("a late joiner's replay held {held} of {keys} keys");
+        }
+        times.push(took.as_micros() as u64);
+    }
+    times.sort_unstable();
+    println!(
+        "late-join keys {keys} joins {} replay ms p50 {:.2} min {:.2} max {:.2}",
+        times.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.0),
+        percentile(&times, 1.0),
+    );
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -357,12 +547,20 @@ fn report(stats: &Stats, elapsed: Duration, last: bool) {
         stats.latencies.lock().unwrap().clone()
     };
     lat.sort_unstable();
+    let steady = stats.steady_at.load(Ordering::Relaxed);
+    let sending = elapsed.as_secs_f64() - steady as f64 / 1e6;
+    let rate = if steady == 0 || sending <= 0.0 {
+        0.0
+    } else {
+        stats.delivered_steady.load(Ordering::Relaxed) as f64 / sending
+    };
     println!(
-        "{}{:>5}s sent {} delivered {} calls {} joins {} hangups {} errors {} late {} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+        "{}{:>5}s sent {} delivered {} ({:.0}/s) calls {} joins {} hangups {} errors {} late {} | latency ms p50 {:.1} p90 {:.1} p99 {:.1} p999 {:.1} max {:.1}",
         if last { "total " } else { "" },
         elapsed.as_secs(),
         stats.sent.load(Ordering::Relaxed),
         stats.delivered.load(Ordering::Relaxed),
+        rate,
         stats.calls.load(Ordering::Relaxed),
         stats.joins.load(Ordering::Relaxed),
         stats.hangups.load(Ordering::Relaxed),
@@ -371,6 +569,7 @@ fn report(stats: &Stats, elapsed: Duration, last: bool) {
         percentile(&lat, 0.5),
         percentile(&lat, 0.9),
         percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
         percentile(&lat, 1.0),
     );
 }
@@ -382,14 +581,57 @@ async fn main() -> Result<()> {
         bail!("--rate and --sessions must be positive");
     }
     let start = epoch();
-    let end = start + Duration::from_secs(args.duration);
-    let stats = Arc::new(Stats::default());
+    if let Some(keys) = args.late_join {
+        return late_join(&args, keys).await;
+    }
+    // Operators log in first, all at once: the run's duration counts from
+    // when they are in, not from the password hashing of hundreds of
+    // logins on the same cores.
+    let mut cookies = vec![String::new(); args.sessions];
+    if !args.relay {
+        let mut logins = tokio::task::JoinSet::new();
+        for n in 0..args.sessions {
+            let args = args.clone();
+            logins.spawn(async move {
+                let user = format!("{}{}", args.operator_prefix, n + 1);
+                (n, login(&args, &user, source(&args.addr, 1, n)).await)
+            });
+        }
+        while let Some(done) = logins.join_next().await {
+            let (n, cookie) = done?;
+            cookies[n] = cookie?;
+        }
+    }
+    // benches/run.sh reads the server's CPU time and memory from here on.
+    println!(
+        "logged in: {} operators",
+        if args.relay { 0 } else { args.sessions }
+    );
+    let end = Instant::now() + Duration::from_secs(args.duration);
+    let stats = Arc::new(Stats {
+        participants: 2 * args.sessions as u64,
+        ..Stats::default()
+    });
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..args.sessions {
-        tasks.spawn(operator(args.clone(), stats.clone(), n, end));
+    for (n, cookie) in cookies.into_iter().enumerate() {
+        if args.relay {
+            tasks.spawn(relay_participant(
+                args.clone(),
+                stats.clone(),
+                n,
+                false,
+                end,
+            ));
+        } else {
+            tasks.spawn(operator(args.clone(), stats.clone(), n, cookie, end));
+        }
     }
     for n in 0..args.sessions {
-        tasks.spawn(customer(args.clone(), stats.clone(), n, end));
+        if args.relay {
+            tasks.spawn(relay_participant(args.clone(), stats.clone(), n, true, end));
+        } else {
+            tasks.spawn(customer(args.clone(), stats.clone(), n, end));
+        }
     }
     let reporter = {
         let stats = stats.clone();

@@ -1,5 +1,8 @@
 //! The browser side (`inject/`), compiled into the binary and served under
-//! the reserved prefix with ETags so browsers cache them.
+//! the reserved prefix with ETags so browsers cache them. A request that
+//! names a file's current version (`?v=<its content hash>`, as the agent's
+//! tag in every document does) is served immutable: the synchronous agent
+//! in `<head>` then costs a page load no revalidation round trip.
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
@@ -11,8 +14,13 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     bytes: Vec<u8>,
+    /// The content hash, in hex: the ETag (quoted) and the version in URLs.
+    version: String,
     etag: String,
 }
+
+/// How long a versioned URL is kept: its content never changes.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 pub struct Assets {
     files: Vec<Asset>,
@@ -91,23 +99,39 @@ impl Assets {
             .map(|(name, content_type, text)| {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
-                let etag = format!("\"{:016x}\"", fnv1a(&bytes));
+                let version = format!("{:016x}", fnv1a(&bytes));
                 Asset {
                     name,
                     content_type,
                     bytes,
-                    etag,
+                    etag: format!("\"{version}\""),
+                    version,
                 }
             })
             .collect();
         Assets { files }
     }
 
+    /// The agent's URL under `prefix`, named by its version: a changed
+    /// agent (a new build, another configuration) gets a new URL.
+    pub fn agent_url(&self, prefix: &str) -> String {
+        let agent = self
+            .files
+            .iter()
+            .find(|a| a.name == "agent.js")
+            .expect("the agent is one of the assets");
+        format!("{prefix}agent.js?v={}", agent.version)
+    }
+
     /// Serves the asset called `name`, or `None` when there is none. A
-    /// request whose `If-None-Match` names the current ETag gets `304`.
+    /// request whose `If-None-Match` names the current ETag gets `304`; one
+    /// whose `query` names the current version (`v=…`) may be kept for
+    /// good, any other revalidates (the unversioned URL, or an old version
+    /// still in a page: it gets today's file, which must not stick).
     pub fn serve(
         &self,
         name: &str,
+        query: Option<&str>,
         method: &Method,
         if_none_match: Option<&HeaderValue>,
     ) -> Option<Response<Body>> {
@@ -124,9 +148,13 @@ impl Assets {
                 v.split(',')
                     .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
             });
+        let current = query.and_then(|q| q.strip_prefix("v=")) == Some(asset.version.as_str());
         let builder = Response::builder()
             .header(header::ETAG, &asset.etag)
-            .header(header::CACHE_CONTROL, "no-cache")
+            .header(
+                header::CACHE_CONTROL,
+                if current { IMMUTABLE } else { "no-cache" },
+            )
             .header("x-content-type-options", "nosniff");
         let response = if fresh {
             builder.status(StatusCode::NOT_MODIFIED).body(body::empty())
@@ -252,29 +280,64 @@ mod tests {
             "console.css",
             "frame",
         ] {
-            let first = a.serve(name, &Method::GET, None).expect(name);
+            let first = a.serve(name, None, &Method::GET, None).expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
             let etag = first.headers()[header::ETAG].clone();
-            let again = a.serve(name, &Method::GET, Some(&etag)).unwrap();
+            let again = a.serve(name, None, &Method::GET, Some(&etag)).unwrap();
             assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
             assert_eq!(again.headers()[header::ETAG], etag);
             let listed =
                 HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
             assert_eq!(
-                a.serve(name, &Method::GET, Some(&listed)).unwrap().status(),
+                a.serve(name, None, &Method::GET, Some(&listed))
+                    .unwrap()
+                    .status(),
                 StatusCode::NOT_MODIFIED
             );
             let stale = HeaderValue::from_static("\"0000000000000000\"");
             assert_eq!(
-                a.serve(name, &Method::GET, Some(&stale)).unwrap().status(),
+                a.serve(name, None, &Method::GET, Some(&stale))
+                    .unwrap()
+                    .status(),
                 StatusCode::OK
             );
         }
-        assert!(a.serve("nothing.js", &Method::GET, None).is_none());
+        assert!(a.serve("nothing.js", None, &Method::GET, None).is_none());
         assert_eq!(
-            a.serve("agent.js", &Method::POST, None).unwrap().status(),
+            a.serve("agent.js", None, &Method::POST, None)
+                .unwrap()
+                .status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[test]
+    fn the_agent_url_names_its_version_which_is_kept_for_good() {
+        let a = assets();
+        let url = a.agent_url("/p/");
+        let version = url.strip_prefix("/p/agent.js?v=").expect(&url);
+        assert_eq!(version.len(), 16, "{url}");
+        let agent = &a.files.iter().find(|f| f.name == "agent.js").unwrap();
+        assert_eq!(version, format!("{:016x}", fnv1a(&agent.bytes)));
+        let cache = |query: Option<&str>| {
+            a.serve("agent.js", query, &Method::GET, None)
+                .unwrap()
+                .headers()[header::CACHE_CONTROL]
+                .clone()
+        };
+        assert_eq!(cache(Some(&format!("v={version}"))), IMMUTABLE);
+        // The old URL and an old version still work, and revalidate.
+        assert_eq!(cache(None), "no-cache");
+        assert_eq!(cache(Some("v=0000000000000000")), "no-cache");
+        assert_eq!(cache(Some(&format!("v={version}&x"))), "no-cache");
+        // Another configuration is another agent, at another URL.
+        let config = Config::parse(
+            "upstream = \"http://127.0.0.1:9\"\n[privacy]\nmask = [\".other\"]\n",
+            None,
+            &Default::default(),
+        )
+        .expect("a valid config");
+        assert_ne!(Assets::new(&config).agent_url("/p/"), url);
     }
 
     #[test]

@@ -47,13 +47,15 @@ impl App {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone()).context("starting the command store ([store])")?;
         let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
+        let assets = Assets::new(&config);
         Ok(App {
             proxy: Proxy::new(config.clone())
                 .context("building the upstream client")?
-                .with_policy(Arc::new(sessions.clone())),
+                .with_policy(Arc::new(sessions.clone()))
+                .with_agent(assets.agent_url(&config.prefix)),
             sessions,
             hub,
-            assets: Assets::new(&config),
+            assets,
             metrics: telemetry::install(),
             config,
         })
@@ -284,13 +286,14 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         "console.js" | "console.css" => web::text(StatusCode::NOT_FOUND, "not found\n"),
         _ => {
             let method = req.method().clone();
+            let query = req.uri().query().map(str::to_owned);
             let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
             if let Some(response) = app.hub.handle(&rest, req, ctx).await {
                 return response;
             }
             // Remaining routes are the assets, read-only.
             app.assets
-                .serve(&rest, &method, if_none_match.as_ref())
+                .serve(&rest, query.as_deref(), &method, if_none_match.as_ref())
                 .unwrap_or_else(|| web::text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
@@ -337,7 +340,10 @@ async fn route_console(
         "healthz" => web::text(StatusCode::OK, "ok\n"),
         "console" | "console.js" | "console.css" => {
             let if_none_match = req.headers().get(header::IF_NONE_MATCH);
-            let Some(mut response) = app.assets.serve(&rest, req.method(), if_none_match) else {
+            let Some(mut response) =
+                app.assets
+                    .serve(&rest, req.uri().query(), req.method(), if_none_match)
+            else {
                 return web::text(StatusCode::NOT_FOUND, "not found\n");
             };
             if rest == "console" {

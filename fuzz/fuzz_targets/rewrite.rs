@@ -49,7 +49,7 @@ fn options(
     let configured: Vec<String> = CONFIGURED.iter().map(|s| s.to_string()).collect();
     Options {
         mapper: mapper(),
-        prefix: "/__cobrowse/".into(),
+        agent: "/__cobrowse/agent.js".into(),
         nonce: "N0NCE".into(),
         csp: Allowance {
             origin: "http://a.test:8080".into(),

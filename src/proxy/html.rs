@@ -30,8 +30,9 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct Options {
     pub mapper: Mapper,
-    /// The reserved prefix, `/__cobrowse/`.
-    pub prefix: String,
+    /// The agent's URL, `{prefix}agent.js?v={version}`: named by its
+    /// content, so browsers keep it without asking again (see `assets`).
+    pub agent: String,
     /// The nonce the response's CSP (if any) allows the agent by.
     pub nonce: String,
     pub csp: csp::Allowance,
@@ -63,8 +64,8 @@ impl Options {
             })
             .collect();
         format!(
-            "<script src=\"{}agent.js\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>",
-            self.prefix,
+            "<script src=\"{}\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>",
+            self.agent,
             self.nonce,
             map.join(" ")
         )
@@ -296,8 +297,8 @@ fn settings(
 ) -> Settings<'static, 'static> {
     let tag = options.agent_tag();
     let srcdoc_tag = format!(
-        "<script src={}agent.js nonce={}></script>",
-        options.prefix, options.nonce
+        "<script src={} nonce={}></script>",
+        options.agent, options.nonce
     );
     // Shared by the element handler and the end-of-document handler.
     let injection = Arc::new(Mutex::new(false));
@@ -437,7 +438,7 @@ mod tests {
     pub fn options() -> Options {
         Options {
             mapper: mapper(false),
-            prefix: "/__cobrowse/".into(),
+            agent: "/__cobrowse/agent.js".into(),
             nonce: "N0NCE".into(),
             csp: csp::Allowance {
                 origin: "http://a.test:8080".into(),

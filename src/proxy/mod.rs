@@ -79,6 +79,8 @@ pub struct Proxy {
     /// The session rules (one driver, followers served what it
     /// received), when shared sessions are on.
     policy: Option<Arc<dyn Policy>>,
+    /// The agent's URL in the tag every document gets.
+    agent: String,
 }
 
 /// What a request's route phase decided.
@@ -108,11 +110,19 @@ impl Proxy {
         let (client, client_h1) = client::build(&config)?;
         Ok(Proxy {
             sites: Arc::new(Sites::new(&config)),
+            agent: format!("{}agent.js", config.prefix),
             config,
             client,
             client_h1,
             policy: None,
         })
+    }
+
+    /// Names the agent by its version (`{prefix}agent.js?v=…`), so a
+    /// browser keeps it instead of revalidating it on every page load.
+    pub fn with_agent(mut self, url: String) -> Proxy {
+        self.agent = url;
+        self
     }
 
     /// Applies the one-driver rules of shared sessions to every request.
@@ -225,7 +235,7 @@ impl Proxy {
         }
         let options = html::Options {
             mapper: route.mapper,
-            prefix: self.config.prefix.clone(),
+            agent: self.agent.clone(),
             nonce,
             csp: allow,
             memory_limit: self.config.proxy.html_memory_limit,

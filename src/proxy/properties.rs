@@ -23,7 +23,7 @@ fn options(follower: bool) -> Options {
     let configured: Vec<String> = CONFIGURED.iter().map(|s| s.to_string()).collect();
     Options {
         mapper: mapper(false),
-        prefix: "/__cobrowse/".into(),
+        agent: "/__cobrowse/agent.js".into(),
         nonce: "N0NCE".into(),
         csp: Allowance {
             origin: "http://a.test:8080".into(),

@@ -206,7 +206,7 @@ async fn pages_read_the_same_direct_and_through_the_proxy() {
             differ * 100.0
         );
         let agent = tab
-            .eval("!!document.querySelector('script[src$=\"agent.js\"]')")
+            .eval("!!document.querySelector('script[src*=\"/agent.js?v=\"]')")
             .await;
         assert_eq!(agent, serde_json::json!(true), "{path}: no agent");
     }

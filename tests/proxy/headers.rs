@@ -4,7 +4,7 @@
 
 use http::{Response, StatusCode};
 
-use super::fetch;
+use super::{fetch, get};
 use crate::support::Cobrowse;
 use crate::support::origin::{Origin, full};
 
@@ -186,7 +186,7 @@ async fn a_nonce_policy_lets_the_injected_agent_run_and_nothing_else() {
         assert!(csp.ends_with("; object-src 'none'"), "{csp}");
         assert!(
             got.text()
-                .contains(&format!("agent.js\" nonce=\"{nonce}\"")),
+                .contains(&format!("\" nonce=\"{nonce}\" data-cobrowse-map=")),
             "tag and policy disagree: {csp}\n{}",
             got.text()
         );
@@ -308,4 +308,70 @@ async fn the_operators_login_cookie_never_goes_upstream() {
     )
     .await;
     assert_eq!(got.text(), "cookie=-");
+}
+
+/// The agent's URL in a proxied page.
+fn agent_src(page: &str) -> String {
+    let tag = page
+        .split("<script src=\"")
+        .find(|t| t.contains("data-cobrowse-map="))
+        .unwrap_or_else(|| panic!("no agent tag in {page}"));
+    tag[..tag.find('"').unwrap()].to_string()
+}
+
+/// The synchronous agent in `<head>` must not cost a page load a
+/// revalidation round trip: it is named by its content and kept for good;
+/// the unversioned URL and an old version still work and revalidate; a
+/// changed agent gets a new URL.
+#[tokio::test]
+async fn the_agent_is_named_by_its_version_and_kept_for_good() {
+    let origin = Origin::start(|_req| async move {
+        Response::builder()
+            .header("content-type", "text/html")
+            .body(full(
+                "<html><head><title>t</title></head><body>hi</body></html>",
+            ))
+            .unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    let page = get(&proxy.url("/")).await.text();
+    let src = agent_src(&page);
+    let version = src
+        .strip_prefix("/__cobrowse/agent.js?v=")
+        .unwrap_or_else(|| panic!("the agent's URL names no version: {src}"));
+    assert!(
+        version.len() == 16 && version.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{src}"
+    );
+    let versioned = get(&proxy.url(&src)).await;
+    assert_eq!(versioned.status, StatusCode::OK, "{}", proxy.output());
+    assert_eq!(
+        versioned.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert!(versioned.text().starts_with("(function () {"));
+    for old in [
+        "/__cobrowse/agent.js".to_string(),
+        "/__cobrowse/agent.js?v=0000000000000000".to_string(),
+    ] {
+        let got = get(&proxy.url(&old)).await;
+        assert_eq!(got.status, StatusCode::OK, "{old}");
+        assert_eq!(got.header("cache-control"), "no-cache", "{old}");
+        assert_eq!(got.body, versioned.body, "{old}");
+    }
+    let other = Cobrowse::with_config(&Cobrowse::config_for(
+        &origin.url(),
+        "[privacy]\nmask = [\".other\"]",
+    ))
+    .await;
+    let changed = agent_src(&get(&other.url("/")).await.text());
+    assert!(changed.starts_with("/__cobrowse/agent.js?v="), "{changed}");
+    assert_ne!(changed, src, "another agent, another URL");
+    let got = get(&other.url(&changed)).await;
+    assert_eq!(
+        got.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert!(got.text().contains("\".other\""));
 }

@@ -12,7 +12,7 @@ use super::{fetch, get};
 use crate::support::Cobrowse;
 use crate::support::origin::{Origin, channel_body, chunked};
 
-const AGENT: &str = "<script src=\"/__cobrowse/agent.js\" nonce=\"";
+const AGENT: &str = "<script src=\"/__cobrowse/agent.js?v=";
 
 /// The body with the injected tag (whose nonce differs per response) cut
 /// out, and where it was.

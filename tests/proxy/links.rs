@@ -52,7 +52,7 @@ async fn attributes_and_stylesheets_point_into_the_proxy() {
         .replace("javascript:void('UP')", &format!("javascript:void('{up}')"))
         .replace("UP", &me);
     let (before, after) = page
-        .split_once("<script src=\"/__cobrowse/agent.js\"")
+        .split_once("<script src=\"/__cobrowse/agent.js?v=")
         .unwrap_or_else(|| panic!("no agent: {page}"));
     let after = &after[after.find("</script>").unwrap() + 9..];
     assert_eq!(format!("{before}{after}"), expected, "\n{}", proxy.output());
