@@ -517,7 +517,8 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
 .chat li { margin: 0 0 4px; overflow-wrap: anywhere; white-space: pre-wrap; }
 .chat .who { font-weight: 600; }
 .chat .when { color: #4a5263; font-size: 12px; }
-.chat form { display: flex; gap: 6px; }
+.chat form { display: flex; flex-wrap: wrap; gap: 6px; }
+.chat label { flex: 0 0 100%; }
 .chat input { font: inherit; flex: 1; min-width: 0; padding: 5px; border: 1px solid #6b7588; border-radius: 6px; color: #1b2330; background: #fff; }
 .chat input:focus-visible { outline: 3px solid #f0b400; outline-offset: 1px; }
 `;
@@ -555,7 +556,8 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
   <div class="chat" id="chat" data-cobrowse="chat" role="region" aria-label="Chat" hidden>
     <ol data-cobrowse="chat-log" aria-live="polite"></ol>
     <form data-cobrowse="chat-form">
-      <input data-cobrowse="chat-input" aria-label="Message" autocomplete="off" maxlength="1000">
+      <label for="chat-input">Message to the operator</label>
+      <input id="chat-input" data-cobrowse="chat-input" autocomplete="off" maxlength="1000">
       <button type="submit">Send</button>
     </form>
   </div>

@@ -39,7 +39,7 @@ fn problems() -> String {
 /// JS (with `a11y` in scope): the console's controls the Tab key should
 /// reach, in document order: shown, enabled, in the Tab order, in the
 /// control frame (the content frame's page has its own).
-const STOPS: &str = "a11y.controls(document).filter((c) => !c.disabled && c.tabIndex >= 0 && c.closest('[data-cobrowse=\"stage\"]') === null)";
+const STOPS: &str = "a11y.controls(document).filter((c) => !c.matches(':disabled') && c.tabIndex >= 0 && c.closest('[data-cobrowse=\"stage\"]') === null)";
 
 async fn no_problems(tab: &Tab, state: &str) {
     let problems = tab.eval(&problems()).await;

@@ -83,7 +83,7 @@ pub(super) const A11Y: &str = r#"const a11y = (() => {
       if (isField(c) && !text) out.push(w + ' has no visible label');
       if (!n) out.push(w + ' has no accessible name');
       else if (!n.toLowerCase().startsWith(text.toLowerCase())) out.push(w + ': its name "' + n + '" does not start with its visible text "' + text + '"');
-      if (!c.disabled && c.tabIndex < 0) out.push(w + ' cannot be reached by keyboard');
+      if (!c.matches(':disabled') && c.tabIndex < 0) out.push(w + ' cannot be reached by keyboard');
       if (!c.matches('input[type=checkbox], input[type=radio]')) low(c, w);
     }
     // Every shown piece of text, where it is written.
@@ -121,7 +121,7 @@ pub(super) fn problems() -> String {
   if (!region || !region.getAttribute('aria-label')) out.push('the widget is not a named region');
   const status = root.querySelector('[data-cobrowse="status"]');
   out.push(...a11y.politeStatus(status, 'the status line'));
-  for (const b of a11y.controls(root)) if (b.disabled) out.push(a11y.what(b) + ' is shown but disabled');
+  for (const b of a11y.controls(root)) if (b.matches(':disabled')) out.push(a11y.what(b) + ' is shown but disabled');
   const call = root.querySelector('[data-cobrowse="call"]');
   if (call.getAttribute('aria-describedby') !== status.id || !status.id) out.push('the call button is not described by the status line');
   const prompt = root.querySelector('[data-cobrowse="control-prompt"]');
