@@ -92,9 +92,9 @@ async fn space(tab: &Tab) {
 
 /// Tabs through the console from the top and checks that the Tab key
 /// reaches every control shown and enabled, in document order (which the
-/// problems check holds to reading order), ending in the content frame or
-/// leaving the page; and that `wanted` come in that order. Returns the
-/// controls reached.
+/// problems check holds to reading order), each showing a focus ring,
+/// ending in the content frame or leaving the page; and that `wanted` come
+/// in that order. Returns the controls reached.
 async fn tab_order(tab: &Tab, state: &str, wanted: &[&str]) -> Vec<String> {
     let expected = tab
         .eval(&format!(
@@ -103,7 +103,9 @@ async fn tab_order(tab: &Tab, state: &str, wanted: &[&str]) -> Vec<String> {
         .await;
     from_the_top(tab).await;
     let focused = focused();
+    let ring = format!("(() => {{ {A11Y} return a11y.ring(document.activeElement); }})()");
     let mut reached: Vec<String> = Vec::new();
+    let mut rings = Vec::new();
     for _ in 0..60 {
         tab.press("Tab", 9).await;
         match tab.eval(&focused).await.as_str() {
@@ -111,7 +113,15 @@ async fn tab_order(tab: &Tab, state: &str, wanted: &[&str]) -> Vec<String> {
             Some(w) if reached.iter().any(|r| r == w) => break,
             Some(w) => reached.push(w.to_string()),
         }
+        let problem = tab.eval(&ring).await;
+        if !problem.is_null() {
+            rings.push(problem);
+        }
     }
+    assert!(
+        rings.is_empty(),
+        "the console, {state}: focus rings {rings:?}"
+    );
     assert_eq!(
         serde_json::json!(reached),
         expected,

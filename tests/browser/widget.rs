@@ -17,7 +17,8 @@ const FOCUSED: &str = "(() => { const h = document.activeElement; return h && h.
 /// field has a visible label; every enabled control is in the Tab order;
 /// every shown text, control and field reaches 4.5:1 contrast against what
 /// is behind it (disabled ones too: a person must read what they will be
-/// able to press). Colours are measured as painted: a colour's alpha and
+/// able to press). `a11y.ring(el)` says what is wrong with the focus ring
+/// of `el` as it has keyboard focus (a ring of 3:1 or more), or null. Colours are measured as painted: a colour's alpha and
 /// the opacity of the element and its ancestors are blended over the
 /// backgrounds behind; a colour it cannot measure is a problem, not a pass.
 pub(super) const A11Y: &str = r#"const a11y = (() => {
@@ -47,8 +48,18 @@ pub(super) const A11Y: &str = r#"const a11y = (() => {
   const ratio = (el) => {
     const fg = rgba(getComputedStyle(el).color), g = ground(el);
     if (!fg || !g) return null;
-    const a = lum(over(fg, fg[3] * opacity(el), g)), b = lum(g);
-    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    return contrast(over(fg, fg[3] * opacity(el), g), g);
+  };
+  const contrast = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  // The focused control's ring: drawn, at least 2px, and 3:1 against what
+  // is around the control (WCAG's non-text contrast).
+  const ring = (el) => {
+    const s = getComputedStyle(el);
+    if (s.outlineStyle === 'none' || parseFloat(s.outlineWidth) < 2) return what(el) + ' shows no focus ring';
+    const c = rgba(s.outlineColor), g = ground(up(el) || el);
+    if (!c || !g) return what(el) + ': its focus ring cannot be measured';
+    const r = contrast(over(c, c[3] * opacity(el), g), g);
+    return r < 3 ? what(el) + ': its focus ring has low contrast (' + r.toFixed(2) + ':1)' : null;
   };
   const byId = (el, id) => el.getRootNode().getElementById(id);
   const refs = (el, attr) => (el.getAttribute(attr) || '').split(/\s+/).filter(Boolean).map((id) => byId(el, id)).filter(Boolean);
@@ -102,15 +113,16 @@ pub(super) const A11Y: &str = r#"const a11y = (() => {
     if (!words(el.textContent)) out.push(label + ' is empty');
     return out;
   }
-  return { check, politeStatus, controls, shown, name, visible, what, ratio };
+  return { check, politeStatus, ring, controls, shown, name, visible, what, ratio };
 })();"#;
 
 /// JS: the accessibility problems of the widget as it is now shown, as a
 /// list of strings (empty when none): [`A11Y`]'s checks on its shadow root
 /// (its buttons, the code on show, the request for control and its Allow
 /// and Deny, the chat's field and log), and: the widget is a named region,
-/// its status line a polite live region describing the call button, and no
-/// button shown is disabled.
+/// its status line a polite live region describing the call button, the
+/// code is announced when it shows, the request for control is a named
+/// group, and no button shown is disabled.
 pub(super) fn problems() -> String {
     format!(
         r#"(() => {{
@@ -124,6 +136,8 @@ pub(super) fn problems() -> String {
   for (const b of a11y.controls(root)) if (b.matches(':disabled')) out.push(a11y.what(b) + ' is shown but disabled');
   const call = root.querySelector('[data-cobrowse="call"]');
   if (call.getAttribute('aria-describedby') !== status.id || !status.id) out.push('the call button is not described by the status line');
+  const code = root.querySelector('[data-cobrowse="code"]');
+  if (a11y.shown(code) && !code.closest('[aria-live="polite"]')) out.push('the code on show is not in a live region');
   const prompt = root.querySelector('[data-cobrowse="control-prompt"]');
   if (a11y.shown(prompt) && !a11y.name(prompt)) out.push('the request for control is not a named group');
   return out;
@@ -164,10 +178,17 @@ pub async fn seen_on_top(tab: &Tab, all: &[&Tab], server: &Cobrowse) {
     .await;
 }
 
-/// Presses Tab until the widget button `which` has focus.
+/// Presses Tab until the widget button `which` has focus, and checks that
+/// its focus ring shows.
 async fn tab_to(tab: &Tab, which: &str) {
     for _ in 0..60 {
         if tab.eval(FOCUSED).await == serde_json::json!(which) {
+            let ring = tab
+                .eval(&format!(
+                    "(() => {{ {A11Y} return a11y.ring(document.activeElement.shadowRoot.activeElement); }})()"
+                ))
+                .await;
+            assert_eq!(ring, serde_json::Value::Null, "the widget's {which} button");
             return;
         }
         tab.press("Tab", 9).await;
