@@ -351,7 +351,8 @@ async fn the_console_works_by_keyboard_and_reads_well_in_every_state() {
         &server,
     )
     .await;
-    let widget_chat = |hook: &str| format!(r#"[data-cobrowse="widget"] | [data-cobrowse="{hook}"]"#);
+    let widget_chat =
+        |hook: &str| format!(r#"[data-cobrowse="widget"] | [data-cobrowse="{hook}"]"#);
     until_on(
         &customer,
         "the widget's chat button",
