@@ -420,10 +420,7 @@
     function render() {
         const connected = state.phase === 'connected';
         let text;
-        // Before sign-in the line is hidden; it says so rather than
-        // "Waiting for calls", which only a signed-in operator does.
-        if (!state.user) text = 'Signed out.';
-        else if (state.phase === 'connecting') text = 'Connecting…';
+        if (state.phase === 'connecting') text = 'Connecting…';
         else if (state.phase === 'reconnecting') text = 'Connection lost; reconnecting…';
         else if (connected) {
             const customer = link.participants.find((p) => p.role === 'customer');

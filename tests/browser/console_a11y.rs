@@ -174,7 +174,8 @@ async fn the_console_works_by_keyboard_and_reads_well_in_every_state() {
     operator.press("Tab", 9).await;
     operator.type_text(OPERATOR_PASSWORD).await;
     operator.type_text("\n").await;
-    // The desk on show, saying it waits: the sign-in worked.
+    // Signed out, the hidden status line says "Waiting for calls" too: the
+    // desk on show is what tells the sign-in worked.
     until(
         &operator,
         "the console to wait for calls",
