@@ -1,6 +1,8 @@
 //! The customer's widget is usable by keyboard and readable by assistive
 //! technology in each of its states: idle, waiting with the place in the
-//! queue, connected with whom, control granted.
+//! queue, connected with whom, control granted (and, in the conversation
+//! tests, showing a code, asking for control, chatting). The checks live
+//! here as one snippet, [`A11Y`], which the console's test runs too.
 
 use super::harness::{Browser, Tab, until};
 use super::*;
@@ -147,7 +149,12 @@ pub(super) fn problems() -> String {
 
 pub(super) async fn no_problems(tab: &Tab, state: &str) {
     let problems = tab.eval(&problems()).await;
-    assert_eq!(problems, serde_json::json!([]), "the widget, {state}");
+    assert_eq!(
+        problems,
+        serde_json::json!([]),
+        "the widget, {state}\n{}",
+        tab.dump().await
+    );
 }
 
 /// The widget's call button is what a person sees and clicks at its place:
