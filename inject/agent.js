@@ -505,11 +505,14 @@ button { font: inherit; border-radius: 6px; border: 1px solid #2a5bd7; backgroun
   padding: 6px 10px; cursor: pointer; }
 button.primary { background: #1f47a8; color: #fff; }
 button[aria-pressed="true"] { background: #e3ebff; }
-button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
+button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
 [hidden] { display: none !important; }
 .status { margin: 0; }
 .notice { margin: 0; color: #8a3b00; }
 .code, .ask { margin: 0; }
+/* The share button gives way to the code in a live region that is always
+   there, so the code is announced when it shows. */
+.swap { display: flex; flex-direction: column; gap: 8px; }
 .code strong { font-size: 20px; letter-spacing: 3px; }
 .prompt { border: 2px solid #1f47a8; border-radius: 8px; padding: 8px; display: flex; flex-direction: column; gap: 6px; }
 .chat { display: flex; flex-direction: column; gap: 6px; }
@@ -517,9 +520,10 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
 .chat li { margin: 0 0 4px; overflow-wrap: anywhere; white-space: pre-wrap; }
 .chat .who { font-weight: 600; }
 .chat .when { color: #4a5263; font-size: 12px; }
-.chat form { display: flex; gap: 6px; }
+.chat form { display: flex; flex-wrap: wrap; gap: 6px; }
+.chat label { flex: 0 0 100%; }
 .chat input { font: inherit; flex: 1; min-width: 0; padding: 5px; border: 1px solid #6b7588; border-radius: 6px; color: #1b2330; background: #fff; }
-.chat input:focus-visible { outline: 3px solid #f0b400; outline-offset: 1px; }
+.chat input:focus-visible { outline: 3px solid #b35c00; outline-offset: 1px; }
 `;
 
         function build() {
@@ -533,10 +537,12 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
   <div class="row">
     <button type="button" class="primary" data-cobrowse="call" aria-describedby="status"></button>
   </div>
-  <div class="row" data-cobrowse="share">
-    <button type="button" data-cobrowse="share-code">Share with the person I'm talking to</button>
+  <div class="swap" aria-live="polite">
+    <div class="row" data-cobrowse="share">
+      <button type="button" data-cobrowse="share-code">Share with the person I'm talking to</button>
+    </div>
+    <p class="code" data-cobrowse="code-box" hidden>Your code: <strong data-cobrowse="code"></strong><br>Read it to the person you are talking to.</p>
   </div>
-  <p class="code" data-cobrowse="code-box" hidden>Your code: <strong data-cobrowse="code"></strong><br>Read it to the person you are talking to.</p>
   <div class="prompt" data-cobrowse="control-prompt" role="group" aria-labelledby="ask" hidden>
     <p class="ask" id="ask" role="alert"></p>
     <div class="row">
@@ -555,7 +561,8 @@ button:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
   <div class="chat" id="chat" data-cobrowse="chat" role="region" aria-label="Chat" hidden>
     <ol data-cobrowse="chat-log" aria-live="polite"></ol>
     <form data-cobrowse="chat-form">
-      <input data-cobrowse="chat-input" aria-label="Message" autocomplete="off" maxlength="1000">
+      <label for="chat-input">Message to the operator</label>
+      <input id="chat-input" data-cobrowse="chat-input" autocomplete="off" maxlength="1000">
       <button type="submit">Send</button>
     </form>
   </div>

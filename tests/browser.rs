@@ -9,6 +9,7 @@ mod audit;
 mod binding;
 mod call;
 mod commits;
+mod console_a11y;
 mod console_origin;
 mod conversation;
 mod driver;
