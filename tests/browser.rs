@@ -260,10 +260,15 @@ pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, other
     operator
         .click(r#"form[data-cobrowse="login"] button[type="submit"]"#)
         .await;
+    // Signed in (the desk shows) and linked to the hub: waiting, or already
+    // offered a call that was waiting. The status line reads "Waiting for
+    // calls" before sign-in too, hidden with the desk.
     until(
         operator,
         "the console to wait for calls",
-        &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"),
+        &format!(
+            "!document.querySelector('[data-cobrowse=\"desk\"]').hidden && /^(Waiting for calls|A customer is calling|\\d+ call\\(s\\) waiting)/.test({CONSOLE_STATUS})"
+        ),
         &all,
         server,
     )
