@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Who a participant is in a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -415,7 +416,9 @@ pub enum ServerMessage<'a> {
         control: bool,
     },
     Queue {
-        calls: &'a [CallEntry],
+        /// `[CallEntry…]`, serialised once for every operator told
+        /// ([`calls_json`]).
+        calls: &'a RawValue,
         offer: Option<&'a str>,
     },
     Offer {
@@ -484,6 +487,12 @@ impl ServerMessage<'_> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("hub messages always serialise")
     }
+}
+
+/// The `calls` of a `queue` message, serialised once for every operator
+/// told: only the offer differs between them.
+pub fn calls_json(calls: &[CallEntry]) -> Box<RawValue> {
+    serde_json::value::to_raw_value(calls).expect("calls always serialise")
 }
 
 /// A command as the hub delivers it: stamped with the session, the sender
@@ -639,5 +648,37 @@ mod tests {
         assert_eq!(v["fn"], "value");
         assert_eq!(v["attribute"], "others");
         assert_eq!(v["args"][0], "x");
+    }
+
+    #[test]
+    fn a_queue_message_carries_its_calls_as_a_list() {
+        let calls = [
+            CallEntry {
+                session: "s\"1".into(),
+                since: 7,
+                invite: false,
+            },
+            CallEntry {
+                session: "s2".into(),
+                since: 9,
+                invite: true,
+            },
+        ];
+        let raw = calls_json(&calls);
+        let v: Value = serde_json::from_str(
+            &ServerMessage::Queue {
+                calls: &raw,
+                offer: Some("s2"),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "queue", "offer": "s2", "calls": [
+                {"session": "s\"1", "since": 7, "invite": false},
+                {"session": "s2", "since": 9, "invite": true},
+            ]})
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use tracing::info;
 
 use super::outbox::{Latest, Outbound};
-use super::protocol::{CallEntry, ParticipantEntry, Role, ServerMessage};
+use super::protocol::{self, CallEntry, ParticipantEntry, Role, ServerMessage};
 use super::registry::{Conn, State};
 use super::session::{self, ConnId, Offer};
 use crate::telemetry;
@@ -146,9 +146,16 @@ impl State {
                 c.told_queue = Some(view);
             }
         }
+        if tell.is_empty() {
+            return;
+        }
+        // The list is the same for every operator told: serialised once,
+        // not once per operator (a burst of calls meeting as many waiting
+        // operators would otherwise cost the cube of their number).
+        let calls = protocol::calls_json(&self.told_calls.1);
         for id in tell {
             let text = ServerMessage::Queue {
-                calls: &self.told_calls.1,
+                calls: &calls,
                 offer: self.conns[&id].offer.as_deref(),
             }
             .to_json();

@@ -911,3 +911,50 @@ async fn a_bind_token_is_good_once_and_only_while_fresh() {
         "an expired token binds nothing"
     );
 }
+
+/// A burst: as many calls at once as operators waiting. Every call is
+/// offered, answered and connected, none waits on another's offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_calls_meets_as_many_waiting_operators() {
+    const N: usize = 200;
+    let hub = Hub::with_store(
+        config("[hub]\ncall_burst_per_address = 1000\nmax_sessions = 1000\n"),
+        Arc::new(MemoryStore::new(
+            Bounds {
+                max_keys: 100,
+                max_bytes: 1 << 20,
+            },
+            64,
+        )),
+    );
+    let mut operators = Vec::new();
+    for i in 0..N {
+        let name: &'static str = Box::leak(format!("op{i}").into_boxed_str());
+        let mut op = Peer::connect(&hub, name, Role::Operator, 4096);
+        op.send(json!({"type": "ready"})).await;
+        op.expect("queue").await;
+        operators.push(op);
+    }
+    let customers: Vec<Peer> = (0..N)
+        .map(|_| Peer::connect(&hub, "customer", Role::Customer, 4096))
+        .collect();
+    for c in &customers {
+        c.send(json!({"type": "call"})).await;
+    }
+    let answering = operators.into_iter().map(|mut op| {
+        tokio::spawn(async move {
+            let offer = op.expect("offer").await;
+            op.send(json!({"type": "respond", "session": offer["session"]}))
+                .await;
+            op.expect("joined").await;
+        })
+    });
+    for task in answering.collect::<Vec<_>>() {
+        task.await
+            .expect("every operator is offered a call and joins it");
+    }
+    for mut c in customers {
+        c.expect_where("status", |v| v["state"] == "connected")
+            .await;
+    }
+}
