@@ -232,11 +232,12 @@ impl Health {
         metrics::counter!(telemetry::STORE_FAILURES, "operation" => operation).increment(1);
         let now = Instant::now();
         let mut st = self.state();
-        st.heard = Some(now);
+        // A node that starts while Redis is down says so too.
+        let first = st.heard.replace(now).is_none();
         let reason = format!("{doing} failed ({})", describe(e));
         match &mut st.down {
-            Some((_, why)) => *why = reason,
-            None => {
+            Some((_, why)) if !first => *why = reason,
+            _ => {
                 warn!(
                     reason,
                     "Redis store: Redis does not answer; healthz reports 503 and calls and commands are refused until it does"
