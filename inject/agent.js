@@ -345,6 +345,14 @@
         quiet: () => leaving,
     }, 8);
 
+    // The store not answering is said in the widget until it does; then
+    // the page's state is published again, so what was refused meanwhile
+    // (typing included) reaches the operators.
+    const outage = storeOutage(CONFIG.prefix, (down) => {
+        if (!down && link.joined && CB.engine) CB.engine.publish();
+        widget.render();
+    });
+
     function connect(first) {
         opening = first;
         hub.connect();
@@ -369,6 +377,7 @@
     function onMessage(msg) {
         switch (msg.type) {
             case 'joined':
+                outage.recovered();
                 writeJSON(STORE, { session: msg.session, resume: msg.resume });
                 bindBrowser(CONFIG.prefix, { session: msg.session, token: msg.bind });
                 link.me = msg.participant;
@@ -429,6 +438,7 @@
                 widget.chat.add(Array.isArray(msg.messages) ? msg.messages : []);
                 break;
             case 'command':
+                outage.recovered();
                 link.mirror.put(msg);
                 if (CB.engine) CB.engine.receive(msg);
                 break;
@@ -438,7 +448,11 @@
                     : msg.reason === 'expired' ? 'The session expired; sharing has stopped.' : 'Sharing has stopped.');
                 break;
             case 'error':
-                if (msg.code === 'unknown_session') end();
+                if (msg.code === 'unavailable') {
+                    // A call the hub could not start is over, not waiting.
+                    if (msg.request === 'call') end();
+                    outage.refused();
+                } else if (msg.code === 'unknown_session') end();
                 else console.warn('cobrowse:', msg.code, msg.message);
                 break;
             default:
@@ -629,6 +643,7 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
             else if (s === 'connected') text = operators.length ? `Connected with ${operators.join(', ')}.` : 'Connected.';
             else text = s;
             if (s === 'connected' && link.control) text += ' They can act on this page.';
+            if (outage.down) text = s === 'idle' ? UNAVAILABLE : `${UNAVAILABLE} ${text}`;
             ui.status.textContent = text;
             ui.call.textContent = s === 'idle' ? 'Call operator' : 'Hang up';
             // Each accessible name starts with the visible text, so someone

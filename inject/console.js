@@ -178,6 +178,9 @@
 
     // ---- the hub ----------------------------------------------------------------
 
+    // The store not answering is said in the status line until it does.
+    const outage = storeOutage(PREFIX, () => render());
+
     function send(msg) {
         hub.send(msg);
     }
@@ -228,6 +231,7 @@
                 state.offer = msg.session;
                 break;
             case 'joined':
+                outage.recovered();
                 state.session = msg.session;
                 state.fresh = true;
                 link.me = msg.participant;
@@ -243,6 +247,7 @@
                 state.boundSession = null;
                 break;
             case 'replay': {
+                outage.recovered();
                 // The session's current state, on joining; or, to
                 // resynchronise a slow link, the state without this
                 // operator's own commands, which the mirror keeps.
@@ -260,6 +265,7 @@
                 break;
             }
             case 'command':
+                outage.recovered();
                 put(msg);
                 onCommand(msg);
                 break;
@@ -284,7 +290,8 @@
                 ready();
                 break;
             case 'error':
-                if (msg.code === 'no_control') notice('View only: the customer has not given you control.');
+                if (msg.code === 'unavailable') outage.refused();
+                else if (msg.code === 'no_control') notice('View only: the customer has not given you control.');
                 else if (msg.code === 'unknown_code') notice('No session has that code: check it with the customer. A code works once, and not for long.');
                 else if (msg.request === 'join_code' || msg.request === 'chat' || msg.request === 'request_control') notice(msg.message || msg.code);
                 else if (msg.code === 'unknown_session' && msg.request === 'resume') { clearSession(); ready(); }
@@ -428,6 +435,7 @@
             text += link.control ? ' You have control.' : ' View only: the customer has not given you control.';
         } else if (state.offer) text = 'A customer is calling: press Respond.';
         else text = state.queue.length ? `${state.queue.length} call(s) waiting.` : 'Waiting for calls.';
+        if (outage.down) text = `${UNAVAILABLE} ${text}`;
         ui.status.textContent = text;
         ui.respond.disabled = connected || !state.offer;
         ui.decline.disabled = ui.respond.disabled;

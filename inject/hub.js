@@ -110,3 +110,39 @@ function hubLink(role, prefix, on, retries = Infinity) {
     };
     return hub;
 }
+
+// What participants are told while the hub refuses for want of its store
+// (the error `unavailable`: a shared store that does not answer), never the
+// store's own words; and the watch that takes it back once the store
+// answers: `{prefix}healthz`, asked every two seconds while the message
+// shows, or the next answer of the hub that needed the store (`recovered`).
+// `changed(down)` is called on each change.
+const UNAVAILABLE = 'Sharing is unavailable right now; try again in a moment.';
+function storeOutage(prefix, changed) {
+    let timer = 0;
+    const outage = {
+        down: false,
+        refused() {
+            if (outage.down) return;
+            outage.down = true;
+            changed(true);
+            watch();
+        },
+        recovered() {
+            if (!outage.down) return;
+            outage.down = false;
+            clearTimeout(timer);
+            changed(false);
+        },
+    };
+    function watch() {
+        clearTimeout(timer);
+        timer = setTimeout(async () => {
+            if (!outage.down) return;
+            const r = await fetch(`${prefix}healthz`, { cache: 'no-store', credentials: 'omit' }).catch(() => null);
+            if (r && r.ok) outage.recovered();
+            else if (outage.down) watch();
+        }, 2000);
+    }
+    return outage;
+}

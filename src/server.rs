@@ -261,13 +261,18 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         return route_console(app, req, ctx, Some(rest)).await;
     }
     match rest.as_str() {
-        "healthz" => web::text(StatusCode::OK, "ok\n"),
+        "healthz" => healthz(&app.hub),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
-            Some(telemetry) => Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(body::full(telemetry.render()))
-                .expect("static response parts are valid"),
+            Some(telemetry) => {
+                // Read at each scrape: the store keeps its health current.
+                let up = app.hub.store_health().down.is_none();
+                metrics::gauge!(telemetry::STORE_UP).set(if up { 1.0 } else { 0.0 });
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(body::full(telemetry.render()))
+                    .expect("static response parts are valid")
+            }
             None => web::text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "metrics recorder not installed in this process\n",
@@ -297,6 +302,33 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
                 .unwrap_or_else(|| web::text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
+}
+
+/// `{prefix}healthz`, on both doors: 200 while the node can take calls, 503
+/// with the reason while its command store does not answer (a load balancer
+/// takes the node out until it does). Cheap under load: the store's health
+/// is kept current by the store itself, never asked for here.
+fn healthz(hub: &Hub) -> Response<Body> {
+    let health = hub.store_health();
+    let (status, text) = match &health.down {
+        None => (
+            StatusCode::OK,
+            format!("ok\nstore: {} answers\n", health.kind),
+        ),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unavailable\nstore: {}: {why}; calls and commands are refused until it answers\n",
+                health.kind
+            ),
+        ),
+    };
+    let mut response = web::text(status, text);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The origins a browser may reach a door at besides its own `Host`
@@ -337,7 +369,7 @@ async fn route_console(
         );
     };
     match rest.as_str() {
-        "healthz" => web::text(StatusCode::OK, "ok\n"),
+        "healthz" => healthz(&app.hub),
         "console" | "console.js" | "console.css" => {
             let if_none_match = req.headers().get(header::IF_NONE_MATCH);
             let Some(mut response) =

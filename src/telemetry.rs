@@ -71,6 +71,25 @@ pub const HUB_RATE_LIMITED: &str = "cobrowse_hub_rate_limited_total";
 pub const HUB_CODE_LOOKUPS: &str = "cobrowse_hub_code_lookups_total";
 pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refused_total";
 
+// ---- the command store -------------------------------------------------
+
+pub const STORE_UP: &str = "cobrowse_store_up";
+pub const STORE_FAILURES: &str = "cobrowse_store_failures_total";
+
+/// The `operation` label of [`STORE_FAILURES`]: what the store was doing.
+pub mod store_operation {
+    pub const OPEN: &str = "open";
+    pub const APPEND: &str = "append";
+    pub const SNAPSHOT: &str = "snapshot";
+    pub const FOLLOW: &str = "follow";
+    pub const REMOVE: &str = "remove";
+    /// The health check's own PING, when nothing else was heard for a second.
+    pub const PING: &str = "ping";
+    /// The subscriber connection (live delivery between nodes).
+    pub const SUBSCRIBER: &str = "subscriber";
+    pub const ALL: &[&str] = &[OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER];
+}
+
 // ---- across the program -------------------------------------------------
 
 pub const LIMITS_HIT: &str = "cobrowse_limits_hit_total";
@@ -289,6 +308,18 @@ pub const METRICS: &[Metric] = &[
                 "unknown_code",
             ],
         )],
+    },
+    Metric {
+        name: STORE_UP,
+        kind: Kind::Gauge,
+        help: "1 while the command store answers, 0 while it does not (a shared store unreachable); read at each scrape.",
+        labels: &[],
+    },
+    Metric {
+        name: STORE_FAILURES,
+        kind: Kind::Counter,
+        help: "Command store requests that failed because the store did not answer, by operation.",
+        labels: &[("operation", store_operation::ALL)],
     },
     Metric {
         name: HUB_SLOW_CLOSED,

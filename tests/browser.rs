@@ -17,6 +17,7 @@ mod fidelity;
 mod forms;
 mod frames;
 mod navigation;
+mod outage;
 mod pointer;
 mod privacy;
 mod scroll;

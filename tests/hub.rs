@@ -16,6 +16,7 @@ use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 
 mod bounds;
 mod conversation;
+mod outage;
 mod store;
 
 /// How long any one expected message may take.

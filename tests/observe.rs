@@ -30,7 +30,7 @@ async fn scrape(proxy: &Cobrowse) -> String {
 
 /// The value of the sample `name{labels}` whose labels include all of
 /// `labels`; `None` when no such line exists.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, value) = l.rsplit_once(' ')?;
         let (n, rest) = series.split_once('{').map_or((series, ""), |(n, r)| (n, r));

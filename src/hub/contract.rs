@@ -14,7 +14,9 @@ use serde_json::Value;
 use super::memory::MemoryStore;
 use super::protocol::{Attribute, Command};
 use super::redis::RedisStore;
-use super::store::{Bounds, FeedError, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError};
+use super::store::{
+    Bounds, FeedError, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth,
+};
 use fixture::Redis;
 
 const ROOMY: Bounds = Bounds {
@@ -818,4 +820,46 @@ async fn late_join_of_ten_thousand_keys() {
         runs[0],
         runs[runs.len() - 1]
     );
+}
+
+/// Waits until the store's health says it answers (or not); fails with
+/// what it last said.
+async fn until_health(store: &dyn Store, up: bool) -> StoreHealth {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let health = store.health();
+        if health.down.is_none() == up {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's health stayed {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Redis that hangs (its process stopped: connections open, nothing
+/// answered) is noticed with no request of the hub's, reported in our
+/// words, and its return is noticed the same way; the in-memory store
+/// always answers.
+#[tokio::test]
+async fn health_follows_a_redis_that_hangs_and_comes_back() {
+    assert_eq!(Kind::Memory.store(ROOMY, 16).health().down, None);
+    let redis = Redis::start();
+    let store = redis_store(&redis, ROOMY, 16);
+    until_health(&store, true).await;
+
+    redis.freeze();
+    let why = until_health(&store, false).await.down.unwrap();
+    assert!(why.contains("Redis does not answer"), "{why}");
+    assert!(!why.contains("127.0.0.1"), "{why}");
+    assert!(
+        matches!(store.open("s").await, Err(StoreError::Unavailable(_))),
+        "a request while it hangs is refused"
+    );
+
+    redis.thaw();
+    until_health(&store, true).await;
+    store.open("s").await.unwrap();
 }

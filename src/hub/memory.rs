@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::protocol::Command;
-use super::store::{Bounds, Feed, Snapshot, Stamped, Store, StoreError, Subscription};
+use super::store::{Bounds, Feed, Snapshot, Stamped, Store, StoreError, StoreHealth, Subscription};
 
 /// The stored commands of one session: the latest per key, the order keys
 /// were last written, and the bytes they take. A key is kept once, shared by
@@ -243,6 +243,14 @@ impl Store for MemoryStore {
     fn remove<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()> {
         self.remove_now(session);
         futures_util::future::ready(()).boxed()
+    }
+
+    /// Memory always answers.
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            kind: "memory",
+            down: None,
+        }
     }
 }
 

@@ -216,6 +216,12 @@ impl Hub {
         self.shared.on_session_end(hook);
     }
 
+    /// Whether the command store answers, as last seen (for `healthz` and
+    /// the `cobrowse_store_up` gauge; costs no request to the store).
+    pub fn store_health(&self) -> store::StoreHealth {
+        self.shared.store.health()
+    }
+
     pub fn session(&self, id: &str) -> Option<SessionView> {
         let st = self.shared.lock();
         view(&st, id)

@@ -34,9 +34,8 @@
 //! `command` message exactly as receivers get it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Script};
@@ -47,8 +46,9 @@ use tracing::{info, warn};
 
 use super::protocol::{Attribute, Command};
 use super::store::{
-    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, Subscription,
+    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth, Subscription,
 };
+use crate::telemetry::{self, store_operation};
 
 /// The message on a session's channel once it is removed.
 const CLOSED: &[u8] = b"closed";
@@ -170,36 +170,161 @@ pub struct RedisStore {
     scripts: Scripts,
     live: Arc<Live>,
     subscribe: mpsc::UnboundedSender<Subscribe>,
+    health: Arc<Health>,
 }
 
-/// When a failure was last logged (milliseconds since the Unix epoch), and
-/// how many were not logged since.
-static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
-static NOT_LOGGED: AtomicU64 = AtomicU64::new(0);
+/// What this node knows of whether Redis answers, for `{prefix}healthz`
+/// and the `cobrowse_store_up` gauge. Every store request's outcome
+/// refreshes it, and a PING when nothing was heard for a second (an idle
+/// node notices too), so reading it never costs a request to Redis.
+struct Health {
+    state: Mutex<HealthState>,
+}
 
-/// What a Redis failure means to the hub: the store is unavailable. Logged
-/// here with what was being done, at most once a second (an outage under
-/// load fails every request), with the count of those not logged.
-fn unavailable(doing: &str, e: RedisError) -> StoreError {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let last = LAST_LOGGED.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1000
-        && LAST_LOGGED
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let also = NOT_LOGGED.swap(0, Ordering::Relaxed);
-        warn!(error = %e, failures_not_logged = also, "Redis store: {doing} failed");
-    } else {
-        NOT_LOGGED.fetch_add(1, Ordering::Relaxed);
+struct HealthState {
+    /// Since when Redis has not answered, and why; `None` while it does.
+    down: Option<(Instant, String)>,
+    /// When Redis last answered or failed; `None` before the first request.
+    heard: Option<Instant>,
+    /// When a failure was last logged, and how many were not logged since.
+    logged: Option<Instant>,
+    not_logged: u64,
+}
+
+/// How often the health of an otherwise idle store is checked, and how long
+/// its PING may take.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Health {
+    fn new() -> Arc<Health> {
+        Arc::new(Health {
+            state: Mutex::new(HealthState {
+                down: Some((Instant::now(), "not checked yet".into())),
+                heard: None,
+                logged: None,
+                not_logged: 0,
+            }),
+        })
     }
-    // The participant is told what failed, not Redis's own words (hosts,
-    // addresses): those are in the log.
-    StoreError::Unavailable(format!(
-        "the shared store (Redis) failed while {doing}; try again"
-    ))
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        crate::lock::lock(&self.state)
+    }
+
+    /// Redis answered.
+    fn answered(&self) {
+        let mut st = self.state();
+        st.heard = Some(Instant::now());
+        if let Some((since, _)) = st.down.take() {
+            info!(
+                down_secs = since.elapsed().as_secs(),
+                "Redis store: Redis answers; calls and commands are accepted"
+            );
+        }
+    }
+
+    /// What a Redis failure means to the hub: the store is unavailable.
+    /// Counted by `operation`, and logged with what was being done at most
+    /// once a second (an outage under load fails every request), with the
+    /// count of those not logged.
+    fn failed(&self, operation: &'static str, doing: &str, e: &RedisError) -> StoreError {
+        metrics::counter!(telemetry::STORE_FAILURES, "operation" => operation).increment(1);
+        let now = Instant::now();
+        let mut st = self.state();
+        // A node that starts while Redis is down says so too.
+        let first = st.heard.replace(now).is_none();
+        let reason = format!("{doing} failed ({})", describe(e));
+        match &mut st.down {
+            Some((_, why)) if !first => *why = reason,
+            _ => {
+                warn!(
+                    reason,
+                    "Redis store: Redis does not answer; healthz reports 503 and calls and commands are refused until it does"
+                );
+                st.down = Some((now, reason));
+            }
+        }
+        if st
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            st.logged = Some(now);
+            let also = std::mem::take(&mut st.not_logged);
+            warn!(error = %e, failures_not_logged = also, "Redis store: {doing} failed");
+        } else {
+            st.not_logged += 1;
+        }
+        // The participant is told what failed, not Redis's own words (hosts,
+        // addresses): those are in the log.
+        StoreError::Unavailable(format!(
+            "the shared store (Redis) failed while {doing}; try again"
+        ))
+    }
+
+    /// Whether nothing was heard from Redis for `quiet`.
+    fn quiet_for(&self, quiet: Duration) -> bool {
+        self.state().heard.is_none_or(|at| at.elapsed() >= quiet)
+    }
+
+    fn report(&self) -> StoreHealth {
+        let st = self.state();
+        StoreHealth {
+            kind: "redis",
+            down: st.down.as_ref().map(|(since, why)| {
+                format!(
+                    "Redis does not answer (for {} s): {why}",
+                    since.elapsed().as_secs()
+                )
+            }),
+        }
+    }
+}
+
+/// A failure in words of our own: Redis's error text may name hosts.
+fn describe(e: &RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connection_refusal() {
+        "connection refused"
+    } else if e.is_connection_dropped() {
+        "connection lost"
+    } else if e.is_io_error() {
+        "network error"
+    } else {
+        "error from Redis"
+    }
+}
+
+/// Checks that Redis answers whenever nothing else was heard from it for a
+/// second; ends with the store.
+async fn probe(conn: ConnectionManager, health: Weak<Health>) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        if !health.quiet_for(PROBE_EVERY) {
+            continue;
+        }
+        let mut conn = conn.clone();
+        let ping = ::redis::cmd("PING");
+        match tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => health.answered(),
+            Ok(Err(e)) => {
+                health.failed(telemetry::store_operation::PING, "answering a PING", &e);
+            }
+            Err(_) => {
+                let e = RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to PING",
+                ));
+                health.failed(telemetry::store_operation::PING, "answering a PING", &e);
+            }
+        }
+    }
 }
 
 fn malformed(what: &str) -> StoreError {
@@ -229,8 +354,12 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| unavailable("connecting", e))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                StoreError::Unavailable(format!("cannot connect to Redis ({})", describe(&e)))
+            })?;
+        let health = Health::new();
+        runtime.spawn(probe(conn.clone(), Arc::downgrade(&health)));
         let live = Arc::new(Live {
             feeds: Mutex::new(HashMap::new()),
         });
@@ -241,6 +370,7 @@ impl RedisStore {
             prefix.to_string(),
             live.clone(),
             requests,
+            health.clone(),
         ));
         Ok(RedisStore {
             conn,
@@ -257,6 +387,7 @@ impl RedisStore {
             },
             live,
             subscribe,
+            health,
         })
     }
 
@@ -284,7 +415,11 @@ impl RedisStore {
         call.arg(self.expire_ms)
             .invoke_async::<i64>(&mut conn)
             .await
-            .map_err(|e| unavailable("opening a session", e))?;
+            .map_err(|e| {
+                self.health
+                    .failed(store_operation::OPEN, "opening a session", &e)
+            })?;
+        self.health.answered();
         Ok(())
     }
 
@@ -317,10 +452,11 @@ impl RedisStore {
             .arg(self.bounds.max_bytes)
             .arg(self.expire_ms)
             .arg(self.channel(session));
-        let answer: Vec<::redis::Value> = call
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| unavailable("storing a command", e))?;
+        let answer: Vec<::redis::Value> = call.invoke_async(&mut conn).await.map_err(|e| {
+            self.health
+                .failed(store_operation::APPEND, "storing a command", &e)
+        })?;
+        self.health.answered();
         let word = |i: usize| match answer.get(i) {
             Some(::redis::Value::BulkString(b)) => std::str::from_utf8(b).ok(),
             Some(::redis::Value::SimpleString(s)) => Some(s.as_str()),
@@ -366,7 +502,14 @@ impl RedisStore {
             .arg(self.expire_ms)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| unavailable("reading a session's commands", e))?;
+            .map_err(|e| {
+                self.health.failed(
+                    store_operation::SNAPSHOT,
+                    "reading a session's commands",
+                    &e,
+                )
+            })?;
+        self.health.answered();
         let mut answer = answer.into_iter();
         let Some(last_seq) = answer.next() else {
             return Err(StoreError::UnknownSession);
@@ -448,11 +591,14 @@ impl RedisStore {
         if let Err(e) = removed {
             // The keys expire on their own; this node's receivers are told
             // now, other nodes' when their sessions end.
-            let _ = unavailable("removing a session", e);
+            self.health
+                .failed(store_operation::REMOVE, "removing a session", &e);
             let feed = self.live.feeds().remove(&channel);
             if let Some(feed) = feed.and_then(|f| f.upgrade()) {
                 feed.close();
             }
+        } else {
+            self.health.answered();
         }
     }
 }
@@ -519,6 +665,7 @@ async fn subscriber(
     prefix: String,
     live: Arc<Live>,
     mut requests: mpsc::UnboundedReceiver<Subscribe>,
+    health: Arc<Health>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut was_down = false;
@@ -530,6 +677,8 @@ async fn subscriber(
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".to_string(),
                 };
+                metrics::counter!(telemetry::STORE_FAILURES, "operation" => store_operation::SUBSCRIBER)
+                    .increment(1);
                 if !was_down {
                     warn!(
                         error,
@@ -627,7 +776,7 @@ async fn subscriber(
                             let _ = done.send(Ok(()));
                         }
                         Ok(Err(e)) => {
-                            let _ = done.send(Err(unavailable("subscribing to a session", e)));
+                            let _ = done.send(Err(health.failed(store_operation::FOLLOW, "subscribing to a session", &e)));
                             break;
                         }
                         Err(_) => {
@@ -691,5 +840,9 @@ impl Store for RedisStore {
 
     fn remove<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()> {
         self.remove_now(session).boxed()
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.health.report()
     }
 }

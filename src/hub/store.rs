@@ -159,6 +159,18 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Whether the store answers, as `{prefix}healthz` and the
+/// `cobrowse_store_up` gauge report it. Reading it costs nothing: a store
+/// keeps it up to date on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The store's kind, as `[store] kind` names it.
+    pub kind: &'static str,
+    /// `None` while it answers; otherwise why not, in words fit for an
+    /// operator of the system (no addresses, no credentials).
+    pub down: Option<String>,
+}
+
 /// The bounds a store enforces per session.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -420,6 +432,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets everything kept for the session; its subscriptions close.
     fn remove<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Whether the store answers, as last seen (never waits for it).
+    fn health(&self) -> StoreHealth;
 }
 
 #[cfg(test)]

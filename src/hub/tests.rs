@@ -687,6 +687,12 @@ impl Store for Unreachable {
     fn remove<'a>(&'a self, session: &'a str) -> futures_util::future::BoxFuture<'a, ()> {
         self.0.remove(session)
     }
+    fn health(&self) -> super::store::StoreHealth {
+        super::store::StoreHealth {
+            kind: "unreachable",
+            down: Some("connection refused".into()),
+        }
+    }
 }
 
 #[tokio::test]

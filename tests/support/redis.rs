@@ -111,6 +111,26 @@ impl Redis {
         }
     }
 
+    /// Stops the server's process where it stands (`SIGSTOP`): it keeps
+    /// its data and its connections but answers nothing, as a Redis that
+    /// hangs; [`thaw`](Redis::thaw) lets it go on.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
