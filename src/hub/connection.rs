@@ -33,7 +33,8 @@ use super::outbox::{Outbound, Outbox};
 use super::protocol::{self, ClientMessage, ErrorCode, Refusal, Role};
 use super::session::ConnId;
 use super::state::Shared;
-use super::store::{FeedError, Stamped, Subscription};
+use super::state::store_refusal;
+use super::store::{FeedError, Stamped, StoreError, Subscription};
 use crate::telemetry;
 
 /// How often an idle connection is pinged, so dead peers are noticed.
@@ -220,6 +221,98 @@ async fn dispatch(
 }
 
 /// The next command from the feed, or never when not following.
+/// How long a participant waits before its follow is tried again when the
+/// store could not serve it: the store's own health check runs at this pace.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// A follow to try again.
+struct Retry {
+    at: tokio::time::Instant,
+    session: String,
+    participant: String,
+    replay: bool,
+}
+
+impl Retry {
+    fn soon(session: String, participant: String, replay: bool) -> Retry {
+        Retry {
+            at: tokio::time::Instant::now() + FOLLOW_RETRY,
+            session,
+            participant,
+            replay,
+        }
+    }
+}
+
+async fn retry_due(retry: &Option<Retry>) {
+    match retry {
+        Some(r) => tokio::time::sleep_until(r.at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What became of a follow.
+enum Followed {
+    Now(Following),
+    /// The store is unavailable: the participant was told, and it is tried
+    /// again, so the view catches up when the store answers.
+    Later(Retry),
+    /// The session is gone from the store.
+    Never,
+}
+
+/// Starts following `session` for `participant`: the replay (or, without
+/// one, what raced ahead of it), the conversation so far, then the live
+/// feed. `Err` when the connection is gone.
+async fn follow<Si>(
+    shared: &Shared,
+    sink: &mut Si,
+    session: String,
+    participant: String,
+    replay: bool,
+) -> Result<Followed, Si::Error>
+where
+    Si: Sink<Message> + Unpin,
+{
+    let (feed, snapshot) = match shared.store.follow(&session).await {
+        Ok(followed) => followed,
+        Err(e @ StoreError::Unavailable(_)) => {
+            send_text(sink, store_refusal(e).to_json()).await?;
+            return Ok(Followed::Later(Retry::soon(session, participant, replay)));
+        }
+        Err(e) => {
+            debug!(session, error = %e, "not following a session gone from the store");
+            return Ok(Followed::Never);
+        }
+    };
+    // Without a replay, commands that raced ahead of this (a new session's
+    // first ones) still reach the participant, as they would have live.
+    let text = if replay {
+        Some(snapshot.replay_json(&session))
+    } else if snapshot.last_seq > 0 {
+        Some(snapshot.replay_json_for(&session, Some(&participant)))
+    } else {
+        None
+    };
+    let last_seq = snapshot.last_seq;
+    drop(snapshot);
+    if let Some(text) = text {
+        send_text(sink, text).await?;
+    }
+    // The conversation so far, after the page; a message also queued live
+    // is told apart by its `n`.
+    let chat = shared.conversation.chats().log_json(&session);
+    if let Some(text) = chat {
+        send_text(sink, text).await?;
+    }
+    Ok(Followed::Now(Following {
+        session,
+        participant,
+        feed,
+        last_seq,
+    }))
+}
+
 async fn next_command(following: &mut Option<Following>) -> Result<Arc<Stamped>, FeedError> {
     match following {
         Some(f) => f.feed.recv().await,
@@ -266,6 +359,8 @@ async fn write<Si>(
     Si: Sink<Message> + Unpin,
 {
     let mut following: Option<Following> = None;
+    // A follow the store could not serve (unavailable), tried again later.
+    let mut retry: Option<Retry> = None;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
@@ -290,39 +385,18 @@ async fn write<Si>(
                         }
                     }
                     Outbound::Follow { session, participant, replay } => {
-                        match shared.store.follow(&session).await {
-                            Ok((feed, snapshot)) => {
-                                // Without a replay, commands that raced ahead of
-                                // this (a new session's first ones) still reach
-                                // the participant, as they would have live.
-                                let text = if replay {
-                                    Some(snapshot.replay_json(&session))
-                                } else if snapshot.last_seq > 0 {
-                                    Some(snapshot.replay_json_for(&session, Some(&participant)))
-                                } else {
-                                    None
-                                };
-                                let last_seq = snapshot.last_seq;
-                                drop(snapshot);
-                                if let Some(text) = text
-                                    && send_text(&mut sink, text).await.is_err()
-                                {
-                                    break;
-                                }
-                                // The conversation so far, after the page; a
-                                // message also queued live is told apart by its `n`.
-                                let chat = shared.conversation.chats().log_json(&session);
-                                if let Some(text) = chat
-                                    && send_text(&mut sink, text).await.is_err()
-                                {
-                                    break;
-                                }
-                                following = Some(Following { session, participant, feed, last_seq });
-                            }
-                            Err(e) => debug!(session, error = %e, "not following a session gone from the store"),
+                        retry = None;
+                        match follow(&shared, &mut sink, session, participant, replay).await {
+                            Ok(Followed::Now(f)) => following = Some(f),
+                            Ok(Followed::Later(r)) => retry = Some(r),
+                            Ok(Followed::Never) => {}
+                            Err(_) => break,
                         }
                     }
-                    Outbound::Unfollow => following = None,
+                    Outbound::Unfollow => {
+                        following = None;
+                        retry = None;
+                    }
                     Outbound::Close { code, reason } => {
                         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                         let _ = sink.send(Message::Close(Some(frame))).await;
@@ -359,10 +433,27 @@ async fn write<Si>(
                                     break;
                                 }
                             }
-                            Err(_) => following = None,
+                            Err(e) => {
+                                let f = following.take().expect("following");
+                                if let StoreError::Unavailable(_) = e {
+                                    if send_text(&mut sink, store_refusal(e).to_json()).await.is_err() {
+                                        break;
+                                    }
+                                    retry = Some(Retry::soon(f.session, f.participant, false));
+                                }
+                            }
                         }
                     }
                     Err(FeedError::Closed) => following = None,
+                }
+            }
+            () = retry_due(&retry) => {
+                let r = retry.take().expect("only due when set");
+                match follow(&shared, &mut sink, r.session, r.participant, r.replay).await {
+                    Ok(Followed::Now(f)) => following = Some(f),
+                    Ok(Followed::Later(r)) => retry = Some(r),
+                    Ok(Followed::Never) => {}
+                    Err(_) => break,
                 }
             }
             _ = ping.tick() => {

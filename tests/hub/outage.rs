@@ -160,3 +160,53 @@ async fn redis_down_is_reported_refused_and_recovered_from() {
     op2.expect_where(&proxy, "command", |v| v["args"][0] == "sandals")
         .await;
 }
+
+/// An operator who joins while Redis does not answer is told so, and the
+/// page reaches it once Redis answers again: its follow is tried again, not
+/// dropped.
+#[tokio::test]
+async fn a_join_during_the_outage_catches_up_when_redis_answers() {
+    let redis = Redis::start();
+    let proxy = start(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n{}",
+        redis.url(),
+        second_operator()
+    ))
+    .await;
+    let (mut customer, mut op, session) = connected_call(&proxy).await;
+    customer
+        .send(command("top/form#f/input[name=q]", "value", json!("shoes")))
+        .await;
+    op.expect_where(&proxy, "command", |v| v["args"][0] == "shoes")
+        .await;
+    let mut late = Client::operator(&proxy, "late operator", "op2").await;
+    late.send(json!({"type": "ready"})).await;
+    late.expect(&proxy, "queue").await;
+
+    // Redis hangs; the second operator is invited and responds.
+    redis.freeze();
+    op.send(json!({"type": "invite"})).await;
+    late.expect_where(&proxy, "queue", |q| q["offer"] == session.as_str())
+        .await;
+    late.send(json!({"type": "respond", "session": session}))
+        .await;
+    late.expect(&proxy, "joined").await;
+    late.error(&proxy, "unavailable").await;
+
+    // Redis answers again: the replay arrives, then live commands.
+    redis.thaw();
+    let replay = late.expect(&proxy, "replay").await;
+    assert!(
+        replay["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["args"][0] == "shoes"),
+        "{replay}"
+    );
+    customer
+        .send(command("top/form#f/input[name=q]", "value", json!("boots")))
+        .await;
+    late.expect_where(&proxy, "command", |v| v["args"][0] == "boots")
+        .await;
+}
