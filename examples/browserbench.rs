@@ -37,14 +37,15 @@ use anyhow::{Context, Result, bail};
 use chromiumoxide::Page;
 use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::input::{
-    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams,
-    DispatchMouseEventType, MouseButton,
+    DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
+    MouseButton,
 };
 use chromiumoxide::cdp::browser_protocol::performance as perf;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
 use chromiumoxide::cdp::js_protocol::profiler;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -115,8 +116,8 @@ struct Operator {
 }
 
 const WIDGET: &str = "document.querySelector('[data-cobrowse=\"widget\"]')?.shadowRoot";
-const CONSOLE_STATUS: &str = "(document.querySelector('[data-cobrowse=\"status\"]')?.textContent || '')";
-const FRAME: &str = "document.querySelector('iframe[data-cobrowse=\"content\"]')?.contentWindow";
+const CONSOLE_STATUS: &str =
+    "(document.querySelector('[data-cobrowse=\"status\"]')?.textContent || '')";
 
 async fn eval(page: &Page, js: &str) -> Result<Value> {
     Ok(page
@@ -127,16 +128,64 @@ async fn eval(page: &Page, js: &str) -> Result<Value> {
         .unwrap_or(Value::Null))
 }
 
+/// Evaluates `js` in the console's content frame (the shared page, of the
+/// site's origin: out of reach of the console's own scripts) once it has
+/// an agent; null before.
+async fn eval_shared(console: &Page, js: &str) -> Result<Value> {
+    let main = console.mainframe().await?;
+    for id in console.frames().await? {
+        if Some(&id) == main.as_ref() {
+            continue;
+        }
+        let Some(context) = console.frame_execution_context(id).await? else {
+            continue;
+        };
+        let params = EvaluateParams::builder()
+            .expression(format!("window.__cobrowse ? ({js}) : null"))
+            .context_id(context)
+            .return_by_value(true)
+            .build()
+            .map_err(anyhow::Error::msg)?;
+        if let Ok(r) = console.evaluate_expression(params).await
+            && let Some(v) = r.value()
+            && !v.is_null()
+        {
+            return Ok(v.clone());
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// Where `until` looks: the page's top document or the console's
+/// content frame.
+#[derive(Clone, Copy, PartialEq)]
+enum In {
+    Top,
+    Shared,
+}
+
 /// Waits until `js` is truthy in `page`; fails naming `what` and the page.
 async fn until(page: &Page, what: &str, js: &str, secs: u64) -> Result<Value> {
+    until_in(page, In::Top, what, js, secs).await
+}
+
+async fn until_in(page: &Page, place: In, what: &str, js: &str, secs: u64) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let v = eval(page, &format!("(() => {{ try {{ return {js}; }} catch (e) {{ return null; }} }})()")).await?;
+        let js = format!("(() => {{ try {{ return {js}; }} catch (e) {{ return null; }} }})()");
+        let v = match place {
+            In::Top => eval(page, &js).await?,
+            In::Shared => eval_shared(page, &js).await?,
+        };
         if !matches!(v, Value::Null | Value::Bool(false)) {
             return Ok(v);
         }
         if Instant::now() > deadline {
-            let text = eval(page, "location.href + ': ' + document.body?.innerText.slice(0, 500)").await?;
+            let text = eval(
+                page,
+                "location.href + ': ' + document.body?.innerText.slice(0, 500)",
+            )
+            .await?;
             bail!("{what}: not within {secs} s; the page: {text}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -152,8 +201,14 @@ async fn click(page: &Page, what: &str, js: &str) -> Result<()> {
         30,
     )
     .await?;
-    let (x, y) = (rect[0].as_f64().unwrap_or(0.0), rect[1].as_f64().unwrap_or(0.0));
-    for kind in [DispatchMouseEventType::MousePressed, DispatchMouseEventType::MouseReleased] {
+    let (x, y) = (
+        rect[0].as_f64().unwrap_or(0.0),
+        rect[1].as_f64().unwrap_or(0.0),
+    );
+    for kind in [
+        DispatchMouseEventType::MousePressed,
+        DispatchMouseEventType::MouseReleased,
+    ] {
         let e = DispatchMouseEventParams::builder()
             .r#type(kind)
             .x(x)
@@ -202,8 +257,11 @@ async fn fresh_page(browser: &Browser) -> Result<Page> {
 /// An operator signed in to the console and waiting for calls.
 async fn operator_waits(browser: &Browser, op: &Operator) -> Result<Page> {
     let page = fresh_page(browser).await?;
-    page.goto(format!("{}/__cobrowse/console", op.console.trim_end_matches('/')))
-        .await?;
+    page.goto(format!(
+        "{}/__cobrowse/console",
+        op.console.trim_end_matches('/')
+    ))
+    .await?;
     let form = "document.querySelector('form[data-cobrowse=\"login\"]')";
     until(&page, "the login form", form, 30).await?;
     eval(
@@ -215,8 +273,19 @@ async fn operator_waits(browser: &Browser, op: &Operator) -> Result<Page> {
         ),
     )
     .await?;
-    click(&page, "the sign-in button", &format!("{form}.querySelector('button[type=\"submit\"]')")).await?;
-    until(&page, "the console to wait for calls", &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"), 60).await?;
+    click(
+        &page,
+        "the sign-in button",
+        &format!("{form}.querySelector('button[type=\"submit\"]')"),
+    )
+    .await?;
+    until(
+        &page,
+        "the console to wait for calls",
+        &format!("{CONSOLE_STATUS}.startsWith('Waiting for calls')"),
+        60,
+    )
+    .await?;
     Ok(page)
 }
 
@@ -224,12 +293,31 @@ async fn operator_waits(browser: &Browser, op: &Operator) -> Result<Page> {
 /// once the operator's content frame shares the page.
 async fn call(customer: &Page, operator: &Page) -> Result<()> {
     let button = format!("{WIDGET}.querySelector('[data-cobrowse=\"call\"]')");
-    until(customer, "the call button", &format!("{button}.textContent === 'Call operator'"), 30).await?;
+    until(
+        customer,
+        "the call button",
+        &format!("{button}.textContent === 'Call operator'"),
+        30,
+    )
+    .await?;
     click(customer, "the call button", &button).await?;
     let respond = "document.querySelector('[data-cobrowse=\"respond\"]')";
-    until(operator, "Respond to be enabled", &format!("!{respond}.disabled"), 60).await?;
+    until(
+        operator,
+        "Respond to be enabled",
+        &format!("!{respond}.disabled"),
+        60,
+    )
+    .await?;
     click(operator, "Respond", respond).await?;
-    until(operator, "the shared page in the console", &format!("!!({FRAME}.__cobrowse.engine)"), 60).await?;
+    until_in(
+        operator,
+        In::Shared,
+        "the shared page in the console",
+        "!!window.__cobrowse.engine",
+        60,
+    )
+    .await?;
     until(customer, "the widget to say connected", &format!("{WIDGET}.querySelector('[data-cobrowse=\"status\"]').textContent.includes('Connected with')"), 60).await?;
     Ok(())
 }
@@ -243,32 +331,57 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 /// One round of `keys` keystrokes; their latencies in ms, sorted.
-async fn keystrokes(customer: &Page, operator: &Page, field: &str, keys: usize) -> Result<Vec<f64>> {
+async fn keystrokes(
+    customer: &Page,
+    operator: &Page,
+    field: &str,
+    keys: usize,
+) -> Result<Vec<f64>> {
     let sel = serde_json::to_string(field)?;
-    // The operator's copy of the field records each value the agent sets.
-    eval(operator, &format!(
-        "(() => {{ const w = {FRAME}; const el = w.document.querySelector({sel}); w.__bench = []; \
-         el.addEventListener('input', () => w.__bench.push([el.value, w.performance.timeOrigin + w.performance.now()])); return true; }})()"
+    // The operator's copy of the field records each value the agent sets
+    // (one listener on each side for every round).
+    let hooked = eval_shared(operator, &format!(
+        "(() => {{ const el = document.querySelector({sel}); if (!window.__bench) \
+         el.addEventListener('input', () => window.__bench.push([el.value, performance.timeOrigin + performance.now()])); window.__bench = []; return true; }})()"
     )).await?;
+    if hooked != Value::Bool(true) {
+        bail!("no field {field} in the operator's copy of the page");
+    }
     eval(customer, &format!(
-        "(() => {{ window.__bench = []; document.querySelector({sel}).addEventListener('keydown', (e) => \
-         window.__bench.push(performance.timeOrigin + e.timeStamp), true); return true; }})()"
+        "(() => {{ if (!window.__bench) document.querySelector({sel}).addEventListener('keydown', (e) => \
+         window.__bench.push(performance.timeOrigin + e.timeStamp), true); window.__bench = []; return true; }})()"
     )).await?;
-    click(customer, "the field", &format!("document.querySelector({sel})")).await?;
-    let start = eval(customer, &format!("document.querySelector({sel}).value.length")).await?.as_u64().unwrap_or(0) as usize;
+    click(
+        customer,
+        "the field",
+        &format!("document.querySelector({sel})"),
+    )
+    .await?;
+    let start = eval(
+        customer,
+        &format!("document.querySelector({sel}).value.length"),
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0) as usize;
     let mut out = Vec::with_capacity(keys);
     for i in 0..keys {
         let ch = (b'a' + (i % 26) as u8) as char;
         key(customer, ch).await?;
         let n = start + i + 1;
-        let arrived = until(
+        let arrived = until_in(
             operator,
+            In::Shared,
             &format!("keystroke {} on the operator's side", i + 1),
-            &format!("{FRAME}.__bench.find((r) => r[0].length === {n})?.[1]"),
+            &format!("window.__bench.find((r) => r[0].length === {n})?.[1]"),
             10,
         )
         .await?;
@@ -276,7 +389,13 @@ async fn keystrokes(customer: &Page, operator: &Page, field: &str, keys: usize) 
         out.push(arrived.as_f64().unwrap_or(f64::NAN) - sent.as_f64().unwrap_or(f64::NAN));
     }
     // Fresh for the next round.
-    eval(customer, &format!("(() => {{ const el = document.querySelector({sel}); el.blur(); return true; }})()")).await?;
+    eval(
+        customer,
+        &format!(
+            "(() => {{ const el = document.querySelector({sel}); el.blur(); return true; }})()"
+        ),
+    )
+    .await?;
     out.sort_by(f64::total_cmp);
     Ok(out)
 }
@@ -292,10 +411,20 @@ fn report(row: &str, lat: &[f64]) {
     );
 }
 
-async fn keystroke(browser: &Browser, site: &str, path: &str, field: &str, op: &Operator, keys: usize, under: &[String]) -> Result<()> {
+async fn keystroke(
+    browser: &Browser,
+    site: &str,
+    path: &str,
+    field: &str,
+    op: &Operator,
+    keys: usize,
+    under: &[String],
+) -> Result<()> {
     let operator = operator_waits(browser, op).await?;
     let customer = fresh_page(browser).await?;
-    customer.goto(format!("{}{path}", site.trim_end_matches('/'))).await?;
+    customer
+        .goto(format!("{}{path}", site.trim_end_matches('/')))
+        .await?;
     call(&customer, &operator).await?;
     let idle = keystrokes(&customer, &operator, field, keys).await?;
     report("B7 idle", &idle);
@@ -332,7 +461,11 @@ async fn keystroke(browser: &Browser, site: &str, path: &str, field: &str, op: &
 /// Chromium's counters of the page, in ms.
 async fn metrics(page: &Page) -> Result<HashMap<String, f64>> {
     let m = page.execute(perf::GetMetricsParams::default()).await?;
-    Ok(m.result.metrics.iter().map(|m| (m.name.clone(), m.value * 1000.0)).collect())
+    Ok(m.result
+        .metrics
+        .iter()
+        .map(|m| (m.name.clone(), m.value * 1000.0))
+        .collect())
 }
 
 /// Loads `url` in a fresh context and reads its counters once it is quiet.
@@ -340,14 +473,31 @@ async fn load_cost(browser: &Browser, url: &str) -> Result<(f64, f64)> {
     let page = fresh_page(browser).await?;
     page.execute(perf::EnableParams::default()).await?;
     page.goto(url).await?;
-    until(&page, "the load event", "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0", 60).await?;
+    until(
+        &page,
+        "the load event",
+        "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0",
+        60,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let m = metrics(&page).await?;
     let _ = page.close().await;
-    Ok((m.get("ScriptDuration").copied().unwrap_or(f64::NAN), m.get("TaskDuration").copied().unwrap_or(f64::NAN)))
+    Ok((
+        m.get("ScriptDuration").copied().unwrap_or(f64::NAN),
+        m.get("TaskDuration").copied().unwrap_or(f64::NAN),
+    ))
 }
 
-async fn agentcost(browser: &Browser, direct: &str, proxied: &str, op: &Operator, runs: usize, calls: usize, profile: bool) -> Result<()> {
+async fn agentcost(
+    browser: &Browser,
+    direct: &str,
+    proxied: &str,
+    op: &Operator,
+    runs: usize,
+    calls: usize,
+    profile: bool,
+) -> Result<()> {
     let (mut ds, mut dt, mut ps, mut pt) = (vec![], vec![], vec![], vec![]);
     // One of each first, not counted: the servers' first use.
     load_cost(browser, direct).await?;
@@ -359,22 +509,38 @@ async fn agentcost(browser: &Browser, direct: &str, proxied: &str, op: &Operator
         let (s, t) = load_cost(browser, proxied).await?;
         ps.push(s);
         pt.push(t);
-        println!("load direct script {:.1} task {:.1}  proxied script {s:.1} task {t:.1}", ds[ds.len() - 1], dt[dt.len() - 1]);
+        println!(
+            "load direct script {:.1} task {:.1}  proxied script {s:.1} task {t:.1}",
+            ds[ds.len() - 1],
+            dt[dt.len() - 1]
+        );
     }
     let (ds, dt, ps, pt) = (median(ds), median(dt), median(ps), median(pt));
-    println!("B8 load direct_script {ds:.1} proxied_script {ps:.1} script_cost {:.1} direct_task {dt:.1} proxied_task {pt:.1} task_cost {:.1}", ps - ds, pt - dt);
+    println!(
+        "B8 load direct_script {ds:.1} proxied_script {ps:.1} script_cost {:.1} direct_task {dt:.1} proxied_task {pt:.1} task_cost {:.1}",
+        ps - ds,
+        pt - dt
+    );
 
     let mut longest = vec![];
     for _ in 0..calls {
         let operator = operator_waits(browser, op).await?;
         let customer = fresh_page(browser).await?;
         customer.goto(proxied).await?;
-        until(&customer, "the load event", "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0", 60).await?;
+        until(
+            &customer,
+            "the load event",
+            "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0",
+            60,
+        )
+        .await?;
         let elements = eval(&customer, "document.querySelectorAll('*').length").await?;
         eval(&customer, "(() => { window.__bench = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__bench.push(e.duration); }).observe({ type: 'longtask' }); return true; })()").await?;
         if profile {
             customer.execute(profiler::EnableParams::default()).await?;
-            customer.execute(profiler::SetSamplingIntervalParams::new(200)).await?;
+            customer
+                .execute(profiler::SetSamplingIntervalParams::new(200))
+                .await?;
             customer.execute(profiler::StartParams::default()).await?;
         }
         let t0 = Instant::now();
@@ -382,19 +548,32 @@ async fn agentcost(browser: &Browser, direct: &str, proxied: &str, op: &Operator
         let connected = t0.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let tasks = eval(&customer, "window.__bench").await?;
-        let tasks: Vec<f64> = tasks.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+        let tasks: Vec<f64> = tasks
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
         let max = tasks.iter().copied().fold(0.0, f64::max);
-        println!("call: {elements} elements, connected in {} ms, long tasks {tasks:?}", connected.as_millis());
+        println!(
+            "call: {elements} elements, connected in {} ms, long tasks {tasks:?}",
+            connected.as_millis()
+        );
         longest.push(max);
         if profile {
-            let p = customer.execute(profiler::StopParams::default()).await?.result.profile;
+            let p = customer
+                .execute(profiler::StopParams::default())
+                .await?
+                .result
+                .profile;
             print_profile(&p);
         }
         let _ = customer.close().await;
         let _ = operator.close().await;
     }
     let worst = longest.iter().copied().fold(0.0, f64::max);
-    println!("B8 call longest_task {:.1} worst {worst:.1} calls {calls}", median(longest));
+    println!(
+        "B8 call longest_task {:.1} worst {worst:.1} calls {calls}",
+        median(longest)
+    );
     Ok(())
 }
 
@@ -408,10 +587,22 @@ fn print_profile(p: &profiler::Profile) {
     let mut own: HashMap<String, f64> = HashMap::new();
     for n in &p.nodes {
         let f = &n.call_frame;
-        let name = format!("{} {}:{}", if f.function_name.is_empty() { "(anonymous)" } else { &f.function_name }, f.url.rsplit('/').next().unwrap_or(""), f.line_number + 1);
+        let name = format!(
+            "{} {}:{}",
+            if f.function_name.is_empty() {
+                "(anonymous)"
+            } else {
+                &f.function_name
+            },
+            f.url.rsplit('/').next().unwrap_or(""),
+            f.line_number + 1
+        );
         *own.entry(name).or_default() += n.hit_count.unwrap_or(0) as f64 * dt;
     }
-    let mut top: Vec<_> = own.into_iter().filter(|(k, _)| !k.starts_with("(idle)") && !k.starts_with("(program)")).collect();
+    let mut top: Vec<_> = own
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("(idle)") && !k.starts_with("(program)"))
+        .collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (name, ms) in top.iter().take(12) {
         println!("  profile {ms:7.1} ms  {name}");
@@ -447,12 +638,22 @@ async fn main() -> Result<()> {
     let (mut browser, mut handler) = Browser::launch(config).await?;
     let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
     let result = match &args.mode {
-        Mode::Keystroke { site, path, field, operator, keys, under } => {
-            keystroke(&browser, site, path, field, operator, *keys, under).await
-        }
-        Mode::Agentcost { direct, proxied, operator, runs, calls, profile } => {
-            agentcost(&browser, direct, proxied, operator, *runs, *calls, *profile).await
-        }
+        Mode::Keystroke {
+            site,
+            path,
+            field,
+            operator,
+            keys,
+            under,
+        } => keystroke(&browser, site, path, field, operator, *keys, under).await,
+        Mode::Agentcost {
+            direct,
+            proxied,
+            operator,
+            runs,
+            calls,
+            profile,
+        } => agentcost(&browser, direct, proxied, operator, *runs, *calls, *profile).await,
     };
     let _ = browser.close().await;
     let _ = browser.wait().await;
