@@ -584,19 +584,34 @@ fn print_profile(p: &profiler::Profile) {
     } else {
         0.0
     };
-    let mut own: HashMap<String, f64> = HashMap::new();
-    for n in &p.nodes {
+    let name_of = |n: &profiler::ProfileNode| {
         let f = &n.call_frame;
-        let name = format!(
-            "{} {}:{}",
-            if f.function_name.is_empty() {
-                "(anonymous)"
-            } else {
-                &f.function_name
-            },
+        let name = if f.function_name.is_empty() {
+            "(anonymous)"
+        } else {
+            &f.function_name
+        };
+        format!(
+            "{name} {}:{}",
             f.url.rsplit('/').next().unwrap_or(""),
             f.line_number + 1
-        );
+        )
+    };
+    let by_id: HashMap<i64, &profiler::ProfileNode> = p.nodes.iter().map(|n| (n.id, n)).collect();
+    let parent: HashMap<i64, i64> = p
+        .nodes
+        .iter()
+        .flat_map(|n| n.children.iter().flatten().map(move |c| (*c, n.id)))
+        .collect();
+    let mut own: HashMap<String, f64> = HashMap::new();
+    for n in &p.nodes {
+        let mut name = name_of(n);
+        // A built-in (no script of its own) is named with its caller.
+        if n.call_frame.url.is_empty()
+            && let Some(caller) = parent.get(&n.id).and_then(|id| by_id.get(id))
+        {
+            name = format!("{name} from {}", name_of(caller));
+        }
         *own.entry(name).or_default() += n.hit_count.unwrap_or(0) as f64 * dt;
     }
     let mut top: Vec<_> = own
