@@ -8,7 +8,7 @@
 #   benches/run.sh --smoke         # one short round of everything: the tooling works
 #   BENCH_ROWS="B1 B3" benches/run.sh
 #   BENCH_RUNS=5 BENCH_SECONDS=10 benches/run.sh
-#   COBROWSE_BIN=… LOAD_BIN=… PAGELOAD_BIN=… benches/run.sh   (skip the builds)
+#   COBROWSE_BIN=… LOAD_BIN=… PAGELOAD_BIN=… BROWSERBENCH_BIN=… benches/run.sh   (skip the builds)
 #   BENCH_PERF=profile.txt BENCH_ROWS=B1 benches/run.sh  (perf record -g of
 #       cobrowse during one more B1 run; the report's top lines go there)
 #
@@ -24,8 +24,8 @@
 #   B4 first byte behind a stalled upstream, 1 GiB download, RSS, vs direct
 #   B5 hub fan-out (examples/load.rs) vs a Node `ws` room relay
 #   B6 late join of a 10,000-key session
-#   B7 keystroke to the operator's field in Chromium      (not measured here)
-#   B8 the agent's cost on a 20,000-element page          (not measured here)
+#   B7 keystroke to the operator's field in Chromium, idle and under B5's load
+#   B8 the agent's cost on a 20,000-element page, direct vs through the proxy
 #   B9 page load in Chromium through the proxy vs direct, loopback and +50 ms RTT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,12 @@ B6_KEYS=10000
 B6_JOINS=20
 B9_PAGES=${BENCH_PAGES:-12}
 B9_RUNS=${BENCH_PAGE_RUNS:-3}
+B7_KEYS=${BENCH_KEYS:-200}
+B8_RUNS=${BENCH_AGENT_RUNS:-5}
+B8_CALLS=${BENCH_CALLS:-3}
 if ((SMOKE)); then
     RUNS=1 SECS=1 B5_SESSIONS=2 B5_SECONDS=3 B6_KEYS=100 B6_JOINS=2 B9_PAGES=1 B9_RUNS=1
+    B7_KEYS=5 B8_RUNS=1 B8_CALLS=1
 fi
 want() { [[ " $ROWS " == *" $1 "* ]]; }
 
@@ -82,12 +86,14 @@ fi
 COBROWSE_BIN=${COBROWSE_BIN:-}
 LOAD_BIN=${LOAD_BIN:-}
 PAGELOAD_BIN=${PAGELOAD_BIN:-}
-if [ -z "$COBROWSE_BIN" ] || [ -z "$LOAD_BIN" ] || [ -z "$PAGELOAD_BIN" ]; then
+BROWSERBENCH_BIN=${BROWSERBENCH_BIN:-}
+if [ -z "$COBROWSE_BIN" ] || [ -z "$LOAD_BIN" ] || [ -z "$PAGELOAD_BIN" ] || [ -z "$BROWSERBENCH_BIN" ]; then
     echo "building (release)" >&2
-    cargo build --release --locked --quiet --bin cobrowse --example load --example pageload
+    cargo build --release --locked --quiet --bin cobrowse --example load --example pageload --example browserbench
     COBROWSE_BIN=${COBROWSE_BIN:-target/release/cobrowse}
     LOAD_BIN=${LOAD_BIN:-target/release/examples/load}
     PAGELOAD_BIN=${PAGELOAD_BIN:-target/release/examples/pageload}
+    BROWSERBENCH_BIN=${BROWSERBENCH_BIN:-target/release/examples/browserbench}
 fi
 
 work=$(mktemp -d)
@@ -128,6 +134,8 @@ sed "s#https://shop.example#http://127.0.0.1:$UPSTREAM_PORT#g" benches/pages/sho
 gzip -6 -c "$work/www/index.html" > "$work/www/page.gz"
 brotli -q 5 -c "$work/www/index.html" > "$work/www/page.br"
 truncate -s 1G "$work/www/big.bin"
+# B8's page: 2,000 form controls among 20,000 elements.
+node benches/pages/large-form.js > "$work/www/large-form.html" 2>/dev/null
 DOCS=$(rustc --print sysroot 2>/dev/null)/share/doc/rust/html
 if [ -d "$DOCS" ]; then
     ln -s "$DOCS" "$work/www/docs"
@@ -295,7 +303,7 @@ if want B4; then
 fi
 
 # --- B5, B6: the hub ------------------------------------------------------
-if want B5 || want B6; then
+if want B5 || want B6 || want B7 || want B8; then
     password=bench-password
     hash=$(printf '%s' "$password" | "$COBROWSE_BIN" hash-password)
     {
@@ -303,6 +311,8 @@ if want B5 || want B6; then
         printf '[console]\nlisten = "127.0.0.1:%s"\n' $((HUB_PORT + 1))
         # B6 stores its keys as fast as it can send them.
         printf '[hub]\nmessages_per_second = 100000\nmax_keys_per_session = %s\n' "$B6_KEYS"
+        # B7's and B8's operator, in a browser.
+        printf '[[operators]]\nuser = "bench"\nname = "Bench operator"\npassword_hash = "%s"\n' "$hash"
         for i in $(seq 1 "$B5_SESSIONS"); do
             printf '[[operators]]\nuser = "load%s"\nname = "Load operator %s"\npassword_hash = "%s"\n' "$i" "$i" "$hash"
         done
@@ -391,9 +401,50 @@ if want B6; then
     fi
 fi
 
-# --- B7, B8: not in this script yet --------------------------------------
-want B7 && skip B7 "keystroke to the operator's field, Chromium" "no driver in this suite yet (the browser tests' harness would be reused)"
-want B8 && skip B8 "agent's main-thread cost on a 20,000-element page" "no driver in this suite yet"
+# --- B7, B8: in Chromium, on the hub's cobrowse ------------------------
+field() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) if ($i == k) print $(i + 1) }' <<<"$2"; }
+if want B7; then
+    # A call on the shop page, 200 keys into its search field; then 200
+    # more while B5's load runs on the same hub (started after the call,
+    # so no load operator takes it).
+    "$BROWSERBENCH_BIN" keystroke --site "http://127.0.0.1:$HUB_PORT" --console "http://127.0.0.1:$((HUB_PORT + 1))" \
+        --user bench --password "$password" --field '#q' --keys "$B7_KEYS" \
+        -- "$LOAD_BIN" --addr "127.0.0.1:$HUB_PORT" --sessions "$B5_SESSIONS" --rate "$B5_RATE" \
+        --duration 600 --cycle 6000 --operator-prefix load --password "$password" \
+        >"$work/b7" 2>"$work/b7.err" || true
+    cat "$work/b7" >&2
+    idle=$(grep '^B7 idle' "$work/b7" || true)
+    loaded=$(grep '^B7 load' "$work/b7" || true)
+    if [ -n "$idle" ]; then
+        row B7 "keystroke to the operator's field, $B7_KEYS keys, idle: p50 / p95 / p99 ms" "—" "$(field p50 "$idle") / $(field p95 "$idle") / $(field p99 "$idle")" "—" "p95 ≤ 8 ms"
+    else
+        skip B7 "keystroke to the operator's field, idle" "the driver failed: $(tail -1 "$work/b7.err")"
+    fi
+    if [ -n "$loaded" ]; then
+        row B7 "the same under B5's load ($B5_SESSIONS sessions, $((2 * B5_SESSIONS * B5_RATE)) commands/s): p50 / p95 / p99 ms" "—" "$(field p50 "$loaded") / $(field p95 "$loaded") / $(field p99 "$loaded")" "—" "p99 ≤ 16 ms"
+    elif [ -n "$idle" ]; then
+        skip B7 "keystroke to the operator's field, under load" "the driver failed: $(tail -1 "$work/b7.err")"
+    fi
+fi
+if want B8; then
+    "$BROWSERBENCH_BIN" agentcost --direct "http://127.0.0.1:$UPSTREAM_PORT/large-form.html" \
+        --proxied "http://127.0.0.1:$HUB_PORT/large-form.html" --console "http://127.0.0.1:$((HUB_PORT + 1))" \
+        --user bench --password "$password" --runs "$B8_RUNS" --calls "$B8_CALLS" \
+        >"$work/b8" 2>"$work/b8.err" || true
+    cat "$work/b8" >&2
+    load=$(grep '^B8 load' "$work/b8" || true)
+    calls=$(grep '^B8 call' "$work/b8" || true)
+    if [ -n "$load" ]; then
+        row B8 "agent's script time on load, 20,000 elements, 2,000 controls (ms)" "page without the agent $(field direct_script "$load")" "$(field proxied_script "$load")" "+$(field script_cost "$load") ms (all main-thread tasks +$(field task_cost "$load") ms)" "≤ 2 ms"
+    else
+        skip B8 "agent's cost on load" "the driver failed: $(tail -1 "$work/b8.err")"
+    fi
+    if [ -n "$calls" ]; then
+        row B8 "longest task on the customer's page when a call starts (ms, median of $B8_CALLS; 0: none over 50)" "—" "$(field longest_task "$calls") (worst $(field worst "$calls"))" "—" "no task over 50 ms"
+    elif [ -n "$load" ]; then
+        skip B8 "longest task at call start" "the driver failed: $(tail -1 "$work/b8.err")"
+    fi
+fi
 
 # --- B9 ---------------------------------------------------------------------
 if want B9; then
