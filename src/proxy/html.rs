@@ -243,6 +243,8 @@ impl Html {
     /// The rewrite cannot go on: the rest passes as it came to the
     /// customer's own browser, and is cut off for a follower.
     fn give_up(&mut self, out: &mut Vec<u8>) {
+        // An agent not placed by now stays out: what follows is not parsed.
+        self.links.drop_agent();
         if !self.options.follower {
             self.state = State::Passing;
             return;
@@ -250,7 +252,6 @@ impl Html {
         // The failed write's output holds lol_html's raw flush: dropped
         // whole. What earlier writes finished is masked and goes out first.
         lock(&self.out).clear();
-        self.links.drop_agent();
         self.links.finish(out);
         self.links.stop(out);
         out.extend_from_slice(CUT_NOTICE.as_bytes());
