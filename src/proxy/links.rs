@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr, memchr3, memmem};
 use tracing::warn;
 
 use super::site::Mapper;
@@ -52,7 +52,7 @@ const RAW_TEXT: &[&str] = &[
 /// Without a `<head>` tag, the agent goes before the first of these: an
 /// element the parser puts in the head it opens for it, or one that opens the
 /// body. Before, never inside, noscript, template and foreign content.
-const AGENT_BEFORE: &[&str] = &[
+pub(crate) const AGENT_BEFORE: &[&str] = &[
     "head", "body", "frameset", "title", "meta", "link", "base", "style", "script", "noscript",
     "template", "svg", "math",
 ];
@@ -409,28 +409,30 @@ fn comment_end(rest: &[u8]) -> Option<usize> {
 /// value after `=`, as in the tokenizer.
 fn tag_end(rest: &[u8]) -> Option<usize> {
     let mut i = 1;
-    let mut after_eq = false;
-    while i < rest.len() {
-        match rest[i] {
-            b'>' => return Some(i + 1),
-            b'=' => after_eq = true,
-            q @ (b'"' | b'\'') if after_eq => {
-                i += 1 + memchr(q, &rest[i + 1..])?;
-                after_eq = false;
-            }
-            b if b.is_ascii_whitespace() => {}
-            _ => after_eq = false,
+    loop {
+        // Only `>` and quotes decide: jump between them.
+        i += memchr3(b'>', b'"', b'\'', &rest[i..])?;
+        let q = rest[i];
+        if q == b'>' {
+            return Some(i + 1);
+        }
+        let after_eq = rest[..i]
+            .iter()
+            .rev()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'=');
+        if after_eq {
+            i += 1 + memchr(q, &rest[i + 1..])?;
         }
         i += 1;
     }
-    None
 }
 
 /// Where the end tag `</name` (followed by whitespace, `/` or `>`) starts,
 /// searching from `from`.
 fn find_end_tag(buf: &[u8], from: usize, name: &str) -> Option<usize> {
     let mut at = from;
-    while let Some(i) = memchr2(b'<', b'<', &buf[at..]) {
+    while let Some(i) = memchr(b'<', &buf[at..]) {
         let p = at + i;
         let rest = &buf[p..];
         if rest.len() >= name.len() + 3
