@@ -210,9 +210,7 @@ impl Links {
                     // `<!doctype ...>`, `<![CDATA[...>` outside foreign
                     // content, `<!x>`, `<?x>`: up to the first `>`.
                     Some(b'!' | b'?') => memchr(b'>', rest).map(|e| e + 1),
-                    Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => {
-                        tag_end(rest)
-                    }
+                    Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => tag_end(rest),
                     // `</>` is dropped by the tokenizer; `</` and anything
                     // else is a bogus comment up to the first `>`.
                     Some(b'/') => match rest.get(2) {
@@ -220,30 +218,26 @@ impl Links {
                         Some(_) => memchr(b'>', rest).map(|e| e + 1),
                         None => None,
                     },
-                    Some(c) if c.is_ascii_alphabetic() => {
-                        match tag_end(rest) {
-                            Some(e) => {
-                                let tag = &rest[..e];
-                                out.extend_from_slice(&buf[written..lt]);
-                                let name_len = tag[1..]
-                                    .iter()
-                                    .position(|b| {
-                                        b.is_ascii_whitespace() || *b == b'/' || *b == b'>'
-                                    })
-                                    .unwrap_or(tag.len() - 1);
-                                let name = &tag[1..1 + name_len];
-                                self.start_tag(name, tag, out);
-                                written = lt + e;
-                                at = written;
-                                self.raw = RAW_TEXT
-                                    .iter()
-                                    .copied()
-                                    .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
-                                continue;
-                            }
-                            None => None,
+                    Some(c) if c.is_ascii_alphabetic() => match tag_end(rest) {
+                        Some(e) => {
+                            let tag = &rest[..e];
+                            out.extend_from_slice(&buf[written..lt]);
+                            let name_len = tag[1..]
+                                .iter()
+                                .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
+                                .unwrap_or(tag.len() - 1);
+                            let name = &tag[1..1 + name_len];
+                            self.start_tag(name, tag, out);
+                            written = lt + e;
+                            at = written;
+                            self.raw = RAW_TEXT
+                                .iter()
+                                .copied()
+                                .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
+                            continue;
                         }
-                    }
+                        None => None,
+                    },
                     _ => {
                         at = lt + 1;
                         continue;
@@ -702,20 +696,50 @@ mod tests {
     #[test]
     fn the_agent_goes_first_in_head_or_before_what_would_open_it() {
         let cases = [
-            ("<html><HEAD lang=en><title>t</title>", "<html><HEAD lang=en>[A]<title>t</title>"),
-            ("<html><body><script>1</script>", "<html>[A]<body><script>1</script>"),
-            ("<p>x<div><SCRIPT>1</script>", "<p>x<div>[A]<SCRIPT>1</script>"),
-            ("<svg><script>1</script></svg>", "[A]<svg><script>1</script></svg>"),
-            ("<textarea><script>1</script></textarea><p>", "<textarea><script>1</script></textarea><p>[A]"),
+            (
+                "<html><HEAD lang=en><title>t</title>",
+                "<html><HEAD lang=en>[A]<title>t</title>",
+            ),
+            (
+                "<html><body><script>1</script>",
+                "<html>[A]<body><script>1</script>",
+            ),
+            (
+                "<p>x<div><SCRIPT>1</script>",
+                "<p>x<div>[A]<SCRIPT>1</script>",
+            ),
+            (
+                "<svg><script>1</script></svg>",
+                "[A]<svg><script>1</script></svg>",
+            ),
+            (
+                "<textarea><script>1</script></textarea><p>",
+                "<textarea><script>1</script></textarea><p>[A]",
+            ),
             // Comments and bogus comments end where a browser ends them: the
             // agent neither lands inside one nor after the site's script.
             ("<!--><script>1</script>", "<!-->[A]<script>1</script>"),
             ("<!---><script>1</script>", "<!--->[A]<script>1</script>"),
-            ("<!-- --!><script>1</script>", "<!-- --!>[A]<script>1</script>"),
-            ("<!-- <head> --><script>1</script>", "<!-- <head> -->[A]<script>1</script>"),
-            ("<!x <head>><script>1</script>", "<!x <head>>[A]<script>1</script>"),
-            ("<? <script>><script>1</script>", "<? <script>>[A]<script>1</script>"),
-            ("</ <script>><script>1</script>", "</ <script>>[A]<script>1</script>"),
+            (
+                "<!-- --!><script>1</script>",
+                "<!-- --!>[A]<script>1</script>",
+            ),
+            (
+                "<!-- <head> --><script>1</script>",
+                "<!-- <head> -->[A]<script>1</script>",
+            ),
+            (
+                "<!x <head>><script>1</script>",
+                "<!x <head>>[A]<script>1</script>",
+            ),
+            (
+                "<? <script>><script>1</script>",
+                "<? <script>>[A]<script>1</script>",
+            ),
+            (
+                "</ <script>><script>1</script>",
+                "</ <script>>[A]<script>1</script>",
+            ),
             ("</><script>1</script>", "</>[A]<script>1</script>"),
             // Nothing that opens a head or body: at the end, unless that is
             // inside an unfinished tag.
@@ -725,7 +749,11 @@ mod tests {
         ];
         for (input, expected) in cases {
             for size in 1..=input.len() {
-                assert_eq!(placed(input, size), expected, "input {input:?}, chunk size {size}");
+                assert_eq!(
+                    placed(input, size),
+                    expected,
+                    "input {input:?}, chunk size {size}"
+                );
             }
         }
     }
