@@ -5,17 +5,16 @@
 //!
 //! Cost is per element a handler is called for (and attribute selectors
 //! cost on every element), so lol_html does only what needs the document's
-//! structure, with selectors naming few elements: the injection, `<meta>`,
-//! srcdoc frames, integrity. Links in attributes and `<style>` are mapped on
-//! its output by [`Links`], on the byte stream.
+//! structure, with selectors naming few elements: `<meta>`, srcdoc frames,
+//! integrity. Links in attributes and `<style>` are mapped, and the agent
+//! placed, on its output by [`Links`], on the byte stream.
 
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
 use lol_html::errors::RewritingError;
-use lol_html::html_content::ContentType;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element, end};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element};
 use tracing::warn;
 
 use super::csp;
@@ -104,7 +103,8 @@ const CUT_NOTICE: &str = "</textarea></script></style></title></noscript></templ
 
 impl Html {
     pub fn new(options: Options) -> Html {
-        let links = Links::new(options.mapper.clone(), options.memory_limit);
+        let links = Links::new(options.mapper.clone(), options.memory_limit)
+            .with_agent(options.agent_tag().as_bytes());
         Html {
             options,
             state: State::Sniffing(Vec::new()),
@@ -157,33 +157,6 @@ impl Html {
     }
 }
 
-impl Html {
-    /// [`Html::drain`] for the document's last output. The agent appended
-    /// at the end of a document that ends inside an unfinished tag would
-    /// become part of that tag and close it, with whatever value it carries
-    /// (a browser drops a tag unfinished at the end): then the agent is left
-    /// out.
-    fn drain_end(&mut self, out: &mut Vec<u8>) {
-        let done = std::mem::take(&mut *lock(&self.out));
-        let tag = self.options.agent_tag();
-        let Some(at) = done
-            .ends_with(tag.as_bytes())
-            .then(|| done.len() - tag.len())
-        else {
-            self.links.push(&done, out);
-            return;
-        };
-        self.links.push(&done[..at], out);
-        if self.links.in_tag() {
-            warn!("the document ends inside an unfinished tag; the agent is left out");
-            metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "unfinished")
-                .increment(1);
-        } else {
-            self.links.push(&done[at..], out);
-        }
-    }
-}
-
 impl Stage for Html {
     fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
         match &mut self.state {
@@ -210,12 +183,10 @@ impl Stage for Html {
         match std::mem::replace(&mut self.state, State::Passing) {
             State::Rewriting(rewriter) => {
                 self.state = State::Ended;
-                if rewriter.end().is_ok() {
-                    self.drain_end(out);
-                } else {
+                if rewriter.end().is_err() {
                     self.give_up(out);
-                    self.drain(out);
                 }
+                self.drain(out);
             }
             other => self.state = other,
         }
@@ -272,6 +243,8 @@ impl Html {
     /// The rewrite cannot go on: the rest passes as it came to the
     /// customer's own browser, and is cut off for a follower.
     fn give_up(&mut self, out: &mut Vec<u8>) {
+        // An agent not placed by now stays out: what follows is not parsed.
+        self.links.drop_agent();
         if !self.options.follower {
             self.state = State::Passing;
             return;
@@ -295,15 +268,10 @@ fn settings(
     encoding: AsciiCompatibleEncoding,
     from_meta: bool,
 ) -> Settings<'static, 'static> {
-    let tag = options.agent_tag();
     let srcdoc_tag = format!(
         "<script src={} nonce={}></script>",
         options.agent, options.nonce
     );
-    // Shared by the element handler and the end-of-document handler.
-    let injection = Arc::new(Mutex::new(false));
-    let injection_end = injection.clone();
-
     let mut settings = Settings::new_send()
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(from_meta)
@@ -343,33 +311,6 @@ fn settings(
             ),
         ));
     }
-
-    // The agent must run before any script of the site: it goes first in
-    // `<head>`, or, without one, before the first element that belongs in a
-    // head or starts the body. Before, never inside, noscript, template and
-    // foreign content.
-    let first = "head, body, frameset, title, meta, link, base, style, script, noscript, template, svg, math";
-    settings = settings.append_element_content_handler(element!(first, move |el| {
-        let mut done = lock(&injection);
-        if !*done {
-            *done = true;
-            if el.tag_name() == "head" {
-                el.prepend(&tag, ContentType::Html);
-            } else {
-                el.before(&tag, ContentType::Html);
-            }
-        }
-        Ok(())
-    }));
-    let end_tag = options.agent_tag();
-    settings = settings.append_document_content_handler(end!(move |end| {
-        // A document with no element that could start it (text only, or a
-        // bare `<html>`): the agent still comes once, at the end.
-        if !*lock(&injection_end) {
-            end.append(&end_tag, ContentType::Html);
-        }
-        Ok(())
-    }));
 
     let srcdoc_only = srcdoc_tag;
     settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr, memchr3, memmem};
 use tracing::warn;
 
 use super::site::Mapper;
@@ -49,8 +49,20 @@ const RAW_TEXT: &[&str] = &[
     "plaintext",
 ];
 
+/// Without a `<head>` tag, the agent goes before the first of these: an
+/// element the parser puts in the head it opens for it, or one that opens the
+/// body. Before, never inside, noscript, template and foreign content.
+pub(crate) const AGENT_BEFORE: &[&str] = &[
+    "head", "body", "frameset", "title", "meta", "link", "base", "style", "script", "noscript",
+    "template", "svg", "math",
+];
+
 pub struct Links {
     mapper: Mapper,
+    /// The agent's tag until it is placed: it must run before any script of
+    /// the site, so it goes first in `<head>` or before the first element of
+    /// [`AGENT_BEFORE`], and at the end of a document without either.
+    agent: Option<Vec<u8>>,
     /// Bytes not yet scanned: an unfinished tag, comment, or end tag.
     carry: Vec<u8>,
     /// The document's byte before `carry`: CSS mapping needs the byte before
@@ -67,12 +79,19 @@ impl Links {
     pub fn new(mapper: Mapper, limit: usize) -> Links {
         Links {
             mapper,
+            agent: None,
             carry: Vec::new(),
             before: None,
             raw: None,
             limit,
             stopped: false,
         }
+    }
+
+    /// Places `tag` (the agent's) in the document, see [`Links::agent`].
+    pub fn with_agent(mut self, tag: &[u8]) -> Links {
+        self.agent = Some(tag.to_vec());
+        self
     }
 
     /// Stops mapping: what is held and everything after passes untouched.
@@ -123,13 +142,33 @@ impl Links {
             && tag_end(&self.carry).is_none()
     }
 
+    /// Ends the document. An agent not placed yet (a document with no
+    /// element that could start it: text only, or a bare `<html>`) comes at
+    /// the end, unless the document ends inside an unfinished tag: the agent
+    /// would become part of that tag and close it, with whatever value it
+    /// carries (a browser drops a tag unfinished at the end).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.stopped {
             return;
         }
+        let unfinished = self.in_tag();
         let buf = std::mem::take(&mut self.carry);
         let consumed = self.scan(&buf, true, out);
         out.extend_from_slice(&buf[consumed..]);
+        if let Some(agent) = self.agent.take() {
+            if unfinished {
+                warn!("the document ends inside an unfinished tag; the agent is left out");
+                metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "unfinished")
+                    .increment(1);
+            } else {
+                out.extend_from_slice(&agent);
+            }
+        }
+    }
+
+    /// Leaves the agent out, wherever the document goes on.
+    pub fn drop_agent(&mut self) {
+        self.agent = None;
     }
 
     /// Scans `buf`, writing what it can decide to `out`; returns how much of
@@ -164,52 +203,76 @@ impl Links {
             if rest.len() < 4 && !last {
                 return hold(out, written, lt);
             }
-            if rest.starts_with(b"<!--") {
-                match memmem::find(&rest[4..], b"-->") {
-                    Some(e) => at = lt + 4 + e + 3,
-                    None if last => return hold(out, written, buf.len()),
-                    None => return hold(out, written, lt),
-                }
-                continue;
-            }
-            match rest.get(1) {
-                Some(b'!' | b'?') => match memchr(b'>', rest) {
-                    Some(e) => at = lt + e + 1,
-                    None if last => return hold(out, written, buf.len()),
-                    None => return hold(out, written, lt),
-                },
-                Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => {
-                    match tag_end(rest) {
-                        Some(e) => at = lt + e,
-                        None if last => return hold(out, written, buf.len()),
-                        None => return hold(out, written, lt),
+            let end = if rest.starts_with(b"<!--") {
+                comment_end(rest)
+            } else {
+                match rest.get(1) {
+                    // `<!doctype ...>`, `<![CDATA[...>` outside foreign
+                    // content, `<!x>`, `<?x>`: up to the first `>`.
+                    Some(b'!' | b'?') => memchr(b'>', rest).map(|e| e + 1),
+                    Some(b'/') if rest.get(2).is_some_and(u8::is_ascii_alphabetic) => tag_end(rest),
+                    // `</>` is dropped by the tokenizer; `</` and anything
+                    // else is a bogus comment up to the first `>`.
+                    Some(b'/') => match rest.get(2) {
+                        Some(b'>') => Some(3),
+                        Some(_) => memchr(b'>', rest).map(|e| e + 1),
+                        None => None,
+                    },
+                    Some(c) if c.is_ascii_alphabetic() => match tag_end(rest) {
+                        Some(e) => {
+                            let tag = &rest[..e];
+                            out.extend_from_slice(&buf[written..lt]);
+                            let name_len = tag[1..]
+                                .iter()
+                                .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
+                                .unwrap_or(tag.len() - 1);
+                            let name = &tag[1..1 + name_len];
+                            self.start_tag(name, tag, out);
+                            written = lt + e;
+                            at = written;
+                            self.raw = RAW_TEXT
+                                .iter()
+                                .copied()
+                                .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
+                            continue;
+                        }
+                        None => None,
+                    },
+                    _ => {
+                        at = lt + 1;
+                        continue;
                     }
                 }
-                Some(c) if c.is_ascii_alphabetic() => match tag_end(rest) {
-                    Some(e) => {
-                        let tag = &rest[..e];
-                        out.extend_from_slice(&buf[written..lt]);
-                        self.tag(tag, out);
-                        written = lt + e;
-                        at = written;
-                        let name_len = tag[1..]
-                            .iter()
-                            .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
-                            .unwrap_or(tag.len() - 1);
-                        let name = &tag[1..1 + name_len];
-                        self.raw = RAW_TEXT
-                            .iter()
-                            .copied()
-                            .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
-                    }
-                    None if last => return hold(out, written, buf.len()),
-                    None => return hold(out, written, lt),
-                },
-                _ => at = lt + 1,
+            };
+            match end {
+                Some(e) => at = lt + e,
+                None if last => return hold(out, written, buf.len()),
+                None => return hold(out, written, lt),
             }
         }
     }
 
+    /// Writes a start tag named `name`, with the agent before it (or, for
+    /// `<head>`, after it) when it is the first element that a head's
+    /// content or the body can start with.
+    fn start_tag(&mut self, name: &[u8], tag: &[u8], out: &mut Vec<u8>) {
+        let agent = self.agent.take_if(|_| {
+            AGENT_BEFORE
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        });
+        match agent {
+            Some(agent) if name.eq_ignore_ascii_case(b"head") => {
+                self.tag(tag, out);
+                out.extend_from_slice(&agent);
+            }
+            Some(agent) => {
+                out.extend_from_slice(&agent);
+                self.tag(tag, out);
+            }
+            None => self.tag(tag, out),
+        }
+    }
     /// Writes raw text `buf[from..to]`: mapped when it is CSS, as it is
     /// otherwise. Returns how far it wrote.
     fn raw_text(
@@ -311,33 +374,59 @@ fn escape_quote(value: &[u8], quote: u8) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// The length of the comment starting at `rest[0..4] == b"<!--"`, up to
+/// and including its end, as the tokenizer ends it: `<!-->` and `<!--->` are
+/// whole empty comments, and a comment ends at the first `-->` or `--!>`
+/// after its `<!--`. `None` when it does not end in `rest`.
+fn comment_end(rest: &[u8]) -> Option<usize> {
+    match &rest[4..] {
+        [b'>', ..] => return Some(5),
+        [b'-', b'>', ..] => return Some(6),
+        [] | [b'-'] => return None,
+        _ => {}
+    }
+    let mut from = 4;
+    while let Some(i) = memmem::find(&rest[from..], b"--") {
+        let after = from + i + 2;
+        match rest.get(after..) {
+            Some([b'>', ..]) => return Some(after + 1),
+            Some([b'!', b'>', ..]) => return Some(after + 2),
+            Some([] | [b'!']) => return None,
+            _ => from += i + 1,
+        }
+    }
+    None
+}
+
 /// The length of the tag starting at `rest[0] == b'<'`, up to and including
 /// its `>`; `None` when it does not end in `rest`. Quotes only delimit a
 /// value after `=`, as in the tokenizer.
 fn tag_end(rest: &[u8]) -> Option<usize> {
     let mut i = 1;
-    let mut after_eq = false;
-    while i < rest.len() {
-        match rest[i] {
-            b'>' => return Some(i + 1),
-            b'=' => after_eq = true,
-            q @ (b'"' | b'\'') if after_eq => {
-                i += 1 + memchr(q, &rest[i + 1..])?;
-                after_eq = false;
-            }
-            b if b.is_ascii_whitespace() => {}
-            _ => after_eq = false,
+    loop {
+        // Only `>` and quotes decide: jump between them.
+        i += memchr3(b'>', b'"', b'\'', &rest[i..])?;
+        let q = rest[i];
+        if q == b'>' {
+            return Some(i + 1);
+        }
+        let after_eq = rest[..i]
+            .iter()
+            .rev()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'=');
+        if after_eq {
+            i += 1 + memchr(q, &rest[i + 1..])?;
         }
         i += 1;
     }
-    None
 }
 
 /// Where the end tag `</name` (followed by whitespace, `/` or `>`) starts,
 /// searching from `from`.
 fn find_end_tag(buf: &[u8], from: usize, name: &str) -> Option<usize> {
     let mut at = from;
-    while let Some(i) = memchr2(b'<', b'<', &buf[at..]) {
+    while let Some(i) = memchr(b'<', &buf[at..]) {
         let p = at + i;
         let rest = &buf[p..];
         if rest.len() >= name.len() + 3
@@ -540,6 +629,132 @@ mod tests {
                 expected,
                 "chunk size {size}"
             );
+        }
+    }
+
+    const LINK: &str = "<a href=\"https://shop.example/x\">";
+    const MAPPED: &str = "<a href=\"http://a.test:8080/x\">";
+
+    /// Checks at every chunk size that `input` comes out as `expected`,
+    /// where `{L}` stands for the link before and `{M}` for it mapped.
+    fn check(input: &str, expected: &str) {
+        let input = input.replace("{L}", LINK);
+        let expected = expected.replace("{L}", LINK).replace("{M}", MAPPED);
+        for size in 1..=input.len() {
+            assert_eq!(
+                String::from_utf8(run(input.as_bytes(), size)).unwrap(),
+                expected,
+                "input {input:?}, chunk size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_comments_end_at_once() {
+        // abrupt-closing-of-empty-comment: a browser reads both as whole
+        // comments, and what follows as markup.
+        check("<!-->{L}<!-- {L} -->", "<!-->{M}<!-- {L} -->");
+        check("<!--->{L}<!-- {L} -->", "<!--->{M}<!-- {L} -->");
+        check("<!---->{L}", "<!---->{M}");
+        check("<!-- -- ->{L} --->{L}", "<!-- -- ->{L} --->{M}");
+    }
+
+    #[test]
+    fn a_comment_ends_at_dash_dash_bang_gt() {
+        check("<!-- x --!>{L}", "<!-- x --!>{M}");
+        check("<!-- x --!x {L} -->{L}", "<!-- x --!x {L} -->{M}");
+        check("<!-- x --! {L} --!>{L}", "<!-- x --! {L} --!>{M}");
+    }
+
+    #[test]
+    fn bogus_comments_end_at_the_first_gt() {
+        check("<!x>{L}", "<!x>{M}");
+        check("<![CDATA[ x ]]>{L}", "<![CDATA[ x ]]>{M}");
+        check("<?x>{L}", "<?x>{M}");
+        check("<?x {L}{L}", "<?x {L}{M}");
+        check("</ x>{L}", "</ x>{M}");
+        check("</ {L}{L}", "</ {L}{M}");
+        check("</1{L}{L}", "</1{L}{M}");
+        check("</>{L}", "</>{M}");
+        check("<!doctype html>{L}", "<!doctype html>{M}");
+        // Unfinished at the end: a comment to the end of the document.
+        check("{L}<!-- {L}", "{M}<!-- {L}");
+        check("{L}</ {L", "{M}</ {L");
+        check("{L}<? {L", "{M}<? {L");
+    }
+
+    fn placed(input: &str, size: usize) -> String {
+        let mut links = Links::new(mapper(false), 1 << 20).with_agent(b"[A]");
+        let mut out = Vec::new();
+        for chunk in input.as_bytes().chunks(size) {
+            links.push(chunk, &mut out);
+        }
+        links.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_agent_goes_first_in_head_or_before_what_would_open_it() {
+        let cases = [
+            (
+                "<html><HEAD lang=en><title>t</title>",
+                "<html><HEAD lang=en>[A]<title>t</title>",
+            ),
+            (
+                "<html><body><script>1</script>",
+                "<html>[A]<body><script>1</script>",
+            ),
+            (
+                "<p>x<div><SCRIPT>1</script>",
+                "<p>x<div>[A]<SCRIPT>1</script>",
+            ),
+            (
+                "<svg><script>1</script></svg>",
+                "[A]<svg><script>1</script></svg>",
+            ),
+            (
+                "<textarea><script>1</script></textarea><p>",
+                "<textarea><script>1</script></textarea><p>[A]",
+            ),
+            // Comments and bogus comments end where a browser ends them: the
+            // agent neither lands inside one nor after the site's script.
+            ("<!--><script>1</script>", "<!-->[A]<script>1</script>"),
+            ("<!---><script>1</script>", "<!--->[A]<script>1</script>"),
+            (
+                "<!-- --!><script>1</script>",
+                "<!-- --!>[A]<script>1</script>",
+            ),
+            (
+                "<!-- <head> --><script>1</script>",
+                "<!-- <head> -->[A]<script>1</script>",
+            ),
+            (
+                "<!x <head>><script>1</script>",
+                "<!x <head>>[A]<script>1</script>",
+            ),
+            (
+                "<? <script>><script>1</script>",
+                "<? <script>>[A]<script>1</script>",
+            ),
+            (
+                "</ <script>><script>1</script>",
+                "</ <script>>[A]<script>1</script>",
+            ),
+            ("</><script>1</script>", "</>[A]<script>1</script>"),
+            // Nothing that opens a head or body: at the end, unless that is
+            // inside an unfinished tag.
+            ("<html>text", "<html>text[A]"),
+            ("text <!-- c", "text <!-- c[A]"),
+            ("text <p title='x", "text <p title='x"),
+        ];
+        for (input, expected) in cases {
+            for size in 1..=input.len() {
+                assert_eq!(
+                    placed(input, size),
+                    expected,
+                    "input {input:?}, chunk size {size}"
+                );
+            }
         }
     }
 

@@ -225,3 +225,150 @@ proptest! {
         prop_assert_eq!(String::from_utf8(out).unwrap(), expected, "input {}", input);
     }
 }
+
+/// A piece of markup around which the link scanner and a browser's tokenizer
+/// could disagree on where a comment, a bogus comment or a raw-text element
+/// ends. A link is `None`: it gets its own path when the document is built.
+fn token() -> impl Strategy<Value = Option<&'static str>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec![
+            "<!-->",
+            "<!--->",
+            "<!---->",
+            "<!-- c -->",
+            "<!-- c --!>",
+            "<!--",
+            "-->",
+            "--!>",
+            "--!",
+            "-",
+            "!",
+            ">",
+            "<!x",
+            "<![CDATA[",
+            "]]>",
+            "<!doctype html>",
+            "<?x",
+            "</ x",
+            "</",
+            "</>",
+            "<",
+            " text ",
+            "<head>",
+            "<p>",
+            "<p title='>'>",
+            "<p title = \"a>b\" data-x='c\"d'>",
+            "<p x' y=\"\"'>",
+            "</p>",
+            "<script>if (a<b) c()</script>",
+            "<textarea>",
+            "</textarea>",
+            "<title>",
+            "</title>",
+            "<xmp>",
+            "</xmp>",
+        ])
+        .prop_map(Some),
+    ]
+}
+
+fn document(tokens: &[Option<&str>]) -> String {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t {
+            Some(t) => t.to_string(),
+            None => format!("<a href=\"https://shop.example/{i}\">"),
+        })
+        .collect()
+}
+
+/// Runs `input` through the link scanner alone, in chunks of `size`.
+fn scanned(input: &[u8], size: usize, agent: bool) -> String {
+    let mut links = super::links::Links::new(mapper(false), 1 << 20);
+    if agent {
+        links = links.with_agent(b"[A]");
+    }
+    let mut out = Vec::new();
+    for chunk in input.chunks(size) {
+        links.push(chunk, &mut out);
+    }
+    links.finish(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+/// The reference: lol_html's tokenizer. Returns the `href`s of the elements
+/// it sees, and the document with `[A]` where an element handler on the
+/// elements that open a head or body would place the agent (the placement
+/// the scanner replaced), if there is one.
+fn lol_html_view(input: &str) -> (Vec<String>, Option<String>) {
+    use lol_html::html_content::ContentType;
+    use lol_html::{HtmlRewriter, Settings, element};
+    use std::cell::RefCell;
+
+    let hrefs = RefCell::new(Vec::new());
+    let placed = RefCell::new(false);
+    let mut out = Vec::new();
+    let first = super::links::AGENT_BEFORE.join(", ");
+    let mut rewriter = HtmlRewriter::new(
+        Settings::new()
+            .with_strict(false)
+            .append_element_content_handler(element!("[href]", |el| {
+                hrefs.borrow_mut().push(el.get_attribute("href").unwrap());
+                Ok(())
+            }))
+            .append_element_content_handler(element!(first, |el| {
+                if !placed.replace(true) {
+                    if el.tag_name() == "head" {
+                        el.prepend("[A]", ContentType::Html);
+                    } else {
+                        el.before("[A]", ContentType::Html);
+                    }
+                }
+                Ok(())
+            })),
+        |c: &[u8]| out.extend_from_slice(c),
+    );
+    rewriter.write(input.as_bytes()).unwrap();
+    rewriter.end().unwrap();
+    let placed = *placed.borrow();
+    let hrefs = hrefs.into_inner();
+    (hrefs, placed.then(|| String::from_utf8(out).unwrap()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Where the scanner thinks comments and raw text end is where the
+    /// tokenizer ends them: it maps exactly the links of the elements
+    /// lol_html sees, and places the agent where a lol_html handler would.
+    #[test]
+    fn the_scanner_tokenizes_as_the_html_tokenizer_does(
+        tokens in prop::collection::vec(token(), 0..16),
+        size in 1usize..24,
+    ) {
+        let input = document(&tokens);
+        let (hrefs, placed) = lol_html_view(&input);
+        let out = scanned(input.as_bytes(), size, false);
+        let mapped: Vec<String> = (0..tokens.len())
+            .filter(|i| out.contains(&format!("\"http://a.test:8080/{i}\"")))
+            .map(|i| format!("https://shop.example/{i}"))
+            .collect();
+        prop_assert_eq!(&mapped, &hrefs, "input {}\nscanned {}", input, out);
+
+        let with_agent = scanned(input.as_bytes(), size, true);
+        match placed {
+            Some(reference) => {
+                let reference = scanned(reference.as_bytes(), size, false);
+                prop_assert_eq!(with_agent, reference, "input {}", input);
+            }
+            // Nothing opens a head or a body: at the end, or left out when
+            // the document ends inside an unfinished tag.
+            None => prop_assert!(
+                with_agent == format!("{out}[A]") || with_agent == out,
+                "input {}\ngot {}", input, with_agent
+            ),
+        }
+    }
+}

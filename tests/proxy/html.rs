@@ -62,6 +62,28 @@ async fn agent_is_injected_once_first_in_head_whatever_the_page_looks_like() {
             "text/html",
             "<!-- <head> --><meta charset=utf-8><script>site()</script>",
         ),
+        // Comments end where a browser's tokenizer ends them: the agent
+        // goes neither inside one nor after the site's script.
+        (
+            "/empty-comment",
+            "text/html",
+            "<!--><script>site()</script><p>x<!-- -->",
+        ),
+        (
+            "/empty-comment-dash",
+            "text/html",
+            "<!---><script>site()</script><p>x<!-- -->",
+        ),
+        (
+            "/bang-comment",
+            "text/html",
+            "<!-- a --!><script>site()</script><p>x<!-- -->",
+        ),
+        (
+            "/bogus-comments",
+            "text/html",
+            "<!x><?x></ x></><script>site()</script><p>x",
+        ),
         ("/text-only", "text/html; charset=utf-8", "just some text"),
         (
             "/uppercase",
