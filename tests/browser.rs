@@ -167,6 +167,29 @@ impl Shared {
     }
 
     /// The customer grants remote control; waits until the console says so.
+    /// The customer takes control back, and both sides show it: the console
+    /// says view only, and the widget no longer says the operator can act
+    /// (its layout settles before anything else on it is clicked).
+    pub async fn take_control_back(&self) {
+        self.customer.click(CONTROL).await;
+        until(
+            &self.operator,
+            "view only again",
+            &format!("{CONSOLE_STATUS}.includes('View only')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
+        until(
+            &self.customer,
+            "the widget to offer control again",
+            &format!("{WIDGET_STATUS}.startsWith('Connected') && !{WIDGET_STATUS}.includes('They can act on this page')"),
+            &self.tabs(),
+            &self.server,
+        )
+        .await;
+    }
+
     /// The customer's widget says it is connected with an operator: after a
     /// navigation, once the new page's agent has resumed the session.
     pub async fn customer_connected(&self, what: &str) {

@@ -35,15 +35,7 @@ async fn a_session_is_audited_in_its_own_file_without_what_was_typed() {
     )
     .await;
     s.grant_control().await;
-    c.click(CONTROL).await;
-    until(
-        o,
-        "view only again",
-        &format!("{CONSOLE_STATUS}.includes('View only')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.take_control_back().await;
     // A follower's request that would change the site's state.
     let refused = o
         .eval_on(CONTENT, "el.contentWindow.fetch('/form.html', { method: 'POST', body: new URLSearchParams({ pw: 'x' }) }).then((r) => r.status)")

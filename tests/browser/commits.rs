@@ -171,15 +171,7 @@ async fn change_and_blur_are_replayed_once_per_commit_both_ways() {
 
     // Control taken back: the operator's double click, typing and leaving
     // the field commit nothing on the customer's side.
-    c.click(CONTROL).await;
-    until(
-        o,
-        "view only again",
-        &format!("{CONSOLE_STATUS}.includes('View only')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.take_control_back().await;
     let before = o.websocket_frames().len();
     o.double_click(&content("#shopping > li:nth-child(2)"))
         .await;

@@ -2,7 +2,6 @@
 //! operator sees only that they are filled and cannot type into them; and
 //! remote control is the customer's to grant and take back.
 
-use super::harness::until;
 use super::*;
 
 const SECRETS: [(&str, &str); 4] = [
@@ -70,15 +69,7 @@ async fn masked_values_never_leave_the_customers_browser() {
     );
 
     // Revoke: the operator's typing is no longer applied.
-    c.click(CONTROL).await;
-    until(
-        o,
-        "view only again",
-        &format!("{CONSOLE_STATUS}.includes('View only')"),
-        &s.tabs(),
-        &s.server,
-    )
-    .await;
+    s.take_control_back().await;
     o.type_into(&content("#full"), "?").await;
     s.on_operator(
         "the operator's keystroke reverted",

@@ -508,7 +508,14 @@ const __hit = (x, y) => {
     pub async fn click(&self, chain: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let (x, y) = loop {
-            if let Some(p) = self.point(chain).await {
+            // Aimed twice at the same place: a layout that is still moving
+            // (a status line that just changed) is waited out.
+            if let Some(p) = self.point(chain).await
+                && self
+                    .point(chain)
+                    .await
+                    .is_some_and(|q| (q.0 - p.0).abs() < 0.5 && (q.1 - p.1).abs() < 0.5)
+            {
                 break p;
             }
             if tokio::time::Instant::now() > deadline {
