@@ -30,12 +30,16 @@
 //! page and a second more; with `--profile`, a sampling profile of that
 //! time names the functions it was spent in.
 
+#[path = "support/chromium.rs"]
+mod chromium;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use chromium::Chromium;
 use chromiumoxide::Page;
-use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::browser::Browser;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
     MouseButton,
@@ -47,7 +51,6 @@ use chromiumoxide::cdp::browser_protocol::target::{
 use chromiumoxide::cdp::js_protocol::profiler;
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use clap::{Parser, Subcommand};
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
@@ -627,31 +630,18 @@ fn print_profile(p: &profiler::Profile) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dir = std::env::temp_dir().join(format!("cobrowse-browserbench-{}", std::process::id()));
-    let config = BrowserConfig::builder()
-        .chrome_executable(&args.chromium)
-        .no_sandbox()
-        .user_data_dir(&dir)
-        .window_size(1280, 900)
-        .launch_timeout(Duration::from_secs(30))
-        .request_timeout(Duration::from_secs(60))
-        .args([
-            "disable-gpu",
-            "disable-quic",
-            "no-first-run",
-            "disable-background-networking",
-            "disable-component-update",
-            "disable-sync",
-            "disable-dev-shm-usage",
+    let chromium = Chromium::launch(
+        &args.chromium,
+        "browserbench",
+        &[
             // Tabs in the background still run at full speed.
             "disable-background-timer-throttling",
             "disable-renderer-backgrounding",
             "disable-backgrounding-occluded-windows",
-        ])
-        .build()
-        .map_err(anyhow::Error::msg)?;
-    let (mut browser, mut handler) = Browser::launch(config).await?;
-    let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        ],
+    )
+    .await?;
+    let browser = &chromium.browser;
     let result = match &args.mode {
         Mode::Keystroke {
             site,
@@ -660,7 +650,7 @@ async fn main() -> Result<()> {
             operator,
             keys,
             under,
-        } => keystroke(&browser, site, path, field, operator, *keys, under).await,
+        } => keystroke(browser, site, path, field, operator, *keys, under).await,
         Mode::Agentcost {
             direct,
             proxied,
@@ -668,11 +658,8 @@ async fn main() -> Result<()> {
             runs,
             calls,
             profile,
-        } => agentcost(&browser, direct, proxied, operator, *runs, *calls, *profile).await,
+        } => agentcost(browser, direct, proxied, operator, *runs, *calls, *profile).await,
     };
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    handler.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    chromium.close().await;
     result
 }

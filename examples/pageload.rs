@@ -17,16 +17,19 @@
 //! noisy machine. Prints per-page medians and, last, one line of ratios
 //! (median over pages of proxied / direct) for `benches/run.sh`.
 
+#[path = "support/chromium.rs"]
+mod chromium;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromium::Chromium;
+use chromiumoxide::browser::Browser;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
 use clap::Parser;
-use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -211,27 +214,8 @@ async fn main() -> Result<()> {
     let rtt = Duration::from_millis(args.rtt_ms);
     let direct = reach(&args.direct, rtt).await?;
     let proxied = reach(&args.proxied, rtt).await?;
-    let dir = std::env::temp_dir().join(format!("cobrowse-pageload-{}", std::process::id()));
-    let config = BrowserConfig::builder()
-        .chrome_executable(&args.chromium)
-        .no_sandbox()
-        .user_data_dir(&dir)
-        .window_size(1280, 900)
-        .launch_timeout(Duration::from_secs(30))
-        .request_timeout(Duration::from_secs(60))
-        .args([
-            "disable-gpu",
-            "disable-quic",
-            "no-first-run",
-            "disable-background-networking",
-            "disable-component-update",
-            "disable-sync",
-            "disable-dev-shm-usage",
-        ])
-        .build()
-        .map_err(anyhow::Error::msg)?;
-    let (mut browser, mut handler) = Browser::launch(config).await?;
-    let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let chromium = Chromium::launch(&args.chromium, "pageload", &[]).await?;
+    let browser = &chromium.browser;
 
     // Ratios per page: [cold dcl, cold load, warm dcl, warm load].
     let mut ratios: [Vec<f64>; 4] = Default::default();
@@ -240,11 +224,11 @@ async fn main() -> Result<()> {
         let (mut d, mut p): (Vec<Loads>, Vec<Loads>) = (vec![], vec![]);
         // One load of each first, not counted: the servers' own first-use
         // costs (connections to the upstream, files read from disk).
-        cold_and_warm(&browser, &format!("{direct}/{path}")).await?;
-        cold_and_warm(&browser, &format!("{proxied}/{path}")).await?;
+        cold_and_warm(browser, &format!("{direct}/{path}")).await?;
+        cold_and_warm(browser, &format!("{proxied}/{path}")).await?;
         for _ in 0..args.runs {
-            d.push(cold_and_warm(&browser, &format!("{direct}/{path}")).await?);
-            p.push(cold_and_warm(&browser, &format!("{proxied}/{path}")).await?);
+            d.push(cold_and_warm(browser, &format!("{direct}/{path}")).await?);
+            p.push(cold_and_warm(browser, &format!("{proxied}/{path}")).await?);
         }
         let pick = |v: &[Loads], f: fn(&Loads) -> f64| median(v.iter().map(f).collect());
         let getters: [fn(&Loads) -> f64; 4] =
@@ -286,9 +270,6 @@ async fn main() -> Result<()> {
         median(totals[6].clone()),
         median(totals[7].clone()),
     );
-    let _ = browser.close().await;
-    let _ = browser.wait().await;
-    handler.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    chromium.close().await;
     Ok(())
 }
