@@ -140,17 +140,21 @@ pub fn idle_timeout(body: hyper::body::Incoming, idle: std::time::Duration) -> B
         inner: body,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
-        waiting: false,
+        since: None,
     })
 }
 
 struct Idle {
     inner: hyper::body::Incoming,
     idle: std::time::Duration,
+    /// Armed for the deadline of this wait or of an earlier one (never
+    /// later): moving it on every frame costs more than the frame on a fast
+    /// download, so it is moved only when it fires early.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// The timer runs from when the proxy starts waiting for a frame, not
-    /// from the last one: a client slow to read is not the upstream's fault.
-    waiting: bool,
+    /// When the proxy started waiting for the next frame: the timeout runs
+    /// from then, not from the last frame, so a client slow to read is not
+    /// taken for a stalled upstream.
+    since: Option<tokio::time::Instant>,
 }
 
 impl http_body::Body for Idle {
@@ -162,19 +166,23 @@ impl http_body::Body for Idle {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         use std::task::Poll;
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = tokio::time::Instant::now() + self.idle;
-            self.timer.as_mut().reset(deadline);
-        }
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
         match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.waiting = false;
+                self.since = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if self.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+                let deadline = since + self.idle;
+                loop {
+                    if self.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if self.timer.deadline() >= deadline {
+                        break;
+                    }
+                    // It fired for an earlier wait: this one's deadline.
+                    self.timer.as_mut().reset(deadline);
                 }
                 warn!(idle = ?self.idle, "upstream body idle too long; response aborted");
                 metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "kind" => "body_idle")

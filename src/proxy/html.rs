@@ -1,24 +1,26 @@
-//! The streaming HTML rewrite (lol_html, non-strict, with a memory limit):
-//! the agent goes first in `<head>`, links to configured upstreams are
-//! mapped to the proxy, `<meta>` refresh and CSP are translated, and CSS in
-//! `<style>` is mapped like a stylesheet.
+//! The streaming HTML rewrite: the agent goes first in `<head>`, links to
+//! configured upstreams are mapped to the proxy, `<meta>` refresh and CSP
+//! are translated, srcdoc frames get the agent, stylesheets lose their
+//! integrity, and CSS in `<style>` is mapped like a stylesheet.
 //!
-//! Cost is per element a handler is called for (and attribute selectors
-//! cost on every element), so lol_html does only what needs the document's
-//! structure, with selectors naming few elements: `<meta>`, srcdoc frames,
-//! integrity. Links in attributes and `<style>` are mapped, and the agent
-//! placed, on its output by [`Links`], on the byte stream.
+//! All of that is done by [`Links`] on the byte stream: it finds tags with
+//! memchr and looks inside only the few that need it. lol_html (non-strict,
+//! with a memory limit) runs only for a follower's document, for what needs
+//! the document's structure: the masking selectors (`proxy::mask`), whose
+//! descendant combinators need to know which element is inside which. Its
+//! cost is per element (attribute selectors are matched against every
+//! element), which is why a customer's document does not go through it.
 
 use std::sync::{Arc, Mutex};
 
 use encoding_rs::Encoding;
 use lol_html::errors::RewritingError;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out, element};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, bail_out};
 use tracing::warn;
 
 use super::csp;
-use super::links::{Links, decode_entities, map_attribute};
+use super::links::{Elements, Links};
 use super::site::Mapper;
 use super::stage::Stage;
 use crate::body::BoxError;
@@ -84,6 +86,9 @@ pub struct Html {
 enum State {
     /// Waiting for the first bytes: a byte order mark decides the charset.
     Sniffing(Vec<u8>),
+    /// A customer's document: the link scanner alone.
+    Scanning,
+    /// A follower's document: lol_html masks, then the link scanner.
     Rewriting(Box<HtmlRewriter<'static, Sink>>),
     /// A charset lol_html cannot parse (UTF-16, ISO-2022-JP), or the rewrite
     /// stopped: bytes go through untouched.
@@ -104,7 +109,16 @@ const CUT_NOTICE: &str = "</textarea></script></style></title></noscript></templ
 impl Html {
     pub fn new(options: Options) -> Html {
         let links = Links::new(options.mapper.clone(), options.memory_limit)
-            .with_agent(options.agent_tag().as_bytes());
+            .with_agent(options.agent_tag().as_bytes())
+            .with_elements(Elements {
+                srcdoc_agent: format!(
+                    "<script src={} nonce={}></script>",
+                    options.agent, options.nonce
+                )
+                .into_bytes(),
+                csp: options.csp.clone(),
+                nonce: options.nonce.clone(),
+            });
         Html {
             options,
             state: State::Sniffing(Vec::new()),
@@ -113,7 +127,9 @@ impl Html {
         }
     }
 
-    fn start(&mut self, head: &[u8]) -> Option<Box<HtmlRewriter<'static, Sink>>> {
+    /// How the document is rewritten, from its first bytes: `None` when
+    /// its charset cannot be parsed.
+    fn start(&mut self, head: &[u8]) -> Option<State> {
         let (encoding, from_meta) = match Encoding::for_bom(head) {
             Some((bom, _)) => (bom, false),
             None => match self.options.declared {
@@ -131,12 +147,15 @@ impl Html {
             metrics::counter!(telemetry::HTML_PASSED_THROUGH, "reason" => "charset").increment(1);
             return None;
         };
+        if !self.options.follower {
+            return Some(State::Scanning);
+        }
         let sink_out = self.out.clone();
         let sink: Sink = Box::new(move |chunk: &[u8]| lock(&sink_out).extend_from_slice(chunk));
-        Some(Box::new(HtmlRewriter::new(
+        Some(State::Rewriting(Box::new(HtmlRewriter::new(
             settings(&self.options, encoding, from_meta),
             sink,
-        )))
+        ))))
     }
 
     /// Moves the rewriter's output on, through the link mapping while the
@@ -168,6 +187,7 @@ impl Stage for Html {
                 let head = std::mem::take(head);
                 self.begin(&head, out);
             }
+            State::Scanning => self.links.push(input, out),
             State::Rewriting(_) => self.write(input, out),
             State::Passing | State::Ended => out.extend_from_slice(input),
             State::Cut => {}
@@ -188,6 +208,7 @@ impl Stage for Html {
                 }
                 self.drain(out);
             }
+            State::Scanning => self.state = State::Ended,
             other => self.state = other,
         }
         self.links.finish(out);
@@ -198,8 +219,12 @@ impl Stage for Html {
 impl Html {
     fn begin(&mut self, head: &[u8], out: &mut Vec<u8>) {
         match self.start(head) {
-            Some(rewriter) => {
-                self.state = State::Rewriting(rewriter);
+            Some(State::Scanning) => {
+                self.state = State::Scanning;
+                self.links.push(head, out);
+            }
+            Some(state) => {
+                self.state = state;
                 self.write(head, out);
             }
             None => {
@@ -263,15 +288,13 @@ impl Html {
     }
 }
 
+/// lol_html for a follower's document: the masking selectors, and nothing
+/// that the link scanner can do on its own.
 fn settings(
     options: &Options,
     encoding: AsciiCompatibleEncoding,
     from_meta: bool,
 ) -> Settings<'static, 'static> {
-    let srcdoc_tag = format!(
-        "<script src={} nonce={}></script>",
-        options.agent, options.nonce
-    );
     let mut settings = Settings::new_send()
         .with_encoding(encoding)
         .with_adjust_charset_on_meta_tag(from_meta)
@@ -279,7 +302,7 @@ fn settings(
         .with_graceful_bail_out_on_content_handler_error(true)
         .with_memory_settings(
             // Past the limit lol_html stops rewriting and passes the rest of
-            // the document through as it came.
+            // the document through as it came (cut off: see `give_up`).
             MemorySettings::new()
                 .with_max_allowed_memory_usage(options.memory_limit)
                 .with_graceful_bail_out_on_memory_limit_exceeded(true),
@@ -311,61 +334,6 @@ fn settings(
             ),
         ));
     }
-
-    let srcdoc_only = srcdoc_tag;
-    settings = settings.append_element_content_handler(element!("iframe[srcdoc]", move |el| {
-        if let Some(doc) = el
-            .get_attribute("srcdoc")
-            .filter(|d| !d.contains(&srcdoc_only))
-        {
-            el.set_attribute("srcdoc", &format!("{srcdoc_only}{doc}"))?;
-        }
-        Ok(())
-    }));
-
-    // A stylesheet whose bytes the proxy may rewrite can no longer match its
-    // integrity hash; scripts pass untouched and keep theirs.
-    settings = settings.append_element_content_handler(element!("link[integrity]", |el| {
-        let is_script = el
-            .get_attribute("as")
-            .is_some_and(|a| a.eq_ignore_ascii_case("script"))
-            || el
-                .get_attribute("rel")
-                .is_some_and(|r| r.to_ascii_lowercase().contains("modulepreload"));
-        if !is_script {
-            el.remove_attribute("integrity");
-        }
-        Ok(())
-    }));
-
-    let mapper = options.mapper.clone();
-    let allowance = options.csp.clone();
-    let nonce = options.nonce.clone();
-    settings =
-        settings.append_element_content_handler(element!("meta[http-equiv][content]", move |el| {
-            let equiv = el
-                .get_attribute("http-equiv")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let Some(content) = el.get_attribute("content") else {
-                return Ok(());
-            };
-            let rewritten = match equiv.as_str() {
-                "refresh" => map_attribute(&mapper, &content).into_owned(),
-                "content-security-policy" => csp::rewrite(
-                    &mapper.map_str(&decode_entities(&content)),
-                    &allowance,
-                    &nonce,
-                    true,
-                ),
-                _ => return Ok(()),
-            };
-            if rewritten != content {
-                el.set_attribute("content", &rewritten)?;
-            }
-            Ok(())
-        }));
-
     settings
 }
 
@@ -729,6 +697,7 @@ mod tests {
 
     #[test]
     fn entities() {
+        use crate::proxy::links::decode_entities;
         assert_eq!(decode_entities("a&amp;b&#47;&#x2F;&copy;&"), "a&b//&copy;&");
     }
 }

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use memchr::{memchr, memchr3, memmem};
 use tracing::warn;
 
+use super::csp;
 use super::site::Mapper;
 use crate::telemetry;
 
@@ -57,8 +58,79 @@ pub(crate) const AGENT_BEFORE: &[&str] = &[
     "template", "svg", "math",
 ];
 
+/// What a start tag's name tells the scanner, from one lookup.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Kind {
+    /// A raw-text element ([`RAW_TEXT`]): its name.
+    raw: Option<&'static str>,
+    /// One of [`AGENT_BEFORE`].
+    agent: bool,
+    /// The element whose attributes [`Elements`] edits.
+    edit: Option<Edit>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edit {
+    /// `<iframe srcdoc>`: the agent goes first in the frame's document.
+    Srcdoc,
+    /// `<link integrity>`: dropped from stylesheets, whose bytes the proxy
+    /// may rewrite; scripts pass untouched and keep it.
+    Integrity,
+    /// `<meta http-equiv content>`: refresh mapped, CSP allowing the agent.
+    Meta,
+}
+
+/// The [`Kind`] of the element `name` (any case): one match on the
+/// lowercased name instead of a walk of each list.
+fn kind(name: &[u8]) -> Kind {
+    let mut lower = [0u8; 10];
+    if name.len() > lower.len() {
+        return Kind::default();
+    }
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    let raw = |r: &'static str| Some(r);
+    let (raw, agent, edit) = match &lower[..name.len()] {
+        b"head" | b"body" | b"frameset" | b"meta" | b"link" | b"base" | b"noscript"
+        | b"template" | b"svg" | b"math" => (None, true, None),
+        b"title" => (raw("title"), true, None),
+        b"style" => (raw("style"), true, None),
+        b"script" => (raw("script"), true, None),
+        b"textarea" => (raw("textarea"), false, None),
+        b"xmp" => (raw("xmp"), false, None),
+        b"iframe" => (raw("iframe"), false, Some(Edit::Srcdoc)),
+        b"noembed" => (raw("noembed"), false, None),
+        b"noframes" => (raw("noframes"), false, None),
+        b"plaintext" => (raw("plaintext"), false, None),
+        _ => (None, false, None),
+    };
+    let edit = match &lower[..name.len()] {
+        b"link" => Some(Edit::Integrity),
+        b"meta" => Some(Edit::Meta),
+        _ => edit,
+    };
+    Kind { raw, agent, edit }
+}
+
+/// What the tag pass changes in the few elements whose attributes are
+/// more than links: `<iframe srcdoc>`, `<link integrity>` and `<meta
+/// http-equiv content>`. Done here, on the tags the scanner finds anyway,
+/// rather than by selectors that lol_html would match against every
+/// element of the document.
+#[derive(Clone)]
+pub struct Elements {
+    /// The agent's tag put first in a `srcdoc` document (no quotes in it).
+    pub srcdoc_agent: Vec<u8>,
+    /// What a `<meta>` CSP is extended with.
+    pub csp: csp::Allowance,
+    pub nonce: String,
+}
+
 pub struct Links {
     mapper: Mapper,
+    /// Element edits beside the links, when set.
+    elements: Option<Elements>,
     /// The agent's tag until it is placed: it must run before any script of
     /// the site, so it goes first in `<head>` or before the first element of
     /// [`AGENT_BEFORE`], and at the end of a document without either.
@@ -79,6 +151,7 @@ impl Links {
     pub fn new(mapper: Mapper, limit: usize) -> Links {
         Links {
             mapper,
+            elements: None,
             agent: None,
             carry: Vec::new(),
             before: None,
@@ -91,6 +164,13 @@ impl Links {
     /// Places `tag` (the agent's) in the document, see [`Links::agent`].
     pub fn with_agent(mut self, tag: &[u8]) -> Links {
         self.agent = Some(tag.to_vec());
+        self
+    }
+
+    /// Edits `<iframe srcdoc>`, `<link integrity>` and `<meta http-equiv>`
+    /// as [`Elements`] says.
+    pub fn with_elements(mut self, elements: Elements) -> Links {
+        self.elements = Some(elements);
         self
     }
 
@@ -227,13 +307,11 @@ impl Links {
                                 .position(|b| b.is_ascii_whitespace() || *b == b'/' || *b == b'>')
                                 .unwrap_or(tag.len() - 1);
                             let name = &tag[1..1 + name_len];
-                            self.start_tag(name, tag, out);
+                            let kind = kind(name);
+                            self.start_tag(kind, name, tag, out);
                             written = lt + e;
                             at = written;
-                            self.raw = RAW_TEXT
-                                .iter()
-                                .copied()
-                                .find(|r| r.as_bytes().eq_ignore_ascii_case(name));
+                            self.raw = kind.raw;
                             continue;
                         }
                         None => None,
@@ -255,22 +333,18 @@ impl Links {
     /// Writes a start tag named `name`, with the agent before it (or, for
     /// `<head>`, after it) when it is the first element that a head's
     /// content or the body can start with.
-    fn start_tag(&mut self, name: &[u8], tag: &[u8], out: &mut Vec<u8>) {
-        let agent = self.agent.take_if(|_| {
-            AGENT_BEFORE
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-        });
+    fn start_tag(&mut self, kind: Kind, name: &[u8], tag: &[u8], out: &mut Vec<u8>) {
+        let agent = self.agent.take_if(|_| kind.agent);
         match agent {
             Some(agent) if name.eq_ignore_ascii_case(b"head") => {
-                self.tag(tag, out);
+                self.tag(kind.edit, tag, out);
                 out.extend_from_slice(&agent);
             }
             Some(agent) => {
                 out.extend_from_slice(&agent);
-                self.tag(tag, out);
+                self.tag(kind.edit, tag, out);
             }
-            None => self.tag(tag, out),
+            None => self.tag(kind.edit, tag, out),
         }
     }
     /// Writes raw text `buf[from..to]`: mapped when it is CSS, as it is
@@ -308,40 +382,145 @@ impl Links {
     }
 
     /// Writes a start tag, with the URL attributes that name an upstream
-    /// mapped.
-    fn tag(&self, tag: &[u8], out: &mut Vec<u8>) {
-        if !self.mapper.names_upstream(tag) {
+    /// mapped and the element's own edits ([`Elements`]) made.
+    fn tag(&self, edit: Option<Edit>, tag: &[u8], out: &mut Vec<u8>) {
+        let edit = edit.zip(self.elements.as_ref());
+        if edit.is_none() && !self.mapper.names_upstream(tag) {
             out.extend_from_slice(tag);
             return;
         }
+        let attrs = attributes(tag);
+        let mut changes: Vec<Option<Change>> = match edit {
+            Some((edit, elements)) => self.element_changes(edit, elements, tag, &attrs),
+            None => Vec::new(),
+        };
+        changes.resize_with(attrs.len(), || None);
         let mut written = 0;
-        for attr in attributes(tag) {
-            let name = &tag[attr.name.clone()];
-            if !URL_ATTRIBUTES
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-            let raw = &tag[attr.value.clone()];
-            let Some(mapped) = map_value(&self.mapper, raw) else {
-                continue;
-            };
-            out.extend_from_slice(&tag[written..attr.value.start]);
-            match attr.quote {
-                Some(q) => out.extend_from_slice(&escape_quote(&mapped, q)),
-                // An unquoted value is written quoted: mapping may add
-                // nothing that needs it, but decoding may have.
-                None => {
+        for (attr, change) in attrs.iter().zip(changes) {
+            let change = change.or_else(|| {
+                let name = &tag[attr.name.clone()];
+                if !attr.valued
+                    || !URL_ATTRIBUTES
+                        .iter()
+                        .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+                {
+                    return None;
+                }
+                map_value(&self.mapper, &tag[attr.value.clone()]).map(Change::Value)
+            });
+            match change {
+                None => {}
+                Some(Change::Remove) => {
+                    out.extend_from_slice(&tag[written..attr.name.start]);
+                    written = attr.end;
+                    // What followed must not join what came before.
+                    if !tag[written].is_ascii_whitespace() && !matches!(tag[written], b'/' | b'>') {
+                        out.push(b' ');
+                    }
+                }
+                Some(Change::Value(value)) if !attr.valued => {
+                    out.extend_from_slice(&tag[written..attr.name.end]);
+                    out.extend_from_slice(b"=\"");
+                    out.extend_from_slice(&escape_quote(&value, b'"'));
                     out.push(b'"');
-                    out.extend_from_slice(&escape_quote(&mapped, b'"'));
-                    out.push(b'"');
+                    written = attr.end;
+                }
+                Some(Change::Value(value)) => {
+                    out.extend_from_slice(&tag[written..attr.value.start]);
+                    match attr.quote {
+                        Some(q) => out.extend_from_slice(&escape_quote(&value, q)),
+                        // An unquoted value is written quoted: mapping may add
+                        // nothing that needs it, but decoding may have.
+                        None => {
+                            out.push(b'"');
+                            out.extend_from_slice(&escape_quote(&value, b'"'));
+                            out.push(b'"');
+                        }
+                    }
+                    written = attr.value.end;
                 }
             }
-            written = attr.value.end;
         }
         out.extend_from_slice(&tag[written..]);
     }
+
+    /// The changes [`Elements`] makes to the attributes `attrs` of `tag`,
+    /// one per attribute (the rest `None`). As a browser reads a repeated
+    /// attribute, the first of a name counts.
+    fn element_changes(
+        &self,
+        edit: Edit,
+        elements: &Elements,
+        tag: &[u8],
+        attrs: &[Attribute],
+    ) -> Vec<Option<Change>> {
+        let mut changes: Vec<Option<Change>> = Vec::new();
+        changes.resize_with(attrs.len(), || None);
+        let first = |name: &str| {
+            attrs
+                .iter()
+                .position(|a| tag[a.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+        };
+        let value = |i: usize| &tag[attrs[i].value.clone()];
+        match edit {
+            Edit::Srcdoc => {
+                let Some(i) = first("srcdoc") else {
+                    return changes;
+                };
+                if memmem::find(value(i), &elements.srcdoc_agent).is_none() {
+                    let doc = [&elements.srcdoc_agent[..], value(i)].concat();
+                    let mapped = map_value(&self.mapper, &doc).unwrap_or(doc);
+                    changes[i] = Some(Change::Value(mapped));
+                }
+            }
+            Edit::Integrity => {
+                if first("integrity").is_none() {
+                    return changes;
+                }
+                let is_script = first("as")
+                    .is_some_and(|i| value(i).eq_ignore_ascii_case(b"script"))
+                    || first("rel").is_some_and(|i| {
+                        memmem::find(&value(i).to_ascii_lowercase(), b"modulepreload").is_some()
+                    });
+                if !is_script {
+                    for (a, change) in attrs.iter().zip(changes.iter_mut()) {
+                        if tag[a.name.clone()].eq_ignore_ascii_case(b"integrity") {
+                            *change = Some(Change::Remove);
+                        }
+                    }
+                }
+            }
+            Edit::Meta => {
+                let (Some(equiv), Some(i)) = (first("http-equiv"), first("content")) else {
+                    return changes;
+                };
+                let content = value(i);
+                let rewritten = match value(equiv).to_ascii_lowercase().as_slice() {
+                    b"refresh" => map_value(&self.mapper, content),
+                    b"content-security-policy" => {
+                        let policy = String::from_utf8_lossy(content);
+                        let policy = csp::rewrite(
+                            &self.mapper.map_str(&decode_entities(&policy)),
+                            &elements.csp,
+                            &elements.nonce,
+                            true,
+                        );
+                        Some(policy.into_bytes()).filter(|p| p != content)
+                    }
+                    _ => None,
+                };
+                changes[i] = rewritten.map(Change::Value);
+            }
+        }
+        changes
+    }
+}
+
+/// What the tag pass does to one attribute.
+enum Change {
+    /// Its value becomes this (unescaped for its quotes).
+    Value(Vec<u8>),
+    Remove,
 }
 
 fn map_value(mapper: &Mapper, raw: &[u8]) -> Option<Vec<u8>> {
@@ -446,12 +625,17 @@ fn find_end_tag(buf: &[u8], from: usize, name: &str) -> Option<usize> {
 
 struct Attribute {
     name: std::ops::Range<usize>,
-    /// The value without its quotes.
+    /// The value without its quotes (empty, at the name's end, without one).
     value: std::ops::Range<usize>,
     quote: Option<u8>,
+    /// Written with `=` and a value.
+    valued: bool,
+    /// Where the attribute ends: after its closing quote, its value or its
+    /// name.
+    end: usize,
 }
 
-/// The attributes with values of a complete start tag.
+/// The attributes of a complete start tag.
 fn attributes(tag: &[u8]) -> Vec<Attribute> {
     let mut found = Vec::new();
     let end = tag.len() - 1;
@@ -476,6 +660,13 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
             i += 1;
         }
         if i >= end || tag[i] != b'=' {
+            found.push(Attribute {
+                value: name.end..name.end,
+                end: name.end,
+                name,
+                quote: None,
+                valued: false,
+            });
             continue;
         }
         i += 1;
@@ -483,6 +674,14 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
             i += 1;
         }
         if i >= end {
+            // `name=` and the tag's end: an empty value.
+            found.push(Attribute {
+                value: i..i,
+                end: i,
+                name,
+                quote: None,
+                valued: true,
+            });
             return found;
         }
         match tag[i] {
@@ -492,6 +691,8 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
                     name,
                     value: i + 1..close,
                     quote: Some(q),
+                    valued: true,
+                    end: (close + 1).min(end),
                 });
                 i = close + 1;
             }
@@ -504,6 +705,8 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
                     name,
                     value: v..i,
                     quote: None,
+                    valued: true,
+                    end: i,
                 });
             }
         }
@@ -756,6 +959,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn one_lookup_knows_the_lists() {
+        for name in RAW_TEXT
+            .iter()
+            .chain(AGENT_BEFORE)
+            .chain(&["a", "div", "iframe", "x"])
+        {
+            for name in [name.to_string(), name.to_ascii_uppercase()] {
+                let k = kind(name.as_bytes());
+                let lower = name.to_ascii_lowercase();
+                assert_eq!(
+                    k.raw,
+                    RAW_TEXT.iter().copied().find(|r| *r == lower),
+                    "{name}"
+                );
+                assert_eq!(k.agent, AGENT_BEFORE.contains(&lower.as_str()), "{name}");
+            }
+        }
+        assert_eq!(kind(b"IFRAME").edit, Some(Edit::Srcdoc));
+        assert_eq!(kind(b"Link").edit, Some(Edit::Integrity));
+        assert_eq!(kind(b"meta").edit, Some(Edit::Meta));
+        assert_eq!(kind(b"metadata"), Kind::default());
+        assert_eq!(kind(b"plaintextx"), Kind::default());
     }
 
     #[test]

@@ -467,6 +467,11 @@ fn unmaskable(follower: Option<&Follower>, target: String, reason: Unmaskable) -
 
 /// A fresh CSP nonce per response: 128 random bits.
 fn nonce() -> String {
+    use std::fmt::Write;
     let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(32);
+    for b in bytes {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }

@@ -372,3 +372,181 @@ proptest! {
         }
     }
 }
+
+/// Elements whose attributes the tag pass edits ([`super::links::Elements`]),
+/// written in the ways a page may write them, among tokens the scanner must
+/// not mistake for tags.
+fn element_token() -> impl Strategy<Value = Option<&'static str>> {
+    prop_oneof![
+        token(),
+        prop::sample::select(vec![
+            "<iframe srcdoc=\"&lt;p&gt;x &amp; y\">",
+            "<IFRAME SRCDOC='<a href=\"https://shop.example/f\">f</a>'>",
+            "<iframe srcdoc>",
+            "<iframe srcdoc=x>",
+            "<iframe srcdoc=\"<script src=/__cobrowse/agent.js nonce=N0NCE></script>\">",
+            "<iframe title=t srcdoc='a' srcdoc='b'>",
+            "</iframe>",
+            "<link rel=stylesheet href=https://shop.example/a.css integrity=sha384-x>",
+            "<link as=SCRIPT integrity=sha384-y href=a.js>",
+            "<link rel=\"ModulePreload\" integrity='sha384-z'>",
+            "<link integrity>",
+            "<link integrity=a rel=preload integrity=b>",
+            "<link integrity=\"q\"rel=x>",
+            "<link\tINTEGRITY = 'q' />",
+            "<meta http-equiv=refresh content=\"5; url=https://shop.example/n\">",
+            "<META HTTP-EQUIV=\"Content-Security-Policy\" CONTENT=\"script-src 'self'; img-src https://shop.example\">",
+            "<meta http-equiv='content-security-policy' content='default-src &apos;none&apos;'>",
+            "<meta http-equiv=x-other content=https://shop.example/o>",
+            "<meta content=0;url=https://shop.example/u/ http-equiv=REFRESH>",
+            "<meta http-equiv=refresh>",
+            "<meta http-equiv=refresh content>",
+            "<meta http-equiv=refresh content=\"1; url=https://shop.example/a\" content=\"2; url=https://shop.example/b\">",
+        ])
+        .prop_map(Some),
+    ]
+}
+
+/// What the tag pass replaced, as lol_html did it: the reference.
+fn lol_html_elements(input: &str) -> String {
+    use lol_html::{HtmlRewriter, Settings, element};
+    let srcdoc = "<script src=/__cobrowse/agent.js nonce=N0NCE></script>";
+    let opts = options(false);
+    let (mapper, allowance) = (opts.mapper.clone(), opts.csp.clone());
+    let mut out = Vec::new();
+    let mut rewriter = HtmlRewriter::new(
+        Settings::new()
+            .with_strict(false)
+            .append_element_content_handler(element!("iframe[srcdoc]", |el| {
+                if let Some(doc) = el.get_attribute("srcdoc").filter(|d| !d.contains(srcdoc)) {
+                    el.set_attribute("srcdoc", &format!("{srcdoc}{doc}"))?;
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("link[integrity]", |el| {
+                let is_script = el
+                    .get_attribute("as")
+                    .is_some_and(|a| a.eq_ignore_ascii_case("script"))
+                    || el
+                        .get_attribute("rel")
+                        .is_some_and(|r| r.to_ascii_lowercase().contains("modulepreload"));
+                if !is_script {
+                    el.remove_attribute("integrity");
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("meta[http-equiv][content]", |el| {
+                let equiv = el
+                    .get_attribute("http-equiv")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let Some(content) = el.get_attribute("content") else {
+                    return Ok(());
+                };
+                let rewritten = match equiv.as_str() {
+                    "refresh" => super::links::map_attribute(&mapper, &content).into_owned(),
+                    "content-security-policy" => super::csp::rewrite(
+                        &mapper.map_str(&super::links::decode_entities(&content)),
+                        &allowance,
+                        "N0NCE",
+                        true,
+                    ),
+                    _ => return Ok(()),
+                };
+                if rewritten != content {
+                    el.set_attribute("content", &rewritten)?;
+                }
+                Ok(())
+            })),
+        |c: &[u8]| out.extend_from_slice(c),
+    );
+    rewriter.write(input.as_bytes()).unwrap();
+    rewriter.end().unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// A document as a browser's tokenizer reads it: each element's name and
+/// attributes (values with their character references decoded), the text
+/// and comments between them.
+fn tokenized(html: &str) -> Vec<String> {
+    use lol_html::{HtmlRewriter, Settings, doc_comments, doc_text, element};
+    use std::cell::RefCell;
+    let events = RefCell::new(Vec::new());
+    let text = RefCell::new(String::new());
+    let flush = |events: &RefCell<Vec<String>>, text: &RefCell<String>| {
+        let t = std::mem::take(&mut *text.borrow_mut());
+        if !t.is_empty() {
+            events.borrow_mut().push(t);
+        }
+    };
+    let mut rewriter = HtmlRewriter::new(
+        Settings::new()
+            .append_element_content_handler(element!("*", |el| {
+                flush(&events, &text);
+                let attrs: Vec<(String, String)> = el
+                    .attributes()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.name(),
+                            super::links::decode_entities(&a.value()).into_owned(),
+                        )
+                    })
+                    .collect();
+                events
+                    .borrow_mut()
+                    .push(format!("<{} {attrs:?}", el.tag_name()));
+                Ok(())
+            }))
+            .append_document_content_handler(doc_text!(|t| {
+                text.borrow_mut().push_str(t.as_str());
+                Ok(())
+            }))
+            .append_document_content_handler(doc_comments!(|c| {
+                flush(&events, &text);
+                events.borrow_mut().push(format!("<!--{}", c.text()));
+                Ok(())
+            })),
+        |_: &[u8]| {},
+    );
+    rewriter.write(html.as_bytes()).unwrap();
+    rewriter.end().unwrap();
+    flush(&events, &text);
+    events.into_inner()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The tag pass edits `<iframe srcdoc>`, `<link integrity>` and `<meta
+    /// http-equiv>` as the lol_html handlers it replaced did (followed by
+    /// the scanner, as they were): the same elements, attributes and values,
+    /// wherever the chunks are cut.
+    #[test]
+    fn the_scanner_edits_elements_as_lol_html_handlers_did(
+        tokens in prop::collection::vec(element_token(), 0..16),
+        size in 1usize..24,
+    ) {
+        let input = document(&tokens);
+        let reference = scanned(lol_html_elements(&input).as_bytes(), input.len().max(1), false);
+        let opts = options(false);
+        let mut links = super::links::Links::new(mapper(false), 1 << 20).with_elements(
+            super::links::Elements {
+                srcdoc_agent: b"<script src=/__cobrowse/agent.js nonce=N0NCE></script>".to_vec(),
+                csp: opts.csp.clone(),
+                nonce: "N0NCE".into(),
+            },
+        );
+        let mut out = Vec::new();
+        for chunk in input.as_bytes().chunks(size) {
+            links.push(chunk, &mut out);
+        }
+        links.finish(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        prop_assert_eq!(
+            tokenized(&out),
+            tokenized(&reference),
+            "input {}\nscanned {}\nreference {}", input, out, reference
+        );
+    }
+}

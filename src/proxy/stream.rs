@@ -99,7 +99,7 @@ impl Pipeline {
                 )
                 .into());
             }
-            let out = self.run_stages(0, &piece)?;
+            let out = self.run_stages(0, piece)?;
             if !out.is_empty() {
                 return Ok(Some(out));
             }
@@ -113,8 +113,12 @@ impl Pipeline {
             if self.plain.is_empty() {
                 return Ok(None);
             }
-            let n = self.plain.len().min(PIECE);
-            return Ok(Some(self.plain.drain(..n).collect()));
+            // Handed on whole when it fits, not copied.
+            if self.plain.len() <= PIECE {
+                return Ok(Some(std::mem::take(&mut self.plain)));
+            }
+            let rest = self.plain.split_off(PIECE);
+            return Ok(Some(std::mem::replace(&mut self.plain, rest)));
         }
         'again: loop {
             for i in (0..self.decoders.len()).rev() {
@@ -142,8 +146,7 @@ impl Pipeline {
         }
     }
 
-    fn run_stages(&mut self, first: usize, input: &[u8]) -> Result<Vec<u8>, BoxError> {
-        let mut data = input.to_vec();
+    fn run_stages(&mut self, first: usize, mut data: Vec<u8>) -> Result<Vec<u8>, BoxError> {
         for stage in &mut self.stages[first..] {
             let mut out = Vec::with_capacity(data.len() + 256);
             stage.push(&data, &mut out)?;
@@ -159,9 +162,9 @@ impl Pipeline {
             // after it.
             let mut held = Vec::new();
             self.stages[i].finish(&mut held)?;
-            result = [result, held].concat();
+            result.append(&mut held);
             if i + 1 < self.stages.len() {
-                result = self.run_stages(i + 1, &result)?;
+                result = self.run_stages(i + 1, result)?;
             }
         }
         Ok(result)
