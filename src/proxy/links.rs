@@ -394,13 +394,11 @@ impl Links {
             return;
         }
         let attrs = attributes(tag);
-        let mut changes: Vec<Option<Change>> = match edit {
-            Some((edit, elements)) => self.element_changes(edit, elements, tag, &attrs),
-            None => Vec::new(),
-        };
-        changes.resize_with(attrs.len(), || None);
+        let mut changes =
+            edit.map(|(edit, elements)| self.element_changes(edit, elements, tag, &attrs));
         let mut written = 0;
-        for (attr, change) in attrs.iter().zip(changes) {
+        for (i, attr) in attrs.iter().enumerate() {
+            let change = changes.as_mut().and_then(|c| c[i].take());
             let change = change.or_else(|| {
                 let name = &tag[attr.name.clone()];
                 if !attr.valued
@@ -726,15 +724,12 @@ fn attributes(tag: &[u8]) -> Vec<Attribute> {
 /// character references are decoded first, so `https:&#x2F;&#x2F;host` is
 /// found too, and `&` is escaped again after.
 pub(crate) fn map_attribute<'a>(mapper: &Mapper, raw: &'a str) -> Cow<'a, str> {
-    let scheme = raw
-        .trim_start()
-        .get(..11)
-        .unwrap_or(raw)
-        .to_ascii_lowercase();
-    if ["data:", "blob:", "javascript:"]
-        .iter()
-        .any(|s| scheme.starts_with(s))
-    {
+    let scheme = raw.trim_start().get(..11).unwrap_or(raw).as_bytes();
+    if ["data:", "blob:", "javascript:"].iter().any(|s| {
+        scheme
+            .get(..s.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(s.as_bytes()))
+    }) {
         return Cow::Borrowed(raw);
     }
     if !raw.contains('&') {
