@@ -237,8 +237,9 @@ pub struct ServerLimits {
 
 #[derive(Debug, Clone)]
 pub struct ProxyLimits {
-    /// lol_html's memory limit per document; past it the rest of the document
-    /// passes through unmodified. Default 1 MiB.
+    /// The HTML rewrite's memory per document (the tag or comment the link
+    /// scanner holds, and lol_html's for a follower's document); past it the
+    /// rest of the document passes through unmodified. Default 1 MiB.
     pub html_memory_limit: usize,
     /// Connecting to the upstream. Default 10 s.
     pub connect_timeout: Duration,

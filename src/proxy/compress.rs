@@ -177,6 +177,12 @@ const BROTLI_QUALITY: i32 = 2;
 /// the encoder's tables for large files, set up again for each response:
 /// twice the time for a page, for no smaller output.
 const BROTLI_WINDOW: i32 = 18;
+/// zstd at level 1: about twice as fast as at 3 for 4 % more bytes, and
+/// smaller than gzip at 1. Its window (as a power of two, 256 KiB) instead
+/// of level 3's 2 MiB: the encoder's buffers are allocated for every
+/// response, and each page of them is faulted in and zeroed.
+const ZSTD_LEVEL: i32 = 1;
+const ZSTD_WINDOW: u32 = 18;
 
 impl Codec {
     pub fn encoder(coding: Coding) -> Codec {
@@ -191,9 +197,10 @@ impl Codec {
                     .quality(Level::Precise(BROTLI_QUALITY))
                     .window_size(BROTLI_WINDOW),
             )),
-            Coding::Zstd => Writer::ZstdE(codec::ZstdEncoder::with_quality(
+            Coding::Zstd => Writer::ZstdE(codec::ZstdEncoder::with_quality_and_params(
                 Vec::new(),
-                Level::Precise(3),
+                Level::Precise(ZSTD_LEVEL),
+                &[async_compression::zstd::CParameter::window_log(ZSTD_WINDOW)],
             )),
             Coding::Deflate => Writer::DeflateE(codec::ZlibEncoder::with_quality(
                 Vec::new(),
