@@ -237,16 +237,12 @@ impl Html {
         }
     }
 
-    /// Feeds `input` to the rewriter. For a follower in small pieces, each
-    /// drained at once: when the rewrite gives up, lol_html flushes the
+    /// Feeds `input` to lol_html (a follower's document) in small pieces,
+    /// each drained at once: when the rewrite gives up, lol_html flushes the
     /// failing write's input raw along with what it rewrote of it, and all of
     /// that is dropped, so the less one write holds, the less is lost.
     fn write(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        let step = if self.options.follower {
-            1024
-        } else {
-            input.len().max(1)
-        };
+        let step = 1024;
         for (i, piece) in input.chunks(step).enumerate() {
             let State::Rewriting(rewriter) = &mut self.state else {
                 // Gave up at an earlier piece.
