@@ -563,6 +563,7 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
 `;
 
         function build() {
+            if (host) return;
             host = document.createElement('cobrowse-widget');
             host.setAttribute('data-cobrowse', 'widget');
             const root = nativeAttachShadow.call(host, { mode: 'open' });
@@ -808,8 +809,17 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
     })();
 
     whenReady(() => {
-        widget.build();
-        // A session survives reloads and navigations of the tab that called.
-        if (readJSON(STORE)) start('resume');
+        // A session survives reloads and navigations of the tab that called:
+        // it resumes at once.
+        if (readJSON(STORE)) {
+            widget.build();
+            start('resume');
+            return;
+        }
+        // Without one, the widget waits for a moment the page is idle (half
+        // a second at most): its building and the layout it adds stay off
+        // the page's own DOMContentLoaded and load.
+        const later = W.requestIdleCallback ? (fn) => W.requestIdleCallback(fn, { timeout: 500 }) : (fn) => setTimeout(fn, 0);
+        later(() => widget.build());
     });
 })();

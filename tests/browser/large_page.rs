@@ -9,11 +9,15 @@ use crate::support::origin::{Origin, full};
 /// Groups of three radios per form (one name per group, checked first by
 /// default), text fields, checkboxes and selects in two forms, radios
 /// outside any form, and boxes that scroll: one scrolled by the page's own
-/// script while it is parsed, one inside a shadow root.
+/// script while it is parsed, one inside a shadow root. The page notes each
+/// box it saw scroll (its own listeners, from the start), so the test knows
+/// when the browser has delivered the scrolls.
 fn large_page() -> String {
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Large</title>\
-         <style>.box{height:60px;width:200px;overflow:auto;white-space:nowrap}.box p{margin:0;height:40px}</style></head><body>\n",
+         <style>.box{height:60px;width:200px;overflow:auto;white-space:nowrap}.box p{margin:0;height:40px}</style>\
+         <script>window.seen = new Set(); document.addEventListener('scroll', (e) => { if (e.target.id) seen.add(e.target.id); }, true);</script>\
+         </head><body>\n",
     );
     let box_of = |id: &str| {
         let rows: String = (0..30)
@@ -51,15 +55,9 @@ fn large_page() -> String {
     html.push_str(
         "<div id=\"host\"></div><script>\
          const root = document.getElementById('host').attachShadow({mode: 'open'});\
+         root.addEventListener('scroll', (e) => seen.add(e.target.id), true);\
          root.innerHTML = '<style>.box{height:60px;width:200px;overflow:auto}.box p{margin:0;height:40px}</style><div class=\"box\" id=\"inner\">' + '<p>Row</p>'.repeat(30) + '</div>';\
          </script>\n",
-    );
-    // The page notes each box it saw scroll (its own listeners), so the
-    // test knows when the browser has delivered the scrolls.
-    html.push_str(
-        "<script>window.seen = new Set();\
-         document.addEventListener('scroll', (e) => { if (e.target.id) seen.add(e.target.id); }, true);\
-         root.addEventListener('scroll', (e) => seen.add(e.target.id), true);</script>\n",
     );
     html.push_str("</body></html>\n");
     html
