@@ -284,6 +284,9 @@ fn agent_source(config: &Config) -> String {
         "prefix": config.prefix,
         "upstreams": upstreams,
         "mask": config.privacy.mask,
+        // The hub's limit on messages per second per connection, which the
+        // customer's publication of a large page stays under.
+        "rate": config.hub.messages_per_second,
         // Where the operator console is, so its content frame's agent talks
         // to that origin only: the public origin, or this host on its port.
         "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },

@@ -114,6 +114,26 @@ function applyStored(path) {
 // freeze for the length of the whole pass when a call starts.
 const SLICE_MS = 5;
 
+// The hub refuses more than `rate` messages a second from a connection (in
+// bursts of twice that): a publication spends at most half, so a large
+// page's state is not refused, and what the customer does meanwhile still
+// goes through. The allowance is shared by every frame's publication.
+const RATE = Math.max(1, Number(CB.config && CB.config.rate) || 200);
+let allowance = RATE;
+let allowanceAt = 0;
+function allowed() {
+    const now = performance.now();
+    allowance = Math.min(RATE, allowance + ((now - allowanceAt) / 1000) * (RATE / 2));
+    allowanceAt = now;
+    if (allowance < 1) return false;
+    allowance -= 1;
+    return true;
+}
+// How long until the allowance has room for one more.
+function allowanceWait() {
+    return Math.ceil(((1 - allowance) * 1000) / (RATE / 2));
+}
+
 // Frames whose state is being published, one after the other in the order
 // asked (the root first); each has its navigation sent already.
 const publishing = [];
@@ -166,8 +186,13 @@ async function publishState({ w, a, n }) {
     const path = a.path;
     let until = performance.now() + SLICE_MS;
     const due = () => performance.now() > until;
+    // Yields to the page; where the allowance ran out (`paced`), until it
+    // has room again.
+    let paced = false;
     const pause = async () => {
-        await yieldToPage();
+        if (paced) await new Promise((resolve) => setTimeout(resolve, allowanceWait()));
+        else await yieldToPage();
+        paced = false;
         until = performance.now() + SLICE_MS;
         return live();
     };
@@ -187,6 +212,7 @@ async function publishState({ w, a, n }) {
             } else if (masked(el) ? !isFilled(el) : isDefault(el)) {
                 continue;
             }
+            if (!allowed()) { paced = true; return; }
             const d = describe(el, path);
             send(d.key, d.fn, d.args, true);
         }
@@ -202,9 +228,13 @@ async function publishState({ w, a, n }) {
     // document started (agent.js), not every element of the page.
     const doc = w.document;
     for (const el of scrolledIn(w)) {
-        if (due() && !(await pause())) return;
         if (!el.isConnected || el.ownerDocument !== doc || el === doc.documentElement || el === doc.body || ours(el)) continue;
-        if (el.scrollTop || el.scrollLeft) send(`${path}/${partKey(el)}/@scroll`, 'scroll', [Math.round(el.scrollLeft), Math.round(el.scrollTop)], true);
+        if (!el.scrollTop && !el.scrollLeft) continue;
+        while (due() || !allowed()) {
+            paced = !due();
+            if (!(await pause())) return;
+        }
+        send(`${path}/${partKey(el)}/@scroll`, 'scroll', [Math.round(el.scrollLeft), Math.round(el.scrollTop)], true);
     }
     if (w === ROOT) sendViewport();
 }
