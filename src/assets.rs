@@ -629,6 +629,22 @@ mod tests {
     }
 
     #[test]
+    fn a_coding_is_taken_by_name_or_by_star_unless_refused() {
+        for (accepts, br, gzip) in [
+            ("", 0.0, 0.0),
+            ("gzip, deflate, br", 1.0, 1.0),
+            ("GZIP;Q=0.5", 0.0, 0.5),
+            ("br;q=0, *", 0.0, 1.0),
+            ("*;q=0.3, gzip;q=0", 0.3, 0.0),
+            ("identity", 0.0, 0.0),
+            ("br;q=bad", 1.0, 0.0),
+        ] {
+            assert_eq!(coding_quality(accepts, "br"), br, "{accepts}");
+            assert_eq!(coding_quality(accepts, "gzip"), gzip, "{accepts}");
+        }
+    }
+
+    #[test]
     fn every_script_gets_the_vocabulary_and_the_hub_part() {
         let a = assets();
         let vocabulary = format!("const VOCABULARY = {};", protocol::browser_vocabulary());

@@ -204,15 +204,21 @@ async function publishState({ w, a, n }) {
         for (; next < controls.length && !due(); next++) {
             const el = controls[next];
             if (!el.isConnected || ours(el)) continue;
+            let first = null;
             if (el.type === 'radio' && el.name) {
                 const group = radioGroup(el);
                 if (!group.length || radios.has(group[0])) continue;
-                radios.add(group[0]);
-                if (group.every((r) => r.checked === r.defaultChecked)) continue;
+                if (group.every((r) => r.checked === r.defaultChecked)) {
+                    radios.add(group[0]);
+                    continue;
+                }
+                first = group[0];
             } else if (masked(el) ? !isFilled(el) : isDefault(el)) {
                 continue;
             }
+            // Out of allowance: this control again once there is room.
             if (!allowed()) { paced = true; return; }
+            if (first) radios.add(first);
             const d = describe(el, path);
             send(d.key, d.fn, d.args, true);
         }

@@ -130,15 +130,25 @@ async fn a_call_on_a_large_page_shares_every_control_and_scroll_position() {
 
     customer_calls(&customer, &server, &[&operator]).await;
     operator_responds(&operator, &server, &[&customer]).await;
-    until_on(
-        &operator,
-        "the operator's page to show every control and scroll position of the customer's",
-        CONTENT,
-        &in_frame(&format!("{STATE} === {}", serde_json::to_string(&want).unwrap())),
-        &[&customer, &operator],
-        &server,
-    )
-    .await;
+    // Until the operator's page shows the same; on failure, where it differs.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = operator.eval_on(CONTENT, &in_frame(STATE)).await;
+        if got.as_str() == Some(want.as_str()) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let got = got.as_str().unwrap_or("").to_string();
+            let at = want.bytes().zip(got.bytes()).take_while(|(a, b)| a == b).count();
+            panic!(
+                "the operator's page differs from the customer's at byte {at}:\n customer: …{}\n operator: …{}\n{}",
+                &want[at.saturating_sub(80)..(at + 80).min(want.len())],
+                &got[at.saturating_sub(80).min(got.len())..(at + 80).min(got.len())],
+                harness::context(&[&customer, &operator], &server).await
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // Nothing changed on the customer's side meanwhile.
     assert_eq!(customer.eval(STATE).await.as_str(), Some(want.as_str()));
 }
