@@ -242,7 +242,9 @@ fn coding_quality(accepts: &str, coding: &str) -> f32 {
         let q = parts
             .find_map(|p| {
                 let (k, v) = p.split_once('=')?;
-                k.trim().eq_ignore_ascii_case("q").then(|| v.trim().parse::<f32>().ok())?
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| v.trim().parse::<f32>().ok())?
             })
             .unwrap_or(1.0);
         if token.eq_ignore_ascii_case(coding) {
@@ -391,14 +393,19 @@ mod tests {
             "console.css",
             "frame",
         ] {
-            let first = a.serve(name, None, &Method::GET, &HeaderMap::new()).expect(name);
+            let first = a
+                .serve(name, None, &Method::GET, &HeaderMap::new())
+                .expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
             let etag = first.headers()[header::ETAG].clone();
-            let again = a.serve(name, None, &Method::GET, &inm(Some(&etag))).unwrap();
+            let again = a
+                .serve(name, None, &Method::GET, &inm(Some(&etag)))
+                .unwrap();
             assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
             assert_eq!(again.headers()[header::ETAG], etag);
             let listed =
-                http::HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
+                http::HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap()))
+                    .unwrap();
             assert_eq!(
                 a.serve(name, None, &Method::GET, &inm(Some(&listed)))
                     .unwrap()
@@ -413,7 +420,10 @@ mod tests {
                 StatusCode::OK
             );
         }
-        assert!(a.serve("nothing.js", None, &Method::GET, &HeaderMap::new()).is_none());
+        assert!(
+            a.serve("nothing.js", None, &Method::GET, &HeaderMap::new())
+                .is_none()
+        );
         assert_eq!(
             a.serve("agent.js", None, &Method::POST, &HeaderMap::new())
                 .unwrap()

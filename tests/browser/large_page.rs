@@ -126,7 +126,10 @@ async fn a_call_on_a_large_page_shares_every_control_and_scroll_position() {
     .await;
     let want = customer.eval(STATE).await;
     let want = want.as_str().expect("the customer's state").to_string();
-    assert!(want.contains(r#"["one",200,0]"#) && want.contains(r#"["early",130,0]"#), "{want}");
+    assert!(
+        want.contains(r#"["one",200,0]"#) && want.contains(r#"["early",130,0]"#),
+        "{want}"
+    );
 
     customer_calls(&customer, &server, &[&operator]).await;
     operator_responds(&operator, &server, &[&customer]).await;
@@ -139,7 +142,11 @@ async fn a_call_on_a_large_page_shares_every_control_and_scroll_position() {
         }
         if tokio::time::Instant::now() > deadline {
             let got = got.as_str().unwrap_or("").to_string();
-            let at = want.bytes().zip(got.bytes()).take_while(|(a, b)| a == b).count();
+            let at = want
+                .bytes()
+                .zip(got.bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
             panic!(
                 "the operator's page differs from the customer's at byte {at}:\n customer: …{}\n operator: …{}\n{}",
                 &want[at.saturating_sub(80)..(at + 80).min(want.len())],

@@ -361,9 +361,17 @@ async fn the_agent_is_served_compressed_to_whoever_takes_it() {
 
     let plain = get(&url).await;
     assert_eq!(plain.status, StatusCode::OK, "{}", proxy.output());
-    assert_eq!(plain.header("content-encoding"), "", "no Accept-Encoding: identity");
+    assert_eq!(
+        plain.header("content-encoding"),
+        "",
+        "no Accept-Encoding: identity"
+    );
     assert_eq!(plain.header("vary"), "Accept-Encoding");
-    assert!(plain.text().starts_with("(function () {"), "{}", plain.text());
+    assert!(
+        plain.text().starts_with("(function () {"),
+        "{}",
+        plain.text()
+    );
 
     for (accept, coding) in [
         ("gzip, deflate, br, zstd", "br"),
@@ -378,16 +386,29 @@ async fn the_agent_is_served_compressed_to_whoever_takes_it() {
     ] {
         let got = fetch("GET", &url, &[("accept-encoding", accept)]).await;
         assert_eq!(got.status, StatusCode::OK, "{accept}");
-        assert_eq!(got.header("content-encoding"), coding, "Accept-Encoding: {accept}");
+        assert_eq!(
+            got.header("content-encoding"),
+            coding,
+            "Accept-Encoding: {accept}"
+        );
         assert_eq!(got.header("vary"), "Accept-Encoding", "{accept}");
         assert_eq!(
             got.header("cache-control"),
             "public, max-age=31536000, immutable",
             "{accept}"
         );
-        assert_eq!(got.header("content-length"), got.body.len().to_string(), "{accept}");
+        assert_eq!(
+            got.header("content-length"),
+            got.body.len().to_string(),
+            "{accept}"
+        );
         if !coding.is_empty() {
-            assert!(got.body.len() * 3 < plain.body.len(), "{coding}: {} of {} bytes", got.body.len(), plain.body.len());
+            assert!(
+                got.body.len() * 3 < plain.body.len(),
+                "{coding}: {} of {} bytes",
+                got.body.len(),
+                plain.body.len()
+            );
         }
         assert!(
             decode(coding, &got.body).await == plain.body,
@@ -395,7 +416,12 @@ async fn the_agent_is_served_compressed_to_whoever_takes_it() {
         );
         // A revalidation names the representation it holds.
         let etag = got.header("etag").to_string();
-        let again = fetch("GET", &url, &[("accept-encoding", accept), ("if-none-match", &etag)]).await;
+        let again = fetch(
+            "GET",
+            &url,
+            &[("accept-encoding", accept), ("if-none-match", &etag)],
+        )
+        .await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{accept}");
         assert_eq!(again.header("etag"), etag, "{accept}");
         assert_eq!(again.header("vary"), "Accept-Encoding", "{accept}");
