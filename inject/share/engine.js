@@ -223,10 +223,17 @@ async function publishState({ w, a, n }) {
             send(d.key, d.fn, d.args, true);
         }
     };
-    for (;;) {
-        withRadioIndex(w, slice);
-        if (next >= controls.length) break;
-        if (!(await pause())) return;
+    const index = radioIndexOf(w);
+    try {
+        for (;;) {
+            // Changes the observer has not delivered yet count too.
+            if (index.watch.takeRecords().length) index.groups = null;
+            inRadioIndex(index, slice);
+            if (next >= controls.length) break;
+            if (!(await pause())) return;
+        }
+    } finally {
+        index.watch.disconnect();
     }
 
     if (w.scrollX || w.scrollY) send(`${path}/@scroll`, 'scroll', [Math.round(w.scrollX), Math.round(w.scrollY)], true);

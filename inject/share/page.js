@@ -54,21 +54,34 @@ function radioScope(el, R) {
     return el.form && el.form.getRootNode() === R ? el.form : R;
 }
 
-// Loops over all of a frame's controls in one task (publishing, the sweep
-// after a click) find radio groups from one pass over the frame's radios,
-// built at the first radio they meet: a query per radio walks the whole
-// document once per radio (500 radios among 20,000 elements: a quarter of
-// a second). The pass lasts for `fn` only, so a page changing its radios
-// between two tasks is seen.
+// Loops over all of a frame's controls (publishing, the sweep after a
+// click) find radio groups from one pass over the frame's radios, built at
+// the first radio they meet: a query per radio walks the whole document
+// once per radio (500 radios among 20,000 elements: a quarter of a
+// second). An index lasts for `fn` only, or, made with `radioIndexOf` for a
+// loop that yields to the page between slices, until the page inserts or
+// removes nodes or changes a name, type, id or form attribute in the
+// frame's document or a shadow root it had.
 let radioIndex = null;
 function withRadioIndex(w, fn) {
+    return inRadioIndex({ w, groups: null }, fn);
+}
+function inRadioIndex(index, fn) {
     const outer = radioIndex;
-    radioIndex = { w, groups: null };
+    radioIndex = index;
     try {
         return fn();
     } finally {
         radioIndex = outer;
     }
+}
+function radioIndexOf(w) {
+    const index = { w, groups: null };
+    index.watch = new MutationObserver(() => { index.groups = null; });
+    for (const R of [w.document, ...((cbOf(w) || {}).shadows || [])]) {
+        index.watch.observe(R, { childList: true, subtree: true, attributes: true, attributeFilter: ['name', 'type', 'id', 'form'] });
+    }
+    return index;
 }
 
 // scope (form, document or shadow root) -> name -> its radios, in document
