@@ -11,6 +11,8 @@
 #   COBROWSE_BIN=… LOAD_BIN=… PAGELOAD_BIN=… BROWSERBENCH_BIN=… benches/run.sh   (skip the builds)
 #   BENCH_PERF=profile.txt BENCH_ROWS=B1 benches/run.sh  (perf record -g of
 #       cobrowse during one more B1 run; the report's top lines go there)
+#   BENCH_AGENT_PROFILE=1 BENCH_ROWS=B8 benches/run.sh  (B8 with V8's sampling
+#       profiles of one proxied load and of each call, printed with the rest)
 #
 # Installs what is missing the way tests/run.sh does (as root, Debian's
 # nginx, wrk, nodejs, npm, chromium, curl), and the relay's one npm package
@@ -430,7 +432,7 @@ if want B8; then
     "$BROWSERBENCH_BIN" agentcost --direct "http://127.0.0.1:$UPSTREAM_PORT/large-form.html" \
         --proxied "http://127.0.0.1:$HUB_PORT/large-form.html" --console "http://127.0.0.1:$((HUB_PORT + 1))" \
         --user bench --password "$password" --runs "$B8_RUNS" --calls "$B8_CALLS" \
-        >"$work/b8" 2>"$work/b8.err" || true
+        ${BENCH_AGENT_PROFILE:+--profile} >"$work/b8" 2>"$work/b8.err" || true
     cat "$work/b8" >&2
     load=$(grep '^B8 load' "$work/b8" || true)
     calls=$(grep '^B8 call' "$work/b8" || true)

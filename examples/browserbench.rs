@@ -28,7 +28,8 @@
 //! The call's cost is every `longtask` (over 50 ms) the customer's page
 //! reports from the click on "Call operator" until the operator sees the
 //! page and a second more; with `--profile`, a sampling profile of that
-//! time names the functions it was spent in.
+//! time names the functions it was spent in, and one of a proxied load
+//! (from the navigation until a second after `load`) those of the load.
 
 #[path = "support/chromium.rs"]
 mod chromium;
@@ -101,7 +102,8 @@ enum Mode {
         /// Calls started (each on a fresh load).
         #[arg(long, default_value_t = 3)]
         calls: usize,
-        /// Print where the call's time went (a sampling profile).
+        /// Print where the time of one proxied load and of each call went
+        /// (sampling profiles).
         #[arg(long)]
         profile: bool,
     },
@@ -492,6 +494,37 @@ async fn load_cost(browser: &Browser, url: &str) -> Result<(f64, f64)> {
     ))
 }
 
+/// A sampling profile of one load of `url` in a fresh context. The
+/// profiler starts on a page of the same origin without the agent (the
+/// proxy's health check), so the load stays in the profiled renderer.
+async fn load_profile(browser: &Browser, url: &str) -> Result<()> {
+    let page = fresh_page(browser).await?;
+    let origin = url::Url::parse(url)?.origin().ascii_serialization();
+    page.goto(format!("{origin}/__cobrowse/healthz")).await?;
+    page.execute(profiler::EnableParams::default()).await?;
+    page.execute(profiler::SetSamplingIntervalParams::new(100))
+        .await?;
+    page.execute(profiler::StartParams::default()).await?;
+    page.goto(url).await?;
+    until(
+        &page,
+        "the load event",
+        "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0",
+        60,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let p = page
+        .execute(profiler::StopParams::default())
+        .await?
+        .result
+        .profile;
+    println!("load profile:");
+    print_profile(&p);
+    let _ = page.close().await;
+    Ok(())
+}
+
 async fn agentcost(
     browser: &Browser,
     direct: &str,
@@ -501,6 +534,9 @@ async fn agentcost(
     calls: usize,
     profile: bool,
 ) -> Result<()> {
+    if profile {
+        load_profile(browser, proxied).await?;
+    }
     let (mut ds, mut dt, mut ps, mut pt) = (vec![], vec![], vec![], vec![]);
     // One of each first, not counted: the servers' first use.
     load_cost(browser, direct).await?;

@@ -25,6 +25,10 @@
         shadowOf: new WeakMap(),
         // Hooks filled in by share.js once a session starts.
         engine: null,
+        // Elements seen scrolling since the document started: publishing
+        // the page reads the scroll positions of these, not of every
+        // element (a forced read of 20,000 elements on a large page).
+        scrolled: new Set(),
     };
     Object.defineProperty(W, NS, { value: CB, configurable: false, enumerable: false, writable: false });
 
@@ -47,7 +51,25 @@
         return orig;
     }
 
+    // Scroll events do not bubble, but a capturing listener on the window
+    // (and on each shadow root: they are not composed) sees every one.
+    let scrolledLimit = 256;
+    function sawScroll(e) {
+        const t = e.target;
+        if (!t || t.nodeType !== 1) return;
+        const seen = CB.scrolled;
+        seen.add(t);
+        if (seen.size > scrolledLimit) {
+            // Elements gone from the page are forgotten.
+            for (const el of seen) if (!el.isConnected) seen.delete(el);
+            scrolledLimit = Math.max(256, seen.size * 2);
+        }
+    }
+    const SCROLL_OPTS = { capture: true, passive: true };
+    W.addEventListener('scroll', sawScroll, SCROLL_OPTS);
+
     const nativeAttachShadow = wrap(Element.prototype, 'attachShadow', (host, _args, root) => {
+        root.addEventListener('scroll', sawScroll, SCROLL_OPTS);
         CB.shadows.push(root);
         CB.shadowOf.set(host, root);
         MASK.watch(root);
@@ -541,6 +563,7 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
 `;
 
         function build() {
+            if (host) return;
             host = document.createElement('cobrowse-widget');
             host.setAttribute('data-cobrowse', 'widget');
             const root = nativeAttachShadow.call(host, { mode: 'open' });
@@ -786,8 +809,17 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
     })();
 
     whenReady(() => {
-        widget.build();
-        // A session survives reloads and navigations of the tab that called.
-        if (readJSON(STORE)) start('resume');
+        // A session survives reloads and navigations of the tab that called:
+        // it resumes at once.
+        if (readJSON(STORE)) {
+            widget.build();
+            start('resume');
+            return;
+        }
+        // Without one, the widget waits for a moment the page is idle (half
+        // a second at most): its building and the layout it adds stay off
+        // the page's own DOMContentLoaded and load.
+        const later = W.requestIdleCallback ? (fn) => W.requestIdleCallback(fn, { timeout: 500 }) : (fn) => setTimeout(fn, 0);
+        later(() => widget.build());
     });
 })();

@@ -135,6 +135,12 @@ const MASK = (function () {
   function masked(el) {
     if (!el || el.nodeType !== 1) return false;
     settle();
+    return settled(el);
+  }
+
+  // `masked` once the changes made so far are taken in: a loop over every
+  // control of the page settles once, not once per control.
+  function settled(el) {
     if (ever.has(el)) return true;
     if (!now(el)) return false;
     add(el);
@@ -213,9 +219,10 @@ const MASK = (function () {
   function onPage() {
     const names = new Set(readNames());
     const values = new Set();
+    settle();
     for (const R of roots) {
       for (const el of R.querySelectorAll('input, textarea, select')) {
-        if (!masked(el)) continue;
+        if (!settled(el)) continue;
         if (el.name) names.add(el.name);
         const v = secretValue(el);
         if (v != null) values.add(v);
@@ -278,6 +285,8 @@ const MASK = (function () {
   // History state as it may be shared: entries named like a masked field
   // and strings holding a masked field's value are emptied.
   function scrub(state) {
+    // Nothing in it to empty (most pages' state is null).
+    if (state == null || typeof state === 'number' || typeof state === 'boolean') return state;
     const mask = onPage();
     if (!mask.names.size && !mask.values.size) return state;
     const walk = (v) => {

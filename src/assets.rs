@@ -4,7 +4,9 @@
 //! tag in every document does) is served immutable: the synchronous agent
 //! in `<head>` then costs a page load no revalidation round trip.
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use std::io::Write;
+
+use http::{HeaderMap, Method, Response, StatusCode, header};
 
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -16,6 +18,16 @@ struct Asset {
     bytes: Vec<u8>,
     /// The content hash, in hex: the ETag (quoted) and the version in URLs.
     version: String,
+    etag: String,
+    /// The same bytes compressed once at start, each with its own ETag
+    /// (another representation of the same version).
+    coded: [Coded; 2],
+}
+
+/// One precompressed representation of an asset.
+struct Coded {
+    coding: &'static str,
+    bytes: Vec<u8>,
     etag: String,
 }
 
@@ -100,12 +112,25 @@ impl Assets {
                 // The prefix is configurable: files refer to it as `/__cobrowse/`.
                 let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
                 let version = format!("{:016x}", fnv1a(&bytes));
+                let coded = [
+                    Coded {
+                        coding: "br",
+                        bytes: brotli(&bytes),
+                        etag: format!("\"{version}-br\""),
+                    },
+                    Coded {
+                        coding: "gzip",
+                        bytes: gzip(&bytes),
+                        etag: format!("\"{version}-gz\""),
+                    },
+                ];
                 Asset {
                     name,
                     content_type,
                     bytes,
                     etag: format!("\"{version}\""),
                     version,
+                    coded,
                 }
             })
             .collect();
@@ -127,13 +152,15 @@ impl Assets {
     /// request whose `If-None-Match` names the current ETag gets `304`; one
     /// whose `query` names the current version (`v=…`) may be kept for
     /// good, any other revalidates (the unversioned URL, or an old version
-    /// still in a page: it gets today's file, which must not stick).
+    /// still in a page: it gets today's file, which must not stick). The
+    /// body is brotli or gzip where `Accept-Encoding` takes them (compressed
+    /// once, at start), else as it is; the answer varies by that header.
     pub fn serve(
         &self,
         name: &str,
         query: Option<&str>,
         method: &Method,
-        if_none_match: Option<&HeaderValue>,
+        headers: &HeaderMap,
     ) -> Option<Response<Body>> {
         let asset = self.files.iter().find(|a| a.name == name)?;
         if method != Method::GET && method != Method::HEAD {
@@ -142,34 +169,108 @@ impl Assets {
                 "method not allowed\n",
             ));
         }
-        let fresh = if_none_match
+        let accepts = headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        // The coding the client ranks highest; brotli (listed first) on a tie.
+        let coded = asset
+            .coded
+            .iter()
+            .map(|c| (c, coding_quality(&accepts, c.coding)))
+            .filter(|&(_, q)| q > 0.0)
+            .fold(None, |best: Option<(&Coded, f32)>, (c, q)| match best {
+                Some((_, b)) if b >= q => best,
+                _ => Some((c, q)),
+            })
+            .map(|(c, _)| c);
+        let (etag, bytes) = coded.map_or((&asset.etag, &asset.bytes), |c| (&c.etag, &c.bytes));
+        // Any representation of the current version is fresh: the client
+        // holds the one it names (and could decode it when it got it).
+        let all_etags = || std::iter::once(&asset.etag).chain(asset.coded.iter().map(|c| &c.etag));
+        let fresh = headers
+            .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
+            .and_then(|v| {
+                v.split(',').map(str::trim).find_map(|tag| {
+                    if tag == "*" {
+                        Some(etag)
+                    } else {
+                        all_etags().find(|e| e.as_str() == tag)
+                    }
+                })
             });
         let current = query.and_then(|q| q.strip_prefix("v=")) == Some(asset.version.as_str());
         let builder = Response::builder()
-            .header(header::ETAG, &asset.etag)
+            .header(header::ETAG, fresh.unwrap_or(etag))
             .header(
                 header::CACHE_CONTROL,
                 if current { IMMUTABLE } else { "no-cache" },
             )
+            .header(header::VARY, "Accept-Encoding")
             .header("x-content-type-options", "nosniff");
-        let response = if fresh {
+        let response = if fresh.is_some() {
             builder.status(StatusCode::NOT_MODIFIED).body(body::empty())
         } else {
-            let bytes = if method == Method::HEAD {
+            let builder = match coded {
+                Some(c) => builder.header(header::CONTENT_ENCODING, c.coding),
+                None => builder,
+            };
+            let body = if method == Method::HEAD {
                 Vec::new()
             } else {
-                asset.bytes.clone()
+                bytes.clone()
             };
             builder
                 .header(header::CONTENT_TYPE, asset.content_type)
-                .body(body::full(bytes))
+                .body(body::full(body))
         };
         Some(response.expect("static response parts are valid"))
     }
+}
+
+/// How much an `Accept-Encoding` value wants `coding` (0: not at all): its
+/// q-value where it is named, else that of `*`.
+fn coding_quality(accepts: &str, coding: &str) -> f32 {
+    let mut named = None;
+    let mut any = None;
+    for item in accepts.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let token = parts.next().unwrap_or("");
+        let q = parts
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| v.trim().parse::<f32>().ok())?
+            })
+            .unwrap_or(1.0);
+        if token.eq_ignore_ascii_case(coding) {
+            named = Some(q);
+        } else if token == "*" {
+            any = Some(q);
+        }
+    }
+    named.or(any).unwrap_or(0.0)
+}
+
+/// `bytes` as brotli at its highest quality: done once per asset, at start.
+fn brotli(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 11, 22);
+        w.write_all(bytes).expect("writing to memory");
+    }
+    out
+}
+
+/// `bytes` as gzip at its highest level: done once per asset, at start.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    w.write_all(bytes).expect("writing to memory");
+    w.finish().expect("writing to memory")
 }
 
 /// `agent.js`: its parts in one function scope, so the page gets no global
@@ -185,6 +286,9 @@ fn agent_source(config: &Config) -> String {
         "prefix": config.prefix,
         "upstreams": upstreams,
         "mask": config.privacy.mask,
+        // The hub's limit on messages per second per connection, which the
+        // customer's publication of a large page stays under.
+        "rate": config.hub.messages_per_second,
         // Where the operator console is, so its content frame's agent talks
         // to that origin only: the public origin, or this host on its port.
         "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },
@@ -263,6 +367,15 @@ mod tests {
         Assets::new(&config)
     }
 
+    /// Request headers with `If-None-Match: etag`, where given.
+    fn inm(etag: Option<&http::HeaderValue>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(e) = etag {
+            h.insert(header::IF_NONE_MATCH, e.clone());
+        }
+        h
+    }
+
     /// The served text of the asset called `name`.
     fn text_of(a: &Assets, name: &str) -> String {
         let file = a.files.iter().find(|f| f.name == name).expect(name);
@@ -280,31 +393,39 @@ mod tests {
             "console.css",
             "frame",
         ] {
-            let first = a.serve(name, None, &Method::GET, None).expect(name);
+            let first = a
+                .serve(name, None, &Method::GET, &HeaderMap::new())
+                .expect(name);
             assert_eq!(first.status(), StatusCode::OK, "{name}");
             let etag = first.headers()[header::ETAG].clone();
-            let again = a.serve(name, None, &Method::GET, Some(&etag)).unwrap();
+            let again = a
+                .serve(name, None, &Method::GET, &inm(Some(&etag)))
+                .unwrap();
             assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{name}");
             assert_eq!(again.headers()[header::ETAG], etag);
             let listed =
-                HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap())).unwrap();
+                http::HeaderValue::from_str(&format!("\"other\", {}", etag.to_str().unwrap()))
+                    .unwrap();
             assert_eq!(
-                a.serve(name, None, &Method::GET, Some(&listed))
+                a.serve(name, None, &Method::GET, &inm(Some(&listed)))
                     .unwrap()
                     .status(),
                 StatusCode::NOT_MODIFIED
             );
-            let stale = HeaderValue::from_static("\"0000000000000000\"");
+            let stale = http::HeaderValue::from_static("\"0000000000000000\"");
             assert_eq!(
-                a.serve(name, None, &Method::GET, Some(&stale))
+                a.serve(name, None, &Method::GET, &inm(Some(&stale)))
                     .unwrap()
                     .status(),
                 StatusCode::OK
             );
         }
-        assert!(a.serve("nothing.js", None, &Method::GET, None).is_none());
+        assert!(
+            a.serve("nothing.js", None, &Method::GET, &HeaderMap::new())
+                .is_none()
+        );
         assert_eq!(
-            a.serve("agent.js", None, &Method::POST, None)
+            a.serve("agent.js", None, &Method::POST, &HeaderMap::new())
                 .unwrap()
                 .status(),
             StatusCode::METHOD_NOT_ALLOWED
@@ -320,7 +441,7 @@ mod tests {
         let agent = &a.files.iter().find(|f| f.name == "agent.js").unwrap();
         assert_eq!(version, format!("{:016x}", fnv1a(&agent.bytes)));
         let cache = |query: Option<&str>| {
-            a.serve("agent.js", query, &Method::GET, None)
+            a.serve("agent.js", query, &Method::GET, &HeaderMap::new())
                 .unwrap()
                 .headers()[header::CACHE_CONTROL]
                 .clone()
@@ -514,6 +635,22 @@ mod tests {
                 documented.contains(function),
                 "`{function}` is not documented"
             );
+        }
+    }
+
+    #[test]
+    fn a_coding_is_taken_by_name_or_by_star_unless_refused() {
+        for (accepts, br, gzip) in [
+            ("", 0.0, 0.0),
+            ("gzip, deflate, br", 1.0, 1.0),
+            ("GZIP;Q=0.5", 0.0, 0.5),
+            ("br;q=0, *", 0.0, 1.0),
+            ("*;q=0.3, gzip;q=0", 0.3, 0.0),
+            ("identity", 0.0, 0.0),
+            ("br;q=bad", 1.0, 0.0),
+        ] {
+            assert_eq!(coding_quality(accepts, "br"), br, "{accepts}");
+            assert_eq!(coding_quality(accepts, "gzip"), gzip, "{accepts}");
         }
     }
 

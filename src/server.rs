@@ -292,13 +292,13 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         _ => {
             let method = req.method().clone();
             let query = req.uri().query().map(str::to_owned);
-            let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+            let headers = req.headers().clone();
             if let Some(response) = app.hub.handle(&rest, req, ctx).await {
                 return response;
             }
             // Remaining routes are the assets, read-only.
             app.assets
-                .serve(&rest, query.as_deref(), &method, if_none_match.as_ref())
+                .serve(&rest, query.as_deref(), &method, &headers)
                 .unwrap_or_else(|| web::text(StatusCode::NOT_FOUND, "not found\n"))
         }
     }
@@ -371,10 +371,9 @@ async fn route_console(
     match rest.as_str() {
         "healthz" => healthz(&app.hub),
         "console" | "console.js" | "console.css" => {
-            let if_none_match = req.headers().get(header::IF_NONE_MATCH);
             let Some(mut response) =
                 app.assets
-                    .serve(&rest, req.uri().query(), req.method(), if_none_match)
+                    .serve(&rest, req.uri().query(), req.method(), req.headers())
             else {
                 return web::text(StatusCode::NOT_FOUND, "not found\n");
             };

@@ -16,6 +16,7 @@ mod driver;
 mod fidelity;
 mod forms;
 mod frames;
+mod large_page;
 mod navigation;
 mod outage;
 mod pointer;

@@ -181,13 +181,15 @@ function sweepSoon(w) {
     setTimeout(() => {
         const a = attached.get(w);
         if (!a || stopped || !mayAct(true)) return;
-        for (const el of allControls(w)) {
-            if (ours(el) || (CB.operator && masked(el))) continue;
-            const d = describe(el, a.path);
-            const was = last.get(d.key);
-            if (was === undefined ? (masked(el) ? !isFilled(el) : isDefault(el)) : was === sig(d.fn, d.args)) continue;
-            send(d.key, d.fn, d.args);
-        }
+        withRadioIndex(w, () => {
+            for (const el of allControls(w)) {
+                if (ours(el) || (CB.operator && masked(el))) continue;
+                const d = describe(el, a.path);
+                const was = last.get(d.key);
+                if (was === undefined ? (masked(el) ? !isFilled(el) : isDefault(el)) : was === sig(d.fn, d.args)) continue;
+                send(d.key, d.fn, d.args);
+            }
+        });
     }, 50);
 }
 

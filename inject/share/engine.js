@@ -109,6 +109,36 @@ function applyStored(path) {
 
 // ---- publishing the customer's page ------------------------------------
 
+// A frame's state is published in slices of about this long, yielding to
+// the page between them: a page of thousands of controls would otherwise
+// freeze for the length of the whole pass when a call starts.
+const SLICE_MS = 5;
+
+// The hub refuses more than `rate` messages a second from a connection (in
+// bursts of twice that): a publication spends at most half, so a large
+// page's state is not refused, and what the customer does meanwhile still
+// goes through. The allowance is shared by every frame's publication.
+const RATE = Math.max(1, Number(CB.config && CB.config.rate) || 200);
+let allowance = RATE;
+let allowanceAt = 0;
+function allowed() {
+    const now = performance.now();
+    allowance = Math.min(RATE, allowance + ((now - allowanceAt) / 1000) * (RATE / 2));
+    allowanceAt = now;
+    if (allowance < 1) return false;
+    allowance -= 1;
+    return true;
+}
+// How long until the allowance has room for one more.
+function allowanceWait() {
+    return Math.ceil(((1 - allowance) * 1000) / (RATE / 2));
+}
+
+// Frames whose state is being published, one after the other in the order
+// asked (the root first); each has its navigation sent already.
+const publishing = [];
+let draining = false;
+
 function publishFrame(w) {
     const a = attached.get(w);
     if (!a) return;
@@ -116,28 +146,115 @@ function publishFrame(w) {
     const url = sharedUrl(w);
     link.setKnown(path, url);
     forget(path);
+    // At once: the navigation drops what is stored below the frame, so it
+    // goes before anything the detectors send for the frame from now on.
     send(path, VOCABULARY.navigate, [url, 'load', historyState(w), a.doc], true);
-    const radios = new Set();
-    for (const el of allControls(w)) {
-        if (ours(el)) continue;
-        if (el.type === 'radio' && el.name) {
-            const group = radioGroup(el);
-            if (radios.has(group[0])) continue;
-            radios.add(group[0]);
-            if (group.every((r) => r.checked === r.defaultChecked)) continue;
-        } else if (masked(el) ? !isFilled(el) : isDefault(el)) {
-            continue;
-        }
-        const d = describe(el, path);
-        send(d.key, d.fn, d.args, true);
+    // A later publication of the frame replaces one still under way.
+    a.publication = (a.publication || 0) + 1;
+    publishing.push({ w, a, n: a.publication });
+    if (!draining) drain();
+}
+
+async function drain() {
+    draining = true;
+    try {
+        while (publishing.length) await publishState(publishing.shift());
+    } finally {
+        draining = false;
     }
-    if (w.scrollX || w.scrollY) send(`${path}/@scroll`, 'scroll', [Math.round(w.scrollX), Math.round(w.scrollY)], true);
-    for (const el of w.document.querySelectorAll('*')) {
-        if ((el.scrollTop || el.scrollLeft) && el !== w.document.documentElement && el !== w.document.body && !ours(el)) {
-            send(`${path}/${partKey(el)}/@scroll`, 'scroll', [Math.round(el.scrollLeft), Math.round(el.scrollTop)], true);
+}
+
+// Gives the page its turn: the scheduler where there is one, else a
+// message (timers are throttled in background tabs; messages are not).
+function yieldToPage() {
+    const s = ROOT.scheduler;
+    if (s && typeof s.yield === 'function') return s.yield();
+    return new Promise((resolve) => {
+        const ch = new MessageChannel();
+        ch.port1.onmessage = () => resolve();
+        ch.port2.postMessage(null);
+    });
+}
+
+// The frame's controls that differ from their defaults, its scroll
+// positions and (for the root) the viewport. Each control is read when its
+// slice runs, so what the customer changed meanwhile is sent as it is now;
+// the detectors have sent it already, and the store keeps the latest per key.
+async function publishState({ w, a, n }) {
+    const live = () => !stopped && attached.get(w) === a && a.publication === n;
+    if (!live()) return;
+    const path = a.path;
+    let until = performance.now() + SLICE_MS;
+    const due = () => performance.now() > until;
+    // Yields to the page; where the allowance ran out (`paced`), until it
+    // has room again.
+    let paced = false;
+    const pause = async () => {
+        if (paced) await new Promise((resolve) => setTimeout(resolve, allowanceWait()));
+        else await yieldToPage();
+        paced = false;
+        until = performance.now() + SLICE_MS;
+        return live();
+    };
+
+    const controls = allControls(w);
+    const radios = new Set();
+    let next = 0;
+    const slice = () => {
+        for (; next < controls.length && !due(); next++) {
+            const el = controls[next];
+            if (!el.isConnected || ours(el)) continue;
+            let first = null;
+            if (el.type === 'radio' && el.name) {
+                const group = radioGroup(el);
+                if (!group.length || radios.has(group[0])) continue;
+                if (group.every((r) => r.checked === r.defaultChecked)) {
+                    radios.add(group[0]);
+                    continue;
+                }
+                first = group[0];
+            } else if (masked(el) ? !isFilled(el) : isDefault(el)) {
+                continue;
+            }
+            // Out of allowance: this control again once there is room.
+            if (!allowed()) { paced = true; return; }
+            if (first) radios.add(first);
+            const d = describe(el, path);
+            send(d.key, d.fn, d.args, true);
         }
+    };
+    const index = radioIndexOf(w);
+    try {
+        for (;;) {
+            // Changes the observer has not delivered yet count too.
+            if (index.watch.takeRecords().length) index.groups = null;
+            inRadioIndex(index, slice);
+            if (next >= controls.length) break;
+            if (!(await pause())) return;
+        }
+    } finally {
+        index.watch.disconnect();
+    }
+
+    if (w.scrollX || w.scrollY) send(`${path}/@scroll`, 'scroll', [Math.round(w.scrollX), Math.round(w.scrollY)], true);
+    // Inner scroll positions: the elements the agent saw scroll since the
+    // document started (agent.js), not every element of the page.
+    const doc = w.document;
+    for (const el of scrolledIn(w)) {
+        if (!el.isConnected || el.ownerDocument !== doc || el === doc.documentElement || el === doc.body || ours(el)) continue;
+        if (!el.scrollTop && !el.scrollLeft) continue;
+        while (due() || !allowed()) {
+            paced = !due();
+            if (!(await pause())) return;
+        }
+        send(`${path}/${partKey(el)}/@scroll`, 'scroll', [Math.round(el.scrollLeft), Math.round(el.scrollTop)], true);
     }
     if (w === ROOT) sendViewport();
+}
+
+function scrolledIn(w) {
+    const cb = cbOf(w);
+    return cb && cb.scrolled ? [...cb.scrolled] : [];
 }
 
 function publish() {

@@ -340,3 +340,94 @@ async fn an_upload_slower_than_the_response_timeout_still_goes_through() {
         "received 3000 bytes"
     );
 }
+
+/// The synchronous agent is on every page's critical path: it goes out
+/// compressed to a browser that takes brotli or gzip (the same script once
+/// decoded), as it is to a client that names no coding, and every answer
+/// says it varies by `Accept-Encoding`, so no cache hands one client's
+/// coding to another.
+#[tokio::test]
+async fn the_agent_is_served_compressed_to_whoever_takes_it() {
+    let origin = Origin::start(|_req| async move {
+        Response::builder()
+            .header("content-type", "text/html")
+            .body(full("<html><head></head><body>hi</body></html>"))
+            .unwrap()
+    })
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    let src = super::headers::agent_src(&get(&proxy.url("/")).await.text());
+    let url = proxy.url(&src);
+
+    let plain = get(&url).await;
+    assert_eq!(plain.status, StatusCode::OK, "{}", proxy.output());
+    assert_eq!(
+        plain.header("content-encoding"),
+        "",
+        "no Accept-Encoding: identity"
+    );
+    assert_eq!(plain.header("vary"), "Accept-Encoding");
+    assert!(
+        plain.text().starts_with("(function () {"),
+        "{}",
+        plain.text()
+    );
+
+    for (accept, coding) in [
+        ("gzip, deflate, br, zstd", "br"),
+        ("br", "br"),
+        ("gzip", "gzip"),
+        ("gzip;q=1, br;q=0.5", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("*", "br"),
+        ("*;q=0", ""),
+        ("identity", ""),
+        ("deflate", ""),
+    ] {
+        let got = fetch("GET", &url, &[("accept-encoding", accept)]).await;
+        assert_eq!(got.status, StatusCode::OK, "{accept}");
+        assert_eq!(
+            got.header("content-encoding"),
+            coding,
+            "Accept-Encoding: {accept}"
+        );
+        assert_eq!(got.header("vary"), "Accept-Encoding", "{accept}");
+        assert_eq!(
+            got.header("cache-control"),
+            "public, max-age=31536000, immutable",
+            "{accept}"
+        );
+        assert_eq!(
+            got.header("content-length"),
+            got.body.len().to_string(),
+            "{accept}"
+        );
+        if !coding.is_empty() {
+            assert!(
+                got.body.len() * 3 < plain.body.len(),
+                "{coding}: {} of {} bytes",
+                got.body.len(),
+                plain.body.len()
+            );
+        }
+        assert!(
+            decode(coding, &got.body).await == plain.body,
+            "Accept-Encoding: {accept}: the decoded body is not the script"
+        );
+        // A revalidation names the representation it holds.
+        let etag = got.header("etag").to_string();
+        let again = fetch(
+            "GET",
+            &url,
+            &[("accept-encoding", accept), ("if-none-match", &etag)],
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{accept}");
+        assert_eq!(again.header("etag"), etag, "{accept}");
+        assert_eq!(again.header("vary"), "Accept-Encoding", "{accept}");
+    }
+    // HEAD says what GET would send.
+    let head = fetch("HEAD", &url, &[("accept-encoding", "gzip")]).await;
+    assert_eq!(head.header("content-encoding"), "gzip");
+    assert!(head.body.is_empty());
+}

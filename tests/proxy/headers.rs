@@ -311,7 +311,7 @@ async fn the_operators_login_cookie_never_goes_upstream() {
 }
 
 /// The agent's URL in a proxied page.
-fn agent_src(page: &str) -> String {
+pub(super) fn agent_src(page: &str) -> String {
     let tag = page
         .split("<script src=\"")
         .find(|t| t.contains("data-cobrowse-map="))
