@@ -102,7 +102,9 @@ struct Look {
 async fn look(tab: &Tab, url: &str, proxy: &Cobrowse) -> Look {
     let before = tab.console_log().len();
     tab.goto(url).await;
-    until(tab, "the page to settle", "document.readyState === 'complete' && !document.body.innerText.includes('waiting for the script')", &[tab], proxy).await;
+    // The agent builds its widget once the page is idle: wait for it, so
+    // hiding it below hides what a person would see.
+    until(tab, "the page to settle", "document.readyState === 'complete' && !document.body.innerText.includes('waiting for the script') && (!window.__cobrowse || !!document.querySelector('cobrowse-widget'))", &[tab], proxy).await;
     let errors = tab.console_log()[before..]
         .iter()
         .filter(|l| l.starts_with("uncaught") || l.starts_with("console.Error"))
