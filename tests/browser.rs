@@ -13,6 +13,7 @@ mod console_a11y;
 mod console_origin;
 mod conversation;
 mod driver;
+mod failover;
 mod fidelity;
 mod forms;
 mod frames;
@@ -28,7 +29,7 @@ mod widget;
 use std::path::PathBuf;
 
 use crate::support::origin::{Origin, full};
-use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
+use crate::support::{Cobrowse, Front, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 use harness::{Browser, Tab, around, until, until_on, until_seen, until_unseen};
 
 pub const CALL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="call"]"#;
@@ -266,7 +267,7 @@ pub fn in_frame(js: &str) -> String {
 }
 
 /// The operator opens the console, signs in and waits for calls.
-pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, others: &[&Tab]) {
+pub async fn operator_waits(operator: &Tab, server: &dyn Front, user: &str, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
     // The address people know, on the site's origin: it leads to the
@@ -300,7 +301,7 @@ pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, other
 }
 
 /// The customer presses the call button and waits to be queued or offered.
-pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) {
+pub async fn customer_calls(customer: &Tab, server: &dyn Front, others: &[&Tab]) {
     let mut all = vec![customer];
     all.extend_from_slice(others);
     until_on(
@@ -325,7 +326,7 @@ pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) 
 
 /// The operator presses Respond once it is enabled and waits for the
 /// customer's page in the content frame, with its agent sharing it.
-pub async fn operator_responds(operator: &Tab, server: &Cobrowse, others: &[&Tab]) {
+pub async fn operator_responds(operator: &Tab, server: &dyn Front, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
     until_on(
