@@ -22,6 +22,8 @@ use tracing::{Instrument, info, warn};
 
 use crate::assets::Assets;
 use crate::body::{self, Body};
+use crate::cluster::peer::{self, Sender};
+use crate::cluster::{Cluster, Decision, Leadership};
 use crate::config::Config;
 use crate::driver::{Driver, Sessions};
 use crate::hub::Hub;
@@ -40,6 +42,9 @@ pub struct App {
     pub assets: Assets,
     /// `None` when another recorder was installed first (a test process).
     pub metrics: Option<&'static Telemetry>,
+    /// The cluster this node is part of (a Redis store), joined by
+    /// [`launch`] once the ports are bound.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl App {
@@ -58,7 +63,33 @@ impl App {
             assets,
             metrics: telemetry::install(),
             config,
+            cluster: None,
         })
+    }
+}
+
+/// What gaining and losing the cluster's leadership does to this node.
+///
+/// Integration points (issue 12): `Hub::take_over().await` (the hub's
+/// state from Redis) and `Driver::take_over().await` (kept documents,
+/// credentials) belong in `take_over`; `Hub::hand_over()` and
+/// `Driver::hand_over()` in `hand_over`.
+fn leadership(app: &App) -> Leadership {
+    let hub = app.hub.clone();
+    Leadership {
+        take_over: Box::new(|| {
+            Box::pin(async {
+                // TAKE-OVER: `hub.take_over().await` and
+                // `sessions.driver().take_over().await` go here; until then a
+                // new leader starts with no sessions, as a restarted node does.
+            })
+        }),
+        hand_over: Box::new(move || {
+            // HAND-OVER: `hub.hand_over()` and the driver's `hand_over()`
+            // replace this: they close the hub's connections with 1012 and
+            // forget the state without ending the sessions.
+            hub.shutdown();
+        }),
     }
 }
 
@@ -116,7 +147,19 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         };
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
-    let app = Arc::new(App::new(config)?);
+    let mut app = App::new(config)?;
+    // Joined before serving: a single node leads before its first request.
+    app.cluster = Cluster::start(&app.config, leadership(&app))
+        .await
+        .context("joining the cluster ([cluster])")?;
+    if let Some(cluster) = &app.cluster {
+        println!(
+            "  cluster node:      {} ({})",
+            cluster.node(),
+            cluster.health()
+        );
+    }
+    let app = Arc::new(app);
     run(listener, console, app, shutdown).await
 }
 
@@ -180,6 +223,10 @@ pub async fn run(
     // The close frames are only queued here; the wait below is what lets
     // each participant's writer deliver and flush them.
     app.hub.shutdown();
+    // Then the lease goes, so another node takes over at once.
+    if let Some(cluster) = &app.cluster {
+        cluster.stop().await;
+    }
     let grace = app.config.server.shutdown_grace;
     tokio::select! {
         () = connections.drained() => info!("all connections closed"),
@@ -191,13 +238,17 @@ pub async fn run(
 /// Answers one request inside a span carrying the request's id, so every log
 /// line about it can be found together; counts it, times it until its
 /// headers, and counts its body's bytes as they are sent.
-async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+async fn route(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let started = Instant::now();
+    // Before anything reads the request: only a peer with the secret may
+    // say who the client is.
+    let secret = app.cluster.as_ref().map(Cluster::secret);
+    let (ctx, sender) = peer::admit(req.headers_mut(), ctx, secret);
     let name = route_name(&app.config.prefix, req.uri().path());
     // The path only: queries may carry what the site considers private.
     let span = tracing::info_span!("request", id = %crate::logging::new_id(), method = %req.method(), path = req.uri().path(), remote = %ctx.remote);
     async move {
-        let response = dispatch(app, req, ctx).await;
+        let response = dispatch(app, req, ctx, sender).await;
         let elapsed = started.elapsed();
         telemetry::request_done(name, response.status(), elapsed);
         info!(
@@ -228,12 +279,23 @@ fn route_name(prefix: &str, path: &str) -> &'static str {
 
 /// Picks the handler for a request: ours under the prefix, the proxy's
 /// otherwise; on the console's door, the console's routes only.
-async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx, sender: Sender) -> Response<Body> {
     let rest = req
         .uri()
         .path()
         .strip_prefix(app.config.prefix.as_str())
         .map(str::to_string);
+    // The shared sessions are the leader's: another node forwards them.
+    let mut req = match (
+        &app.cluster,
+        crate::cluster::shared_route(rest.as_deref(), &req, ctx.door),
+    ) {
+        (Some(cluster), Some(shared)) => match cluster.decide(shared, req, ctx, sender).await {
+            Decision::Serve(req) => req,
+            Decision::Answered(response) => return response,
+        },
+        _ => req,
+    };
     let Some(rest) = rest else {
         if ctx.door == Door::Console {
             return route_console(app, req, ctx, None).await;
@@ -261,7 +323,7 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         return route_console(app, req, ctx, Some(rest)).await;
     }
     match rest.as_str() {
-        "healthz" => healthz(&app.hub),
+        "healthz" => healthz(app),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
             Some(telemetry) => {
@@ -308,9 +370,9 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
 /// with the reason while its command store does not answer (a load balancer
 /// takes the node out until it does). Cheap under load: the store's health
 /// is kept current by the store itself, never asked for here.
-fn healthz(hub: &Hub) -> Response<Body> {
-    let health = hub.store_health();
-    let (status, text) = match &health.down {
+fn healthz(app: &App) -> Response<Body> {
+    let health = app.hub.store_health();
+    let (status, mut text) = match &health.down {
         None => (
             StatusCode::OK,
             format!("ok\nstore: {} answers\n", health.kind),
@@ -323,6 +385,11 @@ fn healthz(hub: &Hub) -> Response<Body> {
             ),
         ),
     };
+    // Which node serves the shared sessions: the rest of the site is served
+    // by every node whatever this line says.
+    if let Some(cluster) = &app.cluster {
+        text.push_str(&format!("cluster: {}\n", cluster.health()));
+    }
     let mut response = web::text(status, text);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -369,7 +436,7 @@ async fn route_console(
         );
     };
     match rest.as_str() {
-        "healthz" => healthz(&app.hub),
+        "healthz" => healthz(app),
         "console" | "console.js" | "console.css" => {
             let if_none_match = req.headers().get(header::IF_NONE_MATCH);
             let Some(mut response) =
