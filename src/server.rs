@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, Response, StatusCode, header};
@@ -117,6 +117,19 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
     let app = Arc::new(App::new(config)?);
+    // Until the cluster's lease decides which node leads (issue 12; the
+    // lease's own take-over replaces this), a node with a Redis store leads
+    // from its start: it takes over the sessions a previous process left
+    // in the checkpoint before it serves, for a bounded time.
+    if app.hub.checkpointed() {
+        match tokio::time::timeout(Duration::from_secs(5), app.hub.take_over()).await {
+            Ok(Ok(sessions)) => info!(sessions, "took over the sessions left in Redis"),
+            Ok(Err(e)) => warn!(error = %e, "the sessions left in Redis were not taken over"),
+            Err(_) => warn!(
+                "the sessions left in Redis were not taken over: Redis did not answer in time"
+            ),
+        }
+    }
     run(listener, console, app, shutdown).await
 }
 
@@ -178,11 +191,12 @@ pub async fn run(
         "shutting down: idle connections closed, requests in progress may finish"
     );
     // The close frames are only queued here; the wait below is what lets
-    // each participant's writer deliver and flush them.
-    app.hub.shutdown();
+    // each participant's writer deliver and flush them (and, with a Redis
+    // store, the hub write its last changes to the checkpoint).
+    let checkpointed = app.hub.shutdown();
     let grace = app.config.server.shutdown_grace;
     tokio::select! {
-        () = connections.drained() => info!("all connections closed"),
+        _ = async { tokio::join!(connections.drained(), checkpointed) } => info!("all connections closed"),
         () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
     }
     Ok(())
