@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, Response, StatusCode, header};
@@ -221,15 +221,21 @@ pub async fn run(
         "shutting down: idle connections closed, requests in progress may finish"
     );
     // The close frames are only queued here; the wait below is what lets
-    // each participant's writer deliver and flush them.
-    app.hub.shutdown();
-    // Then the lease goes, so another node takes over at once.
-    if let Some(cluster) = &app.cluster {
-        cluster.stop().await;
-    }
+    // each participant's writer deliver and flush them (and, with a Redis
+    // store, the hub write its last changes to the checkpoint). The lease
+    // goes once those are written, so the node that takes over at once
+    // loads them.
+    let checkpointed = app.hub.shutdown();
+    let cluster = app.cluster.clone();
+    let handed_over = async move {
+        checkpointed.await;
+        if let Some(cluster) = cluster {
+            cluster.stop().await;
+        }
+    };
     let grace = app.config.server.shutdown_grace;
     tokio::select! {
-        () = connections.drained() => info!("all connections closed"),
+        _ = async { tokio::join!(connections.drained(), handed_over) } => info!("all connections closed"),
         () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
     }
     Ok(())

@@ -92,7 +92,11 @@ pub mod store_operation {
     pub const PING: &str = "ping";
     /// The subscriber connection (live delivery between nodes).
     pub const SUBSCRIBER: &str = "subscriber";
-    pub const ALL: &[&str] = &[OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER];
+    /// The hub's state written behind, or read back by a node taking over.
+    pub const CHECKPOINT: &str = "checkpoint";
+    pub const ALL: &[&str] = &[
+        OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER, CHECKPOINT,
+    ];
 }
 
 // ---- across the program -------------------------------------------------

@@ -626,7 +626,7 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
     // The hub shuts down with sessions open.
     let (_c, _o, connected_at_shutdown) = connected(&hub, 64).await;
     let (_waiting, by_shutdown) = call(&hub, "waits").await;
-    hub.shutdown();
+    hub.shutdown().await;
     assert!(hub.session(&by_shutdown).is_none() && hub.session(&connected_at_shutdown).is_none());
     // Once each, with the session gone from the state.
     for sid in [
