@@ -46,7 +46,9 @@ impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone()).context("starting the command store ([store])")?;
-        let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
+        let driver = Driver::for_store(config.driver, &config.store)
+            .context("starting the driver's write-behind ([store])")?;
+        let sessions = Sessions::new(hub.clone(), driver);
         let assets = Assets::new(&config);
         Ok(App {
             proxy: Proxy::new(config.clone())

@@ -87,7 +87,11 @@ pub mod store_operation {
     pub const PING: &str = "ping";
     /// The subscriber connection (live delivery between nodes).
     pub const SUBSCRIBER: &str = "subscriber";
-    pub const ALL: &[&str] = &[OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER];
+    /// The driver's kept documents and credentials written behind to Redis.
+    pub const DOCUMENTS: &str = "documents";
+    pub const ALL: &[&str] = &[
+        OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER, DOCUMENTS,
+    ];
 }
 
 // ---- across the program -------------------------------------------------
