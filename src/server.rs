@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -51,7 +52,9 @@ impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone()).context("starting the command store ([store])")?;
-        let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
+        let driver = Driver::for_store(config.driver, &config.store)
+            .context("starting the driver's write-behind ([store])")?;
+        let sessions = Sessions::new(hub.clone(), driver);
         let assets = Assets::new(&config);
         Ok(App {
             proxy: Proxy::new(config.clone())
@@ -68,27 +71,65 @@ impl App {
     }
 }
 
-/// What gaining and losing the cluster's leadership does to this node.
+/// What gaining and losing the cluster's leadership does to this node:
+/// taking over loads the hub's state, then the driver's documents (whose
+/// sweep keeps only those of sessions the hub holds), from Redis; handing
+/// over closes the hub's connections with 1012 and forgets both without
+/// ending a session.
 ///
-/// Integration points (issue 12): `Hub::take_over().await` (the hub's
-/// state from Redis) and `Driver::take_over().await` (kept documents,
-/// credentials) belong in `take_over`; `Hub::hand_over()` and
-/// `Driver::hand_over()` in `hand_over`.
+/// A take-over Redis does not answer is tried again, backing off up to 2 s,
+/// until it succeeds or the lease is lost meanwhile (a hand-over since it
+/// began); until it succeeds the hub's routes answer 503, so nobody is
+/// served an empty state in place of the sessions Redis holds.
 fn leadership(app: &App) -> Leadership {
-    let hub = app.hub.clone();
+    let (hub, driver) = (app.hub.clone(), app.sessions.driver.clone());
+    let handovers = Arc::new(AtomicU64::new(0));
+    let (gained, lost) = ((hub.clone(), driver.clone()), (hub, driver));
+    let seen = handovers.clone();
     Leadership {
-        take_over: Box::new(|| {
-            Box::pin(async {
-                // TAKE-OVER: `hub.take_over().await` and
-                // `sessions.driver().take_over().await` go here; until then a
-                // new leader starts with no sessions, as a restarted node does.
+        take_over: Box::new(move || {
+            let (hub, driver) = gained.clone();
+            let handovers = seen.clone();
+            Box::pin(async move {
+                let began = handovers.load(Ordering::Acquire);
+                let still_leading = || handovers.load(Ordering::Acquire) == began;
+                let mut pause = Duration::from_millis(100);
+                let hub_sessions = loop {
+                    match hub.take_over().await {
+                        Ok(n) => break n,
+                        Err(e) if still_leading() => {
+                            warn!(error = %e, retry_in = ?pause, "cluster: taking over the hub's sessions failed; trying again");
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cluster: taking over the hub's sessions failed, and the lease is lost meanwhile");
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                };
+                let driver_sessions = match driver.take_over().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Followers' pages fall back to the site until the
+                        // driver's pages are kept again: the sessions go on.
+                        warn!(error = %e, "cluster: loading the driver's kept documents failed");
+                        0
+                    }
+                };
+                if !still_leading() {
+                    // Lost while loading: forget it again.
+                    hub.hand_over();
+                    driver.hand_over();
+                    return;
+                }
+                info!(sessions = hub_sessions, driver_sessions, "cluster: took over the shared sessions");
             })
         }),
         hand_over: Box::new(move || {
-            // HAND-OVER: `hub.hand_over()` and the driver's `hand_over()`
-            // replace this: they close the hub's connections with 1012 and
-            // forget the state without ending the sessions.
-            hub.shutdown();
+            handovers.fetch_add(1, Ordering::AcqRel);
+            lost.0.hand_over();
+            lost.1.hand_over();
         }),
     }
 }
@@ -226,10 +267,13 @@ pub async fn run(
     // goes once those are written, so the node that takes over at once
     // loads them.
     let checkpointed = app.hub.shutdown();
-    let cluster = app.cluster.clone();
+    let (cluster, driver) = (app.cluster.clone(), app.sessions.driver.clone());
     let handed_over = async move {
         checkpointed.await;
         if let Some(cluster) = cluster {
+            // The driver's kept documents too, within a bound: a follower
+            // whose document is not written reads the site instead.
+            driver.flush(Duration::from_secs(2)).await;
             cluster.stop().await;
         }
     };

@@ -94,8 +94,10 @@ pub mod store_operation {
     pub const SUBSCRIBER: &str = "subscriber";
     /// The hub's state written behind, or read back by a node taking over.
     pub const CHECKPOINT: &str = "checkpoint";
+    /// The driver's kept documents and credentials written behind to Redis.
+    pub const DOCUMENTS: &str = "documents";
     pub const ALL: &[&str] = &[
-        OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER, CHECKPOINT,
+        OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER, CHECKPOINT, DOCUMENTS,
     ];
 }
 
