@@ -46,8 +46,11 @@ impl Cluster {
                 Node {
                     site: node_site,
                     console: node_console,
+                    // Top-level keys first: the site and the console as
+                    // browsers see them, the balancer's doors (the console
+                    // frames the first public origin).
                     config: format!(
-                        "{config}\n[console]\nlisten = \"{node_console}\"\npublic_origin = \"http://{console}\"\n\n\
+                        "public_origins = [\"http://{site}\"]\n{config}\n[console]\nlisten = \"{node_console}\"\npublic_origin = \"http://{console}\"\n\n\
                          [store]\nkind = \"redis\"\nurl = \"{}\"\n\n[cluster]\nsecret = \"{CLUSTER_SECRET}\"\n",
                         redis.url()
                     ),
