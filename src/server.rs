@@ -123,7 +123,10 @@ fn leadership(app: &App) -> Leadership {
                     driver.hand_over();
                     return;
                 }
-                info!(sessions = hub_sessions, driver_sessions, "cluster: took over the shared sessions");
+                info!(
+                    sessions = hub_sessions,
+                    driver_sessions, "cluster: took over the shared sessions"
+                );
             })
         }),
         hand_over: Box::new(move || {

@@ -181,6 +181,9 @@ async fn a_rolling_restart_of_both_nodes_is_only_a_short_reconnect() {
         s.operator_sees(&typed).await;
         s.same_session(&session, &participants).await;
         s.cluster.restart(node).await;
+        // As a rolling restart does: the next node stops once the balancer
+        // sends requests to this one again.
+        s.cluster.wait_in_rotation(node, RECONNECT).await;
         // The node back is a follower: the session stays where it is.
         s.customer.type_text("+").await;
         typed.push('+');

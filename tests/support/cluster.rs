@@ -144,6 +144,44 @@ impl Cluster {
         .await;
     }
 
+    /// Node `i`'s id in the cluster, as it prints it once it joined (new
+    /// at every start).
+    pub async fn node_id(&self, i: usize) -> String {
+        wait_for(
+            &format!("node {i} to say its id"),
+            Duration::from_secs(10),
+            || async {
+                self.node(i)
+                    .output()
+                    .lines()
+                    .find_map(|l| l.trim_start().strip_prefix("cluster node:"))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            },
+            || Front::output(self),
+        )
+        .await
+    }
+
+    /// Waits until the balancer sends requests to node `i` again: after a
+    /// node failed, nginx skips it for its `fail_timeout`, so a rolling
+    /// restart waits for this before stopping the next node. Asked through
+    /// the balancer: its `healthz` answers name the node that answered.
+    pub async fn wait_in_rotation(&self, i: usize, timeout: Duration) {
+        let mark = format!("(node {})", self.node_id(i).await);
+        let site = self.nginx.site;
+        wait_for(
+            &format!("the balancer to send requests to node {i} again"),
+            timeout,
+            || async {
+                let answer = get(site, "/__cobrowse/healthz").await;
+                answer.contains(&mark).then_some(())
+            },
+            || Front::output(self),
+        )
+        .await;
+    }
+
     /// A URL on the balancer's console door.
     pub fn console_url(&self, path: &str) -> String {
         format!("http://{}{}", self.nginx.console, path)
@@ -182,6 +220,25 @@ impl Front for Cluster {
             tail(&self.nginx.log(), 30)
         ));
         out
+    }
+}
+
+/// A GET over HTTP/1.1 on a connection of its own: the whole answer as
+/// text, or what went wrong.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => format!("GET {path}: {e}"),
+        Err(_) => format!("GET {path}: no answer within 5 s"),
     }
 }
 
