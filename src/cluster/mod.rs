@@ -219,11 +219,6 @@ impl Cluster {
         Ok(Some(Cluster { inner }))
     }
 
-    /// This node's id.
-    pub fn node(&self) -> &str {
-        &self.inner.node
-    }
-
     /// The cluster's secret, for reading the peer headers.
     pub fn secret(&self) -> &str {
         &self.inner.secret
