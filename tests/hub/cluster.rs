@@ -319,10 +319,7 @@ async fn peer_headers_without_the_secret_change_nothing_and_nothing_is_forwarded
     let mut open = Vec::new();
     // Two sockets straight to the leader, each claiming another client.
     for headers in [
-        vec![
-            ("x-cobrowse-client", "203.0.113.1"),
-            ("x-cobrowse-tls", "1"),
-        ],
+        vec![("x-cobrowse-client", "203.0.113.1")],
         vec![
             ("x-cobrowse-peer", wrong.as_str()),
             ("x-cobrowse-client", "203.0.113.2"),
@@ -484,4 +481,62 @@ async fn a_dead_leaders_lease_expires_and_the_other_node_leads() {
     let mut customer = Client::customer(&follower, "customer").await;
     customer.send(json!({"type": "call"})).await;
     customer.expect_next(&follower, "joined").await;
+}
+
+/// A page request carrying the participant cookie goes to the leader (it
+/// keeps the driver's documents). The site sees the real client, and none
+/// of the peer headers: neither what the client made up nor the secret the
+/// forwarding node added.
+#[tokio::test]
+async fn a_participants_page_goes_through_the_leader_and_the_site_never_sees_the_peer_headers() {
+    use crate::support::origin::{Origin, full};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let origin = Origin::start(move |req| {
+        let record = record.clone();
+        async move {
+            let headers: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            record.lock().unwrap().push(headers.join("\n"));
+            http::Response::builder()
+                .header("content-type", "text/plain")
+                .body(full("a page of the site"))
+                .unwrap()
+        }
+    })
+    .await;
+    let cluster = Cluster::start(&Cobrowse::config_for(
+        &format!("http://{}", origin.addr),
+        "",
+    ))
+    .await;
+    let follower = &cluster.follower;
+    let (status, _, body) = http(
+        follower,
+        "GET",
+        "/shop",
+        &[
+            ("Cookie", "cobrowse_participant=s.r; theme=dark"),
+            ("x-cobrowse-peer", "made-up"),
+            ("x-cobrowse-client", "203.0.113.9"),
+            ("x-cobrowse-tls", "1"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", cluster.output());
+    assert_eq!(body, "a page of the site");
+    assert_eq!(forwarded(follower, "proxy").await, 1.0);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let headers = seen[0].to_ascii_lowercase();
+    assert!(!headers.contains("x-cobrowse"), "{headers}");
+    assert!(!headers.contains(CLUSTER_SECRET), "{headers}");
+    assert!(!headers.contains("203.0.113.9"), "{headers}");
+    // The real client, as the leader's proxy tells the site.
+    assert!(headers.contains("x-forwarded-for: 127.0.0.1"), "{headers}");
+    assert!(headers.contains("theme=dark"), "{headers}");
 }
