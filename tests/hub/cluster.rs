@@ -540,3 +540,76 @@ async fn a_participants_page_goes_through_the_leader_and_the_site_never_sees_the
     assert!(headers.contains("x-forwarded-for: 127.0.0.1"), "{headers}");
     assert!(headers.contains("theme=dark"), "{headers}");
 }
+
+/// Redis restarted empty (it kept nothing, the lease included): the leader
+/// takes its lease back, the other node goes on following it, and calls
+/// across the nodes work again. Leadership does not move for nothing.
+#[tokio::test]
+async fn redis_restarted_empty_leaves_the_leader_leading() {
+    let mut cluster = Cluster::start(&Cobrowse::config_for(NO_UPSTREAM, &second_operator())).await;
+    let leader = node_id(&standing(&cluster.leader).await);
+    cluster.redis.stop();
+    wait_for(
+        "the leader to notice Redis is down",
+        Duration::from_secs(8),
+        || async {
+            let (status, _, _) = http(&cluster.leader, "GET", "/__cobrowse/healthz", &[], "").await;
+            (status == 503).then_some(())
+        },
+        || cluster.output(),
+    )
+    .await;
+    // Down, nobody can take the lease: nothing moves.
+    assert!(standing(&cluster.leader).await.starts_with("leading"));
+    assert!(standing(&cluster.follower).await.starts_with("following"));
+    cluster.redis.run().unwrap();
+    let key = format!("{PREFIX}leader");
+    wait_for(
+        "the leader to take its lease back",
+        Duration::from_secs(8),
+        || async {
+            cluster
+                .redis
+                .command(&["GET", &key])
+                .contains(&leader)
+                .then_some(())
+        },
+        || cluster.output(),
+    )
+    .await;
+    // A few beats later it still leads, and was never replaced.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cluster.redis.command(&["GET", &key]).contains(&leader));
+    for node in [&cluster.leader, &cluster.follower] {
+        let text = metrics(node).await;
+        assert_eq!(
+            sample(&text, "cobrowse_cluster_leader_changes_total", &[]),
+            Some(1.0),
+            "{text}\n{}",
+            cluster.output()
+        );
+    }
+    assert_eq!(
+        standing(&cluster.follower).await,
+        format!(
+            "following {leader} (node {})",
+            node_id(&standing(&cluster.follower).await)
+        )
+    );
+    wait_for(
+        "the store to answer again",
+        Duration::from_secs(8),
+        || async {
+            let (status, _, _) = http(&cluster.leader, "GET", "/__cobrowse/healthz", &[], "").await;
+            (status == 200).then_some(())
+        },
+        || cluster.output(),
+    )
+    .await;
+    let (mut customer, mut op, _) = connected_call(&cluster.follower).await;
+    customer
+        .send(command("top/form#f/input[name=q]", "value", json!("again")))
+        .await;
+    op.expect_where(&cluster.follower, "command", |v| v["args"][0] == "again")
+        .await;
+}
