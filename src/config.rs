@@ -1760,7 +1760,7 @@ mod tests {
 
         let short = "[cluster]\nsecret = \"short\"\n";
         for (text, field, says) in [
-            (format!("{redis}"), "cluster.secret", "at least 32"),
+            (redis.to_string(), "cluster.secret", "at least 32"),
             (format!("{redis}{short}"), "cluster.secret", "it has 5"),
             (
                 format!("{redis}[cluster]\nsecret = \"0123456789abcdef 123456789abcdef\"\n"),

@@ -171,11 +171,21 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     };
     let console_home =
         console_home(&config, &format!("{scheme}://{local}")).context("the console's address")?;
+    let mut app = App::new(config)?;
+    // Joined before the ports are announced and served: a single node
+    // leads before its first request.
+    app.cluster = Cluster::start(&app.config, leadership(&app))
+        .await
+        .context("joining the cluster ([cluster])")?;
+    let config = &app.config;
     // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
     if config.console.public_origin.is_some() {
         println!("  console listener:  {scheme}://{}", config.console.listen);
+    }
+    if let Some(cluster) = &app.cluster {
+        println!("  cluster:           {}", cluster.health());
     }
     println!("  operator console:  {console_home}");
     if config.demo {
@@ -190,18 +200,6 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
             site.hosts.join(", ")
         };
         println!("  fronting:          {hosts} -> {}", site.upstream);
-    }
-    let mut app = App::new(config)?;
-    // Joined before serving: a single node leads before its first request.
-    app.cluster = Cluster::start(&app.config, leadership(&app))
-        .await
-        .context("joining the cluster ([cluster])")?;
-    if let Some(cluster) = &app.cluster {
-        println!(
-            "  cluster node:      {} ({})",
-            cluster.node(),
-            cluster.health()
-        );
     }
     let app = Arc::new(app);
     run(listener, console, app, shutdown).await

@@ -8,6 +8,7 @@ pub mod harness;
 mod audit;
 mod binding;
 mod call;
+mod cluster;
 mod commits;
 mod console_a11y;
 mod console_origin;
@@ -96,7 +97,11 @@ pub async fn fixture_site(dir: &str) -> Origin {
 
 /// A customer and an operator in one session, on `path` of the demo site.
 pub struct Shared {
+    /// The node the customer's pages come through.
     pub server: Cobrowse,
+    /// The node the operator's console comes through, when it is another
+    /// node of a cluster than `server`.
+    pub operator_server: Option<Cobrowse>,
     pub browser: Browser,
     pub customer: Tab,
     pub operator: Tab,
@@ -109,15 +114,24 @@ impl Shared {
 
     /// As [`Shared::start`], on `server` (which has the test operator).
     pub async fn on(server: Cobrowse, path: &str) -> Shared {
+        Shared::across(server, None, path).await
+    }
+
+    /// As [`Shared::on`], the customer's pages through `server` and the
+    /// operator's console through `operator_server` (another node of the
+    /// same cluster) when given.
+    pub async fn across(server: Cobrowse, operator_server: Option<Cobrowse>, path: &str) -> Shared {
         let browser = Browser::launch().await;
         let operator = browser.tab("operator", 1400, 1000).await;
         let customer = browser.tab("customer", 1000, 760).await;
-        operator_waits(&operator, &server, OPERATOR_USER, &[&customer]).await;
+        let console = operator_server.as_ref().unwrap_or(&server);
+        operator_waits(&operator, console, OPERATOR_USER, &[&customer]).await;
         customer.goto(&server.url(path)).await;
         customer_calls(&customer, &server, &[&operator]).await;
-        operator_responds(&operator, &server, &[&customer]).await;
+        operator_responds(&operator, console, &[&customer]).await;
         Shared {
             server,
+            operator_server,
             browser,
             customer,
             operator,

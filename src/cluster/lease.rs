@@ -1,9 +1,10 @@
 //! The leader's lease and the registry of nodes, in Redis.
 //!
-//! - `{prefix}leader`: the leader's node id, set only when absent and with
-//!   an expiry (the lease); its holder extends it every third of the lease.
-//!   Both in one script, so taking a free lease and extending one's own are
-//!   each one step no other node can come between.
+//! - `{prefix}leader`: the leader's node id, set only when absent (or
+//!   marked `released` by a leader that stopped) and with an expiry (the
+//!   lease); its holder extends it every third of the lease. Both in one
+//!   script, so taking a free lease and extending one's own are each one
+//!   step no other node can come between.
 //! - `{prefix}node:<id>`: where peers reach that node's doors (JSON), with
 //!   the same expiry, refreshed on the same beat.
 //!
@@ -24,11 +25,14 @@ use serde::{Deserialize, Serialize};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-// KEYS: the lease. ARGV: this node's id, the lease in ms. Returns the
-// holder after the step (this node when it took or extended the lease).
+// KEYS: the lease. ARGV: this node's id, the lease in ms, `1` to take the
+// lease when it is free. A lease its leader released is taken at once.
+// Returns the holder after the step (this node when it took or extended the
+// lease), empty when the lease is free.
 const CLAIM: &str = r#"
 local holder = redis.call('GET', KEYS[1])
-if not holder then
+if not holder or holder == 'released' then
+  if ARGV[3] ~= '1' and not holder then return '' end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return ARGV[1]
 end
@@ -36,12 +40,13 @@ if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return holder
 "#;
 
-// KEYS: the lease, this node's record. ARGV: this node's id. The lease is
-// deleted only when it is this node's own.
+// KEYS: the lease, this node's record. ARGV: this node's id, the lease in
+// ms. The lease, only when it is this node's own, is marked released (not
+// a node id: ids are hex) so the next node to look takes it at once.
 const RELEASE: &str = r#"
 redis.call('DEL', KEYS[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], 'released', 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -90,9 +95,10 @@ impl Lease {
         })
     }
 
-    /// Refreshes this node's record and takes or extends the lease when
-    /// free or its own; returns the lease's holder.
-    pub async fn step(&self, record: &Record) -> Result<String, RedisError> {
+    /// Refreshes this node's record, extends the lease when it is its own
+    /// and, when `take` is set, takes it when it is free; returns the
+    /// lease's holder, `None` when it is free.
+    pub async fn step(&self, record: &Record, take: bool) -> Result<Option<String>, RedisError> {
         let mut conn = self.conn.clone();
         let json = serde_json::to_string(record).expect("a record serialises");
         redis::cmd("SET")
@@ -102,12 +108,15 @@ impl Lease {
             .arg(self.lease_ms)
             .query_async::<()>(&mut conn)
             .await?;
-        self.claim
+        let holder: String = self
+            .claim
             .key(&self.lease_key)
             .arg(&self.node)
             .arg(self.lease_ms)
+            .arg(if take { "1" } else { "0" })
             .invoke_async(&mut conn)
-            .await
+            .await?;
+        Ok(Some(holder).filter(|h| !h.is_empty()))
     }
 
     /// Where `node` says peers reach it; `None` when it is not registered
@@ -130,6 +139,7 @@ impl Lease {
             .key(&self.lease_key)
             .key(&self.record_key)
             .arg(&self.node)
+            .arg(self.lease_ms)
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)

@@ -145,6 +145,8 @@ struct Inner {
     epoch: AtomicU64,
     /// Whether the last request to Redis failed (logged once per outage).
     failing: AtomicBool,
+    /// Whether the last beat found the lease free (and left it).
+    seen_free: AtomicBool,
     stop: CancellationToken,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -191,6 +193,7 @@ impl Cluster {
             leadership,
             epoch: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            seen_free: AtomicBool::new(false),
             stop: CancellationToken::new(),
             task: std::sync::Mutex::new(None),
         });
@@ -217,11 +220,6 @@ impl Cluster {
             warn!(waited = ?bound, "cluster: no leader known yet; serving the site, the shared sessions answer 503 until one is");
         }
         Ok(Some(Cluster { inner }))
-    }
-
-    /// This node's id.
-    pub fn node(&self) -> &str {
-        &self.inner.node
     }
 
     /// The cluster's secret, for reading the peer headers.
@@ -350,10 +348,34 @@ async fn beat(inner: Arc<Inner>) {
 }
 
 /// One beat: refresh, claim, and act on who holds the lease.
+///
+/// A node that follows a leader takes a free lease only when it found it
+/// free on the beat before too: a Redis that restarted empty (or lost the
+/// key) gives the leader a beat to take its lease back before another node
+/// does, so leadership does not move for nothing. The leader, and a node
+/// that knows no leader, take it at once.
 async fn step(inner: &Arc<Inner>) {
-    let holder = match inner.lease.step(&inner.record).await {
-        Ok(holder) => holder,
+    let take = match &*inner.standing.borrow() {
+        Standing::Following {
+            record: Some(_), ..
+        } => inner.seen_free.load(Ordering::Relaxed),
+        _ => true,
+    };
+    let result = inner.lease.step(&inner.record, take).await;
+    if result.is_ok() && inner.failing.swap(false, Ordering::Relaxed) {
+        info!("cluster: Redis answers again");
+    }
+    let holder = match result {
+        Ok(Some(holder)) => {
+            inner.seen_free.store(false, Ordering::Relaxed);
+            holder
+        }
+        Ok(None) => {
+            inner.seen_free.store(true, Ordering::Relaxed);
+            return;
+        }
         Err(e) => {
+            inner.seen_free.store(false, Ordering::Relaxed);
             // Nobody can take the lease while Redis does not answer: the
             // leader keeps leading, the others the leader they know.
             if !inner.failing.swap(true, Ordering::Relaxed) {
@@ -362,9 +384,6 @@ async fn step(inner: &Arc<Inner>) {
             return;
         }
     };
-    if inner.failing.swap(false, Ordering::Relaxed) {
-        info!("cluster: Redis answers again");
-    }
     if holder == inner.node {
         let before = inner.standing.borrow().clone();
         if matches!(before, Standing::Leading | Standing::TakingOver) {

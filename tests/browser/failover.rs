@@ -1,6 +1,6 @@
 //! A cluster under a live session: two nodes sharing Redis behind nginx
 //! (the example cluster's own balancer configuration,
-//! `tests/support/cluster.rs`), with a customer and an operator in Chromium
+//! `tests/support/balanced.rs`), with a customer and an operator in Chromium
 //! who reach the nodes only through the balancer. The leader killed while
 //! the customer types, both nodes restarted one at a time, Redis killed
 //! and started again: each time the session goes on after a reconnect,
@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::support::cluster::Cluster;
+use crate::support::balanced::Balanced;
 use crate::support::redis::Redis;
 use harness::{until_for, until_on_for};
 
@@ -23,7 +23,7 @@ const CONSOLE_CONNECTED: &str = "Connected with the customer.";
 
 /// A customer and an operator in one session, through the balancer.
 struct Live {
-    cluster: Cluster,
+    cluster: Balanced,
     _browser: Browser,
     customer: Tab,
     operator: Tab,
@@ -31,7 +31,7 @@ struct Live {
 
 impl Live {
     async fn start(redis: Redis) -> Live {
-        let cluster = Cluster::start(&demo_config(), redis).await;
+        let cluster = Balanced::start(&demo_config(), redis).await;
         let browser = Browser::launch().await;
         let operator = browser.tab("operator", 1400, 1000).await;
         let customer = browser.tab("customer", 1000, 760).await;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod balanced;
 pub mod cluster;
 pub mod nginx;
 pub mod origin;

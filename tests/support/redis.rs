@@ -10,6 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `[cluster] secret` of every test cluster.
+// The library's unit tests include this file and use neither.
+#[allow(dead_code)]
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
 pub struct Redis {
     child: Option<Child>,
     port: u16,
@@ -150,6 +155,16 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `[store]` and `[cluster]` tables of a node on this server, its
+    /// keys under `prefix`: every node given them acts as one.
+    #[allow(dead_code)]
+    pub fn node_config(&self, prefix: &str) -> String {
+        format!(
+            "\n[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[cluster]\nsecret = \"{CLUSTER_SECRET}\"\n",
+            self.url()
+        )
     }
 
     /// Runs one command given as words and returns the raw reply (for
