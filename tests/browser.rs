@@ -16,6 +16,7 @@ mod driver;
 mod fidelity;
 mod forms;
 mod frames;
+mod handover;
 mod navigation;
 mod outage;
 mod pointer;
