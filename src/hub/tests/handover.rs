@@ -507,7 +507,7 @@ async fn a_burst_of_calls_with_the_checkpoint_in_redis() {
     let reading = Duration::from_nanos(s.reading_ns.load(Ordering::Relaxed));
     let writing = Duration::from_nanos(s.writing_ns.load(Ordering::Relaxed));
     println!(
-        "checkpoint under a burst of {N} calls and {N} operators (Redis store, debug build): \
+        "checkpoint under a burst of {N} calls and {N} operators (Redis store): \
          the burst took {elapsed:?} ({without:?} with the checkpoint stopped); \
          {marked} changes marked, {written} items written in {batches} pipelines; \
          reading them under the lock {:.1} µs per change ({reading:?} in all); \
