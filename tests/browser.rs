@@ -18,6 +18,7 @@ mod failover;
 mod fidelity;
 mod forms;
 mod frames;
+mod handover;
 mod navigation;
 mod outage;
 mod pointer;

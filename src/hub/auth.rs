@@ -141,7 +141,7 @@ impl Logins {
         self.per_address.retain_recent();
     }
 
-    fn issue(&self, account: Account) -> String {
+    pub(super) fn issue(&self, account: Account) -> String {
         let token = crate::secret::new_secret();
         lock(&self.tokens).insert(token.clone(), (account, Instant::now() + LOGIN_LIFETIME));
         self.tell(&token);

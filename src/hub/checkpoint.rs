@@ -111,7 +111,10 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Pipelines sent.
     pub batches: AtomicU64,
-    /// Time spent reading the state under the lock, in nanoseconds.
+    /// Pipelines that failed (kept and sent again).
+    pub failed: AtomicU64,
+    /// Time spent reading the state into writes, under the lock, in
+    /// nanoseconds.
     pub reading_ns: AtomicU64,
     /// Time spent waiting for Redis, in nanoseconds.
     pub writing_ns: AtomicU64,
@@ -200,12 +203,6 @@ impl Checkpoint {
         &self.inner.stats
     }
 
-    /// Marks waiting to be written (for tests).
-    #[cfg(test)]
-    pub fn pending(&self) -> usize {
-        lock(&self.inner.marks).order.len()
-    }
-
     /// Starts or stops marking and writing. Called under the hub's state
     /// lock, where the writer looks before it reads the state; stopping
     /// drops what was marked.
@@ -252,7 +249,12 @@ impl Checkpoint {
         if items.is_empty() {
             return None;
         }
+        let started = Instant::now();
         let ops = self.ops_for(st, conversation, logins, &items);
+        self.inner
+            .stats
+            .reading_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Some(Batch { items, ops })
     }
 
@@ -412,15 +414,10 @@ where
     loop {
         inner.wake.notified().await;
         loop {
-            let started = Instant::now();
             let Ok(batch) = next() else { return };
             let Some(Batch { items, ops }) = batch else {
                 break;
             };
-            inner
-                .stats
-                .reading_ns
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let started = Instant::now();
             let written = write(link, &ops).await;
             inner
@@ -445,6 +442,7 @@ where
                 Err(e) => {
                     metrics::counter!(telemetry::STORE_FAILURES, "operation" => store_operation::CHECKPOINT)
                         .increment(1);
+                    inner.stats.failed.fetch_add(1, Ordering::Relaxed);
                     if down.is_none() {
                         down = Some(Instant::now());
                         warn!(error = %e, "hub checkpoint: writing to Redis failed; the changes are kept and written when Redis answers");
