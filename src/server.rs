@@ -183,9 +183,20 @@ pub async fn run(
     // each participant's writer deliver and flush them.
     app.hub.shutdown();
     let grace = app.config.server.shutdown_grace;
-    tokio::select! {
-        () = connections.drained() => info!("all connections closed"),
-        () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
+    let drained = async {
+        tokio::select! {
+            () = connections.drained() => info!("all connections closed"),
+            () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
+        }
+    };
+    // With a Redis store, the ends of the sessions (and what was kept just
+    // before) reach Redis within the same grace period.
+    let (_, written) = tokio::join!(drained, app.sessions.driver.flush(grace));
+    if !written {
+        warn!(
+            ?grace,
+            "grace period over before the driver's kept documents were written to Redis; they expire there on their own"
+        );
     }
     Ok(())
 }

@@ -161,8 +161,8 @@ struct Pending {
 /// The writes noted for one session, in the order they must reach Redis.
 #[derive(Default)]
 struct SessionWrites {
-    /// The session ended: its keys are deleted (before anything below, all
-    /// of which was noted before the end, is let go of).
+    /// The session ended: its keys are deleted, and nothing else is
+    /// written for it.
     end: bool,
     credentials: Option<CredentialsRecord>,
     /// Within the session's bounds: Redis would evict the others at once.
@@ -483,8 +483,6 @@ impl Inner {
                 .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| self.failed(&e))?;
-            writes.end = false;
-            // Whatever else was noted before the end is not written.
             *writes = SessionWrites::default();
             return Ok(());
         }

@@ -1,12 +1,8 @@
 //! A node that takes over the shared sessions serves followers what the
 //! driver saw on the node that led before: the documents and credentials
 //! written behind to Redis ([`super::mirror`]), against a real
-//! `redis-server` from the integration tests' fixture.
-
-// The fixture serves other tests too; not every method is used here.
-#[allow(dead_code)]
-#[path = "../../tests/support/redis.rs"]
-mod fixture;
+//! `redis-server` from the integration tests' fixture (as the store's
+//! contract, `hub::contract`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +13,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use super::tests::{keep, limits, privacy, request, text};
 use super::{Driver, Sessions, Standing};
 use crate::config::{DriverLimits, RedisStore, Store};
+use crate::hub::contract::fixture::Redis;
 use crate::hub::{Hub, Role};
 use crate::proxy::policy::Decision;
-use fixture::Redis;
 
 /// How long a test waits for a condition before it fails.
 const PATIENCE: Duration = Duration::from_secs(10);
