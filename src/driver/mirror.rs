@@ -31,8 +31,8 @@
 //!   (`<kept at ms> <status> <head bytes> <head><body>`, the head being
 //!   `name:value\r\n` lines);
 //!
-//!   these three expire `[driver] max_age_secs` after the last document
-//!   kept, as its documents do;
+//!   these three expire `[driver] document_max_age_secs` after the last
+//!   document kept, as its documents do;
 //! - `{S}:driver:cred`, a hash: `cookie` (the driver's `Cookie` header) and
 //!   `page` (its page when bound); it expires with the session's keys
 //!   (`[store] expire_secs` after its last write) and is deleted when the
