@@ -245,19 +245,12 @@ impl Mirror {
     }
 
     /// Notes a document the driver received, to be written behind.
-    pub fn keep_document(
-        &self,
-        session: &str,
-        target: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) {
+    pub fn keep_document(&self, session: &str, doc: &Document) {
         let doc = PendingDocument {
-            target: target.to_string(),
-            status,
-            headers: headers.clone(),
-            body: body.clone(),
+            target: doc.target.clone(),
+            status: doc.status,
+            headers: doc.headers.clone(),
+            body: doc.body.clone(),
             kept_at: SystemTime::now(),
         };
         self.note(session, |w, limits| w.documents.keep(doc, limits));

@@ -124,8 +124,10 @@ impl Driver {
             return Ok(Driver::new(limits));
         };
         let mirror = Mirror::new(&redis.url, &redis.prefix, limits, redis.expire)?;
+        let writer = mirror.clone();
         Ok(Driver {
-            documents: Documents::new(limits).with_mirror(mirror.clone()),
+            documents: Documents::new(limits)
+                .on_kept(move |session, doc| writer.keep_document(session, doc)),
             credentials: Arc::default(),
             mirror: Some(mirror),
         })
