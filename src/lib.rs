@@ -16,7 +16,8 @@
 //! - [`listener`]: accepting connections, with caps in total and per
 //!   address, header-read, idle and handshake timeouts, and shutdown.
 //! - [`driver`]: one driver per shared session; what followers may ask
-//!   for and are served, masked.
+//!   for and are served, masked; with a Redis store, what it keeps written
+//!   behind to Redis for a node that takes over.
 //! - [`proxy`]: the upstream client, the header phases, the streaming HTML
 //!   rewrite that injects the agent.
 //! - [`hub`]: WebSocket sessions, difference commands and their store, the

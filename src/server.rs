@@ -269,16 +269,21 @@ pub async fn run(
     // loads them.
     let checkpointed = app.hub.shutdown();
     let (cluster, driver) = (app.cluster.clone(), app.sessions.driver.clone());
+    let grace = app.config.server.shutdown_grace;
     let handed_over = async move {
         checkpointed.await;
+        // With a Redis store, the ends of the sessions (and what was kept
+        // just before) reach Redis within the grace period.
+        if !driver.flush(grace).await {
+            warn!(
+                ?grace,
+                "grace period over before the driver's kept documents were written to Redis; they expire there on their own"
+            );
+        }
         if let Some(cluster) = cluster {
-            // The driver's kept documents too, within a bound: a follower
-            // whose document is not written reads the site instead.
-            driver.flush(Duration::from_secs(2)).await;
             cluster.stop().await;
         }
     };
-    let grace = app.config.server.shutdown_grace;
     tokio::select! {
         _ = async { tokio::join!(connections.drained(), handed_over) } => info!("all connections closed"),
         () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),

@@ -329,7 +329,7 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: STORE_FAILURES,
         kind: Kind::Counter,
-        help: "Command store requests that failed because the store did not answer, by operation.",
+        help: "Store requests (commands, and the driver's kept documents) that failed because the store did not answer, by operation.",
         labels: &[("operation", store_operation::ALL)],
     },
     Metric {

@@ -192,7 +192,7 @@ impl Client {
         Self::open(proxy, name, "operator", Some(&cookie)).await
     }
 
-    async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }
 

@@ -5,8 +5,9 @@
 //!
 //! Bounded per session in count, bytes and age; everything kept for a
 //! session is dropped when the session ends. With a Redis store, each
-//! document kept is also written behind to Redis ([`super::mirror`]), and
-//! a node that takes over loads them back ([`Documents::restore`]).
+//! document kept is also handed to the write-behind to Redis
+//! ([`Documents::on_kept`]), and a node that takes over loads them back
+//! ([`Documents::restore`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use super::mirror::Mirror;
 use crate::body::BoxError;
 use crate::config::DriverLimits;
 use crate::lock::lock;
@@ -133,9 +133,12 @@ pub struct Documents {
     /// driver's response look again.
     kept: Arc<tokio::sync::Notify>,
     limits: DriverLimits,
-    /// Where each document kept is written behind (a Redis store).
-    mirror: Option<Mirror>,
+    /// Told of each document kept (the write-behind of a Redis store).
+    on_kept: Option<Arc<OnKept>>,
 }
+
+/// What [`Documents::on_kept`] calls: with the session and the document.
+type OnKept = dyn Fn(&str, &Document) + Send + Sync;
 
 impl Documents {
     pub fn new(limits: DriverLimits) -> Documents {
@@ -143,13 +146,14 @@ impl Documents {
             inner: Arc::default(),
             kept: Arc::default(),
             limits,
-            mirror: None,
+            on_kept: None,
         }
     }
 
-    /// Writes every document kept behind to `mirror` too.
-    pub fn with_mirror(mut self, mirror: Mirror) -> Documents {
-        self.mirror = Some(mirror);
+    /// Calls `hook` with each document kept, in the order they are kept
+    /// (under the lock: keep it short, and never call back in here).
+    pub fn on_kept(mut self, hook: impl Fn(&str, &Document) + Send + Sync + 'static) -> Documents {
+        self.on_kept = Some(Arc::new(hook));
         self
     }
 
@@ -172,23 +176,23 @@ impl Documents {
             telemetry::limit_hit(telemetry::limit::DOCUMENT_SIZE);
             return;
         }
+        let doc = Document {
+            target,
+            status,
+            headers,
+            body,
+            at: Instant::now(),
+        };
         let mut sessions = lock(&self.inner);
-        // Noted under the lock, so Redis gets a session's documents in the
+        // Told under the lock, so the hook sees a session's documents in the
         // order they were kept here.
-        if let Some(mirror) = &self.mirror {
-            mirror.keep_document(session, &target, status, &headers, &body);
+        if let Some(hook) = &self.on_kept {
+            hook(session, &doc);
         }
-        let docs = sessions.entry(session.to_string()).or_default();
-        docs.keep(
-            Document {
-                target,
-                status,
-                headers,
-                body,
-                at: Instant::now(),
-            },
-            &self.limits,
-        );
+        sessions
+            .entry(session.to_string())
+            .or_default()
+            .keep(doc, &self.limits);
         drop(sessions);
         self.kept.notify_waiters();
     }

@@ -31,8 +31,8 @@
 //!   (`<kept at ms> <status> <head bytes> <head><body>`, the head being
 //!   `name:value\r\n` lines);
 //!
-//!   these three expire `[driver] max_age_secs` after the last document
-//!   kept, as its documents do;
+//!   these three expire `[driver] document_max_age_secs` after the last
+//!   document kept, as its documents do;
 //! - `{S}:driver:cred`, a hash: `cookie` (the driver's `Cookie` header) and
 //!   `page` (its page when bound); it expires with the session's keys
 //!   (`[store] expire_secs` after its last write) and is deleted when the
@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::Script;
 use ::redis::aio::ConnectionManager;
@@ -150,6 +150,10 @@ struct Inner {
 #[derive(Default)]
 struct Pending {
     sessions: HashMap<String, SessionWrites>,
+    /// Sessions that ended lately, and when: what is kept for one after its
+    /// end (a document that finished arriving) is not written, so nothing
+    /// of a session outlives its end in Redis.
+    ended: HashMap<String, Instant>,
     /// A batch is being written.
     in_flight: bool,
 }
@@ -157,9 +161,9 @@ struct Pending {
 /// The writes noted for one session, in the order they must reach Redis.
 #[derive(Default)]
 struct SessionWrites {
-    /// The session ended: its keys are deleted before anything below is
-    /// written (a document that finished arriving after the end).
-    end_first: bool,
+    /// The session ended: its keys are deleted, and nothing else is
+    /// written for it.
+    end: bool,
     credentials: Option<CredentialsRecord>,
     /// Within the session's bounds: Redis would evict the others at once.
     documents: SessionDocuments<PendingDocument>,
@@ -187,7 +191,7 @@ impl SessionWrites {
     /// What was not written (`self`, older) before what was noted since
     /// (`newer`).
     fn then(mut self, newer: SessionWrites, limits: &DriverLimits) -> SessionWrites {
-        if newer.end_first {
+        if newer.end {
             return newer;
         }
         if newer.credentials.is_some() {
@@ -200,7 +204,7 @@ impl SessionWrites {
     }
 
     fn is_empty(&self) -> bool {
-        !self.end_first && self.credentials.is_none() && self.documents.documents.is_empty()
+        !self.end && self.credentials.is_none() && self.documents.documents.is_empty()
     }
 }
 
@@ -234,20 +238,19 @@ impl Mirror {
         Ok(Mirror { inner })
     }
 
+    /// How long an ended session is remembered, so that what is kept for it
+    /// later is not written: longer than any document takes to arrive.
+    fn ended_memory(&self) -> Duration {
+        self.inner.limits.max_age.max(Duration::from_secs(600))
+    }
+
     /// Notes a document the driver received, to be written behind.
-    pub fn keep_document(
-        &self,
-        session: &str,
-        target: &str,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &Bytes,
-    ) {
+    pub fn keep_document(&self, session: &str, doc: &Document) {
         let doc = PendingDocument {
-            target: target.to_string(),
-            status,
-            headers: headers.clone(),
-            body: body.clone(),
+            target: doc.target.clone(),
+            status: doc.status,
+            headers: doc.headers.clone(),
+            body: doc.body.clone(),
             kept_at: SystemTime::now(),
         };
         self.note(session, |w, limits| w.documents.keep(doc, limits));
@@ -258,14 +261,30 @@ impl Mirror {
         self.note(session, |w, _| w.credentials = Some(credentials));
     }
 
-    /// Notes that `session` ended: everything of it goes from Redis.
+    /// Notes that `session` ended: everything of it goes from Redis, and
+    /// nothing kept for it from now on is written.
     pub fn end(&self, session: &str) {
-        self.note(session, |w, _| {
-            *w = SessionWrites {
-                end_first: true,
-                ..SessionWrites::default()
-            }
-        });
+        let inner = &self.inner;
+        if !inner.leading.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        let memory = self.ended_memory();
+        {
+            let mut pending = lock(&inner.pending);
+            pending
+                .ended
+                .retain(|_, at| now.duration_since(*at) < memory);
+            pending.ended.insert(session.to_string(), now);
+            pending.sessions.insert(
+                session.to_string(),
+                SessionWrites {
+                    end: true,
+                    ..SessionWrites::default()
+                },
+            );
+        }
+        inner.wake.notify_one();
     }
 
     fn note(&self, session: &str, change: impl FnOnce(&mut SessionWrites, &DriverLimits)) {
@@ -273,13 +292,16 @@ impl Mirror {
         if !inner.leading.load(Ordering::SeqCst) {
             return;
         }
-        change(
-            lock(&inner.pending)
-                .sessions
-                .entry(session.to_string())
-                .or_default(),
-            &inner.limits,
-        );
+        {
+            let mut pending = lock(&inner.pending);
+            if pending.ended.contains_key(session) {
+                return;
+            }
+            change(
+                pending.sessions.entry(session.to_string()).or_default(),
+                &inner.limits,
+            );
+        }
         inner.wake.notify_one();
     }
 
@@ -288,7 +310,10 @@ impl Mirror {
     /// over may already have loaded and written newer).
     pub fn hand_over(&self) {
         self.inner.leading.store(false, Ordering::SeqCst);
-        lock(&self.inner.pending).sessions.clear();
+        let mut pending = lock(&self.inner.pending);
+        pending.sessions.clear();
+        pending.ended.clear();
+        drop(pending);
         self.inner.settled.notify_waiters();
     }
 
@@ -436,7 +461,7 @@ impl Inner {
     async fn write(&self, session: &str, writes: &mut SessionWrites) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let [meta, order, docs, cred] = self.keys(session);
-        if writes.end_first {
+        if writes.end {
             ::redis::pipe()
                 .cmd("DEL")
                 .arg(&meta)
@@ -451,7 +476,8 @@ impl Inner {
                 .query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| self.failed(&e))?;
-            writes.end_first = false;
+            *writes = SessionWrites::default();
+            return Ok(());
         }
         if writes.credentials.is_none() && writes.documents.documents.is_empty() {
             return Ok(());

@@ -124,8 +124,10 @@ impl Driver {
             return Ok(Driver::new(limits));
         };
         let mirror = Mirror::new(&redis.url, &redis.prefix, limits, redis.expire)?;
+        let writer = mirror.clone();
         Ok(Driver {
-            documents: Documents::new(limits).with_mirror(mirror.clone()),
+            documents: Documents::new(limits)
+                .on_kept(move |session, doc| writer.keep_document(session, doc)),
             credentials: Arc::default(),
             mirror: Some(mirror),
         })
@@ -265,24 +267,14 @@ impl Driver {
         lock(&self.credentials).remove(session);
     }
 
-    /// Drops everything kept for sessions `alive` says have ended, here and
-    /// in Redis.
+    /// Drops what this node keeps for sessions `alive` says have ended (a
+    /// document that finished arriving after the end). Redis is left to the
+    /// hub's end of the session: nothing kept after it is written there,
+    /// and a session this node loaded but its hub does not hold is not
+    /// this node's to delete.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
-        let mut ended = Vec::new();
-        let mut check = |s: &str| {
-            let live = alive(s);
-            if !live {
-                ended.push(s.to_string());
-            }
-            live
-        };
-        self.documents.retain(&mut check);
-        lock(&self.credentials).retain(|s, _| check(s));
-        if let Some(mirror) = &self.mirror {
-            for session in ended {
-                mirror.end(&session);
-            }
-        }
+        self.documents.retain(&mut alive);
+        lock(&self.credentials).retain(|s, _| alive(s));
     }
 }
 

@@ -1,12 +1,8 @@
 //! A node that takes over the shared sessions serves followers what the
 //! driver saw on the node that led before: the documents and credentials
 //! written behind to Redis ([`super::mirror`]), against a real
-//! `redis-server` from the integration tests' fixture.
-
-// The fixture serves other tests too; not every method is used here.
-#[allow(dead_code)]
-#[path = "../../tests/support/redis.rs"]
-mod fixture;
+//! `redis-server` from the integration tests' fixture (as the store's
+//! contract, `hub::contract`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +13,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use super::tests::{keep, limits, privacy, request, text};
 use super::{Driver, Sessions, Standing};
 use crate::config::{DriverLimits, RedisStore, Store};
+use crate::hub::contract::fixture::Redis;
 use crate::hub::{Hub, Role};
 use crate::proxy::policy::Decision;
-use fixture::Redis;
 
 /// How long a test waits for a condition before it fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -159,6 +155,38 @@ async fn a_node_that_takes_over_serves_followers_the_drivers_post_result_masked(
     let three = node(&redis, limits());
     assert_eq!(three.take_over().await.unwrap(), 1);
     assert_eq!(three.documents.usage("s").0, 1);
+}
+
+#[tokio::test]
+async fn a_follower_who_asks_during_the_take_over_is_served_once_it_is_loaded() {
+    let redis = Redis::start();
+    let one = node(&redis, limits());
+    keep(&one, "/order", "text/html", None, b"<p>Order 42 placed</p>");
+    flushed(&one).await;
+    let two = node(&redis, limits());
+    let asking = two.clone();
+    let follower = tokio::spawn(async move {
+        let follower = Standing::Follower {
+            session: "s".into(),
+            participant: "p2".into(),
+        };
+        let mut parts = request(Method::GET, "/order", true);
+        match asking
+            .before_upstream(&follower, &mut parts, &privacy(&[]))
+            .await
+        {
+            Decision::Answer(response) => text(response).await,
+            _ => String::from("not served the driver's copy"),
+        }
+    });
+    // The follower is waiting (for up to `follower_wait`) when the node
+    // takes over.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!follower.is_finished(), "still waiting for the document");
+    two.take_over().await.unwrap();
+    let page = follower.await.unwrap();
+    assert!(page.contains("Order 42 placed"), "{page}");
 }
 
 #[tokio::test]
@@ -303,8 +331,17 @@ async fn the_end_of_a_session_removes_its_redis_keys_and_a_forged_cookie_removes
     assert_eq!(driver_keys(&redis), expected_sorted, "Redis kept all");
     assert_eq!(d.documents.usage(&session).0, 1, "memory kept all");
 
-    // The session ends: everything of it goes from Redis too.
+    // The session ends: everything of it goes from Redis too, and a
+    // document that finishes arriving after the end is not written there.
     shared.hangup(conn).unwrap();
+    flushed(&d).await;
+    d.documents.record(
+        &session,
+        "/late".into(),
+        StatusCode::OK,
+        HeaderMap::new(),
+        Bytes::from_static(b"<p>still streaming at the end</p>"),
+    );
     flushed(&d).await;
     assert_eq!(driver_keys(&redis), Vec::<String>::new());
     let mut follower = HeaderMap::new();

@@ -64,7 +64,7 @@ pub mod talk;
 pub mod ws;
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
