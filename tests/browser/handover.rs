@@ -37,11 +37,7 @@ async fn a_node_that_stops_hands_the_session_over_and_typing_meanwhile_arrives()
     let config = dir.path.join("proxy.toml");
     std::fs::write(
         &config,
-        format!(
-            "{}\n[store]\nkind = \"redis\"\nurl = \"{}\"\n",
-            demo_config(),
-            redis.url()
-        ),
+        format!("{}\n{}", demo_config(), redis.node_config("cobrowse:")),
     )
     .unwrap();
     let listen = format!("127.0.0.1:{}", free_pair());

@@ -382,11 +382,7 @@ async fn a_url_whose_masked_values_the_agent_blanked_is_served_the_drivers_docum
 #[tokio::test]
 async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_ends() {
     let redis = Redis::start();
-    let mut s = Session::start(&format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n",
-        redis.url()
-    ))
-    .await;
+    let mut s = Session::start(&redis.node_config("it:")).await;
     let driver = s.driver_get("/api/account", "empty").await;
     assert_eq!(driver.status, 200, "{}", s.context(&driver));
     let docs = format!("it:{{{}}}:driver:docs", s.session);
