@@ -278,8 +278,8 @@ async fn the_end_of_a_session_removes_its_redis_keys_and_a_forged_cookie_removes
     let redis = Redis::start();
     let config = crate::config::Config::parse(
         &format!(
-            "upstream = \"http://127.0.0.1:9\"\n[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n",
-            redis.url()
+            "upstream = \"http://127.0.0.1:9\"\n{}",
+            redis.node_config(PREFIX)
         ),
         None,
         &Default::default(),

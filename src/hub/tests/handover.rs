@@ -21,10 +21,7 @@ const PREFIX: &str = "t:";
 const PATIENCE: Duration = Duration::from_secs(15);
 
 fn cluster_config(redis: &Redis, extra: &str) -> Arc<Config> {
-    config(&format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n{extra}",
-        redis.url()
-    ))
+    config(&format!("{}{extra}", redis.node_config(PREFIX)))
 }
 
 fn session_key(sid: &str) -> String {
