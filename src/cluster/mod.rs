@@ -138,6 +138,7 @@ struct Inner {
     lease: Lease,
     lease_time: Duration,
     record: Record,
+    forwarder: forward::Forwarder,
     standing: watch::Sender<Standing>,
     leadership: Leadership,
     /// Counts take-overs, so one that completes after the lease was lost
@@ -189,6 +190,13 @@ impl Cluster {
             lease,
             lease_time: cluster.lease,
             record,
+            // What the leader may wait for itself before it answers.
+            forwarder: forward::Forwarder::new(
+                config.proxy.connect_timeout
+                    + config.proxy.response_timeout
+                    + config.driver.follower_wait
+                    + Duration::from_secs(5),
+            ),
             standing,
             leadership,
             epoch: AtomicU64::new(0),
@@ -269,7 +277,12 @@ impl Cluster {
                     Door::Site => &record.site,
                     Door::Console => &record.console,
                 };
-                match forward::forward(to, req, &ctx, &self.inner.secret).await {
+                match self
+                    .inner
+                    .forwarder
+                    .forward(to, req, &ctx, &self.inner.secret)
+                    .await
+                {
                     Ok(response) => {
                         metrics::counter!(telemetry::CLUSTER_FORWARDED, "route" => route)
                             .increment(1);
