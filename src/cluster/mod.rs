@@ -460,3 +460,42 @@ fn change(inner: &Inner, standing: Standing) -> Standing {
     }
     before
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(cookie: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/shop");
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn what_belongs_to_the_shared_sessions_goes_to_the_leader() {
+        let plain = request(None);
+        let participant = request(Some("a=1; cobrowse_participant=s.r"));
+        for route in ["ws", "login", "logout", "me"] {
+            for door in [Door::Site, Door::Console] {
+                assert_eq!(shared_route(Some(route), &plain, door), Some("hub"));
+            }
+        }
+        assert_eq!(shared_route(Some("bind"), &plain, Door::Site), Some("bind"));
+        assert_eq!(shared_route(None, &participant, Door::Site), Some("proxy"));
+        // Served by whichever node got it: the site for everyone else, our
+        // own files, health and metrics, and nothing of the site on the
+        // console's door.
+        for rest in ["agent.js", "healthz", "metrics", "console", "console.js"] {
+            assert_eq!(shared_route(Some(rest), &participant, Door::Site), None);
+        }
+        assert_eq!(shared_route(None, &plain, Door::Site), None);
+        assert_eq!(
+            shared_route(None, &request(Some("cobrowse_participantx=1")), Door::Site),
+            None
+        );
+        assert_eq!(shared_route(None, &participant, Door::Console), None);
+        assert_eq!(shared_route(Some("bind"), &plain, Door::Console), None);
+    }
+}

@@ -398,6 +398,7 @@ async fn the_leaders_graceful_stop_makes_the_other_node_lead() {
         redis,
         mut leader,
         follower,
+        ..
     } = cluster;
     let old = node_id(&standing(&leader).await);
     let survivor = node_id(&standing(&follower).await);
@@ -456,6 +457,7 @@ async fn a_dead_leaders_lease_expires_and_the_other_node_leads() {
         redis: _redis,
         leader,
         follower,
+        ..
     } = cluster;
     // Killed (SIGKILL): no release.
     drop(leader);
