@@ -462,6 +462,21 @@ async fn a_dead_leaders_lease_expires_and_the_other_node_leads() {
     // Killed (SIGKILL): no release.
     drop(leader);
     let killed = Instant::now();
+    // Until its lease expires the leader is known but does not answer: the
+    // shared sessions' requests are refused with a readable 503, to retry.
+    let (headers, body) = wait_for(
+        "a 503 from the node that forwards to a dead leader",
+        Duration::from_secs(3),
+        || async {
+            let (status, headers, body) =
+                super::console_http(&follower, "GET", "/__cobrowse/me", &[], "").await;
+            (status == 503).then_some((headers, body))
+        },
+        || follower.output(),
+    )
+    .await;
+    assert_eq!(super::header(&headers, "retry-after"), Some("1"));
+    assert!(body.contains("unavailable for a moment"), "{body}");
     wait_for(
         "the other node to lead",
         Duration::from_secs(8),
