@@ -80,14 +80,16 @@ fn leadership(app: &App) -> Leadership {
         take_over: Box::new(|| {
             Box::pin(async {
                 // TAKE-OVER: `hub.take_over().await` and
-                // `sessions.driver().take_over().await` go here; until then a
-                // new leader starts with no sessions, as a restarted node does.
+                // `app.sessions.driver.take_over().await` (clones of both
+                // captured above) go here; until then a new leader starts with
+                // no sessions, as a restarted node does.
             })
         }),
         hand_over: Box::new(move || {
-            // HAND-OVER: `hub.hand_over()` and the driver's `hand_over()`
-            // replace this: they close the hub's connections with 1012 and
-            // forget the state without ending the sessions.
+            // HAND-OVER: `hub.hand_over()` and
+            // `app.sessions.driver.hand_over()` replace this: they close the
+            // hub's connections with 1012 and forget the state without
+            // ending the sessions.
             hub.shutdown();
         }),
     }
@@ -220,6 +222,9 @@ pub async fn run(
     );
     // The close frames are only queued here; the wait below is what lets
     // each participant's writer deliver and flush them.
+    // In a cluster, `Hub::shutdown` hands the sessions over rather than
+    // ending them (GRACEFUL-STOP: `app.sessions.driver.hand_over()` joins it
+    // here once the driver keeps its documents in Redis).
     app.hub.shutdown();
     // Then the lease goes, so another node takes over at once.
     if let Some(cluster) = &app.cluster {
