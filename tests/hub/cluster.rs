@@ -396,6 +396,8 @@ async fn peer_headers_without_the_secret_change_nothing_and_nothing_is_forwarded
 #[tokio::test]
 async fn the_leaders_graceful_stop_makes_the_other_node_lead() {
     let cluster = Cluster::start(&Cobrowse::config_for(NO_UPSTREAM, &second_operator())).await;
+    // A third node, which forwards to whichever node leads.
+    let third = cluster.another_node().await;
     let Cluster {
         redis,
         mut leader,
@@ -448,6 +450,26 @@ async fn the_leaders_graceful_stop_makes_the_other_node_lead() {
         Some(1.0),
         "{text}"
     );
+    // The third node found the new leader, and forwards to it.
+    wait_for(
+        "the third node to follow the new leader",
+        Duration::from_secs(5),
+        || async {
+            standing(&third)
+                .await
+                .starts_with(&format!("following {survivor}"))
+                .then_some(())
+        },
+        || third.output(),
+    )
+    .await;
+    let (mut customer, mut op, _) = connected_call(&third).await;
+    customer
+        .send(command("top/form#f/input[name=q]", "value", json!("third")))
+        .await;
+    op.expect_where(&third, "command", |v| v["args"][0] == "third")
+        .await;
+    assert!(forwarded(&third, "hub").await >= 3.0);
 }
 
 /// A leader that dies without a word: the other node leads once the lease
