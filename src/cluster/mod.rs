@@ -104,7 +104,11 @@ impl Refusal {
     /// lease. Counted and logged.
     pub fn response(self, route: &'static str, ctx: &Ctx) -> Response<Body> {
         metrics::counter!(telemetry::CLUSTER_UNSERVED, "reason" => self.reason()).increment(1);
-        warn!(route, remote = %ctx.remote, reason = %self, "cluster: a request for the shared sessions was not served");
+        // Every client retries while no leader answers: one line a second.
+        static LOGGED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        if crate::logging::once_per(&LOGGED, Duration::from_secs(1)) {
+            warn!(route, remote = %ctx.remote, reason = %self, "cluster: a request for the shared sessions was not served (logged at most once a second; all are counted in cobrowse_cluster_unserved_total)");
+        }
         let text = match self {
             Refusal::NotLeader => "this node no longer leads the cluster; try again\n".to_string(),
             _ => format!("the shared sessions are unavailable for a moment ({self}); try again\n"),
@@ -207,7 +211,11 @@ impl Cluster {
         });
         info!(node = %inner.node, site = %inner.record.site, console = %inner.record.console,
             lease_ms = inner.lease_time.as_millis() as u64, "cluster: joining");
-        let task = tokio::spawn(beat(inner.clone()));
+        let task = tokio::spawn(beat(
+            Arc::downgrade(&inner),
+            inner.stop.clone(),
+            inner.lease_time / 3,
+        ));
         *crate::lock::lock(&inner.task) = Some(task);
         let bound = cluster.lease * 2 + Duration::from_secs(2);
         let ready = tokio::time::timeout(
@@ -344,17 +352,19 @@ pub fn shared_route<B>(rest: Option<&str>, req: &Request<B>, door: Door) -> Opti
     }
 }
 
-/// Renews the lease and the record every third of a lease until stopped.
-async fn beat(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.lease_time / 3);
+/// Renews the lease and the record every third of a lease until stopped
+/// (or the cluster's handle is gone).
+async fn beat(inner: std::sync::Weak<Inner>, stop: CancellationToken, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = inner.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let Some(inner) = inner.upgrade() else { return };
         tokio::select! {
-            () = inner.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             () = step(&inner) => {}
         }
     }
