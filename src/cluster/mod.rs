@@ -343,7 +343,9 @@ pub fn shared_route<B>(rest: Option<&str>, req: &Request<B>, door: Door) -> Opti
         Some("bind") if door == Door::Site => Some("bind"),
         Some(_) => None,
         // Driver and follower page traffic: the leader keeps the documents.
+        // A target that is no path (`*`, CONNECT) is answered where it came.
         None if door == Door::Site
+            && req.uri().path().starts_with('/')
             && web::cookie(req.headers(), crate::driver::PARTICIPANT_COOKIE).is_some() =>
         {
             Some("proxy")
@@ -506,6 +508,13 @@ mod tests {
             None
         );
         assert_eq!(shared_route(None, &participant, Door::Console), None);
+        let star = Request::builder()
+            .method(http::Method::OPTIONS)
+            .uri("*")
+            .header(header::COOKIE, "cobrowse_participant=s.r")
+            .body(())
+            .unwrap();
+        assert_eq!(shared_route(None, &star, Door::Site), None);
         assert_eq!(shared_route(Some("bind"), &plain, Door::Console), None);
     }
 }
