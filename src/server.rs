@@ -80,9 +80,10 @@ fn leadership(app: &App) -> Leadership {
         take_over: Box::new(|| {
             Box::pin(async {
                 // TAKE-OVER: `hub.take_over().await` and
-                // `app.sessions.driver.take_over().await` (clones of both
-                // captured above) go here; until then a new leader starts with
-                // no sessions, as a restarted node does.
+                // `driver.take_over().await` go here (clones of `app.hub` and
+                // `app.sessions.driver` captured by this closure); until then
+                // a new leader starts with no sessions, as a restarted node
+                // does.
             })
         }),
         hand_over: Box::new(move || {
@@ -220,11 +221,11 @@ pub async fn run(
         open = connections.count(),
         "shutting down: idle connections closed, requests in progress may finish"
     );
-    // The close frames are only queued here; the wait below is what lets
-    // each participant's writer deliver and flush them.
     // In a cluster, `Hub::shutdown` hands the sessions over rather than
     // ending them (GRACEFUL-STOP: `app.sessions.driver.hand_over()` joins it
     // here once the driver keeps its documents in Redis).
+    // The close frames are only queued here; the wait below is what lets
+    // each participant's writer deliver and flush them.
     app.hub.shutdown();
     // Then the lease goes, so another node takes over at once.
     if let Some(cluster) = &app.cluster {
