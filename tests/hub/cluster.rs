@@ -654,3 +654,41 @@ async fn redis_restarted_empty_leaves_the_leader_leading() {
     op.expect_where(&cluster.follower, "command", |v| v["args"][0] == "again")
         .await;
 }
+
+/// The scheme the client used is the peer's to say, with the secret: a
+/// login forwarded for a client on HTTPS (sent here as a peer sends it) is
+/// checked against the `https` origin and gets a `Secure` cookie; a client
+/// that says so itself, without the secret, is checked against the scheme
+/// it really used.
+#[tokio::test]
+async fn only_a_peer_says_the_client_used_https() {
+    let cluster = Cluster::start(&Cobrowse::config_for(NO_UPSTREAM, "")).await;
+    let leader = &cluster.leader;
+    let https = format!("https://{}", leader.console_addr);
+    let form = format!(
+        "user={OPERATOR_USER}&password={}",
+        crate::support::OPERATOR_PASSWORD
+    );
+    let login = |proof: &'static str| {
+        let https = https.clone();
+        let form = form.clone();
+        async move {
+            let headers = [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", https.as_str()),
+                ("x-cobrowse-peer", proof),
+                ("x-cobrowse-client", "203.0.113.7"),
+                ("x-cobrowse-tls", "1"),
+            ];
+            super::console_http(leader, "POST", "/__cobrowse/login", &headers, &form).await
+        }
+    };
+    let (status, headers, body) = login(CLUSTER_SECRET).await;
+    assert_eq!(status, 204, "{body}\n{}", cluster.output());
+    let cookie = super::header(&headers, "set-cookie").unwrap_or_default();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Without the secret the request is plain HTTP, and an https Origin is
+    // not this door's.
+    let (status, _, body) = login("not-the-secret-not-the-secret-xx").await;
+    assert_eq!(status, 403, "{body}");
+}
