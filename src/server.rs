@@ -262,7 +262,8 @@ pub async fn run(
         open = connections.count(),
         "shutting down: idle connections closed, requests in progress may finish"
     );
-    // The close frames are only queued here; the wait below is what lets
+    // In a cluster, `Hub::shutdown` hands the sessions over rather than
+    // ending them. The close frames are only queued here; the wait below is what lets
     // each participant's writer deliver and flush them (and, with a Redis
     // store, the hub write its last changes to the checkpoint). The lease
     // goes once those are written, so the node that takes over at once

@@ -104,7 +104,11 @@ impl Refusal {
     /// lease. Counted and logged.
     pub fn response(self, route: &'static str, ctx: &Ctx) -> Response<Body> {
         metrics::counter!(telemetry::CLUSTER_UNSERVED, "reason" => self.reason()).increment(1);
-        warn!(route, remote = %ctx.remote, reason = %self, "cluster: a request for the shared sessions was not served");
+        // Every client retries while no leader answers: one line a second.
+        static LOGGED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+        if crate::logging::once_per(&LOGGED, Duration::from_secs(1)) {
+            warn!(route, remote = %ctx.remote, reason = %self, "cluster: a request for the shared sessions was not served (logged at most once a second; all are counted in cobrowse_cluster_unserved_total)");
+        }
         let text = match self {
             Refusal::NotLeader => "this node no longer leads the cluster; try again\n".to_string(),
             _ => format!("the shared sessions are unavailable for a moment ({self}); try again\n"),
@@ -138,6 +142,7 @@ struct Inner {
     lease: Lease,
     lease_time: Duration,
     record: Record,
+    forwarder: forward::Forwarder,
     standing: watch::Sender<Standing>,
     leadership: Leadership,
     /// Counts take-overs, so one that completes after the lease was lost
@@ -189,6 +194,13 @@ impl Cluster {
             lease,
             lease_time: cluster.lease,
             record,
+            // What the leader may wait for itself before it answers.
+            forwarder: forward::Forwarder::new(
+                config.proxy.connect_timeout
+                    + config.proxy.response_timeout
+                    + config.driver.follower_wait
+                    + Duration::from_secs(5),
+            ),
             standing,
             leadership,
             epoch: AtomicU64::new(0),
@@ -199,7 +211,11 @@ impl Cluster {
         });
         info!(node = %inner.node, site = %inner.record.site, console = %inner.record.console,
             lease_ms = inner.lease_time.as_millis() as u64, "cluster: joining");
-        let task = tokio::spawn(beat(inner.clone()));
+        let task = tokio::spawn(beat(
+            Arc::downgrade(&inner),
+            inner.stop.clone(),
+            inner.lease_time / 3,
+        ));
         *crate::lock::lock(&inner.task) = Some(task);
         let bound = cluster.lease * 2 + Duration::from_secs(2);
         let ready = tokio::time::timeout(
@@ -269,7 +285,12 @@ impl Cluster {
                     Door::Site => &record.site,
                     Door::Console => &record.console,
                 };
-                match forward::forward(to, req, &ctx, &self.inner.secret).await {
+                match self
+                    .inner
+                    .forwarder
+                    .forward(to, req, &ctx, &self.inner.secret)
+                    .await
+                {
                     Ok(response) => {
                         metrics::counter!(telemetry::CLUSTER_FORWARDED, "route" => route)
                             .increment(1);
@@ -322,7 +343,9 @@ pub fn shared_route<B>(rest: Option<&str>, req: &Request<B>, door: Door) -> Opti
         Some("bind") if door == Door::Site => Some("bind"),
         Some(_) => None,
         // Driver and follower page traffic: the leader keeps the documents.
+        // A target that is no path (`*`, CONNECT) is answered where it came.
         None if door == Door::Site
+            && req.uri().path().starts_with('/')
             && web::cookie(req.headers(), crate::driver::PARTICIPANT_COOKIE).is_some() =>
         {
             Some("proxy")
@@ -331,17 +354,19 @@ pub fn shared_route<B>(rest: Option<&str>, req: &Request<B>, door: Door) -> Opti
     }
 }
 
-/// Renews the lease and the record every third of a lease until stopped.
-async fn beat(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.lease_time / 3);
+/// Renews the lease and the record every third of a lease until stopped
+/// (or the cluster's handle is gone).
+async fn beat(inner: std::sync::Weak<Inner>, stop: CancellationToken, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = inner.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let Some(inner) = inner.upgrade() else { return };
         tokio::select! {
-            () = inner.stop.cancelled() => return,
+            () = stop.cancelled() => return,
             () = step(&inner) => {}
         }
     }
@@ -446,4 +471,50 @@ fn change(inner: &Inner, standing: Standing) -> Standing {
         info!(node = %inner.node, leader = ?leader(&standing), "cluster: the leader changed");
     }
     before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(cookie: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/shop");
+        if let Some(c) = cookie {
+            b = b.header(header::COOKIE, c);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn what_belongs_to_the_shared_sessions_goes_to_the_leader() {
+        let plain = request(None);
+        let participant = request(Some("a=1; cobrowse_participant=s.r"));
+        for route in ["ws", "login", "logout", "me"] {
+            for door in [Door::Site, Door::Console] {
+                assert_eq!(shared_route(Some(route), &plain, door), Some("hub"));
+            }
+        }
+        assert_eq!(shared_route(Some("bind"), &plain, Door::Site), Some("bind"));
+        assert_eq!(shared_route(None, &participant, Door::Site), Some("proxy"));
+        // Served by whichever node got it: the site for everyone else, our
+        // own files, health and metrics, and nothing of the site on the
+        // console's door.
+        for rest in ["agent.js", "healthz", "metrics", "console", "console.js"] {
+            assert_eq!(shared_route(Some(rest), &participant, Door::Site), None);
+        }
+        assert_eq!(shared_route(None, &plain, Door::Site), None);
+        assert_eq!(
+            shared_route(None, &request(Some("cobrowse_participantx=1")), Door::Site),
+            None
+        );
+        assert_eq!(shared_route(None, &participant, Door::Console), None);
+        let star = Request::builder()
+            .method(http::Method::OPTIONS)
+            .uri("*")
+            .header(header::COOKIE, "cobrowse_participant=s.r")
+            .body(())
+            .unwrap();
+        assert_eq!(shared_route(None, &star, Door::Site), None);
+        assert_eq!(shared_route(Some("bind"), &plain, Door::Console), None);
+    }
 }

@@ -4,10 +4,13 @@
 //! the cluster's secret.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
 use tracing::warn;
 
+use crate::logging::once_per;
 use crate::telemetry;
 use crate::web::Ctx;
 
@@ -46,7 +49,11 @@ pub fn admit(headers: &mut HeaderMap, ctx: Ctx, secret: Option<&str>) -> (Ctx, S
     });
     if !trusted {
         metrics::counter!(telemetry::CLUSTER_PEER_REFUSED, "reason" => "secret").increment(1);
-        warn!(remote = %ctx.remote, "peer headers without the cluster's secret: removed, the request is the connection's own");
+        // A client chooses how often: logged at most every 10 s.
+        static LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
+        if once_per(&LOGGED, Duration::from_secs(10)) {
+            warn!(remote = %ctx.remote, "peer headers without the cluster's secret: removed, the request is the connection's own (logged at most every 10 s)");
+        }
         return (ctx, Sender::Client);
     }
     let Some(ip) = client

@@ -66,6 +66,7 @@ async fn the_customer_through_the_follower_and_the_operator_through_the_leader()
         redis: _redis,
         leader,
         follower,
+        ..
     } = Cluster::start(&demo_config()).await;
     let s = Shared::across(follower, Some(leader), "/form.html").await;
     call_type_and_navigate(&s).await;
@@ -81,6 +82,7 @@ async fn the_customer_through_the_leader_and_the_operator_through_the_follower()
         redis: _redis,
         leader,
         follower,
+        ..
     } = Cluster::start(&demo_config()).await;
     let s = Shared::across(leader, Some(follower), "/form.html").await;
     call_type_and_navigate(&s).await;

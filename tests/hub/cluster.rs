@@ -59,6 +59,8 @@ async fn a_customer_on_one_node_and_an_operator_on_the_other_share_a_session() {
     op.send(json!({"type": "respond", "session": session}))
         .await;
     op.expect(node2, "joined").await;
+    // Live from here: what the customer sends next is not in the replay.
+    op.expect_next(node2, "replay").await;
     customer
         .expect_where(node1, "status", |v| v["state"] == "connected")
         .await;
@@ -394,10 +396,13 @@ async fn peer_headers_without_the_secret_change_nothing_and_nothing_is_forwarded
 #[tokio::test]
 async fn the_leaders_graceful_stop_makes_the_other_node_lead() {
     let cluster = Cluster::start(&Cobrowse::config_for(NO_UPSTREAM, &second_operator())).await;
+    // A third node, which forwards to whichever node leads.
+    let third = cluster.another_node().await;
     let Cluster {
         redis,
         mut leader,
         follower,
+        ..
     } = cluster;
     let old = node_id(&standing(&leader).await);
     let survivor = node_id(&standing(&follower).await);
@@ -445,6 +450,26 @@ async fn the_leaders_graceful_stop_makes_the_other_node_lead() {
         Some(1.0),
         "{text}"
     );
+    // The third node found the new leader, and forwards to it.
+    wait_for(
+        "the third node to follow the new leader",
+        Duration::from_secs(5),
+        || async {
+            standing(&third)
+                .await
+                .starts_with(&format!("following {survivor}"))
+                .then_some(())
+        },
+        || third.output(),
+    )
+    .await;
+    let (mut customer, mut op, _) = connected_call(&third).await;
+    customer
+        .send(command("top/form#f/input[name=q]", "value", json!("third")))
+        .await;
+    op.expect_where(&third, "command", |v| v["args"][0] == "third")
+        .await;
+    assert!(forwarded(&third, "hub").await >= 3.0);
 }
 
 /// A leader that dies without a word: the other node leads once the lease
@@ -456,10 +481,26 @@ async fn a_dead_leaders_lease_expires_and_the_other_node_leads() {
         redis: _redis,
         leader,
         follower,
+        ..
     } = cluster;
     // Killed (SIGKILL): no release.
     drop(leader);
     let killed = Instant::now();
+    // Until its lease expires the leader is known but does not answer: the
+    // shared sessions' requests are refused with a readable 503, to retry.
+    let (headers, body) = wait_for(
+        "a 503 from the node that forwards to a dead leader",
+        Duration::from_secs(3),
+        || async {
+            let (status, headers, body) =
+                super::console_http(&follower, "GET", "/__cobrowse/me", &[], "").await;
+            (status == 503).then_some((headers, body))
+        },
+        || follower.output(),
+    )
+    .await;
+    assert_eq!(super::header(&headers, "retry-after"), Some("1"));
+    assert!(body.contains("unavailable for a moment"), "{body}");
     wait_for(
         "the other node to lead",
         Duration::from_secs(8),
@@ -612,4 +653,42 @@ async fn redis_restarted_empty_leaves_the_leader_leading() {
         .await;
     op.expect_where(&cluster.follower, "command", |v| v["args"][0] == "again")
         .await;
+}
+
+/// The scheme the client used is the peer's to say, with the secret: a
+/// login forwarded for a client on HTTPS (sent here as a peer sends it) is
+/// checked against the `https` origin and gets a `Secure` cookie; a client
+/// that says so itself, without the secret, is checked against the scheme
+/// it really used.
+#[tokio::test]
+async fn only_a_peer_says_the_client_used_https() {
+    let cluster = Cluster::start(&Cobrowse::config_for(NO_UPSTREAM, "")).await;
+    let leader = &cluster.leader;
+    let https = format!("https://{}", leader.console_addr);
+    let form = format!(
+        "user={OPERATOR_USER}&password={}",
+        crate::support::OPERATOR_PASSWORD
+    );
+    let login = |proof: &'static str| {
+        let https = https.clone();
+        let form = form.clone();
+        async move {
+            let headers = [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", https.as_str()),
+                ("x-cobrowse-peer", proof),
+                ("x-cobrowse-client", "203.0.113.7"),
+                ("x-cobrowse-tls", "1"),
+            ];
+            super::console_http(leader, "POST", "/__cobrowse/login", &headers, &form).await
+        }
+    };
+    let (status, headers, body) = login(CLUSTER_SECRET).await;
+    assert_eq!(status, 204, "{body}\n{}", cluster.output());
+    let cookie = super::header(&headers, "set-cookie").unwrap_or_default();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Without the secret the request is plain HTTP, and an https Origin is
+    // not this door's.
+    let (status, _, body) = login("not-the-secret-not-the-secret-xx").await;
+    assert_eq!(status, 403, "{body}");
 }

@@ -21,6 +21,9 @@ pub struct Cluster {
     pub leader: Cobrowse,
     /// Started once the first leads: it forwards to it.
     pub follower: Cobrowse,
+    /// The configuration every node runs with, `[store]` and `[cluster]`
+    /// included.
+    pub config: String,
 }
 
 impl Cluster {
@@ -38,7 +41,16 @@ impl Cluster {
             redis,
             leader,
             follower,
+            config,
         }
+    }
+
+    /// Starts one more node of this cluster (a third node, or a node
+    /// restarted in a rolling restart); it follows the leader.
+    pub async fn another_node(&self) -> Cobrowse {
+        let node = Cobrowse::with_config(&self.config).await;
+        follows(&node).await;
+        node
     }
 
     /// Both nodes' output, for failure messages.
