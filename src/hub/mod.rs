@@ -201,18 +201,8 @@ impl Hub {
         if !ROUTES.contains(&route) {
             return None;
         }
-        if !shared.serving.load(std::sync::atomic::Ordering::Acquire) {
-            // Handed over: the sessions are served elsewhere now, and what
-            // this node answered would not be seen there.
-            let mut r = crate::web::text(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "this node has handed its sessions over to another; try again in a moment\n",
-            );
-            r.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            return Some(r);
+        if let Some(refused) = self.handed_over() {
+            return Some(refused);
         }
         Some(match route {
             "ws" => ws::upgrade(shared, req, ctx),
@@ -221,6 +211,29 @@ impl Hub {
             "me" => auth::me(&shared.config, &shared.logins, &req, ctx),
             _ => return None,
         })
+    }
+
+    /// The answer to every hub route while this node has handed its
+    /// sessions over (until it takes them over again): the sessions are
+    /// served elsewhere now, and a session, login or connection this node
+    /// made would not be seen there.
+    fn handed_over(&self) -> Option<Response<Body>> {
+        if self
+            .shared
+            .serving
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut r = crate::web::text(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "this node has handed its sessions over to another; try again in a moment\n",
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Some(r)
     }
 
     /// Tells every participant the server is going away. With the store in

@@ -257,7 +257,15 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
         assert!(redis.command(&["EXISTS", &key]).contains(":1"), "{key}");
     }
 
+    // A hub that handed over answers none of its routes (no login, no
+    // socket) until it takes over again.
+    let refused = first.handed_over().expect("refused while handed over");
+    assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    let written = first.checkpoint_stats().written.load(Ordering::Relaxed);
+
     let second = Hub::new(cluster_config(&redis, "")).unwrap();
+    assert!(second.handed_over().is_none());
     assert_eq!(second.take_over().await, Ok(2));
     goes_on(
         &second,
@@ -266,6 +274,11 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
         ("top/input[name=q]", "blue shoes"),
     )
     .await;
+    // The hub that handed over wrote nothing more meanwhile.
+    assert_eq!(
+        first.checkpoint_stats().written.load(Ordering::Relaxed),
+        written
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
