@@ -3,17 +3,13 @@
 //! on with the same sessions, queue, logins and join codes. Two hubs in one
 //! process over a real `redis-server`.
 
-#[path = "../../../tests/support/redis.rs"]
-#[allow(dead_code)]
-mod fixture;
-
 use std::sync::atomic::Ordering;
 
 use http::{HeaderMap, HeaderValue, header};
 
 use super::*;
 use crate::hub::auth::COOKIE;
-use fixture::Redis;
+use crate::hub::contract::fixture::Redis;
 
 const PREFIX: &str = "t:";
 
