@@ -274,6 +274,17 @@ impl Hub {
         self.shared.hand_over(false);
     }
 
+    /// From now on the checkpoint is written only while the Redis key
+    /// `lease` holds `holder` (the cluster's lease and this node's id in
+    /// it): a leader that lost its lease without knowing it yet (cut off
+    /// from Redis while another node took over) never overwrites what the
+    /// new leader wrote; its first refused write stops its checkpoint.
+    pub fn fence_checkpoint(&self, lease: &str, holder: &str) {
+        self.shared
+            .checkpoint
+            .fence(lease.to_string(), holder.to_string());
+    }
+
     /// Whether the hub's state is checkpointed to Redis (the store is
     /// Redis): a node of a cluster.
     pub fn checkpointed(&self) -> bool {

@@ -362,6 +362,58 @@ async fn changes_made_while_redis_is_down_reach_it_once_it_answers() {
     .await;
 }
 
+/// A leader cut off while another node took over must not overwrite what
+/// the new leader wrote once it reaches Redis again: with the lease set as
+/// its fence, it writes nothing once the lease is not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_lease_writes_nothing_more() {
+    let redis = Redis::start();
+    let lease = format!("{PREFIX}leader");
+    redis.command(&["SET", &lease, "node-a"]);
+    let hub = Hub::new(cluster_config(&redis, "")).unwrap();
+    hub.fence_checkpoint(&lease, "node-a");
+    let (customer, mut op, session) = connected(&hub, 4096).await;
+    until_in_redis(
+        &redis,
+        &["GET", &session_key(&session)],
+        "the session, written while the lease is this node's",
+        |r| r.contains("\"operator\"") && r.contains("\"control\":false"),
+    )
+    .await;
+
+    // Another node leads now (and wrote the session as it holds it).
+    redis.command(&["SET", &lease, "node-b"]);
+    let theirs = "{\"written by\":\"node-b\"}";
+    redis.command(&["SET", &session_key(&session), theirs]);
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    op.expect_where("status", |s| s["control"] == true).await;
+    let stats = hub.checkpoint_stats();
+    let deadline = Instant::now() + PATIENCE;
+    while stats.fenced.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no write was refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    customer
+        .send(json!({"type": "chat", "text": "later"}))
+        .await;
+    op.expect("chat").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        redis
+            .command(&["GET", &session_key(&session)])
+            .contains(theirs),
+        "the new leader's record was overwritten"
+    );
+    assert!(
+        redis
+            .command(&["EXISTS", &format!("{PREFIX}{{{session}}}:chat")])
+            .contains(":0")
+    );
+    assert_eq!(stats.fenced.load(Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn with_the_store_in_memory_nothing_is_checkpointed() {
     let (hub, _) = hub_with_backlog(config(""), 64);
