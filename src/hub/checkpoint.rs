@@ -359,17 +359,41 @@ impl Checkpoint {
 
     /// Starts the one writer. `next` takes the next batch under the hub's
     /// lock: `Err` once the hub is gone (the writer ends), `Ok(None)` when
-    /// there is nothing to write.
-    pub(super) fn start<F>(&self, next: F)
+    /// there is nothing to write. `refresh` marks everything the hub holds
+    /// ([`Checkpoint::mark_all`]), which the writer does a few times per
+    /// expiry so that what did not change does not expire.
+    pub(super) fn start<F, R>(&self, next: F, refresh: R)
     where
         F: Fn() -> Result<Option<Batch>, ()> + Send + 'static,
+        R: Fn() + Send + 'static,
     {
-        if !self.enabled() {
+        let Some(link) = &self.inner.link else {
+            return;
+        };
+        let every = Duration::from_millis(link.expire_ms / 3).max(Duration::from_secs(1));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(writer(self.inner.clone(), next, refresh, every));
+        }
+    }
+
+    /// Marks every session the hub holds, its chat and the queue: a session
+    /// whose state did not change for a long time is written again before
+    /// its record expires.
+    pub(super) fn mark_all(&self, st: &State, conversation: &Conversation) {
+        if !self.active() {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(writer(self.inner.clone(), next));
+        let chats = conversation.chats();
+        let mut marks = lock(&self.inner.marks);
+        for sid in st.sessions.keys() {
+            marks.add(Item::Session(sid.clone()));
+            if chats.export(sid).is_some() {
+                marks.add(Item::Chat(sid.clone()));
+            }
         }
+        marks.add(Item::Queue);
+        drop(marks);
+        self.inner.wake.notify_one();
     }
 
     /// Writes a batch taken when the hub stopped (it is not active any
@@ -443,15 +467,21 @@ pub struct Batch {
 /// The one writer: takes the marks, reads them into writes under the lock
 /// (`next`), writes them without it; on failure keeps them for the next
 /// attempt.
-async fn writer<F>(inner: Arc<Inner>, next: F)
+async fn writer<F, R>(inner: Arc<Inner>, next: F, refresh: R, every: Duration)
 where
     F: Fn() -> Result<Option<Batch>, ()>,
+    R: Fn(),
 {
     let link = inner.link.as_ref().expect("started only with a link");
     let mut backoff = FIRST_BACKOFF;
     let mut down: Option<Instant> = None;
+    let mut again = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        inner.wake.notified().await;
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            _ = again.tick() => refresh(),
+        }
         loop {
             let Ok(batch) = next() else { return };
             let Some(Batch { items, ops }) = batch else {

@@ -414,6 +414,32 @@ async fn a_node_that_lost_its_lease_writes_nothing_more() {
     assert_eq!(stats.fenced.load(Ordering::Relaxed), 1);
 }
 
+/// A session whose state does not change is written again before its
+/// record expires (records expire like the session's commands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_does_not_change_does_not_expire_from_the_checkpoint() {
+    let redis = Redis::start();
+    let hub = Hub::new(cluster_config(&redis, "expire_secs = 3\n")).unwrap();
+    let (_customer, _op, session) = connected(&hub, 4096).await;
+    until_in_redis(
+        &redis,
+        &["GET", &session_key(&session)],
+        "the session",
+        |r| r.contains("\"operator\""),
+    )
+    .await;
+    // Past its expiry with nothing changed, it is still there.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        redis
+            .command(&["EXISTS", &session_key(&session)])
+            .contains(":1"),
+        "the session's record expired while the session went on"
+    );
+    let ttl = redis.command(&["PTTL", &session_key(&session)]);
+    assert!(!ttl.contains(":-"), "{ttl}");
+}
+
 #[tokio::test]
 async fn with_the_store_in_memory_nothing_is_checkpointed() {
     let (hub, _) = hub_with_backlog(config(""), 64);
