@@ -14,6 +14,12 @@
 //! is absent from the state when it is written (a session that ended, a
 //! login revoked or lapsed) is deleted.
 //!
+//! Records expire like the session's commands (`[store] expire_secs`);
+//! the writer marks everything again three times per expiry, so what does
+//! not change does not expire while it lasts. Once the cluster gives the
+//! hub its lease ([`Checkpoint::fence`]), every batch is one script that
+//! writes nothing unless the lease is still this node's.
+//!
 //! Redis failing: the marks are kept and written once Redis answers; every
 //! failed write is counted (`cobrowse_store_failures_total
 //! {operation="checkpoint"}`), the outage is logged once, and its end.
