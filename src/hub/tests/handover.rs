@@ -440,6 +440,27 @@ async fn a_session_that_does_not_change_does_not_expire_from_the_checkpoint() {
     assert!(!ttl.contains(":-"), "{ttl}");
 }
 
+/// A node that stops while it leads writes what it had not written yet
+/// before it goes. (One thread: the writer cannot run before `shutdown`.)
+#[tokio::test]
+async fn stopping_writes_what_was_not_written_yet() {
+    let redis = Redis::start();
+    let hub = Hub::new(cluster_config(&redis, "")).unwrap();
+    let login = hub.shared().logins.issue(Account {
+        user: "op".into(),
+        name: "Olivia Operator".into(),
+    });
+    hub.shutdown().await;
+    let logins = format!("{PREFIX}hub:logins");
+    assert!(
+        redis
+            .command(&["HGET", &logins, &login])
+            .contains("Olivia Operator"),
+        "the login issued just before stopping was not written"
+    );
+    assert_eq!(hub.checkpoint_stats().batches.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn with_the_store_in_memory_nothing_is_checkpointed() {
     let (hub, _) = hub_with_backlog(config(""), 64);
