@@ -386,7 +386,10 @@ impl Checkpoint {
     /// whose state did not change for a long time is written again before
     /// its record expires.
     pub(super) fn mark_all(&self, st: &State, conversation: &Conversation) {
-        if !self.active() {
+        // A hub that holds nothing (a node that does not lead) has nothing
+        // to keep alive, and must not write its empty queue over the
+        // leader's.
+        if !self.active() || st.sessions.is_empty() {
             return;
         }
         let chats = conversation.chats();
