@@ -135,6 +135,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Batches not written because this node no longer held the lease.
     pub fenced: AtomicU64,
+    /// Rounds of marking everything again (against expiry).
+    pub refreshed: AtomicU64,
     /// Time spent reading the state into writes, under the lock, in
     /// nanoseconds.
     pub reading_ns: AtomicU64,
@@ -489,7 +491,10 @@ where
     loop {
         tokio::select! {
             () = inner.wake.notified() => {}
-            _ = again.tick() => refresh(),
+            _ = again.tick() => {
+                refresh();
+                inner.stats.refreshed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         loop {
             let Ok(batch) = next() else { return };

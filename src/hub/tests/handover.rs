@@ -440,6 +440,26 @@ async fn a_session_that_does_not_change_does_not_expire_from_the_checkpoint() {
     assert!(!ttl.contains(":-"), "{ttl}");
 }
 
+/// A hub that holds nothing (a node that does not lead) writes nothing,
+/// not even when it marks everything against expiry: its empty queue must
+/// not replace the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_holds_nothing_writes_nothing() {
+    let redis = Redis::start();
+    let queue = format!("{PREFIX}hub:queue");
+    let leaders = "[\"0123456789abcdef0123456789abcdef\"]";
+    redis.command(&["SET", &queue, leaders]);
+    let hub = Hub::new(cluster_config(&redis, "expire_secs = 3\n")).unwrap();
+    let stats = hub.checkpoint_stats();
+    let deadline = Instant::now() + PATIENCE;
+    while stats.refreshed.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the writer never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(redis.command(&["GET", &queue]).contains(leaders));
+    assert_eq!(stats.batches.load(Ordering::Relaxed), 0);
+}
+
 /// A node that stops while it leads writes what it had not written yet
 /// before it goes. (One thread: the writer cannot run before `shutdown`.)
 #[tokio::test]
