@@ -14,6 +14,12 @@
 //! is absent from the state when it is written (a session that ended, a
 //! login revoked or lapsed) is deleted.
 //!
+//! Records expire like the session's commands (`[store] expire_secs`);
+//! the writer marks everything again three times per expiry, so what does
+//! not change does not expire while it lasts. Once the cluster gives the
+//! hub its lease ([`Checkpoint::fence`]), every batch is one script that
+//! writes nothing unless the lease is still this node's.
+//!
 //! Redis failing: the marks are kept and written once Redis answers; every
 //! failed write is counted (`cobrowse_store_failures_total
 //! {operation="checkpoint"}`), the outage is logged once, and its end.
@@ -35,7 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Pipeline};
+use ::redis::{Client, Pipeline, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -58,6 +64,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`MAX_BACKOFF`] while Redis does not answer.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+// KEYS: the lease. ARGV: this node's value in it, then each command as
+// its number of words and the words. Everything or nothing, and nothing
+// unless the lease is this node's.
+const FENCED: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"#;
 
 /// Something whose current state is to be written (or deleted).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -113,6 +133,10 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Pipelines that failed (kept and sent again).
     pub failed: AtomicU64,
+    /// Batches not written because this node no longer held the lease.
+    pub fenced: AtomicU64,
+    /// Rounds of marking everything again (against expiry).
+    pub refreshed: AtomicU64,
     /// Time spent reading the state into writes, under the lock, in
     /// nanoseconds.
     pub reading_ns: AtomicU64,
@@ -129,6 +153,10 @@ struct Inner {
     marks: Mutex<Marks>,
     wake: Notify,
     stats: Stats,
+    /// The lease (its key and this node's value in it) every write is
+    /// conditional on, once the cluster set one.
+    fence: Mutex<Option<(String, String)>>,
+    fenced: Script,
 }
 
 /// The checkpoint of one hub (off when the store is in memory).
@@ -164,6 +192,8 @@ impl Checkpoint {
                 marks: Mutex::new(Marks::default()),
                 wake: Notify::new(),
                 stats: Stats::default(),
+                fence: Mutex::new(None),
+                fenced: Script::new(FENCED),
             }),
         }
     }
@@ -211,6 +241,15 @@ impl Checkpoint {
         if !on {
             lock(&self.inner.marks).clear();
         }
+    }
+
+    /// From now on every write is made only while `key` holds `holder`
+    /// (the cluster's lease and this node's id in it), in one script: a
+    /// node that lost the lease without knowing it yet never overwrites
+    /// what the node that took over wrote. A write refused so stops the
+    /// checkpoint until the next take-over.
+    pub fn fence(&self, key: String, holder: String) {
+        *lock(&self.inner.fence) = Some((key, holder));
     }
 
     /// Logins are issued and revoked outside the state lock: they mark
@@ -328,17 +367,44 @@ impl Checkpoint {
 
     /// Starts the one writer. `next` takes the next batch under the hub's
     /// lock: `Err` once the hub is gone (the writer ends), `Ok(None)` when
-    /// there is nothing to write.
-    pub(super) fn start<F>(&self, next: F)
+    /// there is nothing to write. `refresh` marks everything the hub holds
+    /// ([`Checkpoint::mark_all`]), which the writer does a few times per
+    /// expiry so that what did not change does not expire.
+    pub(super) fn start<F, R>(&self, next: F, refresh: R)
     where
         F: Fn() -> Result<Option<Batch>, ()> + Send + 'static,
+        R: Fn() + Send + 'static,
     {
-        if !self.enabled() {
+        let Some(link) = &self.inner.link else {
+            return;
+        };
+        let every = Duration::from_millis(link.expire_ms / 3).max(Duration::from_secs(1));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(writer(self.inner.clone(), next, refresh, every));
+        }
+    }
+
+    /// Marks every session the hub holds, its chat and the queue: a session
+    /// whose state did not change for a long time is written again before
+    /// its record expires.
+    pub(super) fn mark_all(&self, st: &State, conversation: &Conversation) {
+        // A hub that holds nothing (a node that does not lead) has nothing
+        // to keep alive, and must not write its empty queue over the
+        // leader's.
+        if !self.active() || st.sessions.is_empty() {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(writer(self.inner.clone(), next));
+        let chats = conversation.chats();
+        let mut marks = lock(&self.inner.marks);
+        for sid in st.sessions.keys() {
+            marks.add(Item::Session(sid.clone()));
+            if chats.export(sid).is_some() {
+                marks.add(Item::Chat(sid.clone()));
+            }
         }
+        marks.add(Item::Queue);
+        drop(marks);
+        self.inner.wake.notify_one();
     }
 
     /// Writes a batch taken when the hub stopped (it is not active any
@@ -351,10 +417,18 @@ impl Checkpoint {
         if batch.ops.is_empty() {
             return;
         }
-        if let Err(e) = write(link, &batch.ops).await {
-            metrics::counter!(telemetry::STORE_FAILURES, "operation" => store_operation::CHECKPOINT)
-                .increment(1);
-            warn!(error = %e, "hub checkpoint: the last changes before stopping were not written");
+        match write(&self.inner, link, &batch.ops).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(
+                    "hub checkpoint: the last changes before stopping were not written: this node no longer holds the lease"
+                );
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::STORE_FAILURES, "operation" => store_operation::CHECKPOINT)
+                    .increment(1);
+                warn!(error = %e, "hub checkpoint: the last changes before stopping were not written");
+            }
         }
     }
 
@@ -404,28 +478,47 @@ pub struct Batch {
 /// The one writer: takes the marks, reads them into writes under the lock
 /// (`next`), writes them without it; on failure keeps them for the next
 /// attempt.
-async fn writer<F>(inner: Arc<Inner>, next: F)
+async fn writer<F, R>(inner: Arc<Inner>, next: F, refresh: R, every: Duration)
 where
     F: Fn() -> Result<Option<Batch>, ()>,
+    R: Fn(),
 {
     let link = inner.link.as_ref().expect("started only with a link");
     let mut backoff = FIRST_BACKOFF;
     let mut down: Option<Instant> = None;
+    let mut again = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        inner.wake.notified().await;
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            _ = again.tick() => {
+                refresh();
+                inner.stats.refreshed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         loop {
             let Ok(batch) = next() else { return };
             let Some(Batch { items, ops }) = batch else {
                 break;
             };
             let started = Instant::now();
-            let written = write(link, &ops).await;
+            let written = write(&inner, link, &ops).await;
             inner
                 .stats
                 .writing_ns
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             match written {
-                Ok(()) => {
+                Ok(false) => {
+                    // Another node leads: what this one holds is stale, and
+                    // it hands over as soon as the cluster notices.
+                    inner.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    inner.active.store(false, Ordering::Release);
+                    lock(&inner.marks).clear();
+                    warn!(
+                        "hub checkpoint: this node no longer holds the lease; nothing more is written until it takes over again"
+                    );
+                }
+                Ok(true) => {
                     inner.stats.batches.fetch_add(1, Ordering::Relaxed);
                     inner
                         .stats
@@ -588,57 +681,82 @@ fn record_of(st: &State, s: &Session, code: Option<(String, u64)>) -> SessionRec
     }
 }
 
-/// Writes `ops` in one pipeline, in their order.
-async fn write(link: &Link, ops: &[Op]) -> Result<(), ::redis::RedisError> {
-    let mut pipe = Pipeline::new();
+/// The Redis commands that make `ops`, in their order, as words.
+fn commands(link: &Link, ops: &[Op]) -> Vec<Vec<String>> {
     let index = index_key(&link.prefix);
     let logins = logins_key(&link.prefix);
     let mut indexed = false;
     let mut logged_in = false;
+    let mut out: Vec<Vec<String>> = Vec::with_capacity(ops.len() + 2);
     for op in ops {
-        match op {
+        out.push(match op {
             Op::Set(key, value, ms) => {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(*ms)
-                    .ignore();
+                vec![
+                    "SET".into(),
+                    key.clone(),
+                    value.clone(),
+                    "PX".into(),
+                    ms.to_string(),
+                ]
             }
-            Op::Del(key) => {
-                pipe.cmd("DEL").arg(key).ignore();
-            }
+            Op::Del(key) => vec!["DEL".into(), key.clone()],
             Op::Index(sid, true) => {
-                pipe.cmd("SADD").arg(&index).arg(sid).ignore();
                 indexed = true;
+                vec!["SADD".into(), index.clone(), sid.clone()]
             }
-            Op::Index(sid, false) => {
-                pipe.cmd("SREM").arg(&index).arg(sid).ignore();
-            }
+            Op::Index(sid, false) => vec!["SREM".into(), index.clone(), sid.clone()],
             Op::Login(token, Some(record)) => {
-                pipe.cmd("HSET")
-                    .arg(&logins)
-                    .arg(token)
-                    .arg(record)
-                    .ignore();
                 logged_in = true;
+                vec!["HSET".into(), logins.clone(), token.clone(), record.clone()]
             }
-            Op::Login(token, None) => {
-                pipe.cmd("HDEL").arg(&logins).arg(token).ignore();
-            }
-        }
+            Op::Login(token, None) => vec!["HDEL".into(), logins.clone(), token.clone()],
+        });
     }
     // The index and the logins go when nothing was written for as long as
     // what they list lives.
     if indexed {
-        pipe.cmd("PEXPIRE").arg(&index).arg(link.expire_ms).ignore();
+        out.push(vec!["PEXPIRE".into(), index, link.expire_ms.to_string()]);
     }
     if logged_in {
         let ms = LOGIN_LIFETIME.as_millis() as u64;
-        pipe.cmd("PEXPIRE").arg(&logins).arg(ms).ignore();
+        out.push(vec!["PEXPIRE".into(), logins, ms.to_string()]);
     }
+    out
+}
+
+/// Writes `ops` in their order: in one pipeline, or, once the cluster set
+/// a lease to fence the writes with, in one script that writes nothing
+/// unless the lease is this node's. `Ok(false)`: it was not.
+async fn write(inner: &Inner, link: &Link, ops: &[Op]) -> Result<bool, ::redis::RedisError> {
+    let commands = commands(link, ops);
+    let fence = lock(&inner.fence).clone();
     let mut conn = link.conn.clone();
-    pipe.query_async::<()>(&mut conn).await
+    match fence {
+        None => {
+            let mut pipe = Pipeline::new();
+            for words in &commands {
+                let mut cmd = ::redis::Cmd::new();
+                for w in words {
+                    cmd.arg(w);
+                }
+                pipe.add_command(cmd).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+            Ok(true)
+        }
+        Some((key, holder)) => {
+            let mut call = inner.fenced.prepare_invoke();
+            call.key(key).arg(holder);
+            for words in &commands {
+                call.arg(words.len());
+                for w in words {
+                    call.arg(w);
+                }
+            }
+            let done: i64 = call.invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        }
+    }
 }
 
 // ---- loading ----------------------------------------------------------------

@@ -31,13 +31,22 @@ const HANDED_OVER: &str = "this node hands its sessions over: reconnect and resu
 pub(super) fn start(shared: &Arc<Shared>) {
     shared.checkpoint.watch_logins(&shared.logins);
     let weak = Arc::downgrade(shared);
-    shared.checkpoint.start(move || {
-        let shared = weak.upgrade().ok_or(())?;
-        let st = shared.lock();
-        Ok(shared
-            .checkpoint
-            .take(&st, &shared.conversation, &shared.logins))
-    });
+    let again = weak.clone();
+    shared.checkpoint.start(
+        move || {
+            let shared = weak.upgrade().ok_or(())?;
+            let st = shared.lock();
+            Ok(shared
+                .checkpoint
+                .take(&st, &shared.conversation, &shared.logins))
+        },
+        move || {
+            if let Some(shared) = again.upgrade() {
+                let st = shared.lock();
+                shared.checkpoint.mark_all(&st, &shared.conversation);
+            }
+        },
+    );
 }
 
 impl Shared {

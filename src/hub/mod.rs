@@ -201,18 +201,8 @@ impl Hub {
         if !ROUTES.contains(&route) {
             return None;
         }
-        if !shared.serving.load(std::sync::atomic::Ordering::Acquire) {
-            // Handed over: the sessions are served elsewhere now, and what
-            // this node answered would not be seen there.
-            let mut r = crate::web::text(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "this node has handed its sessions over to another; try again in a moment\n",
-            );
-            r.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            return Some(r);
+        if let Some(refused) = self.handed_over() {
+            return Some(refused);
         }
         Some(match route {
             "ws" => ws::upgrade(shared, req, ctx),
@@ -221,6 +211,29 @@ impl Hub {
             "me" => auth::me(&shared.config, &shared.logins, &req, ctx),
             _ => return None,
         })
+    }
+
+    /// The answer to every hub route while this node has handed its
+    /// sessions over (until it takes them over again): the sessions are
+    /// served elsewhere now, and a session, login or connection this node
+    /// made would not be seen there.
+    fn handed_over(&self) -> Option<Response<Body>> {
+        if self
+            .shared
+            .serving
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut r = crate::web::text(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "this node has handed its sessions over to another; try again in a moment\n",
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Some(r)
     }
 
     /// Tells every participant the server is going away. With the store in
@@ -259,6 +272,17 @@ impl Hub {
     /// checkpoint. Until [`Hub::take_over`], the hub's routes answer 503.
     pub fn hand_over(&self) {
         self.shared.hand_over(false);
+    }
+
+    /// From now on the checkpoint is written only while the Redis key
+    /// `lease` holds `holder` (the cluster's lease and this node's id in
+    /// it): a leader that lost its lease without knowing it yet (cut off
+    /// from Redis while another node took over) never overwrites what the
+    /// new leader wrote; its first refused write stops its checkpoint.
+    pub fn fence_checkpoint(&self, lease: &str, holder: &str) {
+        self.shared
+            .checkpoint
+            .fence(lease.to_string(), holder.to_string());
     }
 
     /// Whether the hub's state is checkpointed to Redis (the store is

@@ -3,17 +3,13 @@
 //! on with the same sessions, queue, logins and join codes. Two hubs in one
 //! process over a real `redis-server`.
 
-#[path = "../../../tests/support/redis.rs"]
-#[allow(dead_code)]
-mod fixture;
-
 use std::sync::atomic::Ordering;
 
 use http::{HeaderMap, HeaderValue, header};
 
 use super::*;
 use crate::hub::auth::COOKIE;
-use fixture::Redis;
+use crate::hub::contract::fixture::Redis;
 
 const PREFIX: &str = "t:";
 
@@ -254,7 +250,15 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
         assert!(redis.command(&["EXISTS", &key]).contains(":1"), "{key}");
     }
 
+    // A hub that handed over answers none of its routes (no login, no
+    // socket) until it takes over again.
+    let refused = first.handed_over().expect("refused while handed over");
+    assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    let written = first.checkpoint_stats().written.load(Ordering::Relaxed);
+
     let second = Hub::new(cluster_config(&redis, "")).unwrap();
+    assert!(second.handed_over().is_none());
     assert_eq!(second.take_over().await, Ok(2));
     goes_on(
         &second,
@@ -263,6 +267,11 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
         ("top/input[name=q]", "blue shoes"),
     )
     .await;
+    // The hub that handed over wrote nothing more meanwhile.
+    assert_eq!(
+        first.checkpoint_stats().written.load(Ordering::Relaxed),
+        written
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,6 +357,125 @@ async fn changes_made_while_redis_is_down_reach_it_once_it_answers() {
         |r| r.contains(":1"),
     )
     .await;
+}
+
+/// A leader cut off while another node took over must not overwrite what
+/// the new leader wrote once it reaches Redis again: with the lease set as
+/// its fence, it writes nothing once the lease is not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_lease_writes_nothing_more() {
+    let redis = Redis::start();
+    let lease = format!("{PREFIX}leader");
+    redis.command(&["SET", &lease, "node-a"]);
+    let hub = Hub::new(cluster_config(&redis, "")).unwrap();
+    hub.fence_checkpoint(&lease, "node-a");
+    let (customer, mut op, session) = connected(&hub, 4096).await;
+    until_in_redis(
+        &redis,
+        &["GET", &session_key(&session)],
+        "the session, written while the lease is this node's",
+        |r| r.contains("\"operator\"") && r.contains("\"control\":false"),
+    )
+    .await;
+
+    // Another node leads now (and wrote the session as it holds it).
+    redis.command(&["SET", &lease, "node-b"]);
+    let theirs = "{\"written by\":\"node-b\"}";
+    redis.command(&["SET", &session_key(&session), theirs]);
+    customer
+        .send(json!({"type": "control", "granted": true}))
+        .await;
+    op.expect_where("status", |s| s["control"] == true).await;
+    let stats = hub.checkpoint_stats();
+    let deadline = Instant::now() + PATIENCE;
+    while stats.fenced.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no write was refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    customer
+        .send(json!({"type": "chat", "text": "later"}))
+        .await;
+    op.expect("chat").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        redis
+            .command(&["GET", &session_key(&session)])
+            .contains(theirs),
+        "the new leader's record was overwritten"
+    );
+    assert!(
+        redis
+            .command(&["EXISTS", &format!("{PREFIX}{{{session}}}:chat")])
+            .contains(":0")
+    );
+    assert_eq!(stats.fenced.load(Ordering::Relaxed), 1);
+}
+
+/// A session whose state does not change is written again before its
+/// record expires (records expire like the session's commands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_does_not_change_does_not_expire_from_the_checkpoint() {
+    let redis = Redis::start();
+    let hub = Hub::new(cluster_config(&redis, "expire_secs = 3\n")).unwrap();
+    let (_customer, _op, session) = connected(&hub, 4096).await;
+    until_in_redis(
+        &redis,
+        &["GET", &session_key(&session)],
+        "the session",
+        |r| r.contains("\"operator\""),
+    )
+    .await;
+    // Past its expiry with nothing changed, it is still there.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        redis
+            .command(&["EXISTS", &session_key(&session)])
+            .contains(":1"),
+        "the session's record expired while the session went on"
+    );
+    let ttl = redis.command(&["PTTL", &session_key(&session)]);
+    assert!(!ttl.contains(":-"), "{ttl}");
+}
+
+/// A hub that holds nothing (a node that does not lead) writes nothing,
+/// not even when it marks everything against expiry: its empty queue must
+/// not replace the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_holds_nothing_writes_nothing() {
+    let redis = Redis::start();
+    let queue = format!("{PREFIX}hub:queue");
+    let leaders = "[\"0123456789abcdef0123456789abcdef\"]";
+    redis.command(&["SET", &queue, leaders]);
+    let hub = Hub::new(cluster_config(&redis, "expire_secs = 3\n")).unwrap();
+    let stats = hub.checkpoint_stats();
+    let deadline = Instant::now() + PATIENCE;
+    while stats.refreshed.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the writer never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(redis.command(&["GET", &queue]).contains(leaders));
+    assert_eq!(stats.batches.load(Ordering::Relaxed), 0);
+}
+
+/// A node that stops while it leads writes what it had not written yet
+/// before it goes. (One thread: the writer cannot run before `shutdown`.)
+#[tokio::test]
+async fn stopping_writes_what_was_not_written_yet() {
+    let redis = Redis::start();
+    let hub = Hub::new(cluster_config(&redis, "")).unwrap();
+    let login = hub.shared().logins.issue(Account {
+        user: "op".into(),
+        name: "Olivia Operator".into(),
+    });
+    hub.shutdown().await;
+    let logins = format!("{PREFIX}hub:logins");
+    assert!(
+        redis
+            .command(&["HGET", &logins, &login])
+            .contains("Olivia Operator"),
+        "the login issued just before stopping was not written"
+    );
+    assert_eq!(hub.checkpoint_stats().batches.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
