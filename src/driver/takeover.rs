@@ -151,10 +151,21 @@ async fn a_node_that_takes_over_serves_followers_the_drivers_post_result_masked(
     assert!(f.as_driver);
     assert_eq!(parts.headers[header::COOKIE], "sid=customer");
 
+    // The node that handed over writes and deletes nothing any more, even
+    // if a late response or a session end still reaches it.
+    keep(&one, "/order", "text/html", None, b"<h1>stale copy</h1>");
+    one.end_session("s");
+    flushed(&one).await;
+
     // Handing over deleted nothing: a third node finds it all again.
     let three = node(&redis, limits());
     assert_eq!(three.take_over().await.unwrap(), 1);
     assert_eq!(three.documents.usage("s").0, 1);
+    let kept = three.documents.lookup("s", "/order").unwrap();
+    assert!(
+        String::from_utf8_lossy(&kept.body).contains("Order 42 placed"),
+        "the new leader's copy stands"
+    );
 }
 
 #[tokio::test]
