@@ -201,6 +201,29 @@ async fn a_follower_who_asks_during_the_take_over_is_served_once_it_is_loaded() 
 }
 
 #[tokio::test]
+async fn a_take_over_loads_every_session_however_many() {
+    let redis = Redis::start();
+    let one = node(&redis, limits());
+    let sessions: Vec<String> = (0..250).map(|i| format!("s{i}")).collect();
+    for s in &sessions {
+        one.documents.record(
+            s,
+            "/order".into(),
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(format!("<p>{s}</p>")),
+        );
+    }
+    flushed(&one).await;
+    let two = node(&redis, limits());
+    assert_eq!(two.take_over().await.unwrap(), sessions.len());
+    for s in &sessions {
+        let kept = two.documents.lookup(s, "/order").unwrap();
+        assert_eq!(kept.body, format!("<p>{s}</p>"));
+    }
+}
+
+#[tokio::test]
 async fn redis_holds_a_session_within_its_bounds() {
     let redis = Redis::start();
     let bounds = DriverLimits {
