@@ -60,8 +60,9 @@ use crate::hub::store::StoreError;
 use crate::lock::lock;
 use crate::telemetry::{self, store_operation};
 
-/// Sessions loaded per round trip to Redis at a take-over.
-const LOAD_BATCH: usize = 100;
+/// Sessions loaded per round trip to Redis at a take-over: few round trips,
+/// and a reply of at most this many sessions' bounds at once.
+const LOAD_BATCH: usize = 32;
 
 /// The first and the longest pause before a failed write is tried again.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
