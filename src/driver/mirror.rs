@@ -60,6 +60,10 @@ use crate::hub::store::StoreError;
 use crate::lock::lock;
 use crate::telemetry::{self, store_operation};
 
+/// Sessions loaded per round trip to Redis at a take-over: few round trips,
+/// and a reply of at most this many sessions' bounds at once.
+const LOAD_BATCH: usize = 32;
+
 /// The first and the longest pause before a failed write is tried again.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -357,62 +361,66 @@ impl Mirror {
             .await
             .map_err(failed)?;
         let mut loaded = Vec::new();
-        for session in sessions {
-            let [_, order, docs, cred] = inner.keys(&session);
-            type Answer = (
-                Vec<String>,
-                HashMap<String, Vec<u8>>,
-                HashMap<String, Vec<u8>>,
-            );
-            let (targets, mut records, cred): Answer = ::redis::pipe()
-                .atomic()
-                .cmd("ZRANGE")
-                .arg(&order)
-                .arg(0)
-                .arg(-1)
-                .cmd("HGETALL")
-                .arg(&docs)
-                .cmd("HGETALL")
-                .arg(&cred)
-                .query_async(&mut conn)
+        let mut gone = Vec::new();
+        // A batch of sessions per round trip: a take-over of many sessions
+        // is not many round trips long.
+        for batch in sessions.chunks(LOAD_BATCH) {
+            let mut p = ::redis::pipe();
+            p.atomic();
+            for session in batch {
+                let [_, order, docs, cred] = inner.keys(session);
+                p.cmd("ZRANGE").arg(order).arg(0).arg(-1);
+                p.cmd("HGETALL").arg(docs);
+                p.cmd("HGETALL").arg(cred);
+            }
+            let answers: Vec<::redis::Value> = p.query_async(&mut conn).await.map_err(failed)?;
+            let mut answers = answers.into_iter();
+            for session in batch {
+                let targets: Vec<String> = value(answers.next()).map_err(failed)?;
+                let mut records: HashMap<String, Vec<u8>> =
+                    value(answers.next()).map_err(failed)?;
+                let cred: HashMap<String, Vec<u8>> = value(answers.next()).map_err(failed)?;
+                if records.is_empty() && cred.is_empty() {
+                    gone.push(session);
+                    continue;
+                }
+                let now = SystemTime::now();
+                let documents = targets
+                    .into_iter()
+                    .filter_map(|target| {
+                        let record = records.remove(&target)?;
+                        let doc = parse_record(target, &record, now);
+                        if doc.is_none() {
+                            warn!(
+                                session,
+                                "Redis store: a malformed kept document was skipped"
+                            );
+                        }
+                        doc
+                    })
+                    .filter(|d| d.age() <= inner.limits.max_age)
+                    .collect();
+                let credentials = (!cred.is_empty()).then(|| CredentialsRecord {
+                    cookie: cred.get("cookie").cloned(),
+                    page: cred
+                        .get("page")
+                        .and_then(|p| String::from_utf8(p.clone()).ok()),
+                });
+                loaded.push(Loaded {
+                    session: session.clone(),
+                    documents,
+                    credentials,
+                });
+            }
+        }
+        // Sessions whose keys all expired.
+        if !gone.is_empty() {
+            ::redis::cmd("SREM")
+                .arg(inner.sessions_key())
+                .arg(&gone)
+                .query_async::<i64>(&mut conn)
                 .await
                 .map_err(failed)?;
-            if records.is_empty() && cred.is_empty() {
-                ::redis::cmd("SREM")
-                    .arg(inner.sessions_key())
-                    .arg(&session)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(failed)?;
-                continue;
-            }
-            let now = SystemTime::now();
-            let documents = targets
-                .into_iter()
-                .filter_map(|target| {
-                    let record = records.remove(&target)?;
-                    let doc = parse_record(target, &record, now);
-                    if doc.is_none() {
-                        warn!(
-                            session,
-                            "Redis store: a malformed kept document was skipped"
-                        );
-                    }
-                    doc
-                })
-                .filter(|d| d.age() <= inner.limits.max_age)
-                .collect();
-            let credentials = (!cred.is_empty()).then(|| CredentialsRecord {
-                cookie: cred.get("cookie").cloned(),
-                page: cred
-                    .get("page")
-                    .and_then(|p| String::from_utf8(p.clone()).ok()),
-            });
-            loaded.push(Loaded {
-                session,
-                documents,
-                credentials,
-            });
         }
         inner.answered();
         Ok(loaded)
@@ -602,6 +610,16 @@ async fn write_behind(inner: Weak<Inner>, wake: Arc<Notify>) {
             }
         }
     }
+}
+
+/// One answer of a pipeline as `T`; a missing one is an error.
+fn value<T: ::redis::FromRedisValue>(
+    answer: Option<::redis::Value>,
+) -> Result<T, ::redis::RedisError> {
+    let answer = answer.ok_or_else(|| {
+        ::redis::RedisError::from(std::io::Error::other("an answer short of the pipeline"))
+    })?;
+    Ok(::redis::from_redis_value(answer)?)
 }
 
 /// `doc` as it is kept in Redis (see the module).

@@ -151,10 +151,21 @@ async fn a_node_that_takes_over_serves_followers_the_drivers_post_result_masked(
     assert!(f.as_driver);
     assert_eq!(parts.headers[header::COOKIE], "sid=customer");
 
+    // The node that handed over writes and deletes nothing any more, even
+    // if a late response or a session end still reaches it.
+    keep(&one, "/order", "text/html", None, b"<h1>stale copy</h1>");
+    one.end_session("s");
+    flushed(&one).await;
+
     // Handing over deleted nothing: a third node finds it all again.
     let three = node(&redis, limits());
     assert_eq!(three.take_over().await.unwrap(), 1);
     assert_eq!(three.documents.usage("s").0, 1);
+    let kept = three.documents.lookup("s", "/order").unwrap();
+    assert!(
+        String::from_utf8_lossy(&kept.body).contains("Order 42 placed"),
+        "the new leader's copy stands"
+    );
 }
 
 #[tokio::test]
@@ -187,6 +198,29 @@ async fn a_follower_who_asks_during_the_take_over_is_served_once_it_is_loaded() 
     two.take_over().await.unwrap();
     let page = follower.await.unwrap();
     assert!(page.contains("Order 42 placed"), "{page}");
+}
+
+#[tokio::test]
+async fn a_take_over_loads_every_session_however_many() {
+    let redis = Redis::start();
+    let one = node(&redis, limits());
+    let sessions: Vec<String> = (0..250).map(|i| format!("s{i}")).collect();
+    for s in &sessions {
+        one.documents.record(
+            s,
+            "/order".into(),
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(format!("<p>{s}</p>")),
+        );
+    }
+    flushed(&one).await;
+    let two = node(&redis, limits());
+    assert_eq!(two.take_over().await.unwrap(), sessions.len());
+    for s in &sessions {
+        let kept = two.documents.lookup(s, "/order").unwrap();
+        assert_eq!(kept.body, format!("<p>{s}</p>"));
+    }
 }
 
 #[tokio::test]

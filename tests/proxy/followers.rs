@@ -424,3 +424,66 @@ async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_
     )
     .await;
 }
+
+#[tokio::test]
+async fn while_redis_is_down_followers_are_served_from_memory_and_the_writes_reach_redis_when_it_is_back()
+ {
+    let mut redis = Redis::start();
+    let s = Session::start(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n",
+        redis.url()
+    ))
+    .await;
+    redis.stop();
+    let driver = s.driver_get("/api/account", "empty").await;
+    assert_eq!(driver.status, 200, "{}", s.context(&driver));
+    let got = s.follower_get("/api/account", &SCRIPT).await;
+    assert_eq!(
+        (got.status.as_u16(), got.header("x-cobrowse-document")),
+        (200, "driver"),
+        "{}",
+        s.context(&got)
+    );
+    assert_eq!(s.shop.count("GET /api/account"), 1, "{:#?}", s.shop.log());
+
+    // Every failed attempt is counted; the outage is logged once.
+    let failures = || async {
+        let text = http(&s.server, "GET", "/__cobrowse/metrics", &[], "")
+            .await
+            .2;
+        crate::observe::sample(
+            &text,
+            "cobrowse_store_failures_total",
+            &[("operation", "documents")],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "two failed writes counted",
+        Duration::from_secs(15),
+        || async { (failures().await >= 2.0).then_some(()) },
+        || s.server.output(),
+    )
+    .await;
+    let logged = "keeping the driver's documents and credentials in Redis failed";
+    assert_eq!(
+        s.server.output().matches(logged).count(),
+        1,
+        "{}",
+        s.server.output()
+    );
+
+    // Redis is back (empty): the write goes through, and the log says so.
+    redis.run().unwrap();
+    let docs = format!("it:{{{}}}:driver:docs", s.session);
+    wait_for(
+        "the kept read written once Redis answers",
+        Duration::from_secs(15),
+        || async {
+            let written = redis.command(&["HEXISTS", &docs, "/api/account"]) == ":1\r\n";
+            (written && s.server.output().contains("written to Redis again")).then_some(())
+        },
+        || s.server.output(),
+    )
+    .await;
+}
