@@ -177,6 +177,13 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     app.cluster = Cluster::start(&app.config, leadership(&app))
         .await
         .context("joining the cluster ([cluster])")?;
+    if let Some(cluster) = &app.cluster {
+        // A leader cut off from Redis while another took over must not
+        // write its stale state over the new leader's once it reaches
+        // Redis again.
+        let (lease, node) = cluster.lease();
+        app.hub.fence_checkpoint(lease, node);
+    }
     let config = &app.config;
     // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");

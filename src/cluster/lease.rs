@@ -95,6 +95,11 @@ impl Lease {
         })
     }
 
+    /// The lease's key, `{prefix}leader`.
+    pub fn key(&self) -> &str {
+        &self.lease_key
+    }
+
     /// Refreshes this node's record, extends the lease when it is its own
     /// and, when `take` is set, takes it when it is free; returns the
     /// lease's holder, `None` when it is free.

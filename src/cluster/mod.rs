@@ -238,6 +238,13 @@ impl Cluster {
         Ok(Some(Cluster { inner }))
     }
 
+    /// The lease's Redis key and this node's id, which the key holds while
+    /// this node leads: the hub's checkpoint writes only while it does
+    /// (`Hub::fence_checkpoint`).
+    pub fn lease(&self) -> (&str, &str) {
+        (self.inner.lease.key(), &self.inner.node)
+    }
+
     /// The cluster's secret, for reading the peer headers.
     pub fn secret(&self) -> &str {
         &self.inner.secret
