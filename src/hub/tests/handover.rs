@@ -241,11 +241,8 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
     let held = held.kept;
     assert!(first.session(&held.session).is_none());
     // Nothing ended: no end hook ran, nothing was deleted.
-    assert!(
-        ends.lock().unwrap().is_empty(),
-        "{:?}",
-        ends.lock().unwrap()
-    );
+    let ended = crate::lock::lock(&ends).clone();
+    assert!(ended.is_empty(), "{ended:?}");
     for key in [
         session_key(&held.session),
         format!("{PREFIX}{{{}}}:m", held.session),
