@@ -54,6 +54,7 @@ use super::session::{Participant, Session};
 use super::store::StoreError;
 use crate::config::Config;
 use crate::lock::lock;
+use crate::secret::is_secret;
 use crate::telemetry::{self, store_operation};
 
 /// How long one checkpoint request, or one connection attempt, may take.
@@ -613,12 +614,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Whether `s` has the form of the hub's secrets (session ids, resume
-/// secrets, login tokens): what is loaded is checked like what arrives.
-fn is_secret(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
