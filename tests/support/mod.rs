@@ -219,6 +219,15 @@ impl Cobrowse {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL: the process dies without a word.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
+    }
+
     /// Waits for the process to exit; `None` if it still runs after `timeout`.
     pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait())
