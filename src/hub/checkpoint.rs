@@ -54,6 +54,7 @@ use super::session::{Participant, Session};
 use super::store::StoreError;
 use crate::config::Config;
 use crate::lock::lock;
+use crate::secret::is_secret;
 use crate::telemetry::{self, store_operation};
 
 /// How long one checkpoint request, or one connection attempt, may take.
@@ -366,13 +367,12 @@ impl Checkpoint {
     }
 
     /// Starts the one writer. `next` takes the next batch under the hub's
-    /// lock: `Err` once the hub is gone (the writer ends), `Ok(None)` when
-    /// there is nothing to write. `refresh` marks everything the hub holds
+    /// lock. `refresh` marks everything the hub holds
     /// ([`Checkpoint::mark_all`]), which the writer does a few times per
     /// expiry so that what did not change does not expire.
     pub(super) fn start<F, R>(&self, next: F, refresh: R)
     where
-        F: Fn() -> Result<Option<Batch>, ()> + Send + 'static,
+        F: Fn() -> Next + Send + 'static,
         R: Fn() + Send + 'static,
     {
         let Some(link) = &self.inner.link else {
@@ -469,6 +469,15 @@ impl Checkpoint {
     }
 }
 
+/// What the writer is to do next.
+pub(super) enum Next {
+    Write(Batch),
+    /// Nothing marked (or the checkpoint is stopped).
+    Nothing,
+    /// The hub is gone: the writer ends.
+    Gone,
+}
+
 /// Marks taken and read into writes.
 pub struct Batch {
     items: Vec<Item>,
@@ -480,7 +489,7 @@ pub struct Batch {
 /// attempt.
 async fn writer<F, R>(inner: Arc<Inner>, next: F, refresh: R, every: Duration)
 where
-    F: Fn() -> Result<Option<Batch>, ()>,
+    F: Fn() -> Next,
     R: Fn(),
 {
     let link = inner.link.as_ref().expect("started only with a link");
@@ -497,9 +506,10 @@ where
             }
         }
         loop {
-            let Ok(batch) = next() else { return };
-            let Some(Batch { items, ops }) = batch else {
-                break;
+            let Batch { items, ops } = match next() {
+                Next::Write(batch) => batch,
+                Next::Nothing => break,
+                Next::Gone => return,
             };
             let started = Instant::now();
             let written = write(&inner, link, &ops).await;
@@ -604,12 +614,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Whether `s` has the form of the hub's secrets (session ids, resume
-/// secrets, login tokens): what is loaded is checked like what arrives.
-fn is_secret(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -863,29 +867,46 @@ async fn load(link: &Link) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
+/// Why a loaded session is not taken up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unfit {
+    #[error("its id is not one the hub gives")]
+    Id,
+    #[error("it has no customer")]
+    NoCustomer,
+    #[error("a participant's id is malformed or repeated")]
+    ParticipantId,
+    #[error("a participant's id is taken on this node")]
+    Taken,
+    #[error("a resume secret is malformed")]
+    Secret,
+    #[error("an operator without an account, or a customer with one")]
+    Account,
+}
+
 /// Why a loaded session cannot be taken up as it is: the checkpoint is
 /// checked like input, and a record that does not hold together is left
 /// out (logged), never half loaded.
-fn check(sid: &str, record: &SessionRecord, st: &State) -> Result<(), &'static str> {
+fn check(sid: &str, record: &SessionRecord, st: &State) -> Result<(), Unfit> {
     if !is_secret(sid) {
-        return Err("its id is not one the hub gives");
+        return Err(Unfit::Id);
     }
     if !record.participants.iter().any(|p| p.role == Role::Customer) {
-        return Err("it has no customer");
+        return Err(Unfit::NoCustomer);
     }
     let mut ids = HashSet::new();
     for p in &record.participants {
         if participant_number(&p.id).is_none() || !ids.insert(p.id.as_str()) {
-            return Err("a participant's id is malformed or repeated");
+            return Err(Unfit::ParticipantId);
         }
         if st.participants.contains_key(&p.id) {
-            return Err("a participant's id is taken on this node");
+            return Err(Unfit::Taken);
         }
         if !is_secret(&p.resume) {
-            return Err("a resume secret is malformed");
+            return Err(Unfit::Secret);
         }
         if (p.role == Role::Operator) != p.user.is_some() {
-            return Err("an operator without an account, or a customer with one");
+            return Err(Unfit::Account);
         }
     }
     Ok(())
@@ -916,7 +937,7 @@ impl Loaded {
                 continue;
             }
             if let Err(why) = check(&sid, &record, st) {
-                warn!(session = %sid, why, "hub checkpoint: a session is not taken over");
+                warn!(session = %sid, why = %why, "hub checkpoint: a session is not taken over");
                 continue;
             }
             let top = record

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::info;
 
-use super::checkpoint::Batch;
+use super::checkpoint::{Batch, Next};
 use super::outbox::Outbound;
 use super::protocol::CLOSE_HANDED_OVER;
 use super::state::Shared;
@@ -34,11 +34,17 @@ pub(super) fn start(shared: &Arc<Shared>) {
     let again = weak.clone();
     shared.checkpoint.start(
         move || {
-            let shared = weak.upgrade().ok_or(())?;
+            let Some(shared) = weak.upgrade() else {
+                return Next::Gone;
+            };
             let st = shared.lock();
-            Ok(shared
+            match shared
                 .checkpoint
-                .take(&st, &shared.conversation, &shared.logins))
+                .take(&st, &shared.conversation, &shared.logins)
+            {
+                Some(batch) => Next::Write(batch),
+                None => Next::Nothing,
+            }
         },
         move || {
             if let Some(shared) = again.upgrade() {

@@ -1,9 +1,11 @@
-//! A node with a Redis store stops (SIGTERM, as in a rolling restart) in
-//! the middle of a shared session and another takes over on the same
-//! address: the node hands its sessions over (its participants are told
-//! 1012) instead of ending them, the widget and the console reconnect and
-//! `resume` there, and what the customer typed while no node served
-//! reaches the operator once the agent has published its page again.
+//! A node with a Redis store stops (SIGTERM, as in a rolling restart) or is
+//! killed in the middle of a shared session, and another takes over on the
+//! same address: a node that stops hands its sessions over (its
+//! participants are told 1012) instead of ending them; one that is killed
+//! leaves them in the checkpoint. Either way the widget and the console
+//! reconnect and `resume` on the next node, and what the customer typed
+//! while no node served reaches the operator once the agent has published
+//! its page again.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -30,8 +32,24 @@ async fn node(config: &std::path::Path, listen: &str) -> Cobrowse {
     Cobrowse::start(&["--config", config.to_str().unwrap(), "--listen", listen]).await
 }
 
+/// How the first node goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Gone {
+    Stopped,
+    Killed,
+}
+
 #[tokio::test]
 async fn a_node_that_stops_hands_the_session_over_and_typing_meanwhile_arrives() {
+    the_next_node_goes_on(Gone::Stopped).await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_session_goes_on_on_the_next_and_typing_meanwhile_arrives() {
+    the_next_node_goes_on(Gone::Killed).await;
+}
+
+async fn the_next_node_goes_on(gone: Gone) {
     let redis = Redis::start();
     let dir = TempDir::new();
     let config = dir.path.join("proxy.toml");
@@ -49,15 +67,21 @@ async fn a_node_that_stops_hands_the_session_over_and_typing_meanwhile_arrives()
     )
     .await;
 
-    // The node stops: it hands the session over rather than ending it.
-    s.server.terminate();
+    match gone {
+        // The node stops: it hands the session over rather than ending it.
+        Gone::Stopped => s.server.terminate(),
+        // Killed: it says nothing to anyone.
+        Gone::Killed => s.server.kill(),
+    }
     let stopped = s.server.exited_within(Duration::from_secs(15)).await;
     let said = s.server.output();
     assert!(stopped.is_some(), "the node did not stop:\n{said}");
-    assert!(
-        said.contains("connections closed with 1012"),
-        "the node did not hand its session over:\n{said}"
-    );
+    if gone == Gone::Stopped {
+        assert!(
+            said.contains("connections closed with 1012"),
+            "the node did not hand its session over:\n{said}"
+        );
+    }
 
     // The customer types while no node serves.
     s.customer.type_into("#notes", " during").await;

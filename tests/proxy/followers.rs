@@ -429,11 +429,7 @@ async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_
 async fn while_redis_is_down_followers_are_served_from_memory_and_the_writes_reach_redis_when_it_is_back()
  {
     let mut redis = Redis::start();
-    let s = Session::start(&format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n",
-        redis.url()
-    ))
-    .await;
+    let s = Session::start(&redis.node_config("it:")).await;
     redis.stop();
     let driver = s.driver_get("/api/account", "empty").await;
     assert_eq!(driver.status, 200, "{}", s.context(&driver));

@@ -92,7 +92,9 @@ impl Balanced {
     pub async fn kill(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let mut process = node.process.take().expect("the node is running");
-        process.kill().await;
+        process.kill();
+        let killed = process.exited_within(Duration::from_secs(10)).await;
+        assert!(killed.is_some(), "node {i} still runs after SIGKILL");
         node.past.push_str(&process.output());
         node.past.push_str("---- killed ----\n");
     }

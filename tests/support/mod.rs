@@ -233,10 +233,13 @@ impl Cobrowse {
         assert!(status.success(), "kill -TERM failed");
     }
 
-    /// Kills the process (SIGKILL: no handing over, no goodbye to its
-    /// clients, as a machine that dies) and waits for it to be gone.
-    pub async fn kill(&mut self) {
-        self.child.kill().await.expect("kill the cobrowse binary");
+    /// Sends SIGKILL: the process dies without a word.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
     }
 
     /// Waits for the process to exit; `None` if it still runs after `timeout`.

@@ -238,11 +238,8 @@ async fn a_session_handed_over_goes_on_on_the_hub_that_takes_over() {
     let held = held.kept;
     assert!(first.session(&held.session).is_none());
     // Nothing ended: no end hook ran, nothing was deleted.
-    assert!(
-        ends.lock().unwrap().is_empty(),
-        "{:?}",
-        ends.lock().unwrap()
-    );
+    let ended = crate::lock::lock(&ends).clone();
+    assert!(ended.is_empty(), "{ended:?}");
     for key in [
         session_key(&held.session),
         format!("{PREFIX}{{{}}}:m", held.session),
@@ -435,6 +432,49 @@ async fn a_session_that_does_not_change_does_not_expire_from_the_checkpoint() {
     );
     let ttl = redis.command(&["PTTL", &session_key(&session)]);
     assert!(!ttl.contains(":-"), "{ttl}");
+}
+
+/// A session that ends normally leaves nothing in the checkpoint: its
+/// record, its chat and its index entry go, and the queue no longer has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ends_is_removed_from_the_checkpoint() {
+    let redis = Redis::start();
+    let hub = Hub::new(cluster_config(&redis, "")).unwrap();
+    let (mut customer, mut op, session) = connected(&hub, 4096).await;
+    customer
+        .send(json!({"type": "chat", "text": "bye soon"}))
+        .await;
+    op.expect("chat").await;
+    let (mut waiting, queued) = call(&hub, "second caller").await;
+    let chat = format!("{PREFIX}{{{session}}}:chat");
+    let queue = format!("{PREFIX}hub:queue");
+    until_in_redis(&redis, &["EXISTS", &chat], "the chat", |r| r.contains(":1")).await;
+    until_in_redis(&redis, &["GET", &queue], "the queued call", |r| {
+        r.contains(&queued)
+    })
+    .await;
+
+    customer.send(json!({"type": "hangup"})).await;
+    customer.expect("ended").await;
+    waiting.send(json!({"type": "hangup"})).await;
+    waiting.expect("ended").await;
+    for key in [session_key(&session), chat, session_key(&queued)] {
+        until_in_redis(&redis, &["EXISTS", &key], "the key deleted", |r| {
+            r.contains(":0")
+        })
+        .await;
+    }
+    until_in_redis(
+        &redis,
+        &["SCARD", &format!("{PREFIX}hub:sessions")],
+        "an empty index",
+        |r| r.contains(":0"),
+    )
+    .await;
+    until_in_redis(&redis, &["GET", &queue], "an empty queue", |r| {
+        r.contains("[]")
+    })
+    .await;
 }
 
 /// A hub that holds nothing (a node that does not lead) writes nothing,
