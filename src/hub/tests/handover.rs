@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use super::*;
 use crate::hub::auth::COOKIE;
-use crate::hub::contract::fixture::Redis;
+use crate::hub::contract::fixture::{CLUSTER_SECRET, Redis};
 
 const PREFIX: &str = "t:";
 
@@ -17,7 +17,11 @@ const PREFIX: &str = "t:";
 const PATIENCE: Duration = Duration::from_secs(15);
 
 fn cluster_config(redis: &Redis, extra: &str) -> Arc<Config> {
-    config(&format!("{}{extra}", redis.node_config(PREFIX)))
+    // `extra` may hold `[store]` keys: before `[cluster]`.
+    config(&format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{PREFIX}\"\n{extra}\n[cluster]\nsecret = \"{CLUSTER_SECRET}\"\n",
+        redis.url()
+    ))
 }
 
 fn session_key(sid: &str) -> String {
