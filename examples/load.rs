@@ -14,6 +14,11 @@
 //! Operators `{prefix}1` .. `{prefix}S` must exist in `proxy.toml` with
 //! `--password` (see `benches/soak.sh`, which writes such a configuration).
 //!
+//! Across a cluster (nodes sharing Redis, docs/scale-out.md): customers go
+//! to `--addr`, operators to `--console`, which may be another node's
+//! console listener (`benches/run.sh`, row B10: customers on node 1,
+//! operators on node 2).
+//!
 //! Two more modes serve the benchmarks (`benches/run.sh`):
 //! - `--relay`: the same participants and commands against a plain room
 //!   relay (`benches/relay/relay.js`, the TogetherJS hub's design): each
@@ -49,6 +54,7 @@ struct Args {
     addr: SocketAddr,
     /// The operator console's listener (operators log in and connect
     /// there); default: the next port after `--addr`, as `[console]` has.
+    /// Another node's console puts the operators on that node.
     #[arg(long)]
     console: Option<SocketAddr>,
     /// Concurrent sessions (and operators).

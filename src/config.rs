@@ -53,7 +53,32 @@ pub struct Config {
     pub audit: Audit,
     /// Where sessions' difference commands are kept (`[store]`).
     pub store: Store,
+    /// How nodes sharing a Redis store act as one (`[cluster]`); `Some`
+    /// exactly when the store is Redis.
+    pub cluster: Option<Cluster>,
 }
+
+/// `[cluster]`: nodes with the same Redis store act as one; one of them,
+/// the leader, serves the shared sessions and the others forward to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// What a peer shows to be believed about the client it forwards for
+    /// (`x-cobrowse-peer`); the same on every node, at least 32 characters.
+    pub secret: String,
+    /// `host:port` where peers reach this node's site door. `None`: the
+    /// address `listen` is bound to (checked not to be unspecified).
+    pub advertise: Option<String>,
+    /// `host:port` where peers reach this node's console door. `None`: the
+    /// address `[console] listen` is bound to.
+    pub console_advertise: Option<String>,
+    /// How long the leader's lease lasts unless renewed (a third of it
+    /// between renewals). Default 3 s.
+    pub lease: Duration,
+}
+
+pub const DEFAULT_CLUSTER_LEASE: Duration = Duration::from_millis(3000);
+/// A cluster secret shorter than this is refused.
+pub const MIN_CLUSTER_SECRET: usize = 32;
 
 /// `[store]`: the command store. In memory (the default) or in Redis, where
 /// several nodes with the same `[store]` share it.
@@ -402,6 +427,16 @@ struct RawConfig {
     audit: Option<RawAudit>,
     console: Option<RawConsole>,
     store: Option<RawStore>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    secret: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+    console_advertise: Option<Spanned<String>>,
+    lease_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -1122,6 +1157,7 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
     }
 
     let store = resolve_store(raw.store.as_ref(), src)?;
+    let cluster = resolve_cluster(raw.cluster.as_ref(), &store, &tls, listen, &console, src)?;
 
     Ok(Config {
         listen,
@@ -1140,7 +1176,140 @@ fn resolve(raw: RawConfig, src: &Source<'_>, overrides: &Overrides) -> Result<Co
         driver,
         audit,
         store,
+        cluster,
     })
+}
+
+/// `[cluster]`: required with a Redis store (its `secret` at least), refused
+/// without one. Where peers reach this node defaults to where it listens,
+/// unless that is an unspecified address (`0.0.0.0`), which no peer can dial.
+fn resolve_cluster(
+    raw: Option<&RawCluster>,
+    store: &Store,
+    tls: &Option<Tls>,
+    listen: SocketAddr,
+    console: &Console,
+    src: &Source<'_>,
+) -> Result<Option<Cluster>, ConfigError> {
+    if *store == Store::Memory {
+        if let Some(raw) = raw {
+            let span = [
+                raw.secret.as_ref().map(Spanned::span),
+                raw.advertise.as_ref().map(Spanned::span),
+                raw.console_advertise.as_ref().map(Spanned::span),
+                raw.lease_ms.as_ref().map(Spanned::span),
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            return Err(src.error(
+                "cluster",
+                span,
+                "a cluster shares a Redis store: set `[store] kind = \"redis\"`, or remove `[cluster]`",
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(secret) = raw.and_then(|r| r.secret.as_ref()) else {
+        return Err(src.error(
+            "cluster.secret",
+            None,
+            format!(
+                "a Redis store makes this node part of a cluster: set `[cluster] secret` to the same random string of at least {MIN_CLUSTER_SECRET} characters on every node"
+            ),
+        ));
+    };
+    let text = secret.get_ref();
+    if text.chars().count() < MIN_CLUSTER_SECRET {
+        return Err(src.at(
+            "cluster.secret",
+            secret,
+            format!("must be at least {MIN_CLUSTER_SECRET} characters (it has {}); `openssl rand -hex 32` makes one", text.chars().count()),
+        ));
+    }
+    if text.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(src.at(
+            "cluster.secret",
+            secret,
+            "must be printable ASCII without spaces (it is sent in a header)",
+        ));
+    }
+    if tls.is_some() {
+        return Err(src.error(
+            "cluster",
+            raw.and_then(|r| r.secret.as_ref()).map(Spanned::span),
+            "nodes forward to each other over plain HTTP: terminate TLS at the load balancer (`public_origins`) and remove `[tls]`",
+        ));
+    }
+    let advertise = |field: &str,
+                     value: Option<&Spanned<String>>,
+                     listen: SocketAddr,
+                     listen_field: &str|
+     -> Result<Option<String>, ConfigError> {
+        match value {
+            Some(v) => check_advertise(v.get_ref())
+                .map(Some)
+                .map_err(|m| src.at(field, v, m)),
+            None if listen.ip().is_unspecified() => Err(src.error(
+                field,
+                None,
+                format!(
+                    "`{listen_field}` is {listen}, which no peer can dial: set `[cluster] {}` to `host:port` where the other nodes reach this one",
+                    field.trim_start_matches("cluster.")
+                ),
+            )),
+            None => Ok(None),
+        }
+    };
+    let lease = match raw.and_then(|r| r.lease_ms.as_ref()) {
+        Some(v) if !(300..=60_000).contains(v.get_ref()) => {
+            return Err(src.at("cluster.lease_ms", v, "must be between 300 and 60000"));
+        }
+        Some(v) => Duration::from_millis(*v.get_ref()),
+        None => DEFAULT_CLUSTER_LEASE,
+    };
+    Ok(Some(Cluster {
+        secret: text.clone(),
+        advertise: advertise(
+            "cluster.advertise",
+            raw.and_then(|r| r.advertise.as_ref()),
+            listen,
+            "listen",
+        )?,
+        console_advertise: advertise(
+            "cluster.console_advertise",
+            raw.and_then(|r| r.console_advertise.as_ref()),
+            console.listen,
+            "console.listen",
+        )?,
+        lease,
+    }))
+}
+
+/// `host:port` with a port that is not 0: what a peer dials.
+fn check_advertise(text: &str) -> Result<String, String> {
+    let example = "`host:port` where the other nodes reach this node, e.g. `10.0.0.5:8080`";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}` is not {example}"));
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host_ok = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_unspecified(),
+        Err(_) => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    };
+    if !port_ok || !host_ok {
+        return Err(format!("`{text}` is not {example}"));
+    }
+    Ok(text.to_string())
 }
 
 /// `[store]`: `kind = "memory"` needs nothing else; `kind = "redis"` needs
@@ -1564,15 +1733,106 @@ mod tests {
         );
     }
 
+    /// What every Redis store needs beside it.
+    const CLUSTER: &str = "[cluster]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+
+    #[test]
+    fn a_redis_store_makes_a_cluster_with_a_secret() {
+        let redis = "upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\n";
+        let c = parse(&format!("{redis}{CLUSTER}")).unwrap();
+        assert_eq!(
+            c.cluster,
+            Some(Cluster {
+                secret: "0123456789abcdef0123456789abcdef".into(),
+                advertise: None,
+                console_advertise: None,
+                lease: DEFAULT_CLUSTER_LEASE,
+            })
+        );
+        let c = parse(&format!(
+            "{redis}{CLUSTER}advertise = \"node1.internal:8080\"\nconsole_advertise = \"10.0.0.5:8081\"\nlease_ms = 1500\n"
+        ))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.advertise.as_deref(), Some("node1.internal:8080"));
+        assert_eq!(cluster.console_advertise.as_deref(), Some("10.0.0.5:8081"));
+        assert_eq!(cluster.lease, Duration::from_millis(1500));
+        assert_eq!(parse("upstream = \"http://a\"\n").unwrap().cluster, None);
+
+        let short = "[cluster]\nsecret = \"short\"\n";
+        for (text, field, says) in [
+            (redis.to_string(), "cluster.secret", "at least 32"),
+            (format!("{redis}{short}"), "cluster.secret", "it has 5"),
+            (
+                format!("{redis}[cluster]\nsecret = \"0123456789abcdef 123456789abcdef\"\n"),
+                "cluster.secret",
+                "printable",
+            ),
+            (
+                format!("upstream = \"http://a\"\n{CLUSTER}"),
+                "cluster",
+                "Redis store",
+            ),
+            (
+                format!("{redis}{CLUSTER}advertise = \"node1\"\n"),
+                "cluster.advertise",
+                "host:port",
+            ),
+            (
+                format!("{redis}{CLUSTER}advertise = \"0.0.0.0:8080\"\n"),
+                "cluster.advertise",
+                "host:port",
+            ),
+            (
+                format!("{redis}{CLUSTER}console_advertise = \"a:0\"\n"),
+                "cluster.console_advertise",
+                "host:port",
+            ),
+            (
+                format!("{redis}{CLUSTER}lease_ms = 100\n"),
+                "cluster.lease_ms",
+                "between",
+            ),
+            (
+                format!("listen = \"0.0.0.0:8080\"\n{redis}{CLUSTER}"),
+                "cluster.advertise",
+                "no peer can dial",
+            ),
+            (
+                format!(
+                    "listen = \"0.0.0.0:8080\"\n{redis}{CLUSTER}advertise = \"10.0.0.5:8080\"\n"
+                ),
+                "cluster.console_advertise",
+                "no peer can dial",
+            ),
+            (
+                format!("{redis}[tls]\ncert = \"Cargo.toml\"\nkey = \"Cargo.toml\"\n{CLUSTER}"),
+                "cluster",
+                "plain HTTP",
+            ),
+            (format!("{redis}{CLUSTER}node = \"x\"\n"), "node", ""),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+        }
+        // With an address to give, `0.0.0.0` is fine.
+        let c = parse(&format!(
+            "listen = \"0.0.0.0:8080\"\n{redis}{CLUSTER}advertise = \"10.0.0.5:8080\"\nconsole_advertise = \"10.0.0.5:8081\"\n"
+        ))
+        .unwrap();
+        assert!(c.cluster.is_some());
+    }
+
     #[test]
     fn store_is_memory_unless_redis_is_named() {
         let c = parse("upstream = \"http://a\"\n").unwrap();
         assert_eq!(c.store, Store::Memory);
         let c = parse("upstream = \"http://a\"\n[store]\nkind = \"memory\"\n").unwrap();
         assert_eq!(c.store, Store::Memory);
-        let c = parse(
-            "upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6380/2\"\n",
-        )
+        let c = parse(&format!(
+            "upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://:pw@127.0.0.1:6380/2\"\n{CLUSTER}",
+        ))
         .unwrap();
         assert_eq!(
             c.store,
@@ -1582,7 +1842,7 @@ mod tests {
                 expire: DEFAULT_REDIS_EXPIRE,
             })
         );
-        let c = parse("upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\nprefix = \"shop:\"\nexpire_secs = 60\n").unwrap();
+        let c = parse(&format!("upstream = \"http://a\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\nprefix = \"shop:\"\nexpire_secs = 60\n{CLUSTER}")).unwrap();
         assert!(
             matches!(c.store, Store::Redis(ref r) if r.prefix == "shop:" && r.expire == Duration::from_secs(60))
         );

@@ -10,10 +10,14 @@
 //!   TLS, HTTP/1.1 and HTTP/2);
 //!   routes the reserved prefix (`/__cobrowse/`) to the hub and the assets,
 //!   everything else to the proxy. Graceful shutdown.
+//! - [`cluster`]: nodes on one Redis store acting as one: the leader's
+//!   lease, forwarding the shared sessions' requests to the leader, the
+//!   peer headers.
 //! - [`listener`]: accepting connections, with caps in total and per
 //!   address, header-read, idle and handshake timeouts, and shutdown.
 //! - [`driver`]: one driver per shared session; what followers may ask
-//!   for and are served, masked.
+//!   for and are served, masked; with a Redis store, what it keeps written
+//!   behind to Redis for a node that takes over.
 //! - [`proxy`]: the upstream client, the header phases, the streaming HTML
 //!   rewrite that injects the agent.
 //! - [`hub`]: WebSocket sessions, difference commands and their store, the
@@ -39,9 +43,10 @@
 //!
 //! 1. entry: `main`, `cli`
 //! 2. server: `server`, `listener`
-//! 3. driver: `driver`
-//! 4. parts: `proxy`, `hub`, `assets`, `demo`
-//! 5. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `lock`, `allocator`
+//! 3. cluster: `cluster`
+//! 4. driver: `driver`
+//! 5. parts: `proxy`, `hub`, `assets`, `demo`
+//! 6. leaves: `config`, `web`, `body`, `secret`, `telemetry`, `logging`, `audit`, `password`, `tls`, `lock`, `allocator`
 //!
 //! ## Visibility
 //!
@@ -57,6 +62,7 @@ pub(crate) mod assets;
 pub mod audit;
 pub(crate) mod body;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod demo;
 pub(crate) mod driver;

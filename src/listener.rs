@@ -48,6 +48,7 @@ use tracing::{debug, info, warn};
 use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::lock::lock;
+use crate::logging::once_per;
 use crate::web::{Ctx, Door};
 
 /// What answers a request on a connection.
@@ -591,17 +592,6 @@ fn open_file_limit() -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// True at most once per `period` for one `last` (rate-limits a log line).
-fn once_per(last: &Mutex<Option<std::time::Instant>>, period: Duration) -> bool {
-    let mut last = lock(last);
-    let now = std::time::Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < period) {
-        return false;
-    }
-    *last = Some(now);
-    true
 }
 
 /// Accept failures: a pause doubling from 5 ms to 1 s, logged once per 10 s

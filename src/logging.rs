@@ -61,3 +61,18 @@ pub fn init(format: LogFormat, audit: Option<AuditLayer>) {
         .with(audit)
         .init();
 }
+
+/// True at most once per `period` for one `last`: rate-limits a log line
+/// that a client or an outage could otherwise repeat on every request.
+pub fn once_per(
+    last: &std::sync::Mutex<Option<std::time::Instant>>,
+    period: std::time::Duration,
+) -> bool {
+    let mut last = crate::lock::lock(last);
+    let now = std::time::Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < period) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}

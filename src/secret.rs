@@ -6,6 +6,13 @@ pub fn new_secret() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Whether `s` has the form [`new_secret`] gives (32 lowercase hex
+/// digits): what is read back from elsewhere (the hub's checkpoint) is
+/// checked like what arrives.
+pub fn is_secret(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Compares secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()

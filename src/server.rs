@@ -11,7 +11,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use http::{Request, Response, StatusCode, header};
@@ -22,6 +23,8 @@ use tracing::{Instrument, info, warn};
 
 use crate::assets::Assets;
 use crate::body::{self, Body};
+use crate::cluster::peer::{self, Sender};
+use crate::cluster::{Cluster, Decision, Leadership};
 use crate::config::Config;
 use crate::driver::{Driver, Sessions};
 use crate::hub::Hub;
@@ -40,13 +43,18 @@ pub struct App {
     pub assets: Assets,
     /// `None` when another recorder was installed first (a test process).
     pub metrics: Option<&'static Telemetry>,
+    /// The cluster this node is part of (a Redis store), joined by
+    /// [`launch`] once the ports are bound.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let config = Arc::new(config);
         let hub = Hub::new(config.clone()).context("starting the command store ([store])")?;
-        let sessions = Sessions::new(hub.clone(), Driver::new(config.driver));
+        let driver = Driver::for_store(config.driver, &config.store)
+            .context("starting the driver's write-behind ([store])")?;
+        let sessions = Sessions::new(hub.clone(), driver);
         let assets = Assets::new(&config);
         Ok(App {
             proxy: Proxy::new(config.clone())
@@ -58,7 +66,74 @@ impl App {
             assets,
             metrics: telemetry::install(),
             config,
+            cluster: None,
         })
+    }
+}
+
+/// What gaining and losing the cluster's leadership does to this node:
+/// taking over loads the hub's state, then the driver's documents (whose
+/// sweep keeps only those of sessions the hub holds), from Redis; handing
+/// over closes the hub's connections with 1012 and forgets both without
+/// ending a session.
+///
+/// A take-over Redis does not answer is tried again, backing off up to 2 s,
+/// until it succeeds or the lease is lost meanwhile (a hand-over since it
+/// began); until it succeeds the hub's routes answer 503, so nobody is
+/// served an empty state in place of the sessions Redis holds.
+fn leadership(app: &App) -> Leadership {
+    let (hub, driver) = (app.hub.clone(), app.sessions.driver.clone());
+    let handovers = Arc::new(AtomicU64::new(0));
+    let (gained, lost) = ((hub.clone(), driver.clone()), (hub, driver));
+    let seen = handovers.clone();
+    Leadership {
+        take_over: Box::new(move || {
+            let (hub, driver) = gained.clone();
+            let handovers = seen.clone();
+            Box::pin(async move {
+                let began = handovers.load(Ordering::Acquire);
+                let still_leading = || handovers.load(Ordering::Acquire) == began;
+                let mut pause = Duration::from_millis(100);
+                let hub_sessions = loop {
+                    match hub.take_over().await {
+                        Ok(n) => break n,
+                        Err(e) if still_leading() => {
+                            warn!(error = %e, retry_in = ?pause, "cluster: taking over the hub's sessions failed; trying again");
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cluster: taking over the hub's sessions failed, and the lease is lost meanwhile");
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                };
+                let driver_sessions = match driver.take_over().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Followers' pages fall back to the site until the
+                        // driver's pages are kept again: the sessions go on.
+                        warn!(error = %e, "cluster: loading the driver's kept documents failed");
+                        0
+                    }
+                };
+                if !still_leading() {
+                    // Lost while loading: forget it again.
+                    hub.hand_over();
+                    driver.hand_over();
+                    return;
+                }
+                info!(
+                    sessions = hub_sessions,
+                    driver_sessions, "cluster: took over the shared sessions"
+                );
+            })
+        }),
+        hand_over: Box::new(move || {
+            handovers.fetch_add(1, Ordering::AcqRel);
+            lost.0.hand_over();
+            lost.1.hand_over();
+        }),
     }
 }
 
@@ -96,11 +171,28 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
     };
     let console_home =
         console_home(&config, &format!("{scheme}://{local}")).context("the console's address")?;
+    let mut app = App::new(config)?;
+    // Joined before the ports are announced and served: a single node
+    // leads before its first request.
+    app.cluster = Cluster::start(&app.config, leadership(&app))
+        .await
+        .context("joining the cluster ([cluster])")?;
+    if let Some(cluster) = &app.cluster {
+        // A leader cut off from Redis while another took over must not
+        // write its stale state over the new leader's once it reaches
+        // Redis again.
+        let (lease, node) = cluster.lease();
+        app.hub.fence_checkpoint(lease, node);
+    }
+    let config = &app.config;
     // Tests and scripts read these lines to find the ports.
     println!("cobrowse listening on {scheme}://{local}");
     println!("  customer:          {scheme}://{local}/");
     if config.console.public_origin.is_some() {
         println!("  console listener:  {scheme}://{}", config.console.listen);
+    }
+    if let Some(cluster) = &app.cluster {
+        println!("  cluster:           {}", cluster.health());
     }
     println!("  operator console:  {console_home}");
     if config.demo {
@@ -116,7 +208,7 @@ pub async fn launch(mut config: Config, shutdown: impl Future<Output = ()>) -> a
         };
         println!("  fronting:          {hosts} -> {}", site.upstream);
     }
-    let app = Arc::new(App::new(config)?);
+    let app = Arc::new(app);
     run(listener, console, app, shutdown).await
 }
 
@@ -177,12 +269,31 @@ pub async fn run(
         open = connections.count(),
         "shutting down: idle connections closed, requests in progress may finish"
     );
-    // The close frames are only queued here; the wait below is what lets
-    // each participant's writer deliver and flush them.
-    app.hub.shutdown();
+    // In a cluster, `Hub::shutdown` hands the sessions over rather than
+    // ending them. The close frames are only queued here; the wait below is what lets
+    // each participant's writer deliver and flush them (and, with a Redis
+    // store, the hub write its last changes to the checkpoint). The lease
+    // goes once those are written, so the node that takes over at once
+    // loads them.
+    let checkpointed = app.hub.shutdown();
+    let (cluster, driver) = (app.cluster.clone(), app.sessions.driver.clone());
     let grace = app.config.server.shutdown_grace;
+    let handed_over = async move {
+        checkpointed.await;
+        // With a Redis store, the ends of the sessions (and what was kept
+        // just before) reach Redis within the grace period.
+        if !driver.flush(grace).await {
+            warn!(
+                ?grace,
+                "grace period over before the driver's kept documents were written to Redis; they expire there on their own"
+            );
+        }
+        if let Some(cluster) = cluster {
+            cluster.stop().await;
+        }
+    };
     tokio::select! {
-        () = connections.drained() => info!("all connections closed"),
+        _ = async { tokio::join!(connections.drained(), handed_over) } => info!("all connections closed"),
         () = tokio::time::sleep(grace) => warn!(open = connections.count(), ?grace, "grace period over, closing remaining connections"),
     }
     Ok(())
@@ -191,13 +302,17 @@ pub async fn run(
 /// Answers one request inside a span carrying the request's id, so every log
 /// line about it can be found together; counts it, times it until its
 /// headers, and counts its body's bytes as they are sent.
-async fn route(app: &App, req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+async fn route(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
     let started = Instant::now();
+    // Before anything reads the request: only a peer with the secret may
+    // say who the client is.
+    let secret = app.cluster.as_ref().map(Cluster::secret);
+    let (ctx, sender) = peer::admit(req.headers_mut(), ctx, secret);
     let name = route_name(&app.config.prefix, req.uri().path());
     // The path only: queries may carry what the site considers private.
     let span = tracing::info_span!("request", id = %crate::logging::new_id(), method = %req.method(), path = req.uri().path(), remote = %ctx.remote);
     async move {
-        let response = dispatch(app, req, ctx).await;
+        let response = dispatch(app, req, ctx, sender).await;
         let elapsed = started.elapsed();
         telemetry::request_done(name, response.status(), elapsed);
         info!(
@@ -228,12 +343,23 @@ fn route_name(prefix: &str, path: &str) -> &'static str {
 
 /// Picks the handler for a request: ours under the prefix, the proxy's
 /// otherwise; on the console's door, the console's routes only.
-async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<Body> {
+async fn dispatch(app: &App, req: Request<Incoming>, ctx: Ctx, sender: Sender) -> Response<Body> {
     let rest = req
         .uri()
         .path()
         .strip_prefix(app.config.prefix.as_str())
         .map(str::to_string);
+    // The shared sessions are the leader's: another node forwards them.
+    let mut req = match (
+        &app.cluster,
+        crate::cluster::shared_route(rest.as_deref(), &req, ctx.door),
+    ) {
+        (Some(cluster), Some(shared)) => match cluster.decide(shared, req, ctx, sender).await {
+            Decision::Serve(req) => req,
+            Decision::Answered(response) => return response,
+        },
+        _ => req,
+    };
     let Some(rest) = rest else {
         if ctx.door == Door::Console {
             return route_console(app, req, ctx, None).await;
@@ -261,7 +387,7 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
         return route_console(app, req, ctx, Some(rest)).await;
     }
     match rest.as_str() {
-        "healthz" => healthz(&app.hub),
+        "healthz" => healthz(app),
         "bind" => crate::driver::bind(&app.sessions, req, ctx, &app.config.public_origins).await,
         "metrics" => match &app.metrics {
             Some(telemetry) => {
@@ -308,9 +434,9 @@ async fn dispatch(app: &App, mut req: Request<Incoming>, ctx: Ctx) -> Response<B
 /// with the reason while its command store does not answer (a load balancer
 /// takes the node out until it does). Cheap under load: the store's health
 /// is kept current by the store itself, never asked for here.
-fn healthz(hub: &Hub) -> Response<Body> {
-    let health = hub.store_health();
-    let (status, text) = match &health.down {
+fn healthz(app: &App) -> Response<Body> {
+    let health = app.hub.store_health();
+    let (status, mut text) = match &health.down {
         None => (
             StatusCode::OK,
             format!("ok\nstore: {} answers\n", health.kind),
@@ -323,6 +449,11 @@ fn healthz(hub: &Hub) -> Response<Body> {
             ),
         ),
     };
+    // Which node serves the shared sessions: the rest of the site is served
+    // by every node whatever this line says.
+    if let Some(cluster) = &app.cluster {
+        text.push_str(&format!("cluster: {}\n", cluster.health()));
+    }
     let mut response = web::text(status, text);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -369,7 +500,7 @@ async fn route_console(
         );
     };
     match rest.as_str() {
-        "healthz" => healthz(&app.hub),
+        "healthz" => healthz(app),
         "console" | "console.js" | "console.css" => {
             let Some(mut response) =
                 app.assets

@@ -74,6 +74,11 @@ pub const FOREIGN_REQUESTS_REFUSED: &str = "cobrowse_hub_foreign_requests_refuse
 // ---- the command store -------------------------------------------------
 
 pub const STORE_UP: &str = "cobrowse_store_up";
+pub const CLUSTER_LEADING: &str = "cobrowse_cluster_leading";
+pub const CLUSTER_FORWARDED: &str = "cobrowse_cluster_forwarded_total";
+pub const CLUSTER_LEADER_CHANGES: &str = "cobrowse_cluster_leader_changes_total";
+pub const CLUSTER_UNSERVED: &str = "cobrowse_cluster_unserved_total";
+pub const CLUSTER_PEER_REFUSED: &str = "cobrowse_cluster_peer_headers_refused_total";
 pub const STORE_FAILURES: &str = "cobrowse_store_failures_total";
 
 /// The `operation` label of [`STORE_FAILURES`]: what the store was doing.
@@ -87,7 +92,13 @@ pub mod store_operation {
     pub const PING: &str = "ping";
     /// The subscriber connection (live delivery between nodes).
     pub const SUBSCRIBER: &str = "subscriber";
-    pub const ALL: &[&str] = &[OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER];
+    /// The hub's state written behind, or read back by a node taking over.
+    pub const CHECKPOINT: &str = "checkpoint";
+    /// The driver's kept documents and credentials written behind to Redis.
+    pub const DOCUMENTS: &str = "documents";
+    pub const ALL: &[&str] = &[
+        OPEN, APPEND, SNAPSHOT, FOLLOW, REMOVE, PING, SUBSCRIBER, CHECKPOINT, DOCUMENTS,
+    ];
 }
 
 // ---- across the program -------------------------------------------------
@@ -318,8 +329,41 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: STORE_FAILURES,
         kind: Kind::Counter,
-        help: "Command store requests that failed because the store did not answer, by operation.",
+        help: "Store requests (commands, and the driver's kept documents) that failed because the store did not answer, by operation.",
         labels: &[("operation", store_operation::ALL)],
+    },
+    Metric {
+        name: CLUSTER_LEADING,
+        kind: Kind::Gauge,
+        help: "1 while this node leads the cluster (serves the shared sessions), else 0 (always 0 without a cluster).",
+        labels: &[],
+    },
+    Metric {
+        name: CLUSTER_FORWARDED,
+        kind: Kind::Counter,
+        help: "Requests this node forwarded to the cluster's leader, by route.",
+        labels: &[("route", &["hub", "bind", "proxy"])],
+    },
+    Metric {
+        name: CLUSTER_LEADER_CHANGES,
+        kind: Kind::Counter,
+        help: "Times the leader this node knows of changed (to or from none included).",
+        labels: &[],
+    },
+    Metric {
+        name: CLUSTER_UNSERVED,
+        kind: Kind::Counter,
+        help: "Requests for shared sessions answered 503 because no leader could serve them, by reason.",
+        labels: &[(
+            "reason",
+            &["no_leader", "taking_over", "unreachable", "not_leader"],
+        )],
+    },
+    Metric {
+        name: CLUSTER_PEER_REFUSED,
+        kind: Kind::Counter,
+        help: "Requests carrying peer headers that were not believed (wrong or no secret, no client address); they were removed and the request served as the connection's own.",
+        labels: &[("reason", &["secret", "client"])],
     },
     Metric {
         name: HUB_SLOW_CLOSED,

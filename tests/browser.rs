@@ -8,14 +8,17 @@ pub mod harness;
 mod audit;
 mod binding;
 mod call;
+mod cluster;
 mod commits;
 mod console_a11y;
 mod console_origin;
 mod conversation;
 mod driver;
+mod failover;
 mod fidelity;
 mod forms;
 mod frames;
+mod handover;
 mod large_page;
 mod navigation;
 mod outage;
@@ -29,7 +32,7 @@ mod widget;
 use std::path::PathBuf;
 
 use crate::support::origin::{Origin, full};
-use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
+use crate::support::{Cobrowse, Front, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 use harness::{Browser, Tab, around, until, until_on, until_seen, until_unseen};
 
 pub const CALL: &str = r#"[data-cobrowse="widget"] | [data-cobrowse="call"]"#;
@@ -96,7 +99,11 @@ pub async fn fixture_site(dir: &str) -> Origin {
 
 /// A customer and an operator in one session, on `path` of the demo site.
 pub struct Shared {
+    /// The node the customer's pages come through.
     pub server: Cobrowse,
+    /// The node the operator's console comes through, when it is another
+    /// node of a cluster than `server`.
+    pub operator_server: Option<Cobrowse>,
     pub browser: Browser,
     pub customer: Tab,
     pub operator: Tab,
@@ -109,15 +116,24 @@ impl Shared {
 
     /// As [`Shared::start`], on `server` (which has the test operator).
     pub async fn on(server: Cobrowse, path: &str) -> Shared {
+        Shared::across(server, None, path).await
+    }
+
+    /// As [`Shared::on`], the customer's pages through `server` and the
+    /// operator's console through `operator_server` (another node of the
+    /// same cluster) when given.
+    pub async fn across(server: Cobrowse, operator_server: Option<Cobrowse>, path: &str) -> Shared {
         let browser = Browser::launch().await;
         let operator = browser.tab("operator", 1400, 1000).await;
         let customer = browser.tab("customer", 1000, 760).await;
-        operator_waits(&operator, &server, OPERATOR_USER, &[&customer]).await;
+        let console = operator_server.as_ref().unwrap_or(&server);
+        operator_waits(&operator, console, OPERATOR_USER, &[&customer]).await;
         customer.goto(&server.url(path)).await;
         customer_calls(&customer, &server, &[&operator]).await;
-        operator_responds(&operator, &server, &[&customer]).await;
+        operator_responds(&operator, console, &[&customer]).await;
         Shared {
             server,
+            operator_server,
             browser,
             customer,
             operator,
@@ -267,7 +283,7 @@ pub fn in_frame(js: &str) -> String {
 }
 
 /// The operator opens the console, signs in and waits for calls.
-pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, others: &[&Tab]) {
+pub async fn operator_waits(operator: &Tab, server: &dyn Front, user: &str, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
     // The address people know, on the site's origin: it leads to the
@@ -301,7 +317,7 @@ pub async fn operator_waits(operator: &Tab, server: &Cobrowse, user: &str, other
 }
 
 /// The customer presses the call button and waits to be queued or offered.
-pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) {
+pub async fn customer_calls(customer: &Tab, server: &dyn Front, others: &[&Tab]) {
     let mut all = vec![customer];
     all.extend_from_slice(others);
     until_on(
@@ -326,7 +342,7 @@ pub async fn customer_calls(customer: &Tab, server: &Cobrowse, others: &[&Tab]) 
 
 /// The operator presses Respond once it is enabled and waits for the
 /// customer's page in the content frame, with its agent sharing it.
-pub async fn operator_responds(operator: &Tab, server: &Cobrowse, others: &[&Tab]) {
+pub async fn operator_responds(operator: &Tab, server: &dyn Front, others: &[&Tab]) {
     let mut all = vec![operator];
     all.extend_from_slice(others);
     until_on(

@@ -98,6 +98,24 @@ async fn check_names_the_offending_field_and_line() {
         "the shipped proxy.toml must be valid: {}",
         String::from_utf8_lossy(&shipped.stderr)
     );
+
+    // So are the example cluster's nodes (examples/cluster/run.sh).
+    for node in ["node1", "node2"] {
+        let path = format!(
+            "{}/examples/cluster/{node}.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let out = bin()
+            .args(["check", "--config", &path])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "examples/cluster/{node}.toml must be valid: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test]

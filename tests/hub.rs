@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use crate::support::{Cobrowse, OPERATOR_HASH, OPERATOR_PASSWORD, OPERATOR_USER};
 
 mod bounds;
+mod cluster;
 mod conversation;
 mod outage;
 mod store;
@@ -191,7 +192,7 @@ impl Client {
         Self::open(proxy, name, "operator", Some(&cookie)).await
     }
 
-    async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.send_text(&v.to_string()).await;
     }
 

@@ -369,10 +369,12 @@ fn cycles(edges: &BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>) -> Vec<V
 
 /// The modules that answer requests. Each layer's error says who failed and
 /// becomes its response, metric and log line in one place (the proxy's
-/// `Error`, the driver's `Refusal`, the hub's `Refusal`), so none of them returns a response, `()`
+/// `Error`, the driver's `Refusal`, the hub's `Refusal`, the cluster's
+/// `Refusal`), so none of them returns a response, `()`
 /// or a bare string as its error.
-const TYPED_ERRORS: [&str; 8] = [
+const TYPED_ERRORS: [&str; 9] = [
     "hub",
+    "cluster",
     "proxy",
     "driver",
     "server.rs",

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need and is missing
 # (Debian's chromium for the browser tests, redis-server for the Redis
-# store's), checks formatting and lints, then runs the whole suite.
+# store's, nginx as the load balancer of the cluster's), checks formatting
+# and lints, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

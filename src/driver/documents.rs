@@ -4,7 +4,10 @@
 //! per-request tokens all look the same on every terminal.
 //!
 //! Bounded per session in count, bytes and age; everything kept for a
-//! session is dropped when the session ends.
+//! session is dropped when the session ends. With a Redis store, each
+//! document kept is also handed to the write-behind to Redis
+//! ([`Documents::on_kept`]), and a node that takes over loads them back
+//! ([`Documents::restore`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,21 +35,110 @@ pub struct Document {
     at: Instant,
 }
 
-#[derive(Default)]
-struct SessionDocuments {
+impl Document {
+    /// A document kept elsewhere (by the node that led before), `age` old.
+    pub fn restored(
+        target: String,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        age: std::time::Duration,
+    ) -> Document {
+        let now = Instant::now();
+        Document {
+            target,
+            status,
+            headers,
+            body,
+            at: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+
+    /// How long ago the driver received it.
+    pub fn age(&self) -> std::time::Duration {
+        self.at.elapsed()
+    }
+}
+
+/// A document as the per-session bounds count it: by its target (one per
+/// target) and its body's bytes.
+pub trait Bounded {
+    fn target(&self) -> &str;
+    fn bytes(&self) -> usize;
+}
+
+impl Bounded for Document {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn bytes(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// One session's documents within its bounds: the copies kept in memory,
+/// and the writes waiting for Redis ([`super::mirror`]) under the same rule.
+pub struct SessionDocuments<T> {
     /// Oldest first; a newer document for the same target replaces the old.
-    documents: VecDeque<Document>,
-    bytes: usize,
+    pub documents: VecDeque<T>,
+    pub bytes: usize,
+}
+
+impl<T> Default for SessionDocuments<T> {
+    fn default() -> Self {
+        SessionDocuments {
+            documents: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T: Bounded> SessionDocuments<T> {
+    /// Keeps `doc` as the newest, evicting the oldest past the bounds.
+    pub fn keep(&mut self, doc: T, limits: &DriverLimits) {
+        if let Some(i) = self
+            .documents
+            .iter()
+            .position(|d| d.target() == doc.target())
+        {
+            let old = self.documents.remove(i).expect("index from position");
+            self.bytes -= old.bytes();
+        }
+        self.bytes += doc.bytes();
+        self.documents.push_back(doc);
+        while self.documents.len() > limits.documents_per_session
+            || self.bytes > limits.bytes_per_session
+        {
+            let evicted = self
+                .documents
+                .pop_front()
+                .expect("over a bound means not empty");
+            self.bytes -= evicted.bytes();
+        }
+    }
+
+    /// Takes the oldest out.
+    pub fn pop_oldest(&mut self) -> Option<T> {
+        let oldest = self.documents.pop_front()?;
+        self.bytes -= oldest.bytes();
+        Some(oldest)
+    }
 }
 
 #[derive(Clone)]
 pub struct Documents {
-    inner: Arc<Mutex<HashMap<String, SessionDocuments>>>,
+    inner: Arc<Mutex<HashMap<String, SessionDocuments<Document>>>>,
     /// Woken whenever a document is kept: followers waiting for the
     /// driver's response look again.
     kept: Arc<tokio::sync::Notify>,
     limits: DriverLimits,
+    /// Told of each document kept (the write-behind of a Redis store).
+    on_kept: Option<Arc<OnKept>>,
 }
+
+/// What [`Documents::on_kept`] calls: with the session and the document.
+type OnKept = dyn Fn(&str, &Document) + Send + Sync;
 
 impl Documents {
     pub fn new(limits: DriverLimits) -> Documents {
@@ -54,7 +146,15 @@ impl Documents {
             inner: Arc::default(),
             kept: Arc::default(),
             limits,
+            on_kept: None,
         }
+    }
+
+    /// Calls `hook` with each document kept, in the order they are kept
+    /// (under the lock: keep it short, and never call back in here).
+    pub fn on_kept(mut self, hook: impl Fn(&str, &Document) + Send + Sync + 'static) -> Documents {
+        self.on_kept = Some(Arc::new(hook));
+        self
     }
 
     pub fn limits(&self) -> DriverLimits {
@@ -76,31 +176,48 @@ impl Documents {
             telemetry::limit_hit(telemetry::limit::DOCUMENT_SIZE);
             return;
         }
-        let mut sessions = lock(&self.inner);
-        let docs = sessions.entry(session.to_string()).or_default();
-        if let Some(i) = docs.documents.iter().position(|d| d.target == target) {
-            let old = docs.documents.remove(i).expect("index from position");
-            docs.bytes -= old.body.len();
-        }
-        docs.bytes += body.len();
-        docs.documents.push_back(Document {
+        let doc = Document {
             target,
             status,
             headers,
             body,
             at: Instant::now(),
-        });
-        while docs.documents.len() > self.limits.documents_per_session
-            || docs.bytes > self.limits.bytes_per_session
-        {
-            let evicted = docs
-                .documents
-                .pop_front()
-                .expect("over a bound means not empty");
-            docs.bytes -= evicted.body.len();
+        };
+        let mut sessions = lock(&self.inner);
+        // Told under the lock, so the hook sees a session's documents in the
+        // order they were kept here.
+        if let Some(hook) = &self.on_kept {
+            hook(session, &doc);
         }
+        sessions
+            .entry(session.to_string())
+            .or_default()
+            .keep(doc, &self.limits);
         drop(sessions);
         self.kept.notify_waiters();
+    }
+
+    /// Keeps `documents` (oldest first, loaded by a take-over) for
+    /// `session`, within the bounds, unless this node keeps documents for
+    /// it already (kept since: newer). Followers waiting for one look again.
+    pub fn restore(&self, session: &str, documents: Vec<Document>) {
+        {
+            let mut sessions = lock(&self.inner);
+            if sessions.contains_key(session) || documents.is_empty() {
+                return;
+            }
+            let docs = sessions.entry(session.to_string()).or_default();
+            for doc in documents {
+                docs.keep(doc, &self.limits);
+            }
+        }
+        self.kept.notify_waiters();
+    }
+
+    /// Forgets every session's documents (this node handed the sessions
+    /// over; Redis keeps its copies).
+    pub fn clear(&self) {
+        lock(&self.inner).clear();
     }
 
     /// The latest document the driver received for `target`, if it is still
@@ -116,8 +233,7 @@ impl Documents {
             .front()
             .is_some_and(|d| d.at.elapsed() > max_age)
         {
-            let expired = docs.documents.pop_front().expect("front exists");
-            docs.bytes -= expired.body.len();
+            docs.pop_oldest();
         }
         let newest_first = || docs.documents.iter().rev();
         newest_first()

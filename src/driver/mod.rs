@@ -18,10 +18,17 @@
 //! Which participant a request comes from is told by the participant cookie
 //! the agent obtains from `{prefix}bind` once it has joined a session, with
 //! the single-use bind token its connection got in `joined`.
+//!
+//! With a Redis store, what is kept per session (documents, credentials) is
+//! written behind to Redis ([`mirror`]): a node that takes over the shared
+//! sessions loads it ([`Driver::take_over`]) and serves followers the same.
 
 pub mod documents;
 pub mod json;
+pub mod mirror;
 pub mod refusal;
+#[cfg(test)]
+mod takeover;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,10 +42,12 @@ use serde::Deserialize;
 use tracing::info;
 
 use self::documents::{Document, Documents, Recorder};
+use self::mirror::{CredentialsRecord, Mirror};
 use self::refusal::{BIND_MAX_BYTES, Refusal, Rule};
 use crate::body::{self, Body};
-use crate::config::{DriverLimits, Privacy};
+use crate::config::{DriverLimits, Privacy, Store};
 use crate::hub::Hub;
+use crate::hub::store::StoreError;
 use crate::lock::lock;
 use crate::proxy::error::{Error, Unmaskable};
 use crate::proxy::policy::{Decision, Follower, Policy};
@@ -83,9 +92,11 @@ pub struct Driver {
     /// Per session: the driver's latest `Cookie` header to the upstream, and
     /// the page its browser was on when it was bound.
     credentials: Arc<Mutex<HashMap<String, Credentials>>>,
+    /// Where documents and credentials are written behind (a Redis store).
+    mirror: Option<Mirror>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, PartialEq)]
 struct Credentials {
     cookie: Option<HeaderValue>,
     /// Path and query of the page the driver read before documents were
@@ -95,10 +106,84 @@ struct Credentials {
 }
 
 impl Driver {
+    /// A driver that keeps everything in this process's memory.
     pub fn new(limits: DriverLimits) -> Driver {
         Driver {
             documents: Documents::new(limits),
             credentials: Arc::default(),
+            mirror: None,
+        }
+    }
+
+    /// A driver for the store `[store]` names: with Redis, what it keeps is
+    /// written behind to Redis too. Must be made inside the runtime when the
+    /// store is Redis; fails only outside one or on a URL the client
+    /// refuses (it connects lazily).
+    pub fn for_store(limits: DriverLimits, store: &Store) -> Result<Driver, StoreError> {
+        let Store::Redis(redis) = store else {
+            return Ok(Driver::new(limits));
+        };
+        let mirror = Mirror::new(&redis.url, &redis.prefix, limits, redis.expire)?;
+        let writer = mirror.clone();
+        Ok(Driver {
+            documents: Documents::new(limits)
+                .on_kept(move |session, doc| writer.keep_document(session, doc)),
+            credentials: Arc::default(),
+            mirror: Some(mirror),
+        })
+    }
+
+    /// This node now leads the shared sessions: loads every kept document
+    /// and credential of the sessions Redis holds any for into memory
+    /// (keeping what this node holds already for a session, which is newer),
+    /// and writes behind again. Followers waiting for a document look again.
+    /// Call it after the hub took over, so the sweep finds their sessions.
+    /// Returns how many sessions were loaded; nothing with the in-memory
+    /// store.
+    pub async fn take_over(&self) -> Result<usize, StoreError> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(0);
+        };
+        mirror.lead();
+        let loaded = mirror.load().await?;
+        let count = loaded.len();
+        for session in loaded {
+            if let Some(c) = session.credentials {
+                let cookie = c.cookie.and_then(|v| HeaderValue::from_bytes(&v).ok());
+                lock(&self.credentials)
+                    .entry(session.session.clone())
+                    .or_insert(Credentials {
+                        cookie,
+                        page: c.page,
+                    });
+            }
+            self.documents.restore(&session.session, session.documents);
+        }
+        info!(
+            sessions = count,
+            "driver: kept documents and credentials loaded from Redis"
+        );
+        Ok(count)
+    }
+
+    /// Another node now leads the shared sessions: forgets every kept
+    /// document and credential in memory and stops writing to Redis,
+    /// without deleting anything there (the sessions go on, on that node).
+    pub fn hand_over(&self) {
+        if let Some(mirror) = &self.mirror {
+            mirror.hand_over();
+        }
+        self.documents.clear();
+        lock(&self.credentials).clear();
+    }
+
+    /// Waits, at most `within`, until what was kept is written to Redis
+    /// (before a graceful stop hands the sessions over); whether it is.
+    /// True at once with the in-memory store.
+    pub async fn flush(&self, within: Duration) -> bool {
+        match &self.mirror {
+            Some(mirror) => mirror.flush(within).await,
+            None => true,
         }
     }
 
@@ -107,24 +192,43 @@ impl Driver {
     /// `Referer`), which the driver read before anything was kept for the
     /// session, so followers can load it as the customer sees it.
     pub fn record_credentials(&self, session: &str, headers: &HeaderMap) {
-        self.remember_cookies(session, headers);
         let page = headers
             .get(header::REFERER)
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.parse::<http::Uri>().ok())
             .and_then(|u| u.path_and_query().map(|p| p.as_str().to_string()));
-        lock(&self.credentials)
-            .entry(session.to_string())
-            .or_default()
-            .page = page;
+        let cookie = join_cookies(headers);
+        self.change_credentials(session, |c| {
+            c.cookie = cookie;
+            c.page = page;
+        });
     }
 
     /// Remembers the cookies the driver sends upstream.
     fn remember_cookies(&self, session: &str, headers: &HeaderMap) {
-        lock(&self.credentials)
-            .entry(session.to_string())
-            .or_default()
-            .cookie = join_cookies(headers);
+        let cookie = join_cookies(headers);
+        self.change_credentials(session, |c| c.cookie = cookie);
+    }
+
+    /// Applies `change` to a session's credentials; a change that changed
+    /// something is written behind (under the lock, so Redis gets changes
+    /// in the order they were made here).
+    fn change_credentials(&self, session: &str, change: impl FnOnce(&mut Credentials)) {
+        let mut all = lock(&self.credentials);
+        let credentials = all.entry(session.to_string()).or_default();
+        let before = credentials.clone();
+        change(credentials);
+        if let Some(mirror) = &self.mirror
+            && *credentials != before
+        {
+            mirror.keep_credentials(
+                session,
+                CredentialsRecord {
+                    cookie: credentials.cookie.as_ref().map(|v| v.as_bytes().to_vec()),
+                    page: credentials.page.clone(),
+                },
+            );
+        }
     }
 
     /// Replaces the follower's cookies with the driver's.
@@ -147,13 +251,27 @@ impl Driver {
             == Some(target)
     }
 
-    /// Drops everything kept for a session that ended.
+    /// Drops everything kept for a session that ended, here and in Redis.
     pub fn end_session(&self, session: &str) {
+        self.forget_session(session);
+        if let Some(mirror) = &self.mirror {
+            mirror.end(session);
+        }
+    }
+
+    /// Drops what this node keeps in memory for a session; Redis is left
+    /// to the hub's end of the session (a request naming a session this
+    /// node does not know may come from anyone, with any name).
+    fn forget_session(&self, session: &str) {
         self.documents.drop_session(session);
         lock(&self.credentials).remove(session);
     }
 
-    /// Drops everything kept for sessions `alive` says have ended.
+    /// Drops what this node keeps for sessions `alive` says have ended (a
+    /// document that finished arriving after the end). Redis is left to the
+    /// hub's end of the session: nothing kept after it is written there,
+    /// and a session this node loaded but its hub does not hold is not
+    /// this node's to delete.
     pub fn retain(&self, mut alive: impl FnMut(&str) -> bool) {
         self.documents.retain(&mut alive);
         lock(&self.credentials).retain(|s, _| alive(s));
@@ -199,8 +317,12 @@ impl Sessions {
             return Standing::Alone;
         };
         let Some((view, participant)) = self.hub.participant(session, resume) else {
-            // The session ended: what was kept for it goes too.
-            self.driver.end_session(session);
+            // The session ended: what this node kept for it goes too. A
+            // wrong secret for a live session changes nothing, and Redis's
+            // copies go only when the hub ends the session.
+            if self.hub.session(session).is_none() {
+                self.driver.forget_session(session);
+            }
             return Standing::Alone;
         };
         let session = session.to_string();
@@ -675,7 +797,7 @@ mod tests {
         assert!(follower.get(header::COOKIE).is_none());
     }
 
-    fn request(method: Method, target: &str, navigate: bool) -> http::request::Parts {
+    pub(super) fn request(method: Method, target: &str, navigate: bool) -> http::request::Parts {
         let mut b = http::Request::builder()
             .method(method)
             .uri(target)
@@ -688,7 +810,7 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    fn limits() -> DriverLimits {
+    pub(super) fn limits() -> DriverLimits {
         DriverLimits {
             documents_per_session: 4,
             bytes_per_session: 1 << 20,
@@ -697,7 +819,7 @@ mod tests {
         }
     }
 
-    fn privacy(mask: &[&str]) -> Privacy {
+    pub(super) fn privacy(mask: &[&str]) -> Privacy {
         Privacy {
             mask: mask.iter().map(|s| s.to_string()).collect(),
             ..Privacy::default()
@@ -706,7 +828,7 @@ mod tests {
 
     /// Keeps `body` as the driver's response to `target`, as the proxy's
     /// body phase would.
-    fn keep(
+    pub(super) fn keep(
         d: &Driver,
         target: &str,
         content_type: &'static str,
@@ -726,7 +848,7 @@ mod tests {
         crate::proxy::stage::Stage::finish(&mut recorder, &mut out).unwrap();
     }
 
-    async fn text(response: Response<Body>) -> String {
+    pub(super) async fn text(response: Response<Body>) -> String {
         use http_body_util::BodyExt;
         String::from_utf8(
             response

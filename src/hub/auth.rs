@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -29,7 +29,7 @@ use crate::web::{self, Ctx, Door};
 pub const COOKIE: &str = "cobrowse_operator";
 
 /// How long a login lasts.
-const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The largest login body read.
 const MAX_LOGIN_BODY: usize = 8 * 1024;
 /// Attempts per account: a burst of 10, then one every 6 s.
@@ -46,10 +46,17 @@ pub struct Account {
     pub name: String,
 }
 
+/// Called with a login's token whenever it is issued or revoked.
+type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct Logins {
+    /// Each login's account and when it lapses.
     tokens: Mutex<HashMap<String, (Account, Instant)>>,
     per_account: DefaultKeyedRateLimiter<String>,
     per_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// Told of every login issued or revoked (the hub's checkpoint, so a
+    /// node that takes over accepts the same cookies).
+    changed: OnceLock<ChangeHook>,
 }
 
 fn quota(burst: u32, every: Duration) -> Quota {
@@ -70,33 +77,83 @@ impl Logins {
             tokens: Mutex::new(HashMap::new()),
             per_account: RateLimiter::keyed(quota(PER_ACCOUNT_BURST, PER_ACCOUNT_EVERY)),
             per_address: RateLimiter::keyed(quota(PER_ADDRESS_BURST, PER_ADDRESS_EVERY)),
+            changed: OnceLock::new(),
+        }
+    }
+
+    /// Calls `hook` with the token of every login issued or revoked from
+    /// now on (once; later hooks are ignored).
+    pub fn on_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.changed.set(Box::new(hook));
+    }
+
+    fn tell(&self, token: &str) {
+        if let Some(hook) = self.changed.get() {
+            hook(token);
         }
     }
 
     /// The operator a request's cookie belongs to.
     pub fn account(&self, headers: &HeaderMap) -> Option<Account> {
         let token = web::cookie(headers, COOKIE)?;
+        self.get(token).map(|(account, _)| account)
+    }
+
+    /// The login `token` names and how long it has left, if it is live.
+    pub fn get(&self, token: &str) -> Option<(Account, Duration)> {
         let tokens = lock(&self.tokens);
-        let (account, issued) = tokens.get(token)?;
-        (issued.elapsed() < LOGIN_LIFETIME).then(|| account.clone())
+        let (account, until) = tokens.get(token)?;
+        let left = until.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then(|| (account.clone(), left))
+    }
+
+    /// Takes up a login issued elsewhere (by the node this one takes over
+    /// from) with the time it has left, capped at a login's lifetime.
+    pub fn restore(&self, token: String, account: Account, left: Duration) {
+        let left = left.min(LOGIN_LIFETIME);
+        if left.is_zero() {
+            return;
+        }
+        lock(&self.tokens).insert(token, (account, Instant::now() + left));
+    }
+
+    /// Forgets every login without revoking any: this node hands them over
+    /// (they stay in the checkpoint for the node that takes over).
+    pub fn forget_all(&self) {
+        lock(&self.tokens).clear();
     }
 
     /// Drops expired logins and forgotten rate-limit entries.
     pub fn tidy(&self) {
-        lock(&self.tokens).retain(|_, (_, issued)| issued.elapsed() < LOGIN_LIFETIME);
+        let now = Instant::now();
+        let mut lapsed = Vec::new();
+        lock(&self.tokens).retain(|token, (_, until)| {
+            let live = *until > now;
+            if !live {
+                lapsed.push(token.clone());
+            }
+            live
+        });
+        for token in &lapsed {
+            self.tell(token);
+        }
         self.per_account.retain_recent();
         self.per_address.retain_recent();
     }
 
-    fn issue(&self, account: Account) -> String {
+    pub(super) fn issue(&self, account: Account) -> String {
         let token = crate::secret::new_secret();
-        lock(&self.tokens).insert(token.clone(), (account, Instant::now()));
+        lock(&self.tokens).insert(token.clone(), (account, Instant::now() + LOGIN_LIFETIME));
+        self.tell(&token);
         token
     }
 
     fn revoke(&self, headers: &HeaderMap) {
         if let Some(token) = web::cookie(headers, COOKIE) {
-            lock(&self.tokens).remove(token);
+            let gone = lock(&self.tokens).remove(token).is_some();
+            if gone {
+                self.tell(token);
+            }
         }
     }
 }

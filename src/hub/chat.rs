@@ -138,6 +138,36 @@ impl Chats {
         self.pace.retain_recent();
     }
 
+    /// What `session`'s log holds, for the checkpoint: the number the next
+    /// message gets and the messages kept, oldest first.
+    pub fn export(&self, session: &str) -> Option<(u64, Vec<ChatMessage>)> {
+        let log = self.logs.get(session)?;
+        Some((log.next, log.messages.iter().cloned().collect()))
+    }
+
+    /// Takes up a log from the checkpoint, within this hub's own bounds
+    /// (the newest messages kept).
+    pub fn restore(&mut self, session: &str, next: u64, messages: Vec<ChatMessage>) {
+        let mut log = Log {
+            next: messages.iter().map(|m| m.n).max().unwrap_or(0).max(next),
+            ..Log::default()
+        };
+        for m in messages.into_iter().rev() {
+            let size = cost(&m);
+            if log.messages.len() >= self.max_messages || log.bytes + size > self.max_bytes {
+                break;
+            }
+            log.bytes += size;
+            log.messages.push_front(m);
+        }
+        self.logs.insert(session.to_string(), log);
+    }
+
+    /// Forgets every log (the hub hands its sessions over).
+    pub fn forget_all(&mut self) {
+        self.logs.clear();
+    }
+
     #[cfg(test)]
     fn kept(&self, session: &str) -> (usize, usize) {
         self.logs

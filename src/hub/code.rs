@@ -126,6 +126,47 @@ impl Codes {
         (until > Instant::now()).then_some(session)
     }
 
+    /// `session`'s live code and how long it has left, for the checkpoint.
+    pub fn of(&self, session: &str) -> Option<(String, Duration)> {
+        let t = self.table();
+        let code = t.by_session.get(session)?;
+        let (_, until) = t.by_code.get(code)?;
+        let left = until.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then(|| (code.clone(), left))
+    }
+
+    /// Takes up a code from the checkpoint with the time it has left (at
+    /// most this hub's own expiry). A code another session holds here
+    /// already is not taken up: a code names one session.
+    pub fn restore(&self, session: &str, code: String, left: Duration) {
+        let left = left.min(self.expiry);
+        if left.is_zero() || code.len() != self.length || !code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return;
+        }
+        let mut t = self.table();
+        let now = Instant::now();
+        if t.by_code
+            .get(&code)
+            .is_some_and(|(s, until)| s != session && *until > now)
+        {
+            return;
+        }
+        if let Some(old) = t.by_session.remove(session) {
+            t.by_code.remove(&old);
+        }
+        t.by_code
+            .insert(code.clone(), (session.to_string(), now + left));
+        t.by_session.insert(session.to_string(), code);
+    }
+
+    /// Forgets every code (the hub hands its sessions over).
+    pub fn forget_all(&self) {
+        let mut t = self.table();
+        t.by_code.clear();
+        t.by_session.clear();
+    }
+
     pub fn forget(&self, session: &str) {
         let mut t = self.table();
         if let Some(code) = t.by_session.remove(session) {

@@ -4,7 +4,7 @@
 //! nodes, a lost link, Redis unreachable, expiry.
 
 #[path = "../../tests/support/redis.rs"]
-mod fixture;
+pub(crate) mod fixture;
 
 use std::sync::Arc;
 use std::time::Duration;

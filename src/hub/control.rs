@@ -63,6 +63,12 @@ impl Asks {
         self.open.remove(session);
         self.denied.remove(session);
     }
+
+    /// Forgets every request (the hub hands its sessions over).
+    pub fn forget_all(&mut self) {
+        self.open.clear();
+        self.denied.clear();
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,15 @@ impl Conversation {
         self.asks().forget(session);
     }
 
+    /// Forgets what every session said, without ending any: the hub hands
+    /// its sessions over to another node, which has them from the
+    /// checkpoint.
+    pub fn forget_all(&self) {
+        self.codes.forget_all();
+        self.chats().forget_all();
+        self.asks().forget_all();
+    }
+
     pub fn chats(&self) -> MutexGuard<'_, Chats> {
         lock(&self.chats)
     }

@@ -21,8 +21,11 @@
 //!     connection; sockets per address.
 //!   - [`queue`]: the queue of calls, offers and allocation, and telling
 //!     participants and waiting operators what moved (coalesced).
+//!   - [`checkpoint`]: the shared state written behind to Redis when the
+//!     store is Redis (marks, one writer, the records), and read back.
 //!   - [`state`]: `Shared`, the one lock, and what releasing it does
-//!     (allocate, tell, gauges, offer timeouts, end hooks).
+//!     (allocate, tell, gauges, checkpoint marks, offer timeouts, end
+//!     hooks).
 //!   - [`offers`]: operators waiting, stepping away, declining, inviting.
 //!   - [`membership`]: the call, respond, join, resume (one admission
 //!     path), hang-up, leaving, expiry, the end of a session.
@@ -30,6 +33,8 @@
 //!   - [`talk`]: the conversation's operations: a join code and joining by
 //!     it (through `membership`'s admission), chat, requests for control
 //!     (answered through `gate`'s grant).
+//!   - [`handover`]: taking over the shared sessions from the checkpoint,
+//!     and handing them over to another node (1012, nothing ended).
 //! - [`connection`]: one participant's WebSocket, against a generic
 //!   `Sink`/`Stream`.
 //! - [`ws`]: the handshake (Origin, role, operator cookie).
@@ -37,11 +42,13 @@
 
 pub mod auth;
 pub mod chat;
+pub mod checkpoint;
 pub mod code;
 pub mod connection;
 pub mod control;
 pub mod conversation;
 pub mod gate;
+pub mod handover;
 pub mod membership;
 pub mod memory;
 pub mod offers;
@@ -57,7 +64,7 @@ pub mod talk;
 pub mod ws;
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 #[cfg(test)]
 mod tests;
 
@@ -156,6 +163,7 @@ impl Hub {
         let hub = Hub {
             shared: Shared::new(config, store),
         };
+        handover::start(&hub.shared);
         let conversation = hub.shared.conversation.clone();
         hub.shared
             .on_session_end(move |sid| conversation.forget(sid));
@@ -190,6 +198,12 @@ impl Hub {
         ctx: Ctx,
     ) -> Option<Response<Body>> {
         let shared = &self.shared;
+        if !ROUTES.contains(&route) {
+            return None;
+        }
+        if let Some(refused) = self.handed_over() {
+            return Some(refused);
+        }
         Some(match route {
             "ws" => ws::upgrade(shared, req, ctx),
             "login" => auth::login(&shared.config, &shared.logins, req, ctx).await,
@@ -199,11 +213,87 @@ impl Hub {
         })
     }
 
-    /// Tells every participant the server is going away; the sessions end
-    /// with the process.
-    pub fn shutdown(&self) {
-        self.shared.close_all(1001, "server shutting down");
-        self.shared.end_all("shutdown");
+    /// The answer to every hub route while this node has handed its
+    /// sessions over (until it takes them over again): the sessions are
+    /// served elsewhere now, and a session, login or connection this node
+    /// made would not be seen there.
+    fn handed_over(&self) -> Option<Response<Body>> {
+        if self
+            .shared
+            .serving
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut r = crate::web::text(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "this node has handed its sessions over to another; try again in a moment\n",
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Some(r)
+    }
+
+    /// Tells every participant the server is going away. With the store in
+    /// memory the sessions end with the process. With the store in Redis
+    /// (a cluster) they do not: the hub hands them over ([`Hub::hand_over`];
+    /// participants are told 1012 and resume on the node that takes over),
+    /// and what was not yet checkpointed is written before it goes. The
+    /// returned future completes once it is (bounded): await it before the
+    /// process exits or gives up its lease.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let last = if self.shared.checkpoint.enabled() {
+            self.shared.hand_over(true)
+        } else {
+            self.shared.close_all(1001, "server shutting down");
+            self.shared.end_all("shutdown");
+            None
+        };
+        let shared = self.shared.clone();
+        async move { shared.write_last(last).await }
+    }
+
+    /// Loads the shared sessions from the checkpoint in Redis: this node
+    /// serves them from now on (it became the leader). Participants come
+    /// back detached and resume with their secrets; the queue keeps its
+    /// order; logins and join codes work as they did. Sessions this hub
+    /// holds already are kept. Returns how many sessions were taken over;
+    /// with the store in memory, 0.
+    pub async fn take_over(&self) -> Result<usize, StoreError> {
+        self.shared.take_over().await
+    }
+
+    /// Another node serves the shared sessions from now on: every hub
+    /// connection is closed with 1012 (reconnect and resume) and the state
+    /// is forgotten without ending any session (nothing is deleted from
+    /// Redis, no end hook runs) and without writing anything more to the
+    /// checkpoint. Until [`Hub::take_over`], the hub's routes answer 503.
+    pub fn hand_over(&self) {
+        self.shared.hand_over(false);
+    }
+
+    /// From now on the checkpoint is written only while the Redis key
+    /// `lease` holds `holder` (the cluster's lease and this node's id in
+    /// it): a leader that lost its lease without knowing it yet (cut off
+    /// from Redis while another node took over) never overwrites what the
+    /// new leader wrote; its first refused write stops its checkpoint.
+    pub fn fence_checkpoint(&self, lease: &str, holder: &str) {
+        self.shared
+            .checkpoint
+            .fence(lease.to_string(), holder.to_string());
+    }
+
+    /// Whether the hub's state is checkpointed to Redis (the store is
+    /// Redis): a node of a cluster.
+    pub fn checkpointed(&self) -> bool {
+        self.shared.checkpoint.enabled()
+    }
+
+    /// What the checkpoint's writer did (for measurements).
+    pub fn checkpoint_stats(&self) -> &checkpoint::Stats {
+        self.shared.checkpoint.stats()
     }
 
     /// Calls `hook` with a session's id whenever one ends: the customer

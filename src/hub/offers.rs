@@ -90,6 +90,9 @@ impl Shared {
         if !st.queue.contains(&sid) {
             st.queue.push(sid.clone());
         }
+        // Nobody's `status` changes with it, but a node taking over must
+        // know the session waits for another operator.
+        self.checkpoint.session(&sid);
         Ok(())
     }
 }

@@ -96,6 +96,11 @@ pub const FUNCTIONS: &[(&str, Option<&str>)] = &[
 /// of its resume token): it must not reconnect.
 pub const CLOSE_RESUMED_ELSEWHERE: u16 = 4001;
 
+/// The WebSocket close code (1012, service restart) that tells a
+/// participant this node hands its sessions to another: reconnect and
+/// `resume`, the session goes on there.
+pub const CLOSE_HANDED_OVER: u16 = 1012;
+
 /// The vocabulary as the browser side reads it (`VOCABULARY` in `agent.js`,
 /// `share.js` and `console.js`): `functions` maps each function to its
 /// aspect or `null`, `alwaysAllowed` is [`ALWAYS_ALLOWED`], `navigate` the
@@ -470,7 +475,7 @@ pub enum ServerMessage<'a> {
 }
 
 /// One chat message as the session keeps it and delivers it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Numbers the session's messages from 1, so a client that receives a
     /// message both live and in a `chat_log` shows it once.

@@ -281,8 +281,27 @@ impl Health {
     }
 }
 
+/// A client for the Redis at `url` and its command connection, made lazily
+/// (a node starts while Redis is down) and bounded in time per request, so a
+/// Redis that stops answering is reported within seconds. Everything of the
+/// program that writes to the store's Redis connects through this.
+pub(crate) fn connect(url: &str) -> Result<(Client, ConnectionManager), StoreError> {
+    let client = Client::open(url)
+        .map_err(|e| StoreError::Unavailable(format!("not a usable Redis URL ({e})")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(REQUEST_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+        StoreError::Unavailable(format!("cannot connect to Redis ({})", describe(&e)))
+    })?;
+    Ok((client, conn))
+}
+
 /// A failure in words of our own: Redis's error text may name hosts.
-fn describe(e: &RedisError) -> &'static str {
+pub(crate) fn describe(e: &RedisError) -> &'static str {
     if e.is_timeout() {
         "timed out"
     } else if e.is_connection_refusal() {
@@ -346,18 +365,7 @@ impl RedisStore {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             StoreError::Unavailable("the Redis store must be started inside the runtime".into())
         })?;
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("not a usable Redis URL ({e})")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REQUEST_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to Redis ({})", describe(&e)))
-            })?;
+        let (client, conn) = connect(url)?;
         let health = Health::new();
         runtime.spawn(probe(conn.clone(), Arc::downgrade(&health)));
         let live = Arc::new(Live {

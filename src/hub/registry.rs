@@ -85,6 +85,27 @@ impl State {
         self.counter
     }
 
+    /// Takes the counter past `n`: ids taken over from another node are
+    /// not given again.
+    pub(super) fn reserve(&mut self, n: u64) {
+        self.counter = self.counter.max(n);
+    }
+
+    /// Forgets every connection, participant and session, announcing
+    /// nothing: the hub hands them over to another node. Dropping the
+    /// connections closes their outboxes (their writers send what is
+    /// queued, then end).
+    pub(super) fn forget_all(&mut self) {
+        self.conns.clear();
+        self.participants.clear();
+        self.sessions.clear();
+        self.queue.clear();
+        self.ended.clear();
+        self.touched.clear();
+        self.armed.clear();
+        self.told_calls = Default::default();
+    }
+
     /// Queues `out` for `conn`. A connection that lets its queue fill up is
     /// not reading: it is closed rather than buffered without bound.
     pub(super) fn send(&self, conn: ConnId, out: Outbound) {

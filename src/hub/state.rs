@@ -37,6 +37,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::{Deref, DerefMut};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::auth::{Account, Logins};
+use super::checkpoint::{Checkpoint, Item};
 use super::conversation::Conversation;
 use super::outbox::{Outbound, Outbox};
 use super::protocol::{ErrorCode, Refusal, Role};
@@ -71,6 +73,12 @@ pub struct Shared {
     end_hooks: Mutex<Vec<EndHook>>,
     /// Join codes, chat and requests for control (see its module).
     pub conversation: Arc<Conversation>,
+    /// The state written behind to Redis when the store is Redis (see its
+    /// module).
+    pub checkpoint: Checkpoint,
+    /// Whether this hub answers its routes: not after it handed its
+    /// sessions over to another node, until it takes them over again.
+    pub(super) serving: AtomicBool,
     /// Itself, for the offer timeouts armed when the lock is released: a
     /// timeout that fires after the hub is gone does nothing.
     me: Weak<Shared>,
@@ -122,8 +130,22 @@ impl Drop for Locked<'_> {
             return;
         }
         let offer_timeout = self.shared.config.hub.offer_timeout;
+        // What changed is written behind to the checkpoint: the sessions
+        // whose participants or control changed, those that ended, and the
+        // queue when its calls did.
+        let checkpoint = &self.shared.checkpoint;
+        let calls = guard.told_calls.0;
+        for sid in guard.touched.iter().chain(guard.ended.iter()) {
+            checkpoint.session(sid);
+        }
+        for sid in &guard.ended {
+            checkpoint.chat(sid);
+        }
         guard.allocate(offer_timeout.as_secs().max(1));
         guard.refresh();
+        if guard.told_calls.0 != calls {
+            checkpoint.mark(Item::Queue);
+        }
         guard.gauges();
         let armed = std::mem::take(&mut guard.armed);
         let ended = std::mem::take(&mut guard.ended);
@@ -176,6 +198,8 @@ impl Shared {
             .allow_burst(NonZeroU32::new(limits.call_burst_per_address).unwrap_or(NonZeroU32::MIN));
         Arc::new_cyclic(|me| Shared {
             conversation: Arc::new(Conversation::new(&config.hub)),
+            checkpoint: Checkpoint::new(&config),
+            serving: AtomicBool::new(true),
             config,
             store,
             logins: Logins::new(),

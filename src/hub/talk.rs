@@ -48,6 +48,7 @@ impl Shared {
         }
         .to_json();
         info!(target: "audit", event = "code_issued", session = %p.session, participant = %p.id);
+        self.checkpoint.session(&p.session);
         st.send_text(conn, json);
         Ok(())
     }
@@ -130,6 +131,7 @@ impl Shared {
         };
         let message = chats.keep(&p.session, message)?;
         drop(chats);
+        self.checkpoint.chat(&p.session);
         let json = ServerMessage::Chat {
             session: &p.session,
             message: &message,

@@ -18,6 +18,8 @@ use crate::config::{Config, Overrides};
 
 const WAIT: Duration = Duration::from_secs(5);
 
+mod handover;
+
 fn config(extra: &str) -> Arc<Config> {
     let text = format!("upstream = \"http://127.0.0.1:9\"\n{extra}");
     Arc::new(Config::parse(&text, None, &Overrides::default()).unwrap())
@@ -108,6 +110,38 @@ impl Peer {
                 return v;
             }
         }
+    }
+
+    /// Waits for the hub to close the connection; the close code, if it
+    /// sent one.
+    async fn closed(&mut self) -> Option<u16> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.from_hub.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{} was not closed; it saw {:#?}", self.name, self.seen)
+                });
+            match m {
+                None => return None,
+                Some(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Some(Message::Text(t)) => self.seen.push(serde_json::from_str(&t).unwrap()),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Reads until a message of each of `kinds` arrived (in any order).
+    async fn gather(&mut self, kinds: &[&str]) {
+        let mut missing: Vec<&str> = kinds.to_vec();
+        while !missing.is_empty() {
+            let v = self.next().await;
+            missing.retain(|k| v["type"] != *k);
+        }
+    }
+
+    /// The last message of `kind` seen so far.
+    fn last(&self, kind: &str) -> Option<&Value> {
+        self.seen.iter().rev().find(|v| v["type"] == kind)
     }
 
     async fn expect(&mut self, kind: &str) -> Value {
@@ -626,7 +660,7 @@ async fn every_way_a_session_ends_is_announced_once_after_the_lock() {
     // The hub shuts down with sessions open.
     let (_c, _o, connected_at_shutdown) = connected(&hub, 64).await;
     let (_waiting, by_shutdown) = call(&hub, "waits").await;
-    hub.shutdown();
+    hub.shutdown().await;
     assert!(hub.session(&by_shutdown).is_none() && hub.session(&connected_at_shutdown).is_none());
     // Once each, with the session gone from the state.
     for sid in [

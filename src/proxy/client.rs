@@ -24,7 +24,7 @@ const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
 /// expired connection only when next asked for one, so after a burst the
 /// sockets (ours and the upstream's) stay open for as long as no request
 /// comes.
-fn builder(idle: std::time::Duration) -> hyper_util::client::legacy::Builder {
+pub fn builder(idle: std::time::Duration) -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_timer(TokioTimer::new())

@@ -66,6 +66,7 @@ async fn the_customer_drives_and_an_order_is_placed_exactly_once() {
     operator_responds(&operator, &server, &[&customer]).await;
     let s = Shared {
         server,
+        operator_server: None,
         browser,
         customer,
         operator,
@@ -263,6 +264,7 @@ async fn a_follower_is_served_what_the_drivers_scripts_read_and_never_gets_the_s
     operator_responds(&operator, &server, &[&customer]).await;
     let s = Shared {
         server,
+        operator_server: None,
         browser,
         customer,
         operator,

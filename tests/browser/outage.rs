@@ -15,9 +15,9 @@ const UNAVAILABLE: &str = "Sharing is unavailable right now; try again in a mome
 async fn the_console_and_the_widget_say_sharing_is_unavailable_and_clear_it() {
     let redis = Redis::start();
     let server = Cobrowse::with_config(&format!(
-        "{}\n[store]\nkind = \"redis\"\nurl = \"{}\"\n",
+        "{}{}",
         demo_config(),
-        redis.url()
+        redis.node_config("cobrowse:")
     ))
     .await;
     let s = Shared::on(server, "/form.html").await;

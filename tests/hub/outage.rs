@@ -43,8 +43,8 @@ async fn wait_for_health(proxy: &Cobrowse, status: u16) -> String {
 async fn redis_down_is_reported_refused_and_recovered_from() {
     let mut redis = Redis::start();
     let proxy = start(&format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n{}",
-        redis.url(),
+        "{}{}",
+        redis.node_config("it:"),
         second_operator()
     ))
     .await;
@@ -168,8 +168,8 @@ async fn redis_down_is_reported_refused_and_recovered_from() {
 async fn a_join_during_the_outage_catches_up_when_redis_answers() {
     let redis = Redis::start();
     let proxy = start(&format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n{}",
-        redis.url(),
+        "{}{}",
+        redis.node_config("it:"),
         second_operator()
     ))
     .await;

@@ -13,10 +13,7 @@ use crate::support::redis::Redis;
 use crate::support::wait_for;
 
 fn redis_store(redis: &Redis) -> String {
-    format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it:\"\n",
-        redis.url()
-    )
+    redis.node_config("it:")
 }
 
 #[tokio::test]

@@ -3,12 +3,15 @@
 //! participant cookies, against the real binary and a shop that counts
 //! every request it sees.
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use super::{Got, fetch};
 use crate::hub::{connected_call, header, http};
-use crate::support::Cobrowse;
+use crate::support::redis::Redis;
 use crate::support::shop::{CARD_ON_FILE, CVC_ON_FILE, PIN_ON_FILE, Shop};
+use crate::support::{Cobrowse, wait_for};
 
 /// A shared session over the shop: the customer signed in and bound on
 /// `/account`, the operator bound as its follower.
@@ -20,8 +23,10 @@ struct Session {
     driver: String,
     /// `Cookie` of the operator's browser: the participant cookie only.
     follower: String,
-    // The hub connections keep the session alive.
-    _clients: (crate::hub::Client, crate::hub::Client),
+    session: String,
+    /// The customer's and the operator's hub connections: they keep the
+    /// session alive.
+    clients: (crate::hub::Client, crate::hub::Client),
 }
 
 /// The participant cookie for `resume` in `session`, as the agent obtains it
@@ -103,7 +108,8 @@ impl Session {
             server,
             driver: format!("{sid}; {driver}"),
             follower,
-            _clients: (customer, operator),
+            session,
+            clients: (customer, operator),
         }
     }
 
@@ -371,4 +377,109 @@ async fn a_url_whose_masked_values_the_agent_blanked_is_served_the_drivers_docum
         "the follower's copy is the driver's: {:#?}",
         s.shop.log()
     );
+}
+
+#[tokio::test]
+async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_ends() {
+    let redis = Redis::start();
+    let mut s = Session::start(&redis.node_config("it:")).await;
+    let driver = s.driver_get("/api/account", "empty").await;
+    assert_eq!(driver.status, 200, "{}", s.context(&driver));
+    let docs = format!("it:{{{}}}:driver:docs", s.session);
+    let cred = format!("it:{{{}}}:driver:cred", s.session);
+    let sid = s.driver.split(';').next().unwrap().to_string();
+    wait_for(
+        "the driver's read and cookies written behind to Redis",
+        Duration::from_secs(10),
+        || async {
+            let kept = redis.command(&["HEXISTS", &docs, "/api/account"]) == ":1\r\n";
+            let cookie = redis.command(&["HGET", &cred, "cookie"]);
+            (kept && cookie.contains(&sid)).then_some(())
+        },
+        || {
+            format!(
+                "redis holds {}\n---- server ----\n{}",
+                redis.command(&["KEYS", "*"]),
+                s.server.output()
+            )
+        },
+    )
+    .await;
+    // Nothing of the customer's cookies or kept reads reaches the log.
+    assert!(!s.server.output().contains(&sid), "{}", s.server.output());
+
+    // The customer hangs up: the session ends, and its keys go.
+    s.clients.0.send(json!({"type": "hangup"})).await;
+    wait_for(
+        "the driver's keys removed from Redis",
+        Duration::from_secs(10),
+        || async { (redis.command(&["KEYS", "*driver*"]) == "*0\r\n").then_some(()) },
+        || {
+            format!(
+                "redis holds {}\n---- server ----\n{}",
+                redis.command(&["KEYS", "*"]),
+                s.server.output()
+            )
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn while_redis_is_down_followers_are_served_from_memory_and_the_writes_reach_redis_when_it_is_back()
+ {
+    let mut redis = Redis::start();
+    let s = Session::start(&redis.node_config("it:")).await;
+    redis.stop();
+    let driver = s.driver_get("/api/account", "empty").await;
+    assert_eq!(driver.status, 200, "{}", s.context(&driver));
+    let got = s.follower_get("/api/account", &SCRIPT).await;
+    assert_eq!(
+        (got.status.as_u16(), got.header("x-cobrowse-document")),
+        (200, "driver"),
+        "{}",
+        s.context(&got)
+    );
+    assert_eq!(s.shop.count("GET /api/account"), 1, "{:#?}", s.shop.log());
+
+    // Every failed attempt is counted; the outage is logged once.
+    let failures = || async {
+        let text = http(&s.server, "GET", "/__cobrowse/metrics", &[], "")
+            .await
+            .2;
+        crate::observe::sample(
+            &text,
+            "cobrowse_store_failures_total",
+            &[("operation", "documents")],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "two failed writes counted",
+        Duration::from_secs(15),
+        || async { (failures().await >= 2.0).then_some(()) },
+        || s.server.output(),
+    )
+    .await;
+    let logged = "keeping the driver's documents and credentials in Redis failed";
+    assert_eq!(
+        s.server.output().matches(logged).count(),
+        1,
+        "{}",
+        s.server.output()
+    );
+
+    // Redis is back (empty): the write goes through, and the log says so.
+    redis.run().unwrap();
+    let docs = format!("it:{{{}}}:driver:docs", s.session);
+    wait_for(
+        "the kept read written once Redis answers",
+        Duration::from_secs(15),
+        || async {
+            let written = redis.command(&["HEXISTS", &docs, "/api/account"]) == ":1\r\n";
+            (written && s.server.output().contains("written to Redis again")).then_some(())
+        },
+        || s.server.output(),
+    )
+    .await;
 }

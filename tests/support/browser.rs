@@ -53,7 +53,7 @@ use chromiumoxide::page::Page;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::support::{Cobrowse, TempDir};
+use crate::support::{Front, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -750,7 +750,7 @@ const __hit = (x, y) => {
 }
 
 /// Dumps every tab and the server's output, for failure messages.
-pub async fn context(tabs: &[&Tab], server: &Cobrowse) -> String {
+pub async fn context(tabs: &[&Tab], server: &dyn Front) -> String {
     let mut out = String::new();
     for t in tabs {
         out.push_str(&t.dump().await);
@@ -765,7 +765,7 @@ pub async fn context(tabs: &[&Tab], server: &Cobrowse) -> String {
 
 /// Waits until `js` (evaluated in `tab`'s top document) returns something
 /// truthy, and returns it; fails with what every tab and the server saw.
-pub async fn until(tab: &Tab, what: &str, js: &str, all: &[&Tab], server: &Cobrowse) -> Value {
+pub async fn until(tab: &Tab, what: &str, js: &str, all: &[&Tab], server: &dyn Front) -> Value {
     until_for(tab, what, js, Duration::from_secs(15), all, server).await
 }
 
@@ -775,7 +775,7 @@ pub async fn until_for(
     js: &str,
     timeout: Duration,
     all: &[&Tab],
-    server: &Cobrowse,
+    server: &dyn Front,
 ) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -801,9 +801,21 @@ pub async fn until_on(
     chain: &str,
     body: &str,
     all: &[&Tab],
-    server: &Cobrowse,
+    server: &dyn Front,
 ) -> Value {
-    let timeout = Duration::from_secs(15);
+    until_on_for(tab, what, chain, body, Duration::from_secs(15), all, server).await
+}
+
+/// Like [`until_on`], waiting up to `timeout`.
+pub async fn until_on_for(
+    tab: &Tab,
+    what: &str,
+    chain: &str,
+    body: &str,
+    timeout: Duration,
+    all: &[&Tab],
+    server: &dyn Front,
+) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = tab.eval_on(chain, body).await;
@@ -923,7 +935,7 @@ pub async fn until_seen(
     colour: &str,
     least: usize,
     all: &[&Tab],
-    server: &Cobrowse,
+    server: &dyn Front,
 ) {
     let want = rgb(colour);
     let timeout = Duration::from_secs(10);
@@ -955,7 +967,7 @@ pub async fn until_unseen(
     colour: &str,
     timeout: Duration,
     all: &[&Tab],
-    server: &Cobrowse,
+    server: &dyn Front,
 ) {
     let want = rgb(colour);
     let deadline = tokio::time::Instant::now() + timeout;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod balanced;
+pub mod cluster;
+pub mod nginx;
 pub mod origin;
 pub mod redis;
 pub mod shop;
@@ -72,6 +75,17 @@ impl Cobrowse {
         let path = path.to_str().unwrap().to_string();
         let limit = format!("--nofile={files}:{files}");
         Self::start_with(dir, Some(&["prlimit", &limit, "--"]), &["--config", &path]).await
+    }
+
+    /// Like [`Cobrowse::with_config`], listening on `listen` (a node that
+    /// must come back on the same address after a restart).
+    pub async fn with_config_listening(toml: &str, listen: SocketAddr) -> Cobrowse {
+        let dir = TempDir::new();
+        let path = dir.path.join("proxy.toml");
+        std::fs::write(&path, toml.replace("{dir}", dir.path.to_str().unwrap())).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let listen = listen.to_string();
+        Self::start_in(dir, &["--config", &path, "--listen", &listen]).await
     }
 
     async fn start_in(dir: TempDir, args: &[&str]) -> Cobrowse {
@@ -219,6 +233,15 @@ impl Cobrowse {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL: the process dies without a word.
+    pub fn kill(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL failed");
+    }
+
     /// Waits for the process to exit; `None` if it still runs after `timeout`.
     pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait())
@@ -230,6 +253,25 @@ impl Cobrowse {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// What a browser test talks to: one node, or a load balancer in front of
+/// several ([`cluster::Cluster`]); its output explains a failure.
+pub trait Front {
+    /// A URL on the site's door.
+    fn url(&self, path: &str) -> String;
+    /// What the server side printed (the last lines of each process).
+    fn output(&self) -> String;
+}
+
+impl Front for Cobrowse {
+    fn url(&self, path: &str) -> String {
+        Cobrowse::url(self, path)
+    }
+
+    fn output(&self) -> String {
+        Cobrowse::output(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! A real `redis-server` for the store's tests: on a free port, in a
-//! directory of its own, saving nothing; handed out once it answers PING,
-//! killed when dropped. Standard library only: the library's unit tests
+//! directory of its own, saving nothing (or, for tests of a restart,
+//! appending every write to its log before it answers); handed out once it
+//! answers PING, killed when dropped. Standard library only: the library's unit tests
 //! include this file too (`src/hub/contract.rs`).
 
 use std::io::{Read, Write};
@@ -9,10 +10,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `[cluster] secret` of every test cluster.
+// The library's unit tests include this file and use neither.
+#[allow(dead_code)]
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
 pub struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    persistent: bool,
 }
 
 impl Redis {
@@ -20,6 +27,13 @@ impl Redis {
     /// `redis-server` is missing or does not come up (`tests/run.sh`
     /// installs it).
     pub fn start() -> Redis {
+        Self::start_with(false)
+    }
+
+    /// Starts a server on a free port; `persistent`: with `appendonly yes`
+    /// and `appendfsync always`, so a server killed and run again has every
+    /// write it acknowledged (as a production Redis with persistence).
+    pub fn start_with(persistent: bool) -> Redis {
         let mut last = String::new();
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -33,6 +47,7 @@ impl Redis {
                 child: None,
                 port,
                 dir,
+                persistent,
             };
             match redis.run() {
                 Ok(()) => return redis,
@@ -45,15 +60,22 @@ impl Redis {
     }
 
     /// Starts the server on this fixture's port (again, after [`stop`]).
-    /// Nothing was saved, so it starts empty.
+    /// Nothing was saved, so it starts empty; a persistent one reads back
+    /// its append-only file.
     ///
     /// [`stop`]: Redis::stop
     pub fn run(&mut self) -> Result<(), String> {
         let log = self.dir.join("redis.log");
+        let persistence: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(persistence)
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -133,6 +155,16 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The `[store]` and `[cluster]` tables of a node on this server, its
+    /// keys under `prefix`: every node given them acts as one.
+    #[allow(dead_code)]
+    pub fn node_config(&self, prefix: &str) -> String {
+        format!(
+            "\n[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[cluster]\nsecret = \"{CLUSTER_SECRET}\"\n",
+            self.url()
+        )
     }
 
     /// Runs one command given as words and returns the raw reply (for
