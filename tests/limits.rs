@@ -584,6 +584,59 @@ async fn a_tls_handshake_that_never_completes_is_closed() {
 /// Checking a password takes argon2's 19 MiB of working memory. Logins that
 /// have come and gone must give it back: a login flood must not leave the
 /// process holding a copy per thread that ever hashed.
+
+/// A crowd of logins at once hashes a few at a time: the process never
+/// holds the password hash's working memory (19 MiB each) for all of them,
+/// and the threads that serve everything else keep a core.
+#[tokio::test]
+async fn a_crowd_of_logins_is_hashed_a_few_at_a_time() {
+    use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};
+    let proxy = Cobrowse::with_config(&Cobrowse::config_for("http://127.0.0.1:9", "")).await;
+    let login = |user: String| {
+        let proxy = &proxy;
+        async move {
+            let origin = format!("http://{}", proxy.console_addr);
+            let headers = [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin.as_str()),
+            ];
+            let body = format!("user={user}&password={OPERATOR_PASSWORD}");
+            crate::hub::console_http(proxy, "POST", "/__cobrowse/login", &headers, &body)
+                .await
+                .0
+        }
+    };
+    assert_eq!(
+        login(OPERATOR_USER.to_string()).await,
+        204,
+        "{}",
+        proxy.output()
+    );
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let at_once = cores.saturating_sub(1).max(1) as u64;
+    let crowd = 4 * (at_once + 2);
+    let peak_before = proxy.status_kib("VmHWM");
+    // Unknown users, each from the same address: the per-address limit
+    // lets a burst of 30 through, more than the crowd.
+    let statuses =
+        futures_util::future::join_all((0..crowd.min(24)).map(|i| login(format!("nobody-{i}"))))
+            .await;
+    assert!(
+        statuses.iter().all(|s| *s == 401),
+        "{statuses:?}\n{}",
+        proxy.output()
+    );
+    let peak_grew = proxy.status_kib("VmHWM").saturating_sub(peak_before);
+    println!(
+        "peak resident memory grew by {peak_grew} KiB over {} logins at once, {at_once} hashed at a time",
+        crowd.min(24)
+    );
+    assert!(
+        peak_grew < (at_once + 1) * 20 * 1024,
+        "peak resident memory grew by {peak_grew} KiB: more than {at_once} hashes at once\n{}",
+        tail(&proxy.output())
+    );
+}
 #[tokio::test]
 async fn logins_give_back_the_password_hashs_memory() {
     use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -314,11 +314,21 @@ pub async fn login(
     // do not tell which accounts exist.
     let hash = operator.as_ref().map(|o| o.password_hash.clone());
     let password = creds.password;
-    let matches = tokio::task::spawn_blocking(move || {
-        crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH))
-    })
-    .await
-    .unwrap_or(false);
+    // One hash at a time per spare core: each takes argon2's 19 MiB and a
+    // core for tens of milliseconds, so a crowd of logins would otherwise
+    // take the memory of all of them at once and starve the threads that
+    // serve pages, the hub and the cluster's lease. The others wait here;
+    // the permit goes with the hash, so a client that gives up waiting
+    // does not free it before the hash is done.
+    let matches = match HASHING.clone().acquire_owned().await {
+        Ok(permit) => tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::password::verify(&password, hash.as_deref().unwrap_or(&DUMMY_HASH))
+        })
+        .await
+        .unwrap_or(false),
+        Err(_) => false,
+    };
     match operator {
         Some(o) if matches => {
             info!(target: "audit", event = "login", user = %o.user, %addr);
@@ -390,6 +400,12 @@ pub fn me(config: &Config, logins: &Logins, req: &Request<Incoming>, ctx: Ctx) -
         None => web::json_error(StatusCode::UNAUTHORIZED, "not logged in"),
     }
 }
+
+/// Password hashes computed at once: one per core but one, at least one.
+static HASHING: LazyLock<Arc<tokio::sync::Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)))
+});
 
 /// argon2id of a random password nobody knows, with the default parameters.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
