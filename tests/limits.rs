@@ -581,10 +581,6 @@ async fn a_tls_handshake_that_never_completes_is_closed() {
     );
 }
 
-/// Checking a password takes argon2's 19 MiB of working memory. Logins that
-/// have come and gone must give it back: a login flood must not leave the
-/// process holding a copy per thread that ever hashed.
-
 /// A crowd of logins at once hashes a few at a time: the process never
 /// holds the password hash's working memory (19 MiB each) for all of them,
 /// and the threads that serve everything else keep a core.
@@ -637,6 +633,9 @@ async fn a_crowd_of_logins_is_hashed_a_few_at_a_time() {
         tail(&proxy.output())
     );
 }
+/// Checking a password takes argon2's 19 MiB of working memory. Logins that
+/// have come and gone must give it back: a login flood must not leave the
+/// process holding a copy per thread that ever hashed.
 #[tokio::test]
 async fn logins_give_back_the_password_hashs_memory() {
     use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};
