@@ -633,6 +633,7 @@ async fn a_crowd_of_logins_is_hashed_a_few_at_a_time() {
         tail(&proxy.output())
     );
 }
+
 /// Checking a password takes argon2's 19 MiB of working memory. Logins that
 /// have come and gone must give it back: a login flood must not leave the
 /// process holding a copy per thread that ever hashed.
