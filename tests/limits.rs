@@ -586,22 +586,10 @@ async fn a_tls_handshake_that_never_completes_is_closed() {
 /// and the threads that serve everything else keep a core.
 #[tokio::test]
 async fn a_crowd_of_logins_is_hashed_a_few_at_a_time() {
-    use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};
+    use crate::support::OPERATOR_USER;
     let proxy = Cobrowse::with_config(&Cobrowse::config_for("http://127.0.0.1:9", "")).await;
-    let login = |user: String| {
-        let proxy = &proxy;
-        async move {
-            let origin = format!("http://{}", proxy.console_addr);
-            let headers = [
-                ("Content-Type", "application/x-www-form-urlencoded"),
-                ("Origin", origin.as_str()),
-            ];
-            let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-            crate::hub::console_http(proxy, "POST", "/__cobrowse/login", &headers, &body)
-                .await
-                .0
-        }
-    };
+    let proxy = &proxy;
+    let login = |user: String| async move { login_status(proxy, &user).await };
     assert_eq!(
         login(OPERATOR_USER.to_string()).await,
         204,
@@ -639,22 +627,9 @@ async fn a_crowd_of_logins_is_hashed_a_few_at_a_time() {
 /// process holding a copy per thread that ever hashed.
 #[tokio::test]
 async fn logins_give_back_the_password_hashs_memory() {
-    use crate::support::{OPERATOR_PASSWORD, OPERATOR_USER};
+    use crate::support::OPERATOR_USER;
     let proxy = Cobrowse::with_config(&Cobrowse::config_for("http://127.0.0.1:9", "")).await;
-    let login = |user: &'static str| {
-        let proxy = &proxy;
-        async move {
-            let origin = format!("http://{}", proxy.console_addr);
-            let headers = [
-                ("Content-Type", "application/x-www-form-urlencoded"),
-                ("Origin", origin.as_str()),
-            ];
-            let body = format!("user={user}&password={OPERATOR_PASSWORD}");
-            crate::hub::console_http(proxy, "POST", "/__cobrowse/login", &headers, &body)
-                .await
-                .0
-        }
-    };
+    let login = |user: &'static str| login_status(&proxy, user);
     // The first login settles what any login allocates anyway.
     assert_eq!(login(OPERATOR_USER).await, 204, "{}", proxy.output());
     let before = proxy.status_kib("VmRSS");
@@ -678,4 +653,18 @@ async fn logins_give_back_the_password_hashs_memory() {
         "resident memory grew by {grown} KiB after the logins ended\n{}",
         tail(&proxy.output())
     );
+}
+
+/// The status of a login on the console's door with the operators' test
+/// password.
+async fn login_status(proxy: &Cobrowse, user: &str) -> u16 {
+    let origin = format!("http://{}", proxy.console_addr);
+    let headers = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", origin.as_str()),
+    ];
+    let body = format!("user={user}&password={}", crate::support::OPERATOR_PASSWORD);
+    crate::hub::console_http(proxy, "POST", "/__cobrowse/login", &headers, &body)
+        .await
+        .0
 }

@@ -17,13 +17,14 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script};
 use serde::{Deserialize, Serialize};
 
-/// How long one request to Redis, or one connection attempt, may take.
+use crate::hub::store::StoreError;
+
+/// How long one request to Redis may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 // KEYS: the lease. ARGV: this node's id, the lease in ms, `1` to take the
 // lease when it is free. A lease its leader released is taken at once.
@@ -74,15 +75,8 @@ pub struct Lease {
 impl Lease {
     /// Connects lazily (a node starts while Redis is down); must be called
     /// inside the runtime.
-    pub fn new(url: &str, prefix: &str, node: &str, lease: Duration) -> Result<Lease, RedisError> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REQUEST_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    pub fn new(url: &str, prefix: &str, node: &str, lease: Duration) -> Result<Lease, StoreError> {
+        let (_, conn) = crate::hub::redis::connect_within(url, REQUEST_TIMEOUT)?;
         Ok(Lease {
             conn,
             node: node.to_string(),

@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Pipeline, Script};
+use ::redis::aio::ConnectionManager;
+use ::redis::{Pipeline, Script};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -56,10 +56,6 @@ use crate::config::Config;
 use crate::lock::lock;
 use crate::secret::is_secret;
 use crate::telemetry::{self, store_operation};
-
-/// How long one checkpoint request, or one connection attempt, may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The pause after a failed write before the next attempt, doubled up to
 /// [`MAX_BACKOFF`] while Redis does not answer.
@@ -568,17 +564,8 @@ where
 }
 
 fn connect(url: &str) -> Option<ConnectionManager> {
-    let made = Client::open(url).and_then(|client| {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REQUEST_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        ConnectionManager::new_lazy_with_config(client, config)
-    });
-    match made {
-        Ok(conn) => Some(conn),
+    match super::redis::connect(url) {
+        Ok((_, conn)) => Some(conn),
         Err(e) => {
             // The config check refuses URLs the client would; this is a
             // client that changed its mind.

@@ -286,11 +286,20 @@ impl Health {
 /// Redis that stops answering is reported within seconds. Everything of the
 /// program that writes to the store's Redis connects through this.
 pub(crate) fn connect(url: &str) -> Result<(Client, ConnectionManager), StoreError> {
+    connect_within(url, REQUEST_TIMEOUT)
+}
+
+/// [`connect`] with another bound per request (the cluster's lease wants
+/// its answer sooner than the store does).
+pub(crate) fn connect_within(
+    url: &str,
+    request_timeout: Duration,
+) -> Result<(Client, ConnectionManager), StoreError> {
     let client = Client::open(url)
         .map_err(|e| StoreError::Unavailable(format!("not a usable Redis URL ({e})")))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(REQUEST_TIMEOUT))
+        .set_response_timeout(Some(request_timeout))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));

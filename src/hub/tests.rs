@@ -967,17 +967,24 @@ async fn a_burst_of_calls_meets_as_many_waiting_operators() {
             64,
         )),
     );
+    burst(&hub, N).await;
+}
+
+/// `n` calls at once meeting as many waiting operators: every call is
+/// offered, answered and connected; how long it took.
+async fn burst(hub: &Hub, n: usize) -> Duration {
     let mut operators = Vec::new();
-    for i in 0..N {
+    for i in 0..n {
         let name: &'static str = Box::leak(format!("op{i}").into_boxed_str());
-        let mut op = Peer::connect(&hub, name, Role::Operator, 4096);
+        let mut op = Peer::connect(hub, name, Role::Operator, 4096);
         op.send(json!({"type": "ready"})).await;
         op.expect("queue").await;
         operators.push(op);
     }
-    let customers: Vec<Peer> = (0..N)
-        .map(|_| Peer::connect(&hub, "customer", Role::Customer, 4096))
+    let customers: Vec<Peer> = (0..n)
+        .map(|_| Peer::connect(hub, "customer", Role::Customer, 4096))
         .collect();
+    let started = Instant::now();
     for c in &customers {
         c.send(json!({"type": "call"})).await;
     }
@@ -997,4 +1004,5 @@ async fn a_burst_of_calls_meets_as_many_waiting_operators() {
         c.expect_where("status", |v| v["state"] == "connected")
             .await;
     }
+    started.elapsed()
 }

@@ -602,43 +602,6 @@ async fn only_a_checkpoint_that_holds_together_is_taken_up() {
     assert_eq!(hub.session(good).unwrap(), view);
 }
 
-/// A burst of calls meeting as many waiting operators, as in
-/// `a_burst_of_calls_meets_as_many_waiting_operators`; how long it took.
-async fn burst(hub: &Hub, n: usize) -> Duration {
-    let mut operators = Vec::new();
-    for i in 0..n {
-        let name: &'static str = Box::leak(format!("op{i}").into_boxed_str());
-        let mut op = Peer::connect(hub, name, Role::Operator, 4096);
-        op.send(json!({"type": "ready"})).await;
-        op.expect("queue").await;
-        operators.push(op);
-    }
-    let customers: Vec<Peer> = (0..n)
-        .map(|_| Peer::connect(hub, "customer", Role::Customer, 4096))
-        .collect();
-    let started = Instant::now();
-    for c in &customers {
-        c.send(json!({"type": "call"})).await;
-    }
-    let answering = operators.into_iter().map(|mut op| {
-        tokio::spawn(async move {
-            let offer = op.expect("offer").await;
-            op.send(json!({"type": "respond", "session": offer["session"]}))
-                .await;
-            op.expect("joined").await;
-        })
-    });
-    for task in answering.collect::<Vec<_>>() {
-        task.await
-            .expect("every operator is offered a call and joins it");
-    }
-    for mut c in customers {
-        c.expect_where("status", |v| v["state"] == "connected")
-            .await;
-    }
-    started.elapsed()
-}
-
 /// Measured, not asserted: what the checkpoint costs per change under a
 /// burst of calls meeting as many waiting operators, with Redis (the same
 /// burst with the checkpoint stopped, for comparison).
