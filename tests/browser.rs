@@ -282,6 +282,67 @@ pub fn in_frame(js: &str) -> String {
     )
 }
 
+/// A widget element, by its `data-cobrowse` hook.
+pub fn widget(hook: &str) -> String {
+    format!(r#"[data-cobrowse="widget"] | [data-cobrowse="{hook}"]"#)
+}
+
+/// JS: the widget element's text (empty when hidden or absent).
+pub fn widget_text(hook: &str) -> String {
+    format!(
+        r#"(() => {{ const el = document.querySelector('[data-cobrowse="widget"]')?.shadowRoot?.querySelector('[data-cobrowse="{hook}"]'); return el && el.getClientRects().length ? el.textContent : ''; }})()"#
+    )
+}
+
+/// The customer asks for a code in the widget; returns it as shown.
+pub async fn customer_shares_a_code(customer: &Tab, server: &dyn Front, all: &[&Tab]) -> String {
+    until_on(
+        customer,
+        "the share button",
+        &widget("share-code"),
+        "el && el.getClientRects().length > 0",
+        all,
+        server,
+    )
+    .await;
+    customer.click(&widget("share-code")).await;
+    let code = until(
+        customer,
+        "the code on show",
+        &format!("/^[0-9]{{6}}$/.test({0}) && {0}", widget_text("code")),
+        all,
+        server,
+    )
+    .await;
+    code.as_str().unwrap().to_string()
+}
+
+/// The operator types a code into the console's join form and submits it
+/// with Enter.
+pub async fn operator_joins_by_code(operator: &Tab, code: &str, server: &dyn Front, all: &[&Tab]) {
+    let field = r#"form[data-cobrowse="join-code"] input"#;
+    until_on(
+        operator,
+        "the join-code field enabled",
+        field,
+        "el && !el.disabled",
+        all,
+        server,
+    )
+    .await;
+    operator.type_into(field, code).await;
+    until_on(
+        operator,
+        "the code in the field",
+        field,
+        &format!("el.value === {code:?}"),
+        all,
+        server,
+    )
+    .await;
+    operator.type_text("\n").await;
+}
+
 /// The operator opens the console, signs in and waits for calls.
 pub async fn operator_waits(operator: &Tab, server: &dyn Front, user: &str, others: &[&Tab]) {
     let mut all = vec![operator];

@@ -1,6 +1,7 @@
 //! Two nodes of one cluster in real Chromium: the customer's pages come
 //! through one node, the operator's console through the other, and the
-//! call, typing both ways and navigation work as on one node. One node
+//! call, typing both ways, navigation and a late joiner work as on one
+//! node. One node
 //! leads; the other forwards the hub links, the login, the binding and the
 //! participants' pages to it.
 
@@ -55,6 +56,29 @@ async fn call_type_and_navigate(s: &Shared) {
     s.on_operator(
         "the operator's page settled on the form",
         "location.pathname === '/form.html' && !!window.__cobrowse.engine",
+    )
+    .await;
+    // A late joiner, through the customer's node (so a third node link):
+    // a second operator joins by the code the customer reads out and sees
+    // the page as it stands, from the store's replay.
+    c.type_into("#notes", "before the late joiner").await;
+    s.on_operator(
+        "the customer's typing before the late joiner",
+        "document.querySelector('#notes').value === 'before the late joiner'",
+    )
+    .await;
+    let late = s.browser.tab("late operator", 1400, 1000).await;
+    let all = [c, o, &late];
+    operator_waits(&late, &s.server, "op2", &[c, o]).await;
+    let code = customer_shares_a_code(c, &s.server, &all).await;
+    operator_joins_by_code(&late, &code, &s.server, &all).await;
+    until_on(
+        &late,
+        "the late joiner's copy of the page as it stands",
+        CONTENT,
+        &in_frame("location.pathname === '/form.html' && document.querySelector('#notes')?.value === 'before the late joiner'"),
+        &all,
+        &s.server,
     )
     .await;
     s.assert_no_errors();

@@ -5,70 +5,9 @@
 use super::harness::{Browser, Tab, until, until_on};
 use super::*;
 
-/// A widget element, by its `data-cobrowse` hook.
-fn widget(hook: &str) -> String {
-    format!(r#"[data-cobrowse="widget"] | [data-cobrowse="{hook}"]"#)
-}
-
-/// JS: the widget element's text (empty when hidden or absent).
-fn widget_text(hook: &str) -> String {
-    format!(
-        r#"(() => {{ const el = document.querySelector('[data-cobrowse="widget"]')?.shadowRoot?.querySelector('[data-cobrowse="{hook}"]'); return el && el.getClientRects().length ? el.textContent : ''; }})()"#
-    )
-}
-
 /// JS: the console's notice line.
 const CONSOLE_NOTICE: &str =
     r#"(document.querySelector('[data-cobrowse="notice"]:not([hidden])')?.textContent || '')"#;
-
-/// The customer asks for a code in the widget; returns it as shown.
-async fn customer_shares_a_code(customer: &Tab, server: &Cobrowse, all: &[&Tab]) -> String {
-    until_on(
-        customer,
-        "the share button",
-        &widget("share-code"),
-        "el && el.getClientRects().length > 0",
-        all,
-        server,
-    )
-    .await;
-    customer.click(&widget("share-code")).await;
-    let code = until(
-        customer,
-        "the code on show",
-        &format!("/^[0-9]{{6}}$/.test({0}) && {0}", widget_text("code")),
-        all,
-        server,
-    )
-    .await;
-    code.as_str().unwrap().to_string()
-}
-
-/// The operator types a code into the console's join form and submits it
-/// with Enter.
-async fn operator_joins_by_code(operator: &Tab, code: &str, server: &Cobrowse, all: &[&Tab]) {
-    let field = r#"form[data-cobrowse="join-code"] input"#;
-    until_on(
-        operator,
-        "the join-code field enabled",
-        field,
-        "el && !el.disabled",
-        all,
-        server,
-    )
-    .await;
-    operator.type_into(field, code).await;
-    until_on(
-        operator,
-        "the code in the field",
-        field,
-        &format!("el.value === {code:?}"),
-        all,
-        server,
-    )
-    .await;
-    operator.type_text("\n").await;
-}
 
 #[tokio::test]
 async fn an_operator_joins_the_customer_by_the_code_read_out() {
