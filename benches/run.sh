@@ -67,25 +67,8 @@ NODE1_PORT=18091      # B10's two nodes; consoles on 18092 and 18094
 NODE2_PORT=18093
 
 # --- what the suite needs -------------------------------------------------
-missing=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v brotli >/dev/null 2>&1 || missing+=(brotli)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-if ((${#missing[@]})); then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "benches/run.sh: installing ${missing[*]} with apt-get" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "benches/run.sh: needs ${missing[*]} (sudo apt-get install -y ${missing[*]})" >&2
-        exit 1
-    fi
-fi
+source tests/need.sh
+need benches/run.sh nginx wrk curl nodejs:node npm chromium brotli redis-server
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ ! -d benches/relay/node_modules/ws ]; then
     (cd benches/relay && npm ci --no-audit --no-fund --silent)

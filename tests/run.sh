@@ -6,22 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-
-if ((${#missing[@]})); then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "tests/run.sh: installing ${missing[*]} with apt-get"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "tests/run.sh: the tests need: ${missing[*]}" >&2
-        echo "install them with:  sudo apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+source tests/need.sh
+need tests/run.sh chromium redis-server nginx
 
 # The code is formatted and lint-free before anything runs (rustup's
 # rustfmt and clippy components; a toolchain without them is told so).

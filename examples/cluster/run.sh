@@ -17,20 +17,8 @@ root=$(cd "$here/../.." && pwd)
 run="$here/run"
 
 # --- what it needs --------------------------------------------------------
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-if ((${#missing[@]})); then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "run.sh: installing ${missing[*]} with apt-get"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "run.sh: the cluster needs: ${missing[*]}" >&2
-        echo "install them with:  sudo apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+source "$root/tests/need.sh"
+need examples/cluster/run.sh redis-server nginx
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # The addresses the configuration files use: nothing else may hold them.
