@@ -473,19 +473,26 @@ async fn metrics(page: &Page) -> Result<HashMap<String, f64>> {
         .collect())
 }
 
-/// Loads `url` in a fresh context and reads its counters once it is quiet.
-async fn load_cost(browser: &Browser, url: &str) -> Result<(f64, f64)> {
-    let page = fresh_page(browser).await?;
-    page.execute(perf::EnableParams::default()).await?;
+/// Loads `url` in `page` and waits for its `load` event and a second more,
+/// for the work a page does after it.
+async fn load_and_settle(page: &Page, url: &str) -> Result<()> {
     page.goto(url).await?;
     until(
-        &page,
+        page,
         "the load event",
         "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0",
         60,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// Loads `url` in a fresh context and reads its counters once it is quiet.
+async fn load_cost(browser: &Browser, url: &str) -> Result<(f64, f64)> {
+    let page = fresh_page(browser).await?;
+    page.execute(perf::EnableParams::default()).await?;
+    load_and_settle(&page, url).await?;
     let m = metrics(&page).await?;
     let _ = page.close().await;
     Ok((
@@ -505,15 +512,7 @@ async fn load_profile(browser: &Browser, url: &str) -> Result<()> {
     page.execute(profiler::SetSamplingIntervalParams::new(100))
         .await?;
     page.execute(profiler::StartParams::default()).await?;
-    page.goto(url).await?;
-    until(
-        &page,
-        "the load event",
-        "performance.getEntriesByType('navigation')[0]?.loadEventEnd > 0",
-        60,
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    load_and_settle(&page, url).await?;
     let p = page
         .execute(profiler::StopParams::default())
         .await?
