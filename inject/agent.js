@@ -258,7 +258,8 @@
     // kept by browsers for good, so a page of a call in progress finds them
     // in its cache), with this script's nonce, which a nonce-based policy
     // lets through (`'strict-dynamic'` trusts them through this script).
-    const NONCE = (document.currentScript && document.currentScript.nonce) || '';
+    const TAG = document.currentScript;
+    const NONCE = (TAG && TAG.nonce) || '';
     const loading = {};
     function loadScript(name, loaded) {
         if (loaded()) return Promise.resolve();
@@ -299,6 +300,17 @@
     const STORE = 'cobrowse.session';
     function sessionStored() {
         try { return !!sessionStorage.getItem(STORE); } catch (e) { return false; }
+    }
+    // Whether no session of this tab can resume here: the proxy marked the
+    // tag because the browser came bound to no session, and the document is
+    // the one it answered (from the network now: one from the cache, or
+    // revalidated, may have been marked before a call began). Then the
+    // tab's storage is not read at all: its first read is a synchronous
+    // round trip to the browser, on every page.
+    function surelyAlone() {
+        if (!TAG || !TAG.hasAttribute('data-cobrowse-unbound')) return false;
+        const nav = performance.getEntriesByType && performance.getEntriesByType('navigation')[0];
+        return !!nav && nav.transferSize > nav.encodedBodySize;
     }
     function resume() {
         loadCall().then((call) => call.resume()).catch((e) => console.warn('cobrowse:', e.message));
@@ -382,7 +394,7 @@ button:focus-visible { outline: 3px solid #b35c00; outline-offset: 2px; }
     whenReady(() => {
         // A session survives reloads and navigations of the tab that called:
         // it resumes at once (call.js is in the cache since the call began).
-        if (sessionStored()) {
+        if (!surelyAlone() && sessionStored()) {
             resume();
             return;
         }
