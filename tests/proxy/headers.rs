@@ -392,28 +392,29 @@ async fn the_agent_is_told_the_browser_is_unbound_only_when_it_surely_is() {
     .await;
     let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
     const MARK: &str = " data-cobrowse-unbound>";
-    for (headers, marked) in [
-        (vec![("sec-fetch-site", "none")], true),
-        (vec![("sec-fetch-site", "same-origin")], true),
-        (vec![("sec-fetch-site", "same-site")], true),
+    let cases: [(&[(&str, &str)], bool); 7] = [
+        (&[("sec-fetch-site", "none")], true),
+        (&[("sec-fetch-site", "same-origin")], true),
+        (&[("sec-fetch-site", "same-site")], true),
         (
-            vec![
+            &[
                 ("sec-fetch-site", "same-origin"),
                 ("cookie", "site=1; cobrowse_participant=s1.r1"),
             ],
             false,
         ),
         (
-            vec![
+            &[
                 ("sec-fetch-site", "none"),
                 ("cookie", "cobrowse_participant=made-up"),
             ],
             false,
         ),
-        (vec![("sec-fetch-site", "cross-site")], false),
-        (vec![], false),
-    ] {
-        let got = fetch("GET", &proxy.url("/"), &headers).await;
+        (&[("sec-fetch-site", "cross-site")], false),
+        (&[], false),
+    ];
+    for (headers, marked) in cases {
+        let got = fetch("GET", &proxy.url("/"), headers).await;
         let text = got.text();
         assert!(text.contains("data-cobrowse-map="), "no agent: {text}");
         assert_eq!(text.contains(MARK), marked, "{headers:?}: {text}");
