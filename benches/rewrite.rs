@@ -49,6 +49,7 @@ fn options(upstream: &str) -> Options {
         declared: None,
         mask: Vec::new(),
         follower: false,
+        unbound: false,
     }
 }
 
@@ -169,6 +170,7 @@ fn corpus(list: &str) {
     let follower = Options {
         mask: mask::selectors(&[]),
         follower: true,
+        unbound: false,
         ..customer.clone()
     };
     let ours = |options: &Options| {

@@ -53,7 +53,19 @@ struct Args {
     rtt_ms: u64,
     #[arg(long, default_value = "/usr/bin/chromium")]
     chromium: String,
+    /// After each cold load, print to stderr when each resource was asked
+    /// for and when it ended (resource timing, ms from the navigation's
+    /// start): what waits for what.
+    #[arg(long)]
+    resources: bool,
 }
+
+/// JS: the document's response and each resource's start and end, ms from
+/// the navigation's start.
+const RESOURCES: &str = "(() => { const n = performance.getEntriesByType('navigation')[0]; \
+    return [['document', Math.round(n.requestStart), Math.round(n.responseEnd)]].concat(performance.getEntriesByType('resource') \
+    .map((e) => [e.name.split('?')[0].split('/').pop().slice(0, 40), Math.round(e.startTime), Math.round(e.responseEnd)])) \
+    .map((r) => `${r[0]} ${r[1]}-${r[2]}`).join(', '); })()";
 
 /// DOMContentLoaded and load, in milliseconds from the navigation's start.
 #[derive(Clone, Copy, Default)]
@@ -176,7 +188,7 @@ async fn load(page: &chromiumoxide::Page, url: &str) -> Result<Timing> {
 
 /// A cold load (a fresh browser context: empty cache, no connections) and
 /// a warm one (the same page again in that context, after `about:blank`).
-async fn cold_and_warm(browser: &Browser, url: &str) -> Result<Loads> {
+async fn cold_and_warm(browser: &Browser, url: &str, resources: bool) -> Result<Loads> {
     let context = browser
         .create_browser_context(CreateBrowserContextParams::default())
         .await?;
@@ -187,6 +199,10 @@ async fn cold_and_warm(browser: &Browser, url: &str) -> Result<Loads> {
         .map_err(anyhow::Error::msg)?;
     let page = browser.new_page(params).await?;
     let cold = load(&page, url).await?;
+    if resources {
+        let list = page.evaluate(RESOURCES).await?.into_value::<String>()?;
+        eprintln!("{url} cold: load {:.0}: {list}", cold.load);
+    }
     page.goto("about:blank").await?;
     let warm = load(&page, url).await?;
     let _ = page.close().await;
@@ -224,11 +240,12 @@ async fn main() -> Result<()> {
         let (mut d, mut p): (Vec<Loads>, Vec<Loads>) = (vec![], vec![]);
         // One load of each first, not counted: the servers' own first-use
         // costs (connections to the upstream, files read from disk).
-        cold_and_warm(browser, &format!("{direct}/{path}")).await?;
-        cold_and_warm(browser, &format!("{proxied}/{path}")).await?;
+        cold_and_warm(browser, &format!("{direct}/{path}"), false).await?;
+        cold_and_warm(browser, &format!("{proxied}/{path}"), false).await?;
         for _ in 0..args.runs {
-            d.push(cold_and_warm(browser, &format!("{direct}/{path}")).await?);
-            p.push(cold_and_warm(browser, &format!("{proxied}/{path}")).await?);
+            let show = args.resources;
+            d.push(cold_and_warm(browser, &format!("{direct}/{path}"), show).await?);
+            p.push(cold_and_warm(browser, &format!("{proxied}/{path}"), show).await?);
         }
         let pick = |v: &[Loads], f: fn(&Loads) -> f64| median(v.iter().map(f).collect());
         let getters: [fn(&Loads) -> f64; 4] =

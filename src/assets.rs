@@ -45,7 +45,8 @@ const HUB_PART: &str = include_str!("../inject/hub.js");
 
 /// The parts of `agent.js`, in the order they run. The agent is one
 /// synchronous script, first in `<head>`: the run-time URL patches and the
-/// masking watch must be in place before the site's own scripts run.
+/// masking watch must be in place before the site's own scripts run. What
+/// only a call needs is in `call.js` and `share.js`, loaded on need.
 const AGENT_PARTS: &[&str] = &[
     include_str!("../inject/patch-urls.js"),
     include_str!("../inject/mask.js"),
@@ -68,6 +69,11 @@ const SHARE_PARTS: &[&str] = &[
     include_str!("../inject/share/overlay.js"),
     include_str!("../inject/share/engine.js"),
 ];
+
+/// The parts of `call.js`: the customer's call (the link to the hub, the
+/// widget's behaviour), which the agent loads in the customer's top window
+/// when the customer calls or a session resumes.
+const CALL_PARTS: &[&str] = &[HUB_PART, include_str!("../inject/call.js")];
 
 /// The files of `inject/` served as they are, by the route they are served
 /// on. The console's files are served on the console's own door, the others on
@@ -93,46 +99,22 @@ const FILES: &[(&str, &str, &str)] = &[
 
 impl Assets {
     pub fn new(config: &Config) -> Assets {
-        let agent = (
-            "agent.js",
-            "text/javascript; charset=utf-8",
-            agent_source(config),
-        );
-        let share = ("share.js", "text/javascript; charset=utf-8", share_source());
-        let console = (
-            "console.js",
-            "text/javascript; charset=utf-8",
-            console_source(config),
-        );
+        const JS: &str = "text/javascript; charset=utf-8";
+        let asset = |name, content_type, text: String| Asset::new(name, content_type, text, config);
+        // The scripts the agent loads on need go first: the agent names
+        // them by their versions, so a new version of either is a new agent.
+        let share = asset("share.js", JS, share_source());
+        let call = asset("call.js", JS, call_source(config));
+        let scripts = serde_json::json!({
+            "share.js": share.url(&config.prefix),
+            "call.js": call.url(&config.prefix),
+        });
+        let agent = asset("agent.js", JS, agent_source(config, &scripts));
+        let console = asset("console.js", JS, console_source(config));
         let files = FILES
             .iter()
-            .map(|&(name, content_type, text)| (name, content_type, text.to_string()))
-            .chain([agent, share, console])
-            .map(|(name, content_type, text)| {
-                // The prefix is configurable: files refer to it as `/__cobrowse/`.
-                let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
-                let version = format!("{:016x}", fnv1a(&bytes));
-                let coded = [
-                    Coded {
-                        coding: "br",
-                        bytes: brotli(&bytes),
-                        etag: format!("\"{version}-br\""),
-                    },
-                    Coded {
-                        coding: "gzip",
-                        bytes: gzip(&bytes),
-                        etag: format!("\"{version}-gz\""),
-                    },
-                ];
-                Asset {
-                    name,
-                    content_type,
-                    bytes,
-                    etag: format!("\"{version}\""),
-                    version,
-                    coded,
-                }
-            })
+            .map(|&(name, content_type, text)| asset(name, content_type, text.to_string()))
+            .chain([agent, share, call, console])
             .collect();
         Assets { files }
     }
@@ -140,12 +122,11 @@ impl Assets {
     /// The agent's URL under `prefix`, named by its version: a changed
     /// agent (a new build, another configuration) gets a new URL.
     pub fn agent_url(&self, prefix: &str) -> String {
-        let agent = self
-            .files
+        self.files
             .iter()
             .find(|a| a.name == "agent.js")
-            .expect("the agent is one of the assets");
-        format!("{prefix}agent.js?v={}", agent.version)
+            .expect("the agent is one of the assets")
+            .url(prefix)
     }
 
     /// Serves the asset called `name`, or `None` when there is none. A
@@ -231,6 +212,40 @@ impl Assets {
     }
 }
 
+impl Asset {
+    fn new(name: &'static str, content_type: &'static str, text: String, config: &Config) -> Asset {
+        // The prefix is configurable: files refer to it as `/__cobrowse/`.
+        let bytes = text.replace("/__cobrowse/", &config.prefix).into_bytes();
+        let version = format!("{:016x}", fnv1a(&bytes));
+        let coded = [
+            Coded {
+                coding: "br",
+                bytes: brotli(&bytes),
+                etag: format!("\"{version}-br\""),
+            },
+            Coded {
+                coding: "gzip",
+                bytes: gzip(&bytes),
+                etag: format!("\"{version}-gz\""),
+            },
+        ];
+        Asset {
+            name,
+            content_type,
+            bytes,
+            etag: format!("\"{version}\""),
+            version,
+            coded,
+        }
+    }
+
+    /// The asset's URL under `prefix`, named by its version (served
+    /// immutable).
+    fn url(&self, prefix: &str) -> String {
+        format!("{prefix}{}?v={}", self.name, self.version)
+    }
+}
+
 /// How much an `Accept-Encoding` value wants `coding` (0: not at all): its
 /// q-value where it is named, else that of `*`.
 fn coding_quality(accepts: &str, coding: &str) -> f32 {
@@ -275,8 +290,31 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// `agent.js`: its parts in one function scope, so the page gets no global
 /// names but the one the agent chooses, with `CONFIG` (the prefix, the
-/// upstream origins, the mask selectors) in scope.
-fn agent_source(config: &Config) -> String {
+/// upstream origins, the mask selectors, the versioned URLs of the scripts
+/// it loads on need) in scope.
+fn agent_source(config: &Config, scripts: &serde_json::Value) -> String {
+    let mut agent_config = agent_config(config);
+    agent_config["scripts"] = scripts.clone();
+    let head = format!(
+        "(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n{}",
+        vocabulary_part()
+    );
+    joined(head, AGENT_PARTS, "})();\n")
+}
+
+/// `call.js`: its parts in one function scope with the agent's `CONFIG`
+/// (without the scripts' URLs) and the vocabulary.
+fn call_source(config: &Config) -> String {
+    let head = format!(
+        "(function call() {{\n'use strict';\nconst CONFIG = {};\n{}",
+        agent_config(config),
+        vocabulary_part()
+    );
+    joined(head, CALL_PARTS, "})();\n")
+}
+
+/// What the agent and the customer's call know of the configuration.
+fn agent_config(config: &Config) -> serde_json::Value {
     let upstreams: Vec<String> = config
         .sites
         .iter()
@@ -293,11 +331,7 @@ fn agent_source(config: &Config) -> String {
         // to that origin only: the public origin, or this host on its port.
         "console": { "origin": config.console.public_origin, "port": config.console.listen.port() },
     });
-    let head = format!(
-        "(function () {{\n'use strict';\nconst CONFIG = {agent_config};\n{}",
-        vocabulary_part()
-    );
-    joined(head, AGENT_PARTS, "})();\n")
+    agent_config
 }
 
 /// `share.js`: its parts in the body of the engine factory the agent calls
@@ -388,6 +422,7 @@ mod tests {
         for name in [
             "agent.js",
             "share.js",
+            "call.js",
             "console",
             "console.js",
             "console.css",
@@ -471,6 +506,30 @@ mod tests {
             text.contains("\"console\":{\"origin\":null,\"port\":8081}"),
             "the agent knows the console's port"
         );
+    }
+
+    /// The scripts the agent loads on need are named in it by their
+    /// current versions, which are served immutable: a page of a call in
+    /// progress finds them in the cache, and a new version is a new agent.
+    #[test]
+    fn the_agent_names_the_scripts_it_loads_by_their_versions() {
+        let a = assets();
+        let agent = text_of(&a, "agent.js");
+        for name in ["share.js", "call.js"] {
+            let file = a.files.iter().find(|f| f.name == name).expect(name);
+            let url = file.url("/__cobrowse/");
+            assert!(agent.contains(&format!("\"{name}\":\"{url}\"")), "{name}");
+            let query = url.split_once('?').map(|(_, q)| q);
+            let served = a
+                .serve(name, query, &Method::GET, &HeaderMap::new())
+                .unwrap();
+            assert_eq!(served.headers()[header::CACHE_CONTROL], IMMUTABLE, "{name}");
+        }
+        // The call's script carries the configuration, not the agent's
+        // URLs (which would make each name the other's version).
+        let call = text_of(&a, "call.js");
+        assert!(call.starts_with("(function call() {\n'use strict';\nconst CONFIG = {"));
+        assert!(!call.contains("share.js?v="));
     }
 
     #[test]
@@ -658,7 +717,7 @@ mod tests {
     fn every_script_gets_the_vocabulary_and_the_hub_part() {
         let a = assets();
         let vocabulary = format!("const VOCABULARY = {};", protocol::browser_vocabulary());
-        for name in ["agent.js", "share.js", "console.js"] {
+        for name in ["agent.js", "share.js", "call.js", "console.js"] {
             let text = text_of(&a, name);
             assert_eq!(text.matches(&vocabulary).count(), 1, "{name}");
             assert_eq!(text.matches("function hubLink(").count(), 1, "{name}");

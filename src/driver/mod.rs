@@ -443,6 +443,15 @@ fn with_cookie(text: String, cookie: String) -> Response<Body> {
 
 /// The proxy's phases ask the shared sessions through this.
 impl Policy for Sessions {
+    fn unbound(&self, headers: &HeaderMap) -> bool {
+        // The binding is `SameSite=Strict`: a navigation from another site
+        // comes without it even when the browser is bound, and a request
+        // without `Sec-Fetch-Site` may come from anything.
+        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        web::cookie(headers, PARTICIPANT_COOKIE).is_none()
+            && matches!(site, Some("same-origin" | "same-site" | "none"))
+    }
+
     fn before_upstream<'a>(
         &'a self,
         parts: &'a mut http::request::Parts,

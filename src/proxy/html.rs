@@ -46,6 +46,11 @@ pub struct Options {
     /// The document goes to a follower: where the rewrite gives up, the
     /// rest is cut off with a notice instead of passing unmasked.
     pub follower: bool,
+    /// The browser is surely bound to no session ([`super::Policy::unbound`]):
+    /// the agent's tag says so (`data-cobrowse-unbound`), and the agent
+    /// then does not read the tab's storage for a session to resume, a
+    /// synchronous round trip to the browser's storage on every page.
+    pub unbound: bool,
 }
 
 impl Options {
@@ -65,10 +70,15 @@ impl Options {
             })
             .collect();
         format!(
-            "<script src=\"{}\" nonce=\"{}\" data-cobrowse-map=\"{}\"></script>",
+            "<script src=\"{}\" nonce=\"{}\" data-cobrowse-map=\"{}\"{}></script>",
             self.agent,
             self.nonce,
-            map.join(" ")
+            map.join(" "),
+            if self.unbound {
+                " data-cobrowse-unbound"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -354,6 +364,7 @@ mod tests {
             declared: None,
             mask: Vec::new(),
             follower: false,
+            unbound: false,
         }
     }
 

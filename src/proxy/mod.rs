@@ -161,6 +161,10 @@ impl Proxy {
             .to_string();
         let mut record = None;
         let mut follower = None;
+        let unbound = self
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.unbound(&parts.headers));
         if let Some(policy) = &self.policy {
             match policy
                 .before_upstream(&mut parts, &self.config.privacy)
@@ -242,6 +246,7 @@ impl Proxy {
             declared: None,
             mask,
             follower: follower.is_some(),
+            unbound,
         };
         let body = self
             .body(

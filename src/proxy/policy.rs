@@ -37,6 +37,13 @@ pub struct Follower {
 
 /// The session rules, as the proxy's phases call them.
 pub trait Policy: Send + Sync {
+    /// Whether the request's browser is surely bound to no session: it
+    /// carries no binding although it would have sent one (the request is
+    /// not cross-site). Asked before [`Policy::before_upstream`] takes the
+    /// binding out. The agent of a document so marked knows no session of
+    /// its tab can resume (see `html::Options::unbound`).
+    fn unbound(&self, headers: &HeaderMap) -> bool;
+
     /// Phase 1b, before the request is readdressed: where the request
     /// stands in a shared session (our own cookie is taken out of `parts`
     /// either way). A follower's request may be answered here and never

@@ -38,6 +38,7 @@ fn options(follower: bool) -> Options {
             Vec::new()
         },
         follower,
+        unbound: false,
     }
 }
 

@@ -169,3 +169,82 @@ async fn a_navigation_off_the_site_is_not_applied_by_the_agent() {
         super::harness::context(&s.tabs(), &s.server).await
     );
 }
+
+/// JS: what the page fetched of the agent's scripts (resource timing), as
+/// `file bytes-on-the-wire` (0 bytes: taken from the browser's cache).
+const AGENT_SCRIPTS: &str = "performance.getEntriesByType('resource').filter((e) => /\\/__cobrowse\\/[a-z]+\\.js/.test(e.name)).map((e) => `${new URL(e.name).pathname.split('/').pop()}${new URL(e.name).search ? ' versioned' : ''} ${e.transferSize}`)";
+
+/// A page without a call runs the agent alone: the customer's call (the
+/// hub link, the widget's behaviour) and the sharing engine are fetched
+/// when the customer calls, by URLs named by their versions, so the call's
+/// next page takes them from the cache and resumes without a request.
+#[tokio::test]
+async fn the_calls_scripts_load_with_the_call_and_its_next_page_finds_them_cached() {
+    let server = demo_server().await;
+    let browser = Browser::launch().await;
+    let operator = browser.tab("operator", 1400, 1000).await;
+    let customer = browser.tab("customer", 1000, 760).await;
+    let all = [&customer, &operator];
+    operator_waits(&operator, &server, OPERATOR_USER, &[&customer]).await;
+    customer.goto(&server.url("/")).await;
+    until_on(
+        &customer,
+        "the widget's call button",
+        CALL,
+        "el && el.textContent === 'Call operator'",
+        &all,
+        &server,
+    )
+    .await;
+    let idle = customer.eval(AGENT_SCRIPTS).await;
+    assert!(
+        idle.as_array().is_some_and(|a| a.len() == 1
+            && a[0]
+                .as_str()
+                .is_some_and(|s| s.starts_with("agent.js versioned "))),
+        "a page without a call fetched more than the agent: {idle}"
+    );
+    assert_eq!(
+        customer
+            .eval("!!(window.__cobrowse.call || window.__cobrowse.engineFactory)")
+            .await,
+        serde_json::json!(false),
+        "the call's code ran on a page without a call"
+    );
+
+    customer_calls(&customer, &server, &[&operator]).await;
+    operator_responds(&operator, &server, &[&customer]).await;
+    let called = customer.eval(AGENT_SCRIPTS).await.to_string();
+    for file in ["call.js", "share.js"] {
+        assert!(
+            called.contains(&format!("{file} versioned ")),
+            "the call did not fetch {file} by its version: {called}"
+        );
+    }
+
+    // The call's next page: it resumes, and neither script is asked for
+    // again (not even revalidated).
+    customer.click(r#"ul a[href="/form.html"]"#).await;
+    until(
+        &customer,
+        "the next page to resume the call",
+        &format!(
+            "location.pathname === '/form.html' && !!window.__cobrowse.engine && {WIDGET_STATUS}.includes('Connected with')"
+        ),
+        &all,
+        &server,
+    )
+    .await;
+    let next = customer.eval(AGENT_SCRIPTS).await;
+    let fetched: Vec<&str> = next
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .filter(|e| !e.ends_with(" 0"))
+        .collect();
+    assert!(
+        fetched.is_empty(),
+        "the call's next page fetched scripts again: {next}"
+    );
+}

@@ -325,6 +325,26 @@ async fn a_session_resumed_elsewhere_ends_the_link_where_it_was_for_good() {
         .as_str()
         .expect("the customer's tab keeps its session");
     let copy = s.browser.tab("the customer's copied tab", 1000, 760).await;
+    // A copied tab is in the same browser: it carries the browser's
+    // binding too (without it the proxy tells the agent no session can
+    // resume, and it does not look).
+    let cookies = s
+        .customer
+        .page
+        .get_cookies()
+        .await
+        .expect("the customer's cookies");
+    for c in cookies {
+        let mut cookie =
+            chromiumoxide::cdp::browser_protocol::network::CookieParam::new(c.name, c.value);
+        cookie.url = Some(s.server.url("/"));
+        cookie.http_only = Some(c.http_only);
+        cookie.same_site = c.same_site;
+        copy.page
+            .set_cookie(cookie)
+            .await
+            .expect("the copied tab's cookies");
+    }
     copy.goto(&s.server.url("/form.html")).await;
     copy.eval(&format!(
         "sessionStorage.setItem('cobrowse.session', {})",

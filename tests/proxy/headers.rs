@@ -375,3 +375,48 @@ async fn the_agent_is_named_by_its_version_and_kept_for_good() {
     );
     assert!(got.text().contains("\".other\""));
 }
+
+/// The agent's tag says the browser is bound to no session only when that
+/// is sure: no binding came with a request that would have carried one.
+/// A binding of any value (live, stale or made up), a navigation from
+/// another site (the binding is `SameSite=Strict`) or a client that does
+/// not say where the request comes from leave the tag unmarked, and the
+/// agent then looks for a session to resume as before.
+#[tokio::test]
+async fn the_agent_is_told_the_browser_is_unbound_only_when_it_surely_is() {
+    let origin = Origin::pages(&[(
+        "/",
+        "text/html",
+        "<html><head></head><body>hi</body></html>",
+    )])
+    .await;
+    let proxy = Cobrowse::start(&["--upstream", &origin.url()]).await;
+    const MARK: &str = " data-cobrowse-unbound>";
+    let cases: [(&[(&str, &str)], bool); 7] = [
+        (&[("sec-fetch-site", "none")], true),
+        (&[("sec-fetch-site", "same-origin")], true),
+        (&[("sec-fetch-site", "same-site")], true),
+        (
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("cookie", "site=1; cobrowse_participant=s1.r1"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("sec-fetch-site", "none"),
+                ("cookie", "cobrowse_participant=made-up"),
+            ],
+            false,
+        ),
+        (&[("sec-fetch-site", "cross-site")], false),
+        (&[], false),
+    ];
+    for (headers, marked) in cases {
+        let got = fetch("GET", &proxy.url("/"), headers).await;
+        let text = got.text();
+        assert!(text.contains("data-cobrowse-map="), "no agent: {text}");
+        assert_eq!(text.contains(MARK), marked, "{headers:?}: {text}");
+    }
+}
