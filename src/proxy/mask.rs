@@ -7,22 +7,57 @@ use lol_html::html_content::Element;
 use lol_html::{AsciiCompatibleEncoding, ElementContentHandlers, HtmlRewriter, Selector, Settings};
 
 /// Fields masked on every site, whatever the configuration says: passwords,
-/// and payment fields by their autocomplete tokens (`cc-number`, `cc-csc`...,
-/// possibly after a section token such as `billing`).
-pub const ALWAYS_MASKED: &[&str] = &["input[type=\"password\" i]", "[autocomplete*=\"cc-\" i]"];
+/// payment fields by their autocomplete tokens (`cc-number`, `cc-csc`...,
+/// possibly after a section token such as `billing`), and the secrets the
+/// other autocomplete tokens name (`current-password`, `new-password`,
+/// `one-time-code`). The same list as the agent's (`inject/mask.js`).
+pub const ALWAYS_MASKED: &[&str] = &[
+    "input[type=\"password\" i]",
+    "[autocomplete*=\"cc-\" i]",
+    "[autocomplete*=\"password\" i]",
+    "[autocomplete*=\"one-time-code\" i]",
+];
 
-/// Selectors for the masked elements and the fields inside them.
+/// Selectors for the masked elements and the fields inside them. A
+/// configured selector list (`.a, .b`) is taken apart first: appending
+/// ` input` to the list would reach only into its last member.
 pub fn selectors(configured: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for base in ALWAYS_MASKED
+    let bases = ALWAYS_MASKED
         .iter()
         .map(|s| s.to_string())
-        .chain(configured.iter().cloned())
-    {
+        .chain(configured.iter().flat_map(|list| members(list)));
+    for base in bases {
         for inside in ["", " input", " textarea", " option"] {
             out.push(format!("{base}{inside}"));
         }
     }
+    out
+}
+
+/// The members of a selector list: split at the commas outside quotes,
+/// brackets and parentheses (and not escaped).
+fn members(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut depth, mut quote, mut escaped, mut start) = (0usize, None, false, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' | '\'' if quote == Some(c) => quote = None,
+            _ if quote.is_some() => {}
+            '"' | '\'' => quote = Some(c),
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(list[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(list[start..].trim().to_string());
+    out.retain(|s| !s.is_empty());
     out
 }
 
@@ -89,6 +124,36 @@ mod tests {
         );
         assert!(!out.contains("hunter2") && !out.contains("4111"), "{out}");
         assert!(out.contains(r#"value="shoes""#), "{out}");
+    }
+
+    #[test]
+    fn secrets_named_by_autocomplete_are_blanked() {
+        let out = mask(
+            r#"<input autocomplete="one-time-code" value="481516"><input autocomplete="section-a current-password" value="tr0ub4dor"><input autocomplete="name" value="Ada">"#,
+            &[],
+        );
+        assert!(
+            !out.contains("481516") && !out.contains("tr0ub4dor"),
+            "{out}"
+        );
+        assert!(out.contains(r#"value="Ada""#), "{out}");
+    }
+
+    #[test]
+    fn every_member_of_a_configured_selector_list_masks_its_fields() {
+        let out = mask(
+            r#"<div class="a"><textarea>first</textarea></div><p class=b><input value="second"></p><span data-x="c, d"><input value="third"></span><input value="shown">"#,
+            &[".a, .b", "[data-x=\"c, d\"]"],
+        );
+        assert!(
+            !out.contains("first") && !out.contains("second") && !out.contains("third"),
+            "{out}"
+        );
+        assert!(out.contains(r#"value="shown""#), "{out}");
+        assert_eq!(
+            members(r#"a[t=",("], b:not(.c), d\,e"#),
+            [r#"a[t=",("]"#, "b:not(.c)", r"d\,e"]
+        );
     }
 
     #[test]
