@@ -406,7 +406,7 @@ capacity_run() {
     awk -v sockets=$((2 * B5_SESSIONS)) -v r0="$rss0" -v r1="$rss1" '
         function field(name,   i) { for (i = 1; i < NF; i++) if ($i == name) return $(i + 1); return "nan" }
         /^step 1 / { fp99 = field("p99"); fcpu = field("cpu") }
-        /^capacity / { cap = $2; gsub(/\/s/, "", cap); p99 = field("p99"); cpu = field("cpu") }
+        /^capacity / { cap = $2; gsub(/\/s:?/, "", cap); p99 = field("p99"); cpu = field("cpu") }
         END { if (cap != "") printf "%s %s %s %s %s %.1f\n", cap, p99, cpu, fp99, fcpu, (r1 - r0) / sockets }
     ' "$work/load.out"
 }

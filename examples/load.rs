@@ -166,16 +166,29 @@ impl Stats {
 }
 
 /// A participant's sending clock, following the rate `--capacity` sets.
+/// Each participant keeps its own phase within the period, so a new rate
+/// does not line every participant up to send in the same instant.
 struct Pace {
     period: Duration,
+    /// Where in the period this participant sends, in [0, 1).
+    phase: f64,
     tick: tokio::time::Interval,
 }
 
 impl Pace {
-    fn new(period: Duration) -> Pace {
+    /// The clock of participant `n` (customers even, operators odd).
+    fn new(stats: &Stats, args: &Args, n: usize) -> Pace {
+        // Spread evenly whatever the number of participants.
+        let phase = (n as f64 * 0.618_033_988_75).fract();
+        Pace::at(stats.period(args), phase)
+    }
+
+    fn at(period: Duration, phase: f64) -> Pace {
+        let first = tokio::time::Instant::now() + period.mul_f64(phase);
         Pace {
             period,
-            tick: tokio::time::interval(period),
+            phase,
+            tick: tokio::time::interval_at(first, period),
         }
     }
 
@@ -183,7 +196,7 @@ impl Pace {
     async fn next(&mut self, stats: &Stats, args: &Args) {
         let period = stats.period(args);
         if period != self.period {
-            *self = Pace::new(period);
+            *self = Pace::at(period, self.phase);
         }
         self.tick.tick().await;
     }
@@ -359,7 +372,7 @@ async fn operator(
     let user = format!("{}{}", args.operator_prefix, n + 1);
     let mut ws = open(&args, "operator", Some(&cookie), from).await?;
     send(&mut ws, json!({"type": "ready"})).await?;
-    let mut pace = Pace::new(stats.period(&args));
+    let mut pace = Pace::new(&stats, &args, 2 * n + 1);
     let mut in_session = false;
     let mut ever_joined = false;
     let mut i: u64 = 0;
@@ -419,7 +432,7 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
         let cycle_end = (Instant::now() + Duration::from_secs(args.cycle)).min(end);
         let join_at = Instant::now() + Duration::from_secs(args.cycle) / 2;
         let mut tab_joined = false;
-        let mut pace = Pace::new(stats.period(&args));
+        let mut pace = Pace::new(&stats, &args, 2 * n);
         let mut typed = String::new();
         let mut i: u64 = 0;
         while Instant::now() < cycle_end && stats.running(end) {
@@ -503,7 +516,7 @@ async fn relay_participant(
     let stream = connect_tcp(target, from).await?;
     let mut ws = client_async(req, stream).await?.0;
     stats.ready_one();
-    let mut pace = Pace::new(stats.period(&args));
+    let mut pace = Pace::new(&stats, &args, 2 * n + usize::from(!customer));
     let (mut i, mut typed) = (0u64, String::new());
     while stats.running(end) {
         tokio::select! {
@@ -645,7 +658,9 @@ struct Step {
 /// measures `--step` seconds of it.
 async fn measure(args: &Args, stats: &Stats, offered: f64) -> Step {
     let per_participant = offered / stats.participants as f64;
-    stats.rate.store(per_participant.to_bits(), Ordering::Relaxed);
+    stats
+        .rate
+        .store(per_participant.to_bits(), Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stats.latencies.lock().unwrap().clear();
     let (d0, c0, t0) = (
@@ -712,6 +727,11 @@ async fn capacity(args: Arc<Args>, stats: Arc<Stats>, bound_ms: f64, end: Instan
             Some(high) if low > 0.0 && high / low <= 1.1 => break,
             Some(high) => (low + high) / 2.0,
         };
+        // Below a command per participant every half step, a step measures
+        // too few to say anything.
+        if offered / (stats.participants as f64) < 2.0 / args.step {
+            break;
+        }
     }
     match held {
         Some(s) => println!(

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
@@ -389,12 +389,8 @@ where
     }
 }
 
-async fn write<Si>(
-    shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
-    sink: Si,
-    cancel: CancellationToken,
-) where
+async fn write<Si>(shared: Arc<Shared>, outbox: Arc<Outbox>, sink: Si, cancel: CancellationToken)
+where
     Si: Sink<Message> + Unpin,
 {
     let mut sink = Out::new(sink);

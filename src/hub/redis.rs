@@ -46,7 +46,8 @@ use tracing::{info, warn};
 
 use super::protocol::{Attribute, Command};
 use super::store::{
-    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth, Subscription, wire,
+    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth,
+    Subscription, wire,
 };
 use crate::telemetry::{self, store_operation};
 
