@@ -508,3 +508,70 @@ where
     }
     let _ = sink.sink.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A socket that records, for each write-out, how many text bytes were
+    /// fed since the last one.
+    #[derive(Default)]
+    struct Recorder {
+        fed: usize,
+        written: Vec<usize>,
+        messages: usize,
+    }
+
+    impl Sink<Message> for Recorder {
+        type Error = std::convert::Infallible;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, m: Message) -> Result<(), Self::Error> {
+            self.fed += m.len();
+            self.messages += 1;
+            Ok(())
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            if self.fed > 0 {
+                let fed = std::mem::take(&mut self.fed);
+                self.written.push(fed);
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_written_in_few_writes_none_over_a_fragment() {
+        let mut out = Out::new(Recorder::default());
+        for i in 0..200 {
+            out.text(format!("{i:0>1000}")).await.unwrap();
+        }
+        // A long one between: its fragments go out on their own.
+        out.text("y".repeat(3 * FRAGMENT)).await.unwrap();
+        out.text("z").await.unwrap();
+        out.flush().await.unwrap();
+        let r = out.sink;
+        assert_eq!(r.messages, 200 + 3 + 1);
+        assert_eq!(
+            r.written.iter().sum::<usize>(),
+            200 * 1000 + 3 * FRAGMENT + 1
+        );
+        assert!(r.written.iter().all(|&n| n <= FRAGMENT), "{:?}", r.written);
+        // 200 KB of short messages in 16 KiB writes, not 200 writes.
+        assert!(r.written.len() <= 20, "{} writes", r.written.len());
+    }
+}
