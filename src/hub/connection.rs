@@ -533,7 +533,10 @@ mod tests {
         }
 
         fn start_send(mut self: Pin<&mut Self>, m: Message) -> Result<(), Self::Error> {
-            self.fed += m.len();
+            self.fed += match &m {
+                Message::Frame(f) => f.payload().len(),
+                m => m.len(),
+            };
             self.messages += 1;
             Ok(())
         }
