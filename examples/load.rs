@@ -27,6 +27,13 @@
 //! - `--late-join KEYS`: one customer stores `KEYS` distinct keys, then
 //!   other tabs join `--joins` times; prints the time from `join` until the
 //!   whole `replay` has arrived.
+//! - `--capacity MS`: the highest offered rate at which the p99 of delivery
+//!   stays within `MS` milliseconds and what is offered is delivered. Once
+//!   every participant is in, the rate starts at `--rate` per participant and
+//!   doubles each step of `--step` seconds until a step fails, then bisects
+//!   between the last step that held and the first that did not. Each step
+//!   prints a `step` line (with the server's CPU per delivered command when
+//!   `--pid` names it); the last line is `capacity`.
 //!
 //! On a loopback address each customer and operator connects from its own
 //! source address (127.0.x.y), so the per-address limits of the hub (calls,
@@ -88,6 +95,20 @@ struct Args {
     /// How many tabs join in `--late-join`.
     #[arg(long, default_value_t = 20)]
     joins: usize,
+    /// Find the highest offered rate whose delivery p99 is within this
+    /// many milliseconds (instead of one run at `--rate`).
+    #[arg(long)]
+    capacity: Option<f64>,
+    /// Seconds each step of `--capacity` measures (after a second to settle).
+    #[arg(long, default_value_t = 3.0)]
+    step: f64,
+    /// Steps of `--capacity` at most.
+    #[arg(long, default_value_t = 9)]
+    steps: usize,
+    /// The server's process (Linux): its CPU time per delivered command is
+    /// reported for each step of `--capacity`. Several: "PID,PID".
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
 }
 
 /// Counters and latencies shared by every task.
@@ -113,6 +134,11 @@ struct Stats {
     /// cores).
     steady_at: AtomicU64,
     delivered_steady: AtomicU64,
+    /// Commands per second each participant sends now (`f64` bits; 0:
+    /// `--rate`): `--capacity` changes it from step to step.
+    rate: AtomicU64,
+    /// Set when `--capacity` has its answer: participants stop.
+    done: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
@@ -126,6 +152,53 @@ impl Stats {
             // benches/run.sh reads the server's memory from here on.
             println!("steady: all {} participants in", self.participants);
         }
+    }
+
+    /// The time between two commands of one participant now.
+    fn period(&self, args: &Args) -> Duration {
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        Duration::from_secs_f64(1.0 / if rate > 0.0 { rate } else { args.rate })
+    }
+
+    fn running(&self, end: Instant) -> bool {
+        Instant::now() < end && !self.done.load(Ordering::Relaxed)
+    }
+}
+
+/// A participant's sending clock, following the rate `--capacity` sets.
+/// Each participant keeps its own phase within the period, so a new rate
+/// does not line every participant up to send in the same instant.
+struct Pace {
+    period: Duration,
+    /// Where in the period this participant sends, in [0, 1).
+    phase: f64,
+    tick: tokio::time::Interval,
+}
+
+impl Pace {
+    /// The clock of participant `n` (customers even, operators odd).
+    fn new(stats: &Stats, args: &Args, n: usize) -> Pace {
+        // Spread evenly whatever the number of participants.
+        let phase = (n as f64 * 0.618_033_988_75).fract();
+        Pace::at(stats.period(args), phase)
+    }
+
+    fn at(period: Duration, phase: f64) -> Pace {
+        let first = tokio::time::Instant::now() + period.mul_f64(phase);
+        Pace {
+            period,
+            phase,
+            tick: tokio::time::interval_at(first, period),
+        }
+    }
+
+    /// The next time to send; a new rate takes effect from here.
+    async fn next(&mut self, stats: &Stats, args: &Args) {
+        let period = stats.period(args);
+        if period != self.period {
+            *self = Pace::at(period, self.phase);
+        }
+        self.tick.tick().await;
     }
 }
 
@@ -299,12 +372,11 @@ async fn operator(
     let user = format!("{}{}", args.operator_prefix, n + 1);
     let mut ws = open(&args, "operator", Some(&cookie), from).await?;
     send(&mut ws, json!({"type": "ready"})).await?;
-    let period = Duration::from_secs_f64(1.0 / args.rate);
-    let mut tick = tokio::time::interval(period);
+    let mut pace = Pace::new(&stats, &args, 2 * n + 1);
     let mut in_session = false;
     let mut ever_joined = false;
     let mut i: u64 = 0;
-    while Instant::now() < end {
+    while stats.running(end) {
         tokio::select! {
             msg = ws.next() => {
                 let Some(msg) = msg else { bail!("{user}: the hub closed the connection") };
@@ -324,7 +396,7 @@ async fn operator(
                     _ => {}
                 }
             }
-            _ = tick.tick(), if in_session => {
+            _ = pace.next(&stats, &args), if in_session => {
                 i += 1;
                 send(&mut ws, mixed_command(false, i, &mut String::new())).await?;
                 stats.sent_one();
@@ -340,10 +412,9 @@ async fn operator(
 /// `--cycle` seconds hangs up and calls again, until `end`.
 async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) -> Result<()> {
     let from = source(&args.addr, 0, n);
-    let period = Duration::from_secs_f64(1.0 / args.rate);
     tokio::time::sleep(Duration::from_millis(args.ramp_ms * n as u64)).await;
     let mut cycle = 0usize;
-    while Instant::now() < end {
+    while stats.running(end) {
         let mut ws = open(&args, "customer", None, from).await?;
         send(&mut ws, json!({"type": "call"})).await?;
         let joined = wait_for(&mut ws, &stats, "joined", |v| v["type"] == "joined").await?;
@@ -361,10 +432,10 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
         let cycle_end = (Instant::now() + Duration::from_secs(args.cycle)).min(end);
         let join_at = Instant::now() + Duration::from_secs(args.cycle) / 2;
         let mut tab_joined = false;
-        let mut tick = tokio::time::interval(period);
+        let mut pace = Pace::new(&stats, &args, 2 * n);
         let mut typed = String::new();
         let mut i: u64 = 0;
-        while Instant::now() < cycle_end {
+        while Instant::now() < cycle_end && stats.running(end) {
             tokio::select! {
                 msg = ws.next() => {
                     let Some(msg) = msg else { bail!("customer {n}: the hub closed the connection") };
@@ -372,7 +443,7 @@ async fn customer(args: Arc<Args>, stats: Arc<Stats>, n: usize, end: Instant) ->
                         note(&stats, &t);
                     }
                 }
-                _ = tick.tick() => {
+                _ = pace.next(&stats, &args) => {
                     i += 1;
                     send(&mut ws, mixed_command(true, i, &mut typed)).await?;
                     stats.sent_one();
@@ -445,9 +516,9 @@ async fn relay_participant(
     let stream = connect_tcp(target, from).await?;
     let mut ws = client_async(req, stream).await?.0;
     stats.ready_one();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let mut pace = Pace::new(&stats, &args, 2 * n + usize::from(!customer));
     let (mut i, mut typed) = (0u64, String::new());
-    while Instant::now() < end {
+    while stats.running(end) {
         tokio::select! {
             msg = ws.next() => {
                 let Some(msg) = msg else { bail!("room {n}: the relay closed the connection") };
@@ -455,7 +526,7 @@ async fn relay_participant(
                     note(&stats, &t);
                 }
             }
-            _ = tick.tick() => {
+            _ = pace.next(&stats, &args) => {
                 i += 1;
                 send(&mut ws, mixed_command(customer, i, &mut typed)).await?;
                 stats.sent_one();
@@ -544,6 +615,136 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i] as f64 / 1000.0
+}
+
+/// The CPU time the processes `pids` have used so far (Linux's `/proc`),
+/// `None` without pids or `/proc`.
+fn cpu_time(pids: &[u32]) -> Option<Duration> {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    let per_second = *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's name in parentheses: state is field 3, utime
+        // and stime fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// One step of `--capacity`: what was offered and delivered in it, and how.
+struct Step {
+    offered: f64,
+    delivered: f64,
+    p50: f64,
+    p99: f64,
+    /// The server's CPU microseconds per delivered command, with `--pid`.
+    cpu_us: Option<f64>,
+}
+
+/// Offers `offered` commands per second in all for a second to settle, then
+/// measures `--step` seconds of it.
+async fn measure(args: &Args, stats: &Stats, offered: f64) -> Step {
+    let per_participant = offered / stats.participants as f64;
+    stats
+        .rate
+        .store(per_participant.to_bits(), Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stats.latencies.lock().unwrap().clear();
+    let (d0, c0, t0) = (
+        stats.delivered_steady.load(Ordering::Relaxed),
+        cpu_time(&args.pid),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.step)).await;
+    let mut lat = std::mem::take(&mut *stats.latencies.lock().unwrap());
+    let delivered = stats.delivered_steady.load(Ordering::Relaxed) - d0;
+    let (c1, took) = (cpu_time(&args.pid), t0.elapsed());
+    lat.sort_unstable();
+    Step {
+        offered,
+        delivered: delivered as f64 / took.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        // Nothing delivered is no latency to boast of.
+        p99: if lat.is_empty() {
+            f64::INFINITY
+        } else {
+            percentile(&lat, 0.99)
+        },
+        cpu_us: c0
+            .zip(c1)
+            .filter(|_| delivered > 0)
+            .map(|(a, b)| (b - a).as_secs_f64() * 1e6 / delivered as f64),
+    }
+}
+
+/// `--capacity`: doubles the offered rate from `--rate` until a step's p99
+/// is over `bound_ms` or it delivers less than 95% of what it offers, then
+/// bisects between the last step that held and the first that did not,
+/// until they are within 10% of each other or `--steps` are done.
+async fn capacity(args: Arc<Args>, stats: Arc<Stats>, bound_ms: f64, end: Instant) {
+    while stats.steady_at.load(Ordering::Relaxed) == 0 {
+        if Instant::now() > end {
+            println!("capacity none: the participants were not all in before the end");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut offered = args.rate * stats.participants as f64;
+    let (mut held, mut over): (Option<Step>, Option<f64>) = (None, None);
+    for n in 1..=args.steps {
+        let step = measure(&args, &stats, offered).await;
+        let holds = step.p99 <= bound_ms && step.delivered >= 0.95 * step.offered;
+        println!(
+            "step {n} offered {:.0}/s delivered {:.0}/s p50 {:.1} p99 {:.1} ms cpu {} us/command {}",
+            step.offered,
+            step.delivered,
+            step.p50,
+            step.p99,
+            step.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}")),
+            if holds { "held" } else { "over" },
+        );
+        if holds {
+            held = Some(step);
+        } else {
+            over = Some(offered);
+        }
+        let low = held.as_ref().map_or(0.0, |s| s.offered);
+        offered = match over {
+            None => offered * 2.0,
+            Some(high) if low > 0.0 && high / low <= 1.1 => break,
+            Some(high) => (low + high) / 2.0,
+        };
+        // Below a command per participant every half step, a step measures
+        // too few to say anything.
+        if offered / (stats.participants as f64) < 2.0 / args.step {
+            break;
+        }
+    }
+    match held {
+        Some(s) => println!(
+            "capacity {:.0}/s delivered {:.0}/s p50 {:.1} p99 {:.1} ms cpu {} us/command within p99 {bound_ms} ms",
+            s.offered,
+            s.delivered,
+            s.p50,
+            s.p99,
+            s.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}")),
+        ),
+        None => println!("capacity 0/s: no step held p99 {bound_ms} ms"),
+    }
+    stats.done.store(true, Ordering::Relaxed);
 }
 
 fn report(stats: &Stats, elapsed: Duration, last: bool) {
@@ -639,6 +840,9 @@ async fn main() -> Result<()> {
             tasks.spawn(customer(args.clone(), stats.clone(), n, end));
         }
     }
+    let controller = args
+        .capacity
+        .map(|bound| tokio::spawn(capacity(args.clone(), stats.clone(), bound, end)));
     let reporter = {
         let stats = stats.clone();
         tokio::spawn(async move {
@@ -658,6 +862,9 @@ async fn main() -> Result<()> {
         }
     }
     reporter.abort();
+    if let Some(c) = controller {
+        c.abort();
+    }
     report(&stats, start.elapsed(), true);
     if failed > 0 {
         bail!("{failed} participants stopped early");

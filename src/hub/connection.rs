@@ -10,8 +10,9 @@
 //! Memory per connection is bounded by bytes: what the hub queued for it
 //! ([`Outbox`], `hub.max_outbound_bytes`), one message being read (at most
 //! four times `hub.max_message_bytes`, tungstenite refuses larger frames and
-//! messages), and one message being written, sent in fragments of
-//! [`FRAGMENT`] bytes so the socket's write buffer never grows past one.
+//! messages), and what is being written: short messages batched up to
+//! [`FRAGMENT`] bytes, longer ones sent in fragments of that size, so the
+//! socket's write buffer never grows past about one fragment.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info};
 
@@ -266,7 +267,7 @@ enum Followed {
 /// feed. `Err` when the connection is gone.
 async fn follow<Si>(
     shared: &Shared,
-    sink: &mut Si,
+    sink: &mut Out<Si>,
     session: String,
     participant: String,
     replay: bool,
@@ -277,7 +278,7 @@ where
     let (feed, snapshot) = match shared.store.follow(&session).await {
         Ok(followed) => followed,
         Err(e @ StoreError::Unavailable(_)) => {
-            send_text(sink, store_refusal(e).to_json()).await?;
+            sink.text(store_refusal(e).to_json()).await?;
             return Ok(Followed::Later(Retry::soon(session, participant, replay)));
         }
         Err(e) => {
@@ -297,13 +298,13 @@ where
     let last_seq = snapshot.last_seq;
     drop(snapshot);
     if let Some(text) = text {
-        send_text(sink, text).await?;
+        sink.text(text).await?;
     }
     // The conversation so far, after the page; a message also queued live
     // is told apart by its `n`.
     let chat = shared.conversation.chats().log_json(&session);
     if let Some(text) = chat {
-        send_text(sink, text).await?;
+        sink.text(text).await?;
     }
     Ok(Followed::Now(Following {
         session,
@@ -320,44 +321,79 @@ async fn next_command(following: &mut Option<Following>) -> Result<Arc<Stamped>,
     }
 }
 
-/// Sends one text message, in fragments when it is long (see [`FRAGMENT`]).
-/// `Err` when the connection is gone.
-async fn send_text<Si>(sink: &mut Si, text: impl Into<String>) -> Result<(), Si::Error>
+/// The socket side of a connection's writer. Messages are fed into the
+/// socket's write buffer and written out once nothing more is ready to go
+/// (one write for a burst of commands rather than a write per command), or
+/// sooner when what waits would pass [`FRAGMENT`] bytes: the write buffer
+/// still holds about one fragment at most.
+struct Out<Si> {
+    sink: Si,
+    /// Bytes fed since the socket was last flushed.
+    unflushed: usize,
+}
+
+impl<Si> Out<Si>
 where
     Si: Sink<Message> + Unpin,
 {
-    let text: String = text.into();
-    if text.len() <= FRAGMENT {
-        return sink.send(Message::text(text)).await;
+    fn new(sink: Si) -> Out<Si> {
+        Out { sink, unflushed: 0 }
     }
-    // Cut on character boundaries, so each fragment is UTF-8 on its own too.
-    let mut cuts = Vec::with_capacity(text.len() / FRAGMENT + 1);
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + FRAGMENT).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
+
+    /// Queues one text message, in fragments when it is long (see
+    /// [`FRAGMENT`]). `Err` when the connection is gone.
+    async fn text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), Si::Error> {
+        let text: Utf8Bytes = text.into();
+        if text.len() <= FRAGMENT {
+            if self.unflushed + text.len() > FRAGMENT {
+                self.flush().await?;
+            }
+            self.unflushed += text.len();
+            return self.sink.feed(Message::Text(text)).await;
         }
-        cuts.push((start, end));
-        start = end;
+        self.flush().await?;
+        // Cut on character boundaries, so each fragment is UTF-8 on its own too.
+        let mut cuts = Vec::with_capacity(text.len() / FRAGMENT + 1);
+        let mut start = 0;
+        while start < text.len() {
+            let mut end = (start + FRAGMENT).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            cuts.push((start, end));
+            start = end;
+        }
+        let bytes = Bytes::from(text);
+        // Each fragment is written out on its own.
+        for (i, &(start, end)) in cuts.iter().enumerate() {
+            let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+            let frame = Frame::message(bytes.slice(start..end), opcode, i + 1 == cuts.len());
+            self.sink.send(Message::Frame(frame)).await?;
+        }
+        Ok(())
     }
-    let bytes = Bytes::from(text);
-    for (i, &(start, end)) in cuts.iter().enumerate() {
-        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
-        let frame = Frame::message(bytes.slice(start..end), opcode, i + 1 == cuts.len());
-        sink.send(Message::Frame(frame)).await?;
+
+    /// Sends anything else (a ping, a close), with what was queued before it.
+    async fn send(&mut self, message: Message) -> Result<(), Si::Error> {
+        self.unflushed = 0;
+        self.sink.send(message).await
     }
-    Ok(())
+
+    /// Writes out what was queued.
+    async fn flush(&mut self) -> Result<(), Si::Error> {
+        if self.unflushed > 0 {
+            self.sink.flush().await?;
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
 }
 
-async fn write<Si>(
-    shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
-    mut sink: Si,
-    cancel: CancellationToken,
-) where
+async fn write<Si>(shared: Arc<Shared>, outbox: Arc<Outbox>, sink: Si, cancel: CancellationToken)
+where
     Si: Sink<Message> + Unpin,
 {
+    let mut sink = Out::new(sink);
     let mut following: Option<Following> = None;
     // A follow the store could not serve (unavailable), tried again later.
     let mut retry: Option<Retry> = None;
@@ -369,7 +405,7 @@ async fn write<Si>(
                 // Flush what was queued before the end (errors, `ended`).
                 while let Some(out) = outbox.try_recv() {
                     if let Outbound::Text(t) | Outbound::Latest { text: t, .. } = out
-                        && send_text(&mut sink, t).await.is_err()
+                        && sink.text(t).await.is_err()
                     {
                         break;
                     }
@@ -380,7 +416,7 @@ async fn write<Si>(
                 let Some(out) = out else { break };
                 match out {
                     Outbound::Text(t) | Outbound::Latest { text: t, .. } => {
-                        if send_text(&mut sink, t).await.is_err() {
+                        if sink.text(t).await.is_err() {
                             break;
                         }
                     }
@@ -411,7 +447,7 @@ async fn write<Si>(
                         // At or below `last_seq`: already in the replay.
                         if c.seq > f.last_seq {
                             f.last_seq = c.seq;
-                            if c.is_for(&f.participant) && send_text(&mut sink, &*c.json).await.is_err() {
+                            if c.is_for(&f.participant) && sink.text(c.json.clone()).await.is_err() {
                                 break;
                             }
                         }
@@ -429,14 +465,14 @@ async fn write<Si>(
                                 // The snapshot's commands are the store's: let
                                 // go of them before the wait to send.
                                 drop(snapshot);
-                                if send_text(&mut sink, replay).await.is_err() {
+                                if sink.text(replay).await.is_err() {
                                     break;
                                 }
                             }
                             Err(e) => {
                                 let f = following.take().expect("following");
                                 if let StoreError::Unavailable(_) = e {
-                                    if send_text(&mut sink, store_refusal(e).to_json()).await.is_err() {
+                                    if sink.text(store_refusal(e).to_json()).await.is_err() {
                                         break;
                                     }
                                     retry = Some(Retry::soon(f.session, f.participant, false));
@@ -461,7 +497,84 @@ async fn write<Si>(
                     break;
                 }
             }
+            // Last: only once nothing else is ready is what was queued
+            // written out, in one go.
+            written = sink.flush().map(|r| r.is_ok()), if sink.unflushed > 0 => {
+                if !written {
+                    break;
+                }
+            }
         }
     }
-    let _ = sink.close().await;
+    let _ = sink.sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A socket that records, for each write-out, how many text bytes were
+    /// fed since the last one.
+    #[derive(Default)]
+    struct Recorder {
+        fed: usize,
+        written: Vec<usize>,
+        messages: usize,
+    }
+
+    impl Sink<Message> for Recorder {
+        type Error = std::convert::Infallible;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, m: Message) -> Result<(), Self::Error> {
+            self.fed += match &m {
+                Message::Frame(f) => f.payload().len(),
+                m => m.len(),
+            };
+            self.messages += 1;
+            Ok(())
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            if self.fed > 0 {
+                let fed = std::mem::take(&mut self.fed);
+                self.written.push(fed);
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_written_in_few_writes_none_over_a_fragment() {
+        let mut out = Out::new(Recorder::default());
+        for i in 0..200 {
+            out.text(format!("{i:0>1000}")).await.unwrap();
+        }
+        // A long one between: its fragments go out on their own.
+        out.text("y".repeat(3 * FRAGMENT)).await.unwrap();
+        out.text("z").await.unwrap();
+        out.flush().await.unwrap();
+        let r = out.sink;
+        assert_eq!(r.messages, 200 + 3 + 1);
+        assert_eq!(
+            r.written.iter().sum::<usize>(),
+            200 * 1000 + 3 * FRAGMENT + 1
+        );
+        assert!(r.written.iter().all(|&n| n <= FRAGMENT), "{:?}", r.written);
+        // 200 KB of short messages in 16 KiB writes, not 200 writes.
+        assert!(r.written.len() <= 20, "{} writes", r.written.len());
+    }
 }

@@ -121,10 +121,10 @@ async fn same_key_overwrites_and_moves_to_the_end(kind: Kind) {
     let stored = &s.commands[1];
     assert_eq!(&*stored.json, &*stamped.json);
     assert_eq!(
-        stored.json.as_ref(),
+        stored.json.as_str(),
         Stamped::new("s", "p2", 3, cmd("top/a", "value", "3"))
             .json
-            .as_ref()
+            .as_str()
     );
     assert_eq!((stored.seq, stored.sender.as_str()), (3, "p2"));
     assert_eq!(

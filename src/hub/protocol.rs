@@ -337,6 +337,27 @@ impl fmt::Display for Refusal {
 
 /// Parses one text frame into a client message.
 pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
+    // Difference commands are nearly every message: read straight into a
+    // command when the message is a well-formed one, without the general
+    // path's intermediate tree. Anything else, mistakes included, takes the
+    // general path, which also names the mistake.
+    if let Ok(m) = serde_json::from_str::<CommandMessage>(text)
+        && m.kind == "command"
+    {
+        let command = Command {
+            key: m.key,
+            attribute: m.attribute,
+            function: m.function,
+            args: m.args,
+        };
+        command.check()?;
+        return Ok(ClientMessage::Command(command));
+    }
+    parse_any(text)
+}
+
+/// Any message, through a JSON tree first, so a mistake is named.
+fn parse_any(text: &str) -> Result<ClientMessage, Refusal> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| Refusal::new(ErrorCode::BadJson, format!("not JSON: {e}")))?;
     let Some(object) = value.as_object() else {
@@ -368,6 +389,21 @@ pub fn parse(text: &str) -> Result<ClientMessage, Refusal> {
         c.check()?;
     }
     Ok(message)
+}
+
+/// A `command` message, field for field what [`ClientMessage::Command`]
+/// reads: where this parses (no field twice, `type` without escapes), the
+/// general path gives the same command.
+#[derive(Deserialize)]
+struct CommandMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    key: String,
+    attribute: Attribute,
+    #[serde(rename = "fn")]
+    function: String,
+    #[serde(default)]
+    args: Vec<Value>,
 }
 
 /// One entry of a `status` message's participant list.
@@ -547,6 +583,32 @@ mod tests {
         assert!(
             matches!(c, ClientMessage::Command(Command { ref function, .. }) if function == "navigate")
         );
+    }
+
+    #[test]
+    fn commands_read_directly_are_what_the_general_path_reads() {
+        for text in [
+            r#"{"type":"command","key":"top/a","attribute":"others","fn":"value","args":["x",{"t":1}]}"#,
+            r#"{"key":"top/a","fn":"scroll","attribute":"all","type":"command","args":[0,1.5e3]}"#,
+            r#"{"type":"command","key":"top/a","attribute":"others","fn":"clear"}"#,
+            r#"{"type":"command","key":"top/a","attribute":"others","fn":"value","extra":[1]}"#,
+            // A field twice: the last one counts, as it always did.
+            r#"{"type":"command","key":"top/a","key":"top/b","attribute":"others","fn":"value"}"#,
+            r#"{"type":"command","type":"call","key":"top/a","attribute":"others","fn":"x"}"#,
+            r#"{"type":"command","key":"top/a","attribute":"others","fn":"value"}"#,
+            r#"{"type":"command","key":"top//a","attribute":"others","fn":"value"}"#,
+            r#"{"type":"command","key":"top","attribute":"all","fn":"navigate","args":["https://evil.example/"]}"#,
+            r#"{"type":"command","key":"top","attribute":"none","fn":"value"}"#,
+            r#"{"type":"command","key":"top","attribute":"others","fn":"value","args":{}}"#,
+            r#"{"type":"command","key":"top","attribute":"others"}"#,
+            r#"{"type":"call","key":"top","attribute":"others","fn":"value"}"#,
+        ] {
+            assert_eq!(
+                format!("{:?}", parse(text)),
+                format!("{:?}", parse_any(text)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

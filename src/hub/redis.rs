@@ -46,7 +46,8 @@ use tracing::{info, warn};
 
 use super::protocol::{Attribute, Command};
 use super::store::{
-    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth, Subscription,
+    Bounds, Feed, STAMPED_OVERHEAD, Snapshot, Stamped, Store, StoreError, StoreHealth,
+    Subscription, wire,
 };
 use crate::telemetry::{self, store_operation};
 
@@ -492,7 +493,7 @@ impl RedisStore {
                     key: key.into(),
                     attribute: command.attribute,
                     frame_url,
-                    json: format!("{head}{seq}{tail}").into_boxed_str(),
+                    json: wire(format!("{head}{seq}{tail}")),
                 }))
             }
             Some("unknown") => Err(StoreError::UnknownSession),

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{Attribute, Command, StampedOut};
 
@@ -40,8 +41,17 @@ pub struct Stamped {
     pub attribute: Attribute,
     /// Whether it is the URL key of the frame its key names.
     pub frame_url: bool,
-    /// The `command` message exactly as receivers get it, at its exact size.
-    pub json: Box<str>,
+    /// The `command` message exactly as receivers get it, at its exact size,
+    /// in the form a WebSocket frame takes: every receiver's frame shares
+    /// these bytes instead of copying them.
+    pub json: Utf8Bytes,
+}
+
+/// A command's wire form at its exact size: serialising grows the buffer by
+/// doubling, keep only what is used (and a buffer exactly full is taken
+/// over by the frame's bytes without a copy).
+pub fn wire(json: String) -> Utf8Bytes {
+    Utf8Bytes::from(String::from(json.into_boxed_str()))
 }
 
 /// What keeping one command costs beyond its text, its key and its sender:
@@ -66,8 +76,7 @@ impl Stamped {
             frame_url: command.is_frame_url(),
             attribute: command.attribute,
             key: command.key.into(),
-            // Serialising grows the buffer by doubling: keep only what is used.
-            json: json.into_boxed_str(),
+            json: wire(json),
         }
     }
 
