@@ -136,11 +136,8 @@ impl Snapshot {
         let size = HEAD.iter().map(|h| h.len()).sum::<usize>()
             + session.len()
             + last_seq.len()
-            + self
-                .commands
-                .iter()
-                .map(|c| c.json.len() + 1)
-                .sum::<usize>()
+            + self.commands.iter().map(|c| c.json.len()).sum::<usize>()
+            + self.commands.len().saturating_sub(1)
             + "]}".len();
         let mut out = String::with_capacity(size);
         out.push_str(HEAD[0]);
