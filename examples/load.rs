@@ -537,6 +537,18 @@ async fn relay_participant(
     Ok(())
 }
 
+/// One timed join of `--late-join`.
+struct Joined {
+    /// From `join` until the whole `replay` is parsed.
+    took: Duration,
+    /// The client's parse of the `replay` alone.
+    parse: Duration,
+    /// The `replay` message's length.
+    size: usize,
+    /// Commands the `replay` held.
+    held: usize,
+}
+
 /// `--late-join KEYS`: a customer calls and stores `KEYS` distinct keys
 /// (typing into that many fields); once a joining tab's replay holds them
 /// all, `--joins` more tabs join one after the other, each timed from its
@@ -566,21 +578,41 @@ async fn late_join(args: &Args, keys: usize) -> Result<()> {
                 json!({"type": "join", "session": session, "resume": resume}),
             )
             .await?;
-            let replay = wait_for(&mut tab, &Stats::default(), "the replay", |v| {
-                v["type"] == "replay"
-            })
-            .await?;
+            // Until the replay has arrived and been parsed; its parse is
+            // timed on its own as well, to tell the client's share.
+            let (replay, parse, size) = loop {
+                let msg = tokio::time::timeout(Duration::from_secs(120), tab.next())
+                    .await
+                    .context("no replay within 120 s")?;
+                match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let parsing = Instant::now();
+                        let v = note(&Stats::default(), &t);
+                        if v["type"] == "replay" {
+                            break (v, parsing.elapsed(), t.len());
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => bail!("waiting for the replay: {e}"),
+                    None => bail!("connection closed waiting for the replay"),
+                }
+            };
             let took = start.elapsed();
             let _ = tab.close(None).await;
             let held = replay["commands"].as_array().map_or(0, Vec::len);
-            anyhow::Ok((took, held))
+            anyhow::Ok(Joined {
+                took,
+                parse,
+                size,
+                held,
+            })
         }
     };
     // The customer's commands are stored in the order they came: wait
     // until a replay holds all of them.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, held) = join(0).await?;
+        let held = join(0).await?.held;
         if held >= keys {
             break;
         }
@@ -589,21 +621,25 @@ async fn late_join(args: &Args, keys: usize) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut times = Vec::new();
+    let (mut times, mut parses, mut size) = (Vec::new(), Vec::new(), 0);
     for n in 1..=args.joins {
-        let (took, held) = join(n).await?;
-        if held < keys {
-            bail!("a late joiner's replay held {held} of {keys} keys");
+        let joined = join(n).await?;
+        if joined.held < keys {
+            bail!("a late joiner's replay held {} of {keys} keys", joined.held);
         }
-        times.push(took.as_micros() as u64);
+        times.push(joined.took.as_micros() as u64);
+        parses.push(joined.parse.as_micros() as u64);
+        size = joined.size;
     }
     times.sort_unstable();
+    parses.sort_unstable();
     println!(
-        "late-join keys {keys} joins {} replay ms p50 {:.2} min {:.2} max {:.2}",
+        "late-join keys {keys} joins {} replay ms p50 {:.2} min {:.2} max {:.2} parse median ms {:.2} bytes {size}",
         times.len(),
         percentile(&times, 0.5),
         percentile(&times, 0.0),
         percentile(&times, 1.0),
+        percentile(&parses, 0.5),
     );
     let _ = ws.close(None).await;
     Ok(())

@@ -16,8 +16,9 @@ use super::store::{Bounds, Feed, Snapshot, Stamped, Store, StoreError, StoreHeal
 #[derive(Debug, Default)]
 pub struct Commands {
     by_key: BTreeMap<Arc<str>, Arc<Stamped>>,
-    /// Sequence number of each key's latest command, oldest first.
-    order: BTreeMap<u64, Arc<str>>,
+    /// Each key's latest command by its sequence number, oldest first: a
+    /// snapshot walks this alone, with no lookup by key per command.
+    order: BTreeMap<u64, Arc<Stamped>>,
     bytes: usize,
     last_seq: u64,
 }
@@ -68,7 +69,7 @@ impl Commands {
         let key = stamped.key.clone();
         self.forget(&key);
         let stamped = Arc::new(stamped);
-        self.order.insert(seq, key.clone());
+        self.order.insert(seq, stamped.clone());
         self.bytes += stamped.bytes();
         self.by_key.insert(key, stamped.clone());
         self.last_seq = seq;
@@ -96,21 +97,22 @@ impl Commands {
     /// Frame URLs shallow to deep (equal depths in write order), then every
     /// other command in the order its key was last written.
     pub fn snapshot(&self) -> Snapshot {
+        // One pass: frame URLs are few, and go in front of the rest once
+        // sorted; the list is sized up front.
         let mut frames = Vec::new();
-        let mut parts = Vec::new();
-        for key in self.order.values() {
-            let c = &self.by_key[key];
+        let mut commands = Vec::with_capacity(self.order.len());
+        for c in self.order.values() {
             if c.frame_url {
-                frames.push(c.clone())
+                frames.push(c.clone());
             } else {
-                parts.push(c.clone())
+                commands.push(c.clone());
             }
         }
         // Stable: equal depths keep their write order.
         frames.sort_by_key(|c| c.key.matches('/').count());
-        frames.extend(parts);
+        commands.splice(0..0, frames);
         Snapshot {
-            commands: frames,
+            commands,
             last_seq: self.last_seq,
         }
     }

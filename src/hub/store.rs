@@ -131,19 +131,30 @@ impl Snapshot {
     /// would have received live (a resynchronisation must not hand a sender
     /// back its own `others` commands, which could undo newer local input).
     pub fn replay_json_for(&self, session: &str, receiver: Option<&str>) -> String {
-        let commands: Vec<&Arc<Stamped>> = self
-            .commands
-            .iter()
-            .filter(|c| receiver.is_none_or(|r| c.is_for(r)))
-            .collect();
-        let mut out =
-            String::with_capacity(64 + commands.iter().map(|c| c.json.len() + 1).sum::<usize>());
-        out.push_str("{\"type\":\"replay\",\"session\":");
-        out.push_str(&serde_json::to_string(session).expect("strings serialise"));
-        out.push_str(",\"last_seq\":");
-        out.push_str(&self.last_seq.to_string());
-        out.push_str(",\"commands\":[");
-        for (i, c) in commands.iter().enumerate() {
+        let wanted = |c: &&Arc<Stamped>| receiver.is_none_or(|r| c.is_for(r));
+        let session = serde_json::to_string(session).expect("strings serialise");
+        let last_seq = self.last_seq.to_string();
+        const HEAD: [&str; 3] = [
+            "{\"type\":\"replay\",\"session\":",
+            ",\"last_seq\":",
+            ",\"commands\":[",
+        ];
+        // Each command is already in its wire form: the message is one
+        // concatenation into a buffer of its exact size (an upper bound when
+        // some are left out), never grown and copied on the way.
+        let size = HEAD.iter().map(|h| h.len()).sum::<usize>()
+            + session.len()
+            + last_seq.len()
+            + self.commands.iter().map(|c| c.json.len()).sum::<usize>()
+            + self.commands.len().saturating_sub(1)
+            + "]}".len();
+        let mut out = String::with_capacity(size);
+        out.push_str(HEAD[0]);
+        out.push_str(&session);
+        out.push_str(HEAD[1]);
+        out.push_str(&last_seq);
+        out.push_str(HEAD[2]);
+        for (i, c) in self.commands.iter().filter(wanted).enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -480,6 +491,48 @@ mod tests {
         feed.publish(stamped(6));
         assert_eq!(live.recv().await.unwrap_err(), FeedError::Lagged(2));
         assert_eq!(live.recv().await.unwrap().seq, 6);
+    }
+
+    /// A replay is the stored wire forms joined as they are, in a buffer
+    /// sized once; a receiver's replay leaves out only its own `others`
+    /// commands, never lets in one it would not have received live.
+    #[test]
+    fn a_replay_is_the_wire_forms_joined_for_its_receiver() {
+        let command = |key: &str, attribute| Command {
+            key: key.into(),
+            attribute,
+            function: "value".into(),
+            args: vec![Value::from("v")],
+        };
+        let theirs = Stamped::new("s\"1", "p2", 2, command("top/2", Attribute::Others));
+        let echoed = Stamped::new("s\"1", "p2", 3, command("top/3", Attribute::All));
+        let snapshot = Snapshot {
+            commands: vec![stamped(1), Arc::new(theirs), Arc::new(echoed)],
+            last_seq: 3,
+        };
+        let all = snapshot.replay_json("s\"1");
+        assert_eq!(all.capacity(), all.len(), "grown on the way");
+        let parsed: Value = serde_json::from_str(&all).unwrap();
+        assert_eq!(parsed["session"], "s\"1");
+        assert_eq!(parsed["last_seq"], 3);
+        let wire: Vec<&str> = snapshot.commands.iter().map(|c| &*c.json).collect();
+        assert!(all.ends_with(&format!(",\"commands\":[{}]}}", wire.join(","))));
+        let seqs = |json: &str| -> Vec<u64> {
+            let v: Value = serde_json::from_str(json).unwrap();
+            let commands = v["commands"].as_array().unwrap();
+            commands
+                .iter()
+                .map(|c| c["seq"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(seqs(&all), [1, 2, 3]);
+        // p2 sent 2 to the others and 3 to all: 2 is not handed back.
+        assert_eq!(seqs(&snapshot.replay_json_for("s\"1", Some("p2"))), [1, 3]);
+        assert_eq!(seqs(&snapshot.replay_json_for("s\"1", Some("p1"))), [2, 3]);
+        assert_eq!(
+            seqs(&snapshot.replay_json_for("s\"1", Some("p3"))),
+            [1, 2, 3]
+        );
     }
 
     /// What was published while a shared store's link was down never
