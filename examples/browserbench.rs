@@ -525,6 +525,16 @@ async fn keystrokes(
     .await?
     .as_u64()
     .unwrap_or(0) as usize;
+    // With `--stages`, the console's own main-thread time over the round
+    // (Chromium's accounting of its tasks; the content frame, of another
+    // origin, is a process of its own and not in it).
+    let console_before = match stages {
+        Some(_) => {
+            operator.execute(perf::EnableParams::default()).await?;
+            Some(metrics(operator).await?)
+        }
+        None => None,
+    };
     let mut out = Vec::with_capacity(keys);
     for i in 0..keys {
         let ch = (b'a' + (i % 26) as u8) as char;
@@ -606,6 +616,19 @@ async fn keystrokes(
             s.sort_by(f64::total_cmp);
             report(&format!("stage ({row}) {name}:"), &s);
         }
+        if let Some(before) = console_before {
+            let after = metrics(operator).await?;
+            let per_key = |k: &str| {
+                (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) / keys as f64
+            };
+            println!(
+                "stage ({row}) the console's main thread per key: tasks {:.2} ms, script {:.2}, style {:.2}, layout {:.2}",
+                per_key("TaskDuration"),
+                per_key("ScriptDuration"),
+                per_key("RecalcStyleDuration"),
+                per_key("LayoutDuration")
+            );
+        }
         hub.sort_by(f64::total_cmp);
         report(
             &format!(
@@ -637,10 +660,10 @@ fn report(row: &str, lat: &[f64]) {
     );
 }
 
+/// B7 on the page at `url` (the site's, through cobrowse).
 async fn keystroke(
     browser: &Browser,
-    site: &str,
-    path: &str,
+    url: &str,
     field: &str,
     op: &Operator,
     keys: usize,
@@ -649,9 +672,7 @@ async fn keystroke(
 ) -> Result<()> {
     let operator = operator_waits(browser, op).await?;
     let customer = fresh_page(browser).await?;
-    customer
-        .goto(format!("{}{path}", site.trim_end_matches('/')))
-        .await?;
+    customer.goto(url).await?;
     call(&customer, &operator).await?;
     let idle = keystrokes(
         &customer,
@@ -922,7 +943,10 @@ async fn main() -> Result<()> {
             keys,
             stages,
             under,
-        } => keystroke(browser, site, path, field, operator, *keys, *stages, under).await,
+        } => {
+            let url = format!("{}{path}", site.trim_end_matches('/'));
+            keystroke(browser, &url, field, operator, *keys, *stages, under).await
+        }
         Mode::Agentcost {
             direct,
             proxied,
