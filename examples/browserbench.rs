@@ -45,6 +45,7 @@ use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, DispatchMouseEventParams, DispatchMouseEventType,
     MouseButton,
 };
+use chromiumoxide::cdp::browser_protocol::network;
 use chromiumoxide::cdp::browser_protocol::performance as perf;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
@@ -52,6 +53,7 @@ use chromiumoxide::cdp::browser_protocol::target::{
 use chromiumoxide::cdp::js_protocol::profiler;
 use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
@@ -81,6 +83,10 @@ enum Mode {
         operator: Operator,
         #[arg(long, default_value_t = 200)]
         keys: usize,
+        /// Also print where each keystroke's time went, stage by stage
+        /// (hooks in the pages that cost a few µs per key).
+        #[arg(long)]
+        stages: bool,
         /// A command to run during a second round of keys (B5's load):
         /// the round starts once it prints a line starting with `steady`.
         #[arg(last = true)]
@@ -159,6 +165,34 @@ async fn eval_shared(console: &Page, js: &str) -> Result<Value> {
         }
     }
     Ok(Value::Null)
+}
+
+/// Evaluates `js`, a promise, in the console's content frame and waits
+/// for its value.
+async fn eval_shared_awaited(console: &Page, js: &str) -> Result<Value> {
+    let main = console.mainframe().await?;
+    for id in console.frames().await? {
+        if Some(&id) == main.as_ref() {
+            continue;
+        }
+        let Some(context) = console.frame_execution_context(id).await? else {
+            continue;
+        };
+        let params = EvaluateParams::builder()
+            .expression(format!("window.__cobrowse ? ({js}) : null"))
+            .context_id(context)
+            .await_promise(true)
+            .return_by_value(true)
+            .build()
+            .map_err(anyhow::Error::msg)?;
+        if let Ok(r) = console.evaluate_expression(params).await
+            && let Some(v) = r.value()
+            && !v.is_null()
+        {
+            return Ok(v.clone());
+        }
+    }
+    bail!("no content frame with an agent in the console")
 }
 
 /// Where `until` looks: the page's top document or the console's
@@ -343,19 +377,133 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+// Stage marks for `--stages`, each `timeOrigin + now()` by value length
+// (the n-th key makes the field n long): in the customer's page, the
+// key's `keydown` and `input` running (the latter before the agent's
+// listeners) and the agent's WebSocket send of the value;
+// in the console, the WebSocket message read; in its content frame, the
+// relayed message read. The hooks wrap `WebSocket.prototype.send` and
+// `MessageEvent.prototype.data`, which the agent's code goes through.
+const CUSTOMER_STAGES: &str = r#"(() => { if (window.__stages) return true; const S = window.__stages = {};
+  const t = () => performance.timeOrigin + performance.now();
+  const el = document.querySelector(SEL);
+  el.addEventListener('keydown', () => { S['keydown ' + (el.value.length + 1)] = t(); }, true);
+  window.addEventListener('input', (e) => { if (e.target === el) S['input ' + [...el.value].length] = t(); }, true);
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (d) {
+    if (typeof d === 'string' && d.includes('"fn":"value"')) {
+      try { const m = JSON.parse(d); const k = 'send ' + [...m.args[0]].length; if (!(k in S)) S[k] = t(); } catch (e) {}
+    }
+    return send.apply(this, arguments);
+  };
+  return true; })()"#;
+const CONSOLE_STAGES: &str = r#"(() => { if (window.__stages) return true; const S = window.__stages = {};
+  const t = () => performance.timeOrigin + performance.now();
+  const D = Object.getOwnPropertyDescriptor(MessageEvent.prototype, 'data');
+  Object.defineProperty(MessageEvent.prototype, 'data', { configurable: true, enumerable: D.enumerable, get() {
+    const v = D.get.call(this);
+    if (this.target instanceof WebSocket && typeof v === 'string' && v.includes('"fn":"value"')) {
+      try { const k = 'ws ' + [...JSON.parse(v).args[0]].length; if (!(k in S)) S[k] = t(); } catch (e) {}
+    }
+    return v;
+  } });
+  return true; })()"#;
+const FRAME_STAGES: &str = r#"(() => { if (window.__stages) return true; const S = window.__stages = {};
+  const t = () => performance.timeOrigin + performance.now();
+  const D = Object.getOwnPropertyDescriptor(MessageEvent.prototype, 'data');
+  Object.defineProperty(MessageEvent.prototype, 'data', { configurable: true, enumerable: D.enumerable, get() {
+    const v = D.get.call(this);
+    const c = v && v.cobrowse === 'console' && v.type === 'command' && v.command;
+    if (c && c.fn === 'value' && typeof c.args[0] === 'string') {
+      const k = 'message ' + [...c.args[0]].length; if (!(k in S)) S[k] = t();
+    }
+    return v;
+  } });
+  return true; })()"#;
+
+/// The time (ms, the browser's monotonic clock) of each value command's
+/// WebSocket frame in `events`, by the value's length, as they come.
+type Frames = std::sync::Arc<std::sync::Mutex<HashMap<usize, f64>>>;
+fn frames(
+    mut events: impl futures_util::Stream<Item = (f64, String)> + Unpin + Send + 'static,
+) -> Frames {
+    let seen = Frames::default();
+    let into = seen.clone();
+    tokio::spawn(async move {
+        while let Some((at, payload)) = events.next().await {
+            let Ok(m) = serde_json::from_str::<Value>(&payload) else {
+                continue;
+            };
+            if m["fn"] != "value" {
+                continue;
+            }
+            if let Some(v) = m["args"][0].as_str() {
+                into.lock()
+                    .expect("frames")
+                    .entry(v.chars().count())
+                    .or_insert(at);
+            }
+        }
+    });
+    seen
+}
+
 /// One round of `keys` keystrokes; their latencies in ms, sorted.
 async fn keystrokes(
     customer: &Page,
     operator: &Page,
     field: &str,
     keys: usize,
+    stages: Option<&str>,
 ) -> Result<Vec<f64>> {
     let sel = serde_json::to_string(field)?;
+    // With `--stages`, the browser's network stack says when each value's
+    // WebSocket frame left the customer's browser and reached the
+    // console's: the hub's share of the hop between them.
+    let mut wire = None;
+    if stages.is_some() {
+        eval(customer, &CUSTOMER_STAGES.replace("SEL", &sel)).await?;
+        eval(operator, CONSOLE_STAGES).await?;
+        eval_shared(operator, FRAME_STAGES).await?;
+        for page in [customer, operator] {
+            page.execute(network::EnableParams::default()).await?;
+        }
+        let sent = frames(
+            customer
+                .event_listener::<network::EventWebSocketFrameSent>()
+                .await?
+                .map(|e| {
+                    (
+                        e.timestamp.inner() * 1000.0,
+                        e.response.payload_data.clone(),
+                    )
+                }),
+        );
+        let received = frames(
+            operator
+                .event_listener::<network::EventWebSocketFrameReceived>()
+                .await?
+                .map(|e| {
+                    (
+                        e.timestamp.inner() * 1000.0,
+                        e.response.payload_data.clone(),
+                    )
+                }),
+        );
+        wire = Some((sent, received));
+    }
     // The operator's copy of the field records each value the agent sets
     // (one listener on each side for every round).
+    // `__benchArrived(n)` resolves with the time the field was n long, so
+    // the wait for each key is one call that the page answers, not a poll
+    // that keeps the operator's renderer and the browser busy meanwhile.
     let hooked = eval_shared(operator, &format!(
-        "(() => {{ const el = document.querySelector({sel}); if (!window.__bench) \
-         el.addEventListener('input', () => window.__bench.push([el.value, performance.timeOrigin + performance.now()])); window.__bench = []; return true; }})()"
+        "(() => {{ const el = document.querySelector({sel}); if (!window.__bench) {{ \
+         el.addEventListener('input', () => {{ const at = performance.timeOrigin + performance.now(); window.__bench.push([el.value, at]); \
+         const n = [...el.value].length; for (const w of window.__benchWaits.filter((w) => w[0] === n)) w[1](at); }}); \
+         window.__benchArrived = (n) => new Promise((resolve) => {{ const r = window.__bench.find((r) => [...r[0]].length === n); \
+         if (r) resolve(r[1]); else window.__benchWaits.push([n, resolve]); }}); }} \
+         window.__bench = []; window.__benchWaits = []; return true; }})()"
     )).await?;
     if hooked != Value::Bool(true) {
         bail!("no field {field} in the operator's copy of the page");
@@ -377,21 +525,117 @@ async fn keystrokes(
     .await?
     .as_u64()
     .unwrap_or(0) as usize;
+    // With `--stages`, the console's own main-thread time over the round
+    // (Chromium's accounting of its tasks; the content frame, of another
+    // origin, is a process of its own and not in it).
+    let console_before = match stages {
+        Some(_) => {
+            operator.execute(perf::EnableParams::default()).await?;
+            Some(metrics(operator).await?)
+        }
+        None => None,
+    };
     let mut out = Vec::with_capacity(keys);
     for i in 0..keys {
         let ch = (b'a' + (i % 26) as u8) as char;
         key(customer, ch).await?;
         let n = start + i + 1;
-        let arrived = until_in(
-            operator,
-            In::Shared,
-            &format!("keystroke {} on the operator's side", i + 1),
-            &format!("window.__bench.find((r) => r[0].length === {n})?.[1]"),
-            10,
+        let arrived = match tokio::time::timeout(
+            Duration::from_secs(10),
+            eval_shared_awaited(operator, &format!("window.__benchArrived({n})")),
         )
-        .await?;
+        .await
+        {
+            Ok(arrived) => arrived?,
+            Err(_) => {
+                let seen =
+                    eval_shared(operator, "JSON.stringify(window.__bench.slice(-3))").await?;
+                bail!(
+                    "keystroke {} did not reach the operator's side within 10 s; the last values there: {seen}",
+                    i + 1
+                );
+            }
+        };
         let sent = eval(customer, &format!("window.__bench[{i}]")).await?;
         out.push(arrived.as_f64().unwrap_or(f64::NAN) - sent.as_f64().unwrap_or(f64::NAN));
+    }
+    if let Some(row) = stages {
+        let pressed = eval(customer, "window.__bench").await?;
+        let customer_at = eval(customer, "window.__stages").await?;
+        let console_at = eval(operator, "window.__stages").await?;
+        let frame_at = eval_shared(operator, "window.__stages").await?;
+        let applied = eval_shared(operator, "window.__bench").await?;
+        let at = |v: &Value, k: String| v.get(&k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        // Per stage, the time from the mark before it.
+        let (sent, received) = wire.take().expect("listening with --stages");
+        let (sent, received) = (
+            sent.lock().expect("frames").clone(),
+            received.lock().expect("frames").clone(),
+        );
+        let names = [
+            "key event to the customer's page",
+            "the browser's text input to the field's `input` event",
+            "customer's agent to its WebSocket send",
+            "network, hub and the console's page",
+            "console to its content frame",
+            "content frame's agent applies",
+        ];
+        let mut spans: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for i in 0..keys {
+            let n = start + i + 1;
+            let marks = [
+                pressed.get(i).and_then(Value::as_f64).unwrap_or(f64::NAN),
+                at(&customer_at, format!("keydown {n}")),
+                at(&customer_at, format!("input {n}")),
+                at(&customer_at, format!("send {n}")),
+                at(&console_at, format!("ws {n}")),
+                at(&frame_at, format!("message {n}")),
+                applied
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .find(|r| r[0].as_str().map(|v| v.chars().count()) == Some(n))
+                    })
+                    .and_then(|r| r[1].as_f64())
+                    .unwrap_or(f64::NAN),
+            ];
+            for (s, w) in spans.iter_mut().zip(marks.windows(2)) {
+                s.push(w[1] - w[0]);
+            }
+        }
+        let mut hub: Vec<f64> = (0..keys)
+            .map(|i| {
+                let n = start + i + 1;
+                match (sent.get(&n), received.get(&n)) {
+                    (Some(a), Some(b)) => b - a,
+                    _ => f64::NAN,
+                }
+            })
+            .collect();
+        for (name, mut s) in names.iter().zip(spans) {
+            s.sort_by(f64::total_cmp);
+            report(&format!("stage ({row}) {name}:"), &s);
+        }
+        if let Some(before) = console_before {
+            let after = metrics(operator).await?;
+            let per_key = |k: &str| {
+                (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) / keys as f64
+            };
+            println!(
+                "stage ({row}) the console's main thread per key: tasks {:.2} ms, script {:.2}, style {:.2}, layout {:.2}",
+                per_key("TaskDuration"),
+                per_key("ScriptDuration"),
+                per_key("RecalcStyleDuration"),
+                per_key("LayoutDuration")
+            );
+        }
+        hub.sort_by(f64::total_cmp);
+        report(
+            &format!(
+                "stage ({row})   of which the hub and loopback, frame sent to frame received:"
+            ),
+            &hub,
+        );
     }
     // Fresh for the next round.
     eval(
@@ -416,22 +660,28 @@ fn report(row: &str, lat: &[f64]) {
     );
 }
 
+/// B7 on the page at `url` (the site's, through cobrowse).
 async fn keystroke(
     browser: &Browser,
-    site: &str,
-    path: &str,
+    url: &str,
     field: &str,
     op: &Operator,
     keys: usize,
+    stages: bool,
     under: &[String],
 ) -> Result<()> {
     let operator = operator_waits(browser, op).await?;
     let customer = fresh_page(browser).await?;
-    customer
-        .goto(format!("{}{path}", site.trim_end_matches('/')))
-        .await?;
+    customer.goto(url).await?;
     call(&customer, &operator).await?;
-    let idle = keystrokes(&customer, &operator, field, keys).await?;
+    let idle = keystrokes(
+        &customer,
+        &operator,
+        field,
+        keys,
+        stages.then_some("B7 idle"),
+    )
+    .await?;
     report("B7 idle", &idle);
     if let Some((cmd, args)) = under.split_first() {
         let mut child = tokio::process::Command::new(cmd)
@@ -450,7 +700,14 @@ async fn keystroke(
         }
         // Its output keeps flowing while we measure.
         let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let loaded = keystrokes(&customer, &operator, field, keys).await;
+        let loaded = keystrokes(
+            &customer,
+            &operator,
+            field,
+            keys,
+            stages.then_some("B7 load"),
+        )
+        .await;
         let still_running = child.try_wait()?.is_none();
         let _ = child.kill().await;
         drain.abort();
@@ -684,8 +941,12 @@ async fn main() -> Result<()> {
             field,
             operator,
             keys,
+            stages,
             under,
-        } => keystroke(browser, site, path, field, operator, *keys, under).await,
+        } => {
+            let url = format!("{}{path}", site.trim_end_matches('/'));
+            keystroke(browser, &url, field, operator, *keys, *stages, under).await
+        }
         Mode::Agentcost {
             direct,
             proxied,

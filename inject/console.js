@@ -268,6 +268,12 @@
                 outage.recovered();
                 put(msg);
                 onCommand(msg);
+                // Commands come by the dozen a second (keys, the pointer,
+                // carets); of the console's own view only the address bar
+                // shows one, the top frame's navigation. Rebuilding the
+                // rest for each would keep this page's main thread, which
+                // relays the next command, busy with styles and layout.
+                if (msg.key !== 'top') return;
                 break;
             case 'status':
                 if (msg.participants) link.participants = msg.participants;
