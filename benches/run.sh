@@ -303,6 +303,17 @@ if want B4; then
 fi
 
 # --- B5, B6: the hub ------------------------------------------------------
+# Waits (up to 10 min) for a line matching $1 in the load generator's
+# output while its process $2 runs; fails if it ends first.
+wait_line() {
+    for _ in $(seq 12000); do
+        grep -q "$1" "$work/load.out" && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 # One load run against a server (its pid, or "PID PID" for the CPU time and
 # memory of several): "delivered/s p50 p99 p999 cpu_us_per_command rss_mib",
 # nothing when the load generator failed. The rate and latencies count from
@@ -317,17 +328,9 @@ hub_run() {
     # CPU and memory count from when the operators are logged in (the
     # password hashes are not the hub's per-command cost), memory again
     # once every participant is in.
-    wait_line() {
-        for _ in $(seq 12000); do
-            grep -q "$1" "$work/load.out" && return 0
-            kill -0 "$load" 2>/dev/null || return 1
-            sleep 0.05
-        done
-        return 1
-    }
-    wait_line '^logged in' || true
+    wait_line '^logged in' "$load" || true
     t0=$(cpu_ticks "$pid")
-    wait_line '^steady' || true
+    wait_line '^steady' "$load" || true
     sleep 1
     rss1=$(rss_kib "$pid")
     if ! wait "$load"; then
@@ -386,17 +389,9 @@ capacity_run() {
         --step "$B5_STEP" --pid "$pid" --duration 900 --cycle 900 "$@" \
         > "$work/load.out" 2>"$work/load.err") &
     local load=$!
-    for _ in $(seq 12000); do
-        grep -q '^logged in' "$work/load.out" && break
-        kill -0 "$load" 2>/dev/null || break
-        sleep 0.05
-    done
+    wait_line '^logged in' "$load" || true
     rss0=$(rss_kib "$pid")
-    for _ in $(seq 12000); do
-        grep -q '^steady' "$work/load.out" && break
-        kill -0 "$load" 2>/dev/null || break
-        sleep 0.05
-    done
+    wait_line '^steady' "$load" || true
     rss1=$(rss_kib "$pid")
     if ! wait "$load"; then
         echo "load generator failed: $(grep -v '^ *at \|^ *[0-9]*: \|^Stack' "$work/load.err" | tail -3)" >&2
@@ -467,6 +462,9 @@ if want B7; then
         --duration 600 --cycle 6000 --operator-prefix load --password "$password" \
         >"$work/b7" 2>"$work/b7.err" || true
     cat "$work/b7" >&2
+    # What the driver said when it failed, whole (its last line is often a
+    # frame of the backtrace).
+    grep -q '^B7 load' "$work/b7" || grep -v '^ *at \|^ *[0-9]*: ' "$work/b7.err" | tail -20 >&2
     idle=$(grep '^B7 idle' "$work/b7" || true)
     loaded=$(grep '^B7 load' "$work/b7" || true)
     if [ -n "$idle" ]; then

@@ -143,33 +143,23 @@ async fn eval(page: &Page, js: &str) -> Result<Value> {
 /// site's origin: out of reach of the console's own scripts) once it has
 /// an agent; null before.
 async fn eval_shared(console: &Page, js: &str) -> Result<Value> {
-    let main = console.mainframe().await?;
-    for id in console.frames().await? {
-        if Some(&id) == main.as_ref() {
-            continue;
-        }
-        let Some(context) = console.frame_execution_context(id).await? else {
-            continue;
-        };
-        let params = EvaluateParams::builder()
-            .expression(format!("window.__cobrowse ? ({js}) : null"))
-            .context_id(context)
-            .return_by_value(true)
-            .build()
-            .map_err(anyhow::Error::msg)?;
-        if let Ok(r) = console.evaluate_expression(params).await
-            && let Some(v) = r.value()
-            && !v.is_null()
-        {
-            return Ok(v.clone());
-        }
-    }
-    Ok(Value::Null)
+    Ok(eval_in_content_frame(console, js, false)
+        .await?
+        .unwrap_or(Value::Null))
 }
 
 /// Evaluates `js`, a promise, in the console's content frame and waits
 /// for its value.
 async fn eval_shared_awaited(console: &Page, js: &str) -> Result<Value> {
+    match eval_in_content_frame(console, js, true).await? {
+        Some(v) => Ok(v),
+        None => bail!("no content frame with an agent in the console"),
+    }
+}
+
+/// `js`'s value (awaited if `awaited`) in the first of the console's
+/// frames that has an agent and gives a value; `None` if none does.
+async fn eval_in_content_frame(console: &Page, js: &str, awaited: bool) -> Result<Option<Value>> {
     let main = console.mainframe().await?;
     for id in console.frames().await? {
         if Some(&id) == main.as_ref() {
@@ -181,7 +171,7 @@ async fn eval_shared_awaited(console: &Page, js: &str) -> Result<Value> {
         let params = EvaluateParams::builder()
             .expression(format!("window.__cobrowse ? ({js}) : null"))
             .context_id(context)
-            .await_promise(true)
+            .await_promise(awaited)
             .return_by_value(true)
             .build()
             .map_err(anyhow::Error::msg)?;
@@ -189,10 +179,10 @@ async fn eval_shared_awaited(console: &Page, js: &str) -> Result<Value> {
             && let Some(v) = r.value()
             && !v.is_null()
         {
-            return Ok(v.clone());
+            return Ok(Some(v.clone()));
         }
     }
-    bail!("no content frame with an agent in the console")
+    Ok(None)
 }
 
 /// Where `until` looks: the page's top document or the console's

@@ -641,6 +641,10 @@ async fn late_join(args: &Args, keys: usize) -> Result<()> {
         percentile(&times, 1.0),
         percentile(&parses, 0.5),
     );
+    // The call ends here: left waiting, it would be the first offered to
+    // the next operator who signs in (B7's, on the same hub).
+    send(&mut ws, json!({"type": "hangup"})).await?;
+    wait_for(&mut ws, &stats, "ended", |v| v["type"] == "ended").await?;
     let _ = ws.close(None).await;
     Ok(())
 }
