@@ -388,6 +388,14 @@ async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_
     let docs = format!("it:{{{}}}:driver:docs", s.session);
     let cred = format!("it:{{{}}}:driver:cred", s.session);
     let sid = s.driver.split(';').next().unwrap().to_string();
+    // What Redis and the server saw, printed when a wait below fails.
+    let seen = || {
+        format!(
+            "redis holds {}\n---- server ----\n{}",
+            redis.command(&["KEYS", "*"]),
+            s.server.output()
+        )
+    };
     wait_for(
         "the driver's read and cookies written behind to Redis",
         Duration::from_secs(10),
@@ -396,13 +404,7 @@ async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_
             let cookie = redis.command(&["HGET", &cred, "cookie"]);
             (kept && cookie.contains(&sid)).then_some(())
         },
-        || {
-            format!(
-                "redis holds {}\n---- server ----\n{}",
-                redis.command(&["KEYS", "*"]),
-                s.server.output()
-            )
-        },
+        &seen,
     )
     .await;
     // Nothing of the customer's cookies or kept reads reaches the log.
@@ -414,13 +416,7 @@ async fn with_a_redis_store_what_the_driver_keeps_is_in_redis_until_the_session_
         "the driver's keys removed from Redis",
         Duration::from_secs(10),
         || async { (redis.command(&["KEYS", "*driver*"]) == "*0\r\n").then_some(()) },
-        || {
-            format!(
-                "redis holds {}\n---- server ----\n{}",
-                redis.command(&["KEYS", "*"]),
-                s.server.output()
-            )
-        },
+        &seen,
     )
     .await;
 }
