@@ -597,6 +597,15 @@ async fn only_a_checkpoint_that_holds_together_is_taken_up() {
     assert_ne!(sid, good);
     caller.send(json!({"type": "hangup"})).await;
     caller.expect("ended").await;
+    // The ended session leaves Redis behind the lock: until it has, a take
+    // over would find it there and take it up again.
+    until_in_redis(
+        &redis,
+        &["EXISTS", &session_key(&sid)],
+        "the ended session deleted",
+        |r| r.contains(":0"),
+    )
+    .await;
     // Taking over twice changes nothing held.
     assert_eq!(hub.take_over().await, Ok(0));
     assert_eq!(hub.session(good).unwrap(), view);
